@@ -1,0 +1,190 @@
+//! The command path: commands go to the single writer, which decides them
+//! against the current state, appends their events in group commits and
+//! replies once they are durable; queries read the last durable snapshot.
+
+mod replay;
+mod writer;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{ClientToken, Command, DomainError, LedgerState, Policy, Reply};
+use crate::store::{EventStore, Head, StoreError};
+
+pub use replay::{rebuild_projections, replay_log};
+
+/// Why a command or query failed.
+#[derive(Debug, Error)]
+pub enum AppError {
+    /// A rule or input check refused it; nothing was changed.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The store failed; the outcome of a command is unknown (retry it with
+    /// the same client token to learn it without applying it twice).
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    /// The ledger is shutting down; retry on another instance or later.
+    #[error("the ledger is shutting down")]
+    ShuttingDown,
+}
+
+/// Options of a command beyond the command itself.
+#[derive(Debug, Clone, Default)]
+pub struct CommandOptions {
+    /// Idempotency key: a retry with the same key and parameters gets the
+    /// first reply and appends nothing.
+    pub client_token: Option<ClientToken>,
+    /// Check everything, change nothing.
+    pub dry_run: bool,
+}
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Most commands in one group commit.
+    pub max_batch: usize,
+    /// Commands waiting for the writer before callers are pushed back on.
+    pub queue_depth: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 512,
+            queue_depth: 4096,
+        }
+    }
+}
+
+struct Job {
+    command: Command,
+    options: CommandOptions,
+    reply: oneshot::Sender<Result<Reply, AppError>>,
+}
+
+/// A handle on a running ledger. Cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    view: Arc<ArcSwap<LedgerState>>,
+    policy: Arc<Policy>,
+    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Ledger {
+    /// Loads the state from `store` (from the persisted projections when they
+    /// are current, else by replaying the log) and starts the writer.
+    pub fn open(
+        store: Arc<dyn EventStore>,
+        policy: Policy,
+        options: WriterOptions,
+    ) -> Result<Self, AppError> {
+        let (state, head) = load(store.as_ref())?;
+        let tokens = writer::load_tokens(store.as_ref())?;
+        let policy = Arc::new(policy);
+        let view = Arc::new(ArcSwap::from_pointee(state));
+        let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
+        let writer = writer::Writer::new(
+            store,
+            Arc::clone(&policy),
+            Arc::clone(&view),
+            head,
+            tokens,
+            options.max_batch.max(1),
+        );
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                jobs: std::sync::Mutex::new(Some(tx)),
+                view,
+                policy,
+                writer: std::sync::Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// Runs a command; `Ok` means its events are durable (or, for a dry run,
+    /// that it would be accepted now).
+    pub async fn execute(
+        &self,
+        command: Command,
+        options: CommandOptions,
+    ) -> Result<Reply, AppError> {
+        let sender = self
+            .inner
+            .jobs
+            .lock()
+            .map_err(|_| AppError::ShuttingDown)?
+            .clone()
+            .ok_or(AppError::ShuttingDown)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(Job {
+                command,
+                options,
+                reply,
+            })
+            .await
+            .map_err(|_| AppError::ShuttingDown)?;
+        answer.await.map_err(|_| AppError::ShuttingDown)?
+    }
+
+    /// The state as of the last durable batch.
+    pub fn state(&self) -> Arc<LedgerState> {
+        self.inner.view.load_full()
+    }
+
+    /// The rules' limits and regions.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// Stops taking commands, lets the writer finish those already queued
+    /// and waits for it. Safe to call more than once.
+    pub fn shutdown(&self) {
+        if let Ok(mut jobs) = self.inner.jobs.lock() {
+            jobs.take();
+        }
+        let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("the writer thread panicked");
+            }
+        }
+    }
+}
+
+/// Loads the state: from the persisted projections when their checkpoint is
+/// the log head, else by replaying the log and rewriting them.
+fn load(store: &dyn EventStore) -> Result<(LedgerState, Head), AppError> {
+    let head = store.head()?;
+    if store.projection_checkpoint()? == Some(head.position) {
+        match crate::projection::persist::load(store) {
+            Ok(state) => {
+                tracing::info!(position = head.position, "loaded the state from the projections");
+                return Ok((state, head));
+            }
+            Err(err) => {
+                tracing::warn!(%err, "the projections do not load; rebuilding them from the log")
+            }
+        }
+    } else {
+        tracing::info!(
+            position = head.position,
+            "the projections are not current; rebuilding them from the log"
+        );
+    }
+    let (state, replayed) = rebuild_projections(store)?;
+    Ok((state, replayed))
+}

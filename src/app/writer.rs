@@ -1,0 +1,319 @@
+//! The single writer. It owns the only mutable copy of the state, so racing
+//! commands are decided one after the other, and it commits everything that
+//! queued up while the previous flush ran in one transaction and one flush.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use super::{AppError, Job};
+use crate::domain::{decide, Command, DomainError, Event, ImageId, LedgerState, Policy, Reply};
+use crate::projection::{persist, Touched};
+use crate::store::{AppendBatch, EncodedRecord, EventStore, Head, RecordMeta, StoreError};
+
+/// What the ledger keeps of a command run with a client token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct TokenRecord {
+    /// SHA-256 of the command's parameters.
+    fingerprint: String,
+    /// The reply the first run got.
+    reply: Reply,
+    /// The log position of the command's last event.
+    position: u64,
+}
+
+type Tokens = imbl::HashMap<Vec<u8>, TokenRecord>;
+
+pub(super) fn load_tokens(store: &dyn EventStore) -> Result<Tokens, StoreError> {
+    store
+        .tokens()?
+        .into_iter()
+        .map(|(key, value)| {
+            let record = serde_json::from_slice(&value).map_err(StoreError::decode)?;
+            Ok((key, record))
+        })
+        .collect()
+}
+
+pub(super) struct Writer {
+    store: Arc<dyn EventStore>,
+    policy: Arc<Policy>,
+    view: Arc<ArcSwap<LedgerState>>,
+    head: Head,
+    tokens: Tokens,
+    max_batch: usize,
+    /// Set after a failed append: the store may hold more than the state
+    /// knows, so it is reloaded before the next batch.
+    stale: bool,
+}
+
+/// A command's fate within a batch, before the batch is durable.
+enum Pending {
+    Answer(Result<Reply, AppError>),
+    Durable(Reply),
+}
+
+impl Writer {
+    pub(super) fn new(
+        store: Arc<dyn EventStore>,
+        policy: Arc<Policy>,
+        view: Arc<ArcSwap<LedgerState>>,
+        head: Head,
+        tokens: Tokens,
+        max_batch: usize,
+    ) -> Self {
+        Self {
+            store,
+            policy,
+            view,
+            head,
+            tokens,
+            max_batch,
+            stale: false,
+        }
+    }
+
+    pub(super) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while let Some(first) = jobs.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit(std::mem::take(&mut batch));
+        }
+        tracing::debug!("the writer stopped");
+    }
+
+    fn commit(&mut self, jobs: Vec<Job>) {
+        if self.stale {
+            if let Err(err) = self.reload() {
+                tracing::error!(%err, "cannot reload the state after a failed append");
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(AppError::Storage(StoreError::Backend(err.to_string()))));
+                }
+                return;
+            }
+        }
+        let before = self.view.load_full();
+        let mut state = (*before).clone();
+        let mut tokens = self.tokens.clone();
+        let mut head = self.head;
+        let mut batch = AppendBatch {
+            expected_head: head,
+            ..AppendBatch::default()
+        };
+        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        let mut touched = Touched::default();
+        let mut fates = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let fate = self.decide_one(
+                job,
+                &mut state,
+                &mut tokens,
+                &mut head,
+                &mut batch,
+                &mut expected,
+                &mut touched,
+            );
+            fates.push(fate);
+        }
+        let fates = match self.persist(before.as_ref(), &state, batch, expected, &touched) {
+            Ok(()) => {
+                self.head = head;
+                self.tokens = tokens;
+                self.view.store(Arc::new(state));
+                fates
+                    .into_iter()
+                    .map(|fate| match fate {
+                        Pending::Answer(answer) => answer,
+                        Pending::Durable(reply) => Ok(reply),
+                    })
+                    .collect::<Vec<_>>()
+            }
+            Err(err) => {
+                tracing::error!(%err, "appending a batch failed; its commands are refused");
+                self.stale = true;
+                // Every answer of the batch may rest on effects that did not
+                // become durable, so none of them stands.
+                fates
+                    .iter()
+                    .map(|_| Err(AppError::Storage(StoreError::Backend(err.to_string()))))
+                    .collect()
+            }
+        };
+        for (job, answer) in jobs.into_iter().zip(fates) {
+            // A caller that gave up no longer listens; nothing to do then.
+            let _ = job.reply.send(answer);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_one(
+        &self,
+        job: &Job,
+        state: &mut LedgerState,
+        tokens: &mut Tokens,
+        head: &mut Head,
+        batch: &mut AppendBatch,
+        expected: &mut BTreeMap<String, u64>,
+        touched: &mut Touched,
+    ) -> Pending {
+        let actor = job.command.actor().map(|a| a.as_str().to_owned());
+        let token_key = job.options.client_token.as_ref().map(|token| {
+            let mut key = actor.clone().unwrap_or_default().into_bytes();
+            key.push(0);
+            key.extend_from_slice(token.as_str().as_bytes());
+            key
+        });
+        let fingerprint = match fingerprint(&job.command) {
+            Ok(fp) => fp,
+            Err(err) => return Pending::Answer(Err(err.into())),
+        };
+        if let Some(key) = &token_key {
+            if let Some(record) = tokens.get(key) {
+                return Pending::Answer(if record.fingerprint == fingerprint {
+                    Ok(record.reply.clone())
+                } else {
+                    Err(DomainError::IdempotencyMismatch(
+                        "this client_token was already used by this account with other parameters"
+                            .into(),
+                    )
+                    .into())
+                });
+            }
+        }
+        let now = now_micros();
+        let decision = match decide(state, &self.policy, &job.command, now, &mut random_image_id) {
+            Ok(decision) => decision,
+            Err(err) => return Pending::Answer(Err(err.into())),
+        };
+        if job.options.dry_run {
+            let reply = match decision.reply {
+                Reply::ImagesCopied { .. } => Reply::ImagesCopied { images: vec![] },
+                Reply::ImageRegistered { .. } | Reply::Done => Reply::Done,
+            };
+            return Pending::Answer(Ok(reply));
+        }
+        if decision.events.is_empty() {
+            return Pending::Answer(Ok(decision.reply));
+        }
+        for event in &decision.events {
+            let stream = event.aggregate_id().to_owned();
+            let version = stream_version(state, event);
+            expected.entry(stream).or_insert(version);
+            let meta = RecordMeta {
+                position: head.position + 1,
+                aggregate_version: version + 1,
+                recorded_at: now,
+                actor: actor.as_deref(),
+                client_token: job.options.client_token.as_ref().map(|t| t.as_str()),
+                prev_hash: head.hash,
+            };
+            let record = match EncodedRecord::encode(event, &meta) {
+                Ok(record) => record,
+                Err(err) => return Pending::Answer(Err(err.into())),
+            };
+            *head = Head {
+                position: record.position,
+                hash: record.hash,
+            };
+            batch.records.push(record);
+            match event {
+                Event::AccountRegistered { account_id, .. } => {
+                    touched.accounts.insert(account_id.clone());
+                }
+                _ => {
+                    if let Ok(id) = ImageId::parse(event.aggregate_id()) {
+                        touched.images.insert(id);
+                    }
+                }
+            }
+            state.apply(event);
+        }
+        if let Some(key) = token_key {
+            let record = TokenRecord {
+                fingerprint,
+                reply: decision.reply.clone(),
+                position: head.position,
+            };
+            match serde_json::to_vec(&record) {
+                Ok(bytes) => batch.tokens.push((key.clone(), bytes)),
+                Err(err) => return Pending::Answer(Err(StoreError::encode(err).into())),
+            }
+            tokens.insert(key, record);
+        }
+        Pending::Durable(decision.reply)
+    }
+
+    fn persist(
+        &self,
+        before: &LedgerState,
+        after: &LedgerState,
+        mut batch: AppendBatch,
+        expected: BTreeMap<String, u64>,
+        touched: &Touched,
+    ) -> Result<(), StoreError> {
+        if batch.records.is_empty() {
+            return Ok(());
+        }
+        batch.expected_versions = expected.into_iter().collect();
+        batch.projection = persist::diff(before, after, touched)?;
+        self.store.append(&batch)
+    }
+
+    fn reload(&mut self) -> Result<(), AppError> {
+        let (state, head) = super::load(self.store.as_ref())?;
+        self.tokens = load_tokens(self.store.as_ref())?;
+        self.head = head;
+        self.view.store(Arc::new(state));
+        self.stale = false;
+        tracing::info!(position = head.position, "reloaded the state from the store");
+        Ok(())
+    }
+}
+
+/// The version of the event's stream before the event.
+fn stream_version(state: &LedgerState, event: &Event) -> u64 {
+    match event {
+        Event::AccountRegistered { account_id, .. } => {
+            state.account(account_id).map_or(0, |a| a.version)
+        }
+        _ => ImageId::parse(event.aggregate_id())
+            .ok()
+            .and_then(|id| state.any_image(&id).map(|image| image.version))
+            .unwrap_or(0),
+    }
+}
+
+fn fingerprint(command: &Command) -> Result<String, StoreError> {
+    let bytes = serde_json::to_vec(command).map_err(StoreError::encode)?;
+    Ok(hex::encode(Sha256::digest(bytes)))
+}
+
+/// The current time, cut to microseconds so it survives RFC 3339 and protobuf round trips.
+fn now_micros() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now)
+}
+
+fn random_image_id() -> ImageId {
+    let mut rng = rand::rng();
+    let suffix: String = (0..ImageId::SUFFIX_LEN)
+        .map(|_| ImageId::ALPHABET[rng.random_range(0..ImageId::ALPHABET.len())] as char)
+        .collect();
+    // The suffix is drawn from the id alphabet, so this cannot fail.
+    ImageId::from_suffix(&suffix).unwrap_or_else(|_| ImageId::min())
+}

@@ -1,0 +1,55 @@
+//! Settings of a server: where it listens, where its data lives, the limits.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::domain::{Policy, Region, DEFAULT_REGIONS};
+
+/// Everything a server needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Directory of the sled store.
+    pub data_dir: PathBuf,
+    /// The rules' limits and regions.
+    pub policy: Policy,
+    /// Size of sled's page cache in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Config {
+    /// Defaults with the given data directory, listening on a free loopback port.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            policy: Policy::default(),
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Parses a comma-separated region list; empty means the default list.
+pub fn parse_regions(raw: &str) -> Result<BTreeSet<Region>, String> {
+    let names: Vec<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Ok(DEFAULT_REGIONS.iter().map(|r| Region::new(*r)).collect());
+    }
+    for name in &names {
+        let valid = name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(format!(
+                "region {name:?} may hold only lowercase letters, digits and dashes"
+            ));
+        }
+    }
+    Ok(names.into_iter().map(Region::new).collect())
+}

@@ -1,0 +1,137 @@
+//! The commands of the ledger (imperative) and what a successful one returns.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AccountId, AccountKind, ImageId, ImageRef, ImageState,
+    LighthousePermission, Region,
+};
+
+/// A request to change the ledger. Field formats (ids, lengths, enums) are
+/// already checked when one is built; the rules are checked by [`decide`](super::decide).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command")]
+pub enum Command {
+    /// Register a root or collaborator account.
+    RegisterAccount {
+        /// The account.
+        account_id: AccountId,
+        /// Its kind.
+        kind: AccountKind,
+    },
+    /// Register a custom image owned by the caller.
+    RegisterImage(NewImage),
+    /// Report a lifecycle state (from the image factory, not an account).
+    UpdateImageState {
+        /// The image.
+        image_id: ImageId,
+        /// The new state.
+        state: ImageState,
+    },
+    /// Share an image with accounts.
+    ShareImage {
+        /// The caller, who must own the image.
+        caller: AccountId,
+        /// The image.
+        image_id: ImageId,
+        /// The accounts to share with.
+        account_ids: Vec<AccountId>,
+    },
+    /// Cancel shares of an image.
+    CancelImageSharing {
+        /// The caller, who must own the image.
+        caller: AccountId,
+        /// The image.
+        image_id: ImageId,
+        /// The accounts to stop sharing with.
+        account_ids: Vec<AccountId>,
+    },
+    /// Copy an image to other regions, or into the caller's own account.
+    CopyImage {
+        /// The owner or a recipient.
+        caller: AccountId,
+        /// The source image.
+        image_id: ImageId,
+        /// Where the copies go, one new image each.
+        destination_regions: Vec<Region>,
+        /// The copies' name; the source's name when absent.
+        image_name: Option<String>,
+    },
+    /// Delete an image.
+    DeleteImage {
+        /// The caller, who must own the image.
+        caller: AccountId,
+        /// The image.
+        image_id: ImageId,
+    },
+    /// Change an image's name or description.
+    ModifyImageAttribute {
+        /// The caller, who must own the image.
+        caller: AccountId,
+        /// The image.
+        image_id: ImageId,
+        /// New name.
+        image_name: Option<String>,
+        /// New description.
+        image_description: Option<String>,
+    },
+    /// Share with, or withdraw from, Lighthouse.
+    ModifyLighthouseSharePermission {
+        /// The caller, who must own the image.
+        caller: AccountId,
+        /// The image.
+        image_id: ImageId,
+        /// Share or cancel.
+        permission: LighthousePermission,
+    },
+}
+
+impl Command {
+    /// The account acting, if any (`UpdateImageState` comes from the system).
+    pub fn actor(&self) -> Option<&AccountId> {
+        match self {
+            Command::RegisterAccount { account_id, .. } => Some(account_id),
+            Command::RegisterImage(new) => Some(&new.owner_account_id),
+            Command::UpdateImageState { .. } => None,
+            Command::ShareImage { caller, .. }
+            | Command::CancelImageSharing { caller, .. }
+            | Command::CopyImage { caller, .. }
+            | Command::DeleteImage { caller, .. }
+            | Command::ModifyImageAttribute { caller, .. }
+            | Command::ModifyLighthouseSharePermission { caller, .. } => Some(caller),
+        }
+    }
+}
+
+/// The fields of a new image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewImage {
+    /// The caller, who becomes the owner.
+    pub owner_account_id: AccountId,
+    /// Its region.
+    pub region: Region,
+    /// Name, description and fixed properties.
+    #[serde(flatten)]
+    pub attributes: super::ImageAttributes,
+    /// Initial state.
+    pub state: ImageState,
+}
+
+/// What a successful command returns to its caller.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "reply")]
+pub enum Reply {
+    /// Nothing beyond success.
+    #[default]
+    Done,
+    /// The id of a registered image.
+    ImageRegistered {
+        /// The new image.
+        image_id: ImageId,
+    },
+    /// The copies made, in the order of the destination regions.
+    ImagesCopied {
+        /// The new images.
+        images: Vec<ImageRef>,
+    },
+}

@@ -1,0 +1,179 @@
+//! The events of the ledger: facts in the past tense, the only thing stored.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{
+    AccountId, AccountKind, ImageId, ImageSource, ImageState, LicenseType, Region,
+};
+
+/// The schema version written with every event; bump it when a payload changes shape.
+pub const EVENT_SCHEMA_VERSION: u32 = 1;
+
+/// An image id together with its region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// The image.
+    pub image_id: ImageId,
+    /// Its region.
+    pub region: Region,
+}
+
+/// The descriptive attributes every image carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageAttributes {
+    /// Display name, unique per owner and region.
+    pub image_name: String,
+    /// Free text.
+    pub image_description: String,
+    /// Platform, such as `CentOS`.
+    pub platform: String,
+    /// OS name, such as `CentOS 7.9 64-bit`.
+    pub os_name: String,
+    /// How the image was made.
+    pub image_source: ImageSource,
+    /// Its licence.
+    pub license_type: LicenseType,
+    /// Whether its disks are encrypted.
+    pub encrypted: bool,
+    /// Whether it images a whole instance (system and data disks).
+    pub whole_instance: bool,
+    /// Whether it supports cloud-init.
+    pub supports_cloudinit: bool,
+}
+
+/// Everything that can happen in the ledger. Serialized adjacently tagged:
+/// `event_type` is the variant name and `payload` its fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload")]
+pub enum Event {
+    /// An account became known to the ledger.
+    AccountRegistered {
+        /// The account.
+        account_id: AccountId,
+        /// Root or collaborator.
+        kind: AccountKind,
+    },
+    /// An owner registered a custom image.
+    ImageRegistered {
+        /// The new image.
+        image_id: ImageId,
+        /// Its owner.
+        owner_account_id: AccountId,
+        /// Its region.
+        region: Region,
+        /// Its attributes.
+        #[serde(flatten)]
+        attributes: ImageAttributes,
+        /// Its initial state.
+        state: ImageState,
+        /// When it was registered.
+        #[serde(with = "time::serde::rfc3339")]
+        created_time: OffsetDateTime,
+    },
+    /// An image was copied; this is the first event of the copy's stream.
+    ImageCopied {
+        /// The new image (the copy).
+        image_id: ImageId,
+        /// The copy's owner (the source owner, or a recipient copying into its account).
+        owner_account_id: AccountId,
+        /// The copy's region.
+        region: Region,
+        /// The image it was copied from.
+        copied_from: ImageRef,
+        /// Its attributes.
+        #[serde(flatten)]
+        attributes: ImageAttributes,
+        /// Its initial state (`SYNCING`).
+        state: ImageState,
+        /// When the copy was made.
+        #[serde(with = "time::serde::rfc3339")]
+        created_time: OffsetDateTime,
+    },
+    /// An image moved to another lifecycle state.
+    ImageStateChanged {
+        /// The image.
+        image_id: ImageId,
+        /// The state before.
+        from: ImageState,
+        /// The state after.
+        to: ImageState,
+    },
+    /// The owner changed the name or description.
+    ImageAttributesModified {
+        /// The image.
+        image_id: ImageId,
+        /// The new name, if changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image_name: Option<String>,
+        /// The new description, if changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image_description: Option<String>,
+    },
+    /// The owner shared the image with accounts.
+    ImageShared {
+        /// The image.
+        image_id: ImageId,
+        /// The accounts it is now shared with.
+        account_ids: Vec<AccountId>,
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        shared_time: OffsetDateTime,
+    },
+    /// The owner cancelled shares.
+    ShareCancelled {
+        /// The image.
+        image_id: ImageId,
+        /// The accounts it is no longer shared with.
+        account_ids: Vec<AccountId>,
+    },
+    /// The owner shared the image with Lighthouse.
+    LighthouseShared {
+        /// The image.
+        image_id: ImageId,
+    },
+    /// The owner withdrew the image from Lighthouse.
+    LighthouseShareCancelled {
+        /// The image.
+        image_id: ImageId,
+    },
+    /// The owner deleted the image.
+    ImageDeleted {
+        /// The image.
+        image_id: ImageId,
+    },
+}
+
+impl Event {
+    /// The variant name, stored as the envelope's `event_type`.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::AccountRegistered { .. } => "AccountRegistered",
+            Event::ImageRegistered { .. } => "ImageRegistered",
+            Event::ImageCopied { .. } => "ImageCopied",
+            Event::ImageStateChanged { .. } => "ImageStateChanged",
+            Event::ImageAttributesModified { .. } => "ImageAttributesModified",
+            Event::ImageShared { .. } => "ImageShared",
+            Event::ShareCancelled { .. } => "ShareCancelled",
+            Event::LighthouseShared { .. } => "LighthouseShared",
+            Event::LighthouseShareCancelled { .. } => "LighthouseShareCancelled",
+            Event::ImageDeleted { .. } => "ImageDeleted",
+        }
+    }
+
+    /// The id of the aggregate (stream) the event belongs to: an account id or an image id.
+    pub fn aggregate_id(&self) -> &str {
+        match self {
+            Event::AccountRegistered { account_id, .. } => account_id.as_str(),
+            Event::ImageRegistered { image_id, .. }
+            | Event::ImageCopied { image_id, .. }
+            | Event::ImageStateChanged { image_id, .. }
+            | Event::ImageAttributesModified { image_id, .. }
+            | Event::ImageShared { image_id, .. }
+            | Event::ShareCancelled { image_id, .. }
+            | Event::LighthouseShared { image_id }
+            | Event::LighthouseShareCancelled { image_id }
+            | Event::ImageDeleted { image_id } => image_id.as_str(),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Identifier and value types that are valid by construction.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::DomainError;
+
+/// Longest name an image may have, in characters.
+pub const MAX_NAME_CHARS: usize = 60;
+/// Longest description an image may have, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 256;
+/// Longest platform or OS name, in characters.
+pub const MAX_LABEL_CHARS: usize = 128;
+/// Longest client token, in characters.
+pub const MAX_CLIENT_TOKEN_CHARS: usize = 64;
+/// Longest account id, in digits.
+pub const MAX_ACCOUNT_ID_DIGITS: usize = 20;
+
+/// A root or collaborator account id: 1 to 20 ASCII digits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccountId(String);
+
+impl AccountId {
+    /// Parses an account id, rejecting anything that is not 1 to 20 digits.
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        if raw.is_empty() {
+            return Err(DomainError::AccountIdMalformed(
+                "the account id is empty; it must be a string of digits".into(),
+            ));
+        }
+        if raw.len() > MAX_ACCOUNT_ID_DIGITS || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(DomainError::AccountIdMalformed(format!(
+                "the account id {} is not a string of at most {MAX_ACCOUNT_ID_DIGITS} digits",
+                quoted(raw)
+            )));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An image id: `img-` followed by 8 characters of `[a-z0-9]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ImageId(String);
+
+impl ImageId {
+    /// Length of the random suffix.
+    pub const SUFFIX_LEN: usize = 8;
+    /// The alphabet of the random suffix.
+    pub const ALPHABET: &'static [u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+    /// Parses an image id of the form `img-xxxxxxxx`.
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        let ok = raw.len() == 4 + Self::SUFFIX_LEN
+            && raw.starts_with("img-")
+            && raw[4..]
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(DomainError::ImageIdMalformed(format!(
+                "the image id {} is not of the form img- followed by 8 characters of [a-z0-9]",
+                quoted(raw)
+            )))
+        }
+    }
+
+    /// Builds an id from a suffix of 8 alphabet characters (the caller
+    /// guarantees the form; used by id generators).
+    pub fn from_suffix(suffix: &str) -> Result<Self, DomainError> {
+        Self::parse(&format!("img-{suffix}"))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A value that sorts before every valid id, for range scans.
+    pub(crate) fn min() -> Self {
+        Self(String::new())
+    }
+}
+
+impl fmt::Display for ImageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A region name such as `ap-guangzhou`. Whether it is one of the configured
+/// regions is checked against the [`Policy`](super::Policy).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Region(String);
+
+impl Region {
+    /// Wraps a region name without checking it against the configured list.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+
+    /// The region as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An idempotency key: 1 to 64 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientToken(String);
+
+impl ClientToken {
+    /// Parses a client token; an empty string means "no token".
+    pub fn parse_optional(raw: &str) -> Result<Option<Self>, DomainError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        if raw.len() > MAX_CLIENT_TOKEN_CHARS || !raw.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(DomainError::InvalidParameter(format!(
+                "client_token must be at most {MAX_CLIENT_TOKEN_CHARS} printable ASCII characters"
+            )));
+        }
+        Ok(Some(Self(raw.to_owned())))
+    }
+
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checks an image name: 1 to 60 characters, no control characters.
+pub fn validate_image_name(name: &str) -> Result<(), DomainError> {
+    if name.trim().is_empty() {
+        return Err(DomainError::InvalidParameter(
+            "image_name must not be empty".into(),
+        ));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(DomainError::TooLarge(format!(
+            "image_name is {} characters long; the limit is {MAX_NAME_CHARS}",
+            name.chars().count()
+        )));
+    }
+    reject_control_chars("image_name", name)
+}
+
+/// Checks an image description: at most 256 characters, no control characters
+/// other than newlines and tabs.
+pub fn validate_image_description(description: &str) -> Result<(), DomainError> {
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(DomainError::TooLarge(format!(
+            "image_description is {} characters long; the limit is {MAX_DESCRIPTION_CHARS}",
+            description.chars().count()
+        )));
+    }
+    if description
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(DomainError::InvalidParameter(
+            "image_description must not contain control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a required short label such as a platform or OS name.
+pub fn validate_label(field: &str, value: &str) -> Result<(), DomainError> {
+    if value.trim().is_empty() {
+        return Err(DomainError::InvalidParameter(format!(
+            "{field} must not be empty"
+        )));
+    }
+    if value.chars().count() > MAX_LABEL_CHARS {
+        return Err(DomainError::InvalidParameter(format!(
+            "{field} must be at most {MAX_LABEL_CHARS} characters"
+        )));
+    }
+    reject_control_chars(field, value)
+}
+
+fn reject_control_chars(field: &str, value: &str) -> Result<(), DomainError> {
+    if value.chars().any(char::is_control) {
+        return Err(DomainError::InvalidParameter(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Quotes user input for an error message, cutting it short and escaping
+/// anything unprintable so messages stay one readable line.
+pub(crate) fn quoted(raw: &str) -> String {
+    const SHOWN: usize = 40;
+    let mut out: String = raw.chars().take(SHOWN).collect::<String>();
+    if raw.chars().count() > SHOWN {
+        out.push('…');
+    }
+    format!("{out:?}")
+}

@@ -1,0 +1,180 @@
+//! The image aggregate: one custom image, its shares and its lifecycle.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{AccountId, Event, ImageAttributes, ImageId, ImageRef, ImageState, Region};
+
+/// The state of one image, rebuilt from its stream of events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// Its id.
+    pub image_id: ImageId,
+    /// The owning account.
+    pub owner_account_id: AccountId,
+    /// The one region it lives in.
+    pub region: Region,
+    /// Name, description and the fixed properties.
+    #[serde(flatten)]
+    pub attributes: ImageAttributes,
+    /// Lifecycle state.
+    pub state: ImageState,
+    /// When it was registered or copied.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_time: OffsetDateTime,
+    /// The source image when this is a copy.
+    pub copied_from: Option<ImageRef>,
+    /// The accounts it is shared with and since when.
+    pub shares: BTreeMap<AccountId, Share>,
+    /// Whether Lighthouse of the same account and region may use it.
+    pub lighthouse_shared: bool,
+    /// Whether it was deleted (kept so the id is never reused).
+    pub deleted: bool,
+    /// Number of events in its stream.
+    pub version: u64,
+}
+
+/// One account's share of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// When the image was shared with the account.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_time: OffsetDateTime,
+}
+
+/// How an account stands towards an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// It owns the image.
+    Owner,
+    /// The image is shared with it.
+    Recipient,
+    /// Neither.
+    Stranger,
+}
+
+impl Image {
+    /// Builds an image from the first event of its stream; `None` for any other event.
+    pub fn from_creation(event: &Event) -> Option<Self> {
+        let (image_id, owner, region, attributes, state, created_time, copied_from) = match event {
+            Event::ImageRegistered {
+                image_id,
+                owner_account_id,
+                region,
+                attributes,
+                state,
+                created_time,
+            } => (
+                image_id,
+                owner_account_id,
+                region,
+                attributes,
+                state,
+                created_time,
+                None,
+            ),
+            Event::ImageCopied {
+                image_id,
+                owner_account_id,
+                region,
+                copied_from,
+                attributes,
+                state,
+                created_time,
+            } => (
+                image_id,
+                owner_account_id,
+                region,
+                attributes,
+                state,
+                created_time,
+                Some(copied_from.clone()),
+            ),
+            _ => return None,
+        };
+        Some(Self {
+            image_id: image_id.clone(),
+            owner_account_id: owner.clone(),
+            region: region.clone(),
+            attributes: attributes.clone(),
+            state: *state,
+            created_time: *created_time,
+            copied_from,
+            shares: BTreeMap::new(),
+            lighthouse_shared: false,
+            deleted: false,
+            version: 1,
+        })
+    }
+
+    /// Applies a later event of this image's stream. Holds no rules and cannot fail.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::ImageStateChanged { to, .. } => self.state = *to,
+            Event::ImageAttributesModified {
+                image_name,
+                image_description,
+                ..
+            } => {
+                if let Some(name) = image_name {
+                    self.attributes.image_name = name.clone();
+                }
+                if let Some(description) = image_description {
+                    self.attributes.image_description = description.clone();
+                }
+            }
+            Event::ImageShared {
+                account_ids,
+                shared_time,
+                ..
+            } => {
+                for account in account_ids {
+                    self.shares.insert(
+                        account.clone(),
+                        Share {
+                            created_time: *shared_time,
+                        },
+                    );
+                }
+            }
+            Event::ShareCancelled { account_ids, .. } => {
+                for account in account_ids {
+                    self.shares.remove(account);
+                }
+            }
+            Event::LighthouseShared { .. } => self.lighthouse_shared = true,
+            Event::LighthouseShareCancelled { .. } => self.lighthouse_shared = false,
+            Event::ImageDeleted { .. } => self.deleted = true,
+            Event::AccountRegistered { .. }
+            | Event::ImageRegistered { .. }
+            | Event::ImageCopied { .. } => {}
+        }
+        self.version += 1;
+    }
+
+    /// How `account` stands towards this image.
+    pub fn relation(&self, account: &AccountId) -> Relation {
+        if &self.owner_account_id == account {
+            Relation::Owner
+        } else if self.shares.contains_key(account) {
+            Relation::Recipient
+        } else {
+            Relation::Stranger
+        }
+    }
+
+    /// Whether it is shared with anyone (accounts or Lighthouse).
+    pub fn is_shared(&self) -> bool {
+        !self.shares.is_empty() || self.lighthouse_shared
+    }
+
+    /// This image's id and region.
+    pub fn image_ref(&self) -> ImageRef {
+        ImageRef {
+            image_id: self.image_id.clone(),
+            region: self.region.clone(),
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! The pure domain: aggregates, commands, events and rules. No I/O, no
+//! async, nothing of the storage or transport layers.
+
+mod command;
+mod decide;
+mod error;
+mod event;
+pub(crate) mod ids;
+mod image;
+mod model;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use command::{Command, NewImage, Reply};
+pub use decide::{authorize, decide, registered, share_permission_view, Decision};
+pub use error::DomainError;
+pub use event::{Event, ImageAttributes, ImageRef, EVENT_SCHEMA_VERSION};
+pub use ids::{
+    validate_image_description, validate_image_name, AccountId, ClientToken, ImageId, Region,
+    MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS,
+};
+pub use image::{Image, Relation, Share};
+pub use model::{
+    AccountKind, ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission, Policy,
+    DEFAULT_REGIONS,
+};
+pub use state::{Account, LedgerState};

@@ -1,0 +1,341 @@
+//! Proto messages to domain types (where field checks live) and back.
+
+use prost_types::Timestamp;
+use time::OffsetDateTime;
+
+use super::pb;
+use crate::app::CommandOptions;
+use crate::domain::{
+    AccountId, AccountKind, ClientToken, Command, DomainError, Image, ImageAttributes, ImageId,
+    ImageRef, ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission, NewImage,
+    Region,
+};
+use crate::projection::{ImageQuery, ImageTypeFilter};
+
+/// A command with its options, as decoded from a request.
+#[derive(Debug, Clone)]
+pub struct Commanded {
+    /// The command.
+    pub command: Command,
+    /// Token and dry-run flag.
+    pub options: CommandOptions,
+}
+
+fn options(client_token: &str, dry_run: bool) -> Result<CommandOptions, DomainError> {
+    Ok(CommandOptions {
+        client_token: ClientToken::parse_optional(client_token)?,
+        dry_run,
+    })
+}
+
+fn accounts(raw: &[String]) -> Result<Vec<AccountId>, DomainError> {
+    raw.iter().map(|id| AccountId::parse(id)).collect()
+}
+
+fn bad_enum(field: &str, value: i32) -> DomainError {
+    DomainError::InvalidParameter(format!("{field} has no valid value (got {value})"))
+}
+
+fn region(raw: &str) -> Result<Region, DomainError> {
+    if raw.is_empty() {
+        return Err(DomainError::InvalidParameter("region is required".into()));
+    }
+    Ok(Region::new(raw))
+}
+
+fn account_kind(value: i32) -> Result<AccountKind, DomainError> {
+    match pb::AccountKind::try_from(value) {
+        Ok(pb::AccountKind::Root) => Ok(AccountKind::Root),
+        Ok(pb::AccountKind::Collaborator) => Ok(AccountKind::Collaborator),
+        _ => Err(bad_enum("kind", value)),
+    }
+}
+
+fn image_state(value: i32, unspecified: Option<ImageState>) -> Result<ImageState, DomainError> {
+    Ok(match pb::ImageState::try_from(value) {
+        Ok(pb::ImageState::Creating) => ImageState::Creating,
+        Ok(pb::ImageState::Normal) => ImageState::Normal,
+        Ok(pb::ImageState::Createfailed) => ImageState::Createfailed,
+        Ok(pb::ImageState::Syncing) => ImageState::Syncing,
+        Ok(pb::ImageState::Importing) => ImageState::Importing,
+        Ok(pb::ImageState::Importfailed) => ImageState::Importfailed,
+        Ok(pb::ImageState::Unspecified) => unspecified.ok_or_else(|| bad_enum("state", value))?,
+        Err(_) => return Err(bad_enum("state", value)),
+    })
+}
+
+impl TryFrom<pb::RegisterAccountRequest> for Commanded {
+    type Error = DomainError;
+    fn try_from(req: pb::RegisterAccountRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            command: Command::RegisterAccount {
+                account_id: AccountId::parse(&req.account_id)?,
+                kind: account_kind(req.kind)?,
+            },
+            options: options(&req.client_token, false)?,
+        })
+    }
+}
+
+impl TryFrom<pb::RegisterImageRequest> for Commanded {
+    type Error = DomainError;
+    fn try_from(req: pb::RegisterImageRequest) -> Result<Self, Self::Error> {
+        let image_source = match pb::ImageSource::try_from(req.image_source) {
+            Ok(pb::ImageSource::CreateImage) => ImageSource::CreateImage,
+            Ok(pb::ImageSource::ExternalImport) => ImageSource::ExternalImport,
+            _ => return Err(bad_enum("image_source", req.image_source)),
+        };
+        let license_type = match pb::LicenseType::try_from(req.license_type) {
+            Ok(pb::LicenseType::Tencentcloud) => LicenseType::Tencentcloud,
+            Ok(pb::LicenseType::Byol) => LicenseType::Byol,
+            _ => return Err(bad_enum("license_type", req.license_type)),
+        };
+        Ok(Self {
+            command: Command::RegisterImage(NewImage {
+                owner_account_id: AccountId::parse(&req.account_id)?,
+                region: region(&req.region)?,
+                attributes: ImageAttributes {
+                    image_name: req.image_name,
+                    image_description: req.image_description,
+                    platform: req.platform,
+                    os_name: req.os_name,
+                    image_source,
+                    license_type,
+                    encrypted: req.encrypted,
+                    whole_instance: req.whole_instance,
+                    supports_cloudinit: req.supports_cloudinit,
+                },
+                state: image_state(req.state, Some(ImageState::Normal))?,
+            }),
+            options: options(&req.client_token, false)?,
+        })
+    }
+}
+
+impl TryFrom<pb::UpdateImageStateRequest> for Commanded {
+    type Error = DomainError;
+    fn try_from(req: pb::UpdateImageStateRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            command: Command::UpdateImageState {
+                image_id: ImageId::parse(&req.image_id)?,
+                state: image_state(req.state, None)?,
+            },
+            options: options(&req.client_token, false)?,
+        })
+    }
+}
+
+impl TryFrom<pb::ShareImageRequest> for Commanded {
+    type Error = DomainError;
+    fn try_from(req: pb::ShareImageRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            command: Command::ShareImage {
+                caller: AccountId::parse(&req.account_id)?,
+                image_id: ImageId::parse(&req.image_id)?,
+                account_ids: accounts(&req.account_ids)?,
+            },
+            options: options(&req.client_token, req.dry_run)?,
+        })
+    }
+}
+
+impl TryFrom<pb::CancelImageSharingRequest> for Commanded {
+    type Error = DomainError;
+    fn try_from(req: pb::CancelImageSharingRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            command: Command::CancelImageSharing {
+                caller: AccountId::parse(&req.account_id)?,
+                image_id: ImageId::parse(&req.image_id)?,
+                account_ids: accounts(&req.account_ids)?,
+            },
+            options: options(&req.client_token, req.dry_run)?,
+        })
+    }
+}
+
+impl TryFrom<pb::CopyImageRequest> for Commanded {
+    type Error = DomainError;
+    fn try_from(req: pb::CopyImageRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            command: Command::CopyImage {
+                caller: AccountId::parse(&req.account_id)?,
+                image_id: ImageId::parse(&req.image_id)?,
+                destination_regions: req
+                    .destination_regions
+                    .iter()
+                    .map(|r| region(r))
+                    .collect::<Result<_, _>>()?,
+                image_name: req.image_name,
+            },
+            options: options(&req.client_token, req.dry_run)?,
+        })
+    }
+}
+
+impl TryFrom<pb::DeleteImageRequest> for Commanded {
+    type Error = DomainError;
+    fn try_from(req: pb::DeleteImageRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            command: Command::DeleteImage {
+                caller: AccountId::parse(&req.account_id)?,
+                image_id: ImageId::parse(&req.image_id)?,
+            },
+            options: options(&req.client_token, req.dry_run)?,
+        })
+    }
+}
+
+impl TryFrom<pb::ModifyImageAttributeRequest> for Commanded {
+    type Error = DomainError;
+    fn try_from(req: pb::ModifyImageAttributeRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            command: Command::ModifyImageAttribute {
+                caller: AccountId::parse(&req.account_id)?,
+                image_id: ImageId::parse(&req.image_id)?,
+                image_name: req.image_name,
+                image_description: req.image_description,
+            },
+            options: options(&req.client_token, false)?,
+        })
+    }
+}
+
+impl TryFrom<pb::ModifyLighthouseSharePermissionRequest> for Commanded {
+    type Error = DomainError;
+    fn try_from(req: pb::ModifyLighthouseSharePermissionRequest) -> Result<Self, Self::Error> {
+        let permission = match pb::LighthousePermission::try_from(req.permission) {
+            Ok(pb::LighthousePermission::Share) => LighthousePermission::Share,
+            Ok(pb::LighthousePermission::Cancel) => LighthousePermission::Cancel,
+            _ => return Err(bad_enum("permission", req.permission)),
+        };
+        Ok(Self {
+            command: Command::ModifyLighthouseSharePermission {
+                caller: AccountId::parse(&req.account_id)?,
+                image_id: ImageId::parse(&req.image_id)?,
+                permission,
+            },
+            options: options(&req.client_token, false)?,
+        })
+    }
+}
+
+/// The decoded fields of `AuthorizeImageUse`.
+#[derive(Debug, Clone)]
+pub struct AuthorizeQuery {
+    /// Who wants to use the image.
+    pub account_id: AccountId,
+    /// The image.
+    pub image_id: ImageId,
+    /// Where.
+    pub region: Region,
+    /// For what.
+    pub usage: ImageUse,
+}
+
+impl TryFrom<pb::AuthorizeImageUseRequest> for AuthorizeQuery {
+    type Error = DomainError;
+    fn try_from(req: pb::AuthorizeImageUseRequest) -> Result<Self, Self::Error> {
+        let usage = match pb::ImageUse::try_from(req.r#use) {
+            Ok(pb::ImageUse::CreateInstance) => ImageUse::CreateInstance,
+            Ok(pb::ImageUse::ReinstallInstance) => ImageUse::ReinstallInstance,
+            Ok(pb::ImageUse::Export) => ImageUse::Export,
+            _ => return Err(bad_enum("use", req.r#use)),
+        };
+        Ok(Self {
+            account_id: AccountId::parse(&req.account_id)?,
+            image_id: ImageId::parse(&req.image_id)?,
+            region: region(&req.region)?,
+            usage,
+        })
+    }
+}
+
+impl TryFrom<pb::DescribeImagesRequest> for ImageQuery {
+    type Error = DomainError;
+    fn try_from(req: pb::DescribeImagesRequest) -> Result<Self, Self::Error> {
+        let image_type = match pb::ImageType::try_from(req.image_type) {
+            Ok(pb::ImageType::Unspecified) => ImageTypeFilter::Both,
+            Ok(pb::ImageType::PrivateImage) => ImageTypeFilter::Private,
+            Ok(pb::ImageType::SharedImage) => ImageTypeFilter::Shared,
+            Err(_) => return Err(bad_enum("image_type", req.image_type)),
+        };
+        if req.image_ids.len() > 100 {
+            return Err(DomainError::InvalidParameter(
+                "image_ids may name at most 100 images".into(),
+            ));
+        }
+        Ok(Self {
+            account_id: Some(AccountId::parse(&req.account_id)?),
+            region: Some(region(&req.region)?),
+            image_type,
+            image_ids: req
+                .image_ids
+                .iter()
+                .map(|id| ImageId::parse(id))
+                .collect::<Result<_, _>>()?,
+            image_name: req.image_name,
+            offset: req.offset,
+            limit: req.limit,
+        })
+    }
+}
+
+/// The time as a protobuf timestamp.
+pub fn timestamp(time: OffsetDateTime) -> Timestamp {
+    Timestamp {
+        seconds: time.unix_timestamp(),
+        nanos: i32::try_from(time.nanosecond()).unwrap_or(0),
+    }
+}
+
+fn image_ref(r: &ImageRef) -> pb::ImageRef {
+    pb::ImageRef {
+        image_id: r.image_id.to_string(),
+        region: r.region.to_string(),
+    }
+}
+
+/// The domain image as the `Image` message, seen by an owner or a recipient.
+pub fn image_message(image: &Image, shared: bool) -> pb::Image {
+    let a = &image.attributes;
+    pb::Image {
+        image_id: image.image_id.to_string(),
+        owner_account_id: image.owner_account_id.to_string(),
+        region: image.region.to_string(),
+        image_name: a.image_name.clone(),
+        image_description: a.image_description.clone(),
+        platform: a.platform.clone(),
+        os_name: a.os_name.clone(),
+        image_type: if shared {
+            pb::ImageType::SharedImage
+        } else {
+            pb::ImageType::PrivateImage
+        } as i32,
+        state: match image.state {
+            ImageState::Creating => pb::ImageState::Creating,
+            ImageState::Normal => pb::ImageState::Normal,
+            ImageState::Createfailed => pb::ImageState::Createfailed,
+            ImageState::Syncing => pb::ImageState::Syncing,
+            ImageState::Importing => pb::ImageState::Importing,
+            ImageState::Importfailed => pb::ImageState::Importfailed,
+        } as i32,
+        image_source: match a.image_source {
+            ImageSource::CreateImage => pb::ImageSource::CreateImage,
+            ImageSource::ExternalImport => pb::ImageSource::ExternalImport,
+        } as i32,
+        license_type: match a.license_type {
+            LicenseType::Tencentcloud => pb::LicenseType::Tencentcloud,
+            LicenseType::Byol => pb::LicenseType::Byol,
+        } as i32,
+        encrypted: a.encrypted,
+        whole_instance: a.whole_instance,
+        supports_cloudinit: a.supports_cloudinit,
+        created_time: Some(timestamp(image.created_time)),
+        copied_from: image.copied_from.as_ref().map(image_ref),
+    }
+}
+
+/// The copies of a `CopyImage` reply.
+pub fn image_refs(refs: &[ImageRef]) -> Vec<pb::ImageRef> {
+    refs.iter().map(image_ref).collect()
+}

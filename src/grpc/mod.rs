@@ -1,0 +1,20 @@
+//! The gRPC layer: generated types, conversions, the services and the one
+//! error-to-status mapping.
+
+mod convert;
+mod service;
+mod status;
+
+/// Types generated from `proto/imageledger/v1/ledger.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("imageledger.v1");
+
+    /// The encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("imageledger_descriptor");
+}
+
+pub use convert::Commanded;
+pub use service::LedgerService;
+pub use status::{code_of, ERROR_DOMAIN, INTERNAL_REASON};

@@ -1,0 +1,203 @@
+//! The `ImageLedger` service: decode, call the ledger, encode.
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{image_message, image_refs, timestamp, AuthorizeQuery, Commanded};
+use super::pb;
+use super::pb::image_ledger_server::ImageLedger;
+use crate::app::Ledger;
+use crate::domain::{self, AccountId, DomainError, ImageId, Reply};
+use crate::projection::{describe_images, ImageQuery};
+
+/// The gRPC face of a [`Ledger`].
+pub struct LedgerService {
+    ledger: Ledger,
+}
+
+impl LedgerService {
+    /// Serves `ledger`.
+    pub fn new(ledger: Ledger) -> Self {
+        Self { ledger }
+    }
+
+    async fn run<T>(&self, request: T) -> Result<Reply, Status>
+    where
+        Commanded: TryFrom<T, Error = DomainError>,
+    {
+        let Commanded { command, options } = Commanded::try_from(request)?;
+        Ok(self.ledger.execute(command, options).await?)
+    }
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl ImageLedger for LedgerService {
+    async fn register_account(
+        &self,
+        request: Request<pb::RegisterAccountRequest>,
+    ) -> Answer<pb::RegisterAccountResponse> {
+        self.run(request.into_inner()).await?;
+        Ok(Response::new(pb::RegisterAccountResponse {}))
+    }
+
+    async fn register_image(
+        &self,
+        request: Request<pb::RegisterImageRequest>,
+    ) -> Answer<pb::RegisterImageResponse> {
+        let image_id = match self.run(request.into_inner()).await? {
+            Reply::ImageRegistered { image_id } => image_id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::RegisterImageResponse { image_id }))
+    }
+
+    async fn update_image_state(
+        &self,
+        request: Request<pb::UpdateImageStateRequest>,
+    ) -> Answer<pb::UpdateImageStateResponse> {
+        self.run(request.into_inner()).await?;
+        Ok(Response::new(pb::UpdateImageStateResponse {}))
+    }
+
+    async fn share_image(
+        &self,
+        request: Request<pb::ShareImageRequest>,
+    ) -> Answer<pb::ShareImageResponse> {
+        self.run(request.into_inner()).await?;
+        Ok(Response::new(pb::ShareImageResponse {}))
+    }
+
+    async fn cancel_image_sharing(
+        &self,
+        request: Request<pb::CancelImageSharingRequest>,
+    ) -> Answer<pb::CancelImageSharingResponse> {
+        self.run(request.into_inner()).await?;
+        Ok(Response::new(pb::CancelImageSharingResponse {}))
+    }
+
+    async fn copy_image(
+        &self,
+        request: Request<pb::CopyImageRequest>,
+    ) -> Answer<pb::CopyImageResponse> {
+        let images = match self.run(request.into_inner()).await? {
+            Reply::ImagesCopied { images } => image_refs(&images),
+            _ => Vec::new(),
+        };
+        Ok(Response::new(pb::CopyImageResponse { images }))
+    }
+
+    async fn delete_image(
+        &self,
+        request: Request<pb::DeleteImageRequest>,
+    ) -> Answer<pb::DeleteImageResponse> {
+        self.run(request.into_inner()).await?;
+        Ok(Response::new(pb::DeleteImageResponse {}))
+    }
+
+    async fn modify_image_attribute(
+        &self,
+        request: Request<pb::ModifyImageAttributeRequest>,
+    ) -> Answer<pb::ModifyImageAttributeResponse> {
+        self.run(request.into_inner()).await?;
+        Ok(Response::new(pb::ModifyImageAttributeResponse {}))
+    }
+
+    async fn modify_lighthouse_share_permission(
+        &self,
+        request: Request<pb::ModifyLighthouseSharePermissionRequest>,
+    ) -> Answer<pb::ModifyLighthouseSharePermissionResponse> {
+        self.run(request.into_inner()).await?;
+        Ok(Response::new(pb::ModifyLighthouseSharePermissionResponse {}))
+    }
+
+    async fn authorize_image_use(
+        &self,
+        request: Request<pb::AuthorizeImageUseRequest>,
+    ) -> Answer<pb::AuthorizeImageUseResponse> {
+        let query = AuthorizeQuery::try_from(request.into_inner())?;
+        let policy = self.ledger.policy();
+        // A region outside the list is bad input, not a denial.
+        policy.check_region(&query.region)?;
+        let state = self.ledger.state();
+        let verdict = domain::authorize(
+            &state,
+            policy,
+            &query.account_id,
+            &query.image_id,
+            &query.region,
+            query.usage,
+        );
+        Ok(Response::new(match verdict {
+            Ok(()) => pb::AuthorizeImageUseResponse {
+                allowed: true,
+                reason: String::new(),
+            },
+            Err(err) => pb::AuthorizeImageUseResponse {
+                allowed: false,
+                reason: err.reason().to_owned(),
+            },
+        }))
+    }
+
+    async fn describe_images(
+        &self,
+        request: Request<pb::DescribeImagesRequest>,
+    ) -> Answer<pb::DescribeImagesResponse> {
+        let query = ImageQuery::try_from(request.into_inner())?;
+        let state = self.ledger.state();
+        let page = describe_images(&state, self.ledger.policy(), &query)?;
+        Ok(Response::new(pb::DescribeImagesResponse {
+            images: page
+                .images
+                .iter()
+                .map(|listed| image_message(&listed.image, listed.shared))
+                .collect(),
+            total_count: page.total_count,
+        }))
+    }
+
+    async fn describe_image_share_permission(
+        &self,
+        request: Request<pb::DescribeImageSharePermissionRequest>,
+    ) -> Answer<pb::DescribeImageSharePermissionResponse> {
+        let request = request.into_inner();
+        let caller = AccountId::parse(&request.account_id)?;
+        let image_id = ImageId::parse(&request.image_id)?;
+        let state = self.ledger.state();
+        let image = domain::share_permission_view(&state, &caller, &image_id)?;
+        let mut shares: Vec<_> = image.shares.iter().collect();
+        shares.sort_by(|(a_id, a), (b_id, b)| {
+            a.created_time
+                .cmp(&b.created_time)
+                .then_with(|| a_id.cmp(b_id))
+        });
+        Ok(Response::new(pb::DescribeImageSharePermissionResponse {
+            shares: shares
+                .into_iter()
+                .map(|(account, share)| pb::SharePermission {
+                    account_id: account.to_string(),
+                    created_time: Some(timestamp(share.created_time)),
+                })
+                .collect(),
+            lighthouse_shared: image.lighthouse_shared,
+        }))
+    }
+
+    async fn describe_image_quota(
+        &self,
+        request: Request<pb::DescribeImageQuotaRequest>,
+    ) -> Answer<pb::DescribeImageQuotaResponse> {
+        let request = request.into_inner();
+        let account = AccountId::parse(&request.account_id)?;
+        let region = domain::Region::new(request.region);
+        let policy = self.ledger.policy();
+        policy.check_region(&region)?;
+        let state = self.ledger.state();
+        domain::registered(&state, &account)?;
+        Ok(Response::new(pb::DescribeImageQuotaResponse {
+            quota: policy.image_quota,
+            used: state.images_used(&account, &region),
+        }))
+    }
+}

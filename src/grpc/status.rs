@@ -1,0 +1,86 @@
+//! The one mapping from errors to gRPC statuses.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::app::AppError;
+use crate::domain::DomainError;
+use crate::store::StoreError;
+
+/// The `domain` of every `ErrorInfo` this service sends.
+pub const ERROR_DOMAIN: &str = "imageledger";
+
+/// The reason code of storage failures.
+pub const INTERNAL_REASON: &str = "InternalError";
+
+/// The gRPC code of a domain error.
+pub fn code_of(err: &DomainError) -> Code {
+    use DomainError::*;
+    match err {
+        ImageIdMalformed(_) | AccountIdMalformed(_) | InvalidParameter(_) | LimitExceeded(_)
+        | TooLarge(_) | RegionNotFound(_) => Code::InvalidArgument,
+        ImageNotFound(_) | AccountNotFound(_) => Code::NotFound,
+        NotOwner(_) => Code::PermissionDenied,
+        ShareLimitExceeded(_) | ImageQuotaExceeded(_) => Code::ResourceExhausted,
+        DuplicateName(_) | IdempotencyMismatch(_) => Code::AlreadyExists,
+        ShareWithSelf(_)
+        | NotMasterAccount(_)
+        | AlreadyShared(_)
+        | NotShared(_)
+        | ImageNotNormal(_)
+        | ByolNotShareable(_)
+        | EncryptedNotSupported(_)
+        | WholeInstanceNotSupported(_)
+        | StillShared(_)
+        | DeleteInTransientState(_)
+        | DeleteSharedImage(_)
+        | ModifySharedImage(_)
+        | ExportSharedImage(_)
+        | InvalidCopyRegion(_)
+        | LighthouseAlreadyShared(_)
+        | LighthouseUnableToShare(_) => Code::FailedPrecondition,
+    }
+}
+
+fn with_reason(code: Code, message: String, reason: &str) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::<String, String>::new()),
+    )
+}
+
+impl From<DomainError> for Status {
+    fn from(err: DomainError) -> Self {
+        with_reason(code_of(&err), err.to_string(), err.reason())
+    }
+}
+
+impl From<AppError> for Status {
+    fn from(err: AppError) -> Self {
+        match err {
+            AppError::Domain(err) => err.into(),
+            AppError::Storage(err) => {
+                tracing::error!(%err, "storage failure");
+                let code = match err {
+                    StoreError::Corrupt(_) => Code::Internal,
+                    StoreError::Conflict(_) | StoreError::Backend(_) => Code::Unavailable,
+                };
+                with_reason(
+                    code,
+                    "the ledger could not complete the request because of a storage failure; \
+                     retry with the same client_token"
+                        .into(),
+                    INTERNAL_REASON,
+                )
+            }
+            AppError::ShuttingDown => with_reason(
+                Code::Unavailable,
+                "the ledger is shutting down; retry with the same client_token".into(),
+                INTERNAL_REASON,
+            ),
+        }
+    }
+}

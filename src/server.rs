@@ -1,0 +1,151 @@
+//! Wiring: the store, the ledger and the gRPC server with health and
+//! reflection, started and stopped as one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::app::{AppError, Ledger, WriterOptions};
+use crate::config::Config;
+use crate::grpc::pb::image_ledger_server::ImageLedgerServer;
+use crate::grpc::{pb, LedgerService};
+use crate::store::{SledStore, StoreError};
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The data directory could not be opened or loaded.
+    #[error("cannot open the ledger: {0}")]
+    Open(#[from] AppError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The reflection service could not be built from the descriptors.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+    /// The transport failed while serving.
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl From<StoreError> for ServeError {
+    fn from(err: StoreError) -> Self {
+        ServeError::Open(AppError::Storage(err))
+    }
+}
+
+/// A server that is accepting calls.
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningServer {
+    /// The address it listens on (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops taking calls, lets in-flight calls finish, flushes and closes the store.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server stops on its own (after [`Self::stop`] or a failure).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(err) => Err(ServeError::Reflection(format!("server task failed: {err}"))),
+        }
+    }
+
+    /// A sender that stops the server when fired or dropped.
+    pub fn take_stop(&mut self) -> Option<oneshot::Sender<()>> {
+        self.stop.take()
+    }
+}
+
+/// Opens the store in `config.data_dir`, loads the ledger and starts serving.
+pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
+    let data_dir = config.data_dir.clone();
+    let cache = config.cache_bytes;
+    let policy = config.policy.clone();
+    // Opening and loading read the disk; keep that off the async workers.
+    let ledger = tokio::task::spawn_blocking(move || -> Result<Ledger, ServeError> {
+        let store = Arc::new(SledStore::open(&data_dir, cache)?);
+        Ok(Ledger::open(store, policy, WriterOptions::default())?)
+    })
+    .await
+    .map_err(|e| ServeError::Reflection(format!("loading task failed: {e}")))??;
+
+    let listener = match TcpListener::bind(config.addr).await {
+        Ok(listener) => listener,
+        Err(source) => {
+            stop_ledger(ledger).await;
+            return Err(ServeError::Bind {
+                addr: config.addr,
+                source,
+            });
+        }
+    };
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.addr,
+        source,
+    })?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ImageLedgerServer<LedgerService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let service = ImageLedgerServer::new(LedgerService::new(ledger.clone()));
+    let task = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await;
+        // In-flight calls are done; drain the writer so the log is flushed and closed.
+        stop_ledger(ledger).await;
+        tracing::info!("stopped");
+        served.map_err(ServeError::from)
+    });
+    tracing::info!(%addr, "serving");
+    Ok(RunningServer {
+        addr,
+        stop: Some(stop),
+        task,
+    })
+}
+
+async fn stop_ledger(ledger: Ledger) {
+    if tokio::task::spawn_blocking(move || ledger.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::error!("stopping the writer failed");
+    }
+}

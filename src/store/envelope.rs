@@ -1,0 +1,198 @@
+//! The stored record: an event with its position, stream version, metadata
+//! and its link in the SHA-256 hash chain.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::StoreError;
+use crate::domain::{Event, EVENT_SCHEMA_VERSION};
+
+/// The `prev_hash` of the first record.
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+/// One record of the log, exactly as stored (one compact JSON object).
+///
+/// `hash` is the SHA-256 of the stored bytes with the final
+/// `,"hash":"…"` member removed; since `prev_hash` is inside those bytes,
+/// the records form a chain and no record can change unnoticed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Place in the log, gap-free from 1.
+    pub position: u64,
+    /// The image or account the event belongs to.
+    pub aggregate_id: String,
+    /// The event's number in that aggregate's stream, from 1.
+    pub aggregate_version: u64,
+    /// The event's name, such as `ImageShared`.
+    pub event_type: String,
+    /// The payload's schema version.
+    pub schema_version: u32,
+    /// When the event was recorded (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+    /// The acting account; `null` for system commands such as `UpdateImageState`.
+    pub actor: Option<String>,
+    /// The caller's idempotency key, if it gave one.
+    pub client_token: Option<String>,
+    /// The event's fields.
+    pub payload: serde_json::Value,
+    /// The hash of the previous record (hex), zeros for the first.
+    pub prev_hash: String,
+    /// The hash of this record (hex).
+    pub hash: String,
+}
+
+/// The envelope fields the hash covers, in stored order.
+#[derive(Serialize)]
+struct Body<'a> {
+    position: u64,
+    aggregate_id: &'a str,
+    aggregate_version: u64,
+    event_type: &'a str,
+    schema_version: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    recorded_at: OffsetDateTime,
+    actor: Option<&'a str>,
+    client_token: Option<&'a str>,
+    payload: &'a serde_json::Value,
+    prev_hash: &'a str,
+}
+
+/// An envelope ready to append: its stored bytes and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedRecord {
+    /// Place in the log.
+    pub position: u64,
+    /// Stream it belongs to.
+    pub aggregate_id: String,
+    /// Version within the stream.
+    pub aggregate_version: u64,
+    /// The stored JSON.
+    pub bytes: Vec<u8>,
+    /// SHA-256 of the record.
+    pub hash: [u8; 32],
+}
+
+/// Everything about an event that is not the event itself.
+#[derive(Debug, Clone)]
+pub struct RecordMeta<'a> {
+    /// Place in the log.
+    pub position: u64,
+    /// Version within the stream.
+    pub aggregate_version: u64,
+    /// When it was recorded.
+    pub recorded_at: OffsetDateTime,
+    /// Acting account.
+    pub actor: Option<&'a str>,
+    /// Idempotency key.
+    pub client_token: Option<&'a str>,
+    /// Hash of the previous record.
+    pub prev_hash: [u8; 32],
+}
+
+/// Length of the `,"hash":"<64 hex>"}` tail of a stored record.
+const HASH_TAIL: usize = 75;
+
+impl EncodedRecord {
+    /// Serializes an event into its stored form and computes its hash.
+    pub fn encode(event: &Event, meta: &RecordMeta<'_>) -> Result<Self, StoreError> {
+        let (event_type, payload) = split_event(event)?;
+        let prev_hash = hex::encode(meta.prev_hash);
+        let body = Body {
+            position: meta.position,
+            aggregate_id: event.aggregate_id(),
+            aggregate_version: meta.aggregate_version,
+            event_type: &event_type,
+            schema_version: EVENT_SCHEMA_VERSION,
+            recorded_at: meta.recorded_at,
+            actor: meta.actor,
+            client_token: meta.client_token,
+            payload: &payload,
+            prev_hash: &prev_hash,
+        };
+        let mut bytes = serde_json::to_vec(&body).map_err(StoreError::encode)?;
+        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        bytes.pop(); // the closing brace
+        bytes.extend_from_slice(b",\"hash\":\"");
+        bytes.extend_from_slice(hex::encode(hash).as_bytes());
+        bytes.extend_from_slice(b"\"}");
+        Ok(Self {
+            position: meta.position,
+            aggregate_id: event.aggregate_id().to_owned(),
+            aggregate_version: meta.aggregate_version,
+            bytes,
+            hash,
+        })
+    }
+}
+
+impl Envelope {
+    /// Parses stored bytes, checking that the hash matches them.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let envelope: Envelope = serde_json::from_slice(bytes).map_err(StoreError::decode)?;
+        let computed = body_hash(bytes)?;
+        if hex::encode(computed) != envelope.hash {
+            return Err(StoreError::Corrupt(format!(
+                "record at position {} does not match its hash",
+                envelope.position
+            )));
+        }
+        Ok(envelope)
+    }
+
+    /// The domain event this record carries.
+    pub fn event(&self) -> Result<Event, StoreError> {
+        join_event(&self.event_type, self.payload.clone())
+    }
+
+    /// The record's hash as bytes.
+    pub fn hash_bytes(&self) -> Result<[u8; 32], StoreError> {
+        parse_hash(&self.hash)
+    }
+
+    /// The previous record's hash as bytes.
+    pub fn prev_hash_bytes(&self) -> Result<[u8; 32], StoreError> {
+        parse_hash(&self.prev_hash)
+    }
+}
+
+/// SHA-256 over a stored record without its `hash` member.
+fn body_hash(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+    let tail_ok = bytes.len() > HASH_TAIL
+        && bytes[bytes.len() - HASH_TAIL..].starts_with(b",\"hash\":\"")
+        && bytes.ends_with(b"\"}");
+    if !tail_ok {
+        return Err(StoreError::Corrupt(
+            "record does not end with its hash member".into(),
+        ));
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(&bytes[..bytes.len() - HASH_TAIL]);
+    hasher.update(b"}");
+    Ok(hasher.finalize().into())
+}
+
+fn parse_hash(text: &str) -> Result<[u8; 32], StoreError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out)
+        .map_err(|_| StoreError::Corrupt(format!("{text:?} is not a SHA-256 hash")))?;
+    Ok(out)
+}
+
+fn split_event(event: &Event) -> Result<(String, serde_json::Value), StoreError> {
+    let mut value = serde_json::to_value(event).map_err(StoreError::encode)?;
+    let payload = value
+        .get_mut("payload")
+        .map(serde_json::Value::take)
+        .unwrap_or(serde_json::Value::Null);
+    Ok((event.event_type().to_owned(), payload))
+}
+
+fn join_event(event_type: &str, payload: serde_json::Value) -> Result<Event, StoreError> {
+    serde_json::from_value(serde_json::json!({
+        "event_type": event_type,
+        "payload": payload,
+    }))
+    .map_err(StoreError::decode)
+}

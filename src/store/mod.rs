@@ -1,0 +1,116 @@
+//! The event store: an append-only, hash-chained log with stream indexes,
+//! idempotency records and the persisted projections, behind a small trait
+//! so a second backend can sit beside the embedded sled one.
+
+mod envelope;
+mod sled_store;
+
+use thiserror::Error;
+
+pub use envelope::{EncodedRecord, Envelope, RecordMeta, GENESIS_HASH};
+pub use sled_store::SledStore;
+
+/// The last record of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Its position; 0 for an empty log.
+    pub position: u64,
+    /// Its hash; [`GENESIS_HASH`] for an empty log.
+    pub hash: [u8; 32],
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Self {
+            position: 0,
+            hash: GENESIS_HASH,
+        }
+    }
+}
+
+/// One write to the persisted projections: a put, or a delete when `value` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionOp {
+    /// Key in the projection keyspace.
+    pub key: Vec<u8>,
+    /// New value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Everything one group commit writes, atomically and durably.
+#[derive(Debug, Clone, Default)]
+pub struct AppendBatch {
+    /// The head the batch was built on; the append fails if the log moved.
+    pub expected_head: Head,
+    /// For each stream the batch touches, its version before the batch.
+    pub expected_versions: Vec<(String, u64)>,
+    /// The records, in position order, continuing `expected_head`.
+    pub records: Vec<EncodedRecord>,
+    /// Idempotency records: (key, value).
+    pub tokens: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Projection writes that bring the read side to the batch's last position.
+    pub projection: Vec<ProjectionOp>,
+}
+
+/// A failure of the storage layer. None of these is the caller's fault.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The log moved under the writer, or a stream was not at the expected
+    /// version: another writer is active. Retry after reloading.
+    #[error("append conflict: {0}")]
+    Conflict(String),
+    /// The underlying database failed (I/O, full disk). Retry later.
+    #[error("storage failure: {0}")]
+    Backend(String),
+    /// Stored data does not decode or does not match its hash: the store was
+    /// damaged or tampered with. Do not write; run an audit.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub(crate) fn encode(err: serde_json::Error) -> Self {
+        StoreError::Backend(format!("cannot encode a record: {err}"))
+    }
+
+    pub(crate) fn decode(err: serde_json::Error) -> Self {
+        StoreError::Corrupt(format!("cannot decode a record: {err}"))
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(err: sled::Error) -> Self {
+        StoreError::Backend(err.to_string())
+    }
+}
+
+/// An append-only event log with the side tables the ledger keeps next to it.
+pub trait EventStore: Send + Sync + 'static {
+    /// The last record of the log.
+    fn head(&self) -> Result<Head, StoreError>;
+
+    /// Appends a batch atomically (all or nothing) and returns only once it is
+    /// durable on disk. Fails with [`StoreError::Conflict`] when the head or a
+    /// stream version is not what the batch expects.
+    fn append(&self, batch: &AppendBatch) -> Result<(), StoreError>;
+
+    /// Calls `visit` with each stored record from position `from` on, in order,
+    /// until the end of the log or until `visit` returns `false`.
+    fn scan(
+        &self,
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
+
+    /// The position up to which the persisted projections are current, if any.
+    fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Every projection entry whose key starts with `prefix`, in key order.
+    fn projection_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// Drops every projection entry and writes `ops` as current at `checkpoint`, durably.
+    fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError>;
+
+    /// Every idempotency record.
+    fn tokens(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+}
