@@ -116,8 +116,14 @@ impl LedgerState {
                     let owner = image.owner_account_id.clone();
                     self.owned
                         .remove(&(owner.clone(), image.region.clone(), image_id.clone()));
-                    if let Some(used) = self.quota_used.get_mut(&(owner, image.region.clone())) {
-                        *used = used.saturating_sub(1);
+                    let key = (owner, image.region.clone());
+                    match self.quota_used.get(&key).copied() {
+                        Some(used) if used > 1 => {
+                            self.quota_used.insert(key, used - 1);
+                        }
+                        _ => {
+                            self.quota_used.remove(&key);
+                        }
                     }
                 }
             }

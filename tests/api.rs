@@ -1,0 +1,761 @@
+//! The API end to end over real gRPC: every rule and error code as a client sees it.
+
+mod common;
+
+use common::*;
+use image_ledger::domain::Policy;
+use image_ledger::grpc::pb;
+use tonic::Code;
+
+async fn with_image() -> (TestServer, String) {
+    let server = TestServer::start().await;
+    let mut client = server.client();
+    register_roots(&mut client, &[OWNER, FRIEND, OTHER]).await;
+    register(&mut client, HELPER, pb::AccountKind::Collaborator).await;
+    let image = register_image(&mut client, OWNER, GZ, "web").await;
+    (server, image)
+}
+
+#[tokio::test]
+async fn a_share_walkthrough() -> TestResult {
+    let (server, image) = with_image().await;
+    let mut c = server.client();
+
+    assert_eq!(visible(&mut c, FRIEND, GZ).await, Vec::<String>::new());
+    c.share_image(share_request(OWNER, &image, &[FRIEND, OTHER]))
+        .await?;
+    assert_eq!(shares_of(&mut c, OWNER, &image).await, vec![FRIEND, OTHER]);
+
+    // The recipient sees it as a shared image, in its region only.
+    let listed = c
+        .describe_images(describe_request(FRIEND, GZ))
+        .await?
+        .into_inner();
+    assert_eq!(listed.total_count, 1);
+    let seen = &listed.images[0];
+    assert_eq!(seen.image_id, image);
+    assert_eq!(seen.owner_account_id, OWNER);
+    assert_eq!(seen.image_type, pb::ImageType::SharedImage as i32);
+    assert_eq!(seen.state, pb::ImageState::Normal as i32);
+    assert!(seen.created_time.is_some());
+    assert_eq!(visible(&mut c, FRIEND, SH).await, Vec::<String>::new());
+    let own = c.describe_images(describe_request(OWNER, GZ)).await?.into_inner();
+    assert_eq!(own.images[0].image_type, pb::ImageType::PrivateImage as i32);
+
+    // Shared images use nobody's quota.
+    assert_eq!(quota_used(&mut c, OWNER, GZ).await, 1);
+    assert_eq!(quota_used(&mut c, FRIEND, GZ).await, 0);
+
+    assert_eq!(
+        authorize(&mut c, FRIEND, &image, GZ, pb::ImageUse::CreateInstance).await,
+        (true, String::new())
+    );
+
+    // The owner cannot delete while shared; after cancelling every share it can.
+    assert_status(
+        c.delete_image(pb::DeleteImageRequest {
+            account_id: OWNER.into(),
+            image_id: image.clone(),
+            ..Default::default()
+        })
+        .await,
+        Code::FailedPrecondition,
+        "InvalidImageId.InShared",
+    );
+    c.cancel_image_sharing(cancel_request(OWNER, &image, &[FRIEND, OTHER]))
+        .await?;
+    assert_eq!(visible(&mut c, FRIEND, GZ).await, Vec::<String>::new());
+    assert_eq!(
+        authorize(&mut c, FRIEND, &image, GZ, pb::ImageUse::CreateInstance).await,
+        (
+            false,
+            "UnauthorizedOperation.ImageNotBelongToAccount".to_string()
+        )
+    );
+    c.delete_image(pb::DeleteImageRequest {
+        account_id: OWNER.into(),
+        image_id: image.clone(),
+        ..Default::default()
+    })
+    .await?;
+    assert_eq!(quota_used(&mut c, OWNER, GZ).await, 0);
+    assert_eq!(visible(&mut c, OWNER, GZ).await, Vec::<String>::new());
+    assert_status(
+        c.share_image(share_request(OWNER, &image, &[FRIEND])).await,
+        Code::NotFound,
+        "InvalidImageId.NotFound",
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sharing_errors_carry_their_codes() -> TestResult {
+    let (server, image) = with_image().await;
+    let mut c = server.client();
+    c.share_image(share_request(OWNER, &image, &[FRIEND])).await?;
+
+    let cases: Vec<(pb::ShareImageRequest, Code, &str)> = vec![
+        (
+            share_request(FRIEND, &image, &[OTHER]),
+            Code::PermissionDenied,
+            "UnauthorizedOperation.ImageNotBelongToAccount",
+        ),
+        (
+            share_request(OWNER, &image, &[OWNER]),
+            Code::FailedPrecondition,
+            "InvalidAccountIs.YourSelf",
+        ),
+        (
+            share_request(OWNER, &image, &[HELPER]),
+            Code::FailedPrecondition,
+            "FailedOperation.NotMasterAccount",
+        ),
+        (
+            share_request(OWNER, &image, &[OTHER, FRIEND]),
+            Code::FailedPrecondition,
+            "FailedOperation.AccountAlreadyExists",
+        ),
+        (
+            share_request(OWNER, &image, &["4242"]),
+            Code::NotFound,
+            "InvalidAccountId.NotFound",
+        ),
+        (
+            share_request(OWNER, "img-zzzzzzzz", &[OTHER]),
+            Code::NotFound,
+            "InvalidImageId.NotFound",
+        ),
+        (
+            share_request(OWNER, "img-ZZ", &[OTHER]),
+            Code::InvalidArgument,
+            "InvalidImageId.Malformed",
+        ),
+        (
+            share_request(OWNER, &image, &["12ab"]),
+            Code::InvalidArgument,
+            "InvalidAccountId.Malformed",
+        ),
+        (
+            share_request(OWNER, &image, &[]),
+            Code::InvalidArgument,
+            "InvalidParameterValue",
+        ),
+        (
+            share_request(OWNER, &image, &[OTHER, OTHER]),
+            Code::InvalidArgument,
+            "InvalidParameterValue",
+        ),
+    ];
+    for (request, code, reason) in cases {
+        assert_status(c.share_image(request).await, code, reason);
+    }
+    // None of the failures changed anything.
+    assert_eq!(shares_of(&mut c, OWNER, &image).await, vec![FRIEND]);
+    assert_status(
+        c.cancel_image_sharing(cancel_request(OWNER, &image, &[FRIEND, OTHER]))
+            .await,
+        Code::FailedPrecondition,
+        "FailedOperation.AccountNotShared",
+    );
+    assert_eq!(shares_of(&mut c, OWNER, &image).await, vec![FRIEND]);
+    assert_status(
+        c.describe_image_share_permission(pb::DescribeImageSharePermissionRequest {
+            account_id: FRIEND.into(),
+            image_id: image.clone(),
+        })
+        .await,
+        Code::PermissionDenied,
+        "UnauthorizedOperation.ImageNotBelongToAccount",
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn per_call_and_per_image_limits() -> TestResult {
+    let policy = Policy {
+        max_shares_per_image: 3,
+        max_accounts_per_call: 2,
+        ..Policy::default()
+    };
+    let server = TestServer::start_with(policy).await;
+    let mut c = server.client();
+    let accounts = ["200000000001", "200000000002", "200000000003", "200000000004"];
+    register_roots(&mut c, &[OWNER]).await;
+    register_roots(&mut c, &accounts).await;
+    let image = register_image(&mut c, OWNER, GZ, "web").await;
+    assert_status(
+        c.share_image(share_request(OWNER, &image, &accounts[..3])).await,
+        Code::InvalidArgument,
+        "InvalidParameterValue.LimitExceeded",
+    );
+    c.share_image(share_request(OWNER, &image, &accounts[..2])).await?;
+    assert_status(
+        c.share_image(share_request(OWNER, &image, &accounts[2..])).await,
+        Code::ResourceExhausted,
+        "OverQuota",
+    );
+    c.share_image(share_request(OWNER, &image, &accounts[2..3])).await?;
+    assert_eq!(shares_of(&mut c, OWNER, &image).await.len(), 3);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn images_that_cannot_be_shared() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER, FRIEND]).await;
+    let mut byol = image_request(OWNER, GZ, "byol");
+    byol.license_type = pb::LicenseType::Byol as i32;
+    let mut encrypted = image_request(OWNER, GZ, "encrypted");
+    encrypted.encrypted = true;
+    let mut whole = image_request(OWNER, GZ, "whole");
+    whole.whole_instance = true;
+    let mut creating = image_request(OWNER, GZ, "creating");
+    creating.state = pb::ImageState::Creating as i32;
+    for (request, code, reason) in [
+        (byol, Code::FailedPrecondition, "FailedOperation.BYOLImageShareFailed"),
+        (
+            encrypted,
+            Code::FailedPrecondition,
+            "UnsupportedOperation.EncryptedImagesNotSupported",
+        ),
+        (whole, Code::FailedPrecondition, "InvalidParameter.InstanceImageNotSupport"),
+        (
+            creating,
+            Code::FailedPrecondition,
+            "InvalidParameterValue.InvalidImageState",
+        ),
+    ] {
+        let image = c.register_image(request).await?.into_inner().image_id;
+        assert_status(
+            c.share_image(share_request(OWNER, &image, &[FRIEND])).await,
+            code,
+            reason,
+        );
+    }
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn copies_start_syncing_and_share_nothing() -> TestResult {
+    let (server, image) = with_image().await;
+    let mut c = server.client();
+    c.share_image(share_request(OWNER, &image, &[FRIEND])).await?;
+    let copies = c
+        .copy_image(pb::CopyImageRequest {
+            account_id: OWNER.into(),
+            image_id: image.clone(),
+            destination_regions: vec![SH.into()],
+            image_name: Some("web-sh".into()),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .images;
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].region, SH);
+    let copy = copies[0].image_id.clone();
+    assert_ne!(copy, image);
+
+    let listed = c.describe_images(describe_request(OWNER, SH)).await?.into_inner();
+    let seen = &listed.images[0];
+    assert_eq!(seen.image_id, copy);
+    assert_eq!(seen.image_name, "web-sh");
+    assert_eq!(seen.state, pb::ImageState::Syncing as i32);
+    assert_eq!(
+        seen.copied_from,
+        Some(pb::ImageRef {
+            image_id: image.clone(),
+            region: GZ.into()
+        })
+    );
+    assert_eq!(shares_of(&mut c, OWNER, &copy).await, Vec::<String>::new());
+    assert_eq!(quota_used(&mut c, OWNER, SH).await, 1);
+
+    // A syncing copy cannot be shared or deleted until it is NORMAL.
+    assert_status(
+        c.share_image(share_request(OWNER, &copy, &[FRIEND])).await,
+        Code::FailedPrecondition,
+        "InvalidParameterValue.InvalidImageState",
+    );
+    assert_status(
+        c.delete_image(pb::DeleteImageRequest {
+            account_id: OWNER.into(),
+            image_id: copy.clone(),
+            ..Default::default()
+        })
+        .await,
+        Code::FailedPrecondition,
+        "InvalidImageId.IncorrectState",
+    );
+    c.update_image_state(pb::UpdateImageStateRequest {
+        image_id: copy.clone(),
+        state: pb::ImageState::Normal as i32,
+        client_token: String::new(),
+    })
+    .await?;
+    c.share_image(share_request(OWNER, &copy, &[FRIEND])).await?;
+    assert_eq!(visible(&mut c, FRIEND, SH).await, vec![copy.clone()]);
+
+    // Copy region rules for the owner and for a recipient.
+    let copy_req = |who: &str, to: &str| pb::CopyImageRequest {
+        account_id: who.into(),
+        image_id: image.clone(),
+        destination_regions: vec![to.into()],
+        ..Default::default()
+    };
+    assert_status(
+        c.copy_image(copy_req(OWNER, GZ)).await,
+        Code::FailedPrecondition,
+        "InvalidParameterValue.InvalidRegion",
+    );
+    assert_status(
+        c.copy_image(copy_req(FRIEND, SH)).await,
+        Code::FailedPrecondition,
+        "InvalidParameterValue.InvalidRegion",
+    );
+    assert_status(
+        c.copy_image(copy_req(OTHER, GZ)).await,
+        Code::PermissionDenied,
+        "UnauthorizedOperation.ImageNotBelongToAccount",
+    );
+    assert_status(
+        c.copy_image(copy_req(OWNER, "xx-nowhere")).await,
+        Code::InvalidArgument,
+        "InvalidRegion.NotFound",
+    );
+    // The recipient's own copy is a private image of its own, which it may then share.
+    let mine = c.copy_image(copy_req(FRIEND, GZ)).await?.into_inner().images;
+    let mine = mine[0].image_id.clone();
+    let listed = c.describe_images(describe_request(FRIEND, GZ)).await?.into_inner();
+    let own = listed
+        .images
+        .iter()
+        .find(|i| i.image_id == mine)
+        .ok_or("the recipient's copy is listed")?;
+    assert_eq!(own.owner_account_id, FRIEND);
+    assert_eq!(own.image_type, pb::ImageType::PrivateImage as i32);
+    assert_eq!(quota_used(&mut c, FRIEND, GZ).await, 1);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn recipients_use_but_never_change_delete_or_export() -> TestResult {
+    let (server, image) = with_image().await;
+    let mut c = server.client();
+    c.share_image(share_request(OWNER, &image, &[FRIEND])).await?;
+    assert_status(
+        c.modify_image_attribute(pb::ModifyImageAttributeRequest {
+            account_id: FRIEND.into(),
+            image_id: image.clone(),
+            image_name: Some("mine".into()),
+            ..Default::default()
+        })
+        .await,
+        Code::FailedPrecondition,
+        "UnsupportedOperation.SharedImageModifyUnsupported",
+    );
+    assert_status(
+        c.delete_image(pb::DeleteImageRequest {
+            account_id: FRIEND.into(),
+            image_id: image.clone(),
+            ..Default::default()
+        })
+        .await,
+        Code::FailedPrecondition,
+        "InvalidParameterValue.InvalidImageIdIsShared",
+    );
+    assert_eq!(
+        authorize(&mut c, FRIEND, &image, GZ, pb::ImageUse::ReinstallInstance).await,
+        (true, String::new())
+    );
+    assert_eq!(
+        authorize(&mut c, FRIEND, &image, GZ, pb::ImageUse::Export).await,
+        (
+            false,
+            "UnsupportedOperation.SharedImageExportUnsupported".to_string()
+        )
+    );
+    assert_eq!(
+        authorize(&mut c, FRIEND, &image, SH, pb::ImageUse::CreateInstance).await,
+        (false, "InvalidParameterValue.InvalidRegion".to_string())
+    );
+    assert_eq!(
+        authorize(&mut c, OWNER, &image, GZ, pb::ImageUse::Export).await,
+        (true, String::new())
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn owner_renames_within_the_rules() -> TestResult {
+    let (server, image) = with_image().await;
+    let mut c = server.client();
+    register_image(&mut c, OWNER, GZ, "db").await;
+    let modify = |name: Option<&str>, description: Option<String>| pb::ModifyImageAttributeRequest {
+        account_id: OWNER.into(),
+        image_id: image.clone(),
+        image_name: name.map(str::to_owned),
+        image_description: description,
+        client_token: String::new(),
+    };
+    assert_status(
+        c.modify_image_attribute(modify(Some("db"), None)).await,
+        Code::AlreadyExists,
+        "InvalidImageName.Duplicate",
+    );
+    assert_status(
+        c.modify_image_attribute(modify(Some(&"n".repeat(61)), None)).await,
+        Code::InvalidArgument,
+        "InvalidParameterValue.TooLarge",
+    );
+    assert_status(
+        c.modify_image_attribute(modify(None, Some("d".repeat(257)))).await,
+        Code::InvalidArgument,
+        "InvalidParameterValue.TooLarge",
+    );
+    assert_status(
+        c.modify_image_attribute(modify(None, None)).await,
+        Code::InvalidArgument,
+        "InvalidParameterValue",
+    );
+    c.modify_image_attribute(modify(Some("web-v2"), Some("second cut".into())))
+        .await?;
+    let listed = c
+        .describe_images(pb::DescribeImagesRequest {
+            image_name: "v2".into(),
+            ..describe_request(OWNER, GZ)
+        })
+        .await?
+        .into_inner();
+    assert_eq!(listed.total_count, 1);
+    assert_eq!(listed.images[0].image_name, "web-v2");
+    assert_eq!(listed.images[0].image_description, "second cut");
+    assert_status(
+        c.register_image(image_request(OWNER, GZ, "web-v2")).await,
+        Code::AlreadyExists,
+        "InvalidImageName.Duplicate",
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn lighthouse_sharing() -> TestResult {
+    let (server, image) = with_image().await;
+    let mut c = server.client();
+    let lighthouse = |who: &str, image: &str, permission: pb::LighthousePermission| {
+        pb::ModifyLighthouseSharePermissionRequest {
+            account_id: who.into(),
+            image_id: image.into(),
+            permission: permission as i32,
+            client_token: String::new(),
+        }
+    };
+    assert_status(
+        c.modify_lighthouse_share_permission(lighthouse(OWNER, &image, pb::LighthousePermission::Cancel))
+            .await,
+        Code::FailedPrecondition,
+        "FailedOperation.AccountNotShared",
+    );
+    c.modify_lighthouse_share_permission(lighthouse(OWNER, &image, pb::LighthousePermission::Share))
+        .await?;
+    assert_status(
+        c.modify_lighthouse_share_permission(lighthouse(OWNER, &image, pb::LighthousePermission::Share))
+            .await,
+        Code::FailedPrecondition,
+        "UnsupportedOperation.ImageAlreadyShared",
+    );
+    let permission = c
+        .describe_image_share_permission(pb::DescribeImageSharePermissionRequest {
+            account_id: OWNER.into(),
+            image_id: image.clone(),
+        })
+        .await?
+        .into_inner();
+    assert!(permission.lighthouse_shared);
+    assert_status(
+        c.delete_image(pb::DeleteImageRequest {
+            account_id: OWNER.into(),
+            image_id: image.clone(),
+            ..Default::default()
+        })
+        .await,
+        Code::FailedPrecondition,
+        "InvalidImageId.InShared",
+    );
+    assert_status(
+        c.modify_lighthouse_share_permission(lighthouse(FRIEND, &image, pb::LighthousePermission::Cancel))
+            .await,
+        Code::PermissionDenied,
+        "UnauthorizedOperation.ImageNotBelongToAccount",
+    );
+    let mut imported = image_request(OWNER, GZ, "imported");
+    imported.image_source = pb::ImageSource::ExternalImport as i32;
+    let imported = c.register_image(imported).await?.into_inner().image_id;
+    assert_status(
+        c.modify_lighthouse_share_permission(lighthouse(OWNER, &imported, pb::LighthousePermission::Share))
+            .await,
+        Code::FailedPrecondition,
+        "UnsupportedOperation.ImageUnableToShare",
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn quota_limits_registering_and_copying() -> TestResult {
+    let policy = Policy {
+        image_quota: 1,
+        ..Policy::default()
+    };
+    let server = TestServer::start_with(policy).await;
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER]).await;
+    let image = register_image(&mut c, OWNER, GZ, "web").await;
+    register_image(&mut c, OWNER, SH, "web").await;
+    assert_status(
+        c.register_image(image_request(OWNER, GZ, "more")).await,
+        Code::ResourceExhausted,
+        "ImageQuotaLimitExceeded",
+    );
+    assert_status(
+        c.copy_image(pb::CopyImageRequest {
+            account_id: OWNER.into(),
+            image_id: image,
+            destination_regions: vec![SH.into()],
+            image_name: Some("copy".into()),
+            ..Default::default()
+        })
+        .await,
+        Code::ResourceExhausted,
+        "ImageQuotaLimitExceeded",
+    );
+    let quota = c
+        .describe_image_quota(pb::DescribeImageQuotaRequest {
+            account_id: OWNER.into(),
+            region: GZ.into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!((quota.quota, quota.used), (1, 1));
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn describe_images_pages_and_filters() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER, FRIEND]).await;
+    let mut own = Vec::new();
+    for i in 0..25 {
+        own.push(register_image(&mut c, OWNER, GZ, &format!("img-{i:02}")).await);
+    }
+    let theirs = register_image(&mut c, FRIEND, GZ, "from-friend").await;
+    c.share_image(share_request(FRIEND, &theirs, &[OWNER])).await?;
+
+    let first = c.describe_images(describe_request(OWNER, GZ)).await?.into_inner();
+    assert_eq!(first.total_count, 26);
+    assert_eq!(first.images.len(), 20);
+    let rest = c
+        .describe_images(pb::DescribeImagesRequest {
+            offset: 20,
+            limit: 100,
+            ..describe_request(OWNER, GZ)
+        })
+        .await?
+        .into_inner();
+    assert_eq!(rest.images.len(), 6);
+    let mut all: Vec<String> = first
+        .images
+        .iter()
+        .chain(&rest.images)
+        .map(|i| i.image_id.clone())
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 26);
+
+    let shared_only = c
+        .describe_images(pb::DescribeImagesRequest {
+            image_type: pb::ImageType::SharedImage as i32,
+            ..describe_request(OWNER, GZ)
+        })
+        .await?
+        .into_inner();
+    assert_eq!(shared_only.total_count, 1);
+    assert_eq!(shared_only.images[0].image_id, theirs);
+    let private_only = c
+        .describe_images(pb::DescribeImagesRequest {
+            image_type: pb::ImageType::PrivateImage as i32,
+            ..describe_request(OWNER, GZ)
+        })
+        .await?
+        .into_inner();
+    assert_eq!(private_only.total_count, 25);
+    let by_id = c
+        .describe_images(pb::DescribeImagesRequest {
+            image_ids: vec![own[3].clone(), theirs.clone()],
+            ..describe_request(OWNER, GZ)
+        })
+        .await?
+        .into_inner();
+    assert_eq!(by_id.total_count, 2);
+    assert_status(
+        c.describe_images(pb::DescribeImagesRequest {
+            limit: 101,
+            ..describe_request(OWNER, GZ)
+        })
+        .await,
+        Code::InvalidArgument,
+        "InvalidParameterValue",
+    );
+    assert_status(
+        c.describe_images(describe_request(OWNER, "nowhere-1")).await,
+        Code::InvalidArgument,
+        "InvalidRegion.NotFound",
+    );
+    assert_status(
+        c.describe_images(describe_request("555", GZ)).await,
+        Code::NotFound,
+        "InvalidAccountId.NotFound",
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_tokens_make_retries_safe() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER, FRIEND, OTHER]).await;
+    let mut request = image_request(OWNER, GZ, "web");
+    request.client_token = "register-web-1".into();
+    let first = c.register_image(request.clone()).await?.into_inner().image_id;
+    let again = c.register_image(request.clone()).await?.into_inner().image_id;
+    assert_eq!(first, again, "a retry gets the first reply");
+    assert_eq!(quota_used(&mut c, OWNER, GZ).await, 1, "and appends nothing");
+    request.image_name = "other".into();
+    assert_status(
+        c.register_image(request).await,
+        Code::AlreadyExists,
+        "IdempotentParameterMismatch",
+    );
+
+    let mut share = share_request(OWNER, &first, &[FRIEND]);
+    share.client_token = "share-1".into();
+    c.share_image(share.clone()).await?;
+    c.share_image(share.clone()).await?;
+    share.account_ids = vec![OTHER.into()];
+    assert_status(
+        c.share_image(share).await,
+        Code::AlreadyExists,
+        "IdempotentParameterMismatch",
+    );
+    assert_eq!(shares_of(&mut c, OWNER, &first).await, vec![FRIEND]);
+    // Tokens belong to an account: another account may use the same one.
+    let mut theirs = image_request(FRIEND, GZ, "web");
+    theirs.client_token = "register-web-1".into();
+    let friends = c.register_image(theirs).await?.into_inner().image_id;
+    assert_ne!(friends, first);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn dry_runs_check_everything_and_change_nothing() -> TestResult {
+    let (server, image) = with_image().await;
+    let mut c = server.client();
+    let mut share = share_request(OWNER, &image, &[FRIEND]);
+    share.dry_run = true;
+    c.share_image(share.clone()).await?;
+    assert_eq!(shares_of(&mut c, OWNER, &image).await, Vec::<String>::new());
+    share.account_ids = vec![HELPER.into()];
+    assert_status(
+        c.share_image(share).await,
+        Code::FailedPrecondition,
+        "FailedOperation.NotMasterAccount",
+    );
+    let copies = c
+        .copy_image(pb::CopyImageRequest {
+            account_id: OWNER.into(),
+            image_id: image.clone(),
+            destination_regions: vec![SH.into()],
+            dry_run: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(copies.images.is_empty());
+    assert_eq!(quota_used(&mut c, OWNER, SH).await, 0);
+    c.delete_image(pb::DeleteImageRequest {
+        account_id: OWNER.into(),
+        image_id: image.clone(),
+        client_token: String::new(),
+        dry_run: true,
+    })
+    .await?;
+    assert_eq!(visible(&mut c, OWNER, GZ).await, vec![image]);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() -> TestResult {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let server = TestServer::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        server.server.local_addr()
+    ))?
+    .connect()
+    .await?;
+    let mut health = HealthClient::new(channel.clone());
+    let overall = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(overall.status, ServingStatus::Serving as i32);
+    let ledger = health
+        .check(HealthCheckRequest {
+            service: "imageledger.v1.ImageLedger".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(ledger.status, ServingStatus::Serving as i32);
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await?
+        .into_inner();
+    let reply = replies.message().await?.ok_or("a reflection reply")?;
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        return Err("expected a list of services".into());
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"imageledger.v1.ImageLedger".to_string()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    server.stop().await;
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! A real server on port 0 with a temporary data directory, and helpers to
+//! call it and to check errors.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use image_ledger::config::Config;
+use image_ledger::domain::Policy;
+use image_ledger::grpc::pb;
+use image_ledger::grpc::pb::image_ledger_client::ImageLedgerClient;
+use image_ledger::server::{start, RunningServer};
+use tempfile::TempDir;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+pub type Client = ImageLedgerClient<Channel>;
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+pub const OWNER: &str = "100000000001";
+pub const FRIEND: &str = "100000000002";
+pub const OTHER: &str = "100000000003";
+pub const HELPER: &str = "100000000009";
+pub const GZ: &str = "ap-guangzhou";
+pub const SH: &str = "ap-shanghai";
+
+pub struct TestServer {
+    pub dir: TempDir,
+    pub server: RunningServer,
+    pub client: Client,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(Policy::default()).await
+    }
+
+    pub async fn start_with(policy: Policy) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        Self::start_in(dir, policy).await
+    }
+
+    pub async fn start_in(dir: TempDir, policy: Policy) -> Self {
+        let server = serve(dir.path(), policy).await;
+        let client = connect(&server).await;
+        Self {
+            dir,
+            server,
+            client,
+        }
+    }
+
+    /// Stops the server cleanly and hands back its data directory.
+    pub async fn stop(self) -> TempDir {
+        self.server.stop().await.expect("clean stop");
+        self.dir
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+}
+
+pub async fn serve(dir: &Path, policy: Policy) -> RunningServer {
+    let mut config = Config::for_data_dir(dir);
+    config.policy = policy;
+    config.cache_bytes = 16 * 1024 * 1024;
+    start(config).await.expect("server starts")
+}
+
+pub async fn connect(server: &RunningServer) -> Client {
+    ImageLedgerClient::connect(format!("http://{}", server.local_addr()))
+        .await
+        .expect("client connects")
+}
+
+/// Asserts the status code and the ErrorInfo reason (and domain) of a failure.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, reason: &str) {
+    match result {
+        Ok(value) => panic!("expected {code:?} / {reason}, got Ok({value:?})"),
+        Err(status) => {
+            let info = status
+                .get_details_error_info()
+                .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+            assert_eq!(
+                (status.code(), info.reason.as_str(), info.domain.as_str()),
+                (code, reason, "imageledger"),
+                "message: {}",
+                status.message()
+            );
+            assert!(!status.message().is_empty(), "the message says what was wrong");
+        }
+    }
+}
+
+pub async fn register(client: &mut Client, id: &str, kind: pb::AccountKind) {
+    client
+        .register_account(pb::RegisterAccountRequest {
+            account_id: id.into(),
+            kind: kind as i32,
+            client_token: String::new(),
+        })
+        .await
+        .expect("account registers");
+}
+
+pub async fn register_roots(client: &mut Client, ids: &[&str]) {
+    for id in ids {
+        register(client, id, pb::AccountKind::Root).await;
+    }
+}
+
+pub fn image_request(owner: &str, region: &str, name: &str) -> pb::RegisterImageRequest {
+    pb::RegisterImageRequest {
+        account_id: owner.into(),
+        region: region.into(),
+        image_name: name.into(),
+        image_description: "web tier".into(),
+        platform: "CentOS".into(),
+        os_name: "CentOS 7.9 64-bit".into(),
+        image_source: pb::ImageSource::CreateImage as i32,
+        license_type: pb::LicenseType::Tencentcloud as i32,
+        encrypted: false,
+        whole_instance: false,
+        supports_cloudinit: true,
+        state: pb::ImageState::Normal as i32,
+        client_token: String::new(),
+    }
+}
+
+pub async fn register_image(client: &mut Client, owner: &str, region: &str, name: &str) -> String {
+    client
+        .register_image(image_request(owner, region, name))
+        .await
+        .expect("image registers")
+        .into_inner()
+        .image_id
+}
+
+pub fn share_request(owner: &str, image: &str, with: &[&str]) -> pb::ShareImageRequest {
+    pb::ShareImageRequest {
+        account_id: owner.into(),
+        image_id: image.into(),
+        account_ids: with.iter().map(|s| s.to_string()).collect(),
+        client_token: String::new(),
+        dry_run: false,
+    }
+}
+
+pub fn cancel_request(owner: &str, image: &str, with: &[&str]) -> pb::CancelImageSharingRequest {
+    pb::CancelImageSharingRequest {
+        account_id: owner.into(),
+        image_id: image.into(),
+        account_ids: with.iter().map(|s| s.to_string()).collect(),
+        client_token: String::new(),
+        dry_run: false,
+    }
+}
+
+pub fn describe_request(account: &str, region: &str) -> pb::DescribeImagesRequest {
+    pb::DescribeImagesRequest {
+        account_id: account.into(),
+        region: region.into(),
+        ..Default::default()
+    }
+}
+
+/// The ids DescribeImages lists for an account in a region, in order.
+pub async fn visible(client: &mut Client, account: &str, region: &str) -> Vec<String> {
+    client
+        .describe_images(describe_request(account, region))
+        .await
+        .expect("describe works")
+        .into_inner()
+        .images
+        .into_iter()
+        .map(|i| i.image_id)
+        .collect()
+}
+
+/// The accounts an image is shared with, as its owner sees them.
+pub async fn shares_of(client: &mut Client, owner: &str, image: &str) -> Vec<String> {
+    let mut accounts: Vec<String> = client
+        .describe_image_share_permission(pb::DescribeImageSharePermissionRequest {
+            account_id: owner.into(),
+            image_id: image.into(),
+        })
+        .await
+        .expect("describe share permission works")
+        .into_inner()
+        .shares
+        .into_iter()
+        .map(|s| s.account_id)
+        .collect();
+    accounts.sort();
+    accounts
+}
+
+pub async fn quota_used(client: &mut Client, account: &str, region: &str) -> u32 {
+    client
+        .describe_image_quota(pb::DescribeImageQuotaRequest {
+            account_id: account.into(),
+            region: region.into(),
+        })
+        .await
+        .expect("quota works")
+        .into_inner()
+        .used
+}
+
+pub async fn authorize(
+    client: &mut Client,
+    account: &str,
+    image: &str,
+    region: &str,
+    usage: pb::ImageUse,
+) -> (bool, String) {
+    let reply = client
+        .authorize_image_use(pb::AuthorizeImageUseRequest {
+            account_id: account.into(),
+            image_id: image.into(),
+            region: region.into(),
+            r#use: usage as i32,
+        })
+        .await
+        .expect("authorize works")
+        .into_inner();
+    (reply.allowed, reply.reason)
+}
