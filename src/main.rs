@@ -106,6 +106,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut server = image_ledger::server::start(config)
             .await
             .with_context(|| format!("cannot start the server on data directory {data_dir}"))?;
+        // A plain line on stdout for scripts that start the server on port 0.
+        println!("listening on {}", server.local_addr());
         let stop = server.take_stop();
         let serving = tokio::spawn(server.wait());
         shutdown_signal().await;

@@ -39,7 +39,10 @@ async fn a_share_walkthrough() -> TestResult {
     assert_eq!(seen.state, pb::ImageState::Normal as i32);
     assert!(seen.created_time.is_some());
     assert_eq!(visible(&mut c, FRIEND, SH).await, Vec::<String>::new());
-    let own = c.describe_images(describe_request(OWNER, GZ)).await?.into_inner();
+    let own = c
+        .describe_images(describe_request(OWNER, GZ))
+        .await?
+        .into_inner();
     assert_eq!(own.images[0].image_type, pb::ImageType::PrivateImage as i32);
 
     // Shared images use nobody's quota.
@@ -93,7 +96,8 @@ async fn a_share_walkthrough() -> TestResult {
 async fn sharing_errors_carry_their_codes() -> TestResult {
     let (server, image) = with_image().await;
     let mut c = server.client();
-    c.share_image(share_request(OWNER, &image, &[FRIEND])).await?;
+    c.share_image(share_request(OWNER, &image, &[FRIEND]))
+        .await?;
 
     let cases: Vec<(pb::ShareImageRequest, Code, &str)> = vec![
         (
@@ -181,22 +185,31 @@ async fn per_call_and_per_image_limits() -> TestResult {
     };
     let server = TestServer::start_with(policy).await;
     let mut c = server.client();
-    let accounts = ["200000000001", "200000000002", "200000000003", "200000000004"];
+    let accounts = [
+        "200000000001",
+        "200000000002",
+        "200000000003",
+        "200000000004",
+    ];
     register_roots(&mut c, &[OWNER]).await;
     register_roots(&mut c, &accounts).await;
     let image = register_image(&mut c, OWNER, GZ, "web").await;
     assert_status(
-        c.share_image(share_request(OWNER, &image, &accounts[..3])).await,
+        c.share_image(share_request(OWNER, &image, &accounts[..3]))
+            .await,
         Code::InvalidArgument,
         "InvalidParameterValue.LimitExceeded",
     );
-    c.share_image(share_request(OWNER, &image, &accounts[..2])).await?;
+    c.share_image(share_request(OWNER, &image, &accounts[..2]))
+        .await?;
     assert_status(
-        c.share_image(share_request(OWNER, &image, &accounts[2..])).await,
+        c.share_image(share_request(OWNER, &image, &accounts[2..]))
+            .await,
         Code::ResourceExhausted,
         "OverQuota",
     );
-    c.share_image(share_request(OWNER, &image, &accounts[2..3])).await?;
+    c.share_image(share_request(OWNER, &image, &accounts[2..3]))
+        .await?;
     assert_eq!(shares_of(&mut c, OWNER, &image).await.len(), 3);
     server.stop().await;
     Ok(())
@@ -216,13 +229,21 @@ async fn images_that_cannot_be_shared() -> TestResult {
     let mut creating = image_request(OWNER, GZ, "creating");
     creating.state = pb::ImageState::Creating as i32;
     for (request, code, reason) in [
-        (byol, Code::FailedPrecondition, "FailedOperation.BYOLImageShareFailed"),
+        (
+            byol,
+            Code::FailedPrecondition,
+            "FailedOperation.BYOLImageShareFailed",
+        ),
         (
             encrypted,
             Code::FailedPrecondition,
             "UnsupportedOperation.EncryptedImagesNotSupported",
         ),
-        (whole, Code::FailedPrecondition, "InvalidParameter.InstanceImageNotSupport"),
+        (
+            whole,
+            Code::FailedPrecondition,
+            "InvalidParameter.InstanceImageNotSupport",
+        ),
         (
             creating,
             Code::FailedPrecondition,
@@ -244,7 +265,8 @@ async fn images_that_cannot_be_shared() -> TestResult {
 async fn copies_start_syncing_and_share_nothing() -> TestResult {
     let (server, image) = with_image().await;
     let mut c = server.client();
-    c.share_image(share_request(OWNER, &image, &[FRIEND])).await?;
+    c.share_image(share_request(OWNER, &image, &[FRIEND]))
+        .await?;
     let copies = c
         .copy_image(pb::CopyImageRequest {
             account_id: OWNER.into(),
@@ -261,7 +283,10 @@ async fn copies_start_syncing_and_share_nothing() -> TestResult {
     let copy = copies[0].image_id.clone();
     assert_ne!(copy, image);
 
-    let listed = c.describe_images(describe_request(OWNER, SH)).await?.into_inner();
+    let listed = c
+        .describe_images(describe_request(OWNER, SH))
+        .await?
+        .into_inner();
     let seen = &listed.images[0];
     assert_eq!(seen.image_id, copy);
     assert_eq!(seen.image_name, "web-sh");
@@ -298,7 +323,8 @@ async fn copies_start_syncing_and_share_nothing() -> TestResult {
         client_token: String::new(),
     })
     .await?;
-    c.share_image(share_request(OWNER, &copy, &[FRIEND])).await?;
+    c.share_image(share_request(OWNER, &copy, &[FRIEND]))
+        .await?;
     assert_eq!(visible(&mut c, FRIEND, SH).await, vec![copy.clone()]);
 
     // Copy region rules for the owner and for a recipient.
@@ -329,9 +355,16 @@ async fn copies_start_syncing_and_share_nothing() -> TestResult {
         "InvalidRegion.NotFound",
     );
     // The recipient's own copy is a private image of its own, which it may then share.
-    let mine = c.copy_image(copy_req(FRIEND, GZ)).await?.into_inner().images;
+    let mine = c
+        .copy_image(copy_req(FRIEND, GZ))
+        .await?
+        .into_inner()
+        .images;
     let mine = mine[0].image_id.clone();
-    let listed = c.describe_images(describe_request(FRIEND, GZ)).await?.into_inner();
+    let listed = c
+        .describe_images(describe_request(FRIEND, GZ))
+        .await?
+        .into_inner();
     let own = listed
         .images
         .iter()
@@ -348,7 +381,8 @@ async fn copies_start_syncing_and_share_nothing() -> TestResult {
 async fn recipients_use_but_never_change_delete_or_export() -> TestResult {
     let (server, image) = with_image().await;
     let mut c = server.client();
-    c.share_image(share_request(OWNER, &image, &[FRIEND])).await?;
+    c.share_image(share_request(OWNER, &image, &[FRIEND]))
+        .await?;
     assert_status(
         c.modify_image_attribute(pb::ModifyImageAttributeRequest {
             account_id: FRIEND.into(),
@@ -398,25 +432,28 @@ async fn owner_renames_within_the_rules() -> TestResult {
     let (server, image) = with_image().await;
     let mut c = server.client();
     register_image(&mut c, OWNER, GZ, "db").await;
-    let modify = |name: Option<&str>, description: Option<String>| pb::ModifyImageAttributeRequest {
-        account_id: OWNER.into(),
-        image_id: image.clone(),
-        image_name: name.map(str::to_owned),
-        image_description: description,
-        client_token: String::new(),
-    };
+    let modify =
+        |name: Option<&str>, description: Option<String>| pb::ModifyImageAttributeRequest {
+            account_id: OWNER.into(),
+            image_id: image.clone(),
+            image_name: name.map(str::to_owned),
+            image_description: description,
+            client_token: String::new(),
+        };
     assert_status(
         c.modify_image_attribute(modify(Some("db"), None)).await,
         Code::AlreadyExists,
         "InvalidImageName.Duplicate",
     );
     assert_status(
-        c.modify_image_attribute(modify(Some(&"n".repeat(61)), None)).await,
+        c.modify_image_attribute(modify(Some(&"n".repeat(61)), None))
+            .await,
         Code::InvalidArgument,
         "InvalidParameterValue.TooLarge",
     );
     assert_status(
-        c.modify_image_attribute(modify(None, Some("d".repeat(257)))).await,
+        c.modify_image_attribute(modify(None, Some("d".repeat(257))))
+            .await,
         Code::InvalidArgument,
         "InvalidParameterValue.TooLarge",
     );
@@ -459,16 +496,28 @@ async fn lighthouse_sharing() -> TestResult {
         }
     };
     assert_status(
-        c.modify_lighthouse_share_permission(lighthouse(OWNER, &image, pb::LighthousePermission::Cancel))
-            .await,
+        c.modify_lighthouse_share_permission(lighthouse(
+            OWNER,
+            &image,
+            pb::LighthousePermission::Cancel,
+        ))
+        .await,
         Code::FailedPrecondition,
         "FailedOperation.AccountNotShared",
     );
-    c.modify_lighthouse_share_permission(lighthouse(OWNER, &image, pb::LighthousePermission::Share))
-        .await?;
+    c.modify_lighthouse_share_permission(lighthouse(
+        OWNER,
+        &image,
+        pb::LighthousePermission::Share,
+    ))
+    .await?;
     assert_status(
-        c.modify_lighthouse_share_permission(lighthouse(OWNER, &image, pb::LighthousePermission::Share))
-            .await,
+        c.modify_lighthouse_share_permission(lighthouse(
+            OWNER,
+            &image,
+            pb::LighthousePermission::Share,
+        ))
+        .await,
         Code::FailedPrecondition,
         "UnsupportedOperation.ImageAlreadyShared",
     );
@@ -491,8 +540,12 @@ async fn lighthouse_sharing() -> TestResult {
         "InvalidImageId.InShared",
     );
     assert_status(
-        c.modify_lighthouse_share_permission(lighthouse(FRIEND, &image, pb::LighthousePermission::Cancel))
-            .await,
+        c.modify_lighthouse_share_permission(lighthouse(
+            FRIEND,
+            &image,
+            pb::LighthousePermission::Cancel,
+        ))
+        .await,
         Code::PermissionDenied,
         "UnauthorizedOperation.ImageNotBelongToAccount",
     );
@@ -500,8 +553,12 @@ async fn lighthouse_sharing() -> TestResult {
     imported.image_source = pb::ImageSource::ExternalImport as i32;
     let imported = c.register_image(imported).await?.into_inner().image_id;
     assert_status(
-        c.modify_lighthouse_share_permission(lighthouse(OWNER, &imported, pb::LighthousePermission::Share))
-            .await,
+        c.modify_lighthouse_share_permission(lighthouse(
+            OWNER,
+            &imported,
+            pb::LighthousePermission::Share,
+        ))
+        .await,
         Code::FailedPrecondition,
         "UnsupportedOperation.ImageUnableToShare",
     );
@@ -559,9 +616,13 @@ async fn describe_images_pages_and_filters() -> TestResult {
         own.push(register_image(&mut c, OWNER, GZ, &format!("img-{i:02}")).await);
     }
     let theirs = register_image(&mut c, FRIEND, GZ, "from-friend").await;
-    c.share_image(share_request(FRIEND, &theirs, &[OWNER])).await?;
+    c.share_image(share_request(FRIEND, &theirs, &[OWNER]))
+        .await?;
 
-    let first = c.describe_images(describe_request(OWNER, GZ)).await?.into_inner();
+    let first = c
+        .describe_images(describe_request(OWNER, GZ))
+        .await?
+        .into_inner();
     assert_eq!(first.total_count, 26);
     assert_eq!(first.images.len(), 20);
     let rest = c
@@ -618,7 +679,8 @@ async fn describe_images_pages_and_filters() -> TestResult {
         "InvalidParameterValue",
     );
     assert_status(
-        c.describe_images(describe_request(OWNER, "nowhere-1")).await,
+        c.describe_images(describe_request(OWNER, "nowhere-1"))
+            .await,
         Code::InvalidArgument,
         "InvalidRegion.NotFound",
     );
@@ -638,10 +700,22 @@ async fn client_tokens_make_retries_safe() -> TestResult {
     register_roots(&mut c, &[OWNER, FRIEND, OTHER]).await;
     let mut request = image_request(OWNER, GZ, "web");
     request.client_token = "register-web-1".into();
-    let first = c.register_image(request.clone()).await?.into_inner().image_id;
-    let again = c.register_image(request.clone()).await?.into_inner().image_id;
+    let first = c
+        .register_image(request.clone())
+        .await?
+        .into_inner()
+        .image_id;
+    let again = c
+        .register_image(request.clone())
+        .await?
+        .into_inner()
+        .image_id;
     assert_eq!(first, again, "a retry gets the first reply");
-    assert_eq!(quota_used(&mut c, OWNER, GZ).await, 1, "and appends nothing");
+    assert_eq!(
+        quota_used(&mut c, OWNER, GZ).await,
+        1,
+        "and appends nothing"
+    );
     request.image_name = "other".into();
     assert_status(
         c.register_image(request).await,
@@ -714,12 +788,10 @@ async fn health_and_reflection_are_served() -> TestResult {
     use tonic_health::pb::HealthCheckRequest;
 
     let server = TestServer::start().await;
-    let channel = tonic::transport::Endpoint::from_shared(format!(
-        "http://{}",
-        server.server.local_addr()
-    ))?
-    .connect()
-    .await?;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.server.local_addr()))?
+            .connect()
+            .await?;
     let mut health = HealthClient::new(channel.clone());
     let overall = health
         .check(HealthCheckRequest {
@@ -754,8 +826,14 @@ async fn health_and_reflection_are_served() -> TestResult {
         return Err("expected a list of services".into());
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"imageledger.v1.ImageLedger".to_string()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"imageledger.v1.ImageLedger".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
     server.stop().await;
     Ok(())
 }

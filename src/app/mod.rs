@@ -172,7 +172,10 @@ fn load(store: &dyn EventStore) -> Result<(LedgerState, Head), AppError> {
     if store.projection_checkpoint()? == Some(head.position) {
         match crate::projection::persist::load(store) {
             Ok(state) => {
-                tracing::info!(position = head.position, "loaded the state from the projections");
+                tracing::info!(
+                    position = head.position,
+                    "loaded the state from the projections"
+                );
                 return Ok((state, head));
             }
             Err(err) => {

@@ -279,7 +279,10 @@ impl Writer {
         self.head = head;
         self.view.store(Arc::new(state));
         self.stale = false;
-        tracing::info!(position = head.position, "reloaded the state from the store");
+        tracing::info!(
+            position = head.position,
+            "reloaded the state from the store"
+        );
         Ok(())
     }
 }

@@ -2,10 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    AccountId, AccountKind, ImageId, ImageRef, ImageState,
-    LighthousePermission, Region,
-};
+use super::{AccountId, AccountKind, ImageId, ImageRef, ImageState, LighthousePermission, Region};
 
 /// A request to change the ledger. Field formats (ids, lengths, enums) are
 /// already checked when one is built; the rules are checked by [`decide`](super::decide).

@@ -47,21 +47,22 @@ pub fn decide(
         }
     };
     match command {
-        Command::RegisterAccount { account_id, kind } => {
-            match state.account(account_id) {
-                Some(existing) if existing.kind == *kind => Ok(Decision::of(vec![])),
-                Some(existing) => Err(DomainError::InvalidParameter(format!(
-                    "account {account_id} is already registered as {}",
-                    kind_name(existing.kind)
-                ))),
-                None => Ok(Decision::of(vec![Event::AccountRegistered {
-                    account_id: account_id.clone(),
-                    kind: *kind,
-                }])),
-            }
-        }
+        Command::RegisterAccount { account_id, kind } => match state.account(account_id) {
+            Some(existing) if existing.kind == *kind => Ok(Decision::of(vec![])),
+            Some(existing) => Err(DomainError::InvalidParameter(format!(
+                "account {account_id} is already registered as {}",
+                kind_name(existing.kind)
+            ))),
+            None => Ok(Decision::of(vec![Event::AccountRegistered {
+                account_id: account_id.clone(),
+                kind: *kind,
+            }])),
+        },
         Command::RegisterImage(new) => register_image(state, policy, new, now, fresh_id),
-        Command::UpdateImageState { image_id, state: to } => {
+        Command::UpdateImageState {
+            image_id,
+            state: to,
+        } => {
             let image = live_image(state, image_id)?;
             if image.state == *to {
                 return Ok(Decision::of(vec![]));
@@ -445,7 +446,9 @@ fn lighthouse(
                     "image {image_id} is not shared with Lighthouse"
                 )));
             }
-            Ok(Decision::of(vec![Event::LighthouseShareCancelled { image_id }]))
+            Ok(Decision::of(vec![Event::LighthouseShareCancelled {
+                image_id,
+            }]))
         }
     }
 }
@@ -501,9 +504,9 @@ pub fn registered<'a>(
     state: &'a LedgerState,
     account: &AccountId,
 ) -> Result<&'a Account, DomainError> {
-    state.account(account).ok_or_else(|| {
-        DomainError::AccountNotFound(format!("account {account} is not registered"))
-    })
+    state
+        .account(account)
+        .ok_or_else(|| DomainError::AccountNotFound(format!("account {account} is not registered")))
 }
 
 fn live_image<'a>(state: &'a LedgerState, image_id: &ImageId) -> Result<&'a Image, DomainError> {
@@ -568,13 +571,11 @@ fn name_free(
     except: Option<&ImageId>,
 ) -> Result<(), DomainError> {
     match state.image_named(owner, region, name) {
-        Some(other) if Some(&other.image_id) != except => {
-            Err(DomainError::DuplicateName(format!(
-                "account {owner} already has image {} named {} in {region}",
-                other.image_id,
-                quoted(name)
-            )))
-        }
+        Some(other) if Some(&other.image_id) != except => Err(DomainError::DuplicateName(format!(
+            "account {owner} already has image {} named {} in {region}",
+            other.image_id,
+            quoted(name)
+        ))),
         _ => Ok(()),
     }
 }

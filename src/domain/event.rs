@@ -3,9 +3,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{
-    AccountId, AccountKind, ImageId, ImageSource, ImageState, LicenseType, Region,
-};
+use super::{AccountId, AccountKind, ImageId, ImageSource, ImageState, LicenseType, Region};
 
 /// The schema version written with every event; bump it when a payload changes shape.
 pub const EVENT_SCHEMA_VERSION: u32 = 1;

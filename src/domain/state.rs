@@ -72,8 +72,13 @@ impl LedgerState {
         match event {
             Event::AccountRegistered { account_id, kind } => {
                 let version = self.accounts.get(account_id).map_or(0, |a| a.version) + 1;
-                self.accounts
-                    .insert(account_id.clone(), Account { kind: *kind, version });
+                self.accounts.insert(
+                    account_id.clone(),
+                    Account {
+                        kind: *kind,
+                        version,
+                    },
+                );
             }
             Event::ImageRegistered { .. } | Event::ImageCopied { .. } => {
                 if let Some(image) = Image::from_creation(event) {
@@ -108,8 +113,11 @@ impl LedgerState {
                 }
                 if !image.deleted {
                     for account in image.shares.keys() {
-                        self.shared
-                            .insert((account.clone(), image.region.clone(), image_id.clone()));
+                        self.shared.insert((
+                            account.clone(),
+                            image.region.clone(),
+                            image_id.clone(),
+                        ));
                     }
                 }
                 if image.deleted && !was_deleted {

@@ -89,7 +89,12 @@ const IMG: &str = "img-aaaaaaaa";
 /// The usual start: owner, friend and other registered as root accounts,
 /// the owner's image IMG in Guangzhou.
 fn base() -> Vec<Event> {
-    vec![root(OWNER), root(FRIEND), root(OTHER), registered(IMG, OWNER, GZ)]
+    vec![
+        root(OWNER),
+        root(FRIEND),
+        root(OTHER),
+        registered(IMG, OWNER, GZ),
+    ]
 }
 
 struct Scenario {
@@ -238,7 +243,12 @@ fn registering_an_image_replies_with_its_id() -> Result<(), DomainError> {
     );
     assert_eq!(
         decision.events,
-        vec![registered_with("img-new00001", OWNER, GZ, attributes("web"))]
+        vec![registered_with(
+            "img-new00001",
+            OWNER,
+            GZ,
+            attributes("web")
+        )]
     );
     Ok(())
 }
@@ -264,8 +274,16 @@ fn names_are_unique_per_owner_and_region() {
         "InvalidImageName.Duplicate"
     );
     // Another region or another owner may use the name.
-    assert_eq!(scenario.then_events(register_image(OWNER, SH, &name)).len(), 1);
-    assert_eq!(scenario.then_events(register_image(FRIEND, GZ, &name)).len(), 1);
+    assert_eq!(
+        scenario.then_events(register_image(OWNER, SH, &name)).len(),
+        1
+    );
+    assert_eq!(
+        scenario
+            .then_events(register_image(FRIEND, GZ, &name))
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -288,10 +306,18 @@ fn long_names_and_descriptions_are_refused() {
         attributes: attrs,
         state: ImageState::Normal,
     });
-    assert_eq!(scenario.then_reason(command), "InvalidParameterValue.TooLarge");
+    assert_eq!(
+        scenario.then_reason(command),
+        "InvalidParameterValue.TooLarge"
+    );
     // Exactly at the limits is fine; length counts characters, not bytes.
     let at_limit = "名".repeat(MAX_NAME_CHARS);
-    assert_eq!(scenario.then_events(register_image(OWNER, GZ, &at_limit)).len(), 1);
+    assert_eq!(
+        scenario
+            .then_events(register_image(OWNER, GZ, &at_limit))
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -302,17 +328,29 @@ fn registering_past_the_quota_is_refused() {
         "ImageQuotaLimitExceeded"
     );
     // The quota is per region.
-    assert_eq!(scenario.then_events(register_image(OWNER, SH, "second")).len(), 1);
+    assert_eq!(
+        scenario
+            .then_events(register_image(OWNER, SH, "second"))
+            .len(),
+        1
+    );
 }
 
 #[test]
 fn deleting_an_image_frees_its_quota() {
-    let scenario = given(base().into_iter().chain([Event::ImageDeleted {
-        image_id: img(IMG),
-    }]))
+    let scenario = given(
+        base()
+            .into_iter()
+            .chain([Event::ImageDeleted { image_id: img(IMG) }]),
+    )
     .with_policy(|p| p.image_quota = 1);
     assert_eq!(scenario.state.images_used(&acct(OWNER), &region(GZ)), 0);
-    assert_eq!(scenario.then_events(register_image(OWNER, GZ, "again")).len(), 1);
+    assert_eq!(
+        scenario
+            .then_events(register_image(OWNER, GZ, "again"))
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -346,9 +384,11 @@ fn only_the_owner_can_share() {
 
 #[test]
 fn sharing_an_unknown_or_deleted_image_is_not_found() {
-    let scenario = given(base().into_iter().chain([Event::ImageDeleted {
-        image_id: img(IMG),
-    }]));
+    let scenario = given(
+        base()
+            .into_iter()
+            .chain([Event::ImageDeleted { image_id: img(IMG) }]),
+    );
     assert_eq!(
         scenario.then_reason(share(OWNER, IMG, &[FRIEND])),
         "InvalidImageId.NotFound"
@@ -373,22 +413,31 @@ fn images_are_shared_with_registered_accounts_only() {
 
 #[test]
 fn images_are_not_shared_with_collaborators() {
-    let reason = given(base().into_iter().chain([collaborator(HELPER)]))
-        .then_reason(share(OWNER, IMG, &[HELPER]));
+    let reason = given(base().into_iter().chain([collaborator(HELPER)])).then_reason(share(
+        OWNER,
+        IMG,
+        &[HELPER],
+    ));
     assert_eq!(reason, "FailedOperation.NotMasterAccount");
 }
 
 #[test]
 fn sharing_twice_with_one_account_is_refused() {
-    let reason = given(base().into_iter().chain([shared(IMG, &[FRIEND])]))
-        .then_reason(share(OWNER, IMG, &[OTHER, FRIEND]));
+    let reason = given(base().into_iter().chain([shared(IMG, &[FRIEND])])).then_reason(share(
+        OWNER,
+        IMG,
+        &[OTHER, FRIEND],
+    ));
     assert_eq!(reason, "FailedOperation.AccountAlreadyExists");
 }
 
 #[test]
 fn account_lists_must_be_non_empty_distinct_and_within_the_call_cap() {
     let scenario = given(base()).with_policy(|p| p.max_accounts_per_call = 2);
-    assert_eq!(scenario.then_reason(share(OWNER, IMG, &[])), "InvalidParameterValue");
+    assert_eq!(
+        scenario.then_reason(share(OWNER, IMG, &[])),
+        "InvalidParameterValue"
+    );
     assert_eq!(
         scenario.then_reason(share(OWNER, IMG, &[FRIEND, FRIEND])),
         "InvalidParameterValue"
@@ -397,7 +446,10 @@ fn account_lists_must_be_non_empty_distinct_and_within_the_call_cap() {
         scenario.then_reason(share(OWNER, IMG, &[FRIEND, OTHER, HELPER])),
         "InvalidParameterValue.LimitExceeded"
     );
-    assert_eq!(scenario.then_reason(cancel(OWNER, IMG, &[])), "InvalidParameterValue");
+    assert_eq!(
+        scenario.then_reason(cancel(OWNER, IMG, &[])),
+        "InvalidParameterValue"
+    );
 }
 
 #[test]
@@ -415,19 +467,27 @@ fn an_image_is_shared_with_at_most_the_limit() {
         scenario.then_reason(share(OWNER, IMG, &[&recipients[49], FRIEND])),
         "OverQuota"
     );
-    assert_eq!(scenario.then_events(share(OWNER, IMG, &[&recipients[49]])).len(), 1);
+    assert_eq!(
+        scenario
+            .then_events(share(OWNER, IMG, &[&recipients[49]]))
+            .len(),
+        1
+    );
     // The limit is a setting.
     let small = given(base()).with_policy(|p| p.max_shares_per_image = 1);
-    assert_eq!(small.then_reason(share(OWNER, IMG, &[FRIEND, OTHER])), "OverQuota");
+    assert_eq!(
+        small.then_reason(share(OWNER, IMG, &[FRIEND, OTHER])),
+        "OverQuota"
+    );
 }
 
 #[test]
 fn only_normal_images_are_shared() {
-    let scenario = given(
-        base()
-            .into_iter()
-            .chain([state_changed(IMG, ImageState::Normal, ImageState::Syncing)]),
-    );
+    let scenario = given(base().into_iter().chain([state_changed(
+        IMG,
+        ImageState::Normal,
+        ImageState::Syncing,
+    )]));
     assert_eq!(
         scenario.then_reason(share(OWNER, IMG, &[FRIEND])),
         "InvalidParameterValue.InvalidImageState"
@@ -439,8 +499,12 @@ fn byol_encrypted_and_whole_instance_images_are_not_shared() {
     let with = |change: fn(&mut ImageAttributes)| {
         let mut attrs = attributes("special");
         change(&mut attrs);
-        given([root(OWNER), root(FRIEND), registered_with(IMG, OWNER, GZ, attrs)])
-            .then_reason(share(OWNER, IMG, &[FRIEND]))
+        given([
+            root(OWNER),
+            root(FRIEND),
+            registered_with(IMG, OWNER, GZ, attrs),
+        ])
+        .then_reason(share(OWNER, IMG, &[FRIEND]))
     };
     assert_eq!(
         with(|a| a.license_type = LicenseType::Byol),
@@ -498,7 +562,10 @@ fn a_cancelled_share_can_be_made_again() {
 #[test]
 fn owner_cannot_delete_while_shared() {
     let scenario = given(base().into_iter().chain([shared(IMG, &[FRIEND])]));
-    assert_eq!(scenario.then_reason(delete(OWNER, IMG)), "InvalidImageId.InShared");
+    assert_eq!(
+        scenario.then_reason(delete(OWNER, IMG)),
+        "InvalidImageId.InShared"
+    );
     let lighthouse_only = given(
         base()
             .into_iter()
@@ -518,22 +585,26 @@ fn owner_deletes_an_unshared_image() {
 
 #[test]
 fn images_being_produced_cannot_be_deleted() {
-    for transient in [ImageState::Creating, ImageState::Syncing, ImageState::Importing] {
-        let scenario = given(
-            base()
-                .into_iter()
-                .chain([state_changed(IMG, ImageState::Normal, transient)]),
-        );
+    for transient in [
+        ImageState::Creating,
+        ImageState::Syncing,
+        ImageState::Importing,
+    ] {
+        let scenario = given(base().into_iter().chain([state_changed(
+            IMG,
+            ImageState::Normal,
+            transient,
+        )]));
         assert_eq!(
             scenario.then_reason(delete(OWNER, IMG)),
             "InvalidImageId.IncorrectState"
         );
     }
-    let failed = given(
-        base()
-            .into_iter()
-            .chain([state_changed(IMG, ImageState::Normal, ImageState::Createfailed)]),
-    );
+    let failed = given(base().into_iter().chain([state_changed(
+        IMG,
+        ImageState::Normal,
+        ImageState::Createfailed,
+    )]));
     assert_eq!(failed.then_events(delete(OWNER, IMG)).len(), 1);
 }
 
@@ -580,7 +651,11 @@ fn owner_renames_and_recipients_cannot() {
 
 #[test]
 fn renaming_to_a_name_in_use_is_refused_but_keeping_ones_own_name_is_not() {
-    let scenario = given(base().into_iter().chain([registered("img-bbbbbbbb", OWNER, GZ)]));
+    let scenario = given(
+        base()
+            .into_iter()
+            .chain([registered("img-bbbbbbbb", OWNER, GZ)]),
+    );
     assert_eq!(
         scenario.then_reason(rename(OWNER, IMG, "name-img-bbbbbbbb")),
         "InvalidImageName.Duplicate"
@@ -612,8 +687,11 @@ fn modify_needs_a_field_within_limits() {
 
 #[test]
 fn owner_copies_to_other_regions_as_new_syncing_images() -> Result<(), DomainError> {
-    let decision = given(base().into_iter().chain([shared(IMG, &[FRIEND])]))
-        .when(copy(OWNER, IMG, &[SH, "ap-beijing"]))?;
+    let decision = given(base().into_iter().chain([shared(IMG, &[FRIEND])])).when(copy(
+        OWNER,
+        IMG,
+        &[SH, "ap-beijing"],
+    ))?;
     assert_eq!(decision.events.len(), 2);
     match &decision.events[0] {
         Event::ImageCopied {
@@ -676,11 +754,11 @@ fn recipients_copy_into_their_account_within_the_region_only() -> Result<(), Dom
 
 #[test]
 fn copies_obey_state_encryption_names_and_quota() {
-    let syncing = given(
-        base()
-            .into_iter()
-            .chain([state_changed(IMG, ImageState::Normal, ImageState::Syncing)]),
-    );
+    let syncing = given(base().into_iter().chain([state_changed(
+        IMG,
+        ImageState::Normal,
+        ImageState::Syncing,
+    )]));
     assert_eq!(
         syncing.then_reason(copy(OWNER, IMG, &[SH])),
         "InvalidParameterValue.InvalidImageState"
@@ -702,11 +780,21 @@ fn copies_obey_state_encryption_names_and_quota() {
         taken.then_reason(copy(OWNER, IMG, &[SH])),
         "InvalidImageName.Duplicate"
     );
-    let full = given(base().into_iter().chain([registered("img-bbbbbbbb", OWNER, SH)]))
-        .with_policy(|p| p.image_quota = 1);
-    assert_eq!(full.then_reason(copy(OWNER, IMG, &[SH])), "ImageQuotaLimitExceeded");
+    let full = given(
+        base()
+            .into_iter()
+            .chain([registered("img-bbbbbbbb", OWNER, SH)]),
+    )
+    .with_policy(|p| p.image_quota = 1);
+    assert_eq!(
+        full.then_reason(copy(OWNER, IMG, &[SH])),
+        "ImageQuotaLimitExceeded"
+    );
     let scenario = given(base());
-    assert_eq!(scenario.then_reason(copy(OWNER, IMG, &[])), "InvalidParameterValue");
+    assert_eq!(
+        scenario.then_reason(copy(OWNER, IMG, &[])),
+        "InvalidParameterValue"
+    );
     assert_eq!(
         scenario.then_reason(copy(OWNER, IMG, &[SH, SH])),
         "InvalidParameterValue"
@@ -754,8 +842,11 @@ fn lighthouse_refuses_imported_whole_instance_and_no_cloudinit_images() {
     let with = |change: fn(&mut ImageAttributes)| {
         let mut attrs = attributes("special");
         change(&mut attrs);
-        given([root(OWNER), registered_with(IMG, OWNER, GZ, attrs)])
-            .then_reason(lighthouse(OWNER, IMG, LighthousePermission::Share))
+        given([root(OWNER), registered_with(IMG, OWNER, GZ, attrs)]).then_reason(lighthouse(
+            OWNER,
+            IMG,
+            LighthousePermission::Share,
+        ))
     };
     for reason in [
         with(|a| a.image_source = ImageSource::ExternalImport),
@@ -764,11 +855,11 @@ fn lighthouse_refuses_imported_whole_instance_and_no_cloudinit_images() {
     ] {
         assert_eq!(reason, "UnsupportedOperation.ImageUnableToShare");
     }
-    let syncing = given(
-        base()
-            .into_iter()
-            .chain([state_changed(IMG, ImageState::Normal, ImageState::Syncing)]),
-    );
+    let syncing = given(base().into_iter().chain([state_changed(
+        IMG,
+        ImageState::Normal,
+        ImageState::Syncing,
+    )]));
     assert_eq!(
         syncing.then_reason(lighthouse(OWNER, IMG, LighthousePermission::Share)),
         "InvalidParameterValue.InvalidImageState"
@@ -810,9 +901,15 @@ fn may_use(scenario: &Scenario, who: &str, at: &str, usage: ImageUse) -> Result<
 #[test]
 fn owner_and_recipients_use_the_image_in_its_region_only() {
     let scenario = given(base().into_iter().chain([shared(IMG, &[FRIEND])]));
-    assert_eq!(may_use(&scenario, OWNER, GZ, ImageUse::CreateInstance), Ok(()));
+    assert_eq!(
+        may_use(&scenario, OWNER, GZ, ImageUse::CreateInstance),
+        Ok(())
+    );
     assert_eq!(may_use(&scenario, OWNER, GZ, ImageUse::Export), Ok(()));
-    assert_eq!(may_use(&scenario, FRIEND, GZ, ImageUse::ReinstallInstance), Ok(()));
+    assert_eq!(
+        may_use(&scenario, FRIEND, GZ, ImageUse::ReinstallInstance),
+        Ok(())
+    );
     assert_eq!(
         may_use(&scenario, FRIEND, GZ, ImageUse::Export),
         Err("UnsupportedOperation.SharedImageExportUnsupported")
@@ -878,7 +975,10 @@ fn restoring_saved_aggregates_gives_the_replayed_state() {
         .map(|i| i.image_id.clone())
         .collect();
     assert_eq!(visible, vec![img(IMG)]);
-    assert_eq!(restored.shared_in_region(&acct(OTHER), &region(GZ)).count(), 0);
+    assert_eq!(
+        restored.shared_in_region(&acct(OTHER), &region(GZ)).count(),
+        0
+    );
 }
 
 // --- ids --------------------------------------------------------------------

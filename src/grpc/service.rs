@@ -108,7 +108,9 @@ impl ImageLedger for LedgerService {
         request: Request<pb::ModifyLighthouseSharePermissionRequest>,
     ) -> Answer<pb::ModifyLighthouseSharePermissionResponse> {
         self.run(request.into_inner()).await?;
-        Ok(Response::new(pb::ModifyLighthouseSharePermissionResponse {}))
+        Ok(Response::new(
+            pb::ModifyLighthouseSharePermissionResponse {},
+        ))
     }
 
     async fn authorize_image_use(

@@ -19,8 +19,12 @@ pub const INTERNAL_REASON: &str = "InternalError";
 pub fn code_of(err: &DomainError) -> Code {
     use DomainError::*;
     match err {
-        ImageIdMalformed(_) | AccountIdMalformed(_) | InvalidParameter(_) | LimitExceeded(_)
-        | TooLarge(_) | RegionNotFound(_) => Code::InvalidArgument,
+        ImageIdMalformed(_)
+        | AccountIdMalformed(_)
+        | InvalidParameter(_)
+        | LimitExceeded(_)
+        | TooLarge(_)
+        | RegionNotFound(_) => Code::InvalidArgument,
         ImageNotFound(_) | AccountNotFound(_) => Code::NotFound,
         NotOwner(_) => Code::PermissionDenied,
         ShareLimitExceeded(_) | ImageQuotaExceeded(_) => Code::ResourceExhausted,

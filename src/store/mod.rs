@@ -10,6 +10,9 @@ use thiserror::Error;
 pub use envelope::{EncodedRecord, Envelope, RecordMeta, GENESIS_HASH};
 pub use sled_store::SledStore;
 
+/// Key/value pairs read from a side table, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The last record of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
@@ -96,21 +99,17 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Calls `visit` with each stored record from position `from` on, in order,
     /// until the end of the log or until `visit` returns `false`.
-    fn scan(
-        &self,
-        from: u64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
-    ) -> Result<(), StoreError>;
+    fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
 
     /// The position up to which the persisted projections are current, if any.
     fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError>;
 
     /// Every projection entry whose key starts with `prefix`, in key order.
-    fn projection_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
 
     /// Drops every projection entry and writes `ops` as current at `checkpoint`, durably.
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError>;
 
     /// Every idempotency record.
-    fn tokens(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn tokens(&self) -> Result<Entries, StoreError>;
 }

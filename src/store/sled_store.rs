@@ -11,7 +11,7 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
-use super::{AppendBatch, EventStore, Head, ProjectionOp, StoreError};
+use super::{AppendBatch, Entries, EventStore, Head, ProjectionOp, StoreError};
 
 const HEAD_KEY: &[u8] = b"h";
 const CHECKPOINT_KEY: &[u8] = b"c";
@@ -144,9 +144,8 @@ impl EventStore for SledStore {
             }
             for (stream, expected) in &batch.expected_versions {
                 let current = match index.get(stream_key(stream))? {
-                    Some(bytes) => {
-                        decode_u64(&bytes, "stream version").map_err(ConflictableTransactionError::Abort)?
-                    }
+                    Some(bytes) => decode_u64(&bytes, "stream version")
+                        .map_err(ConflictableTransactionError::Abort)?,
                     None => 0,
                 };
                 if current != *expected {
@@ -188,11 +187,7 @@ impl EventStore for SledStore {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        from: u64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
-    ) -> Result<(), StoreError> {
+    fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
         for entry in self.log.range(from.to_be_bytes()..) {
             let (key, value) = entry?;
             let position = decode_u64(&key, "log position")?;
@@ -210,7 +205,7 @@ impl EventStore for SledStore {
             .transpose()
     }
 
-    fn projection_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         self.proj
             .scan_prefix(proj_key(prefix))
             .map(|entry| {
@@ -234,12 +229,13 @@ impl EventStore for SledStore {
         }
         self.proj.apply_batch(batch)?;
         self.db.flush()?;
-        self.proj.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes())?;
+        self.proj
+            .insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes())?;
         self.db.flush()?;
         Ok(())
     }
 
-    fn tokens(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn tokens(&self) -> Result<Entries, StoreError> {
         self.index
             .scan_prefix(b"t")
             .map(|entry| {

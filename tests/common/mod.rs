@@ -89,7 +89,10 @@ pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, 
                 "message: {}",
                 status.message()
             );
-            assert!(!status.message().is_empty(), "the message says what was wrong");
+            assert!(
+                !status.message().is_empty(),
+                "the message says what was wrong"
+            );
         }
     }
 }

@@ -1,0 +1,316 @@
+//! Bad input gets the documented error code and changes nothing: never a
+//! panic, never INTERNAL.
+
+mod common;
+
+use common::*;
+use image_ledger::grpc::pb;
+use tonic::Code;
+
+const BAD: Code = Code::InvalidArgument;
+
+#[tokio::test]
+async fn empty_requests_name_the_missing_field() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    assert_status(
+        c.register_account(pb::RegisterAccountRequest::default())
+            .await,
+        BAD,
+        "InvalidAccountId.Malformed",
+    );
+    assert_status(
+        c.register_image(pb::RegisterImageRequest::default()).await,
+        BAD,
+        "InvalidParameterValue",
+    );
+    assert_status(
+        c.update_image_state(pb::UpdateImageStateRequest::default())
+            .await,
+        BAD,
+        "InvalidImageId.Malformed",
+    );
+    assert_status(
+        c.share_image(pb::ShareImageRequest::default()).await,
+        BAD,
+        "InvalidAccountId.Malformed",
+    );
+    assert_status(
+        c.cancel_image_sharing(pb::CancelImageSharingRequest::default())
+            .await,
+        BAD,
+        "InvalidAccountId.Malformed",
+    );
+    assert_status(
+        c.copy_image(pb::CopyImageRequest::default()).await,
+        BAD,
+        "InvalidAccountId.Malformed",
+    );
+    assert_status(
+        c.delete_image(pb::DeleteImageRequest::default()).await,
+        BAD,
+        "InvalidAccountId.Malformed",
+    );
+    assert_status(
+        c.modify_image_attribute(pb::ModifyImageAttributeRequest::default())
+            .await,
+        BAD,
+        "InvalidAccountId.Malformed",
+    );
+    assert_status(
+        c.modify_lighthouse_share_permission(pb::ModifyLighthouseSharePermissionRequest::default())
+            .await,
+        BAD,
+        "InvalidParameterValue",
+    );
+    assert_status(
+        c.authorize_image_use(pb::AuthorizeImageUseRequest::default())
+            .await,
+        BAD,
+        "InvalidParameterValue",
+    );
+    assert_status(
+        c.describe_images(pb::DescribeImagesRequest::default())
+            .await,
+        BAD,
+        "InvalidAccountId.Malformed",
+    );
+    assert_status(
+        c.describe_image_share_permission(pb::DescribeImageSharePermissionRequest::default())
+            .await,
+        BAD,
+        "InvalidAccountId.Malformed",
+    );
+    assert_status(
+        c.describe_image_quota(pb::DescribeImageQuotaRequest::default())
+            .await,
+        BAD,
+        "InvalidAccountId.Malformed",
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn huge_odd_and_out_of_range_values_are_refused() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER, FRIEND]).await;
+    let image = register_image(&mut c, OWNER, GZ, "web").await;
+
+    let huge = "x".repeat(1 << 20);
+    let cases: Vec<(pb::RegisterImageRequest, Code, &str)> = vec![
+        (
+            pb::RegisterImageRequest {
+                image_name: huge.clone(),
+                ..image_request(OWNER, GZ, "")
+            },
+            BAD,
+            "InvalidParameterValue.TooLarge",
+        ),
+        (
+            pb::RegisterImageRequest {
+                image_description: huge.clone(),
+                ..image_request(OWNER, GZ, "big-description")
+            },
+            BAD,
+            "InvalidParameterValue.TooLarge",
+        ),
+        (
+            image_request(OWNER, GZ, "tab\there"),
+            BAD,
+            "InvalidParameterValue",
+        ),
+        (
+            image_request(OWNER, GZ, "   "),
+            BAD,
+            "InvalidParameterValue",
+        ),
+        (
+            image_request("１２３", GZ, "web"),
+            BAD,
+            "InvalidAccountId.Malformed",
+        ),
+        (
+            image_request(OWNER, "ap-广州", "web"),
+            BAD,
+            "InvalidRegion.NotFound",
+        ),
+        (
+            image_request(OWNER, "", "web"),
+            BAD,
+            "InvalidParameterValue",
+        ),
+        (
+            pb::RegisterImageRequest {
+                image_source: 99,
+                ..image_request(OWNER, GZ, "enum")
+            },
+            BAD,
+            "InvalidParameterValue",
+        ),
+        (
+            pb::RegisterImageRequest {
+                license_type: -1,
+                ..image_request(OWNER, GZ, "enum")
+            },
+            BAD,
+            "InvalidParameterValue",
+        ),
+        (
+            pb::RegisterImageRequest {
+                state: 42,
+                ..image_request(OWNER, GZ, "enum")
+            },
+            BAD,
+            "InvalidParameterValue",
+        ),
+        (
+            pb::RegisterImageRequest {
+                platform: String::new(),
+                ..image_request(OWNER, GZ, "no-platform")
+            },
+            BAD,
+            "InvalidParameterValue",
+        ),
+        (
+            pb::RegisterImageRequest {
+                client_token: "t".repeat(65),
+                ..image_request(OWNER, GZ, "token")
+            },
+            BAD,
+            "InvalidParameterValue",
+        ),
+        (
+            pb::RegisterImageRequest {
+                client_token: "naïve".into(),
+                ..image_request(OWNER, GZ, "token")
+            },
+            BAD,
+            "InvalidParameterValue",
+        ),
+        (
+            image_request("00000000000000000000000", GZ, "web"),
+            BAD,
+            "InvalidAccountId.Malformed",
+        ),
+    ];
+    for (request, code, reason) in cases {
+        assert_status(c.register_image(request).await, code, reason);
+    }
+    assert_eq!(visible(&mut c, OWNER, GZ).await, vec![image.clone()]);
+
+    let mut share = share_request(OWNER, &image, &[FRIEND]);
+    share.account_ids.push("  ".into());
+    assert_status(
+        c.share_image(share).await,
+        BAD,
+        "InvalidAccountId.Malformed",
+    );
+    let many: Vec<String> = (0..51).map(|i| format!("5000000{i:05}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_status(
+        c.share_image(share_request(OWNER, &image, &many)).await,
+        BAD,
+        "InvalidParameterValue.LimitExceeded",
+    );
+    assert_status(
+        c.share_image(share_request(OWNER, "IMG-AAAAAAAA", &[FRIEND]))
+            .await,
+        BAD,
+        "InvalidImageId.Malformed",
+    );
+    assert_status(
+        c.share_image(share_request(OWNER, &format!("{image} "), &[FRIEND]))
+            .await,
+        BAD,
+        "InvalidImageId.Malformed",
+    );
+    assert_status(
+        c.update_image_state(pb::UpdateImageStateRequest {
+            image_id: image.clone(),
+            state: pb::ImageState::Unspecified as i32,
+            client_token: String::new(),
+        })
+        .await,
+        BAD,
+        "InvalidParameterValue",
+    );
+    assert_status(
+        c.authorize_image_use(pb::AuthorizeImageUseRequest {
+            account_id: OWNER.into(),
+            image_id: image.clone(),
+            region: "xx-none".into(),
+            r#use: pb::ImageUse::CreateInstance as i32,
+        })
+        .await,
+        BAD,
+        "InvalidRegion.NotFound",
+    );
+    assert_status(
+        c.describe_images(pb::DescribeImagesRequest {
+            image_type: 7,
+            ..describe_request(OWNER, GZ)
+        })
+        .await,
+        BAD,
+        "InvalidParameterValue",
+    );
+    assert_status(
+        c.register_account(pb::RegisterAccountRequest {
+            account_id: OWNER.into(),
+            kind: 0,
+            client_token: String::new(),
+        })
+        .await,
+        BAD,
+        "InvalidParameterValue",
+    );
+    assert_eq!(shares_of(&mut c, OWNER, &image).await, Vec::<String>::new());
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_images_and_accounts_are_not_found() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER]).await;
+    assert_status(
+        c.update_image_state(pb::UpdateImageStateRequest {
+            image_id: "img-00000000".into(),
+            state: pb::ImageState::Normal as i32,
+            client_token: String::new(),
+        })
+        .await,
+        Code::NotFound,
+        "InvalidImageId.NotFound",
+    );
+    assert_status(
+        c.register_image(image_request("999", GZ, "web")).await,
+        Code::NotFound,
+        "InvalidAccountId.NotFound",
+    );
+    assert_status(
+        c.describe_image_quota(pb::DescribeImageQuotaRequest {
+            account_id: OWNER.into(),
+            region: "nope".into(),
+        })
+        .await,
+        BAD,
+        "InvalidRegion.NotFound",
+    );
+    assert_eq!(
+        authorize(
+            &mut c,
+            OWNER,
+            "img-00000000",
+            GZ,
+            pb::ImageUse::CreateInstance
+        )
+        .await,
+        (false, "InvalidImageId.NotFound".to_string())
+    );
+    server.stop().await;
+    Ok(())
+}

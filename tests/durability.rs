@@ -1,0 +1,355 @@
+//! Restart, crash and concurrency: nothing acknowledged is lost, the chain
+//! continues, the read side always equals a replay, and racing commands
+//! never both win.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use common::*;
+use image_ledger::app::{rebuild_projections, replay_log};
+use image_ledger::domain::Policy;
+use image_ledger::grpc::pb;
+use image_ledger::projection::persist;
+use image_ledger::store::{EventStore, SledStore};
+use tonic::Code;
+
+/// Everything a client can see of a small history, for before/after comparisons.
+async fn snapshot(c: &mut Client, images: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for account in [OWNER, FRIEND, OTHER] {
+        for region in [GZ, SH] {
+            let listed = c
+                .describe_images(describe_request(account, region))
+                .await
+                .expect("describe")
+                .into_inner();
+            out.push(format!("{account}/{region}: {:?}", listed.images));
+            out.push(format!(
+                "quota {account}/{region}: {}",
+                quota_used(c, account, region).await
+            ));
+        }
+    }
+    for image in images {
+        let permission = c
+            .describe_image_share_permission(pb::DescribeImageSharePermissionRequest {
+                account_id: OWNER.into(),
+                image_id: image.clone(),
+            })
+            .await
+            .map(|r| format!("{:?}", r.into_inner()))
+            .unwrap_or_else(|s| format!("{:?}", s.code()));
+        out.push(format!("{image}: {permission}"));
+    }
+    out
+}
+
+async fn scripted_history(c: &mut Client) -> Vec<String> {
+    register_roots(c, &[OWNER, FRIEND, OTHER]).await;
+    let web = register_image(c, OWNER, GZ, "web").await;
+    let db = register_image(c, OWNER, GZ, "db").await;
+    let gone = register_image(c, OWNER, GZ, "gone").await;
+    c.share_image(share_request(OWNER, &web, &[FRIEND, OTHER]))
+        .await
+        .expect("share");
+    c.cancel_image_sharing(cancel_request(OWNER, &web, &[OTHER]))
+        .await
+        .expect("cancel");
+    c.modify_lighthouse_share_permission(pb::ModifyLighthouseSharePermissionRequest {
+        account_id: OWNER.into(),
+        image_id: db.clone(),
+        permission: pb::LighthousePermission::Share as i32,
+        client_token: String::new(),
+    })
+    .await
+    .expect("lighthouse");
+    let copy = c
+        .copy_image(pb::CopyImageRequest {
+            account_id: OWNER.into(),
+            image_id: web.clone(),
+            destination_regions: vec![SH.into()],
+            ..Default::default()
+        })
+        .await
+        .expect("copy")
+        .into_inner()
+        .images[0]
+        .image_id
+        .clone();
+    c.delete_image(pb::DeleteImageRequest {
+        account_id: OWNER.into(),
+        image_id: gone.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("delete");
+    vec![web, db, gone, copy]
+}
+
+/// Reopens a stopped server's store and checks the log and the projections.
+fn check_store(dir: &std::path::Path, events: u64) {
+    let store = SledStore::open(dir, 8 * 1024 * 1024).expect("store reopens");
+    let (replayed, head) = replay_log(&store).expect("the chain is intact");
+    assert_eq!(head.position, events);
+    assert_eq!(store.head().expect("head"), head);
+    assert_eq!(
+        store.projection_checkpoint().expect("checkpoint"),
+        Some(events)
+    );
+    let projected = persist::load(&store).expect("projections load");
+    assert_eq!(projected, replayed, "the projections equal a fresh replay");
+}
+
+// Accounts (3), images (3), share, cancel, Lighthouse, copy, delete.
+const HISTORY_EVENTS: u64 = 11;
+
+#[tokio::test]
+async fn a_restart_keeps_every_image_share_and_quota() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    let images = scripted_history(&mut c).await;
+    let before = snapshot(&mut c, &images).await;
+    let dir = server.stop().await;
+    check_store(dir.path(), HISTORY_EVENTS);
+
+    let server = TestServer::start_in(dir, Policy::default()).await;
+    let mut c = server.client();
+    assert_eq!(snapshot(&mut c, &images).await, before);
+    // The chain continues across the restart.
+    c.share_image(share_request(OWNER, &images[0], &[OTHER]))
+        .await?;
+    let dir = server.stop().await;
+    check_store(dir.path(), HISTORY_EVENTS + 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn stale_projections_are_rebuilt_from_the_log_at_start() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    let images = scripted_history(&mut c).await;
+    let before = snapshot(&mut c, &images).await;
+    let dir = server.stop().await;
+    {
+        // Wipe the read side, as a crash in the middle of a rebuild would.
+        let store = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+        store.replace_projections(&[], 0)?;
+        assert_eq!(persist::load(&store)?, Default::default());
+    }
+    let server = TestServer::start_in(dir, Policy::default()).await;
+    let mut c = server.client();
+    assert_eq!(snapshot(&mut c, &images).await, before);
+    let dir = server.stop().await;
+    check_store(dir.path(), HISTORY_EVENTS);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rewritten_record_is_detected_by_replay() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    scripted_history(&mut c).await;
+    let dir = server.stop().await;
+    let store = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+    let mut original = Vec::new();
+    store.scan(5, &mut |_, bytes| {
+        original = bytes.to_vec();
+        false
+    })?;
+    let forged = String::from_utf8(original)?.replace(OWNER, "100000000666");
+    store.tamper_record(5, forged.as_bytes())?;
+    let err = rebuild_projections(&store).expect_err("a forged record is refused");
+    assert!(err.to_string().contains("position 5"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn fifty_racers_for_one_free_slot_leave_exactly_fifty_shares() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER]).await;
+    let first: Vec<String> = (0..49).map(|i| format!("3000000{i:05}")).collect();
+    let racers: Vec<String> = (0..50).map(|i| format!("4000000{i:05}")).collect();
+    for account in first.iter().chain(&racers) {
+        register(&mut c, account, pb::AccountKind::Root).await;
+    }
+    for round in 0..3 {
+        let image = register_image(&mut c, OWNER, GZ, &format!("contested-{round}")).await;
+        let first_refs: Vec<&str> = first.iter().map(String::as_str).collect();
+        c.share_image(share_request(OWNER, &image, &first_refs))
+            .await?;
+        let image = Arc::new(image);
+        let mut tasks = Vec::new();
+        for racer in &racers {
+            let mut client = server.client();
+            let image = Arc::clone(&image);
+            let racer = racer.clone();
+            tasks.push(tokio::spawn(async move {
+                client
+                    .share_image(share_request(OWNER, &image, &[&racer]))
+                    .await
+                    .map_err(|status| status.code())
+            }));
+        }
+        let mut won = 0;
+        for task in tasks {
+            match task.await? {
+                Ok(_) => won += 1,
+                Err(code) => assert_eq!(code, Code::ResourceExhausted),
+            }
+        }
+        assert_eq!(won, 1, "exactly one racer wins round {round}");
+        assert_eq!(shares_of(&mut c, OWNER, &image).await.len(), 50);
+    }
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn racing_registrations_never_pass_the_quota() -> TestResult {
+    let server = TestServer::start_with(Policy {
+        image_quota: 10,
+        ..Policy::default()
+    })
+    .await;
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER]).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let mut client = server.client();
+        tasks.push(tokio::spawn(async move {
+            client
+                .register_image(image_request(OWNER, GZ, &format!("racer-{i}")))
+                .await
+                .map_err(|status| status.code())
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        match task.await? {
+            Ok(_) => won += 1,
+            Err(code) => assert_eq!(code, Code::ResourceExhausted),
+        }
+    }
+    assert_eq!(won, 10);
+    assert_eq!(quota_used(&mut c, OWNER, GZ).await, 10);
+    server.stop().await;
+    Ok(())
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real binary on port 0 and returns it with its address.
+fn spawn_binary(dir: &std::path::Path) -> Result<(Process, String), Box<dyn std::error::Error>> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--image-quota",
+            "1000000",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("stdout")?;
+    let process = Process(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("unexpected first line {line:?}"))?
+        .to_owned();
+    Ok((process, addr))
+}
+
+#[tokio::test]
+async fn a_killed_server_loses_nothing_it_acknowledged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (mut process, addr) = spawn_binary(dir.path())?;
+    let mut c =
+        pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
+    register_roots(&mut c, &[OWNER]).await;
+    // Writers keep going while the process is killed; every OK must survive.
+    let mut tasks = Vec::new();
+    for writer in 0..8 {
+        let mut client = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..1_000 {
+                let name = format!("w{writer}-{i}");
+                match client.register_image(image_request(OWNER, GZ, &name)).await {
+                    Ok(reply) => acked.push(reply.into_inner().image_id),
+                    Err(status) => {
+                        // Only the kill may stop a writer: a transport failure, not a refusal.
+                        assert!(
+                            matches!(
+                                status.code(),
+                                Code::Unavailable | Code::Unknown | Code::Cancelled
+                            ),
+                            "{status:?}"
+                        );
+                        break;
+                    }
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    process.0.kill()?;
+    process.0.wait()?;
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await?);
+    }
+    // The kill must land while writes are still flowing, or the test proves nothing.
+    assert!(
+        !acked.is_empty() && acked.len() < 8_000,
+        "{} writes acknowledged; the kill should fall in the middle",
+        acked.len()
+    );
+    eprintln!("{} writes acknowledged before the kill", acked.len());
+
+    let (_process, addr) = spawn_binary(dir.path())?;
+    let mut c =
+        pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
+    let mut present = std::collections::BTreeSet::new();
+    let mut offset = 0;
+    loop {
+        let page = c
+            .describe_images(pb::DescribeImagesRequest {
+                offset,
+                limit: 100,
+                ..describe_request(OWNER, GZ)
+            })
+            .await?
+            .into_inner();
+        if page.images.is_empty() {
+            break;
+        }
+        offset += page.images.len() as u32;
+        present.extend(page.images.into_iter().map(|i| i.image_id));
+    }
+    let lost: Vec<&String> = acked.iter().filter(|id| !present.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged images lost: {lost:?}",
+        lost.len()
+    );
+    Ok(())
+}
