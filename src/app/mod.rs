@@ -5,6 +5,9 @@
 mod replay;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::thread::JoinHandle;
 

@@ -88,3 +88,35 @@ impl From<AppError> for Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_failures_hide_their_cause_from_the_caller() {
+        let status = Status::from(AppError::Storage(StoreError::Backend(
+            "No space left on device (os error 28) at /srv/ledger/db".into(),
+        )));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(!status.message().contains("/srv"), "{}", status.message());
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, INTERNAL_REASON);
+        assert_eq!(info.domain, ERROR_DOMAIN);
+
+        let corrupt = Status::from(AppError::Storage(StoreError::Corrupt("hash".into())));
+        assert_eq!(corrupt.code(), Code::Internal);
+        let stopping = Status::from(AppError::ShuttingDown);
+        assert_eq!(stopping.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn every_domain_error_keeps_its_reason_and_message() {
+        let err = DomainError::ShareLimitExceeded("image img-aaaaaaaa is full".into());
+        let status = Status::from(err);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.message(), "image img-aaaaaaaa is full");
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "OverQuota");
+    }
+}

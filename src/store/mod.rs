@@ -3,11 +3,13 @@
 //! so a second backend can sit beside the embedded sled one.
 
 mod envelope;
+mod memory;
 mod sled_store;
 
 use thiserror::Error;
 
 pub use envelope::{EncodedRecord, Envelope, RecordMeta, GENESIS_HASH};
+pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
 /// Key/value pairs read from a side table, in key order.

@@ -1,0 +1,136 @@
+//! The command path against the in-memory store: group commit outcomes,
+//! storage failures and recovery.
+
+use std::sync::Arc;
+
+use super::{AppError, CommandOptions, Ledger, WriterOptions};
+use crate::app::replay_log;
+use crate::domain::{
+    AccountId, AccountKind, ClientToken, Command, ImageAttributes, ImageSource, ImageState,
+    LicenseType, NewImage, Policy, Region, Reply,
+};
+use crate::projection::persist;
+use crate::store::{EventStore, MemoryStore};
+
+fn account(id: &str) -> Command {
+    Command::RegisterAccount {
+        account_id: AccountId::parse(id).expect("account id"),
+        kind: AccountKind::Root,
+    }
+}
+
+fn image(owner: &str, name: &str) -> Command {
+    Command::RegisterImage(NewImage {
+        owner_account_id: AccountId::parse(owner).expect("account id"),
+        region: Region::new("ap-guangzhou"),
+        attributes: ImageAttributes {
+            image_name: name.into(),
+            image_description: String::new(),
+            platform: "Ubuntu".into(),
+            os_name: "Ubuntu 24.04".into(),
+            image_source: ImageSource::CreateImage,
+            license_type: LicenseType::Tencentcloud,
+            encrypted: false,
+            whole_instance: false,
+            supports_cloudinit: true,
+        },
+        state: ImageState::Normal,
+    })
+}
+
+fn open(store: &Arc<MemoryStore>) -> Ledger {
+    let store: Arc<dyn EventStore> = store.clone();
+    Ledger::open(store, Policy::default(), WriterOptions::default()).expect("ledger opens")
+}
+
+#[tokio::test]
+async fn a_failed_append_refuses_the_batch_and_changes_nothing() -> Result<(), AppError> {
+    let store = Arc::new(MemoryStore::new());
+    let ledger = open(&store);
+    ledger
+        .execute(account("1001"), CommandOptions::default())
+        .await?;
+    let before = ledger.state();
+
+    store.fail_next_appends(1);
+    let token = ClientToken::parse_optional("retry-me")?;
+    let options = CommandOptions {
+        client_token: token.clone(),
+        dry_run: false,
+    };
+    let failed = ledger.execute(image("1001", "web"), options.clone()).await;
+    assert!(
+        matches!(failed, Err(AppError::Storage(_))),
+        "a storage failure reaches the caller: {failed:?}"
+    );
+    assert_eq!(
+        *ledger.state(),
+        *before,
+        "readers never see the failed batch"
+    );
+    assert_eq!(store.head()?.position, 1);
+
+    // The retry with the same token is applied exactly once.
+    let reply = ledger
+        .execute(image("1001", "web"), options.clone())
+        .await?;
+    let again = ledger.execute(image("1001", "web"), options).await?;
+    assert!(matches!(reply, Reply::ImageRegistered { .. }));
+    assert_eq!(reply, again);
+    assert_eq!(store.head()?.position, 2);
+    let (replayed, _) = replay_log(store.as_ref())?;
+    assert_eq!(replayed, *ledger.state());
+    assert_eq!(persist::load(store.as_ref())?, replayed);
+    ledger.shutdown();
+    Ok(())
+}
+
+#[tokio::test]
+async fn commands_queued_together_are_committed_together_in_order() -> Result<(), AppError> {
+    let store = Arc::new(MemoryStore::new());
+    let ledger = open(&store);
+    ledger
+        .execute(account("1001"), CommandOptions::default())
+        .await?;
+    // Two commands for one name race inside one batch: exactly one wins.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            ledger
+                .execute(image("1001", "same-name"), CommandOptions::default())
+                .await
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        match task
+            .await
+            .map_err(|e| AppError::Storage(crate::store::StoreError::Backend(e.to_string())))?
+        {
+            Ok(_) => won += 1,
+            Err(AppError::Domain(err)) => assert_eq!(err.reason(), "InvalidImageName.Duplicate"),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let (replayed, head) = replay_log(store.as_ref())?;
+    assert_eq!(head.position, 2);
+    assert_eq!(replayed, *ledger.state());
+    ledger.shutdown();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_shut_down_ledger_refuses_commands() {
+    let store = Arc::new(MemoryStore::new());
+    let ledger = open(&store);
+    ledger.shutdown();
+    let refused = ledger
+        .execute(account("1001"), CommandOptions::default())
+        .await;
+    assert!(
+        matches!(refused, Err(AppError::ShuttingDown)),
+        "{refused:?}"
+    );
+}

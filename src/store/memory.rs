@@ -1,0 +1,138 @@
+//! An in-memory event store with the same contract as the sled one, for
+//! tests of the command path, including storage failures on demand.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use super::{AppendBatch, Entries, EventStore, Head, ProjectionOp, StoreError};
+
+#[derive(Default)]
+struct Tables {
+    head: Head,
+    log: BTreeMap<u64, Vec<u8>>,
+    streams: BTreeMap<String, u64>,
+    tokens: BTreeMap<Vec<u8>, Vec<u8>>,
+    projections: BTreeMap<Vec<u8>, Vec<u8>>,
+    checkpoint: Option<u64>,
+}
+
+/// A store that keeps everything in memory (nothing survives the process).
+#[derive(Default)]
+pub struct MemoryStore {
+    tables: Mutex<Tables>,
+    failing_appends: AtomicUsize,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next `count` appends fail with a backend error, writing nothing.
+    pub fn fail_next_appends(&self, count: usize) {
+        self.failing_appends.store(count, Ordering::SeqCst);
+    }
+
+    fn tables(&self) -> Result<MutexGuard<'_, Tables>, StoreError> {
+        self.tables
+            .lock()
+            .map_err(|_| StoreError::Backend("the memory store lock is poisoned".into()))
+    }
+}
+
+impl EventStore for MemoryStore {
+    fn head(&self) -> Result<Head, StoreError> {
+        Ok(self.tables()?.head)
+    }
+
+    fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
+        let Some(last) = batch.records.last() else {
+            return Ok(());
+        };
+        let failing = self.failing_appends.load(Ordering::SeqCst);
+        if failing > 0 {
+            self.failing_appends.store(failing - 1, Ordering::SeqCst);
+            return Err(StoreError::Backend("injected append failure".into()));
+        }
+        let mut t = self.tables()?;
+        if t.head != batch.expected_head {
+            return Err(StoreError::Conflict(format!(
+                "the log head is at position {}, the batch expected {}",
+                t.head.position, batch.expected_head.position
+            )));
+        }
+        for (stream, expected) in &batch.expected_versions {
+            let current = t.streams.get(stream).copied().unwrap_or(0);
+            if current != *expected {
+                return Err(StoreError::Conflict(format!(
+                    "stream {stream} is at version {current}, the batch expected {expected}"
+                )));
+            }
+        }
+        for record in &batch.records {
+            t.log.insert(record.position, record.bytes.clone());
+            t.streams
+                .insert(record.aggregate_id.clone(), record.aggregate_version);
+        }
+        for (key, value) in &batch.tokens {
+            t.tokens.insert(key.clone(), value.clone());
+        }
+        apply_ops(&mut t.projections, &batch.projection);
+        t.head = Head {
+            position: last.position,
+            hash: last.hash,
+        };
+        t.checkpoint = Some(last.position);
+        Ok(())
+    }
+
+    fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        let t = self.tables()?;
+        for (position, bytes) in t.log.range(from..) {
+            if !visit(*position, bytes) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.tables()?.checkpoint)
+    }
+
+    fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        let t = self.tables()?;
+        Ok(t.projections
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        t.projections.clear();
+        apply_ops(&mut t.projections, ops);
+        t.checkpoint = Some(checkpoint);
+        Ok(())
+    }
+
+    fn tokens(&self) -> Result<Entries, StoreError> {
+        let t = self.tables()?;
+        Ok(t.tokens
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+fn apply_ops(table: &mut BTreeMap<Vec<u8>, Vec<u8>>, ops: &[ProjectionOp]) {
+    for op in ops {
+        match &op.value {
+            Some(value) => table.insert(op.key.clone(), value.clone()),
+            None => table.remove(&op.key),
+        };
+    }
+}
