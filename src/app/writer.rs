@@ -230,16 +230,7 @@ impl Writer {
                 hash: record.hash,
             };
             batch.records.push(record);
-            match event {
-                Event::AccountRegistered { account_id, .. } => {
-                    touched.accounts.insert(account_id.clone());
-                }
-                _ => {
-                    if let Ok(id) = ImageId::parse(event.aggregate_id()) {
-                        touched.images.insert(id);
-                    }
-                }
-            }
+            touched.record(event);
             state.apply(event);
         }
         if let Some(key) = token_key {

@@ -45,20 +45,9 @@ impl LedgerState {
         };
         for image in images {
             if !image.deleted {
-                let region = image.region.clone();
-                state.owned.insert((
-                    image.owner_account_id.clone(),
-                    region.clone(),
-                    image.image_id.clone(),
-                ));
-                *state
-                    .quota_used
-                    .entry((image.owner_account_id.clone(), region.clone()))
-                    .or_insert(0) += 1;
+                state.count_owned(&image, true);
                 for account in image.shares.keys() {
-                    state
-                        .shared
-                        .insert((account.clone(), region.clone(), image.image_id.clone()));
+                    state.shared.insert(share_key(account, &image));
                 }
             }
             state.images.insert(image.image_id.clone(), image);
@@ -82,15 +71,7 @@ impl LedgerState {
             }
             Event::ImageRegistered { .. } | Event::ImageCopied { .. } => {
                 if let Some(image) = Image::from_creation(event) {
-                    self.owned.insert((
-                        image.owner_account_id.clone(),
-                        image.region.clone(),
-                        image.image_id.clone(),
-                    ));
-                    *self
-                        .quota_used
-                        .entry((image.owner_account_id.clone(), image.region.clone()))
-                        .or_insert(0) += 1;
+                    self.count_owned(&image, true);
                     self.images.insert(image.image_id.clone(), image);
                 }
             }
@@ -101,39 +82,44 @@ impl LedgerState {
                 let Some(image) = self.images.get_mut(&image_id) else {
                     return;
                 };
-                let before = image.shares.keys().cloned().collect::<Vec<_>>();
-                let was_deleted = image.deleted;
+                let before = image.clone();
                 image.apply(event);
-                let image = image.clone();
-                for account in before {
-                    if !image.shares.contains_key(&account) || image.deleted {
-                        self.shared
-                            .remove(&(account, image.region.clone(), image_id.clone()));
+                let after = image.clone();
+                for account in before.shares.keys() {
+                    if after.deleted || !after.shares.contains_key(account) {
+                        self.shared.remove(&share_key(account, &after));
                     }
                 }
-                if !image.deleted {
-                    for account in image.shares.keys() {
-                        self.shared.insert((
-                            account.clone(),
-                            image.region.clone(),
-                            image_id.clone(),
-                        ));
-                    }
-                }
-                if image.deleted && !was_deleted {
-                    let owner = image.owner_account_id.clone();
-                    self.owned
-                        .remove(&(owner.clone(), image.region.clone(), image_id.clone()));
-                    let key = (owner, image.region.clone());
-                    match self.quota_used.get(&key).copied() {
-                        Some(used) if used > 1 => {
-                            self.quota_used.insert(key, used - 1);
-                        }
-                        _ => {
-                            self.quota_used.remove(&key);
+                if !after.deleted {
+                    for account in after.shares.keys() {
+                        if !before.shares.contains_key(account) {
+                            self.shared.insert(share_key(account, &after));
                         }
                     }
                 }
+                if after.deleted && !before.deleted {
+                    self.count_owned(&after, false);
+                }
+            }
+        }
+    }
+
+    /// Adds a live image to, or removes it from, its owner's index and quota count.
+    fn count_owned(&mut self, image: &Image, add: bool) {
+        let owner = image.owner_account_id.clone();
+        let region = image.region.clone();
+        let key = (owner.clone(), region.clone(), image.image_id.clone());
+        let count_key = (owner, region);
+        let count = self.quota_used.get(&count_key).copied().unwrap_or(0);
+        if add {
+            self.owned.insert(key);
+            self.quota_used.insert(count_key, count + 1);
+        } else {
+            self.owned.remove(&key);
+            if count > 1 {
+                self.quota_used.insert(count_key, count - 1);
+            } else {
+                self.quota_used.remove(&count_key);
             }
         }
     }
@@ -199,6 +185,14 @@ impl LedgerState {
     pub fn quota_usage(&self) -> impl Iterator<Item = (&(AccountId, Region), &u32)> {
         self.quota_used.iter()
     }
+}
+
+fn share_key(account: &AccountId, image: &Image) -> AccountRegionImage {
+    (
+        account.clone(),
+        image.region.clone(),
+        image.image_id.clone(),
+    )
 }
 
 fn range_in<'a>(

@@ -4,5 +4,8 @@
 pub mod persist;
 pub mod query;
 
+#[cfg(test)]
+mod tests;
+
 pub use persist::Touched;
 pub use query::{describe_images, ImagePage, ImageQuery, ImageTypeFilter, ListedImage};

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::domain::{AccountId, Image, ImageId, LedgerState, Region};
+use crate::domain::{AccountId, Event, Image, ImageId, LedgerState, Region};
 use crate::store::{EventStore, ProjectionOp, StoreError};
 
 /// The aggregates a batch changed.
@@ -20,6 +20,22 @@ pub struct Touched {
     pub accounts: BTreeSet<AccountId>,
     /// Images created or changed.
     pub images: BTreeSet<ImageId>,
+}
+
+impl Touched {
+    /// Notes the aggregate an event changes.
+    pub fn record(&mut self, event: &Event) {
+        match event {
+            Event::AccountRegistered { account_id, .. } => {
+                self.accounts.insert(account_id.clone());
+            }
+            _ => {
+                if let Ok(id) = ImageId::parse(event.aggregate_id()) {
+                    self.images.insert(id);
+                }
+            }
+        }
+    }
 }
 
 /// The projection writes that turn the read side of `before` into that of `after`,
