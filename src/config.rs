@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::domain::{Policy, Region, DEFAULT_REGIONS};
 
@@ -17,6 +18,8 @@ pub struct Config {
     pub policy: Policy,
     /// Size of sled's page cache in bytes.
     pub cache_bytes: u64,
+    /// How long a stopping server waits for clients to close their connections.
+    pub shutdown_grace: Duration,
 }
 
 impl Config {
@@ -27,6 +30,7 @@ impl Config {
             data_dir: data_dir.into(),
             policy: Policy::default(),
             cache_bytes: 256 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }

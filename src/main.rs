@@ -64,6 +64,9 @@ struct ServeArgs {
     /// sled page cache size in MiB.
     #[arg(long, env = "IMAGE_LEDGER_CACHE_MB", default_value_t = 256)]
     cache_mb: u64,
+    /// Seconds a stopping server waits for clients to close their connections.
+    #[arg(long, env = "IMAGE_LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    shutdown_grace_secs: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -99,6 +102,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             regions,
         },
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

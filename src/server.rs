@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -47,7 +47,7 @@ impl From<StoreError> for ServeError {
 /// A server that is accepting calls.
 pub struct RunningServer {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<watch::Sender<bool>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
@@ -60,7 +60,7 @@ impl RunningServer {
     /// Stops taking calls, lets in-flight calls finish, flushes and closes the store.
     pub async fn stop(mut self) -> Result<(), ServeError> {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         self.wait().await
     }
@@ -73,8 +73,8 @@ impl RunningServer {
         }
     }
 
-    /// A sender that stops the server when fired or dropped.
-    pub fn take_stop(&mut self) -> Option<oneshot::Sender<()>> {
+    /// A handle that stops the server when it sends `true` or is dropped.
+    pub fn take_stop(&mut self) -> Option<watch::Sender<bool>> {
         self.stop.take()
     }
 }
@@ -117,18 +117,31 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop, stopped) = watch::channel(false);
+    let grace = config.shutdown_grace;
     let service = ImageLedgerServer::new(LedgerService::new(ledger.clone()));
     let task = tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
+        let serving = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            })
-            .await;
-        // In-flight calls are done; drain the writer so the log is flushed and closed.
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                stop_requested(stopped.clone()),
+            );
+        // Graceful shutdown waits for every client to close its connection;
+        // one that never does must not keep the process alive forever.
+        let served = tokio::select! {
+            served = serving => served,
+            () = async {
+                stop_requested(stopped).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(?grace, "connections still open after the grace period; closing them");
+                Ok(())
+            }
+        };
+        // No call is running any more; drain the writer so the log is flushed and closed.
         stop_ledger(ledger).await;
         tracing::info!("stopped");
         served.map_err(ServeError::from)
@@ -139,6 +152,15 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         stop: Some(stop),
         task,
     })
+}
+
+/// Resolves once a stop is requested (or the stop handle is dropped).
+async fn stop_requested(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn stop_ledger(ledger: Ledger) {

@@ -353,3 +353,32 @@ async fn a_killed_server_loses_nothing_it_acknowledged() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly_and_keeps_everything() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (mut process, addr) = spawn_binary(dir.path())?;
+    let mut c =
+        pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
+    register_roots(&mut c, &[OWNER]).await;
+    let image = register_image(&mut c, OWNER, GZ, "web").await;
+    let status = Command::new("kill")
+        .args(["-TERM", &process.0.id().to_string()])
+        .status()?;
+    assert!(status.success());
+    // Wait off the runtime so the client stays responsive during the graceful stop.
+    let (exit, process) = tokio::task::spawn_blocking(move || {
+        let exit = process.0.wait();
+        (exit, process)
+    })
+    .await?;
+    let exit = exit?;
+    assert!(exit.success(), "a clean stop exits 0, got {exit:?}");
+    drop(process);
+
+    let (_process, addr) = spawn_binary(dir.path())?;
+    let mut c =
+        pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
+    assert_eq!(visible(&mut c, OWNER, GZ).await, vec![image]);
+    Ok(())
+}
