@@ -7,6 +7,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("imageledger_descriptor.bin"))
-        .compile_protos(&["proto/imageledger/v1/ledger.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/imageledger/v1/ledger.proto",
+                "proto/imageledger/v1/audit.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

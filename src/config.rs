@@ -20,6 +20,9 @@ pub struct Config {
     pub cache_bytes: u64,
     /// How long a stopping server waits for clients to close their connections.
     pub shutdown_grace: Duration,
+    /// The Ed25519 key that signs heads; `None` means `ledger-signing.key` in
+    /// the data directory, created on first start.
+    pub signing_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -31,6 +34,7 @@ impl Config {
             policy: Policy::default(),
             cache_bytes: 256 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            signing_key: None,
         }
     }
 }

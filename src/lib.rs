@@ -2,6 +2,7 @@
 //! accounts, kept as an append-only, hash-chained event log in sled.
 
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod domain;
 pub mod grpc;

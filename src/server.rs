@@ -11,9 +11,11 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::app::{AppError, Ledger, WriterOptions};
+use crate::audit::{AuditError, LedgerKey};
 use crate::config::Config;
+use crate::grpc::pb::audit_log_server::AuditLogServer;
 use crate::grpc::pb::image_ledger_server::ImageLedgerServer;
-use crate::grpc::{pb, LedgerService};
+use crate::grpc::{pb, AuditService, LedgerService};
 use crate::store::{SledStore, StoreError};
 
 /// Why a server could not start or stopped with an error.
@@ -22,6 +24,9 @@ pub enum ServeError {
     /// The data directory could not be opened or loaded.
     #[error("cannot open the ledger: {0}")]
     Open(#[from] AppError),
+    /// The signing key could not be loaded or created.
+    #[error("cannot load the signing key: {0}")]
+    Key(#[from] AuditError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -85,9 +90,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
     let cache = config.cache_bytes;
     let policy = config.policy.clone();
     // Opening and loading read the disk; keep that off the async workers.
-    let ledger = tokio::task::spawn_blocking(move || -> Result<Ledger, ServeError> {
+    let key_path = config
+        .signing_key
+        .clone()
+        .unwrap_or_else(|| LedgerKey::default_path(&config.data_dir));
+    let (ledger, key) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
         let store = Arc::new(SledStore::open(&data_dir, cache)?);
-        Ok(Ledger::open(store, policy, WriterOptions::default())?)
+        let key = LedgerKey::load_or_create(&key_path)?;
+        Ok((Ledger::open(store, policy, WriterOptions::default())?, key))
     })
     .await
     .map_err(|e| ServeError::Reflection(format!("loading task failed: {e}")))??;
@@ -111,6 +121,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
     health
         .set_serving::<ImageLedgerServer<LedgerService>>()
         .await;
+    health.set_serving::<AuditLogServer<AuditService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -120,11 +131,17 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
     let (stop, stopped) = watch::channel(false);
     let grace = config.shutdown_grace;
     let service = ImageLedgerServer::new(LedgerService::new(ledger.clone()));
+    let audit = AuditLogServer::new(AuditService::new(
+        ledger.clone(),
+        Arc::new(key),
+        stopped.clone(),
+    ));
     let task = tokio::spawn(async move {
         let serving = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(service)
+            .add_service(audit)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
                 stop_requested(stopped.clone()),

@@ -13,12 +13,13 @@ use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{ClientToken, Command, DomainError, LedgerState, Policy, Reply};
 use crate::store::{EventStore, Head, StoreError};
 
 pub use replay::{rebuild_projections, replay_log};
+pub use writer::{fingerprint, token_key, TokenRecord};
 
 /// Why a command or query failed.
 #[derive(Debug, Error)]
@@ -78,6 +79,8 @@ pub struct Ledger {
 struct Inner {
     jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
     view: Arc<ArcSwap<LedgerState>>,
+    store: Arc<dyn EventStore>,
+    durable: watch::Receiver<Head>,
     policy: Arc<Policy>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -95,11 +98,12 @@ impl Ledger {
         let policy = Arc::new(policy);
         let view = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
+        let (durable_tx, durable) = watch::channel(head);
         let writer = writer::Writer::new(
-            store,
+            Arc::clone(&store),
             Arc::clone(&policy),
             Arc::clone(&view),
-            head,
+            durable_tx,
             tokens,
             options.max_batch.max(1),
         );
@@ -111,6 +115,8 @@ impl Ledger {
             inner: Arc::new(Inner {
                 jobs: std::sync::Mutex::new(Some(tx)),
                 view,
+                store,
+                durable,
                 policy,
                 writer: std::sync::Mutex::new(Some(handle)),
             }),
@@ -151,6 +157,22 @@ impl Ledger {
     /// The rules' limits and regions.
     pub fn policy(&self) -> &Policy {
         &self.inner.policy
+    }
+
+    /// The last record known to be durable. Readers of the log must not go
+    /// past it: records after it may still be waiting for their flush.
+    pub fn durable_head(&self) -> Head {
+        *self.inner.durable.borrow()
+    }
+
+    /// A receiver that sees every new durable head; it closes when the writer stops.
+    pub fn watch_durable_head(&self) -> watch::Receiver<Head> {
+        self.inner.durable.clone()
+    }
+
+    /// The store, for reading the log.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
     }
 
     /// Stops taking commands, lets the writer finish those already queued

@@ -10,22 +10,31 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{AppError, Job};
-use crate::domain::{decide, Command, DomainError, Event, ImageId, LedgerState, Policy, Reply};
+use crate::domain::{decide, Command, DomainError, ImageId, LedgerState, Policy, Reply};
 use crate::projection::{persist, Touched};
 use crate::store::{AppendBatch, EncodedRecord, EventStore, Head, RecordMeta, StoreError};
 
 /// What the ledger keeps of a command run with a client token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct TokenRecord {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
     /// SHA-256 of the command's parameters.
-    fingerprint: String,
+    pub fingerprint: String,
     /// The reply the first run got.
-    reply: Reply,
+    pub reply: Reply,
     /// The log position of the command's last event.
-    position: u64,
+    pub position: u64,
+}
+
+/// The key of an idempotency record: the acting account (empty for the
+/// system) and the token, separated by a zero byte.
+pub fn token_key(actor: Option<&str>, token: &str) -> Vec<u8> {
+    let mut key = actor.unwrap_or_default().as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(token.as_bytes());
+    key
 }
 
 type Tokens = imbl::HashMap<Vec<u8>, TokenRecord>;
@@ -46,6 +55,8 @@ pub(super) struct Writer {
     policy: Arc<Policy>,
     view: Arc<ArcSwap<LedgerState>>,
     head: Head,
+    /// Tells readers how far the log is durable; dropped when the writer stops.
+    durable: watch::Sender<Head>,
     tokens: Tokens,
     max_batch: usize,
     /// Set after a failed append: the store may hold more than the state
@@ -64,15 +75,17 @@ impl Writer {
         store: Arc<dyn EventStore>,
         policy: Arc<Policy>,
         view: Arc<ArcSwap<LedgerState>>,
-        head: Head,
+        durable: watch::Sender<Head>,
         tokens: Tokens,
         max_batch: usize,
     ) -> Self {
+        let head = *durable.borrow();
         Self {
             store,
             policy,
             view,
             head,
+            durable,
             tokens,
             max_batch,
             stale: false,
@@ -134,6 +147,11 @@ impl Writer {
                 self.head = head;
                 self.tokens = tokens;
                 self.view.store(Arc::new(state));
+                self.durable.send_if_modified(|durable| {
+                    let moved = *durable != head;
+                    *durable = head;
+                    moved
+                });
                 fates
                     .into_iter()
                     .map(|fate| match fate {
@@ -171,12 +189,11 @@ impl Writer {
         touched: &mut Touched,
     ) -> Pending {
         let actor = job.command.actor().map(|a| a.as_str().to_owned());
-        let token_key = job.options.client_token.as_ref().map(|token| {
-            let mut key = actor.clone().unwrap_or_default().into_bytes();
-            key.push(0);
-            key.extend_from_slice(token.as_str().as_bytes());
-            key
-        });
+        let token_key = job
+            .options
+            .client_token
+            .as_ref()
+            .map(|token| token_key(actor.as_deref(), token.as_str()));
         let fingerprint = match fingerprint(&job.command) {
             Ok(fp) => fp,
             Err(err) => return Pending::Answer(Err(err.into())),
@@ -211,7 +228,7 @@ impl Writer {
         }
         for event in &decision.events {
             let stream = event.aggregate_id().to_owned();
-            let version = stream_version(state, event);
+            let version = state.stream_version(event);
             expected.entry(stream).or_insert(version);
             let meta = RecordMeta {
                 position: head.position + 1,
@@ -219,6 +236,7 @@ impl Writer {
                 recorded_at: now,
                 actor: actor.as_deref(),
                 client_token: job.options.client_token.as_ref().map(|t| t.as_str()),
+                request_hash: token_key.as_ref().map(|_| fingerprint.as_str()),
                 prev_hash: head.hash,
             };
             let record = match EncodedRecord::encode(event, &meta) {
@@ -269,6 +287,7 @@ impl Writer {
         self.tokens = load_tokens(self.store.as_ref())?;
         self.head = head;
         self.view.store(Arc::new(state));
+        self.durable.send_replace(head);
         self.stale = false;
         tracing::info!(
             position = head.position,
@@ -278,20 +297,8 @@ impl Writer {
     }
 }
 
-/// The version of the event's stream before the event.
-fn stream_version(state: &LedgerState, event: &Event) -> u64 {
-    match event {
-        Event::AccountRegistered { account_id, .. } => {
-            state.account(account_id).map_or(0, |a| a.version)
-        }
-        _ => ImageId::parse(event.aggregate_id())
-            .ok()
-            .and_then(|id| state.any_image(&id).map(|image| image.version))
-            .unwrap_or(0),
-    }
-}
-
-fn fingerprint(command: &Command) -> Result<String, StoreError> {
+/// SHA-256 (hex) of a command's parameters: what tells a retry from a new request.
+pub fn fingerprint(command: &Command) -> Result<String, StoreError> {
     let bytes = serde_json::to_vec(command).map_err(StoreError::encode)?;
     Ok(hex::encode(Sha256::digest(bytes)))
 }

@@ -124,6 +124,19 @@ impl LedgerState {
         }
     }
 
+    /// The version of the stream `event` belongs to, before the event.
+    pub fn stream_version(&self, event: &Event) -> u64 {
+        match event {
+            Event::AccountRegistered { account_id, .. } => {
+                self.account(account_id).map_or(0, |a| a.version)
+            }
+            _ => ImageId::parse(event.aggregate_id())
+                .ok()
+                .and_then(|id| self.any_image(&id).map(|image| image.version))
+                .unwrap_or(0),
+        }
+    }
+
     /// A registered account.
     pub fn account(&self, id: &AccountId) -> Option<&Account> {
         self.accounts.get(id)

@@ -1,6 +1,7 @@
 //! The gRPC layer: generated types, conversions, the services and the one
 //! error-to-status mapping.
 
+mod audit;
 mod convert;
 mod service;
 mod status;
@@ -15,6 +16,7 @@ pub mod pb {
         tonic::include_file_descriptor_set!("imageledger_descriptor");
 }
 
+pub use audit::{envelope_message, AuditService};
 pub use convert::Commanded;
 pub use service::LedgerService;
 pub use status::{code_of, ERROR_DOMAIN, INTERNAL_REASON};

@@ -6,6 +6,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::app::AppError;
+use crate::audit::AuditError;
 use crate::domain::DomainError;
 use crate::store::StoreError;
 
@@ -85,6 +86,27 @@ impl From<AppError> for Status {
                 "the ledger is shutting down; retry with the same client_token".into(),
                 INTERNAL_REASON,
             ),
+        }
+    }
+}
+
+impl From<AuditError> for Status {
+    fn from(err: AuditError) -> Self {
+        match err {
+            AuditError::Store(err) => AppError::Storage(err).into(),
+            AuditError::Usage(what) => DomainError::InvalidParameter(what).into(),
+            AuditError::Invalid { .. }
+            | AuditError::Line { .. }
+            | AuditError::Projections(_)
+            | AuditError::Key(_)
+            | AuditError::Io(_) => {
+                tracing::error!(%err, "audit read failed");
+                with_reason(
+                    Code::Internal,
+                    "the ledger could not read its log; see the server log".into(),
+                    INTERNAL_REASON,
+                )
+            }
         }
     }
 }

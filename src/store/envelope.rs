@@ -35,6 +35,9 @@ pub struct Envelope {
     pub actor: Option<String>,
     /// The caller's idempotency key, if it gave one.
     pub client_token: Option<String>,
+    /// With a client token: SHA-256 (hex) of the command's parameters, so a
+    /// restored log still knows which retries are the same request.
+    pub request_hash: Option<String>,
     /// The event's fields.
     pub payload: serde_json::Value,
     /// The hash of the previous record (hex), zeros for the first.
@@ -55,6 +58,7 @@ struct Body<'a> {
     recorded_at: OffsetDateTime,
     actor: Option<&'a str>,
     client_token: Option<&'a str>,
+    request_hash: Option<&'a str>,
     payload: &'a serde_json::Value,
     prev_hash: &'a str,
 }
@@ -87,6 +91,8 @@ pub struct RecordMeta<'a> {
     pub actor: Option<&'a str>,
     /// Idempotency key.
     pub client_token: Option<&'a str>,
+    /// Hash of the command's parameters, given with a client token.
+    pub request_hash: Option<&'a str>,
     /// Hash of the previous record.
     pub prev_hash: [u8; 32],
 }
@@ -108,6 +114,7 @@ impl EncodedRecord {
             recorded_at: meta.recorded_at,
             actor: meta.actor,
             client_token: meta.client_token,
+            request_hash: meta.request_hash,
             payload: &payload,
             prev_hash: &prev_hash,
         };

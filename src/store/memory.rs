@@ -12,6 +12,7 @@ struct Tables {
     head: Head,
     log: BTreeMap<u64, Vec<u8>>,
     streams: BTreeMap<String, u64>,
+    stream_positions: BTreeMap<(String, u64), u64>,
     tokens: BTreeMap<Vec<u8>, Vec<u8>>,
     projections: BTreeMap<Vec<u8>, Vec<u8>>,
     checkpoint: Option<u64>,
@@ -75,6 +76,10 @@ impl EventStore for MemoryStore {
             t.log.insert(record.position, record.bytes.clone());
             t.streams
                 .insert(record.aggregate_id.clone(), record.aggregate_version);
+            t.stream_positions.insert(
+                (record.aggregate_id.clone(), record.aggregate_version),
+                record.position,
+            );
         }
         for (key, value) in &batch.tokens {
             t.tokens.insert(key.clone(), value.clone());
@@ -92,6 +97,33 @@ impl EventStore for MemoryStore {
         let t = self.tables()?;
         for (position, bytes) in t.log.range(from..) {
             if !visit(*position, bytes) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tables()?.log.get(&position).cloned())
+    }
+
+    fn scan_stream(
+        &self,
+        aggregate_id: &str,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let t = self.tables()?;
+        let start = (aggregate_id.to_owned(), 0);
+        for ((id, _), position) in t.stream_positions.range(start..) {
+            if id != aggregate_id {
+                break;
+            }
+            let Some(record) = t.log.get(position) else {
+                return Err(StoreError::Corrupt(format!(
+                    "stream {aggregate_id} points at position {position}, which is not in the log"
+                )));
+            };
+            if !visit(*position, record) {
                 break;
             }
         }

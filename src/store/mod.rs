@@ -103,6 +103,17 @@ pub trait EventStore: Send + Sync + 'static {
     /// until the end of the log or until `visit` returns `false`.
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
 
+    /// The stored record at `position`, if the log reaches it.
+    fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Calls `visit` with the position and record of each event of one
+    /// aggregate's stream, in version order, until `visit` returns `false`.
+    fn scan_stream(
+        &self,
+        aggregate_id: &str,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
+
     /// The position up to which the persisted projections are current, if any.
     fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError>;
 

@@ -198,6 +198,32 @@ impl EventStore for SledStore {
         Ok(())
     }
 
+    fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.log.get(position.to_be_bytes())?.map(|v| v.to_vec()))
+    }
+
+    fn scan_stream(
+        &self,
+        aggregate_id: &str,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut prefix = version_key(aggregate_id, 0);
+        prefix.truncate(prefix.len() - 8);
+        for entry in self.index.scan_prefix(&prefix) {
+            let (_, position) = entry?;
+            let position = decode_u64(&position, "stream position")?;
+            let record = self.log.get(position.to_be_bytes())?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "stream {aggregate_id} points at position {position}, which is not in the log"
+                ))
+            })?;
+            if !visit(position, &record) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
         self.proj
             .get(CHECKPOINT_KEY)?

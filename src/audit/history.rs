@@ -1,0 +1,270 @@
+//! History of an image or an account, and who could use an image at a given
+//! moment, computed from the log alone.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::AuditError;
+use crate::domain::{AccountId, Event, Image, ImageId, ImageState};
+use crate::store::{Envelope, EventStore};
+
+/// A record as decoded, with its stored bytes.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The decoded envelope.
+    pub envelope: Envelope,
+    /// The bytes exactly as stored (what the hash covers).
+    pub raw: Vec<u8>,
+}
+
+/// Every record of one image's stream, in order.
+pub fn image_history(store: &dyn EventStore, image: &ImageId) -> Result<Vec<Record>, AuditError> {
+    let mut out = Vec::new();
+    let mut failure = None;
+    store.scan_stream(
+        image.as_str(),
+        &mut |_, bytes| match Envelope::decode(bytes) {
+            Ok(envelope) => {
+                out.push(Record {
+                    envelope,
+                    raw: bytes.to_vec(),
+                });
+                true
+            }
+            Err(err) => {
+                failure = Some(err);
+                false
+            }
+        },
+    )?;
+    match failure {
+        Some(err) => Err(err.into()),
+        None => Ok(out),
+    }
+}
+
+/// Every record that touched an account: its registration, what it did, and
+/// what was done to it (images it owns or that were shared with it).
+pub fn account_history(
+    store: &dyn EventStore,
+    account: &AccountId,
+) -> Result<Vec<Record>, AuditError> {
+    let mut out = Vec::new();
+    let mut failure: Option<AuditError> = None;
+    store.scan(1, &mut |_, bytes| {
+        let step = (|| -> Result<(), AuditError> {
+            let envelope = Envelope::decode(bytes)?;
+            let event = envelope.event()?;
+            let involved = envelope.actor.as_deref() == Some(account.as_str())
+                || match &event {
+                    Event::AccountRegistered { account_id, .. } => account_id == account,
+                    Event::ImageRegistered {
+                        owner_account_id, ..
+                    }
+                    | Event::ImageCopied {
+                        owner_account_id, ..
+                    } => owner_account_id == account,
+                    Event::ImageShared { account_ids, .. }
+                    | Event::ShareCancelled { account_ids, .. } => account_ids.contains(account),
+                    _ => false,
+                };
+            if involved {
+                out.push(Record {
+                    envelope,
+                    raw: bytes.to_vec(),
+                });
+            }
+            Ok(())
+        })();
+        match step {
+            Ok(()) => true,
+            Err(err) => {
+                failure = Some(err);
+                false
+            }
+        }
+    })?;
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(out),
+    }
+}
+
+/// One line a person can read for a record.
+pub fn describe_event(envelope: &Envelope) -> String {
+    let at = envelope
+        .recorded_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let by = envelope.actor.as_deref().unwrap_or("system");
+    let what = match envelope.event() {
+        Ok(event) => summary(&event),
+        Err(_) => "(payload does not decode)".into(),
+    };
+    format!(
+        "#{:<8} {at}  {:<24} {} v{}  by {by}  {what}",
+        envelope.position, envelope.event_type, envelope.aggregate_id, envelope.aggregate_version
+    )
+}
+
+fn summary(event: &Event) -> String {
+    let list = |ids: &[AccountId]| {
+        ids.iter()
+            .map(AccountId::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match event {
+        Event::AccountRegistered { kind, .. } => format!("kind {kind:?}"),
+        Event::ImageRegistered {
+            owner_account_id,
+            region,
+            attributes,
+            state,
+            ..
+        } => format!(
+            "owner {owner_account_id} in {region}, name {:?}, {}",
+            attributes.image_name,
+            state.name()
+        ),
+        Event::ImageCopied {
+            owner_account_id,
+            region,
+            copied_from,
+            ..
+        } => format!(
+            "copy of {} ({}) for {owner_account_id} in {region}",
+            copied_from.image_id, copied_from.region
+        ),
+        Event::ImageStateChanged { from, to, .. } => format!("{} -> {}", from.name(), to.name()),
+        Event::ImageAttributesModified {
+            image_name,
+            image_description,
+            ..
+        } => format!("name {image_name:?}, description {image_description:?}"),
+        Event::ImageShared { account_ids, .. } => format!("shared with {}", list(account_ids)),
+        Event::ShareCancelled { account_ids, .. } => {
+            format!("share cancelled for {}", list(account_ids))
+        }
+        Event::LighthouseShared { .. } => "shared with Lighthouse".into(),
+        Event::LighthouseShareCancelled { .. } => "Lighthouse share cancelled".into(),
+        Event::ImageDeleted { .. } => "deleted".into(),
+    }
+}
+
+/// The moment an access question is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// Right after the record at this position.
+    Position(u64),
+    /// At this instant: every record made at or before it counts.
+    Time(OffsetDateTime),
+}
+
+/// How an account may use an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Role {
+    /// The owner: create, reinstall and export.
+    Owner,
+    /// A recipient: create and reinstall.
+    Recipient,
+}
+
+/// One account that could use the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessEntry {
+    /// The account.
+    pub account_id: String,
+    /// Owner or recipient.
+    pub role: Role,
+    /// Since when (registration for the owner, the share for a recipient).
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+}
+
+/// Who could create or reinstall instances from an image at a moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Access {
+    /// The image.
+    pub image_id: String,
+    /// The last record of the image's stream that counted (0 if none did).
+    pub position: u64,
+    /// The image's region, if it existed.
+    pub region: Option<String>,
+    /// Its state then, if it existed.
+    pub state: Option<ImageState>,
+    /// Whether it had been deleted.
+    pub deleted: bool,
+    /// Whether Lighthouse of the owner's account could use it.
+    pub lighthouse_shared: bool,
+    /// The accounts that could use it (empty when nobody could).
+    pub accounts: Vec<AccessEntry>,
+    /// Why nobody could, when `accounts` is empty.
+    pub reason: Option<String>,
+}
+
+/// Computes who could use `image` at `as_of`, from the image's stream alone.
+/// Records after position `durable` never count (a running server passes its
+/// durable head; a stopped one has nothing beyond its head).
+pub fn access_as_of(
+    store: &dyn EventStore,
+    image: &ImageId,
+    as_of: AsOf,
+    durable: u64,
+) -> Result<Access, AuditError> {
+    let mut state: Option<Image> = None;
+    let mut position = 0;
+    for Record { envelope, .. } in image_history(store, image)? {
+        let counts = envelope.position <= durable
+            && match as_of {
+                AsOf::Position(limit) => envelope.position <= limit,
+                AsOf::Time(at) => envelope.recorded_at <= at,
+            };
+        if !counts {
+            break;
+        }
+        let event = envelope.event()?;
+        match state.as_mut() {
+            Some(image) => image.apply(&event),
+            None => state = Image::from_creation(&event),
+        }
+        position = envelope.position;
+    }
+    let mut access = Access {
+        image_id: image.to_string(),
+        position,
+        region: state.as_ref().map(|i| i.region.to_string()),
+        state: state.as_ref().map(|i| i.state),
+        deleted: state.as_ref().is_some_and(|i| i.deleted),
+        lighthouse_shared: state
+            .as_ref()
+            .is_some_and(|i| i.lighthouse_shared && !i.deleted),
+        accounts: Vec::new(),
+        reason: None,
+    };
+    match &state {
+        None => access.reason = Some("the image did not exist yet".into()),
+        Some(image) if image.deleted => access.reason = Some("the image was deleted".into()),
+        Some(image) if image.state != ImageState::Normal => {
+            access.reason = Some(format!("the image was {}", image.state.name()))
+        }
+        Some(image) => {
+            access.accounts.push(AccessEntry {
+                account_id: image.owner_account_id.to_string(),
+                role: Role::Owner,
+                since: image.created_time,
+            });
+            let mut shares: Vec<_> = image.shares.iter().collect();
+            shares.sort_by_key(|(id, share)| (share.created_time, (*id).clone()));
+            access
+                .accounts
+                .extend(shares.into_iter().map(|(account, share)| AccessEntry {
+                    account_id: account.to_string(),
+                    role: Role::Recipient,
+                    since: share.created_time,
+                }));
+        }
+    }
+    Ok(access)
+}

@@ -1,0 +1,68 @@
+//! Audit and replay tooling: verification of the whole log, export and
+//! import (backup and restore), history and point-in-time access, and the
+//! signed heads that pin history.
+
+mod history;
+mod import;
+mod rules;
+mod signing;
+mod verify;
+
+use thiserror::Error;
+
+pub use history::{
+    access_as_of, account_history, describe_event, image_history, Access, AccessEntry, AsOf,
+    Record, Role,
+};
+pub use import::{export, import, ImportReport};
+pub use rules::RuleChecker;
+pub use signing::{LedgerKey, SignedHead, KEY_FILE};
+pub use verify::{verify, VerifyOptions, VerifyReport};
+
+use crate::store::StoreError;
+
+/// Why an audit command failed. The first three variants are findings about
+/// the data; the rest are failures to do the work.
+#[derive(Debug, Error)]
+pub enum AuditError {
+    /// The log is wrong at this position: a gap, a broken hash, an illegal event.
+    #[error("position {position}: {what}")]
+    Invalid {
+        /// The first position found wrong.
+        position: u64,
+        /// What is wrong there.
+        what: String,
+    },
+    /// An import file is wrong at this line (1-based).
+    #[error("line {line}: {what}")]
+    Line {
+        /// The line.
+        line: u64,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// The stored read side does not equal a fresh replay of the log.
+    #[error("projections: {0}")]
+    Projections(String),
+    /// A key or signature problem.
+    #[error("signing key: {0}")]
+    Key(String),
+    /// The store could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file could not be read or written.
+    #[error("{0}")]
+    Io(String),
+    /// The request itself is not usable (bad id, bad time, target not empty).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl AuditError {
+    pub(crate) fn at(position: u64, what: impl Into<String>) -> Self {
+        AuditError::Invalid {
+            position,
+            what: what.into(),
+        }
+    }
+}

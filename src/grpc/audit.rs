@@ -1,0 +1,308 @@
+//! The `AuditLog` service: the log, history, point-in-time access and signed heads.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::convert::timestamp;
+use super::pb;
+use super::pb::audit_log_server::AuditLog;
+use crate::app::Ledger;
+use crate::audit::{self, AsOf, AuditError, LedgerKey, Role};
+use crate::domain::{DomainError, ImageId, ImageState};
+use crate::store::{Envelope, EventStore, StoreError};
+
+/// Records read from the store per step of a stream.
+const CHUNK: u64 = 512;
+/// Default and largest `limit` of `ReadEvents`.
+const DEFAULT_READ: u32 = 1_000;
+const MAX_READ: u32 = 10_000;
+
+/// The gRPC face of the audit tooling.
+pub struct AuditService {
+    ledger: Ledger,
+    key: Arc<LedgerKey>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl AuditService {
+    /// Serves the log of `ledger`, signing heads with `key`; open streams end
+    /// when `stopping` turns true.
+    pub fn new(ledger: Ledger, key: Arc<LedgerKey>, stopping: watch::Receiver<bool>) -> Self {
+        Self {
+            ledger,
+            key,
+            stopping,
+        }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::EventEnvelope, Status>> + Send>>;
+
+/// The stored record as the `EventEnvelope` message.
+pub fn envelope_message(envelope: Envelope, raw: &[u8]) -> pb::EventEnvelope {
+    pb::EventEnvelope {
+        position: envelope.position,
+        aggregate_id: envelope.aggregate_id,
+        aggregate_version: envelope.aggregate_version,
+        event_type: envelope.event_type,
+        schema_version: envelope.schema_version,
+        recorded_at: Some(timestamp(envelope.recorded_at)),
+        actor: envelope.actor.unwrap_or_default(),
+        client_token: envelope.client_token.unwrap_or_default(),
+        request_hash: envelope.request_hash.unwrap_or_default(),
+        payload_json: envelope.payload.to_string(),
+        prev_hash: envelope.prev_hash,
+        hash: envelope.hash,
+        raw: String::from_utf8_lossy(raw).into_owned(),
+    }
+}
+
+/// Reads records `from..=to` off the async workers.
+async fn read_range(
+    store: Arc<dyn EventStore>,
+    from: u64,
+    to: u64,
+) -> Result<Vec<pb::EventEnvelope>, Status> {
+    let read = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let mut out = Vec::new();
+        let mut failure = None;
+        store.scan(from, &mut |position, bytes| {
+            if position > to {
+                return false;
+            }
+            match Envelope::decode(bytes) {
+                Ok(envelope) => {
+                    out.push(envelope_message(envelope, bytes));
+                    true
+                }
+                Err(err) => {
+                    failure = Some(err);
+                    false
+                }
+            }
+        })?;
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(out),
+        }
+    })
+    .await
+    .map_err(|e| Status::internal(format!("reader task failed: {e}")))?;
+    read.map_err(|err| Status::from(crate::app::AppError::Storage(err)))
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AuditError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("reader task failed: {e}")))?
+        .map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl AuditLog for AuditService {
+    type ReadEventsStream = EventStream;
+    type SubscribeStream = EventStream;
+
+    async fn read_events(
+        &self,
+        request: Request<pb::ReadEventsRequest>,
+    ) -> Result<Response<Self::ReadEventsStream>, Status> {
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => DEFAULT_READ,
+            n if n > MAX_READ => {
+                return Err(DomainError::InvalidParameter(format!(
+                    "limit is {n}; it must be at most {MAX_READ}"
+                ))
+                .into())
+            }
+            n => n,
+        };
+        let from = request.from_position.max(1);
+        let to = self
+            .ledger
+            .durable_head()
+            .position
+            .min(from.saturating_add(u64::from(limit)) - 1);
+        let store = Arc::clone(self.ledger.store());
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut next = from;
+            while next <= to {
+                let end = to.min(next + CHUNK - 1);
+                let batch = read_range(Arc::clone(&store), next, end).await;
+                let failed = batch.is_err();
+                for item in batch.map_or_else(|e| vec![Err(e)], |v| v.into_iter().map(Ok).collect())
+                {
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
+                }
+                if failed {
+                    return;
+                }
+                next = end + 1;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let mut next = request.into_inner().from_position.max(1);
+        let store = Arc::clone(self.ledger.store());
+        let mut heads = self.ledger.watch_durable_head();
+        let mut stopping = self.stopping.clone();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                let head = heads.borrow_and_update().position;
+                // Catch up from the log; the channel's bound keeps a slow
+                // subscriber from buffering without limit, and writers never
+                // wait for it: they only move the durable head.
+                while next <= head {
+                    let end = head.min(next + CHUNK - 1);
+                    match read_range(Arc::clone(&store), next, end).await {
+                        Ok(records) => {
+                            for record in records {
+                                if tx.send(Ok(record)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    }
+                    next = end + 1;
+                }
+                tokio::select! {
+                    changed = heads.changed() => if changed.is_err() { return },
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_image_history(
+        &self,
+        request: Request<pb::GetImageHistoryRequest>,
+    ) -> Result<Response<pb::GetImageHistoryResponse>, Status> {
+        let image = ImageId::parse(&request.into_inner().image_id)?;
+        let store = Arc::clone(self.ledger.store());
+        let limit = self.ledger.durable_head().position;
+        let events = blocking(move || audit::image_history(store.as_ref(), &image)).await?;
+        Ok(Response::new(pb::GetImageHistoryResponse {
+            events: events
+                .into_iter()
+                .filter(|record| record.envelope.position <= limit)
+                .map(|record| envelope_message(record.envelope, &record.raw))
+                .collect(),
+        }))
+    }
+
+    async fn get_image_access_as_of(
+        &self,
+        request: Request<pb::GetImageAccessAsOfRequest>,
+    ) -> Result<Response<pb::GetImageAccessAsOfResponse>, Status> {
+        let request = request.into_inner();
+        let image = ImageId::parse(&request.image_id)?;
+        let durable = self.ledger.durable_head().position;
+        let as_of = match request.as_of {
+            Some(pb::get_image_access_as_of_request::AsOf::AsOfPosition(p)) => AsOf::Position(p),
+            Some(pb::get_image_access_as_of_request::AsOf::AsOfTime(t)) => {
+                let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+                let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| {
+                    DomainError::InvalidParameter("as_of_time is out of range".into())
+                })?;
+                AsOf::Time(at)
+            }
+            None => {
+                return Err(DomainError::InvalidParameter(
+                    "give as_of_time or as_of_position".into(),
+                )
+                .into())
+            }
+        };
+        if self.ledger.state().any_image(&image).is_none() {
+            return Err(DomainError::ImageNotFound(format!("image {image} does not exist")).into());
+        }
+        let store = Arc::clone(self.ledger.store());
+        let access =
+            blocking(move || audit::access_as_of(store.as_ref(), &image, as_of, durable)).await?;
+        Ok(Response::new(pb::GetImageAccessAsOfResponse {
+            image_id: access.image_id,
+            position: access.position,
+            existed: access.region.is_some(),
+            region: access.region.unwrap_or_default(),
+            state: access.state.map_or(0, state_number),
+            deleted: access.deleted,
+            lighthouse_shared: access.lighthouse_shared,
+            accounts: access
+                .accounts
+                .into_iter()
+                .map(|entry| pb::AccessEntry {
+                    account_id: entry.account_id,
+                    role: match entry.role {
+                        Role::Owner => pb::AccessRole::Owner,
+                        Role::Recipient => pb::AccessRole::Recipient,
+                    } as i32,
+                    since: Some(timestamp(entry.since)),
+                })
+                .collect(),
+            reason: access.reason.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_ledger_head(
+        &self,
+        _request: Request<pb::GetLedgerHeadRequest>,
+    ) -> Result<Response<pb::GetLedgerHeadResponse>, Status> {
+        let head = self.ledger.durable_head();
+        let store = Arc::clone(self.ledger.store());
+        let key = Arc::clone(&self.key);
+        let signed = blocking(move || key.sign_head_of(store.as_ref(), head)).await?;
+        let json = serde_json::to_string(&signed)
+            .map_err(|e| Status::internal(format!("cannot encode the head: {e}")))?;
+        Ok(Response::new(pb::GetLedgerHeadResponse {
+            position: signed.position,
+            hash: signed.hash,
+            recorded_at: signed.recorded_at.unwrap_or_default(),
+            signature: signed.signature,
+            public_key: signed.public_key,
+            signed_head_json: json,
+        }))
+    }
+
+    async fn get_ledger_public_key(
+        &self,
+        _request: Request<pb::GetLedgerPublicKeyRequest>,
+    ) -> Result<Response<pb::GetLedgerPublicKeyResponse>, Status> {
+        Ok(Response::new(pb::GetLedgerPublicKeyResponse {
+            public_key: self.key.public_hex(),
+        }))
+    }
+}
+
+fn state_number(state: ImageState) -> i32 {
+    (match state {
+        ImageState::Creating => pb::ImageState::Creating,
+        ImageState::Normal => pb::ImageState::Normal,
+        ImageState::Createfailed => pb::ImageState::Createfailed,
+        ImageState::Syncing => pb::ImageState::Syncing,
+        ImageState::Importing => pb::ImageState::Importing,
+        ImageState::Importfailed => pb::ImageState::Importfailed,
+    }) as i32
+}

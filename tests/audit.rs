@@ -1,0 +1,652 @@
+//! Audit tooling end to end: verification, tampering, export and import,
+//! point-in-time access, the live subscription and signed heads.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Cursor;
+use std::process::Command;
+
+use common::*;
+use image_ledger::audit::{self, AsOf, AuditError, LedgerKey, SignedHead, VerifyOptions};
+use image_ledger::domain::{ImageId, Policy};
+use image_ledger::grpc::pb;
+use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
+use image_ledger::store::{EncodedRecord, Envelope, EventStore, RecordMeta, SledStore};
+use tonic::transport::Channel;
+
+async fn audit_client(server: &TestServer) -> AuditLogClient<Channel> {
+    AuditLogClient::connect(format!("http://{}", server.server.local_addr()))
+        .await
+        .expect("audit client connects")
+}
+
+fn open(dir: &std::path::Path) -> SledStore {
+    SledStore::open(dir, 8 * 1024 * 1024).expect("store opens")
+}
+
+/// A small history through the API: accounts, images, shares, a copy, a delete.
+async fn history(c: &mut Client) -> String {
+    register_roots(c, &[OWNER, FRIEND, OTHER]).await;
+    let web = register_image(c, OWNER, GZ, "web").await;
+    let mut share = share_request(OWNER, &web, &[FRIEND, OTHER]);
+    share.client_token = "share-web".into();
+    c.share_image(share).await.expect("share");
+    c.cancel_image_sharing(cancel_request(OWNER, &web, &[OTHER]))
+        .await
+        .expect("cancel");
+    c.copy_image(pb::CopyImageRequest {
+        account_id: OWNER.into(),
+        image_id: web.clone(),
+        destination_regions: vec![SH.into(), "ap-beijing".into()],
+        client_token: "copy-web".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("copy");
+    let gone = register_image(c, FRIEND, GZ, "gone").await;
+    c.delete_image(pb::DeleteImageRequest {
+        account_id: FRIEND.into(),
+        image_id: gone,
+        ..Default::default()
+    })
+    .await
+    .expect("delete");
+    web
+}
+
+// 3 accounts, image, share, cancel, 2 copies, image, delete.
+const EVENTS: u64 = 10;
+
+fn export_lines(store: &SledStore) -> Vec<String> {
+    let mut out = Vec::new();
+    audit::export(store, 1, None, &mut out).expect("export");
+    String::from_utf8(out)
+        .expect("utf-8")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn verify_passes_on_a_log_written_through_the_api() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    history(&mut c).await;
+    let dir = server.stop().await;
+    let store = open(dir.path());
+    let report = audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
+    assert_eq!(report.events, EVENTS);
+    assert_eq!(report.head_position, EVENTS);
+    // 3 accounts and 4 images (web, two copies, the deleted one).
+    assert_eq!(report.aggregates, 7);
+    assert_eq!(report.head_hash, hex::encode(store.head()?.hash));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_record_altered_on_disk_fails_verify_at_its_position() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    history(&mut c).await;
+    let dir = server.stop().await;
+    let store = open(dir.path());
+    let lines = export_lines(&store);
+
+    // Changing a field without fixing the hash.
+    let forged = lines[4].replace(FRIEND, "100000000777");
+    store.tamper_record(5, forged.as_bytes())?;
+    match audit::verify(&store, &Policy::default(), &VerifyOptions::default()) {
+        Err(AuditError::Invalid { position, what }) => {
+            assert_eq!(position, 5, "{what}");
+            assert!(what.contains("hash"), "{what}");
+        }
+        other => panic!("expected a failure at position 5, got {other:?}"),
+    }
+
+    // A record that is self-consistent but breaks the chain.
+    store.tamper_record(5, lines[4].as_bytes())?;
+    audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
+    let rechained = rehash(&lines[5], [7u8; 32]);
+    store.tamper_record(6, rechained.as_bytes())?;
+    match audit::verify(&store, &Policy::default(), &VerifyOptions::default()) {
+        Err(AuditError::Invalid { position, what }) => {
+            assert_eq!(position, 6, "{what}");
+            assert!(what.contains("prev_hash"), "{what}");
+        }
+        other => panic!("expected a failure at position 6, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn verify_refuses_a_lawless_but_well_chained_history() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    history(&mut c).await;
+    let dir = server.stop().await;
+    let lines = export_lines(&open(dir.path()));
+    // Re-sign the whole chain after making the share name an unregistered
+    // account: hashes all match, but the rules were broken.
+    let edited: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            if i == 4 {
+                line.replace(OTHER, "100000000555")
+            } else {
+                line.clone()
+            }
+        })
+        .collect();
+    let forged = rechain(&edited);
+    let target = tempfile::tempdir()?.path().join("restored");
+    let err = audit::import(
+        &mut Cursor::new(forged.join("\n")),
+        &target,
+        &Policy::default(),
+        0,
+    )
+    .expect_err("a lawless history is refused");
+    match err {
+        AuditError::Line { line, what } => {
+            assert_eq!(line, 5, "{what}");
+            assert!(what.contains("InvalidAccountId.NotFound"), "{what}");
+        }
+        other => panic!("expected a line error, got {other:?}"),
+    }
+    assert!(!target.exists(), "nothing half-written is left behind");
+    Ok(())
+}
+
+#[tokio::test]
+async fn export_import_verify_round_trip_keeps_the_head_and_the_tokens() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    let web = history(&mut c).await;
+    let dir = server.stop().await;
+    let store = open(dir.path());
+    let original_head = store.head()?;
+    let mut file = Vec::new();
+    let written = audit::export(&store, 1, None, &mut file)?;
+    assert_eq!(written, EVENTS);
+    drop(store);
+
+    let parent = tempfile::tempdir()?;
+    let restored = parent.path().join("restored");
+    let report = audit::import(&mut Cursor::new(&file), &restored, &Policy::default(), 0)?;
+    assert_eq!(report.events, EVENTS);
+    assert_eq!(report.head_hash, hex::encode(original_head.hash));
+    let leftovers: Vec<_> = std::fs::read_dir(parent.path())?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("restored")]);
+    {
+        let store = open(&restored);
+        assert_eq!(store.head()?, original_head);
+        let verified = audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
+        assert_eq!(verified.head_hash, hex::encode(original_head.hash));
+        let mut again = Vec::new();
+        audit::export(&store, 1, None, &mut again)?;
+        assert_eq!(
+            again, file,
+            "the export of the restore is byte for byte the same"
+        );
+    }
+
+    // The restored ledger serves the same state and still knows the client tokens.
+    let dir = tempfile::TempDir::new_in(parent.path())?;
+    std::fs::remove_dir(dir.path())?;
+    std::fs::rename(&restored, dir.path())?;
+    let server = TestServer::start_in(dir, Policy::default()).await;
+    let mut c = server.client();
+    assert_eq!(shares_of(&mut c, OWNER, &web).await, vec![FRIEND]);
+    let mut share = share_request(OWNER, &web, &[FRIEND, OTHER]);
+    share.client_token = "share-web".into();
+    c.share_image(share).await?;
+    let copies = c
+        .copy_image(pb::CopyImageRequest {
+            account_id: OWNER.into(),
+            image_id: web.clone(),
+            destination_regions: vec![SH.into(), "ap-beijing".into()],
+            client_token: "copy-web".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .images;
+    assert_eq!(copies.len(), 2, "the retry gets the first reply");
+    let dir = server.stop().await;
+    assert_eq!(
+        open(dir.path()).head()?.position,
+        EVENTS,
+        "and appends nothing"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn import_names_the_line_of_a_changed_field_and_leaves_nothing() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    history(&mut c).await;
+    let dir = server.stop().await;
+    let lines = export_lines(&open(dir.path()));
+    let mut changed = lines.clone();
+    changed[6] = changed[6].replace("ap-shanghai", "ap-tokyo");
+    assert_ne!(changed[6], lines[6]);
+    let parent = tempfile::tempdir()?;
+    let target = parent.path().join("restored");
+    let err = audit::import(
+        &mut Cursor::new(changed.join("\n")),
+        &target,
+        &Policy::default(),
+        0,
+    )
+    .expect_err("a changed record is refused");
+    assert!(matches!(err, AuditError::Line { line: 7, .. }), "{err}");
+    assert_eq!(std::fs::read_dir(parent.path())?.count(), 0);
+
+    // Through the binary: a non-zero exit and the line in the message.
+    let file = parent.path().join("changed.jsonl");
+    std::fs::write(&file, changed.join("\n"))?;
+    let out = Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .args(["audit", "import"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&target)
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 7"), "{stderr}");
+    assert!(!target.exists());
+
+    // A target that already holds data is refused.
+    let err = audit::import(
+        &mut Cursor::new(lines.join("\n")),
+        dir.path(),
+        &Policy::default(),
+        0,
+    )
+    .expect_err("a used directory is refused");
+    assert!(matches!(err, AuditError::Usage(_)), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn access_answers_match_the_api_at_every_point_of_a_history() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    let mut audit_c = audit_client(&server).await;
+    register_roots(&mut c, &[OWNER, FRIEND, OTHER]).await;
+    let image = register_image(&mut c, OWNER, GZ, "web").await;
+
+    async fn allowed(c: &mut Client, image: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for who in [OWNER, FRIEND, OTHER] {
+            if authorize(c, who, image, GZ, pb::ImageUse::CreateInstance)
+                .await
+                .0
+            {
+                out.insert(who.to_string());
+            }
+        }
+        out
+    }
+    async fn head(a: &mut AuditLogClient<Channel>) -> (u64, String) {
+        let head = a
+            .get_ledger_head(pb::GetLedgerHeadRequest {})
+            .await
+            .expect("head")
+            .into_inner();
+        (head.position, head.recorded_at)
+    }
+
+    let mut checkpoints = Vec::new();
+    checkpoints.push((head(&mut audit_c).await, allowed(&mut c, &image).await));
+    c.share_image(share_request(OWNER, &image, &[FRIEND, OTHER]))
+        .await?;
+    checkpoints.push((head(&mut audit_c).await, allowed(&mut c, &image).await));
+    c.cancel_image_sharing(cancel_request(OWNER, &image, &[FRIEND]))
+        .await?;
+    checkpoints.push((head(&mut audit_c).await, allowed(&mut c, &image).await));
+    c.share_image(share_request(OWNER, &image, &[FRIEND]))
+        .await?;
+    checkpoints.push((head(&mut audit_c).await, allowed(&mut c, &image).await));
+    c.cancel_image_sharing(cancel_request(OWNER, &image, &[FRIEND, OTHER]))
+        .await?;
+    c.delete_image(pb::DeleteImageRequest {
+        account_id: OWNER.into(),
+        image_id: image.clone(),
+        ..Default::default()
+    })
+    .await?;
+    checkpoints.push((head(&mut audit_c).await, allowed(&mut c, &image).await));
+    assert_eq!(
+        checkpoints.iter().map(|(_, a)| a.len()).collect::<Vec<_>>(),
+        vec![1, 3, 2, 3, 0],
+        "the script moves through owner only, all, owner+other, all, nobody"
+    );
+
+    // Over gRPC, by position and by time.
+    for ((position, recorded_at), expected) in &checkpoints {
+        let by_position = audit_c
+            .get_image_access_as_of(pb::GetImageAccessAsOfRequest {
+                image_id: image.clone(),
+                as_of: Some(pb::get_image_access_as_of_request::AsOf::AsOfPosition(
+                    *position,
+                )),
+            })
+            .await?
+            .into_inner();
+        let got: BTreeSet<String> = by_position
+            .accounts
+            .into_iter()
+            .map(|a| a.account_id)
+            .collect();
+        assert_eq!(&got, expected, "at position {position}");
+        let at = time::OffsetDateTime::parse(
+            recorded_at,
+            &time::format_description::well_known::Rfc3339,
+        )?;
+        let by_time = audit_c
+            .get_image_access_as_of(pb::GetImageAccessAsOfRequest {
+                image_id: image.clone(),
+                as_of: Some(pb::get_image_access_as_of_request::AsOf::AsOfTime(
+                    prost_types::Timestamp {
+                        seconds: at.unix_timestamp(),
+                        nanos: at.nanosecond() as i32,
+                    },
+                )),
+            })
+            .await?
+            .into_inner();
+        let got: BTreeSet<String> = by_time.accounts.into_iter().map(|a| a.account_id).collect();
+        assert_eq!(&got, expected, "at {recorded_at}");
+    }
+
+    // From the data directory of the stopped server.
+    let dir = server.stop().await;
+    let store = open(dir.path());
+    let image_id = ImageId::parse(&image)?;
+    for ((position, _), expected) in &checkpoints {
+        let access = audit::access_as_of(&store, &image_id, AsOf::Position(*position), u64::MAX)?;
+        let got: BTreeSet<String> = access.accounts.into_iter().map(|a| a.account_id).collect();
+        assert_eq!(&got, expected, "from the directory at position {position}");
+    }
+    let last = audit::access_as_of(&store, &image_id, AsOf::Position(u64::MAX), u64::MAX)?;
+    assert!(last.deleted);
+    assert_eq!(last.reason.as_deref(), Some("the image was deleted"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_subscriber_sees_every_event_once_in_order_and_resumes_exactly() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER]).await;
+    let mut audit_c = audit_client(&server).await;
+    let mut stream = audit_c
+        .subscribe(pb::SubscribeRequest { from_position: 0 })
+        .await?
+        .into_inner();
+
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut client = server.client();
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    client
+                        .register_image(image_request(OWNER, GZ, &format!("w{w}-{i}")))
+                        .await
+                        .expect("register");
+                }
+            })
+        })
+        .collect();
+    let total = 1 + 4 * 50;
+    let mut seen = Vec::new();
+    let mut prev_hash = hex::encode([0u8; 32]);
+    while seen.len() < total {
+        let record = tokio::time::timeout(std::time::Duration::from_secs(20), stream.message())
+            .await??
+            .ok_or("the stream ended early")?;
+        assert_eq!(
+            record.prev_hash, prev_hash,
+            "no gap before {}",
+            record.position
+        );
+        let envelope = Envelope::decode(record.raw.as_bytes())?;
+        assert_eq!(envelope.hash, record.hash);
+        prev_hash = record.hash.clone();
+        seen.push(record.position);
+    }
+    for writer in writers {
+        writer.await?;
+    }
+    assert_eq!(seen, (1..=total as u64).collect::<Vec<_>>());
+
+    // Reconnect from a middle position: exactly the rest, then live events.
+    let middle = 120;
+    let mut resumed = audit_c
+        .subscribe(pb::SubscribeRequest {
+            from_position: middle,
+        })
+        .await?
+        .into_inner();
+    register_image(&mut c, OWNER, GZ, "after").await;
+    let mut positions = Vec::new();
+    while positions.len() < total - middle as usize + 2 {
+        let record = tokio::time::timeout(std::time::Duration::from_secs(20), resumed.message())
+            .await??
+            .ok_or("the stream ended early")?;
+        positions.push(record.position);
+    }
+    assert_eq!(positions, (middle..=total as u64 + 1).collect::<Vec<_>>());
+
+    // ReadEvents is the bounded catch-up read.
+    let mut read = audit_c
+        .read_events(pb::ReadEventsRequest {
+            from_position: 10,
+            limit: 5,
+        })
+        .await?
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(record) = read.message().await? {
+        got.push(record.position);
+    }
+    assert_eq!(got, vec![10, 11, 12, 13, 14]);
+    drop(stream);
+    drop(resumed);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pinned_head_is_accepted_and_then_refused_after_a_rewrite() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    history(&mut c).await;
+    let mut audit_c = audit_client(&server).await;
+    let head = audit_c
+        .get_ledger_head(pb::GetLedgerHeadRequest {})
+        .await?
+        .into_inner();
+    let key = audit_c
+        .get_ledger_public_key(pb::GetLedgerPublicKeyRequest {})
+        .await?
+        .into_inner()
+        .public_key;
+    let pinned: SignedHead = serde_json::from_str(&head.signed_head_json)?;
+    assert_eq!(pinned.position, EVENTS);
+    assert_eq!(pinned.public_key, key);
+    pinned.check_signature()?;
+    // More history after the pin keeps it a prefix.
+    register_image(&mut c, OWNER, SH, "later").await;
+    let dir = server.stop().await;
+
+    let store = open(dir.path());
+    let ledger_key = LedgerKey::load(&LedgerKey::default_path(dir.path()))?;
+    pinned.check_signed_by(&ledger_key.public_hex())?;
+    let options = VerifyOptions {
+        against_head: Some(pinned.clone()),
+        progress_every: 0,
+    };
+    let report = audit::verify(&store, &Policy::default(), &options)?;
+    assert_eq!(report.pinned_head, Some(EVENTS));
+
+    // A forged signature is refused before anything else.
+    let mut forged = pinned.clone();
+    forged.position += 1;
+    assert!(matches!(forged.check_signature(), Err(AuditError::Key(_))));
+
+    // Rewrite history consistently (every hash recomputed) from record 4 on:
+    // the log verifies on its own, but no longer extends the pinned head.
+    let mut lines = export_lines(&store);
+    drop(store);
+    let original = lines[3].clone();
+    lines[3] = lines[3].replace("\"web\"", "\"web-renamed\"");
+    assert_ne!(lines[3], original, "record 4 registers the image named web");
+    let rewritten = rechain(&lines);
+    let parent = tempfile::tempdir()?;
+    let target = parent.path().join("rewritten");
+    audit::import(
+        &mut Cursor::new(rewritten.join("\n")),
+        &target,
+        &Policy::default(),
+        0,
+    )?;
+    let store = open(&target);
+    audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
+    match audit::verify(&store, &Policy::default(), &options) {
+        Err(AuditError::Invalid { position, what }) => {
+            assert_eq!(position, EVENTS);
+            assert!(what.contains("rewritten"), "{what}");
+        }
+        other => panic!("expected the pinned head to be refused, got {other:?}"),
+    }
+    drop(store);
+
+    // The same through the binary.
+    let head_file = parent.path().join("head.json");
+    std::fs::write(&head_file, serde_json::to_string(&pinned)?)?;
+    let out = Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&target)
+        .arg("--against-head")
+        .arg(&head_file)
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("position {EVENTS}")), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir.path())
+        .arg("--against-head")
+        .arg(&head_file)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("OK: 11 events"), "{stdout}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn history_lists_what_touched_an_image_or_an_account() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    let web = history(&mut c).await;
+    let mut audit_c = audit_client(&server).await;
+    let remote = audit_c
+        .get_image_history(pb::GetImageHistoryRequest {
+            image_id: web.clone(),
+        })
+        .await?
+        .into_inner()
+        .events;
+    let types: Vec<&str> = remote.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        vec!["ImageRegistered", "ImageShared", "ShareCancelled"]
+    );
+    let dir = server.stop().await;
+    let store = open(dir.path());
+    let local = audit::image_history(&store, &ImageId::parse(&web)?)?;
+    assert_eq!(
+        local
+            .iter()
+            .map(|r| r.envelope.position)
+            .collect::<Vec<_>>(),
+        remote.iter().map(|e| e.position).collect::<Vec<_>>()
+    );
+    // OTHER: registered, shared with, share cancelled.
+    let other = audit::account_history(&store, &image_ledger::domain::AccountId::parse(OTHER)?)?;
+    let types: Vec<String> = other
+        .iter()
+        .map(|r| r.envelope.event_type.clone())
+        .collect();
+    assert_eq!(
+        types,
+        vec!["AccountRegistered", "ImageShared", "ShareCancelled"]
+    );
+    drop(store);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .args(["audit", "history", "--image", &web, "--data-dir"])
+        .arg(dir.path())
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[1].contains("ImageShared") && lines[1].contains(FRIEND),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// Recomputes one record's hash with another `prev_hash`.
+fn rehash(line: &str, prev_hash: [u8; 32]) -> String {
+    let envelope = Envelope::decode(line.as_bytes()).expect("decodes");
+    encode_like(&envelope, prev_hash).0
+}
+
+fn encode_like(envelope: &Envelope, prev_hash: [u8; 32]) -> (String, [u8; 32]) {
+    let event = envelope.event().expect("event");
+    let meta = RecordMeta {
+        position: envelope.position,
+        aggregate_version: envelope.aggregate_version,
+        recorded_at: envelope.recorded_at,
+        actor: envelope.actor.as_deref(),
+        client_token: envelope.client_token.as_deref(),
+        request_hash: envelope.request_hash.as_deref(),
+        prev_hash,
+    };
+    let record = EncodedRecord::encode(&event, &meta).expect("encodes");
+    (String::from_utf8(record.bytes).expect("utf-8"), record.hash)
+}
+
+/// Parses possibly edited lines (hashes unchecked) and chains them afresh,
+/// as a forger who controls the whole file would.
+fn rechain(lines: &[String]) -> Vec<String> {
+    let mut prev = [0u8; 32];
+    lines
+        .iter()
+        .map(|line| {
+            let envelope: Envelope = serde_json::from_str(line).expect("parses");
+            let (text, hash) = encode_like(&envelope, prev);
+            prev = hash;
+            text
+        })
+        .collect()
+}
