@@ -38,6 +38,37 @@ pub enum Cmd {
         #[command(subcommand)]
         command: ProjectionsCmd,
     },
+    /// Benchmark tooling.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCmd,
+    },
+}
+
+/// `bench …`
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Fill a data directory with a lawful log through the normal write path.
+    Fill(FillArgs),
+}
+
+/// `bench fill`
+#[derive(Args)]
+pub struct FillArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Events to reach.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Accounts registered first.
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u64,
+    /// Images registered next; the rest shares and cancels them.
+    #[arg(long, default_value_t = 100_000)]
+    images: u64,
+    /// Commands in flight.
+    #[arg(long, default_value_t = 1024)]
+    concurrency: usize,
 }
 
 /// `projections …`
@@ -244,7 +275,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             AuditCmd::Access(args) => access(args),
             AuditCmd::Head(args) => head(args),
         },
+        Cmd::Bench {
+            command: BenchCmd::Fill(args),
+        } => fill(args),
     }
+}
+
+fn fill(args: FillArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.accounts >= 2, "--accounts must be at least 2");
+    let plan = image_ledger::bench::FillPlan {
+        events: args.events,
+        accounts: args.accounts,
+        images: args.images,
+        concurrency: args.concurrency,
+    };
+    let report = image_ledger::bench::fill(&args.data.data_dir, &plan, Policy::default())?;
+    println!(
+        "filled {} with {} events in {:.2?} ({:.0} events/s)",
+        args.data.data_dir.display(),
+        report.events,
+        report.elapsed,
+        report.events as f64 / report.elapsed.as_secs_f64().max(1e-9)
+    );
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

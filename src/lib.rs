@@ -9,3 +9,4 @@ pub mod grpc;
 pub mod projection;
 pub mod server;
 pub mod store;
+pub mod bench;

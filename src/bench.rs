@@ -1,0 +1,178 @@
+//! Load generation for benchmarks: fills a data directory with a lawful log
+//! through the normal command path (so every event is decided, chained and
+//! group-committed exactly as in production).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::app::{AppError, CommandOptions, Ledger, WriterOptions};
+use crate::domain::{
+    AccountId, AccountKind, Command, ImageAttributes, ImageId, ImageSource, ImageState,
+    LicenseType, NewImage, Policy, Region, Reply,
+};
+use crate::store::{EventStore, SledStore};
+
+/// The shape of a generated log.
+#[derive(Debug, Clone)]
+pub struct FillPlan {
+    /// Events to reach (the log head when done is at least this).
+    pub events: u64,
+    /// Accounts to register first.
+    pub accounts: u64,
+    /// Images to register next; the rest of the log shares and cancels them.
+    pub images: u64,
+    /// Commands in flight at once (feeds group commit).
+    pub concurrency: usize,
+}
+
+/// What a fill did.
+#[derive(Debug, Clone)]
+pub struct FillReport {
+    /// Events in the log at the end.
+    pub events: u64,
+    /// Time spent.
+    pub elapsed: Duration,
+}
+
+fn account(i: u64) -> AccountId {
+    // Twelve digits, like real root account ids.
+    AccountId::parse(&format!("{:012}", 100_000_000_000 + i)).unwrap_or_else(|_| unreachable!())
+}
+
+/// Fills `data_dir` (which may already hold a log made by this plan) until it
+/// holds `plan.events` events. Progress goes to stderr.
+pub fn fill(data_dir: &std::path::Path, plan: &FillPlan, policy: Policy) -> Result<FillReport, AppError> {
+    let started = Instant::now();
+    let regions: Vec<Region> = policy.regions.iter().cloned().collect();
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(data_dir, 256 * 1024 * 1024)?);
+    let ledger = Ledger::open(
+        store,
+        policy,
+        WriterOptions {
+            max_batch: 1024,
+            queue_depth: plan.concurrency.max(1) * 2,
+        },
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
+    let next = Arc::new(AtomicU64::new(0));
+    let images: Arc<Mutex<Vec<(ImageId, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let plan = Arc::new(plan.clone());
+    let regions = Arc::new(regions);
+    let report_every = (plan.events / 10).max(1);
+    let reported = Arc::new(AtomicU64::new(0));
+    runtime.block_on(async {
+        // Accounts and images come first and in order of need, so they run
+        // as phases; the share phase is the bulk.
+        for phase in 0..3u8 {
+            let mut tasks = Vec::new();
+            for _ in 0..plan.concurrency.max(1) {
+                let ledger = ledger.clone();
+                let next = Arc::clone(&next);
+                let images = Arc::clone(&images);
+                let plan = Arc::clone(&plan);
+                let regions = Arc::clone(&regions);
+                let reported = Arc::clone(&reported);
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let head = ledger.durable_head().position;
+                        if head >= plan.events {
+                            return Ok::<(), AppError>(());
+                        }
+                        let step = head / report_every;
+                        if step > reported.load(Ordering::Relaxed)
+                            && reported.fetch_max(step, Ordering::Relaxed) < step
+                        {
+                            eprintln!("  {head} events ({:.1?})", started.elapsed());
+                        }
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let command = match phase {
+                            0 if k < plan.accounts => Command::RegisterAccount {
+                                account_id: account(k),
+                                kind: AccountKind::Root,
+                            },
+                            1 if k < plan.accounts + plan.images => {
+                                let i = k - plan.accounts;
+                                let owner = i % plan.accounts;
+                                Command::RegisterImage(NewImage {
+                                    owner_account_id: account(owner),
+                                    region: regions[(i / plan.accounts) as usize % regions.len()]
+                                        .clone(),
+                                    attributes: ImageAttributes {
+                                        image_name: format!("image-{i}"),
+                                        image_description: "benchmark image".into(),
+                                        platform: "Ubuntu".into(),
+                                        os_name: "Ubuntu Server 24.04 LTS 64-bit".into(),
+                                        image_source: ImageSource::CreateImage,
+                                        license_type: LicenseType::Tencentcloud,
+                                        encrypted: false,
+                                        whole_instance: false,
+                                        supports_cloudinit: true,
+                                    },
+                                    state: ImageState::Normal,
+                                })
+                            }
+                            2 => {
+                                let s = k - plan.accounts - plan.images;
+                                let (image, owner) = {
+                                    let list = images.lock().map_err(|_| AppError::ShuttingDown)?;
+                                    if list.is_empty() {
+                                        return Ok(());
+                                    }
+                                    list[(s % list.len() as u64) as usize].clone()
+                                };
+                                let round = s / plan.images.max(1);
+                                let target = (owner + 1 + (round / 2) % (plan.accounts - 1)) % plan.accounts;
+                                let account_ids = vec![account(target)];
+                                if round % 2 == 0 {
+                                    Command::ShareImage {
+                                        caller: account(owner),
+                                        image_id: image,
+                                        account_ids,
+                                    }
+                                } else {
+                                    Command::CancelImageSharing {
+                                        caller: account(owner),
+                                        image_id: image,
+                                        account_ids,
+                                    }
+                                }
+                            }
+                            _ => return Ok(()),
+                        };
+                        match ledger.execute(command, CommandOptions::default()).await {
+                            Ok(Reply::ImageRegistered { image_id }) => {
+                                let owner = (k - plan.accounts) % plan.accounts;
+                                images
+                                    .lock()
+                                    .map_err(|_| AppError::ShuttingDown)?
+                                    .push((image_id, owner));
+                            }
+                            Ok(_) | Err(AppError::Domain(_)) => {}
+                            Err(err) => return Err(err),
+                        }
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await
+                    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+            }
+            if phase == 1 {
+                let mut list = images.lock().map_err(|_| AppError::ShuttingDown)?;
+                list.sort();
+            }
+        }
+        Ok::<(), AppError>(())
+    })?;
+    let events = ledger.durable_head().position;
+    ledger.shutdown();
+    Ok(FillReport {
+        events,
+        elapsed: started.elapsed(),
+    })
+}
