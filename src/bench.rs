@@ -42,7 +42,11 @@ fn account(i: u64) -> AccountId {
 
 /// Fills `data_dir` (which may already hold a log made by this plan) until it
 /// holds `plan.events` events. Progress goes to stderr.
-pub fn fill(data_dir: &std::path::Path, plan: &FillPlan, policy: Policy) -> Result<FillReport, AppError> {
+pub fn fill(
+    data_dir: &std::path::Path,
+    plan: &FillPlan,
+    policy: Policy,
+) -> Result<FillReport, AppError> {
     let started = Instant::now();
     let regions: Vec<Region> = policy.regions.iter().cloned().collect();
     let store: Arc<dyn EventStore> = Arc::new(SledStore::open(data_dir, 256 * 1024 * 1024)?);
@@ -126,7 +130,8 @@ pub fn fill(data_dir: &std::path::Path, plan: &FillPlan, policy: Policy) -> Resu
                                     list[(s % list.len() as u64) as usize].clone()
                                 };
                                 let round = s / plan.images.max(1);
-                                let target = (owner + 1 + (round / 2) % (plan.accounts - 1)) % plan.accounts;
+                                let target =
+                                    (owner + 1 + (round / 2) % (plan.accounts - 1)) % plan.accounts;
                                 let account_ids = vec![account(target)];
                                 if round % 2 == 0 {
                                     Command::ShareImage {

@@ -3,10 +3,10 @@
 
 pub mod app;
 pub mod audit;
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod projection;
 pub mod server;
 pub mod store;
-pub mod bench;

@@ -52,13 +52,13 @@ impl RuleChecker {
     /// Checks the next record, given its stored bytes, and applies it.
     /// The error says what is wrong; the caller knows the position.
     pub fn check(&mut self, bytes: &[u8]) -> Result<(Envelope, Event), String> {
-        let envelope = Envelope::decode(bytes).map_err(|e| e.to_string())?;
-        let event = self.check_envelope(&envelope)?;
+        let (envelope, event) = decode(bytes)?;
+        self.check_decoded(&envelope, &event)?;
         Ok((envelope, event))
     }
 
-    /// Checks an already decoded record (its hash matched its bytes) and applies it.
-    pub fn check_envelope(&mut self, envelope: &Envelope) -> Result<Event, String> {
+    /// Checks a record decoded by [`decode`] and applies it.
+    pub fn check_decoded(&mut self, envelope: &Envelope, event: &Event) -> Result<(), String> {
         let expected = self.head.position + 1;
         if envelope.position != expected {
             return Err(format!(
@@ -74,15 +74,6 @@ impl RuleChecker {
                 hex::encode(self.head.hash)
             ));
         }
-        if envelope.schema_version != EVENT_SCHEMA_VERSION {
-            return Err(format!(
-                "schema version {} is not one this ledger knows ({EVENT_SCHEMA_VERSION})",
-                envelope.schema_version
-            ));
-        }
-        let event = envelope
-            .event()
-            .map_err(|e| format!("the {} payload does not decode: {e}", envelope.event_type))?;
         if event.aggregate_id() != envelope.aggregate_id {
             return Err(format!(
                 "the record is filed under {} but its event belongs to {}",
@@ -90,7 +81,7 @@ impl RuleChecker {
                 event.aggregate_id()
             ));
         }
-        let version = self.state.stream_version(&event) + 1;
+        let version = self.state.stream_version(event) + 1;
         if envelope.aggregate_version != version {
             return Err(format!(
                 "{} version {} does not follow version {} of that stream",
@@ -99,14 +90,14 @@ impl RuleChecker {
                 version - 1
             ));
         }
-        self.check_token(envelope, &event)?;
-        self.check_rules(envelope, &event)?;
-        self.state.apply(&event);
+        self.check_token(envelope, event)?;
+        self.check_rules(envelope, event)?;
+        self.state.apply(event);
         self.head = Head {
             position: envelope.position,
             hash: envelope.hash_bytes().map_err(|e| e.to_string())?,
         };
-        Ok(event)
+        Ok(())
     }
 
     fn check_rules(&mut self, envelope: &Envelope, event: &Event) -> Result<(), String> {
@@ -186,6 +177,23 @@ impl RuleChecker {
             )),
         }
     }
+}
+
+/// Decodes a stored record: its hash must match its bytes, its schema must be
+/// known and its payload must decode. Needs no state, so it can run ahead on
+/// another thread.
+pub fn decode(bytes: &[u8]) -> Result<(Envelope, Event), String> {
+    let envelope = Envelope::decode(bytes).map_err(|e| e.to_string())?;
+    if envelope.schema_version != EVENT_SCHEMA_VERSION {
+        return Err(format!(
+            "schema version {} is not one this ledger knows ({EVENT_SCHEMA_VERSION})",
+            envelope.schema_version
+        ));
+    }
+    let event = envelope
+        .event()
+        .map_err(|e| format!("the {} payload does not decode: {e}", envelope.event_type))?;
+    Ok((envelope, event))
 }
 
 /// The reply a command gets, extended by one of its events.

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::rules::RuleChecker;
+use super::rules::{decode, RuleChecker};
 use super::signing::SignedHead;
 use super::AuditError;
+use crate::domain::Event;
 use crate::domain::Policy;
 use crate::projection::persist;
-use crate::store::{EventStore, Head};
+use crate::store::{Envelope, EventStore, Head};
 
 /// What a successful verification saw.
 #[derive(Debug, Clone, Serialize)]
@@ -54,29 +55,7 @@ pub fn verify(
         head.check_signature()?;
     }
     let mut checker = RuleChecker::new(policy.clone());
-    let mut failure: Option<AuditError> = None;
-    let mut expected = 1u64;
-    store.scan(1, &mut |position, bytes| {
-        if position != expected {
-            failure = Some(AuditError::at(
-                expected,
-                format!("the record is missing (the next stored one is at {position})"),
-            ));
-            return false;
-        }
-        expected += 1;
-        if let Err(what) = checker.check(bytes) {
-            failure = Some(AuditError::at(position, what));
-            return false;
-        }
-        if options.progress_every > 0 && position % options.progress_every == 0 {
-            eprintln!("  verified {position} events ({:.1?})", started.elapsed());
-        }
-        true
-    })?;
-    if let Some(err) = failure {
-        return Err(err);
-    }
+    check_log(store, &mut checker, options.progress_every, started)?;
     let head = checker.head();
     let stored = store.head()?;
     if stored != head {
@@ -105,6 +84,71 @@ pub fn verify(
         elapsed: started.elapsed(),
         projections_checked: true,
         pinned_head,
+    })
+}
+
+/// Records decoded per message between the two verification threads.
+const CHUNK: usize = 1024;
+
+type Decoded = (u64, Result<(Envelope, Event), String>);
+
+/// Replays the whole log through `checker`. Hashing and decoding (which need
+/// no state) run on a second thread, ahead of the rules.
+fn check_log(
+    store: &dyn EventStore,
+    checker: &mut RuleChecker,
+    progress_every: u64,
+    started: Instant,
+) -> Result<(), AuditError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(16);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> Result<(), AuditError> {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let mut open = true;
+            store.scan(1, &mut |position, bytes| {
+                chunk.push((position, decode(bytes)));
+                if chunk.len() == CHUNK {
+                    open = tx
+                        .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                        .is_ok();
+                }
+                open
+            })?;
+            if open && !chunk.is_empty() {
+                let _ = tx.send(chunk);
+            }
+            Ok(())
+        });
+        let mut expected = 1u64;
+        let checked = (|| {
+            for chunk in rx.iter() {
+                for (position, decoded) in chunk {
+                    if position != expected {
+                        return Err(AuditError::at(
+                            expected,
+                            format!("the record is missing (the next stored one is at {position})"),
+                        ));
+                    }
+                    expected += 1;
+                    let (envelope, event) =
+                        decoded.map_err(|what| AuditError::at(position, what))?;
+                    checker
+                        .check_decoded(&envelope, &event)
+                        .map_err(|what| AuditError::at(position, what))?;
+                    if progress_every > 0 && position % progress_every == 0 {
+                        eprintln!("  verified {position} events ({:.1?})", started.elapsed());
+                    }
+                }
+            }
+            Ok(())
+        })();
+        // Dropping the receiver stops the reader early after a failure.
+        drop(rx);
+        let read = reader
+            .join()
+            .map_err(|_| AuditError::Io("the reader thread panicked".into()))?;
+        checked?;
+        read
     })
 }
 

@@ -5,10 +5,19 @@
 //! against a private copy and publishes it to readers once the batch is
 //! durable, and can throw the copy away if the write fails.
 
-use imbl::{HashMap, OrdSet};
+use std::sync::Arc;
+
+use imbl::shared_ptr::DefaultSharedPtr;
+use imbl::{GenericHashMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 use super::{AccountId, AccountKind, Event, Image, ImageId, Region};
+
+/// A persistent hash map with a fast, per-process randomly seeded hasher.
+type Map<K, V> = GenericHashMap<K, V, foldhash::fast::RandomState, DefaultSharedPtr>;
+
+/// Image ids grouped by (account, region).
+type Index = Map<(AccountId, Region), OrdSet<ImageId>>;
 
 /// A registered account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,17 +28,39 @@ pub struct Account {
     pub version: u64,
 }
 
-/// Key of the per-account, per-region indexes.
-type AccountRegionImage = (AccountId, Region, ImageId);
-
 /// Every aggregate's state and the indexes derived from them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LedgerState {
-    accounts: HashMap<AccountId, Account>,
-    images: HashMap<ImageId, Image>,
-    owned: OrdSet<AccountRegionImage>,
-    shared: OrdSet<AccountRegionImage>,
-    quota_used: HashMap<(AccountId, Region), u32>,
+    accounts: Map<AccountId, Account>,
+    // Images sit behind an Arc so that copying a map node shared with a
+    // published snapshot copies pointers, not images.
+    images: Map<ImageId, Arc<Image>>,
+    /// Live images per owner and region; the set's size is the quota usage.
+    owned: Index,
+    /// Live shares per recipient and region.
+    shared: Index,
+}
+
+fn index_insert(index: &mut Index, account: &AccountId, region: &Region, image: &ImageId) {
+    index
+        .entry((account.clone(), region.clone()))
+        .or_default()
+        .insert(image.clone());
+}
+
+fn index_remove(index: &mut Index, account: &AccountId, region: &Region, image: &ImageId) {
+    let key = (account.clone(), region.clone());
+    let now_empty = match index.get_mut(&key) {
+        Some(set) => {
+            set.remove(image);
+            set.is_empty()
+        }
+        None => false,
+    };
+    // Empty sets are dropped so that equal histories give equal states.
+    if now_empty {
+        index.remove(&key);
+    }
 }
 
 impl LedgerState {
@@ -45,12 +76,17 @@ impl LedgerState {
         };
         for image in images {
             if !image.deleted {
-                state.count_owned(&image, true);
+                index_insert(
+                    &mut state.owned,
+                    &image.owner_account_id,
+                    &image.region,
+                    &image.image_id,
+                );
                 for account in image.shares.keys() {
-                    state.shared.insert(share_key(account, &image));
+                    index_insert(&mut state.shared, account, &image.region, &image.image_id);
                 }
             }
-            state.images.insert(image.image_id.clone(), image);
+            state.images.insert(image.image_id.clone(), Arc::new(image));
         }
         state
     }
@@ -71,8 +107,13 @@ impl LedgerState {
             }
             Event::ImageRegistered { .. } | Event::ImageCopied { .. } => {
                 if let Some(image) = Image::from_creation(event) {
-                    self.count_owned(&image, true);
-                    self.images.insert(image.image_id.clone(), image);
+                    index_insert(
+                        &mut self.owned,
+                        &image.owner_account_id,
+                        &image.region,
+                        &image.image_id,
+                    );
+                    self.images.insert(image.image_id.clone(), Arc::new(image));
                 }
             }
             _ => {
@@ -82,44 +123,28 @@ impl LedgerState {
                 let Some(image) = self.images.get_mut(&image_id) else {
                     return;
                 };
-                let before = image.clone();
+                let image = Arc::make_mut(image);
                 image.apply(event);
-                let after = image.clone();
-                for account in before.shares.keys() {
-                    if after.deleted || !after.shares.contains_key(account) {
-                        self.shared.remove(&share_key(account, &after));
-                    }
-                }
-                if !after.deleted {
-                    for account in after.shares.keys() {
-                        if !before.shares.contains_key(account) {
-                            self.shared.insert(share_key(account, &after));
+                let region = &image.region;
+                match event {
+                    Event::ImageShared { account_ids, .. } => {
+                        for account in account_ids {
+                            index_insert(&mut self.shared, account, region, &image_id);
                         }
                     }
+                    Event::ShareCancelled { account_ids, .. } => {
+                        for account in account_ids {
+                            index_remove(&mut self.shared, account, region, &image_id);
+                        }
+                    }
+                    Event::ImageDeleted { .. } => {
+                        for account in image.shares.keys() {
+                            index_remove(&mut self.shared, account, region, &image_id);
+                        }
+                        index_remove(&mut self.owned, &image.owner_account_id, region, &image_id);
+                    }
+                    _ => {}
                 }
-                if after.deleted && !before.deleted {
-                    self.count_owned(&after, false);
-                }
-            }
-        }
-    }
-
-    /// Adds a live image to, or removes it from, its owner's index and quota count.
-    fn count_owned(&mut self, image: &Image, add: bool) {
-        let owner = image.owner_account_id.clone();
-        let region = image.region.clone();
-        let key = (owner.clone(), region.clone(), image.image_id.clone());
-        let count_key = (owner, region);
-        let count = self.quota_used.get(&count_key).copied().unwrap_or(0);
-        if add {
-            self.owned.insert(key);
-            self.quota_used.insert(count_key, count + 1);
-        } else {
-            self.owned.remove(&key);
-            if count > 1 {
-                self.quota_used.insert(count_key, count - 1);
-            } else {
-                self.quota_used.remove(&count_key);
             }
         }
     }
@@ -144,20 +169,19 @@ impl LedgerState {
 
     /// An image that exists and is not deleted.
     pub fn live_image(&self, id: &ImageId) -> Option<&Image> {
-        self.images.get(id).filter(|image| !image.deleted)
+        self.any_image(id).filter(|image| !image.deleted)
     }
 
     /// An image, deleted or not.
     pub fn any_image(&self, id: &ImageId) -> Option<&Image> {
-        self.images.get(id)
+        self.images.get(id).map(Arc::as_ref)
     }
 
     /// How many custom images `owner` has in `region`.
     pub fn images_used(&self, owner: &AccountId, region: &Region) -> u32 {
-        self.quota_used
+        self.owned
             .get(&(owner.clone(), region.clone()))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |set| u32::try_from(set.len()).unwrap_or(u32::MAX))
     }
 
     /// The live images `owner` has in `region`, in id order.
@@ -166,7 +190,7 @@ impl LedgerState {
         owner: &AccountId,
         region: &Region,
     ) -> impl Iterator<Item = &'a Image> + 'a {
-        range_in(&self.owned, owner, region).filter_map(|id| self.live_image(id))
+        self.in_index(&self.owned, owner, region)
     }
 
     /// The live images shared with `account` in `region`, in id order.
@@ -175,7 +199,20 @@ impl LedgerState {
         account: &AccountId,
         region: &Region,
     ) -> impl Iterator<Item = &'a Image> + 'a {
-        range_in(&self.shared, account, region).filter_map(|id| self.live_image(id))
+        self.in_index(&self.shared, account, region)
+    }
+
+    fn in_index<'a>(
+        &'a self,
+        index: &'a Index,
+        account: &AccountId,
+        region: &Region,
+    ) -> impl Iterator<Item = &'a Image> + 'a {
+        index
+            .get(&(account.clone(), region.clone()))
+            .into_iter()
+            .flat_map(|set| set.iter())
+            .filter_map(|id| self.live_image(id))
     }
 
     /// The live image of `owner` in `region` called `name`, if any.
@@ -191,33 +228,13 @@ impl LedgerState {
 
     /// Every image, deleted ones included, in no particular order.
     pub fn images(&self) -> impl Iterator<Item = &Image> {
-        self.images.values()
+        self.images.values().map(Arc::as_ref)
     }
 
     /// Every (owner, region) pair with its image count, in no particular order.
-    pub fn quota_usage(&self) -> impl Iterator<Item = (&(AccountId, Region), &u32)> {
-        self.quota_used.iter()
+    pub fn quota_usage(&self) -> impl Iterator<Item = (&(AccountId, Region), u32)> {
+        self.owned
+            .iter()
+            .map(|(key, set)| (key, u32::try_from(set.len()).unwrap_or(u32::MAX)))
     }
-}
-
-fn share_key(account: &AccountId, image: &Image) -> AccountRegionImage {
-    (
-        account.clone(),
-        image.region.clone(),
-        image.image_id.clone(),
-    )
-}
-
-fn range_in<'a>(
-    set: &'a OrdSet<AccountRegionImage>,
-    account: &AccountId,
-    region: &Region,
-) -> impl Iterator<Item = &'a ImageId> + 'a {
-    // Image ids sort after the empty string, so this is the first key of the prefix.
-    let start = (account.clone(), region.clone(), ImageId::min());
-    let account = account.clone();
-    let region = region.clone();
-    set.range(start..)
-        .take_while(move |(a, r, _)| *a == account && *r == region)
-        .map(|(_, _, id)| id)
 }

@@ -55,7 +55,7 @@ pub fn envelope_message(envelope: Envelope, raw: &[u8]) -> pb::EventEnvelope {
         actor: envelope.actor.unwrap_or_default(),
         client_token: envelope.client_token.unwrap_or_default(),
         request_hash: envelope.request_hash.unwrap_or_default(),
-        payload_json: envelope.payload.to_string(),
+        payload_json: envelope.payload.get().to_owned(),
         prev_hash: envelope.prev_hash,
         hash: envelope.hash,
         raw: String::from_utf8_lossy(raw).into_owned(),

@@ -167,7 +167,7 @@ proptest! {
             prop_assert!(image.shares.len() <= policy.max_shares_per_image);
         }
         for (_, used) in state.quota_usage() {
-            prop_assert!(*used <= policy.image_quota);
+            prop_assert!(used <= policy.image_quota);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and its link in the SHA-256 hash chain.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -16,7 +17,7 @@ pub const GENESIS_HASH: [u8; 32] = [0; 32];
 /// `hash` is the SHA-256 of the stored bytes with the final
 /// `,"hash":"…"` member removed; since `prev_hash` is inside those bytes,
 /// the records form a chain and no record can change unnoticed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     /// Place in the log, gap-free from 1.
     pub position: u64,
@@ -38,8 +39,8 @@ pub struct Envelope {
     /// With a client token: SHA-256 (hex) of the command's parameters, so a
     /// restored log still knows which retries are the same request.
     pub request_hash: Option<String>,
-    /// The event's fields.
-    pub payload: serde_json::Value,
+    /// The event's fields, as stored.
+    pub payload: Box<RawValue>,
     /// The hash of the previous record (hex), zeros for the first.
     pub prev_hash: String,
     /// The hash of this record (hex).
@@ -59,7 +60,7 @@ struct Body<'a> {
     actor: Option<&'a str>,
     client_token: Option<&'a str>,
     request_hash: Option<&'a str>,
-    payload: &'a serde_json::Value,
+    payload: &'a RawValue,
     prev_hash: &'a str,
 }
 
@@ -103,19 +104,21 @@ const HASH_TAIL: usize = 75;
 impl EncodedRecord {
     /// Serializes an event into its stored form and computes its hash.
     pub fn encode(event: &Event, meta: &RecordMeta<'_>) -> Result<Self, StoreError> {
-        let (event_type, payload) = split_event(event)?;
+        let tagged = serde_json::to_string(event).map_err(StoreError::encode)?;
+        let payload = payload_of(&tagged, event.event_type())?;
+        let event_type = event.event_type();
         let prev_hash = hex::encode(meta.prev_hash);
         let body = Body {
             position: meta.position,
             aggregate_id: event.aggregate_id(),
             aggregate_version: meta.aggregate_version,
-            event_type: &event_type,
+            event_type,
             schema_version: EVENT_SCHEMA_VERSION,
             recorded_at: meta.recorded_at,
             actor: meta.actor,
             client_token: meta.client_token,
             request_hash: meta.request_hash,
-            payload: &payload,
+            payload,
             prev_hash: &prev_hash,
         };
         let mut bytes = serde_json::to_vec(&body).map_err(StoreError::encode)?;
@@ -150,7 +153,12 @@ impl Envelope {
 
     /// The domain event this record carries.
     pub fn event(&self) -> Result<Event, StoreError> {
-        join_event(&self.event_type, self.payload.clone())
+        let tag = serde_json::to_string(&self.event_type).map_err(StoreError::encode)?;
+        let tagged = format!(
+            "{{\"event_type\":{tag},\"payload\":{}}}",
+            self.payload.get()
+        );
+        serde_json::from_str(&tagged).map_err(StoreError::decode)
     }
 
     /// The record's hash as bytes.
@@ -187,19 +195,12 @@ fn parse_hash(text: &str) -> Result<[u8; 32], StoreError> {
     Ok(out)
 }
 
-fn split_event(event: &Event) -> Result<(String, serde_json::Value), StoreError> {
-    let mut value = serde_json::to_value(event).map_err(StoreError::encode)?;
-    let payload = value
-        .get_mut("payload")
-        .map(serde_json::Value::take)
-        .unwrap_or(serde_json::Value::Null);
-    Ok((event.event_type().to_owned(), payload))
-}
-
-fn join_event(event_type: &str, payload: serde_json::Value) -> Result<Event, StoreError> {
-    serde_json::from_value(serde_json::json!({
-        "event_type": event_type,
-        "payload": payload,
-    }))
-    .map_err(StoreError::decode)
+/// The payload inside an adjacently tagged event, serialized as
+/// `{"event_type":"<type>","payload":<payload>}`.
+fn payload_of<'a>(tagged: &'a str, event_type: &str) -> Result<&'a RawValue, StoreError> {
+    let prefix_len = "{\"event_type\":\"".len() + event_type.len() + "\",\"payload\":".len();
+    let payload = tagged
+        .get(prefix_len..tagged.len().saturating_sub(1))
+        .ok_or_else(|| StoreError::Backend("an event did not serialize as expected".into()))?;
+    serde_json::from_str(payload).map_err(StoreError::encode)
 }
