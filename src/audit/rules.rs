@@ -66,8 +66,7 @@ impl RuleChecker {
                 envelope.position
             ));
         }
-        let prev = envelope.prev_hash_bytes().map_err(|e| e.to_string())?;
-        if prev != self.head.hash {
+        if !hex_equals(&envelope.prev_hash, &self.head.hash) {
             return Err(format!(
                 "prev_hash {} is not the hash of the record before ({})",
                 envelope.prev_hash,
@@ -177,6 +176,20 @@ impl RuleChecker {
             )),
         }
     }
+}
+
+/// Whether `text` is the lowercase hex of `bytes`, without allocating.
+fn hex_equals(text: &str, bytes: &[u8; 32]) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    text.len() == 64
+        && text
+            .as_bytes()
+            .chunks_exact(2)
+            .zip(bytes)
+            .all(|(pair, byte)| {
+                pair[0] == DIGITS[usize::from(byte >> 4)]
+                    && pair[1] == DIGITS[usize::from(byte & 0xf)]
+            })
 }
 
 /// Decodes a stored record: its hash must match its bytes, its schema must be

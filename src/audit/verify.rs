@@ -189,12 +189,24 @@ fn check_projections(
             head.position
         )));
     }
-    let stored: BTreeMap<Vec<u8>, Vec<u8>> = store.projection_scan(b"")?.into_iter().collect();
-    let fresh: BTreeMap<Vec<u8>, Vec<u8>> = persist::full(checker.state())?
-        .into_iter()
-        .filter_map(|op| op.value.map(|v| (op.key, v)))
-        .collect();
-    if let Some(key) = first_difference(&stored, &fresh) {
+    // Both sides in key order, built side by side, then walked together.
+    let (stored, fresh) = std::thread::scope(|scope| {
+        let stored = scope.spawn(|| store.projection_scan(b""));
+        let fresh = persist::full(checker.state()).map(|ops| {
+            let mut entries: Vec<(Vec<u8>, Vec<u8>)> = ops
+                .into_iter()
+                .filter_map(|op| op.value.map(|v| (op.key, v)))
+                .collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            entries
+        });
+        let stored = stored
+            .join()
+            .map_err(|_| AuditError::Io("the projection reader panicked".into()));
+        (stored, fresh)
+    });
+    let (stored, fresh) = (stored??, fresh?);
+    if let Some(key) = first_difference_sorted(&stored, &fresh) {
         return Err(AuditError::Projections(format!(
             "the stored read side differs from a fresh replay at key {:?}",
             String::from_utf8_lossy(&key)
@@ -221,6 +233,20 @@ fn check_projections(
         )));
     }
     Ok(())
+}
+
+/// The first key at which two key-sorted entry lists differ.
+fn first_difference_sorted(a: &[(Vec<u8>, Vec<u8>)], b: &[(Vec<u8>, Vec<u8>)]) -> Option<Vec<u8>> {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return Some(x.0.clone().min(y.0.clone()));
+        }
+    }
+    match a.len().cmp(&b.len()) {
+        std::cmp::Ordering::Less => Some(b[a.len()].0.clone()),
+        std::cmp::Ordering::Greater => Some(a[b.len()].0.clone()),
+        std::cmp::Ordering::Equal => None,
+    }
 }
 
 fn first_difference<V: PartialEq>(

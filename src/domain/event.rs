@@ -159,6 +159,22 @@ impl Event {
         }
     }
 
+    /// The image the event belongs to; `None` for account events.
+    pub fn image_id(&self) -> Option<&ImageId> {
+        match self {
+            Event::AccountRegistered { .. } => None,
+            Event::ImageRegistered { image_id, .. }
+            | Event::ImageCopied { image_id, .. }
+            | Event::ImageStateChanged { image_id, .. }
+            | Event::ImageAttributesModified { image_id, .. }
+            | Event::ImageShared { image_id, .. }
+            | Event::ShareCancelled { image_id, .. }
+            | Event::LighthouseShared { image_id }
+            | Event::LighthouseShareCancelled { image_id }
+            | Event::ImageDeleted { image_id } => Some(image_id),
+        }
+    }
+
     /// The id of the aggregate (stream) the event belongs to: an account id or an image id.
     pub fn aggregate_id(&self) -> &str {
         match self {

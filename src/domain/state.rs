@@ -117,10 +117,10 @@ impl LedgerState {
                 }
             }
             _ => {
-                let Ok(image_id) = ImageId::parse(event.aggregate_id()) else {
+                let Some(image_id) = event.image_id() else {
                     return;
                 };
-                let Some(image) = self.images.get_mut(&image_id) else {
+                let Some(image) = self.images.get_mut(image_id) else {
                     return;
                 };
                 let image = Arc::make_mut(image);
@@ -129,19 +129,19 @@ impl LedgerState {
                 match event {
                     Event::ImageShared { account_ids, .. } => {
                         for account in account_ids {
-                            index_insert(&mut self.shared, account, region, &image_id);
+                            index_insert(&mut self.shared, account, region, image_id);
                         }
                     }
                     Event::ShareCancelled { account_ids, .. } => {
                         for account in account_ids {
-                            index_remove(&mut self.shared, account, region, &image_id);
+                            index_remove(&mut self.shared, account, region, image_id);
                         }
                     }
                     Event::ImageDeleted { .. } => {
                         for account in image.shares.keys() {
-                            index_remove(&mut self.shared, account, region, &image_id);
+                            index_remove(&mut self.shared, account, region, image_id);
                         }
-                        index_remove(&mut self.owned, &image.owner_account_id, region, &image_id);
+                        index_remove(&mut self.owned, &image.owner_account_id, region, image_id);
                     }
                     _ => {}
                 }
@@ -155,10 +155,10 @@ impl LedgerState {
             Event::AccountRegistered { account_id, .. } => {
                 self.account(account_id).map_or(0, |a| a.version)
             }
-            _ => ImageId::parse(event.aggregate_id())
-                .ok()
-                .and_then(|id| self.any_image(&id).map(|image| image.version))
-                .unwrap_or(0),
+            _ => event
+                .image_id()
+                .and_then(|id| self.any_image(id))
+                .map_or(0, |image| image.version),
         }
     }
 

@@ -30,8 +30,8 @@ impl Touched {
                 self.accounts.insert(account_id.clone());
             }
             _ => {
-                if let Ok(id) = ImageId::parse(event.aggregate_id()) {
-                    self.images.insert(id);
+                if let Some(id) = event.image_id() {
+                    self.images.insert(id.clone());
                 }
             }
         }
