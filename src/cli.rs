@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use image_ledger::audit::{self, AsOf, LedgerKey, SignedHead, VerifyOptions};
 use image_ledger::config::{parse_regions, Config};
-use image_ledger::domain::{AccountId, ImageId, Policy};
+use image_ledger::domain::{AccountId, ImageId, ImageState, Policy};
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
 use image_ledger::store::{EventStore, SledStore};
@@ -633,7 +633,15 @@ async fn access_remote(
         image_id: reply.image_id,
         position: reply.position,
         region: reply.existed.then_some(reply.region),
-        state: None,
+        state: match pb::ImageState::try_from(reply.state) {
+            Ok(pb::ImageState::Creating) => Some(ImageState::Creating),
+            Ok(pb::ImageState::Normal) => Some(ImageState::Normal),
+            Ok(pb::ImageState::Createfailed) => Some(ImageState::Createfailed),
+            Ok(pb::ImageState::Syncing) => Some(ImageState::Syncing),
+            Ok(pb::ImageState::Importing) => Some(ImageState::Importing),
+            Ok(pb::ImageState::Importfailed) => Some(ImageState::Importfailed),
+            _ => None,
+        },
         deleted: reply.deleted,
         lighthouse_shared: reply.lighthouse_shared,
         accounts: reply
