@@ -38,10 +38,13 @@ pub enum Cmd {
         #[command(subcommand)]
         command: ProjectionsCmd,
     },
-    /// Benchmark tooling.
+    /// Measure the server: each scenario against the health-check baseline.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
-        command: BenchCmd,
+        command: Option<BenchCmd>,
+        #[command(flatten)]
+        args: BenchArgs,
     },
 }
 
@@ -50,6 +53,42 @@ pub enum Cmd {
 pub enum BenchCmd {
     /// Fill a data directory with a lawful log through the normal write path.
     Fill(FillArgs),
+}
+
+/// `bench` (the load generator)
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Drive this running server (filled earlier by `bench fill` with the
+    /// same --accounts) instead of starting one.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Data directory for the started server (default: a temporary one).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Accounts to preload.
+    #[arg(long, default_value_t = 1_000)]
+    accounts: u64,
+    /// Images to preload.
+    #[arg(long, default_value_t = 10_000)]
+    images: u64,
+    /// Fill the log to this many events before measuring.
+    #[arg(long, default_value_t = 0)]
+    log_events: u64,
+    /// Comma-separated scenarios: share, authorize, describe, mixed, health.
+    #[arg(long, default_value = "share,authorize,describe,mixed")]
+    scenarios: String,
+    /// Measured seconds per scenario (after a short warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// sled cache of the started server, MiB.
+    #[arg(long, default_value_t = 256)]
+    cache_mb: u64,
 }
 
 /// `bench fill`
@@ -276,9 +315,73 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             AuditCmd::Head(args) => head(args),
         },
         Cmd::Bench {
-            command: BenchCmd::Fill(args),
+            command: Some(BenchCmd::Fill(args)),
+            ..
         } => fill(args),
+        Cmd::Bench {
+            command: None,
+            args,
+        } => bench(args),
     }
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    use image_ledger::bench::{BenchConfig, Scenario};
+    let scenarios = args
+        .scenarios
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|name| Scenario::parse(name).with_context(|| format!("no scenario {name:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(args.seconds > 0.0, "--seconds must be positive");
+    let config = BenchConfig {
+        binary: std::env::current_exe().context("cannot find this program's path")?,
+        addr: args.addr,
+        data_dir: args.data_dir,
+        accounts: args.accounts,
+        images: args.images,
+        log_events: args.log_events,
+        scenarios,
+        seconds: args.seconds,
+        concurrency: args.concurrency,
+        connections: args.connections,
+        cache_mb: args.cache_mb,
+    };
+    let report = image_ledger::bench::run(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "{} events in the log; concurrency {}, {} connections, {} s per scenario",
+        report.events, config.concurrency, config.connections, config.seconds
+    );
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>7}",
+        "scenario", "ops/s", "p50", "p99", "p99.9", "errors", "ratio"
+    );
+    for r in &report.results {
+        println!(
+            "{:<10} {:>10.0} {:>10.2?} {:>10.2?} {:>10.2?} {:>8} {:>7.2}",
+            r.scenario.name(),
+            r.ops_per_sec,
+            r.p50,
+            r.p99,
+            r.p999,
+            r.errors,
+            r.ratio
+        );
+    }
+    if let Some(startup) = report.startup {
+        println!("start to serving: {startup:.2?}");
+    }
+    if let Some(rss) = report.rss_bytes {
+        println!(
+            "resident memory after the run: {:.1} MiB",
+            rss as f64 / 1048576.0
+        );
+    }
+    if let Some(per_event) = report.disk_bytes_per_event {
+        println!("disk per event: {per_event:.0} bytes");
+    }
+    Ok(())
 }
 
 fn fill(args: FillArgs) -> anyhow::Result<()> {
@@ -288,6 +391,7 @@ fn fill(args: FillArgs) -> anyhow::Result<()> {
         accounts: args.accounts,
         images: args.images,
         concurrency: args.concurrency,
+        regions: usize::MAX,
     };
     let report = image_ledger::bench::fill(&args.data.data_dir, &plan, Policy::default())?;
     println!(

@@ -1,6 +1,6 @@
-//! Load generation for benchmarks: fills a data directory with a lawful log
-//! through the normal command path (so every event is decided, chained and
-//! group-committed exactly as in production).
+//! Fills a data directory with a lawful log through the normal command path
+//! (so every event is decided, chained and group-committed exactly as in
+//! production).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,8 @@ pub struct FillPlan {
     pub images: u64,
     /// Commands in flight at once (feeds group commit).
     pub concurrency: usize,
+    /// How many regions images are spread over (1: all in the first region).
+    pub regions: usize,
 }
 
 /// What a fill did.
@@ -35,7 +37,8 @@ pub struct FillReport {
     pub elapsed: Duration,
 }
 
-fn account(i: u64) -> AccountId {
+/// The id of the `i`-th generated account.
+pub fn account(i: u64) -> AccountId {
     // Twelve digits, like real root account ids.
     AccountId::parse(&format!("{:012}", 100_000_000_000 + i)).unwrap_or_else(|_| unreachable!())
 }
@@ -48,7 +51,12 @@ pub fn fill(
     policy: Policy,
 ) -> Result<FillReport, AppError> {
     let started = Instant::now();
-    let regions: Vec<Region> = policy.regions.iter().cloned().collect();
+    let regions: Vec<Region> = policy
+        .regions
+        .iter()
+        .take(plan.regions.max(1))
+        .cloned()
+        .collect();
     let store: Arc<dyn EventStore> = Arc::new(SledStore::open(data_dir, 256 * 1024 * 1024)?);
     let ledger = Ledger::open(
         store,

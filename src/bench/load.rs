@@ -1,0 +1,525 @@
+//! The load generator: starts (or reaches) a server, preloads it, runs each
+//! scenario for a fixed time with a fixed number of requests in flight over a
+//! fixed number of HTTP/2 connections, and reports throughput and latency,
+//! each scenario also as a ratio to the health-check baseline of the same run.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use super::fill::{account, fill, FillPlan};
+use crate::domain::Policy;
+use crate::grpc::pb;
+use crate::grpc::pb::audit_log_client::AuditLogClient;
+use crate::grpc::pb::image_ledger_client::ImageLedgerClient;
+
+/// One kind of load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// `grpc.health.v1.Health/Check`: the cost of a call that does nothing.
+    Health,
+    /// `ShareImage` then `CancelImageSharing` of the same account, alternating, over many images.
+    Share,
+    /// `AuthorizeImageUse`.
+    Authorize,
+    /// `DescribeImages`, a page of 20.
+    Describe,
+    /// 90% reads (authorize and describe), 10% writes (share and cancel).
+    Mixed,
+}
+
+impl Scenario {
+    /// Every scenario, baseline first.
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Health,
+        Scenario::Share,
+        Scenario::Authorize,
+        Scenario::Describe,
+        Scenario::Mixed,
+    ];
+
+    /// The scenario's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Health => "health",
+            Scenario::Share => "share",
+            Scenario::Authorize => "authorize",
+            Scenario::Describe => "describe",
+            Scenario::Mixed => "mixed",
+        }
+    }
+
+    /// Parses a scenario name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The `image-ledger` binary that serves (when no `addr` is given).
+    pub binary: PathBuf,
+    /// A running server to drive instead of starting one (it must have been
+    /// filled by this tool with the same `accounts`).
+    pub addr: Option<SocketAddr>,
+    /// Data directory for the started server; a temporary one when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Accounts to preload.
+    pub accounts: u64,
+    /// Images to preload.
+    pub images: u64,
+    /// Events the log must hold before measuring (at least the preload).
+    pub log_events: u64,
+    /// Scenarios to run; the health baseline always runs first.
+    pub scenarios: Vec<Scenario>,
+    /// Measured time per scenario.
+    pub seconds: f64,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// HTTP/2 connections they share.
+    pub connections: usize,
+    /// sled cache of the started server, MiB.
+    pub cache_mb: u64,
+}
+
+/// One scenario's measurements.
+#[derive(Debug, Clone)]
+pub struct ScenarioResult {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Calls completed in the measured window.
+    pub ops: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Calls per second.
+    pub ops_per_sec: f64,
+    /// Latency percentiles.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// 99.9th percentile.
+    pub p999: Duration,
+    /// `ops_per_sec` over the health baseline's.
+    pub ratio: f64,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// Per scenario, baseline first.
+    pub results: Vec<ScenarioResult>,
+    /// Events in the log when measuring started.
+    pub events: u64,
+    /// From spawning the server process to its first "listening" line.
+    pub startup: Option<Duration>,
+    /// Resident memory of the server after the scenarios.
+    pub rss_bytes: Option<u64>,
+    /// Bytes of the data directory / events.
+    pub disk_bytes_per_event: Option<f64>,
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn spawn_server(config: &BenchConfig, dir: &Path) -> Result<(Server, Duration), BoxError> {
+    let started = Instant::now();
+    let mut child = Command::new(&config.binary)
+        .args(["serve", "--addr", "127.0.0.1:0", "--image-quota", "1000000"])
+        .args(["--cache-mb", &config.cache_mb.to_string(), "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let startup = started.elapsed();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("the server said {line:?} instead of its address"))?
+        .parse()?;
+    Ok((Server { child, addr }, startup))
+}
+
+/// The region the filler puts images in when told to use one region.
+fn bench_region() -> String {
+    Policy::default()
+        .regions
+        .iter()
+        .next()
+        .map(|r| r.to_string())
+        .unwrap_or_default()
+}
+
+/// The account that receives every share of the share scenario; it takes
+/// no part in the preloaded shares, so its shares never collide with them.
+const RECIPIENT: &str = "999999999999";
+
+/// Runs the benchmark.
+pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
+    if config.accounts < 2 || config.images == 0 {
+        return Err("preload at least 2 accounts and 1 image".into());
+    }
+    let temp;
+    let (server, startup, dir) = match config.addr {
+        Some(_) => (None, None, None),
+        None => {
+            let dir = match &config.data_dir {
+                Some(dir) => dir.clone(),
+                None => {
+                    temp = tempfile::tempdir()?;
+                    temp.path().to_path_buf()
+                }
+            };
+            let needed = config.log_events.max(config.accounts + config.images);
+            let plan = FillPlan {
+                events: needed,
+                accounts: config.accounts,
+                images: config.images,
+                concurrency: 1024,
+                regions: 1,
+            };
+            eprintln!("filling the log to {needed} events");
+            let filled = fill(&dir, &plan, Policy::default())?;
+            eprintln!(
+                "  {} events in {:.1?}; starting the server",
+                filled.events, filled.elapsed
+            );
+            let (server, startup) = spawn_server(config, &dir)?;
+            (Some(server), Some(startup), Some(dir))
+        }
+    };
+    let addr = server
+        .as_ref()
+        .map(|s| s.addr)
+        .or(config.addr)
+        .ok_or("no server")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut report = runtime.block_on(drive(config, addr))?;
+    report.startup = startup;
+    if let Some(server) = &server {
+        report.rss_bytes = rss_of(server.child.id());
+    }
+    if let Some(dir) = &dir {
+        let bytes = dir_size(dir)?;
+        report.disk_bytes_per_event = Some(bytes as f64 / report.events.max(1) as f64);
+    }
+    drop(server);
+    Ok(report)
+}
+
+struct Workload {
+    region: String,
+    /// (image id, owner account index)
+    images: Vec<(String, u64)>,
+    /// Whether each image is shared with [`RECIPIENT`] now; carried across
+    /// scenarios so a write scenario picks up where the last one left off.
+    shared: Vec<AtomicBool>,
+}
+
+async fn drive(config: &BenchConfig, addr: SocketAddr) -> Result<BenchReport, BoxError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
+    let mut channels = Vec::new();
+    for _ in 0..config.connections.max(1) {
+        // Each connect() opens its own HTTP/2 connection.
+        channels.push(endpoint.connect().await?);
+    }
+    let workload = Arc::new(discover(config, channels[0].clone()).await?);
+    eprintln!(
+        "{} images of {} accounts in {}",
+        workload.images.len(),
+        config.accounts,
+        workload.region
+    );
+    let mut results: Vec<ScenarioResult> = Vec::new();
+    let mut order = vec![Scenario::Health];
+    order.extend(config.scenarios.iter().filter(|s| **s != Scenario::Health));
+    for scenario in order {
+        let result = measure(config, scenario, &channels, &workload).await?;
+        eprintln!(
+            "  {:<10} {:>9.0} ops/s  p50 {:>8.2?}  p99 {:>8.2?}  p99.9 {:>8.2?}  errors {}",
+            scenario.name(),
+            result.ops_per_sec,
+            result.p50,
+            result.p99,
+            result.p999,
+            result.errors
+        );
+        results.push(result);
+    }
+    let baseline = results.first().map_or(1.0, |r| r.ops_per_sec.max(1e-9));
+    for result in &mut results {
+        result.ratio = result.ops_per_sec / baseline;
+    }
+    let events = AuditLogClient::new(channels[0].clone())
+        .get_ledger_head(pb::GetLedgerHeadRequest {})
+        .await?
+        .into_inner()
+        .position;
+    Ok(BenchReport {
+        results,
+        events,
+        startup: None,
+        rss_bytes: None,
+        disk_bytes_per_event: None,
+    })
+}
+
+/// Finds the preloaded images and registers the share scenario's recipient.
+async fn discover(config: &BenchConfig, channel: Channel) -> Result<Workload, BoxError> {
+    let mut client = ImageLedgerClient::new(channel);
+    let region = bench_region();
+    let registered = client
+        .register_account(pb::RegisterAccountRequest {
+            account_id: RECIPIENT.into(),
+            kind: pb::AccountKind::Root as i32,
+            client_token: String::new(),
+        })
+        .await;
+    registered?;
+    let mut images = Vec::new();
+    for k in 0..config.accounts {
+        let owner = account(k).to_string();
+        let mut offset = 0;
+        loop {
+            let page = client
+                .describe_images(pb::DescribeImagesRequest {
+                    account_id: owner.clone(),
+                    region: region.clone(),
+                    image_type: pb::ImageType::PrivateImage as i32,
+                    offset,
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let got = page.images.len() as u32;
+            images.extend(page.images.into_iter().map(|i| (i.image_id, k)));
+            offset += got;
+            if got < 100 {
+                break;
+            }
+        }
+    }
+    if images.is_empty() {
+        return Err("the server holds no preloaded images".into());
+    }
+    let shared = images.iter().map(|_| AtomicBool::new(false)).collect();
+    Ok(Workload {
+        region,
+        images,
+        shared,
+    })
+}
+
+async fn measure(
+    config: &BenchConfig,
+    scenario: Scenario,
+    channels: &[Channel],
+    workload: &Arc<Workload>,
+) -> Result<ScenarioResult, BoxError> {
+    let warmup = Duration::from_secs_f64((config.seconds / 5.0).min(1.0));
+    let window = Duration::from_secs_f64(config.seconds);
+    let start = Instant::now() + warmup;
+    let end = start + window;
+    let tasks = config.concurrency.max(1);
+    let mut handles = Vec::with_capacity(tasks);
+    for t in 0..tasks {
+        let channel = channels[t % channels.len()].clone();
+        let workload = Arc::clone(workload);
+        handles.push(tokio::spawn(async move {
+            worker(scenario, t, tasks, channel, workload, start, end).await
+        }));
+    }
+    let mut latencies: Vec<u32> = Vec::new();
+    let mut errors = 0;
+    for handle in handles {
+        let (mut lat, errs) = handle.await?;
+        latencies.append(&mut lat);
+        errors += errs;
+    }
+    latencies.sort_unstable();
+    let pick = |q: f64| {
+        let index = ((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1);
+        Duration::from_micros(u64::from(latencies.get(index).copied().unwrap_or(0)))
+    };
+    let ops = latencies.len() as u64;
+    Ok(ScenarioResult {
+        scenario,
+        ops,
+        errors,
+        ops_per_sec: ops as f64 / window.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+        p999: pick(0.999),
+        ratio: 0.0,
+    })
+}
+
+/// One request loop. Returns the latencies (µs) of calls completed inside
+/// the window and the number of failed calls.
+async fn worker(
+    scenario: Scenario,
+    task: usize,
+    tasks: usize,
+    channel: Channel,
+    workload: Arc<Workload>,
+    start: Instant,
+    end: Instant,
+) -> (Vec<u32>, u64) {
+    let mut ledger = ImageLedgerClient::new(channel.clone());
+    let mut health = HealthClient::new(channel);
+    let mut rng = StdRng::seed_from_u64(task as u64);
+    // This task's own images for writes, so no two tasks write one image.
+    let own: Vec<usize> = (task..workload.images.len()).step_by(tasks).collect();
+    let mut next_own = 0usize;
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let kind = match scenario {
+            Scenario::Mixed => match rng.random_range(0..20) {
+                0 | 1 => Scenario::Share,
+                n if n % 2 == 0 => Scenario::Authorize,
+                _ => Scenario::Describe,
+            },
+            other => other,
+        };
+        let ok = match kind {
+            Scenario::Health => health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok(),
+            Scenario::Share => {
+                if own.is_empty() {
+                    break;
+                }
+                let i = own[next_own % own.len()];
+                next_own += 1;
+                let (image, owner) = &workload.images[i];
+                let owner = account(*owner).to_string();
+                let shared = workload.shared[i].load(Ordering::Relaxed);
+                let result = if shared {
+                    ledger
+                        .cancel_image_sharing(pb::CancelImageSharingRequest {
+                            account_id: owner,
+                            image_id: image.clone(),
+                            account_ids: vec![RECIPIENT.into()],
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ())
+                } else {
+                    ledger
+                        .share_image(pb::ShareImageRequest {
+                            account_id: owner,
+                            image_id: image.clone(),
+                            account_ids: vec![RECIPIENT.into()],
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ())
+                };
+                if result.is_ok() {
+                    workload.shared[i].store(!shared, Ordering::Relaxed);
+                }
+                result.is_ok()
+            }
+            Scenario::Authorize => {
+                let (image, owner) = &workload.images[rng.random_range(0..workload.images.len())];
+                ledger
+                    .authorize_image_use(pb::AuthorizeImageUseRequest {
+                        account_id: account(*owner).to_string(),
+                        image_id: image.clone(),
+                        region: workload.region.clone(),
+                        r#use: pb::ImageUse::CreateInstance as i32,
+                    })
+                    .await
+                    .is_ok_and(|r| r.into_inner().allowed)
+            }
+            Scenario::Describe | Scenario::Mixed => {
+                let (_, owner) = &workload.images[rng.random_range(0..workload.images.len())];
+                ledger
+                    .describe_images(pb::DescribeImagesRequest {
+                        account_id: account(*owner).to_string(),
+                        region: workload.region.clone(),
+                        limit: 20,
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok()
+            }
+        };
+        let done = Instant::now();
+        if now >= start && done <= end {
+            if ok {
+                latencies.push(u32::try_from((done - now).as_micros()).unwrap_or(u32::MAX));
+            } else {
+                errors += 1;
+            }
+        }
+    }
+    (latencies, errors)
+}
+
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn dir_size(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
