@@ -1,6 +1,6 @@
 //! The single writer. It owns the only mutable copy of the state, so racing
 //! commands are decided one after the other, and it commits everything that
-//! queued up while the previous flush ran in one transaction and one flush.
+//! queued up while the previous flush ran in one atomic write and one flush.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -56,7 +56,7 @@ pub struct ImportReport {
     pub elapsed: Duration,
 }
 
-/// Records per transaction while importing.
+/// Records per atomic write while importing.
 const IMPORT_BATCH: usize = 4096;
 
 /// Restores an export into `data_dir`, which must not exist or be empty.
@@ -206,7 +206,7 @@ fn load_into(
     })
 }
 
-/// One transaction's worth of imported records.
+/// One atomic write's worth of imported records.
 struct Pending {
     before: crate::domain::LedgerState,
     head: crate::store::Head,

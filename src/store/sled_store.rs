@@ -1,15 +1,23 @@
-//! The embedded store on sled 0.34: three trees written in one transaction
-//! per batch, then one flush.
+//! The embedded store on sled 0.34: one tree, one atomic batch per group
+//! commit, then one flush.
 //!
-//! - `log`: position (u64 big-endian, so byte order is log order) → record.
-//! - `index`: `h` → head; `s<stream>` → stream version; `v<stream>\0<version>`
-//!   → position; `t<token key>` → idempotency record.
-//! - `proj`: `c` → projection checkpoint; the rest is owned by the projection module.
+//! Keys start with a one-byte tag, so each kind of entry is its own ordered
+//! range (big-endian integers keep byte order equal to numeric order):
+//!
+//! | key | value |
+//! |---|---|
+//! | `h` | head: position (u64 BE) and hash (32 bytes) |
+//! | `l` position (u64 BE) | the record |
+//! | `s` aggregate id | stream version (u64 BE) |
+//! | `v` aggregate id `\0` version (u64 BE) | position |
+//! | `t` account id `\0` token | idempotency record |
+//! | `c` | projection checkpoint (u64 BE) |
+//! | `p` projection key | owned by the projection module |
 
 use std::path::Path;
+use std::sync::Mutex;
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::{Db, Transactional, Tree};
+use sled::{Batch, Db, Tree};
 
 use super::{AppendBatch, Entries, EventStore, Head, ProjectionOp, StoreError};
 
@@ -19,9 +27,11 @@ const CHECKPOINT_KEY: &[u8] = b"c";
 /// The sled-backed event store.
 pub struct SledStore {
     db: Db,
-    log: Tree,
-    index: Tree,
-    proj: Tree,
+    tree: Tree,
+    /// Serializes appends, so the head and stream checks and the batch that
+    /// follows them cannot interleave with another append of this process
+    /// (sled's directory lock keeps other processes out).
+    append_lock: Mutex<()>,
 }
 
 impl SledStore {
@@ -34,14 +44,11 @@ impl SledStore {
             // background flusher would only add writes.
             .flush_every_ms(None)
             .open()?;
-        let log = db.open_tree("log")?;
-        let index = db.open_tree("index")?;
-        let proj = db.open_tree("proj")?;
+        let tree = db.open_tree("ledger")?;
         Ok(Self {
             db,
-            log,
-            index,
-            proj,
+            tree,
+            append_lock: Mutex::new(()),
         })
     }
 
@@ -49,7 +56,7 @@ impl SledStore {
     /// tests that prove tampering is detected.
     #[doc(hidden)]
     pub fn tamper_record(&self, position: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        self.log.insert(position.to_be_bytes(), bytes)?;
+        self.tree.insert(log_key(position), bytes)?;
         self.db.flush()?;
         Ok(())
     }
@@ -83,10 +90,16 @@ fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(array))
 }
 
-fn stream_key(stream: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + stream.len());
-    key.push(b's');
-    key.extend_from_slice(stream.as_bytes());
+fn tagged(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + body.len());
+    key.push(tag);
+    key.extend_from_slice(body);
+    key
+}
+
+fn log_key(position: u64) -> [u8; 9] {
+    let mut key = [b'l'; 9];
+    key[1..].copy_from_slice(&position.to_be_bytes());
     key
 }
 
@@ -99,25 +112,9 @@ fn version_key(stream: &str, version: u64) -> Vec<u8> {
     key
 }
 
-fn token_key(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + key.len());
-    out.push(b't');
-    out.extend_from_slice(key);
-    out
-}
-
-fn proj_key(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + key.len());
-    out.push(b'p');
-    out.extend_from_slice(key);
-    out
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
-
 impl EventStore for SledStore {
     fn head(&self) -> Result<Head, StoreError> {
-        match self.index.get(HEAD_KEY)? {
+        match self.tree.get(HEAD_KEY)? {
             Some(bytes) => decode_head(&bytes),
             None => Ok(Head::default()),
         }
@@ -127,70 +124,67 @@ impl EventStore for SledStore {
         let Some(last) = batch.records.last() else {
             return Ok(());
         };
-        let new_head = Head {
-            position: last.position,
-            hash: last.hash,
-        };
-        let result = (&self.log, &self.index, &self.proj).transaction(|(log, index, proj)| {
-            let head = match index.get(HEAD_KEY)? {
-                Some(bytes) => decode_head(&bytes).map_err(ConflictableTransactionError::Abort)?,
-                None => Head::default(),
+        let _guard = self
+            .append_lock
+            .lock()
+            .map_err(|_| StoreError::Backend("the append lock is poisoned".into()))?;
+        let head = self.head()?;
+        if head != batch.expected_head {
+            return Err(StoreError::Conflict(format!(
+                "the log head is at position {}, the batch expected {}",
+                head.position, batch.expected_head.position
+            )));
+        }
+        for (stream, expected) in &batch.expected_versions {
+            let current = match self.tree.get(tagged(b's', stream.as_bytes()))? {
+                Some(bytes) => decode_u64(&bytes, "stream version")?,
+                None => 0,
             };
-            if head != batch.expected_head {
-                return abort(StoreError::Conflict(format!(
-                    "the log head is at position {}, the batch expected {}",
-                    head.position, batch.expected_head.position
+            if current != *expected {
+                return Err(StoreError::Conflict(format!(
+                    "stream {stream} is at version {current}, the batch expected {expected}"
                 )));
             }
-            for (stream, expected) in &batch.expected_versions {
-                let current = match index.get(stream_key(stream))? {
-                    Some(bytes) => decode_u64(&bytes, "stream version")
-                        .map_err(ConflictableTransactionError::Abort)?,
-                    None => 0,
-                };
-                if current != *expected {
-                    return abort(StoreError::Conflict(format!(
-                        "stream {stream} is at version {current}, the batch expected {expected}"
-                    )));
-                }
-            }
-            for record in &batch.records {
-                log.insert(&record.position.to_be_bytes(), record.bytes.as_slice())?;
-                index.insert(
-                    version_key(&record.aggregate_id, record.aggregate_version),
-                    &record.position.to_be_bytes(),
-                )?;
-                index.insert(
-                    stream_key(&record.aggregate_id),
-                    &record.aggregate_version.to_be_bytes(),
-                )?;
-            }
-            for (key, value) in &batch.tokens {
-                index.insert(token_key(key), value.as_slice())?;
-            }
-            index.insert(HEAD_KEY, encode_head(&new_head))?;
-            for op in &batch.projection {
-                match &op.value {
-                    Some(value) => proj.insert(proj_key(&op.key), value.as_slice())?,
-                    None => proj.remove(proj_key(&op.key))?,
-                };
-            }
-            proj.insert(CHECKPOINT_KEY, &new_head.position.to_be_bytes())?;
-            Ok(())
-        });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(err)) => return Err(err),
-            Err(TransactionError::Storage(err)) => return Err(err.into()),
         }
+        let mut writes = Batch::default();
+        for record in &batch.records {
+            writes.insert(&log_key(record.position), record.bytes.as_slice());
+            writes.insert(
+                version_key(&record.aggregate_id, record.aggregate_version),
+                &record.position.to_be_bytes(),
+            );
+            writes.insert(
+                tagged(b's', record.aggregate_id.as_bytes()),
+                &record.aggregate_version.to_be_bytes(),
+            );
+        }
+        for (key, value) in &batch.tokens {
+            writes.insert(tagged(b't', key), value.as_slice());
+        }
+        for op in &batch.projection {
+            match &op.value {
+                Some(value) => writes.insert(tagged(b'p', &op.key), value.as_slice()),
+                None => writes.remove(tagged(b'p', &op.key)),
+            }
+        }
+        writes.insert(
+            HEAD_KEY,
+            encode_head(&Head {
+                position: last.position,
+                hash: last.hash,
+            }),
+        );
+        writes.insert(CHECKPOINT_KEY, &last.position.to_be_bytes());
+        // One atomic batch: after a crash either all of it is there or none.
+        self.tree.apply_batch(writes)?;
         self.db.flush()?;
         Ok(())
     }
 
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
-        for entry in self.log.range(from.to_be_bytes()..) {
+        for entry in self.tree.range(log_key(from)..=log_key(u64::MAX)) {
             let (key, value) = entry?;
-            let position = decode_u64(&key, "log position")?;
+            let position = decode_u64(&key[1..], "log position")?;
             if !visit(position, &value) {
                 break;
             }
@@ -199,7 +193,7 @@ impl EventStore for SledStore {
     }
 
     fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.log.get(position.to_be_bytes())?.map(|v| v.to_vec()))
+        Ok(self.tree.get(log_key(position))?.map(|v| v.to_vec()))
     }
 
     fn scan_stream(
@@ -209,10 +203,10 @@ impl EventStore for SledStore {
     ) -> Result<(), StoreError> {
         let mut prefix = version_key(aggregate_id, 0);
         prefix.truncate(prefix.len() - 8);
-        for entry in self.index.scan_prefix(&prefix) {
+        for entry in self.tree.scan_prefix(&prefix) {
             let (_, position) = entry?;
             let position = decode_u64(&position, "stream position")?;
-            let record = self.log.get(position.to_be_bytes())?.ok_or_else(|| {
+            let record = self.tree.get(log_key(position))?.ok_or_else(|| {
                 StoreError::Corrupt(format!(
                     "stream {aggregate_id} points at position {position}, which is not in the log"
                 ))
@@ -225,15 +219,15 @@ impl EventStore for SledStore {
     }
 
     fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
-        self.proj
+        self.tree
             .get(CHECKPOINT_KEY)?
             .map(|bytes| decode_u64(&bytes, "projection checkpoint"))
             .transpose()
     }
 
     fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        self.proj
-            .scan_prefix(proj_key(prefix))
+        self.tree
+            .scan_prefix(tagged(b'p', prefix))
             .map(|entry| {
                 let (key, value) = entry?;
                 Ok((key[1..].to_vec(), value.to_vec()))
@@ -242,27 +236,36 @@ impl EventStore for SledStore {
     }
 
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
-        // Not one transaction: a crash part way leaves no checkpoint, and a
-        // store without one is rebuilt from the log at the next start.
-        self.proj.remove(CHECKPOINT_KEY)?;
+        let _guard = self
+            .append_lock
+            .lock()
+            .map_err(|_| StoreError::Backend("the append lock is poisoned".into()))?;
+        // The checkpoint goes first and comes back last: a crash part way
+        // leaves none, and a store without one is rebuilt from the log.
+        self.tree.remove(CHECKPOINT_KEY)?;
         self.db.flush()?;
-        self.proj.clear()?;
-        let mut batch = sled::Batch::default();
+        let mut clear = Batch::default();
+        for entry in self.tree.scan_prefix(b"p") {
+            let (key, _) = entry?;
+            clear.remove(key);
+        }
+        self.tree.apply_batch(clear)?;
+        let mut writes = Batch::default();
         for op in ops {
             if let Some(value) = &op.value {
-                batch.insert(proj_key(&op.key), value.as_slice());
+                writes.insert(tagged(b'p', &op.key), value.as_slice());
             }
         }
-        self.proj.apply_batch(batch)?;
+        self.tree.apply_batch(writes)?;
         self.db.flush()?;
-        self.proj
+        self.tree
             .insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes())?;
         self.db.flush()?;
         Ok(())
     }
 
     fn tokens(&self) -> Result<Entries, StoreError> {
-        self.index
+        self.tree
             .scan_prefix(b"t")
             .map(|entry| {
                 let (key, value) = entry?;
@@ -270,8 +273,4 @@ impl EventStore for SledStore {
             })
             .collect()
     }
-}
-
-fn abort<T>(err: StoreError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(err))
 }
