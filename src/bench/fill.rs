@@ -81,6 +81,14 @@ pub fn fill(
         // Accounts and images come first and in order of need, so they run
         // as phases; the share phase is the bulk.
         for phase in 0..3u8 {
+            // Tasks that finished a phase took one index past it; start each
+            // phase at its own first index so none is skipped.
+            let first = match phase {
+                0 => 0,
+                1 => plan.accounts,
+                _ => plan.accounts + plan.images,
+            };
+            next.store(first, Ordering::Relaxed);
             let mut tasks = Vec::new();
             for _ in 0..plan.concurrency.max(1) {
                 let ledger = ledger.clone();

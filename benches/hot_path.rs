@@ -1,0 +1,179 @@
+//! Microbenchmarks of the command path's pieces, in isolation, so a
+//! regression in one shows up without the noise of a whole server:
+//! `cargo bench --bench hot_path`.
+//!
+//! A plain harness: each case runs for about a second after a warm-up and
+//! prints the mean time per operation.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image_ledger::domain::{
+    decide, AccountId, AccountKind, Command, Event, ImageAttributes, ImageId, ImageSource,
+    ImageState, LedgerState, LicenseType, Policy, Region,
+};
+use image_ledger::store::{AppendBatch, EncodedRecord, EventStore, Head, RecordMeta, SledStore};
+use time::OffsetDateTime;
+
+fn measure(name: &str, per_iteration: u64, mut f: impl FnMut()) {
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(200) {
+        f();
+    }
+    let start = Instant::now();
+    let mut iterations = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        f();
+        iterations += 1;
+    }
+    let per_op = start.elapsed().as_nanos() as f64 / (iterations * per_iteration) as f64;
+    println!("{name:<44} {per_op:>10.0} ns/op  ({} ops)", iterations * per_iteration);
+}
+
+fn account(i: u64) -> AccountId {
+    AccountId::parse(&format!("{}", 100_000_000_000 + i)).expect("account id")
+}
+
+fn image(i: u64) -> ImageId {
+    ImageId::parse(&format!("img-{i:08}")).expect("image id")
+}
+
+/// A state with 1,000 accounts and 10,000 images, each shared with 5 accounts.
+fn populated() -> LedgerState {
+    let mut state = LedgerState::default();
+    for a in 0..1_000 {
+        state.apply(&Event::AccountRegistered {
+            account_id: account(a),
+            kind: AccountKind::Root,
+        });
+    }
+    for i in 0..10_000 {
+        let owner = i % 1_000;
+        state.apply(&Event::ImageRegistered {
+            image_id: image(i),
+            owner_account_id: account(owner),
+            region: Region::new("ap-guangzhou"),
+            attributes: ImageAttributes {
+                image_name: format!("image-{i}"),
+                image_description: "benchmark".into(),
+                platform: "Ubuntu".into(),
+                os_name: "Ubuntu 24.04".into(),
+                image_source: ImageSource::CreateImage,
+                license_type: LicenseType::Tencentcloud,
+                encrypted: false,
+                whole_instance: false,
+                supports_cloudinit: true,
+            },
+            state: ImageState::Normal,
+            created_time: OffsetDateTime::UNIX_EPOCH,
+        });
+        state.apply(&Event::ImageShared {
+            image_id: image(i),
+            account_ids: (1..=5).map(|k| account((owner + k) % 1_000)).collect(),
+            shared_time: OffsetDateTime::UNIX_EPOCH,
+        });
+    }
+    state
+}
+
+fn share_command(i: u64) -> Command {
+    let owner = i % 1_000;
+    Command::ShareImage {
+        caller: account(owner),
+        image_id: image(i % 10_000),
+        account_ids: vec![account((owner + 10) % 1_000)],
+    }
+}
+
+fn main() {
+    let policy = Policy::default();
+    let state = populated();
+    let now = OffsetDateTime::now_utc();
+    let mut no_ids = || image(99_999_999);
+
+    let mut i = 0;
+    measure("decide ShareImage (10k images)", 1, || {
+        i += 1;
+        black_box(decide(&state, &policy, &share_command(i), now, &mut no_ids).ok());
+    });
+
+    let mut working = state.clone();
+    let mut i = 0;
+    measure("apply ImageShared + snapshot clone", 1, || {
+        i += 1;
+        let snapshot = working.clone();
+        if let Ok(decision) = decide(&working, &policy, &share_command(i), now, &mut no_ids) {
+            for event in &decision.events {
+                working.apply(event);
+            }
+        }
+        black_box(snapshot);
+    });
+
+    let event = Event::ImageShared {
+        image_id: image(1),
+        account_ids: vec![account(2)],
+        shared_time: now,
+    };
+    let mut position = 0;
+    measure("encode + hash an envelope", 1, || {
+        position += 1;
+        let meta = RecordMeta {
+            position,
+            aggregate_version: 2,
+            recorded_at: now,
+            actor: Some("100000000001"),
+            client_token: None,
+            request_hash: None,
+            prev_hash: [7; 32],
+        };
+        black_box(EncodedRecord::encode(&event, &meta).expect("encodes"));
+    });
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Arc::new(SledStore::open(dir.path(), 64 * 1024 * 1024).expect("store"));
+    let mut head = Head::default();
+    let mut versions = std::collections::HashMap::<String, u64>::new();
+    for batch_size in [1usize, 64] {
+        measure(
+            &format!("append a batch of {batch_size} to sled, flushed (per event)"),
+            batch_size as u64,
+            || {
+                let mut batch = AppendBatch {
+                    expected_head: head,
+                    ..AppendBatch::default()
+                };
+                let mut expected = std::collections::BTreeMap::new();
+                for k in 0..batch_size {
+                    let id = image((head.position + k as u64) % 10_000);
+                    let version = versions.entry(id.to_string()).or_insert(0);
+                    expected.entry(id.to_string()).or_insert(*version);
+                    *version += 1;
+                    let meta = RecordMeta {
+                        position: head.position + 1,
+                        aggregate_version: *version,
+                        recorded_at: now,
+                        actor: Some("100000000001"),
+                        client_token: None,
+                        request_hash: None,
+                        prev_hash: head.hash,
+                    };
+                    let event = Event::ImageShared {
+                        image_id: id,
+                        account_ids: vec![account(2)],
+                        shared_time: now,
+                    };
+                    let record = EncodedRecord::encode(&event, &meta).expect("encodes");
+                    head = Head {
+                        position: record.position,
+                        hash: record.hash,
+                    };
+                    batch.records.push(record);
+                }
+                batch.expected_versions = expected.into_iter().collect();
+                store.append(&batch).expect("appends");
+            },
+        );
+    }
+}
