@@ -28,7 +28,10 @@ fn measure(name: &str, per_iteration: u64, mut f: impl FnMut()) {
         iterations += 1;
     }
     let per_op = start.elapsed().as_nanos() as f64 / (iterations * per_iteration) as f64;
-    println!("{name:<44} {per_op:>10.0} ns/op  ({} ops)", iterations * per_iteration);
+    println!(
+        "{name:<44} {per_op:>10.0} ns/op  ({} ops)",
+        iterations * per_iteration
+    );
 }
 
 fn account(i: u64) -> AccountId {

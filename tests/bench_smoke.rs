@@ -4,7 +4,8 @@
 use image_ledger::bench::{run, BenchConfig, Scenario};
 
 #[test]
-fn every_scenario_runs_against_a_real_server_without_errors() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+fn every_scenario_runs_against_a_real_server_without_errors(
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let config = BenchConfig {
         binary: env!("CARGO_BIN_EXE_image-ledger").into(),
         addr: None,
@@ -20,14 +21,28 @@ fn every_scenario_runs_against_a_real_server_without_errors() -> Result<(), Box<
     };
     let report = run(&config)?;
     let names: Vec<&str> = report.results.iter().map(|r| r.scenario.name()).collect();
-    assert_eq!(names, vec!["health", "share", "authorize", "describe", "mixed"]);
+    assert_eq!(
+        names,
+        vec!["health", "share", "authorize", "describe", "mixed"]
+    );
     for result in &report.results {
-        assert!(result.ops > 0, "{} completed no call", result.scenario.name());
+        assert!(
+            result.ops > 0,
+            "{} completed no call",
+            result.scenario.name()
+        );
         assert_eq!(result.errors, 0, "{} had failures", result.scenario.name());
         assert!(result.p50 <= result.p99 && result.p99 <= result.p999);
     }
-    assert_eq!(report.results[0].ratio, 1.0, "the baseline is its own yardstick");
-    assert!(report.events >= 500, "the log was filled: {}", report.events);
+    assert_eq!(
+        report.results[0].ratio, 1.0,
+        "the baseline is its own yardstick"
+    );
+    assert!(
+        report.events >= 500,
+        "the log was filled: {}",
+        report.events
+    );
     assert!(report.startup.is_some() && report.rss_bytes.is_some());
     assert!(report.disk_bytes_per_event.is_some_and(|b| b > 0.0));
     Ok(())

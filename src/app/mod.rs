@@ -190,29 +190,42 @@ impl Ledger {
     }
 }
 
-/// Loads the state: from the persisted projections when their checkpoint is
-/// the log head, else by replaying the log and rewriting them.
+/// Loads the state: from the persisted projections, caught up with the
+/// records written after their checkpoint (and then saved again, so they are
+/// current), or, when they are missing or unreadable, by replaying the whole
+/// log and rewriting them.
 fn load(store: &dyn EventStore) -> Result<(LedgerState, Head), AppError> {
     let head = store.head()?;
-    if store.projection_checkpoint()? == Some(head.position) {
-        match crate::projection::persist::load(store) {
-            Ok(state) => {
-                tracing::info!(
-                    position = head.position,
-                    "loaded the state from the projections"
-                );
-                return Ok((state, head));
-            }
-            Err(err) => {
-                tracing::warn!(%err, "the projections do not load; rebuilding them from the log")
+    match store.projection_checkpoint()? {
+        Some(checkpoint) if checkpoint <= head.position => {
+            let loaded = crate::projection::persist::load(store).and_then(|state| {
+                let from = replay::head_at(store, checkpoint)?;
+                let (caught_up, now, touched) = replay::catch_up(store, state.clone(), from)?;
+                if !touched.is_empty() {
+                    let ops = crate::projection::persist::diff(&state, &caught_up, &touched)?;
+                    store.write_projections(&ops, now.position)?;
+                }
+                Ok((caught_up, now, head.position - checkpoint))
+            });
+            match loaded {
+                Ok((state, head, replayed)) => {
+                    tracing::info!(
+                        position = head.position,
+                        replayed,
+                        "loaded the state from the projections"
+                    );
+                    return Ok((state, head));
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "the projections do not load; rebuilding them from the log")
+                }
             }
         }
-    } else {
-        tracing::info!(
+        checkpoint => tracing::info!(
             position = head.position,
-            "the projections are not current; rebuilding them from the log"
-        );
+            ?checkpoint,
+            "no usable projections; rebuilding them from the log"
+        ),
     }
-    let (state, replayed) = rebuild_projections(store)?;
-    Ok((state, replayed))
+    Ok(rebuild_projections(store)?)
 }

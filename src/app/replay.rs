@@ -1,16 +1,28 @@
 //! Rebuilding the state from the log, which stays the truth.
 
 use crate::domain::LedgerState;
-use crate::projection::persist;
+use crate::projection::{persist, Touched};
 use crate::store::{Envelope, EventStore, Head, StoreError};
 
 /// Replays the whole log into a fresh state, checking that positions are
 /// gap-free, every record matches its hash and the chain is unbroken.
 pub fn replay_log(store: &dyn EventStore) -> Result<(LedgerState, Head), StoreError> {
-    let mut state = LedgerState::default();
-    let mut head = Head::default();
+    let (state, head, _) = catch_up(store, LedgerState::default(), Head::default())?;
+    Ok((state, head))
+}
+
+/// Applies the records after `from` to `state` (which must be the state at
+/// `from`), with the same checks as [`replay_log`]; returns the new state,
+/// the head and the aggregates the records touched.
+pub fn catch_up(
+    store: &dyn EventStore,
+    mut state: LedgerState,
+    from: Head,
+) -> Result<(LedgerState, Head, Touched), StoreError> {
+    let mut head = from;
+    let mut touched = Touched::default();
     let mut failure = None;
-    store.scan(1, &mut |position, bytes| {
+    store.scan(from.position + 1, &mut |position, bytes| {
         let step = (|| {
             if position != head.position + 1 {
                 return Err(StoreError::Corrupt(format!(
@@ -24,7 +36,9 @@ pub fn replay_log(store: &dyn EventStore) -> Result<(LedgerState, Head), StoreEr
                     "record at position {position} does not continue the hash chain"
                 )));
             }
-            state.apply(&envelope.event()?);
+            let event = envelope.event()?;
+            touched.record(&event);
+            state.apply(&event);
             head = Head {
                 position,
                 hash: envelope.hash_bytes()?,
@@ -49,7 +63,21 @@ pub fn replay_log(store: &dyn EventStore) -> Result<(LedgerState, Head), StoreEr
             stored.position, head.position
         )));
     }
-    Ok((state, head))
+    Ok((state, head, touched))
+}
+
+/// The head as of position `position`: its hash read from the log.
+pub fn head_at(store: &dyn EventStore, position: u64) -> Result<Head, StoreError> {
+    if position == 0 {
+        return Ok(Head::default());
+    }
+    let bytes = store.read_at(position)?.ok_or_else(|| {
+        StoreError::Corrupt(format!("the log has no record at position {position}"))
+    })?;
+    Ok(Head {
+        position,
+        hash: Envelope::decode(&bytes)?.hash_bytes()?,
+    })
 }
 
 /// Replays the log and rewrites the persisted projections from it.

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rand::Rng;
@@ -62,7 +63,20 @@ pub(super) struct Writer {
     /// Set after a failed append: the store may hold more than the state
     /// knows, so it is reloaded before the next batch.
     stale: bool,
+    /// The state the stored projections describe (at `projected_at`), and
+    /// the aggregates changed since. Projections are saved with a batch
+    /// every [`PROJECT_EVERY_EVENTS`] events or [`PROJECT_EVERY`], and at
+    /// shutdown; a start after a crash catches them up from the log.
+    projected: Arc<LedgerState>,
+    projected_at: u64,
+    projected_when: Instant,
+    unprojected: Touched,
 }
+
+/// Events between two saves of the projections.
+const PROJECT_EVERY_EVENTS: u64 = 8192;
+/// Longest time between two saves of the projections while writes come in.
+const PROJECT_EVERY: Duration = Duration::from_secs(2);
 
 /// A command's fate within a batch, before the batch is durable.
 enum Pending {
@@ -80,6 +94,7 @@ impl Writer {
         max_batch: usize,
     ) -> Self {
         let head = *durable.borrow();
+        let projected = view.load_full();
         Self {
             store,
             policy,
@@ -89,6 +104,10 @@ impl Writer {
             tokens,
             max_batch,
             stale: false,
+            projected,
+            projected_at: head.position,
+            projected_when: Instant::now(),
+            unprojected: Touched::default(),
         }
     }
 
@@ -104,7 +123,27 @@ impl Writer {
             }
             self.commit(std::mem::take(&mut batch));
         }
+        self.save_projections();
         tracing::debug!("the writer stopped");
+    }
+
+    /// Brings the stored projections up to the durable head.
+    fn save_projections(&mut self) {
+        if self.stale || self.unprojected.is_empty() {
+            return;
+        }
+        let current = self.view.load_full();
+        let saved = persist::diff(&self.projected, &current, &self.unprojected)
+            .and_then(|ops| self.store.write_projections(&ops, self.head.position));
+        match saved {
+            Ok(()) => {
+                self.projected = current;
+                self.projected_at = self.head.position;
+                self.unprojected = Touched::default();
+            }
+            // The next start catches them up from the log.
+            Err(err) => tracing::error!(%err, "saving the projections failed"),
+        }
     }
 
     fn commit(&mut self, jobs: Vec<Job>) {
@@ -142,11 +181,24 @@ impl Writer {
             );
             fates.push(fate);
         }
-        let fates = match self.persist(before.as_ref(), &state, batch, expected, &touched) {
+        let mut pending = self.unprojected.clone();
+        pending.extend(&touched);
+        let project = head.position - self.projected_at >= PROJECT_EVERY_EVENTS
+            || self.projected_when.elapsed() >= PROJECT_EVERY;
+        let fates = match self.persist(&state, batch, expected, project.then_some(&pending)) {
             Ok(()) => {
                 self.head = head;
                 self.tokens = tokens;
-                self.view.store(Arc::new(state));
+                let published = Arc::new(state);
+                self.view.store(Arc::clone(&published));
+                if project && !pending.is_empty() {
+                    self.projected = published;
+                    self.projected_at = head.position;
+                    self.projected_when = Instant::now();
+                    self.unprojected = Touched::default();
+                } else {
+                    self.unprojected = pending;
+                }
                 self.durable.send_if_modified(|durable| {
                     let moved = *durable != head;
                     *durable = head;
@@ -266,19 +318,23 @@ impl Writer {
         Pending::Durable(decision.reply)
     }
 
+    /// Appends the batch; with `project`, also saves the projections (the
+    /// changes since the last save) in the same atomic write.
     fn persist(
         &self,
-        before: &LedgerState,
         after: &LedgerState,
         mut batch: AppendBatch,
         expected: BTreeMap<String, u64>,
-        touched: &Touched,
+        project: Option<&Touched>,
     ) -> Result<(), StoreError> {
-        if batch.records.is_empty() {
+        let Some(last) = batch.records.last().map(|r| r.position) else {
             return Ok(());
-        }
+        };
         batch.expected_versions = expected.into_iter().collect();
-        batch.projection = persist::diff(before, after, touched)?;
+        if let Some(touched) = project {
+            batch.projection = persist::diff(&self.projected, after, touched)?;
+            batch.projection_checkpoint = Some(last);
+        }
         self.store.append(&batch)
     }
 
@@ -286,7 +342,12 @@ impl Writer {
         let (state, head) = super::load(self.store.as_ref())?;
         self.tokens = load_tokens(self.store.as_ref())?;
         self.head = head;
-        self.view.store(Arc::new(state));
+        let published = Arc::new(state);
+        self.view.store(Arc::clone(&published));
+        self.projected = published;
+        self.projected_at = head.position;
+        self.projected_when = Instant::now();
+        self.unprojected = Touched::default();
         self.durable.send_replace(head);
         self.stale = false;
         tracing::info!(

@@ -245,6 +245,7 @@ impl Pending {
             records: self.records,
             tokens,
             projection: persist::diff(&self.before, checker.state(), &self.touched)?,
+            projection_checkpoint: Some(checker.head().position),
         };
         store.append(&batch)?;
         Ok(())

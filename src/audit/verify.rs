@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::rules::{decode, RuleChecker};
 use super::signing::SignedHead;
 use super::AuditError;
-use crate::domain::Event;
 use crate::domain::Policy;
+use crate::domain::{Event, LedgerState};
 use crate::projection::persist;
 use crate::store::{Envelope, EventStore, Head};
 
@@ -55,7 +55,14 @@ pub fn verify(
         head.check_signature()?;
     }
     let mut checker = RuleChecker::new(policy.clone());
-    check_log(store, &mut checker, options.progress_every, started)?;
+    let checkpoint = store.projection_checkpoint()?;
+    let projected = check_log(
+        store,
+        &mut checker,
+        checkpoint,
+        options.progress_every,
+        started,
+    )?;
     let head = checker.head();
     let stored = store.head()?;
     if stored != head {
@@ -74,7 +81,7 @@ pub fn verify(
         Some(pinned) => Some(check_prefix(store, pinned)?),
         None => None,
     };
-    check_projections(store, &checker, head)?;
+    check_projections(store, &checker, checkpoint, projected, head)?;
     let state = checker.state();
     Ok(VerifyReport {
         events: head.position,
@@ -93,13 +100,16 @@ const CHUNK: usize = 1024;
 type Decoded = (u64, Result<(Envelope, Event), String>);
 
 /// Replays the whole log through `checker`. Hashing and decoding (which need
-/// no state) run on a second thread, ahead of the rules.
+/// no state) run on a second thread, ahead of the rules. Returns the state
+/// as of `checkpoint`, which is what the stored projections must describe.
 fn check_log(
     store: &dyn EventStore,
     checker: &mut RuleChecker,
+    checkpoint: Option<u64>,
     progress_every: u64,
     started: Instant,
-) -> Result<(), AuditError> {
+) -> Result<Option<LedgerState>, AuditError> {
+    let mut projected = (checkpoint == Some(0)).then(LedgerState::default);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(16);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || -> Result<(), AuditError> {
@@ -135,6 +145,9 @@ fn check_log(
                     checker
                         .check_decoded(&envelope, &event)
                         .map_err(|what| AuditError::at(position, what))?;
+                    if Some(position) == checkpoint {
+                        projected = Some(checker.state().clone());
+                    }
                     if progress_every > 0 && position % progress_every == 0 {
                         eprintln!("  verified {position} events ({:.1?})", started.elapsed());
                     }
@@ -149,7 +162,8 @@ fn check_log(
             .map_err(|_| AuditError::Io("the reader thread panicked".into()))?;
         checked?;
         read
-    })
+    })?;
+    Ok(projected)
 }
 
 /// Checks that the record at the pinned position still has the pinned hash:
@@ -177,22 +191,28 @@ fn check_prefix(store: &dyn EventStore, pinned: &SignedHead) -> Result<u64, Audi
     Ok(pinned.position)
 }
 
+/// The stored projections must equal a fresh replay up to their checkpoint
+/// (a server that stopped cleanly leaves it at the head; after a crash it may
+/// lag, and the next start catches up), and the idempotency records must
+/// equal those the whole log implies.
 fn check_projections(
     store: &dyn EventStore,
     checker: &RuleChecker,
+    checkpoint: Option<u64>,
+    projected: Option<LedgerState>,
     head: Head,
 ) -> Result<(), AuditError> {
-    let checkpoint = store.projection_checkpoint()?;
-    if checkpoint != Some(head.position) {
+    let Some(projected) = projected else {
         return Err(AuditError::Projections(format!(
-            "the projections are current at {checkpoint:?}, not at the head {}; run `projections rebuild`",
+            "the projections' checkpoint {checkpoint:?} is not a position of the log (head {}); \
+             run `projections rebuild`",
             head.position
         )));
-    }
+    };
     // Both sides in key order, built side by side, then walked together.
     let (stored, fresh) = std::thread::scope(|scope| {
         let stored = scope.spawn(|| store.projection_scan(b""));
-        let fresh = persist::full(checker.state()).map(|ops| {
+        let fresh = persist::full(&projected).map(|ops| {
             let mut entries: Vec<(Vec<u8>, Vec<u8>)> = ops
                 .into_iter()
                 .filter_map(|op| op.value.map(|v| (op.key, v)))

@@ -23,6 +23,17 @@ pub struct Touched {
 }
 
 impl Touched {
+    /// Adds everything `other` touched.
+    pub fn extend(&mut self, other: &Touched) {
+        self.accounts.extend(other.accounts.iter().cloned());
+        self.images.extend(other.images.iter().cloned());
+    }
+
+    /// Whether nothing was touched.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty() && self.images.is_empty()
+    }
+
     /// Notes the aggregate an event changes.
     pub fn record(&mut self, event: &Event) {
         match event {

@@ -89,7 +89,9 @@ impl EventStore for MemoryStore {
             position: last.position,
             hash: last.hash,
         };
-        t.checkpoint = Some(last.position);
+        if let Some(checkpoint) = batch.projection_checkpoint {
+            t.checkpoint = Some(checkpoint);
+        }
         Ok(())
     }
 
@@ -141,6 +143,13 @@ impl EventStore for MemoryStore {
             .take_while(|(key, _)| key.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn write_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        apply_ops(&mut t.projections, ops);
+        t.checkpoint = Some(checkpoint);
+        Ok(())
     }
 
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {

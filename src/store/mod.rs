@@ -53,8 +53,12 @@ pub struct AppendBatch {
     pub records: Vec<EncodedRecord>,
     /// Idempotency records: (key, value).
     pub tokens: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Projection writes that bring the read side to the batch's last position.
+    /// Projection writes that bring the read side to `projection_checkpoint`.
     pub projection: Vec<ProjectionOp>,
+    /// When set, the projections are current at this position after the
+    /// batch (it is the batch's last position); when not, the batch leaves
+    /// the read side and its checkpoint as they were.
+    pub projection_checkpoint: Option<u64>,
 }
 
 /// A failure of the storage layer. None of these is the caller's fault.
@@ -119,6 +123,9 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Every projection entry whose key starts with `prefix`, in key order.
     fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
+
+    /// Applies `ops` to the projections and sets their checkpoint, atomically and durably.
+    fn write_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError>;
 
     /// Drops every projection entry and writes `ops` as current at `checkpoint`, durably.
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError>;

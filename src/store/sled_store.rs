@@ -174,7 +174,9 @@ impl EventStore for SledStore {
                 hash: last.hash,
             }),
         );
-        writes.insert(CHECKPOINT_KEY, &last.position.to_be_bytes());
+        if let Some(checkpoint) = batch.projection_checkpoint {
+            writes.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
+        }
         // One atomic batch: after a crash either all of it is there or none.
         self.tree.apply_batch(writes)?;
         self.db.flush()?;
@@ -233,6 +235,24 @@ impl EventStore for SledStore {
                 Ok((key[1..].to_vec(), value.to_vec()))
             })
             .collect()
+    }
+
+    fn write_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+        let _guard = self
+            .append_lock
+            .lock()
+            .map_err(|_| StoreError::Backend("the append lock is poisoned".into()))?;
+        let mut writes = Batch::default();
+        for op in ops {
+            match &op.value {
+                Some(value) => writes.insert(tagged(b'p', &op.key), value.as_slice()),
+                None => writes.remove(tagged(b'p', &op.key)),
+            }
+        }
+        writes.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
+        self.tree.apply_batch(writes)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
