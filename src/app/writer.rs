@@ -113,6 +113,7 @@ impl Writer {
 
     pub(super) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(self.max_batch);
+        let (mut batches, mut commands) = (0u64, 0u64);
         while let Some(first) = jobs.blocking_recv() {
             batch.push(first);
             while batch.len() < self.max_batch {
@@ -121,10 +122,17 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            batches += 1;
+            commands += batch.len() as u64;
             self.commit(std::mem::take(&mut batch));
         }
         self.save_projections();
-        tracing::debug!("the writer stopped");
+        tracing::info!(
+            batches,
+            commands,
+            mean_batch = commands as f64 / batches.max(1) as f64,
+            "the writer stopped"
+        );
     }
 
     /// Brings the stored projections up to the durable head.

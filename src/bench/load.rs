@@ -159,7 +159,10 @@ fn spawn_server(config: &BenchConfig, dir: &Path) -> Result<(Server, Duration), 
         .args(["serve", "--addr", "127.0.0.1:0", "--image-quota", "1000000"])
         .args(["--cache-mb", &config.cache_mb.to_string(), "--data-dir"])
         .arg(dir)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("IMAGE_LEDGER_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
