@@ -2,6 +2,7 @@
 //! against the current state, appends their events in group commits and
 //! replies once they are durable; queries read the last durable snapshot.
 
+mod projector;
 mod replay;
 mod writer;
 

@@ -13,9 +13,10 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
+use super::projector::{Projector, Snapshot};
 use super::{AppError, Job};
 use crate::domain::{decide, Command, DomainError, ImageId, LedgerState, Policy, Reply};
-use crate::projection::{persist, Touched};
+use crate::projection::Touched;
 use crate::store::{AppendBatch, EncodedRecord, EventStore, Head, RecordMeta, StoreError};
 
 /// What the ledger keeps of a command run with a client token.
@@ -63,20 +64,21 @@ pub(super) struct Writer {
     /// Set after a failed append: the store may hold more than the state
     /// knows, so it is reloaded before the next batch.
     stale: bool,
-    /// The state the stored projections describe (at `projected_at`), and
-    /// the aggregates changed since. Projections are saved with a batch
-    /// every [`PROJECT_EVERY_EVENTS`] events or [`PROJECT_EVERY`], and at
-    /// shutdown; a start after a crash catches them up from the log.
-    projected: Arc<LedgerState>,
-    projected_at: u64,
-    projected_when: Instant,
-    unprojected: Touched,
+    /// Saves the projections: every [`PROJECT_EVERY_EVENTS`] events or
+    /// [`PROJECT_EVERY`] of writes, and at shutdown; a start after a crash
+    /// catches them up from the log.
+    projector: Projector,
+    /// When the last snapshot was handed over, at which position, and what
+    /// changed since.
+    offered_at: u64,
+    offered_when: Instant,
+    unoffered: Touched,
 }
 
 /// Events between two saves of the projections.
-const PROJECT_EVERY_EVENTS: u64 = 8192;
+const PROJECT_EVERY_EVENTS: u64 = 4096;
 /// Longest time between two saves of the projections while writes come in.
-const PROJECT_EVERY: Duration = Duration::from_secs(2);
+const PROJECT_EVERY: Duration = Duration::from_secs(1);
 
 /// A command's fate within a batch, before the batch is durable.
 enum Pending {
@@ -94,7 +96,7 @@ impl Writer {
         max_batch: usize,
     ) -> Self {
         let head = *durable.borrow();
-        let projected = view.load_full();
+        let projector = Projector::start(Arc::clone(&store), view.load_full());
         Self {
             store,
             policy,
@@ -104,10 +106,10 @@ impl Writer {
             tokens,
             max_batch,
             stale: false,
-            projected,
-            projected_at: head.position,
-            projected_when: Instant::now(),
-            unprojected: Touched::default(),
+            projector,
+            offered_at: head.position,
+            offered_when: Instant::now(),
+            unoffered: Touched::default(),
         }
     }
 
@@ -126,7 +128,8 @@ impl Writer {
             commands += batch.len() as u64;
             self.commit(std::mem::take(&mut batch));
         }
-        self.save_projections();
+        let last = self.final_snapshot();
+        self.projector.finish(last);
         tracing::info!(
             batches,
             commands,
@@ -135,22 +138,35 @@ impl Writer {
         );
     }
 
-    /// Brings the stored projections up to the durable head.
-    fn save_projections(&mut self) {
-        if self.stale || self.unprojected.is_empty() {
+    /// The snapshot that brings the stored projections up to the durable head.
+    fn final_snapshot(&mut self) -> Option<Snapshot> {
+        if self.stale || self.unoffered.is_empty() {
+            return None;
+        }
+        Some(Snapshot {
+            state: self.view.load_full(),
+            position: self.head.position,
+            touched: std::mem::take(&mut self.unoffered),
+        })
+    }
+
+    /// Hands the durable state to the projector when a save is due.
+    fn maybe_project(&mut self, published: &Arc<LedgerState>, touched: &Touched) {
+        self.unoffered.extend(touched);
+        let due = self.head.position - self.offered_at >= PROJECT_EVERY_EVENTS
+            || self.offered_when.elapsed() >= PROJECT_EVERY;
+        if !due || self.unoffered.is_empty() {
             return;
         }
-        let current = self.view.load_full();
-        let saved = persist::diff(&self.projected, &current, &self.unprojected)
-            .and_then(|ops| self.store.write_projections(&ops, self.head.position));
-        match saved {
-            Ok(()) => {
-                self.projected = current;
-                self.projected_at = self.head.position;
-                self.unprojected = Touched::default();
-            }
-            // The next start catches them up from the log.
-            Err(err) => tracing::error!(%err, "saving the projections failed"),
+        let snapshot = Snapshot {
+            state: Arc::clone(published),
+            position: self.head.position,
+            touched: self.unoffered.clone(),
+        };
+        if self.projector.offer(snapshot) {
+            self.offered_at = self.head.position;
+            self.offered_when = Instant::now();
+            self.unoffered = Touched::default();
         }
     }
 
@@ -189,24 +205,13 @@ impl Writer {
             );
             fates.push(fate);
         }
-        let mut pending = self.unprojected.clone();
-        pending.extend(&touched);
-        let project = head.position - self.projected_at >= PROJECT_EVERY_EVENTS
-            || self.projected_when.elapsed() >= PROJECT_EVERY;
-        let fates = match self.persist(&state, batch, expected, project.then_some(&pending)) {
+        let fates = match self.persist(batch, expected) {
             Ok(()) => {
                 self.head = head;
                 self.tokens = tokens;
                 let published = Arc::new(state);
                 self.view.store(Arc::clone(&published));
-                if project && !pending.is_empty() {
-                    self.projected = published;
-                    self.projected_at = head.position;
-                    self.projected_when = Instant::now();
-                    self.unprojected = Touched::default();
-                } else {
-                    self.unprojected = pending;
-                }
+                self.maybe_project(&published, &touched);
                 self.durable.send_if_modified(|durable| {
                     let moved = *durable != head;
                     *durable = head;
@@ -326,36 +331,30 @@ impl Writer {
         Pending::Durable(decision.reply)
     }
 
-    /// Appends the batch; with `project`, also saves the projections (the
-    /// changes since the last save) in the same atomic write.
     fn persist(
         &self,
-        after: &LedgerState,
         mut batch: AppendBatch,
         expected: BTreeMap<String, u64>,
-        project: Option<&Touched>,
     ) -> Result<(), StoreError> {
-        let Some(last) = batch.records.last().map(|r| r.position) else {
+        if batch.records.is_empty() {
             return Ok(());
-        };
-        batch.expected_versions = expected.into_iter().collect();
-        if let Some(touched) = project {
-            batch.projection = persist::diff(&self.projected, after, touched)?;
-            batch.projection_checkpoint = Some(last);
         }
+        batch.expected_versions = expected.into_iter().collect();
         self.store.append(&batch)
     }
 
     fn reload(&mut self) -> Result<(), AppError> {
+        // The projector must be idle while loading rewrites the projections.
+        self.projector.finish(None);
         let (state, head) = super::load(self.store.as_ref())?;
         self.tokens = load_tokens(self.store.as_ref())?;
         self.head = head;
         let published = Arc::new(state);
         self.view.store(Arc::clone(&published));
-        self.projected = published;
-        self.projected_at = head.position;
-        self.projected_when = Instant::now();
-        self.unprojected = Touched::default();
+        self.projector = Projector::start(Arc::clone(&self.store), published);
+        self.offered_at = head.position;
+        self.offered_when = Instant::now();
+        self.unoffered = Touched::default();
         self.durable.send_replace(head);
         self.stale = false;
         tracing::info!(
