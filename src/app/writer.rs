@@ -76,7 +76,7 @@ pub(super) struct Writer {
 }
 
 /// Events between two saves of the projections.
-const PROJECT_EVERY_EVENTS: u64 = 4096;
+const PROJECT_EVERY_EVENTS: u64 = 1024;
 /// Longest time between two saves of the projections while writes come in.
 const PROJECT_EVERY: Duration = Duration::from_secs(1);
 
