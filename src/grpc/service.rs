@@ -153,7 +153,7 @@ impl ImageLedger for LedgerService {
             images: page
                 .images
                 .iter()
-                .map(|listed| image_message(&listed.image, listed.shared))
+                .map(|listed| image_message(listed.image, listed.shared))
                 .collect(),
             total_count: page.total_count,
         }))

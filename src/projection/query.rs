@@ -40,31 +40,31 @@ pub struct ImageQuery {
     pub limit: u32,
 }
 
-/// One listed image and whether the caller owns it.
-#[derive(Debug, Clone)]
-pub struct ListedImage {
+/// One listed image (borrowed from the state snapshot) and whether the caller owns it.
+#[derive(Debug, Clone, Copy)]
+pub struct ListedImage<'a> {
     /// The image.
-    pub image: Image,
+    pub image: &'a Image,
     /// `true` when it is shared with the caller rather than owned.
     pub shared: bool,
 }
 
 /// A page of `DescribeImages`.
 #[derive(Debug, Clone)]
-pub struct ImagePage {
+pub struct ImagePage<'a> {
     /// The images of the page, newest first.
-    pub images: Vec<ListedImage>,
+    pub images: Vec<ListedImage<'a>>,
     /// How many images match in all.
     pub total_count: u32,
 }
 
 /// Lists the images an account owns or that are shared with it in one region,
 /// newest first (ties broken by id).
-pub fn describe_images(
-    state: &LedgerState,
+pub fn describe_images<'a>(
+    state: &'a LedgerState,
     policy: &Policy,
     query: &ImageQuery,
-) -> Result<ImagePage, DomainError> {
+) -> Result<ImagePage<'a>, DomainError> {
     let (Some(account), Some(region)) = (&query.account_id, &query.region) else {
         return Err(DomainError::InvalidParameter(
             "account_id and region are required".into(),
@@ -112,10 +112,7 @@ pub fn describe_images(
         .into_iter()
         .skip(query.offset as usize)
         .take(limit as usize)
-        .map(|(image, shared)| ListedImage {
-            image: image.clone(),
-            shared,
-        })
+        .map(|(image, shared)| ListedImage { image, shared })
         .collect();
     Ok(ImagePage {
         images,
