@@ -2,7 +2,7 @@
 
 use crate::domain::LedgerState;
 use crate::projection::{persist, Touched};
-use crate::store::{Envelope, EventStore, Head, StoreError};
+use crate::store::{try_scan, Envelope, EventStore, Head, StoreError};
 
 /// Replays the whole log into a fresh state, checking that positions are
 /// gap-free, every record matches its hash and the chain is unbroken.
@@ -21,41 +21,28 @@ pub fn catch_up(
 ) -> Result<(LedgerState, Head, Touched), StoreError> {
     let mut head = from;
     let mut touched = Touched::default();
-    let mut failure = None;
-    store.scan(from.position + 1, &mut |position, bytes| {
-        let step = (|| {
-            if position != head.position + 1 {
-                return Err(StoreError::Corrupt(format!(
-                    "position {} follows position {}",
-                    position, head.position
-                )));
-            }
-            let envelope = Envelope::decode(bytes)?;
-            if envelope.position != position || envelope.prev_hash_bytes()? != head.hash {
-                return Err(StoreError::Corrupt(format!(
-                    "record at position {position} does not continue the hash chain"
-                )));
-            }
-            let event = envelope.event()?;
-            touched.record(&event);
-            state.apply(&event);
-            head = Head {
-                position,
-                hash: envelope.hash_bytes()?,
-            };
-            Ok(())
-        })();
-        match step {
-            Ok(()) => true,
-            Err(err) => {
-                failure = Some(err);
-                false
-            }
+    try_scan(store, from.position + 1, |position, bytes| {
+        if position != head.position + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "position {} follows position {}",
+                position, head.position
+            )));
         }
+        let envelope = Envelope::decode(bytes)?;
+        if envelope.position != position || envelope.prev_hash_bytes()? != head.hash {
+            return Err(StoreError::Corrupt(format!(
+                "record at position {position} does not continue the hash chain"
+            )));
+        }
+        let event = envelope.event()?;
+        touched.record(&event);
+        state.apply(&event);
+        head = Head {
+            position,
+            hash: envelope.hash_bytes()?,
+        };
+        Ok(true)
     })?;
-    if let Some(err) = failure {
-        return Err(err);
-    }
     let stored = store.head()?;
     if stored != head {
         return Err(StoreError::Corrupt(format!(

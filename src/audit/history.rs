@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::AuditError;
 use crate::domain::{AccountId, Event, Image, ImageId, ImageState};
-use crate::store::{Envelope, EventStore};
+use crate::store::{try_scan, try_scan_stream, Envelope, EventStore};
 
 /// A record as decoded, with its stored bytes.
 #[derive(Debug, Clone)]
@@ -20,27 +20,14 @@ pub struct Record {
 /// Every record of one image's stream, in order.
 pub fn image_history(store: &dyn EventStore, image: &ImageId) -> Result<Vec<Record>, AuditError> {
     let mut out = Vec::new();
-    let mut failure = None;
-    store.scan_stream(
-        image.as_str(),
-        &mut |_, bytes| match Envelope::decode(bytes) {
-            Ok(envelope) => {
-                out.push(Record {
-                    envelope,
-                    raw: bytes.to_vec(),
-                });
-                true
-            }
-            Err(err) => {
-                failure = Some(err);
-                false
-            }
-        },
-    )?;
-    match failure {
-        Some(err) => Err(err.into()),
-        None => Ok(out),
-    }
+    try_scan_stream(store, image.as_str(), |_, bytes| {
+        out.push(Record {
+            envelope: Envelope::decode(bytes)?,
+            raw: bytes.to_vec(),
+        });
+        Ok::<_, AuditError>(true)
+    })?;
+    Ok(out)
 }
 
 /// Every record that touched an account: its registration, what it did, and
@@ -50,44 +37,31 @@ pub fn account_history(
     account: &AccountId,
 ) -> Result<Vec<Record>, AuditError> {
     let mut out = Vec::new();
-    let mut failure: Option<AuditError> = None;
-    store.scan(1, &mut |_, bytes| {
-        let step = (|| -> Result<(), AuditError> {
-            let envelope = Envelope::decode(bytes)?;
-            let event = envelope.event()?;
-            let involved = envelope.actor.as_deref() == Some(account.as_str())
-                || match &event {
-                    Event::AccountRegistered { account_id, .. } => account_id == account,
-                    Event::ImageRegistered {
-                        owner_account_id, ..
-                    }
-                    | Event::ImageCopied {
-                        owner_account_id, ..
-                    } => owner_account_id == account,
-                    Event::ImageShared { account_ids, .. }
-                    | Event::ShareCancelled { account_ids, .. } => account_ids.contains(account),
-                    _ => false,
-                };
-            if involved {
-                out.push(Record {
-                    envelope,
-                    raw: bytes.to_vec(),
-                });
-            }
-            Ok(())
-        })();
-        match step {
-            Ok(()) => true,
-            Err(err) => {
-                failure = Some(err);
-                false
-            }
+    try_scan(store, 1, |_, bytes| {
+        let envelope = Envelope::decode(bytes)?;
+        let event = envelope.event()?;
+        let involved = envelope.actor.as_deref() == Some(account.as_str())
+            || match &event {
+                Event::AccountRegistered { account_id, .. } => account_id == account,
+                Event::ImageRegistered {
+                    owner_account_id, ..
+                }
+                | Event::ImageCopied {
+                    owner_account_id, ..
+                } => owner_account_id == account,
+                Event::ImageShared { account_ids, .. }
+                | Event::ShareCancelled { account_ids, .. } => account_ids.contains(account),
+                _ => false,
+            };
+        if involved {
+            out.push(Record {
+                envelope,
+                raw: bytes.to_vec(),
+            });
         }
+        Ok::<_, AuditError>(true)
     })?;
-    match failure {
-        Some(err) => Err(err),
-        None => Ok(out),
-    }
+    Ok(out)
 }
 
 /// One line a person can read for a record.

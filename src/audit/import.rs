@@ -11,7 +11,7 @@ use super::AuditError;
 use crate::app::token_key;
 use crate::domain::Policy;
 use crate::projection::{persist, Touched};
-use crate::store::{AppendBatch, EncodedRecord, EventStore, SledStore};
+use crate::store::{try_scan, AppendBatch, EncodedRecord, EventStore, SledStore};
 
 /// Writes records `from..=to` (bounded by the head) as JSON lines, one
 /// envelope per line exactly as stored. Returns how many were written.
@@ -24,22 +24,20 @@ pub fn export(
     let head = store.head()?.position;
     let last = to.unwrap_or(head).min(head);
     let mut written = 0u64;
-    let mut failure = None;
-    store.scan(from.max(1), &mut |position, bytes| {
-        if position > last {
-            return false;
-        }
-        let result = out.write_all(bytes).and_then(|()| out.write_all(b"\n"));
-        if let Err(err) = result {
-            failure = Some(AuditError::Io(format!("cannot write the export: {err}")));
-            return false;
-        }
-        written += 1;
-        true
-    })?;
-    if let Some(err) = failure {
-        return Err(err);
-    }
+    try_scan(
+        store,
+        from.max(1),
+        |position, bytes| -> Result<bool, AuditError> {
+            if position > last {
+                return Ok(false);
+            }
+            out.write_all(bytes)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|err| AuditError::Io(format!("cannot write the export: {err}")))?;
+            written += 1;
+            Ok(true)
+        },
+    )?;
     out.flush()
         .map_err(|e| AuditError::Io(format!("cannot write the export: {e}")))?;
     Ok(written)

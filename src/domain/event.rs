@@ -177,17 +177,10 @@ impl Event {
 
     /// The id of the aggregate (stream) the event belongs to: an account id or an image id.
     pub fn aggregate_id(&self) -> &str {
-        match self {
-            Event::AccountRegistered { account_id, .. } => account_id.as_str(),
-            Event::ImageRegistered { image_id, .. }
-            | Event::ImageCopied { image_id, .. }
-            | Event::ImageStateChanged { image_id, .. }
-            | Event::ImageAttributesModified { image_id, .. }
-            | Event::ImageShared { image_id, .. }
-            | Event::ShareCancelled { image_id, .. }
-            | Event::LighthouseShared { image_id }
-            | Event::LighthouseShareCancelled { image_id }
-            | Event::ImageDeleted { image_id } => image_id.as_str(),
+        match (self, self.image_id()) {
+            (Event::AccountRegistered { account_id, .. }, _) => account_id.as_str(),
+            (_, Some(image_id)) => image_id.as_str(),
+            (_, None) => "",
         }
     }
 }

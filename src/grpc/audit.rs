@@ -14,7 +14,7 @@ use super::pb::audit_log_server::AuditLog;
 use crate::app::Ledger;
 use crate::audit::{self, AsOf, AuditError, LedgerKey, Role};
 use crate::domain::{DomainError, ImageId, ImageState};
-use crate::store::{Envelope, EventStore, StoreError};
+use crate::store::{try_scan, Envelope, EventStore, StoreError};
 
 /// Records read from the store per step of a stream.
 const CHUNK: u64 = 512;
@@ -70,26 +70,18 @@ async fn read_range(
 ) -> Result<Vec<pb::EventEnvelope>, Status> {
     let read = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
         let mut out = Vec::new();
-        let mut failure = None;
-        store.scan(from, &mut |position, bytes| {
-            if position > to {
-                return false;
-            }
-            match Envelope::decode(bytes) {
-                Ok(envelope) => {
-                    out.push(envelope_message(envelope, bytes));
-                    true
+        try_scan(
+            store.as_ref(),
+            from,
+            |position, bytes| -> Result<bool, StoreError> {
+                if position > to {
+                    return Ok(false);
                 }
-                Err(err) => {
-                    failure = Some(err);
-                    false
-                }
-            }
-        })?;
-        match failure {
-            Some(err) => Err(err),
-            None => Ok(out),
-        }
+                out.push(envelope_message(Envelope::decode(bytes)?, bytes));
+                Ok(true)
+            },
+        )?;
+        Ok(out)
     })
     .await
     .map_err(|e| Status::internal(format!("reader task failed: {e}")))?;

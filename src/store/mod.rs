@@ -133,3 +133,41 @@ pub trait EventStore: Send + Sync + 'static {
     /// Every idempotency record.
     fn tokens(&self) -> Result<Entries, StoreError>;
 }
+
+/// Visits records from `from` on with a step that can fail; stops at the end
+/// of the log, when `step` returns `Ok(false)`, or at its first error.
+pub fn try_scan<E: From<StoreError>>(
+    store: &dyn EventStore,
+    from: u64,
+    mut step: impl FnMut(u64, &[u8]) -> Result<bool, E>,
+) -> Result<(), E> {
+    let mut failure = None;
+    store.scan(from, &mut |position, bytes| match step(position, bytes) {
+        Ok(more) => more,
+        Err(err) => {
+            failure = Some(err);
+            false
+        }
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// [`try_scan`] over one aggregate's stream.
+pub fn try_scan_stream<E: From<StoreError>>(
+    store: &dyn EventStore,
+    aggregate_id: &str,
+    mut step: impl FnMut(u64, &[u8]) -> Result<bool, E>,
+) -> Result<(), E> {
+    let mut failure = None;
+    store.scan_stream(
+        aggregate_id,
+        &mut |position, bytes| match step(position, bytes) {
+            Ok(more) => more,
+            Err(err) => {
+                failure = Some(err);
+                false
+            }
+        },
+    )?;
+    failure.map_or(Ok(()), Err)
+}
