@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -94,10 +95,15 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         .signing_key
         .clone()
         .unwrap_or_else(|| LedgerKey::default_path(&config.data_dir));
-    let (ledger, key) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
+    let (ledger, key, store) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
         let store = Arc::new(SledStore::open(&data_dir, cache)?);
+        let weak = Arc::downgrade(&store);
         let key = LedgerKey::load_or_create(&key_path)?;
-        Ok((Ledger::open(store, policy, WriterOptions::default())?, key))
+        Ok((
+            Ledger::open(store, policy, WriterOptions::default())?,
+            key,
+            weak,
+        ))
     })
     .await
     .map_err(|e| ServeError::Reflection(format!("loading task failed: {e}")))??;
@@ -162,6 +168,16 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         };
         // No call is running any more; drain the writer so the log is flushed and closed.
         stop_ledger(ledger).await;
+        // Connection tasks may drop their handles on the ledger a moment after
+        // the transport returns; wait for the store to close, so that a stopped
+        // server has released its data directory.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if store.strong_count() > 0 {
+            tracing::warn!("the store is still referenced after the stop");
+        }
         tracing::info!("stopped");
         served.map_err(ServeError::from)
     });

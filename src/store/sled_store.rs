@@ -14,7 +14,7 @@
 //! | `c` | projection checkpoint (u64 BE) |
 //! | `p` projection key | owned by the projection module |
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use sled::{Batch, Db, Tree};
@@ -32,23 +32,67 @@ pub struct SledStore {
     /// follows them cannot interleave with another append of this process
     /// (sled's directory lock keeps other processes out).
     append_lock: Mutex<()>,
+    dir: PathBuf,
+}
+
+/// Directories whose store this process dropped.
+static CLOSED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn recently_closed(dir: &Path) -> bool {
+    CLOSED
+        .lock()
+        .is_ok_and(|closed| closed.iter().any(|d| d == dir))
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if let Ok(mut closed) = CLOSED.lock() {
+            if !closed.contains(&self.dir) {
+                closed.push(self.dir.clone());
+            }
+        }
+    }
 }
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`. `cache_bytes` sizes sled's page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             // Durability comes from the explicit flush after every batch; the
             // background flusher would only add writes.
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        // sled's I/O threads can hold the directory lock for a while after a
+        // store of this process is dropped: wait for them when this process
+        // closed the directory itself; another process's lock fails fast.
+        let closed_here = recently_closed(dir);
+        let patience = if closed_here {
+            std::time::Duration::from_secs(15)
+        } else {
+            std::time::Duration::from_millis(500)
+        };
+        let started = std::time::Instant::now();
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                // sled reports a held lock as an I/O error of kind Other
+                // whose message names the lock.
+                Err(sled::Error::Io(err))
+                    if err.to_string().contains("could not acquire lock")
+                        && started.elapsed() < patience =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
         let tree = db.open_tree("ledger")?;
         Ok(Self {
             db,
             tree,
             append_lock: Mutex::new(()),
+            dir: dir.to_path_buf(),
         })
     }
 
