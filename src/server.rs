@@ -39,6 +39,9 @@ pub enum ServeError {
     /// The reflection service could not be built from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
+    /// A task of the server panicked or was cancelled.
+    #[error("{0}")]
+    Task(String),
     /// The transport failed while serving.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -75,7 +78,7 @@ impl RunningServer {
     pub async fn wait(self) -> Result<(), ServeError> {
         match self.task.await {
             Ok(result) => result,
-            Err(err) => Err(ServeError::Reflection(format!("server task failed: {err}"))),
+            Err(err) => Err(ServeError::Task(format!("the server task failed: {err}"))),
         }
     }
 
@@ -106,7 +109,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         ))
     })
     .await
-    .map_err(|e| ServeError::Reflection(format!("loading task failed: {e}")))??;
+    .map_err(|e| ServeError::Task(format!("the loading task failed: {e}")))??;
 
     let listener = match TcpListener::bind(config.addr).await {
         Ok(listener) => listener,
