@@ -8,7 +8,6 @@
 //! |---|---|
 //! | `h` | head: position (u64 BE) and hash (32 bytes) |
 //! | `l` position (u64 BE) | the record |
-//! | `s` aggregate id | stream version (u64 BE) |
 //! | `v` aggregate id `\0` version (u64 BE) | position |
 //! | `t` account id `\0` token | idempotency record |
 //! | `c` | projection checkpoint (u64 BE) |
@@ -179,14 +178,16 @@ impl EventStore for SledStore {
                 head.position, batch.expected_head.position
             )));
         }
+        // A stream is at version `expected` when its index holds that
+        // version and not the next one.
         for (stream, expected) in &batch.expected_versions {
-            let current = match self.tree.get(tagged(b's', stream.as_bytes()))? {
-                Some(bytes) => decode_u64(&bytes, "stream version")?,
-                None => 0,
+            let has = |version: u64| -> Result<bool, StoreError> {
+                Ok(self.tree.contains_key(version_key(stream, version))?)
             };
-            if current != *expected {
+            let at_expected = (*expected == 0 || has(*expected)?) && !has(expected + 1)?;
+            if !at_expected {
                 return Err(StoreError::Conflict(format!(
-                    "stream {stream} is at version {current}, the batch expected {expected}"
+                    "stream {stream} is not at version {expected}"
                 )));
             }
         }
@@ -196,10 +197,6 @@ impl EventStore for SledStore {
             writes.insert(
                 version_key(&record.aggregate_id, record.aggregate_version),
                 &record.position.to_be_bytes(),
-            );
-            writes.insert(
-                tagged(b's', record.aggregate_id.as_bytes()),
-                &record.aggregate_version.to_be_bytes(),
             );
         }
         for (key, value) in &batch.tokens {
