@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use image_ledger::audit::{self, AsOf, LedgerKey, SignedHead, VerifyOptions};
 use image_ledger::config::{parse_regions, Config};
-use image_ledger::domain::{AccountId, ImageId, ImageState, Policy};
+use image_ledger::domain::{AccountId, ImageId, Policy};
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
 use image_ledger::store::{EventStore, SledStore};
@@ -712,10 +712,7 @@ async fn access_remote(
     let mut client = AuditLogClient::connect(format!("http://{addr}")).await?;
     let wire = match as_of {
         AsOf::Position(p) => Wire::AsOfPosition(p),
-        AsOf::Time(t) => Wire::AsOfTime(prost_types::Timestamp {
-            seconds: t.unix_timestamp(),
-            nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
-        }),
+        AsOf::Time(t) => Wire::AsOfTime(image_ledger::grpc::timestamp(t)),
     };
     let reply = client
         .get_image_access_as_of(pb::GetImageAccessAsOfRequest {
@@ -725,27 +722,17 @@ async fn access_remote(
         .await?
         .into_inner();
     let time_of = |t: Option<prost_types::Timestamp>| {
-        t.and_then(|t| {
-            time::OffsetDateTime::from_unix_timestamp_nanos(
-                i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos),
-            )
-            .ok()
-        })
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        t.as_ref()
+            .and_then(image_ledger::grpc::time_of)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
     };
     Ok(audit::Access {
         image_id: reply.image_id,
         position: reply.position,
         region: reply.existed.then_some(reply.region),
-        state: match pb::ImageState::try_from(reply.state) {
-            Ok(pb::ImageState::Creating) => Some(ImageState::Creating),
-            Ok(pb::ImageState::Normal) => Some(ImageState::Normal),
-            Ok(pb::ImageState::Createfailed) => Some(ImageState::Createfailed),
-            Ok(pb::ImageState::Syncing) => Some(ImageState::Syncing),
-            Ok(pb::ImageState::Importing) => Some(ImageState::Importing),
-            Ok(pb::ImageState::Importfailed) => Some(ImageState::Importfailed),
-            _ => None,
-        },
+        state: pb::ImageState::try_from(reply.state)
+            .ok()
+            .and_then(image_ledger::grpc::state_of),
         deleted: reply.deleted,
         lighthouse_shared: reply.lighthouse_shared,
         accounts: reply

@@ -1,7 +1,6 @@
 //! `audit verify`: proves the log is whole, untampered and lawful, and that
 //! the stored read side equals a fresh replay. It never writes.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -232,7 +231,8 @@ fn check_projections(
             String::from_utf8_lossy(&key)
         )));
     }
-    let stored_tokens: BTreeMap<Vec<u8>, crate::app::TokenRecord> = store
+    // The store lists tokens in key order; the checker's need sorting.
+    let stored_tokens: Vec<(Vec<u8>, crate::app::TokenRecord)> = store
         .tokens()?
         .into_iter()
         .map(|(k, v)| {
@@ -241,12 +241,13 @@ fn check_projections(
                 .map_err(crate::store::StoreError::decode)
         })
         .collect::<Result<_, _>>()?;
-    let fresh_tokens: BTreeMap<_, _> = checker
+    let mut fresh_tokens: Vec<_> = checker
         .tokens()
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if let Some(key) = first_difference(&stored_tokens, &fresh_tokens) {
+    fresh_tokens.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if let Some(key) = first_difference_sorted(&stored_tokens, &fresh_tokens) {
         return Err(AuditError::Projections(format!(
             "the idempotency record {:?} differs from the one the log implies",
             String::from_utf8_lossy(&key).replace('\0', "/")
@@ -256,7 +257,10 @@ fn check_projections(
 }
 
 /// The first key at which two key-sorted entry lists differ.
-fn first_difference_sorted(a: &[(Vec<u8>, Vec<u8>)], b: &[(Vec<u8>, Vec<u8>)]) -> Option<Vec<u8>> {
+fn first_difference_sorted<V: PartialEq>(
+    a: &[(Vec<u8>, V)],
+    b: &[(Vec<u8>, V)],
+) -> Option<Vec<u8>> {
     for (x, y) in a.iter().zip(b) {
         if x != y {
             return Some(x.0.clone().min(y.0.clone()));
@@ -267,16 +271,4 @@ fn first_difference_sorted(a: &[(Vec<u8>, Vec<u8>)], b: &[(Vec<u8>, Vec<u8>)]) -
         std::cmp::Ordering::Greater => Some(a[b.len()].0.clone()),
         std::cmp::Ordering::Equal => None,
     }
-}
-
-fn first_difference<V: PartialEq>(
-    a: &BTreeMap<Vec<u8>, V>,
-    b: &BTreeMap<Vec<u8>, V>,
-) -> Option<Vec<u8>> {
-    for (key, value) in a {
-        if b.get(key) != Some(value) {
-            return Some(key.clone());
-        }
-    }
-    b.keys().find(|key| !a.contains_key(*key)).cloned()
 }

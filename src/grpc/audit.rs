@@ -8,12 +8,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::timestamp;
+use super::convert::{state_message, time_of, timestamp};
 use super::pb;
 use super::pb::audit_log_server::AuditLog;
 use crate::app::Ledger;
 use crate::audit::{self, AsOf, AuditError, LedgerKey, Role};
-use crate::domain::{DomainError, ImageId, ImageState};
+use crate::domain::{DomainError, ImageId};
 use crate::store::{try_scan, Envelope, EventStore, StoreError};
 
 /// Records read from the store per step of a stream.
@@ -215,11 +215,9 @@ impl AuditLog for AuditService {
         let as_of = match request.as_of {
             Some(pb::get_image_access_as_of_request::AsOf::AsOfPosition(p)) => AsOf::Position(p),
             Some(pb::get_image_access_as_of_request::AsOf::AsOfTime(t)) => {
-                let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
-                let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| {
+                AsOf::Time(time_of(&t).ok_or_else(|| {
                     DomainError::InvalidParameter("as_of_time is out of range".into())
-                })?;
-                AsOf::Time(at)
+                })?)
             }
             None => {
                 return Err(DomainError::InvalidParameter(
@@ -239,7 +237,7 @@ impl AuditLog for AuditService {
             position: access.position,
             existed: access.region.is_some(),
             region: access.region.unwrap_or_default(),
-            state: access.state.map_or(0, state_number),
+            state: access.state.map_or(0, |state| state_message(state) as i32),
             deleted: access.deleted,
             lighthouse_shared: access.lighthouse_shared,
             accounts: access
@@ -286,15 +284,4 @@ impl AuditLog for AuditService {
             public_key: self.key.public_hex(),
         }))
     }
-}
-
-fn state_number(state: ImageState) -> i32 {
-    (match state {
-        ImageState::Creating => pb::ImageState::Creating,
-        ImageState::Normal => pb::ImageState::Normal,
-        ImageState::Createfailed => pb::ImageState::Createfailed,
-        ImageState::Syncing => pb::ImageState::Syncing,
-        ImageState::Importing => pb::ImageState::Importing,
-        ImageState::Importfailed => pb::ImageState::Importfailed,
-    }) as i32
 }

@@ -52,16 +52,36 @@ fn account_kind(value: i32) -> Result<AccountKind, DomainError> {
 }
 
 fn image_state(value: i32, unspecified: Option<ImageState>) -> Result<ImageState, DomainError> {
-    Ok(match pb::ImageState::try_from(value) {
-        Ok(pb::ImageState::Creating) => ImageState::Creating,
-        Ok(pb::ImageState::Normal) => ImageState::Normal,
-        Ok(pb::ImageState::Createfailed) => ImageState::Createfailed,
-        Ok(pb::ImageState::Syncing) => ImageState::Syncing,
-        Ok(pb::ImageState::Importing) => ImageState::Importing,
-        Ok(pb::ImageState::Importfailed) => ImageState::Importfailed,
-        Ok(pb::ImageState::Unspecified) => unspecified.ok_or_else(|| bad_enum("state", value))?,
-        Err(_) => return Err(bad_enum("state", value)),
+    match pb::ImageState::try_from(value).ok().map(state_of) {
+        Some(Some(state)) => Ok(state),
+        Some(None) => unspecified.ok_or_else(|| bad_enum("state", value)),
+        None => Err(bad_enum("state", value)),
+    }
+}
+
+/// The domain state of a proto state; `None` for `IMAGE_STATE_UNSPECIFIED`.
+pub fn state_of(state: pb::ImageState) -> Option<ImageState> {
+    Some(match state {
+        pb::ImageState::Creating => ImageState::Creating,
+        pb::ImageState::Normal => ImageState::Normal,
+        pb::ImageState::Createfailed => ImageState::Createfailed,
+        pb::ImageState::Syncing => ImageState::Syncing,
+        pb::ImageState::Importing => ImageState::Importing,
+        pb::ImageState::Importfailed => ImageState::Importfailed,
+        pb::ImageState::Unspecified => return None,
     })
+}
+
+/// The proto state of a domain state.
+pub fn state_message(state: ImageState) -> pb::ImageState {
+    match state {
+        ImageState::Creating => pb::ImageState::Creating,
+        ImageState::Normal => pb::ImageState::Normal,
+        ImageState::Createfailed => pb::ImageState::Createfailed,
+        ImageState::Syncing => pb::ImageState::Syncing,
+        ImageState::Importing => pb::ImageState::Importing,
+        ImageState::Importfailed => pb::ImageState::Importfailed,
+    }
 }
 
 impl TryFrom<pb::RegisterAccountRequest> for Commanded {
@@ -280,6 +300,12 @@ impl TryFrom<pb::DescribeImagesRequest> for ImageQuery {
     }
 }
 
+/// A protobuf timestamp as a time; `None` when out of range.
+pub fn time_of(timestamp: &Timestamp) -> Option<OffsetDateTime> {
+    let nanos = i128::from(timestamp.seconds) * 1_000_000_000 + i128::from(timestamp.nanos);
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+}
+
 /// The time as a protobuf timestamp.
 pub fn timestamp(time: OffsetDateTime) -> Timestamp {
     Timestamp {
@@ -311,14 +337,7 @@ pub fn image_message(image: &Image, shared: bool) -> pb::Image {
         } else {
             pb::ImageType::PrivateImage
         } as i32,
-        state: match image.state {
-            ImageState::Creating => pb::ImageState::Creating,
-            ImageState::Normal => pb::ImageState::Normal,
-            ImageState::Createfailed => pb::ImageState::Createfailed,
-            ImageState::Syncing => pb::ImageState::Syncing,
-            ImageState::Importing => pb::ImageState::Importing,
-            ImageState::Importfailed => pb::ImageState::Importfailed,
-        } as i32,
+        state: state_message(image.state) as i32,
         image_source: match a.image_source {
             ImageSource::CreateImage => pb::ImageSource::CreateImage,
             ImageSource::ExternalImport => pb::ImageSource::ExternalImport,

@@ -17,6 +17,6 @@ pub mod pb {
 }
 
 pub use audit::{envelope_message, AuditService};
-pub use convert::Commanded;
+pub use convert::{state_message, state_of, time_of, timestamp, Commanded};
 pub use service::LedgerService;
 pub use status::{code_of, ERROR_DOMAIN, INTERNAL_REASON};
