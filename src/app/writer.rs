@@ -254,18 +254,18 @@ impl Writer {
         touched: &mut Touched,
     ) -> Pending {
         let actor = job.command.actor().map(|a| a.as_str().to_owned());
-        let token_key = job
-            .options
-            .client_token
-            .as_ref()
-            .map(|token| token_key(actor.as_deref(), token.as_str()));
-        let fingerprint = match fingerprint(&job.command) {
-            Ok(fp) => fp,
-            Err(err) => return Pending::Answer(Err(err.into())),
+        // The key and the request's fingerprint, only for commands that
+        // carry a client token.
+        let token = match &job.options.client_token {
+            Some(token) => match fingerprint(&job.command) {
+                Ok(fp) => Some((token_key(actor.as_deref(), token.as_str()), fp)),
+                Err(err) => return Pending::Answer(Err(err.into())),
+            },
+            None => None,
         };
-        if let Some(key) = &token_key {
+        if let Some((key, fingerprint)) = &token {
             if let Some(record) = tokens.get(key) {
-                return Pending::Answer(if record.fingerprint == fingerprint {
+                return Pending::Answer(if record.fingerprint == *fingerprint {
                     Ok(record.reply.clone())
                 } else {
                     Err(DomainError::IdempotencyMismatch(
@@ -301,7 +301,7 @@ impl Writer {
                 recorded_at: now,
                 actor: actor.as_deref(),
                 client_token: job.options.client_token.as_ref().map(|t| t.as_str()),
-                request_hash: token_key.as_ref().map(|_| fingerprint.as_str()),
+                request_hash: token.as_ref().map(|(_, fp)| fp.as_str()),
                 prev_hash: head.hash,
             };
             let record = match EncodedRecord::encode(event, &meta) {
@@ -316,7 +316,7 @@ impl Writer {
             touched.record(event);
             state.apply(event);
         }
-        if let Some(key) = token_key {
+        if let Some((key, fingerprint)) = token {
             let record = TokenRecord {
                 fingerprint,
                 reply: decision.reply.clone(),
