@@ -147,11 +147,9 @@ fn main() {
                     expected_head: head,
                     ..AppendBatch::default()
                 };
-                let mut expected = std::collections::BTreeMap::new();
                 for k in 0..batch_size {
                     let id = image((head.position + k as u64) % 10_000);
                     let version = versions.entry(id.to_string()).or_insert(0);
-                    expected.entry(id.to_string()).or_insert(*version);
                     *version += 1;
                     let meta = RecordMeta {
                         position: head.position + 1,
@@ -174,7 +172,6 @@ fn main() {
                     };
                     batch.records.push(record);
                 }
-                batch.expected_versions = expected.into_iter().collect();
                 store.append(&batch).expect("appends");
             },
         );

@@ -87,7 +87,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// sled cache of the started server, MiB.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = image_ledger::config::DEFAULT_CACHE_MB)]
     cache_mb: u64,
 }
 
@@ -195,7 +195,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     policy: PolicyArgs,
     /// sled page cache size in MiB.
-    #[arg(long, env = "IMAGE_LEDGER_CACHE_MB", default_value_t = 256)]
+    #[arg(long, env = "IMAGE_LEDGER_CACHE_MB", default_value_t = image_ledger::config::DEFAULT_CACHE_MB)]
     cache_mb: u64,
     /// Seconds a stopping server waits for clients to close their connections.
     #[arg(long, env = "IMAGE_LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = 10)]

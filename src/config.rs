@@ -25,6 +25,11 @@ pub struct Config {
     pub signing_key: Option<PathBuf>,
 }
 
+/// sled's page cache when no size is given, MiB. The state the commands and
+/// queries use lives outside it, so the cache only serves log reads (audit,
+/// history, subscriptions) and the pages a write touches.
+pub const DEFAULT_CACHE_MB: u64 = 64;
+
 impl Config {
     /// Defaults with the given data directory, listening on a free loopback port.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
@@ -32,7 +37,7 @@ impl Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             policy: Policy::default(),
-            cache_bytes: 256 * 1024 * 1024,
+            cache_bytes: DEFAULT_CACHE_MB * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             signing_key: None,
         }

@@ -2,7 +2,6 @@
 //! commands are decided one after the other, and it commits everything that
 //! queued up while the previous flush ran in one atomic write and one flush.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -190,7 +189,6 @@ impl Writer {
             expected_head: head,
             ..AppendBatch::default()
         };
-        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
         let mut touched = Touched::default();
         let mut fates = Vec::with_capacity(jobs.len());
         for job in &jobs {
@@ -200,12 +198,11 @@ impl Writer {
                 &mut tokens,
                 &mut head,
                 &mut batch,
-                &mut expected,
                 &mut touched,
             );
             fates.push(fate);
         }
-        let fates = match self.persist(batch, expected) {
+        let fates = match self.persist(batch) {
             Ok(()) => {
                 self.head = head;
                 self.tokens = tokens;
@@ -250,7 +247,6 @@ impl Writer {
         tokens: &mut Tokens,
         head: &mut Head,
         batch: &mut AppendBatch,
-        expected: &mut BTreeMap<String, u64>,
         touched: &mut Touched,
     ) -> Pending {
         let actor = job.command.actor().map(|a| a.as_str().to_owned());
@@ -292,9 +288,7 @@ impl Writer {
             return Pending::Answer(Ok(decision.reply));
         }
         for event in &decision.events {
-            let stream = event.aggregate_id().to_owned();
             let version = state.stream_version(event);
-            expected.entry(stream).or_insert(version);
             let meta = RecordMeta {
                 position: head.position + 1,
                 aggregate_version: version + 1,
@@ -331,15 +325,10 @@ impl Writer {
         Pending::Durable(decision.reply)
     }
 
-    fn persist(
-        &self,
-        mut batch: AppendBatch,
-        expected: BTreeMap<String, u64>,
-    ) -> Result<(), StoreError> {
+    fn persist(&self, batch: AppendBatch) -> Result<(), StoreError> {
         if batch.records.is_empty() {
             return Ok(());
         }
-        batch.expected_versions = expected.into_iter().collect();
         self.store.append(&batch)
     }
 

@@ -1,7 +1,7 @@
 //! Export of the log as JSON lines, exactly as stored, and import of such a
 //! file into a new data directory, checked record by record.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -164,12 +164,6 @@ fn load_into(
         let (envelope, event) = checker
             .check(&line)
             .map_err(|what| AuditError::Line { line: number, what })?;
-        // The checker proved the versions contiguous, so the first record of a
-        // stream in this batch tells the version the stream had before it.
-        pending
-            .expected_versions
-            .entry(envelope.aggregate_id.clone())
-            .or_insert(envelope.aggregate_version - 1);
         pending.touched.record(&event);
         if let Some(token) = &envelope.client_token {
             pending
@@ -209,7 +203,6 @@ struct Pending {
     before: crate::domain::LedgerState,
     head: crate::store::Head,
     records: Vec<EncodedRecord>,
-    expected_versions: BTreeMap<String, u64>,
     touched: Touched,
     tokens: BTreeSet<Vec<u8>>,
 }
@@ -220,7 +213,6 @@ impl Pending {
             before: checker.state().clone(),
             head: checker.head(),
             records: Vec::new(),
-            expected_versions: BTreeMap::new(),
             touched: Touched::default(),
             tokens: BTreeSet::new(),
         }
@@ -239,7 +231,6 @@ impl Pending {
         }
         let batch = AppendBatch {
             expected_head: self.head,
-            expected_versions: self.expected_versions.into_iter().collect(),
             records: self.records,
             tokens,
             projection: persist::diff(&self.before, checker.state(), &self.touched)?,

@@ -57,7 +57,10 @@ pub fn fill(
         .take(plan.regions.max(1))
         .cloned()
         .collect();
-    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(data_dir, 256 * 1024 * 1024)?);
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(
+        data_dir,
+        crate::config::DEFAULT_CACHE_MB * 1024 * 1024,
+    )?);
     let ledger = Ledger::open(
         store,
         policy,

@@ -26,13 +26,16 @@ pub struct Image {
     pub created_time: OffsetDateTime,
     /// The source image when this is a copy.
     pub copied_from: Option<ImageRef>,
-    /// The accounts it is shared with and since when.
+    /// The accounts it is shared with and since when (persisted as entries
+    /// of their own, so a share does not rewrite the image).
+    #[serde(skip)]
     pub shares: BTreeMap<AccountId, Share>,
     /// Whether Lighthouse of the same account and region may use it.
     pub lighthouse_shared: bool,
     /// Whether it was deleted (kept so the id is never reused).
     pub deleted: bool,
-    /// Number of events in its stream.
+    /// Number of events in its stream (persisted on its own).
+    #[serde(skip)]
     pub version: u64,
 }
 

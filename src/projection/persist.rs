@@ -1,16 +1,18 @@
-//! The read side as kept in the store: what a batch of events changes in it,
-//! a full rewrite for rebuilds, and loading it back at start.
+//! The state as kept in the store, so a start does not replay the whole log:
+//! what a batch of events changes in it, a full rewrite for rebuilds, and
+//! loading it back at start. The indexes the queries use (images per owner,
+//! images shared with an account, quota usage) are derived from these
+//! entries in memory when they load, so a share writes two small entries.
 //!
 //! Keys (inside the store's projection keyspace):
 //! - `a<account>` → the account (JSON)
-//! - `i<image>` → the image aggregate with its shares (JSON), deleted ones included
-//! - `o<owner>\0<region>\0<image>` → empty: live images per owner and region
-//! - `r<recipient>\0<region>\0<image>` → share time (RFC 3339): images shared with an account
-//! - `q<owner>\0<region>` → image count (u32 big-endian): quota usage
+//! - `i<image>` → the image without its shares and version (JSON), deleted ones included
+//! - `s<image>\0<account>` → share time (RFC 3339): the image's shares
+//! - `v<image>` → the image's stream version (u64 big-endian)
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
-use crate::domain::{AccountId, Event, Image, ImageId, LedgerState, Region};
+use crate::domain::{AccountId, Event, Image, ImageId, LedgerState, Share};
 use crate::store::{EventStore, ProjectionOp, StoreError};
 
 /// The aggregates a batch changed.
@@ -49,7 +51,7 @@ impl Touched {
     }
 }
 
-/// The projection writes that turn the read side of `before` into that of `after`,
+/// The projection writes that turn the stored state `before` into `after`,
 /// given the aggregates that changed.
 pub fn diff(
     before: &LedgerState,
@@ -57,7 +59,6 @@ pub fn diff(
     touched: &Touched,
 ) -> Result<Vec<ProjectionOp>, StoreError> {
     let mut ops = Vec::new();
-    let mut quota_keys = BTreeSet::new();
     for id in &touched.accounts {
         if let Some(account) = after.account(id) {
             ops.push(put(key(b'a', &[id.as_str()]), json(account)?));
@@ -67,43 +68,45 @@ pub fn diff(
         let Some(new) = after.any_image(id) else {
             continue;
         };
-        let old = before.any_image(id).filter(|image| !image.deleted);
-        ops.push(put(key(b'i', &[id.as_str()]), json(new)?));
-        let owned = owned_key(new);
-        match (old.is_some(), new.deleted) {
-            (false, false) => ops.push(put(owned, Vec::new())),
-            (true, true) => ops.push(delete(owned)),
-            _ => {}
+        let old = before.any_image(id);
+        // The image itself is written when it appears or a field other than
+        // its shares and version changes; shares and the version are
+        // entries of their own.
+        if old.is_none_or(|old| !same_apart_from_shares(old, new)) {
+            ops.push(put(key(b'i', &[id.as_str()]), json(new)?));
+        }
+        if old.is_none_or(|old| old.version != new.version) {
+            ops.push(put(
+                key(b'v', &[id.as_str()]),
+                new.version.to_be_bytes().to_vec(),
+            ));
         }
         if let Some(old) = old {
             for account in old.shares.keys() {
-                if new.deleted || !new.shares.contains_key(account) {
-                    ops.push(delete(shared_key(account, &new.region, id)));
+                if !new.shares.contains_key(account) {
+                    ops.push(delete(share_key(id, account)));
                 }
             }
         }
-        if !new.deleted {
-            for (account, share) in &new.shares {
-                if old.is_none_or(|old| old.shares.get(account) != Some(share)) {
-                    ops.push(put(
-                        shared_key(account, &new.region, id),
-                        rfc3339(share.created_time)?,
-                    ));
-                }
+        for (account, share) in &new.shares {
+            if old.is_none_or(|old| old.shares.get(account) != Some(share)) {
+                ops.push(put(share_key(id, account), rfc3339(share.created_time)?));
             }
         }
-        quota_keys.insert((new.owner_account_id.clone(), new.region.clone()));
-    }
-    for (owner, region) in quota_keys {
-        let used = after.images_used(&owner, &region);
-        let k = key(b'q', &[owner.as_str(), region.as_str()]);
-        ops.push(if used == 0 {
-            delete(k)
-        } else {
-            put(k, used.to_be_bytes().to_vec())
-        });
     }
     Ok(ops)
+}
+
+fn same_apart_from_shares(a: &Image, b: &Image) -> bool {
+    a.image_id == b.image_id
+        && a.owner_account_id == b.owner_account_id
+        && a.region == b.region
+        && a.attributes == b.attributes
+        && a.state == b.state
+        && a.created_time == b.created_time
+        && a.copied_from == b.copied_from
+        && a.lighthouse_shared == b.lighthouse_shared
+        && a.deleted == b.deleted
 }
 
 /// Every projection entry of `state`, for a rebuild.
@@ -119,32 +122,59 @@ pub fn full(state: &LedgerState) -> Result<Vec<ProjectionOp>, StoreError> {
 pub fn load(store: &dyn EventStore) -> Result<LedgerState, StoreError> {
     let mut accounts = Vec::new();
     for (key, value) in store.projection_scan(b"a")? {
-        let id = AccountId::parse(&String::from_utf8_lossy(&key[1..]))
+        let id = AccountId::parse(&key_text(&key[1..])?)
             .map_err(|e| StoreError::Corrupt(format!("projected account key: {e}")))?;
         let account = serde_json::from_slice(&value).map_err(StoreError::decode)?;
         accounts.push((id, account));
     }
-    let mut images = Vec::new();
+    let mut images = HashMap::new();
     for (_, value) in store.projection_scan(b"i")? {
         let image: Image = serde_json::from_slice(&value).map_err(StoreError::decode)?;
-        images.push(image);
+        images.insert(image.image_id.clone(), image);
     }
-    Ok(LedgerState::restore(accounts, images))
+    for (key, value) in store.projection_scan(b"v")? {
+        let id = image_key(&key[1..])?;
+        let version = <[u8; 8]>::try_from(value.as_slice())
+            .map_err(|_| StoreError::Corrupt(format!("projected version of {id} is malformed")))?;
+        images
+            .get_mut(&id)
+            .ok_or_else(|| StoreError::Corrupt(format!("a version for unknown image {id}")))?
+            .version = u64::from_be_bytes(version);
+    }
+    for (key, value) in store.projection_scan(b"s")? {
+        let text = key_text(&key[1..])?;
+        let (image, account) = text
+            .split_once('\0')
+            .ok_or_else(|| StoreError::Corrupt(format!("projected share key {text:?}")))?;
+        let image = image_key(image.as_bytes())?;
+        let account = AccountId::parse(account)
+            .map_err(|e| StoreError::Corrupt(format!("projected share key: {e}")))?;
+        let created_time = time::OffsetDateTime::parse(
+            &key_text(&value)?,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|e| StoreError::Corrupt(format!("projected share time: {e}")))?;
+        images
+            .get_mut(&image)
+            .ok_or_else(|| StoreError::Corrupt(format!("a share of unknown image {image}")))?
+            .shares
+            .insert(account, Share { created_time });
+    }
+    Ok(LedgerState::restore(accounts, images.into_values()))
 }
 
-fn owned_key(image: &Image) -> Vec<u8> {
-    key(
-        b'o',
-        &[
-            image.owner_account_id.as_str(),
-            image.region.as_str(),
-            image.image_id.as_str(),
-        ],
-    )
+fn key_text(bytes: &[u8]) -> Result<String, StoreError> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| StoreError::Corrupt("a projection entry is not UTF-8".into()))
 }
 
-fn shared_key(account: &AccountId, region: &Region, image: &ImageId) -> Vec<u8> {
-    key(b'r', &[account.as_str(), region.as_str(), image.as_str()])
+fn image_key(bytes: &[u8]) -> Result<ImageId, StoreError> {
+    ImageId::parse(&key_text(bytes)?)
+        .map_err(|e| StoreError::Corrupt(format!("projected image key: {e}")))
+}
+
+fn share_key(image: &ImageId, account: &AccountId) -> Vec<u8> {
+    key(b's', &[image.as_str(), account.as_str()])
 }
 
 fn key(tag: u8, parts: &[&str]) -> Vec<u8> {

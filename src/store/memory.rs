@@ -11,7 +11,6 @@ use super::{AppendBatch, Entries, EventStore, Head, ProjectionOp, StoreError};
 struct Tables {
     head: Head,
     log: BTreeMap<u64, Vec<u8>>,
-    streams: BTreeMap<String, u64>,
     stream_positions: BTreeMap<(String, u64), u64>,
     tokens: BTreeMap<Vec<u8>, Vec<u8>>,
     projections: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -64,18 +63,8 @@ impl EventStore for MemoryStore {
                 t.head.position, batch.expected_head.position
             )));
         }
-        for (stream, expected) in &batch.expected_versions {
-            let current = t.streams.get(stream).copied().unwrap_or(0);
-            if current != *expected {
-                return Err(StoreError::Conflict(format!(
-                    "stream {stream} is at version {current}, the batch expected {expected}"
-                )));
-            }
-        }
         for record in &batch.records {
             t.log.insert(record.position, record.bytes.clone());
-            t.streams
-                .insert(record.aggregate_id.clone(), record.aggregate_version);
             t.stream_positions.insert(
                 (record.aggregate_id.clone(), record.aggregate_version),
                 record.position,

@@ -46,9 +46,10 @@ pub struct ProjectionOp {
 #[derive(Debug, Clone, Default)]
 pub struct AppendBatch {
     /// The head the batch was built on; the append fails if the log moved.
+    /// This also pins every stream's version: the writer derived the
+    /// records' stream versions from the state at this head, and an
+    /// unchanged head means no record was appended since.
     pub expected_head: Head,
-    /// For each stream the batch touches, its version before the batch.
-    pub expected_versions: Vec<(String, u64)>,
     /// The records, in position order, continuing `expected_head`.
     pub records: Vec<EncodedRecord>,
     /// Idempotency records: (key, value).
@@ -64,8 +65,8 @@ pub struct AppendBatch {
 /// A failure of the storage layer. None of these is the caller's fault.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// The log moved under the writer, or a stream was not at the expected
-    /// version: another writer is active. Retry after reloading.
+    /// The log moved under the writer: another writer is active. Retry after
+    /// reloading.
     #[error("append conflict: {0}")]
     Conflict(String),
     /// The underlying database failed (I/O, full disk). Retry later.
@@ -99,8 +100,8 @@ pub trait EventStore: Send + Sync + 'static {
     fn head(&self) -> Result<Head, StoreError>;
 
     /// Appends a batch atomically (all or nothing) and returns only once it is
-    /// durable on disk. Fails with [`StoreError::Conflict`] when the head or a
-    /// stream version is not what the batch expects.
+    /// durable on disk. Fails with [`StoreError::Conflict`] when the head is not
+    /// what the batch expects.
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError>;
 
     /// Calls `visit` with each stored record from position `from` on, in order,

@@ -178,19 +178,6 @@ impl EventStore for SledStore {
                 head.position, batch.expected_head.position
             )));
         }
-        // A stream is at version `expected` when its index holds that
-        // version and not the next one.
-        for (stream, expected) in &batch.expected_versions {
-            let has = |version: u64| -> Result<bool, StoreError> {
-                Ok(self.tree.contains_key(version_key(stream, version))?)
-            };
-            let at_expected = (*expected == 0 || has(*expected)?) && !has(expected + 1)?;
-            if !at_expected {
-                return Err(StoreError::Conflict(format!(
-                    "stream {stream} is not at version {expected}"
-                )));
-            }
-        }
         let mut writes = Batch::default();
         for record in &batch.records {
             writes.insert(&log_key(record.position), record.bytes.as_slice());
