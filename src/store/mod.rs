@@ -172,3 +172,6 @@ pub fn try_scan_stream<E: From<StoreError>>(
     )?;
     failure.map_or(Ok(()), Err)
 }
+
+#[cfg(test)]
+mod tests;

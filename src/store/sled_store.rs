@@ -7,21 +7,36 @@
 //! | key | value |
 //! |---|---|
 //! | `h` | head: position (u64 BE) and hash (32 bytes) |
-//! | `l` position (u64 BE) | the record |
+//! | `l` first position (u64 BE) | a chunk: up to 64 consecutive records, compressed |
 //! | `v` aggregate id `\0` version (u64 BE) | position |
 //! | `t` account id `\0` token | idempotency record |
 //! | `c` | projection checkpoint (u64 BE) |
 //! | `p` projection key | owned by the projection module |
+//!
+//! A chunk holds the records of one append (split every [`CHUNK_RECORDS`]),
+//! joined by `\n` (a record is JSON without raw newlines) and compressed
+//! with zstd as one frame: a format byte (`1`), the uncompressed length (u32
+//! BE), then the frame. Records of one append compress together several
+//! times over (their field names, ids and times repeat), and sled handles
+//! one key per chunk instead of one per record. The records inside are
+//! byte for byte what was hashed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use sled::{Batch, Db, Tree};
+use sled::{Batch, Db, IVec, Tree};
 
 use super::{AppendBatch, Entries, EventStore, Head, ProjectionOp, StoreError};
 
 const HEAD_KEY: &[u8] = b"h";
 const CHECKPOINT_KEY: &[u8] = b"c";
+
+/// The most records one chunk holds.
+pub const CHUNK_RECORDS: usize = 64;
+/// The chunk format byte: records joined by newlines, one zstd frame.
+const CHUNK_ZSTD: u8 = 1;
+/// zstd level: the fastest levels already shrink a chunk several times.
+const ZSTD_LEVEL: i32 = 1;
 
 /// The sled-backed event store.
 pub struct SledStore {
@@ -30,7 +45,8 @@ pub struct SledStore {
     /// Serializes appends, so the head and stream checks and the batch that
     /// follows them cannot interleave with another append of this process
     /// (sled's directory lock keeps other processes out).
-    append_lock: Mutex<()>,
+    /// It also owns the compressor, whose context is reused between chunks.
+    append_lock: Mutex<zstd::bulk::Compressor<'static>>,
     dir: PathBuf,
 }
 
@@ -87,10 +103,12 @@ impl SledStore {
             }
         };
         let tree = db.open_tree("ledger")?;
+        let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+            .map_err(|e| StoreError::Backend(format!("cannot start zstd: {e}")))?;
         Ok(Self {
             db,
             tree,
-            append_lock: Mutex::new(()),
+            append_lock: Mutex::new(compressor),
             dir: dir.to_path_buf(),
         })
     }
@@ -99,10 +117,96 @@ impl SledStore {
     /// tests that prove tampering is detected.
     #[doc(hidden)]
     pub fn tamper_record(&self, position: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        self.tree.insert(log_key(position), bytes)?;
+        let mut compressor = self.lock()?;
+        let (first, chunk) = self
+            .chunk_at(position)?
+            .ok_or_else(|| StoreError::Corrupt(format!("no record at position {position}")))?;
+        let mut records: Vec<Vec<u8>> = decode_chunk(&chunk)?
+            .split(|b| *b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect();
+        let slot = records
+            .get_mut((position - first) as usize)
+            .ok_or_else(|| StoreError::Corrupt(format!("no record at position {position}")))?;
+        *slot = bytes.to_vec();
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        self.tree
+            .insert(log_key(first), encode_chunk(&mut compressor, &refs)?)?;
         self.db.flush()?;
         Ok(())
     }
+
+    fn lock(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, zstd::bulk::Compressor<'static>>, StoreError> {
+        self.append_lock
+            .lock()
+            .map_err(|_| StoreError::Backend("the append lock is poisoned".into()))
+    }
+
+    /// The chunk holding `position`, with its first position.
+    fn chunk_at(&self, position: u64) -> Result<Option<(u64, IVec)>, StoreError> {
+        let Some(entry) = self.tree.range(log_key(0)..=log_key(position)).next_back() else {
+            return Ok(None);
+        };
+        let (key, chunk) = entry?;
+        Ok(Some((decode_u64(&key[1..], "log position")?, chunk)))
+    }
+}
+
+fn encode_chunk(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    records: &[&[u8]],
+) -> Result<Vec<u8>, StoreError> {
+    let mut joined = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum());
+    for (i, record) in records.iter().enumerate() {
+        if i > 0 {
+            joined.push(b'\n');
+        }
+        joined.extend_from_slice(record);
+    }
+    let length = u32::try_from(joined.len())
+        .map_err(|_| StoreError::Backend("a chunk is over 4 GiB".into()))?;
+    let frame = compressor
+        .compress(&joined)
+        .map_err(|e| StoreError::Backend(format!("zstd compression failed: {e}")))?;
+    let mut out = Vec::with_capacity(5 + frame.len());
+    out.push(CHUNK_ZSTD);
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(&frame);
+    Ok(out)
+}
+
+/// The records of a chunk, joined by newlines.
+fn decode_chunk(chunk: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("a stored chunk {what}"));
+    if chunk.len() < 5 || chunk[0] != CHUNK_ZSTD {
+        return Err(corrupt("has an unknown format"));
+    }
+    let length = u32::from_be_bytes([chunk[1], chunk[2], chunk[3], chunk[4]]) as usize;
+    let joined = zstd::bulk::decompress(&chunk[5..], length)
+        .map_err(|e| corrupt(&format!("does not decompress: {e}")))?;
+    if joined.len() != length {
+        return Err(corrupt("has the wrong length"));
+    }
+    Ok(joined)
+}
+
+/// Calls `visit` with each record of the chunk starting at `first`, from
+/// position `from` on; false when `visit` asked to stop.
+fn visit_chunk(
+    first: u64,
+    chunk: &[u8],
+    from: u64,
+    visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+) -> Result<bool, StoreError> {
+    let joined = decode_chunk(chunk)?;
+    for (position, record) in (first..).zip(joined.split(|b| *b == b'\n')) {
+        if position >= from && !visit(position, record) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn encode_head(head: &Head) -> Vec<u8> {
@@ -167,10 +271,7 @@ impl EventStore for SledStore {
         let Some(last) = batch.records.last() else {
             return Ok(());
         };
-        let _guard = self
-            .append_lock
-            .lock()
-            .map_err(|_| StoreError::Backend("the append lock is poisoned".into()))?;
+        let mut compressor = self.lock()?;
         let head = self.head()?;
         if head != batch.expected_head {
             return Err(StoreError::Conflict(format!(
@@ -179,8 +280,14 @@ impl EventStore for SledStore {
             )));
         }
         let mut writes = Batch::default();
+        for chunk in batch.records.chunks(CHUNK_RECORDS) {
+            let records: Vec<&[u8]> = chunk.iter().map(|r| r.bytes.as_slice()).collect();
+            writes.insert(
+                &log_key(chunk[0].position),
+                encode_chunk(&mut compressor, &records)?,
+            );
+        }
         for record in &batch.records {
-            writes.insert(&log_key(record.position), record.bytes.as_slice());
             writes.insert(
                 version_key(&record.aggregate_id, record.aggregate_version),
                 &record.position.to_be_bytes(),
@@ -212,10 +319,15 @@ impl EventStore for SledStore {
     }
 
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
-        for entry in self.tree.range(log_key(from)..=log_key(u64::MAX)) {
-            let (key, value) = entry?;
-            let position = decode_u64(&key[1..], "log position")?;
-            if !visit(position, &value) {
+        // Start at the chunk holding `from`, which may begin before it.
+        let start = match self.chunk_at(from)? {
+            Some((first, _)) => first,
+            None => from,
+        };
+        for entry in self.tree.range(log_key(start)..=log_key(u64::MAX)) {
+            let (key, chunk) = entry?;
+            let first = decode_u64(&key[1..], "log position")?;
+            if !visit_chunk(first, &chunk, from, visit)? {
                 break;
             }
         }
@@ -223,7 +335,14 @@ impl EventStore for SledStore {
     }
 
     fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree.get(log_key(position))?.map(|v| v.to_vec()))
+        let Some((first, chunk)) = self.chunk_at(position)? else {
+            return Ok(None);
+        };
+        let joined = decode_chunk(&chunk)?;
+        Ok(joined
+            .split(|b| *b == b'\n')
+            .nth((position - first) as usize)
+            .map(<[u8]>::to_vec))
     }
 
     fn scan_stream(
@@ -233,17 +352,36 @@ impl EventStore for SledStore {
     ) -> Result<(), StoreError> {
         let mut prefix = version_key(aggregate_id, 0);
         prefix.truncate(prefix.len() - 8);
+        // Records of one stream often share a chunk: keep the last one.
+        let mut last: Option<(u64, Vec<u8>)> = None;
         for entry in self.tree.scan_prefix(&prefix) {
             let (_, position) = entry?;
             let position = decode_u64(&position, "stream position")?;
-            let record = self.tree.get(log_key(position))?.ok_or_else(|| {
+            let missing = || {
                 StoreError::Corrupt(format!(
                     "stream {aggregate_id} points at position {position}, which is not in the log"
                 ))
-            })?;
-            if !visit(position, &record) {
+            };
+            let (first, joined) = match last.take() {
+                Some((first, joined))
+                    if position >= first
+                        && position - first < joined.split(|b| *b == b'\n').count() as u64 =>
+                {
+                    (first, joined)
+                }
+                _ => {
+                    let (first, chunk) = self.chunk_at(position)?.ok_or_else(missing)?;
+                    (first, decode_chunk(&chunk)?)
+                }
+            };
+            let record = joined
+                .split(|b| *b == b'\n')
+                .nth((position - first) as usize)
+                .ok_or_else(missing)?;
+            if !visit(position, record) {
                 break;
             }
+            last = Some((first, joined));
         }
         Ok(())
     }
@@ -282,10 +420,7 @@ impl EventStore for SledStore {
     }
 
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
-        let _guard = self
-            .append_lock
-            .lock()
-            .map_err(|_| StoreError::Backend("the append lock is poisoned".into()))?;
+        let _guard = self.lock()?;
         // The checkpoint goes first and comes back last: a crash part way
         // leaves none, and a store without one is rebuilt from the log.
         self.tree.remove(CHECKPOINT_KEY)?;
