@@ -2,7 +2,6 @@
 //! against the current state, appends their events in group commits and
 //! replies once they are durable; queries read the last durable snapshot.
 
-mod projector;
 mod replay;
 mod writer;
 
@@ -107,7 +106,7 @@ impl Ledger {
             durable_tx,
             tokens,
             options.max_batch.max(1),
-        );
+        )?;
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))

@@ -136,3 +136,63 @@ async fn a_shut_down_ledger_refuses_commands() {
         "{refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_in_the_pipeline_refuses_exactly_what_is_not_stored() -> Result<(), AppError> {
+    for round in 0..5 {
+        let store = Arc::new(MemoryStore::new());
+        let ledger = open(&store);
+        ledger
+            .execute(account("1001"), CommandOptions::default())
+            .await?;
+        // Many commands in flight and a slow disk, so batches are decided on
+        // top of batches still being written when the write fails.
+        store.slow_appends(std::time::Duration::from_millis(2));
+        let mut tasks = Vec::new();
+        for i in 0..300 {
+            if i == 40 {
+                store.fail_next_appends(1);
+            }
+            let ledger = ledger.clone();
+            let id = format!("{}", 2000 + i);
+            tasks.push(tokio::spawn(async move {
+                let outcome = ledger
+                    .execute(account(&id), CommandOptions::default())
+                    .await;
+                (id, outcome)
+            }));
+        }
+        let mut refused = 0;
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            let (id, outcome) = task
+                .await
+                .map_err(|e| AppError::Storage(crate::store::StoreError::Backend(e.to_string())))?;
+            match &outcome {
+                Ok(Reply::Done) => {}
+                Err(AppError::Storage(_)) => refused += 1,
+                other => panic!("round {round}: unexpected {other:?}"),
+            }
+            outcomes.push((id, outcome.is_ok()));
+        }
+        assert!(
+            refused >= 1,
+            "round {round}: the injected failure refused nothing"
+        );
+        // After the failure the ledger reloads and takes commands again.
+        ledger
+            .execute(account("9999"), CommandOptions::default())
+            .await?;
+        let (replayed, _) = replay_log(store.as_ref())?;
+        for (id, ok) in outcomes {
+            let stored = replayed
+                .account(&AccountId::parse(&id).expect("account id"))
+                .is_some();
+            assert_eq!(stored, ok, "round {round}: account {id} answered ok={ok}");
+        }
+        assert_eq!(replayed, *ledger.state(), "round {round}");
+        ledger.shutdown();
+        assert_eq!(persist::load(store.as_ref())?, replayed, "round {round}");
+    }
+    Ok(())
+}

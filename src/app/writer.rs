@@ -1,9 +1,24 @@
 //! The single writer. It owns the only mutable copy of the state, so racing
-//! commands are decided one after the other, and it commits everything that
-//! queued up while the previous flush ran in one atomic write and one flush.
+//! commands are decided one after the other. It is a pipeline of three
+//! threads, so deciding, writing and waiting for the disk overlap:
+//!
+//! 1. **decide**: takes everything that queued up (up to `max_batch`),
+//!    decides it against the state including every batch still in the
+//!    pipeline, and encodes the records;
+//! 2. **append**: writes the batch to the store as one atomic batch, checked
+//!    against the head it was decided on, without waiting for the disk;
+//! 3. **flush**: one flush for every batch written meanwhile, then publishes
+//!    the newest state to readers and answers the callers, in order.
+//!
+//! No caller hears anything (not even a refusal decided on state that is not
+//! durable yet) before its batch is flushed. When a batch fails, every batch
+//! decided on top of it fails its head check and is refused too, and the
+//! decide stage reloads the state from the store once the pipeline drained.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
 use rand::Rng;
@@ -12,10 +27,9 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
-use super::projector::{Projector, Snapshot};
 use super::{AppError, Job};
 use crate::domain::{decide, Command, DomainError, ImageId, LedgerState, Policy, Reply};
-use crate::projection::Touched;
+use crate::projection::{persist, Touched};
 use crate::store::{AppendBatch, EncodedRecord, EventStore, Head, RecordMeta, StoreError};
 
 /// What the ledger keeps of a command run with a client token.
@@ -51,38 +65,52 @@ pub(super) fn load_tokens(store: &dyn EventStore) -> Result<Tokens, StoreError> 
         .collect()
 }
 
+/// The first stage: decides commands in arrival order against the state
+/// including every batch still in the pipeline, and hands each batch on.
 pub(super) struct Writer {
     store: Arc<dyn EventStore>,
     policy: Arc<Policy>,
-    view: Arc<ArcSwap<LedgerState>>,
+    /// The state after every batch decided so far, durable or not.
+    state: Arc<LedgerState>,
     head: Head,
-    /// Tells readers how far the log is durable; dropped when the writer stops.
-    durable: watch::Sender<Head>,
     tokens: Tokens,
     max_batch: usize,
-    /// Set after a failed append: the store may hold more than the state
-    /// knows, so it is reloaded before the next batch.
-    stale: bool,
-    /// Saves the projections: every [`PROJECT_EVERY_EVENTS`] events or
-    /// [`PROJECT_EVERY`] of writes, and at shutdown; a start after a crash
-    /// catches them up from the log.
-    projector: Projector,
-    /// When the last snapshot was handed over, at which position, and what
-    /// changed since.
-    offered_at: u64,
-    offered_when: Instant,
-    unoffered: Touched,
+    /// Set by a later stage when a batch failed: the state here may hold
+    /// effects that never reached the store, so it is reloaded first.
+    failed: Arc<AtomicBool>,
+    stages: Option<SyncSender<Stage>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
-/// Events between two saves of the projections.
-const PROJECT_EVERY_EVENTS: u64 = 1024;
-/// Longest time between two saves of the projections while writes come in.
-const PROJECT_EVERY: Duration = Duration::from_secs(1);
+/// Decided batches that may wait for the append stage.
+const DECIDED_QUEUE: usize = 8;
+/// Applied batches that may wait for the flush stage.
+const APPLIED_QUEUE: usize = 16;
 
 /// A command's fate within a batch, before the batch is durable.
 enum Pending {
     Answer(Result<Reply, AppError>),
     Durable(Reply),
+}
+
+/// One decided batch on its way through the pipeline.
+struct Staged {
+    jobs: Vec<Job>,
+    fates: Vec<Pending>,
+    batch: AppendBatch,
+    /// The state the batch was decided on.
+    base: Arc<LedgerState>,
+    /// The state and head after the batch.
+    state: Arc<LedgerState>,
+    head: Head,
+    touched: Touched,
+}
+
+enum Stage {
+    Batch(Box<Staged>),
+    /// Reload the state from the store once every batch before this one is
+    /// finished, and send it back.
+    Reload(std::sync::mpsc::Sender<Result<(Arc<LedgerState>, Head), AppError>>),
 }
 
 impl Writer {
@@ -93,23 +121,47 @@ impl Writer {
         durable: watch::Sender<Head>,
         tokens: Tokens,
         max_batch: usize,
-    ) -> Self {
+    ) -> Result<Self, StoreError> {
         let head = *durable.borrow();
-        let projector = Projector::start(Arc::clone(&store), view.load_full());
-        Self {
+        let state = view.load_full();
+        let failed = Arc::new(AtomicBool::new(false));
+        let (to_apply, applying) = sync_channel::<Stage>(DECIDED_QUEUE);
+        let (to_flush, flushing) = sync_channel::<Stage>(APPLIED_QUEUE);
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| StoreError::Backend(format!("cannot start the {name} thread: {e}")))
+        };
+        let applier = Applier {
+            store: Arc::clone(&store),
+            failed: Arc::clone(&failed),
+            applied: head,
+        };
+        let publisher = Publisher {
+            store: Arc::clone(&store),
+            failed: Arc::clone(&failed),
+            view,
+            durable,
+        };
+        let threads = vec![
+            spawn(
+                "ledger-append",
+                Box::new(move || applier.run(applying, to_flush)),
+            )?,
+            spawn("ledger-flush", Box::new(move || publisher.run(flushing)))?,
+        ];
+        Ok(Self {
             store,
             policy,
-            view,
+            state,
             head,
-            durable,
             tokens,
             max_batch,
-            stale: false,
-            projector,
-            offered_at: head.position,
-            offered_when: Instant::now(),
-            unoffered: Touched::default(),
-        }
+            failed,
+            stages: Some(to_apply),
+            threads,
+        })
     }
 
     pub(super) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
@@ -125,10 +177,27 @@ impl Writer {
             }
             batches += 1;
             commands += batch.len() as u64;
-            self.commit(std::mem::take(&mut batch));
+            let jobs = std::mem::take(&mut batch);
+            if self.failed.swap(false, Ordering::SeqCst) {
+                if let Err(err) = self.reload() {
+                    tracing::error!(%err, "cannot reload the state after a failed append");
+                    self.failed.store(true, Ordering::SeqCst);
+                    refuse(jobs, &err.to_string());
+                    continue;
+                }
+            }
+            let staged = self.decide_batch(jobs);
+            if !self.hand_on(Stage::Batch(Box::new(staged))) {
+                break;
+            }
         }
-        let last = self.final_snapshot();
-        self.projector.finish(last);
+        // Closing the channel lets the later stages finish what they hold.
+        self.stages = None;
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a writer stage panicked");
+            }
+        }
         tracing::info!(
             batches,
             commands,
@@ -137,52 +206,20 @@ impl Writer {
         );
     }
 
-    /// The snapshot that brings the stored projections up to the durable head.
-    fn final_snapshot(&mut self) -> Option<Snapshot> {
-        if self.stale || self.unoffered.is_empty() {
-            return None;
+    fn hand_on(&self, stage: Stage) -> bool {
+        let sent = self
+            .stages
+            .as_ref()
+            .is_some_and(|tx| tx.send(stage).is_ok());
+        if !sent {
+            tracing::error!("a writer stage stopped; no more commands are taken");
         }
-        Some(Snapshot {
-            state: self.view.load_full(),
-            position: self.head.position,
-            touched: std::mem::take(&mut self.unoffered),
-        })
+        sent
     }
 
-    /// Hands the durable state to the projector when a save is due.
-    fn maybe_project(&mut self, published: &Arc<LedgerState>, touched: &Touched) {
-        self.unoffered.extend(touched);
-        let due = self.head.position - self.offered_at >= PROJECT_EVERY_EVENTS
-            || self.offered_when.elapsed() >= PROJECT_EVERY;
-        if !due || self.unoffered.is_empty() {
-            return;
-        }
-        let snapshot = Snapshot {
-            state: Arc::clone(published),
-            position: self.head.position,
-            touched: self.unoffered.clone(),
-        };
-        if self.projector.offer(snapshot) {
-            self.offered_at = self.head.position;
-            self.offered_when = Instant::now();
-            self.unoffered = Touched::default();
-        }
-    }
-
-    fn commit(&mut self, jobs: Vec<Job>) {
-        if self.stale {
-            if let Err(err) = self.reload() {
-                tracing::error!(%err, "cannot reload the state after a failed append");
-                for job in jobs {
-                    let _ = job
-                        .reply
-                        .send(Err(AppError::Storage(StoreError::Backend(err.to_string()))));
-                }
-                return;
-            }
-        }
-        let before = self.view.load_full();
-        let mut state = (*before).clone();
+    fn decide_batch(&mut self, jobs: Vec<Job>) -> Staged {
+        let base = Arc::clone(&self.state);
+        let mut state = (*base).clone();
         let mut tokens = self.tokens.clone();
         let mut head = self.head;
         let mut batch = AppendBatch {
@@ -202,41 +239,38 @@ impl Writer {
             );
             fates.push(fate);
         }
-        let fates = match self.persist(batch) {
-            Ok(()) => {
-                self.head = head;
-                self.tokens = tokens;
-                let published = Arc::new(state);
-                self.view.store(Arc::clone(&published));
-                self.maybe_project(&published, &touched);
-                self.durable.send_if_modified(|durable| {
-                    let moved = *durable != head;
-                    *durable = head;
-                    moved
-                });
-                fates
-                    .into_iter()
-                    .map(|fate| match fate {
-                        Pending::Answer(answer) => answer,
-                        Pending::Durable(reply) => Ok(reply),
-                    })
-                    .collect::<Vec<_>>()
-            }
-            Err(err) => {
-                tracing::error!(%err, "appending a batch failed; its commands are refused");
-                self.stale = true;
-                // Every answer of the batch may rest on effects that did not
-                // become durable, so none of them stands.
-                fates
-                    .iter()
-                    .map(|_| Err(AppError::Storage(StoreError::Backend(err.to_string()))))
-                    .collect()
-            }
-        };
-        for (job, answer) in jobs.into_iter().zip(fates) {
-            // A caller that gave up no longer listens; nothing to do then.
-            let _ = job.reply.send(answer);
+        let state = Arc::new(state);
+        self.state = Arc::clone(&state);
+        self.head = head;
+        self.tokens = tokens;
+        Staged {
+            jobs,
+            fates,
+            batch,
+            base,
+            state,
+            head,
+            touched,
         }
+    }
+
+    /// Waits for the pipeline to drain, then takes the state from the store.
+    fn reload(&mut self) -> Result<(), AppError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if !self.hand_on(Stage::Reload(tx)) {
+            return Err(StoreError::Backend("the writer is stopping".into()).into());
+        }
+        let (state, head) = rx
+            .recv()
+            .map_err(|_| StoreError::Backend("the writer is stopping".into()))??;
+        self.tokens = load_tokens(self.store.as_ref())?;
+        self.state = state;
+        self.head = head;
+        tracing::info!(
+            position = head.position,
+            "reloaded the state from the store"
+        );
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -324,33 +358,200 @@ impl Writer {
         }
         Pending::Durable(decision.reply)
     }
+}
 
-    fn persist(&self, batch: AppendBatch) -> Result<(), StoreError> {
-        if batch.records.is_empty() {
-            return Ok(());
+/// The second stage: writes each batch to the store (visible, not yet
+/// durable), so the next batch is written while the previous one's flush
+/// runs.
+struct Applier {
+    store: Arc<dyn EventStore>,
+    failed: Arc<AtomicBool>,
+    /// The store's head after the last batch this stage wrote.
+    applied: Head,
+}
+
+impl Applier {
+    fn run(mut self, stages: Receiver<Stage>, next: SyncSender<Stage>) {
+        // After a reload the next batch starts from the reloaded head.
+        let mut restart = false;
+        let mut held = None;
+        loop {
+            let Some(stage) = held.take().or_else(|| stages.recv().ok()) else {
+                break;
+            };
+            let first = match stage {
+                Stage::Reload(reply) => {
+                    restart = true;
+                    if next.send(Stage::Reload(reply)).is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Stage::Batch(staged) => *staged,
+            };
+            if restart {
+                self.applied = first.batch.expected_head;
+                restart = false;
+            }
+            // Batches decided while the last write ran go to the store as
+            // one: each continues the one before it.
+            let mut group = vec![first];
+            while let Ok(stage) = stages.try_recv() {
+                match stage {
+                    Stage::Batch(staged) => group.push(*staged),
+                    reload => {
+                        held = Some(reload);
+                        break;
+                    }
+                }
+            }
+            let written = self.write(&mut group);
+            match written {
+                Ok(()) => {
+                    for staged in group {
+                        if next.send(Stage::Batch(Box::new(staged))).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(err) => {
+                    self.failed.store(true, Ordering::SeqCst);
+                    let why = match err {
+                        Some(err) => {
+                            tracing::error!(%err, "appending a batch failed; its commands are refused");
+                            err.to_string()
+                        }
+                        None => "an earlier batch failed".to_owned(),
+                    };
+                    for staged in group {
+                        refuse(staged.jobs, &why);
+                    }
+                }
+            }
         }
-        self.store.append(&batch)
     }
 
-    fn reload(&mut self) -> Result<(), AppError> {
-        // The projector must be idle while loading rewrites the projections.
-        self.projector.finish(None);
+    /// Writes a group of consecutive batches as one atomic batch. `None`
+    /// means the group was decided on top of a batch that failed, so its
+    /// answers rest on effects that are not in the store.
+    fn write(&mut self, group: &mut [Staged]) -> Result<(), Option<StoreError>> {
+        let Some(first) = group.first() else {
+            return Ok(());
+        };
+        if first.batch.expected_head != self.applied {
+            return Err(None);
+        }
+        let base = Arc::clone(&first.base);
+        let mut combined = AppendBatch {
+            expected_head: self.applied,
+            ..AppendBatch::default()
+        };
+        let mut touched = Touched::default();
+        for staged in group.iter_mut() {
+            combined.records.append(&mut staged.batch.records);
+            combined.tokens.append(&mut staged.batch.tokens);
+            touched.extend(&staged.touched);
+        }
+        if !combined.records.is_empty() {
+            // The read side goes into the same atomic write, so the stored
+            // projections always describe the head.
+            if let Some(last) = group.last() {
+                combined.projection = persist::diff(&base, &last.state, &touched).map_err(Some)?;
+                combined.projection_checkpoint = Some(last.head.position);
+            }
+            self.store.append_unflushed(&combined).map_err(Some)?;
+        }
+        if let Some(last) = group.last() {
+            self.applied = last.head;
+        }
+        Ok(())
+    }
+}
+
+/// The last stage: one flush for every batch written meanwhile, then the
+/// batches' states are published and their callers answered, in order.
+struct Publisher {
+    store: Arc<dyn EventStore>,
+    failed: Arc<AtomicBool>,
+    view: Arc<ArcSwap<LedgerState>>,
+    /// Tells readers how far the log is durable; dropped when the writer stops.
+    durable: watch::Sender<Head>,
+}
+
+impl Publisher {
+    fn run(mut self, stages: Receiver<Stage>) {
+        let mut ready = Vec::new();
+        while let Ok(first) = stages.recv() {
+            let mut reload = None;
+            let mut stage = Some(first);
+            while let Some(next) = stage.take() {
+                match next {
+                    Stage::Batch(staged) => ready.push(*staged),
+                    Stage::Reload(reply) => {
+                        reload = Some(reply);
+                        break;
+                    }
+                }
+                stage = stages.try_recv().ok();
+            }
+            self.publish(std::mem::take(&mut ready));
+            if let Some(reply) = reload {
+                let _ = reply.send(self.reload());
+            }
+        }
+    }
+
+    fn publish(&mut self, ready: Vec<Staged>) {
+        // Batches without records only answer from state already durable or
+        // made durable by this flush.
+        if ready
+            .iter()
+            .any(|staged| staged.head != staged.batch.expected_head)
+        {
+            if let Err(err) = self.store.flush() {
+                tracing::error!(%err, "flushing failed; the commands of the batches are refused");
+                self.failed.store(true, Ordering::SeqCst);
+                for staged in ready {
+                    refuse(staged.jobs, &err.to_string());
+                }
+                return;
+            }
+        }
+        let Some(last) = ready.last() else { return };
+        let head = last.head;
+        self.view.store(Arc::clone(&last.state));
+        self.durable.send_if_modified(|durable| {
+            let moved = *durable != head;
+            *durable = head;
+            moved
+        });
+        for staged in ready {
+            for (job, fate) in staged.jobs.into_iter().zip(staged.fates) {
+                let answer = match fate {
+                    Pending::Answer(answer) => answer,
+                    Pending::Durable(reply) => Ok(reply),
+                };
+                // A caller that gave up no longer listens; nothing to do then.
+                let _ = job.reply.send(answer);
+            }
+        }
+    }
+
+    fn reload(&mut self) -> Result<(Arc<LedgerState>, Head), AppError> {
         let (state, head) = super::load(self.store.as_ref())?;
-        self.tokens = load_tokens(self.store.as_ref())?;
-        self.head = head;
         let published = Arc::new(state);
         self.view.store(Arc::clone(&published));
-        self.projector = Projector::start(Arc::clone(&self.store), published);
-        self.offered_at = head.position;
-        self.offered_when = Instant::now();
-        self.unoffered = Touched::default();
         self.durable.send_replace(head);
-        self.stale = false;
-        tracing::info!(
-            position = head.position,
-            "reloaded the state from the store"
-        );
-        Ok(())
+        Ok((published, head))
+    }
+}
+
+/// Answers every job with a storage failure: the outcome is unknown to the caller.
+fn refuse(jobs: Vec<Job>, why: &str) {
+    for job in jobs {
+        let _ = job
+            .reply
+            .send(Err(AppError::Storage(StoreError::Backend(why.to_owned()))));
     }
 }
 

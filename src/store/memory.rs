@@ -22,6 +22,7 @@ struct Tables {
 pub struct MemoryStore {
     tables: Mutex<Tables>,
     failing_appends: AtomicUsize,
+    append_delay_micros: AtomicUsize,
 }
 
 impl MemoryStore {
@@ -33,6 +34,13 @@ impl MemoryStore {
     /// Makes the next `count` appends fail with a backend error, writing nothing.
     pub fn fail_next_appends(&self, count: usize) {
         self.failing_appends.store(count, Ordering::SeqCst);
+    }
+
+    /// Makes every append take at least `delay`, as a slow disk would, so
+    /// tests can have batches queue up behind it.
+    pub fn slow_appends(&self, delay: std::time::Duration) {
+        self.append_delay_micros
+            .store(delay.as_micros() as usize, Ordering::SeqCst);
     }
 
     fn tables(&self) -> Result<MutexGuard<'_, Tables>, StoreError> {
@@ -51,6 +59,10 @@ impl EventStore for MemoryStore {
         let Some(last) = batch.records.last() else {
             return Ok(());
         };
+        let delay = self.append_delay_micros.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(delay as u64));
+        }
         let failing = self.failing_appends.load(Ordering::SeqCst);
         if failing > 0 {
             self.failing_appends.store(failing - 1, Ordering::SeqCst);

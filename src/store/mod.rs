@@ -104,6 +104,20 @@ pub trait EventStore: Send + Sync + 'static {
     /// what the batch expects.
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError>;
 
+    /// Writes a batch atomically, with the same checks as
+    /// [`append`](Self::append), but may return before it is durable: it is
+    /// visible to reads and to the next batch's head check at once, and
+    /// durable after the next [`flush`](Self::flush). Lets one thread write
+    /// the next batch while another waits for the disk.
+    fn append_unflushed(&self, batch: &AppendBatch) -> Result<(), StoreError> {
+        self.append(batch)
+    }
+
+    /// Makes everything appended so far durable.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Calls `visit` with each stored record from position `from` on, in order,
     /// until the end of the log or until `visit` returns `false`.
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;

@@ -268,6 +268,16 @@ impl EventStore for SledStore {
     }
 
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
+        self.append_unflushed(batch)?;
+        self.flush()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn append_unflushed(&self, batch: &AppendBatch) -> Result<(), StoreError> {
         let Some(last) = batch.records.last() else {
             return Ok(());
         };
@@ -314,7 +324,6 @@ impl EventStore for SledStore {
         }
         // One atomic batch: after a crash either all of it is there or none.
         self.tree.apply_batch(writes)?;
-        self.db.flush()?;
         Ok(())
     }
 
