@@ -5,19 +5,39 @@
 //! against a private copy and publishes it to readers once the batch is
 //! durable, and can throw the copy away if the write fails.
 
+use std::cmp::Reverse;
 use std::sync::Arc;
 
 use imbl::shared_ptr::DefaultSharedPtr;
 use imbl::{GenericHashMap, OrdSet};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use super::{AccountId, AccountKind, Event, Image, ImageId, Region};
 
 /// A persistent hash map with a fast, per-process randomly seeded hasher.
 type Map<K, V> = GenericHashMap<K, V, foldhash::fast::RandomState, DefaultSharedPtr>;
 
-/// Image ids grouped by (account, region).
-type Index = Map<(AccountId, Region), OrdSet<ImageId>>;
+/// Images grouped by (account, region), newest first, ties by id: the
+/// order `DescribeImages` lists them in, so a page is read off in order.
+type Index = Map<(AccountId, Region), OrdSet<Listed>>;
+
+/// An index entry. An image's creation time never changes, so its entry
+/// never moves.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Listed {
+    newest_first: Reverse<OffsetDateTime>,
+    image_id: ImageId,
+}
+
+impl Listed {
+    fn of(image: &Image) -> Self {
+        Self {
+            newest_first: Reverse(image.created_time),
+            image_id: image.image_id.clone(),
+        }
+    }
+}
 
 /// A registered account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,14 +61,14 @@ pub struct LedgerState {
     shared: Index,
 }
 
-fn index_insert(index: &mut Index, account: &AccountId, region: &Region, image: &ImageId) {
+fn index_insert(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
     index
         .entry((account.clone(), region.clone()))
         .or_default()
         .insert(image.clone());
 }
 
-fn index_remove(index: &mut Index, account: &AccountId, region: &Region, image: &ImageId) {
+fn index_remove(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
     let key = (account.clone(), region.clone());
     let now_empty = match index.get_mut(&key) {
         Some(set) => {
@@ -76,14 +96,15 @@ impl LedgerState {
         };
         for image in images {
             if !image.deleted {
+                let listed = Listed::of(&image);
                 index_insert(
                     &mut state.owned,
                     &image.owner_account_id,
                     &image.region,
-                    &image.image_id,
+                    &listed,
                 );
                 for account in image.shares.keys() {
-                    index_insert(&mut state.shared, account, &image.region, &image.image_id);
+                    index_insert(&mut state.shared, account, &image.region, &listed);
                 }
             }
             state.images.insert(image.image_id.clone(), Arc::new(image));
@@ -111,7 +132,7 @@ impl LedgerState {
                         &mut self.owned,
                         &image.owner_account_id,
                         &image.region,
-                        &image.image_id,
+                        &Listed::of(&image),
                     );
                     self.images.insert(image.image_id.clone(), Arc::new(image));
                 }
@@ -126,22 +147,23 @@ impl LedgerState {
                 let image = Arc::make_mut(image);
                 image.apply(event);
                 let region = &image.region;
+                let listed = Listed::of(image);
                 match event {
                     Event::ImageShared { account_ids, .. } => {
                         for account in account_ids {
-                            index_insert(&mut self.shared, account, region, image_id);
+                            index_insert(&mut self.shared, account, region, &listed);
                         }
                     }
                     Event::ShareCancelled { account_ids, .. } => {
                         for account in account_ids {
-                            index_remove(&mut self.shared, account, region, image_id);
+                            index_remove(&mut self.shared, account, region, &listed);
                         }
                     }
                     Event::ImageDeleted { .. } => {
                         for account in image.shares.keys() {
-                            index_remove(&mut self.shared, account, region, image_id);
+                            index_remove(&mut self.shared, account, region, &listed);
                         }
-                        index_remove(&mut self.owned, &image.owner_account_id, region, image_id);
+                        index_remove(&mut self.owned, &image.owner_account_id, region, &listed);
                     }
                     _ => {}
                 }
@@ -184,7 +206,14 @@ impl LedgerState {
             .map_or(0, |set| u32::try_from(set.len()).unwrap_or(u32::MAX))
     }
 
-    /// The live images `owner` has in `region`, in id order.
+    /// How many images are shared with `account` in `region`.
+    pub fn shared_count(&self, account: &AccountId, region: &Region) -> u32 {
+        self.shared
+            .get(&(account.clone(), region.clone()))
+            .map_or(0, |set| u32::try_from(set.len()).unwrap_or(u32::MAX))
+    }
+
+    /// The live images `owner` has in `region`, newest first (ties by id).
     pub fn owned_in_region<'a>(
         &'a self,
         owner: &AccountId,
@@ -193,7 +222,7 @@ impl LedgerState {
         self.in_index(&self.owned, owner, region)
     }
 
-    /// The live images shared with `account` in `region`, in id order.
+    /// The live images shared with `account` in `region`, newest first (ties by id).
     pub fn shared_in_region<'a>(
         &'a self,
         account: &AccountId,
@@ -212,7 +241,7 @@ impl LedgerState {
             .get(&(account.clone(), region.clone()))
             .into_iter()
             .flat_map(|set| set.iter())
-            .filter_map(|id| self.live_image(id))
+            .filter_map(|listed| self.live_image(&listed.image_id))
     }
 
     /// The live image of `owner` in `region` called `name`, if any.

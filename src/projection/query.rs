@@ -81,41 +81,70 @@ pub fn describe_images<'a>(
         n => n,
     };
     registered(state, account)?;
-    let mut matches: Vec<(&Image, bool)> = Vec::new();
-    let wanted = |image: &Image| {
-        (query.image_ids.is_empty() || query.image_ids.contains(&image.image_id))
-            && image.attributes.image_name.contains(&query.image_name)
-    };
-    if query.image_type != ImageTypeFilter::Shared {
-        matches.extend(
-            state
-                .owned_in_region(account, region)
-                .filter(|image| wanted(image))
-                .map(|image| (image, false)),
-        );
-    }
-    if query.image_type != ImageTypeFilter::Private {
-        matches.extend(
-            state
-                .shared_in_region(account, region)
-                .filter(|image| wanted(image))
-                .map(|image| (image, true)),
-        );
-    }
-    matches.sort_by(|(a, _), (b, _)| {
-        b.created_time
-            .cmp(&a.created_time)
-            .then_with(|| a.image_id.cmp(&b.image_id))
-    });
-    let total_count = u32::try_from(matches.len()).unwrap_or(u32::MAX);
-    let images = matches
+    let with_owned = query.image_type != ImageTypeFilter::Shared;
+    let with_shared = query.image_type != ImageTypeFilter::Private;
+    // Both indexes are kept newest first, so the listing is their merge and
+    // a page is read off its front: nothing is sorted per call.
+    let owned = with_owned
+        .then(|| state.owned_in_region(account, region))
         .into_iter()
-        .skip(query.offset as usize)
-        .take(limit as usize)
-        .map(|(image, shared)| ListedImage { image, shared })
-        .collect();
+        .flatten()
+        .map(|image| (image, false));
+    let shared = with_shared
+        .then(|| state.shared_in_region(account, region))
+        .into_iter()
+        .flatten()
+        .map(|image| (image, true));
+    let listing = merge_newest_first(owned, shared);
+    let page = |matches: &mut dyn Iterator<Item = (&'a Image, bool)>| {
+        matches
+            .skip(query.offset as usize)
+            .take(limit as usize)
+            .map(|(image, shared)| ListedImage { image, shared })
+            .collect::<Vec<_>>()
+    };
+    let filtered = !query.image_ids.is_empty() || !query.image_name.is_empty();
+    let (images, total_count) = if filtered {
+        let wanted = |image: &Image| {
+            (query.image_ids.is_empty() || query.image_ids.contains(&image.image_id))
+                && image.attributes.image_name.contains(&query.image_name)
+        };
+        let mut total = 0u32;
+        let mut matches = listing
+            .filter(|(image, _)| wanted(image))
+            .inspect(|_| total = total.saturating_add(1));
+        let images = page(&mut matches);
+        // Count the rest of the matches too.
+        matches.for_each(drop);
+        (images, total)
+    } else {
+        let total = (u32::from(with_owned) * state.images_used(account, region))
+            .saturating_add(u32::from(with_shared) * state.shared_count(account, region));
+        (page(&mut { listing }), total)
+    };
     Ok(ImagePage {
         images,
         total_count,
+    })
+}
+
+/// Merges two listings that are each newest first (ties by id) into one.
+fn merge_newest_first<'a>(
+    a: impl Iterator<Item = (&'a Image, bool)>,
+    b: impl Iterator<Item = (&'a Image, bool)>,
+) -> impl Iterator<Item = (&'a Image, bool)> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some((x, _)), Some((y, _))) => {
+            let a_first = (std::cmp::Reverse(x.created_time), &x.image_id)
+                <= (std::cmp::Reverse(y.created_time), &y.image_id);
+            if a_first {
+                a.next()
+            } else {
+                b.next()
+            }
+        }
+        (Some(_), None) => a.next(),
+        _ => b.next(),
     })
 }

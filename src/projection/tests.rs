@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use time::macros::datetime;
 
 use super::persist::{diff, full, Touched};
+use super::query::{describe_images, ImageQuery, ImageTypeFilter};
 use crate::domain::{
     decide, AccountId, AccountKind, Command, ImageAttributes, ImageId, ImageSource, ImageState,
     LedgerState, LicenseType, LighthousePermission, NewImage, Policy, Region,
@@ -168,6 +169,145 @@ proptest! {
         }
         for (_, used) in state.quota_usage() {
             prop_assert!(used <= policy.image_quota);
+        }
+    }
+}
+
+/// Every account registered, then images registered, shared by their
+/// owners, unshared and deleted: many accounts own images and receive shares
+/// in the same region.
+fn run_sharing(steps: &[(u8, u8, u8, u8)]) -> LedgerState {
+    let policy = Policy {
+        max_shares_per_image: 3,
+        max_accounts_per_call: 2,
+        image_quota: 20,
+        ..policy()
+    };
+    let mut state = LedgerState::default();
+    let mut next = 0u32;
+    let mut ids = || {
+        next += 1;
+        ImageId::parse(&format!("img-{next:08}")).expect("id")
+    };
+    let start = datetime!(2026-11-27 12:00:00 UTC);
+    for i in 0..ACCOUNTS.len() as u8 {
+        let decision =
+            decide(&state, &policy, &command(0, i, 1, 0, &[]), start, &mut ids).expect("registers");
+        decision.events.iter().for_each(|event| state.apply(event));
+    }
+    for (tick, &(op, a, b, c)) in steps.iter().enumerate() {
+        let images: Vec<ImageId> = state
+            .images()
+            .filter(|image| !image.deleted)
+            .map(|image| image.image_id.clone())
+            .collect();
+        let owner_of = |i: u8| {
+            images
+                .get(i as usize % images.len().max(1))
+                .and_then(|id| state.live_image(id))
+                .map(|image| (image.owner_account_id.clone(), image.image_id.clone()))
+        };
+        let cmd = match (op, owner_of(b)) {
+            (0, _) | (_, None) => command(1, a, b, c, &[]),
+            (1, Some((caller, image_id))) => Command::ShareImage {
+                caller,
+                image_id,
+                account_ids: vec![account(c), account(c.wrapping_add(1))],
+            },
+            (2, Some((caller, image_id))) => Command::CancelImageSharing {
+                caller,
+                image_id,
+                account_ids: vec![account(c)],
+            },
+            (_, Some((caller, image_id))) => Command::DeleteImage { caller, image_id },
+        };
+        // Three commands per second: some images share a creation time.
+        let now = start + time::Duration::seconds(tick as i64 / 3);
+        if let Ok(decision) = decide(&state, &policy, &cmd, now, &mut ids) {
+            decision.events.iter().for_each(|event| state.apply(event));
+        }
+    }
+    state
+}
+
+/// `DescribeImages` the obvious way: collect, filter, sort, cut.
+fn describe_naively(state: &LedgerState, query: &ImageQuery) -> (Vec<(ImageId, bool)>, u32) {
+    let (account, region) = (
+        query.account_id.as_ref().expect("account"),
+        query.region.as_ref().expect("region"),
+    );
+    let mut all: Vec<_> = state
+        .images()
+        .filter(|image| !image.deleted && &image.region == region)
+        .flat_map(|image| {
+            let owned = (&image.owner_account_id == account
+                && query.image_type != ImageTypeFilter::Shared)
+                .then_some((image, false));
+            let shared = (image.shares.contains_key(account)
+                && query.image_type != ImageTypeFilter::Private)
+                .then_some((image, true));
+            owned.into_iter().chain(shared)
+        })
+        .filter(|(image, _)| {
+            (query.image_ids.is_empty() || query.image_ids.contains(&image.image_id))
+                && image.attributes.image_name.contains(&query.image_name)
+        })
+        .collect();
+    all.sort_by(|(a, _), (b, _)| {
+        b.created_time
+            .cmp(&a.created_time)
+            .then_with(|| a.image_id.cmp(&b.image_id))
+    });
+    let total = all.len() as u32;
+    let page = all
+        .into_iter()
+        .skip(query.offset as usize)
+        .take(query.limit as usize)
+        .map(|(image, shared)| (image.image_id.clone(), shared))
+        .collect();
+    (page, total)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    #[test]
+    fn describe_pages_equal_a_sorted_listing(
+        steps in proptest::collection::vec((0u8..4, 0u8..4, 0u8..8, 0u8..8), 1..120),
+    ) {
+        let state = run_sharing(&steps);
+        let policy = Policy { image_quota: 20, ..policy() };
+        let some_id = state.images().next().map(|image| image.image_id.clone());
+        for account in 0..ACCOUNTS.len() as u8 {
+            if state.account(&super::tests::account(account)).is_none() {
+                continue;
+            }
+            for region in REGIONS {
+                for image_type in [ImageTypeFilter::Both, ImageTypeFilter::Private, ImageTypeFilter::Shared] {
+                    for (offset, limit) in [(0, 1), (0, 100), (1, 2), (3, 100)] {
+                        for (name, ids) in [("", vec![]), ("n1", vec![]), ("", some_id.iter().cloned().collect())] {
+                            let query = ImageQuery {
+                                account_id: Some(super::tests::account(account)),
+                                region: Some(Region::new(region)),
+                                image_type,
+                                image_ids: ids,
+                                image_name: name.into(),
+                                offset,
+                                limit,
+                            };
+                            let page = describe_images(&state, &policy, &query).expect("describes");
+                            let listed: Vec<_> = page
+                                .images
+                                .iter()
+                                .map(|listed| (listed.image.image_id.clone(), listed.shared))
+                                .collect();
+                            let (expected, total) = describe_naively(&state, &query);
+                            prop_assert_eq!(&listed, &expected, "{:?}", query);
+                            prop_assert_eq!(page.total_count, total, "{:?}", query);
+                        }
+                    }
+                }
+            }
         }
     }
 }
