@@ -196,3 +196,62 @@ async fn a_failure_in_the_pipeline_refuses_exactly_what_is_not_stored() -> Resul
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_read_side_behind_the_head_is_caught_up_with_the_right_versions(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let store = Arc::new(MemoryStore::new());
+    let ledger = open(&store);
+    for id in ["1001", "1002"] {
+        ledger
+            .execute(account(id), CommandOptions::default())
+            .await?;
+    }
+    let Reply::ImageRegistered { image_id } = ledger
+        .execute(image("1001", "web"), CommandOptions::default())
+        .await?
+    else {
+        panic!("registering an image replies with its id");
+    };
+    ledger.shutdown();
+    let checkpoint = store.projection_checkpoint()?;
+
+    // Another tool appends a share without touching the read side.
+    let head = store.head()?;
+    let event = crate::domain::Event::ImageShared {
+        image_id: image_id.clone(),
+        account_ids: vec![AccountId::parse("1002")?],
+        shared_time: time::OffsetDateTime::UNIX_EPOCH,
+    };
+    let record = crate::store::EncodedRecord::encode(
+        &event,
+        &crate::store::RecordMeta {
+            position: head.position + 1,
+            aggregate_version: 2,
+            recorded_at: time::OffsetDateTime::UNIX_EPOCH,
+            actor: Some("1001"),
+            client_token: None,
+            request_hash: None,
+            prev_hash: head.hash,
+        },
+    )?;
+    store.append(&crate::store::AppendBatch {
+        expected_head: head,
+        records: vec![record],
+        ..Default::default()
+    })?;
+    assert_eq!(store.projection_checkpoint()?, checkpoint);
+
+    // The next start loads the read side as of its checkpoint and replays the rest.
+    let ledger = open(&store);
+    let (replayed, _) = replay_log(store.as_ref())?;
+    assert_eq!(*ledger.state(), replayed);
+    assert_eq!(
+        ledger.state().any_image(&image_id).map(|i| i.version),
+        Some(2)
+    );
+    ledger.shutdown();
+    assert_eq!(store.projection_checkpoint()?, Some(store.head()?.position));
+    assert_eq!(persist::load(store.as_ref())?, replayed);
+    Ok(())
+}

@@ -8,7 +8,8 @@
 //! - `a<account>` → the account (JSON)
 //! - `i<image>` → the image without its shares and version (JSON), deleted ones included
 //! - `s<image>\0<account>` → share time (RFC 3339): the image's shares
-//! - `v<image>` → the image's stream version (u64 big-endian)
+//!
+//! An image's version is not stored here: the store's stream index has it.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -70,16 +71,9 @@ pub fn diff(
         };
         let old = before.any_image(id);
         // The image itself is written when it appears or a field other than
-        // its shares and version changes; shares and the version are
-        // entries of their own.
+        // its shares and version changes; shares are entries of their own.
         if old.is_none_or(|old| !same_apart_from_shares(old, new)) {
             ops.push(put(key(b'i', &[id.as_str()]), json(new)?));
-        }
-        if old.is_none_or(|old| old.version != new.version) {
-            ops.push(put(
-                key(b'v', &[id.as_str()]),
-                new.version.to_be_bytes().to_vec(),
-            ));
         }
         if let Some(old) = old {
             for account in old.shares.keys() {
@@ -127,19 +121,13 @@ pub fn load(store: &dyn EventStore) -> Result<LedgerState, StoreError> {
         let account = serde_json::from_slice(&value).map_err(StoreError::decode)?;
         accounts.push((id, account));
     }
+    // Versions as of the position the read side describes.
+    let checkpoint = store.projection_checkpoint()?.unwrap_or(u64::MAX);
     let mut images = HashMap::new();
     for (_, value) in store.projection_scan(b"i")? {
-        let image: Image = serde_json::from_slice(&value).map_err(StoreError::decode)?;
+        let mut image: Image = serde_json::from_slice(&value).map_err(StoreError::decode)?;
+        image.version = store.stream_version(image.image_id.as_str(), checkpoint)?;
         images.insert(image.image_id.clone(), image);
-    }
-    for (key, value) in store.projection_scan(b"v")? {
-        let id = image_key(&key[1..])?;
-        let version = <[u8; 8]>::try_from(value.as_slice())
-            .map_err(|_| StoreError::Corrupt(format!("projected version of {id} is malformed")))?;
-        images
-            .get_mut(&id)
-            .ok_or_else(|| StoreError::Corrupt(format!("a version for unknown image {id}")))?
-            .version = u64::from_be_bytes(version);
     }
     for (key, value) in store.projection_scan(b"s")? {
         let text = key_text(&key[1..])?;

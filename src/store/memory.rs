@@ -110,6 +110,16 @@ impl EventStore for MemoryStore {
         Ok(self.tables()?.log.get(&position).cloned())
     }
 
+    fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
+        let t = self.tables()?;
+        let range = (aggregate_id.to_owned(), 0)..=(aggregate_id.to_owned(), u64::MAX);
+        Ok(t.stream_positions
+            .range(range)
+            .rev()
+            .find(|(_, position)| **position <= as_of)
+            .map_or(0, |((_, version), _)| *version))
+    }
+
     fn scan_stream(
         &self,
         aggregate_id: &str,

@@ -125,6 +125,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// The stored record at `position`, if the log reaches it.
     fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// The version of the last record of one aggregate's stream at or before
+    /// log position `as_of`; 0 when there is none.
+    fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError>;
+
     /// Calls `visit` with the position and record of each event of one
     /// aggregate's stream, in version order, until `visit` returns `false`.
     fn scan_stream(

@@ -354,6 +354,19 @@ impl EventStore for SledStore {
             .map(<[u8]>::to_vec))
     }
 
+    fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
+        let mut prefix = version_key(aggregate_id, 0);
+        prefix.truncate(prefix.len() - 8);
+        // Newest first; usually the first entry is at or before `as_of`.
+        for entry in self.tree.scan_prefix(&prefix).rev() {
+            let (key, position) = entry?;
+            if decode_u64(&position, "stream position")? <= as_of {
+                return decode_u64(&key[prefix.len()..], "stream version");
+            }
+        }
+        Ok(0)
+    }
+
     fn scan_stream(
         &self,
         aggregate_id: &str,

@@ -109,6 +109,14 @@ fn chunked_records_read_back_as_appended() -> Result<(), Box<dyn std::error::Err
         })?;
         assert_eq!(from_sled.len(), 53, "stream {id}");
         assert_eq!(from_sled, from_memory, "stream {id}");
+        for as_of in [0, 1, 5, 64, 65, 200, 265, u64::MAX] {
+            assert_eq!(
+                sled.stream_version(&id, as_of)?,
+                memory.stream_version(&id, as_of)?,
+                "stream {id} as of {as_of}"
+            );
+        }
+        assert_eq!(sled.stream_version(&id, u64::MAX)?, 53, "stream {id}");
     }
     Ok(())
 }
