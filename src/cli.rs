@@ -354,21 +354,27 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         report.events, config.concurrency, config.connections, config.seconds
     );
     println!(
-        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>7}",
-        "scenario", "ops/s", "p50", "p99", "p99.9", "errors", "ratio"
+        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>7} {:>11} {:>11}",
+        "scenario", "ops/s", "p50", "p99", "p99.9", "errors", "ratio", "server/call", "client/call"
     );
+    let cpu = |d: Option<std::time::Duration>| {
+        d.map_or_else(|| "-".to_owned(), |d| format!("{:.1}µs", d.as_secs_f64() * 1e6))
+    };
     for r in &report.results {
         println!(
-            "{:<10} {:>10.0} {:>10.2?} {:>10.2?} {:>10.2?} {:>8} {:>7.2}",
+            "{:<10} {:>10.0} {:>10.2?} {:>10.2?} {:>10.2?} {:>8} {:>7.2} {:>11} {:>11}",
             r.scenario.name(),
             r.ops_per_sec,
             r.p50,
             r.p99,
             r.p999,
             r.errors,
-            r.ratio
+            r.ratio,
+            cpu(r.server_cpu_per_call),
+            cpu(r.client_cpu_per_call)
         );
     }
+    println!("server/call, client/call: CPU time (user + system, all threads) per call in the window");
     if let Some(startup) = report.startup {
         println!("start to serving: {startup:.2?}");
     }

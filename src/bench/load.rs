@@ -112,6 +112,12 @@ pub struct ScenarioResult {
     pub p999: Duration,
     /// `ops_per_sec` over the health baseline's.
     pub ratio: f64,
+    /// CPU time the server spent per call in the window (when the bench
+    /// started it), user and system, all threads.
+    pub server_cpu_per_call: Option<Duration>,
+    /// CPU time this load generator spent per call in the window: on a
+    /// machine shared with the server, it competes for the same cores.
+    pub client_cpu_per_call: Option<Duration>,
 }
 
 /// Everything a run measured.
@@ -234,7 +240,8 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut report = runtime.block_on(drive(config, addr))?;
+    let server_pid = server.as_ref().map(|s| s.child.id());
+    let mut report = runtime.block_on(drive(config, addr, server_pid))?;
     report.startup = startup;
     if let Some(server) = &server {
         report.rss_bytes = rss_of(server.child.id());
@@ -256,7 +263,11 @@ struct Workload {
     shared: Vec<AtomicBool>,
 }
 
-async fn drive(config: &BenchConfig, addr: SocketAddr) -> Result<BenchReport, BoxError> {
+async fn drive(
+    config: &BenchConfig,
+    addr: SocketAddr,
+    server_pid: Option<u32>,
+) -> Result<BenchReport, BoxError> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
     let mut channels = Vec::new();
     for _ in 0..config.connections.max(1) {
@@ -274,7 +285,7 @@ async fn drive(config: &BenchConfig, addr: SocketAddr) -> Result<BenchReport, Bo
     let mut order = vec![Scenario::Health];
     order.extend(config.scenarios.iter().filter(|s| **s != Scenario::Health));
     for scenario in order {
-        let result = measure(config, scenario, &channels, &workload).await?;
+        let result = measure(config, scenario, &channels, &workload, server_pid).await?;
         eprintln!(
             "  {:<10} {:>9.0} ops/s  p50 {:>8.2?}  p99 {:>8.2?}  p99.9 {:>8.2?}  errors {}",
             scenario.name(),
@@ -356,11 +367,21 @@ async fn measure(
     scenario: Scenario,
     channels: &[Channel],
     workload: &Arc<Workload>,
+    server_pid: Option<u32>,
 ) -> Result<ScenarioResult, BoxError> {
     let warmup = Duration::from_secs_f64((config.seconds / 5.0).min(1.0));
     let window = Duration::from_secs_f64(config.seconds);
     let start = Instant::now() + warmup;
     let end = start + window;
+    // CPU time of both processes over exactly the measured window.
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(start.into()).await;
+        let before = (server_pid.and_then(cpu_time), cpu_time(std::process::id()));
+        tokio::time::sleep_until(end.into()).await;
+        let after = (server_pid.and_then(cpu_time), cpu_time(std::process::id()));
+        let spent = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+        (spent(before.0, after.0), spent(before.1, after.1))
+    });
     let tasks = config.concurrency.max(1);
     let mut handles = Vec::with_capacity(tasks);
     for t in 0..tasks {
@@ -383,6 +404,8 @@ async fn measure(
         Duration::from_micros(u64::from(latencies.get(index).copied().unwrap_or(0)))
     };
     let ops = latencies.len() as u64;
+    let (server_cpu, client_cpu) = cpu.await?;
+    let per_call = |spent: Option<Duration>| spent.map(|d| d / u32::try_from(ops.max(1)).unwrap_or(u32::MAX));
     Ok(ScenarioResult {
         scenario,
         ops,
@@ -392,6 +415,8 @@ async fn measure(
         p99: pick(0.99),
         p999: pick(0.999),
         ratio: 0.0,
+        server_cpu_per_call: per_call(server_cpu),
+        client_cpu_per_call: per_call(client_cpu),
     })
 }
 
@@ -504,6 +529,19 @@ async fn worker(
         }
     }
     (latencies, errors)
+}
+
+/// CPU time a process has used, summed over its threads, from the kernel's
+/// per-thread scheduler statistics (nanoseconds on the CPU).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(stat) = std::fs::read_to_string(task.ok()?.path().join("schedstat")) else {
+            continue;
+        };
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
 }
 
 fn rss_of(pid: u32) -> Option<u64> {
