@@ -358,7 +358,10 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "scenario", "ops/s", "p50", "p99", "p99.9", "errors", "ratio", "server/call", "client/call"
     );
     let cpu = |d: Option<std::time::Duration>| {
-        d.map_or_else(|| "-".to_owned(), |d| format!("{:.1}µs", d.as_secs_f64() * 1e6))
+        d.map_or_else(
+            || "-".to_owned(),
+            |d| format!("{:.1}µs", d.as_secs_f64() * 1e6),
+        )
     };
     for r in &report.results {
         println!(
@@ -374,7 +377,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             cpu(r.client_cpu_per_call)
         );
     }
-    println!("server/call, client/call: CPU time (user + system, all threads) per call in the window");
+    println!(
+        "server/call, client/call: CPU time (user + system, all threads) per call in the window"
+    );
     if let Some(startup) = report.startup {
         println!("start to serving: {startup:.2?}");
     }

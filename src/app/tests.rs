@@ -255,3 +255,63 @@ async fn a_read_side_behind_the_head_is_caught_up_with_the_right_versions(
     assert_eq!(persist::load(store.as_ref())?, replayed);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_answers_nothing_ok_that_is_not_stored_and_the_ledger_recovers(
+) -> Result<(), AppError> {
+    for round in 0..5 {
+        let store = Arc::new(MemoryStore::new());
+        let ledger = open(&store);
+        ledger
+            .execute(account("1001"), CommandOptions::default())
+            .await?;
+        store.slow_appends(std::time::Duration::from_millis(1));
+        let mut tasks = Vec::new();
+        for i in 0..300 {
+            if i == 40 {
+                store.fail_next_flushes(1);
+            }
+            let ledger = ledger.clone();
+            let id = format!("{}", 2000 + i);
+            tasks.push(tokio::spawn(async move {
+                let outcome = ledger
+                    .execute(account(&id), CommandOptions::default())
+                    .await;
+                (id, outcome)
+            }));
+        }
+        let mut refused = 0;
+        let mut answered_ok = Vec::new();
+        for task in tasks {
+            let (id, outcome) = task
+                .await
+                .map_err(|e| AppError::Storage(crate::store::StoreError::Backend(e.to_string())))?;
+            match outcome {
+                Ok(Reply::Done) => answered_ok.push(id),
+                Err(AppError::Storage(_)) => refused += 1,
+                other => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert!(
+            refused >= 1,
+            "round {round}: the injected failure refused nothing"
+        );
+        // The ledger reloads from the store (which kept the unflushed
+        // appends: their outcome was unknown) and takes commands again.
+        ledger
+            .execute(account("9999"), CommandOptions::default())
+            .await?;
+        let (replayed, _) = replay_log(store.as_ref())?;
+        for id in answered_ok {
+            assert!(
+                replayed
+                    .account(&AccountId::parse(&id).expect("account id"))
+                    .is_some(),
+                "round {round}: account {id} was answered OK but is not stored"
+            );
+        }
+        assert_eq!(replayed, *ledger.state(), "round {round}");
+        ledger.shutdown();
+    }
+    Ok(())
+}

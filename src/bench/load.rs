@@ -405,7 +405,8 @@ async fn measure(
     };
     let ops = latencies.len() as u64;
     let (server_cpu, client_cpu) = cpu.await?;
-    let per_call = |spent: Option<Duration>| spent.map(|d| d / u32::try_from(ops.max(1)).unwrap_or(u32::MAX));
+    let per_call =
+        |spent: Option<Duration>| spent.map(|d| d / u32::try_from(ops.max(1)).unwrap_or(u32::MAX));
     Ok(ScenarioResult {
         scenario,
         ops,

@@ -22,6 +22,7 @@ struct Tables {
 pub struct MemoryStore {
     tables: Mutex<Tables>,
     failing_appends: AtomicUsize,
+    failing_flushes: AtomicUsize,
     append_delay_micros: AtomicUsize,
 }
 
@@ -34,6 +35,12 @@ impl MemoryStore {
     /// Makes the next `count` appends fail with a backend error, writing nothing.
     pub fn fail_next_appends(&self, count: usize) {
         self.failing_appends.store(count, Ordering::SeqCst);
+    }
+
+    /// Makes the next `count` flushes fail. What was appended stays (as
+    /// after a disk error, nobody knows whether it reached the disk).
+    pub fn fail_next_flushes(&self, count: usize) {
+        self.failing_flushes.store(count, Ordering::SeqCst);
     }
 
     /// Makes every append take at least `delay`, as a slow disk would, so
@@ -108,6 +115,15 @@ impl EventStore for MemoryStore {
 
     fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tables()?.log.get(&position).cloned())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let failing = self.failing_flushes.load(Ordering::SeqCst);
+        if failing > 0 {
+            self.failing_flushes.store(failing - 1, Ordering::SeqCst);
+            return Err(StoreError::Backend("injected flush failure".into()));
+        }
+        Ok(())
     }
 
     fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
