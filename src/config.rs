@@ -28,7 +28,7 @@ pub struct Config {
 /// sled's page cache when no size is given, MiB. The state the commands and
 /// queries use lives outside it, so the cache only serves log reads (audit,
 /// history, subscriptions) and the pages a write touches.
-pub const DEFAULT_CACHE_MB: u64 = 64;
+pub const DEFAULT_CACHE_MB: u64 = 32;
 
 impl Config {
     /// Defaults with the given data directory, listening on a free loopback port.
