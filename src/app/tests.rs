@@ -137,6 +137,52 @@ async fn a_shut_down_ledger_refuses_commands() {
     );
 }
 
+/// Registers accounts 2000 to 2299 from concurrent tasks against a store
+/// slowed down by `delay`, so batches are decided on top of batches still
+/// being written; `inject` runs before the 41st command is sent. Returns
+/// the ids answered OK and those refused with a storage failure.
+async fn race_registrations(
+    ledger: &Ledger,
+    store: &MemoryStore,
+    delay: std::time::Duration,
+    inject: impl Fn(&MemoryStore),
+    round: usize,
+) -> Result<(Vec<String>, Vec<String>), AppError> {
+    store.slow_appends(delay);
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        if i == 40 {
+            inject(store);
+        }
+        let ledger = ledger.clone();
+        let id = format!("{}", 2000 + i);
+        tasks.push(tokio::spawn(async move {
+            let outcome = ledger
+                .execute(account(&id), CommandOptions::default())
+                .await;
+            (id, outcome)
+        }));
+    }
+    let (mut answered_ok, mut refused) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let (id, outcome) = task
+            .await
+            .map_err(|e| AppError::Storage(crate::store::StoreError::Backend(e.to_string())))?;
+        match outcome {
+            Ok(Reply::Done) => answered_ok.push(id),
+            Err(AppError::Storage(_)) => refused.push(id),
+            other => panic!("round {round}: unexpected {other:?}"),
+        }
+    }
+    Ok((answered_ok, refused))
+}
+
+fn stored(state: &crate::domain::LedgerState, id: &str) -> bool {
+    state
+        .account(&AccountId::parse(id).expect("account id"))
+        .is_some()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_in_the_pipeline_refuses_exactly_what_is_not_stored() -> Result<(), AppError> {
     for round in 0..5 {
@@ -145,38 +191,16 @@ async fn a_failure_in_the_pipeline_refuses_exactly_what_is_not_stored() -> Resul
         ledger
             .execute(account("1001"), CommandOptions::default())
             .await?;
-        // Many commands in flight and a slow disk, so batches are decided on
-        // top of batches still being written when the write fails.
-        store.slow_appends(std::time::Duration::from_millis(2));
-        let mut tasks = Vec::new();
-        for i in 0..300 {
-            if i == 40 {
-                store.fail_next_appends(1);
-            }
-            let ledger = ledger.clone();
-            let id = format!("{}", 2000 + i);
-            tasks.push(tokio::spawn(async move {
-                let outcome = ledger
-                    .execute(account(&id), CommandOptions::default())
-                    .await;
-                (id, outcome)
-            }));
-        }
-        let mut refused = 0;
-        let mut outcomes = Vec::new();
-        for task in tasks {
-            let (id, outcome) = task
-                .await
-                .map_err(|e| AppError::Storage(crate::store::StoreError::Backend(e.to_string())))?;
-            match &outcome {
-                Ok(Reply::Done) => {}
-                Err(AppError::Storage(_)) => refused += 1,
-                other => panic!("round {round}: unexpected {other:?}"),
-            }
-            outcomes.push((id, outcome.is_ok()));
-        }
+        let (answered_ok, refused) = race_registrations(
+            &ledger,
+            &store,
+            std::time::Duration::from_millis(2),
+            |store| store.fail_next_appends(1),
+            round,
+        )
+        .await?;
         assert!(
-            refused >= 1,
+            !refused.is_empty(),
             "round {round}: the injected failure refused nothing"
         );
         // After the failure the ledger reloads and takes commands again.
@@ -184,11 +208,17 @@ async fn a_failure_in_the_pipeline_refuses_exactly_what_is_not_stored() -> Resul
             .execute(account("9999"), CommandOptions::default())
             .await?;
         let (replayed, _) = replay_log(store.as_ref())?;
-        for (id, ok) in outcomes {
-            let stored = replayed
-                .account(&AccountId::parse(&id).expect("account id"))
-                .is_some();
-            assert_eq!(stored, ok, "round {round}: account {id} answered ok={ok}");
+        for id in &answered_ok {
+            assert!(
+                stored(&replayed, id),
+                "round {round}: account {id} answered ok=true"
+            );
+        }
+        for id in &refused {
+            assert!(
+                !stored(&replayed, id),
+                "round {round}: account {id} answered ok=false"
+            );
         }
         assert_eq!(replayed, *ledger.state(), "round {round}");
         ledger.shutdown();
@@ -265,35 +295,16 @@ async fn a_failed_flush_answers_nothing_ok_that_is_not_stored_and_the_ledger_rec
         ledger
             .execute(account("1001"), CommandOptions::default())
             .await?;
-        store.slow_appends(std::time::Duration::from_millis(1));
-        let mut tasks = Vec::new();
-        for i in 0..300 {
-            if i == 40 {
-                store.fail_next_flushes(1);
-            }
-            let ledger = ledger.clone();
-            let id = format!("{}", 2000 + i);
-            tasks.push(tokio::spawn(async move {
-                let outcome = ledger
-                    .execute(account(&id), CommandOptions::default())
-                    .await;
-                (id, outcome)
-            }));
-        }
-        let mut refused = 0;
-        let mut answered_ok = Vec::new();
-        for task in tasks {
-            let (id, outcome) = task
-                .await
-                .map_err(|e| AppError::Storage(crate::store::StoreError::Backend(e.to_string())))?;
-            match outcome {
-                Ok(Reply::Done) => answered_ok.push(id),
-                Err(AppError::Storage(_)) => refused += 1,
-                other => panic!("round {round}: unexpected {other:?}"),
-            }
-        }
+        let (answered_ok, refused) = race_registrations(
+            &ledger,
+            &store,
+            std::time::Duration::from_millis(1),
+            |store| store.fail_next_flushes(1),
+            round,
+        )
+        .await?;
         assert!(
-            refused >= 1,
+            !refused.is_empty(),
             "round {round}: the injected failure refused nothing"
         );
         // The ledger reloads from the store (which kept the unflushed
@@ -304,9 +315,7 @@ async fn a_failed_flush_answers_nothing_ok_that_is_not_stored_and_the_ledger_rec
         let (replayed, _) = replay_log(store.as_ref())?;
         for id in answered_ok {
             assert!(
-                replayed
-                    .account(&AccountId::parse(&id).expect("account id"))
-                    .is_some(),
+                stored(&replayed, &id),
                 "round {round}: account {id} was answered OK but is not stored"
             );
         }

@@ -70,10 +70,13 @@ pub(super) fn load_tokens(store: &dyn EventStore) -> Result<Tokens, StoreError> 
 pub(super) struct Writer {
     store: Arc<dyn EventStore>,
     policy: Arc<Policy>,
-    /// The state after every batch decided so far, durable or not.
-    state: Arc<LedgerState>,
+    /// The state, head and idempotency records after every command decided
+    /// so far, durable or not.
+    state: LedgerState,
     head: Head,
     tokens: Tokens,
+    /// `state` as of the end of the last batch handed on.
+    decided: Arc<LedgerState>,
     max_batch: usize,
     /// Set by a later stage when a batch failed: the state here may hold
     /// effects that never reached the store, so it is reloaded first.
@@ -154,7 +157,8 @@ impl Writer {
         Ok(Self {
             store,
             policy,
-            state,
+            state: (*state).clone(),
+            decided: state,
             head,
             tokens,
             max_batch,
@@ -218,38 +222,25 @@ impl Writer {
     }
 
     fn decide_batch(&mut self, jobs: Vec<Job>) -> Staged {
-        let base = Arc::clone(&self.state);
-        let mut state = (*base).clone();
-        let mut tokens = self.tokens.clone();
-        let mut head = self.head;
         let mut batch = AppendBatch {
-            expected_head: head,
+            expected_head: self.head,
             ..AppendBatch::default()
         };
         let mut touched = Touched::default();
-        let mut fates = Vec::with_capacity(jobs.len());
-        for job in &jobs {
-            let fate = self.decide_one(
-                job,
-                &mut state,
-                &mut tokens,
-                &mut head,
-                &mut batch,
-                &mut touched,
-            );
-            fates.push(fate);
-        }
-        let state = Arc::new(state);
-        self.state = Arc::clone(&state);
-        self.head = head;
-        self.tokens = tokens;
+        let fates = jobs
+            .iter()
+            .map(|job| self.decide_one(job, &mut batch, &mut touched))
+            .collect();
+        // O(1): the state's maps are persistent.
+        let state = Arc::new(self.state.clone());
+        let base = std::mem::replace(&mut self.decided, Arc::clone(&state));
         Staged {
             jobs,
             fates,
             batch,
             base,
             state,
-            head,
+            head: self.head,
             touched,
         }
     }
@@ -264,7 +255,8 @@ impl Writer {
             .recv()
             .map_err(|_| StoreError::Backend("the writer is stopping".into()))??;
         self.tokens = load_tokens(self.store.as_ref())?;
-        self.state = state;
+        self.state = (*state).clone();
+        self.decided = state;
         self.head = head;
         tracing::info!(
             position = head.position,
@@ -273,16 +265,9 @@ impl Writer {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn decide_one(
-        &self,
-        job: &Job,
-        state: &mut LedgerState,
-        tokens: &mut Tokens,
-        head: &mut Head,
-        batch: &mut AppendBatch,
-        touched: &mut Touched,
-    ) -> Pending {
+    /// Decides one command on top of everything decided before it, adding
+    /// its records and idempotency record to `batch`.
+    fn decide_one(&mut self, job: &Job, batch: &mut AppendBatch, touched: &mut Touched) -> Pending {
         let actor = job.command.actor().map(|a| a.as_str().to_owned());
         // The key and the request's fingerprint, only for commands that
         // carry a client token.
@@ -294,7 +279,7 @@ impl Writer {
             None => None,
         };
         if let Some((key, fingerprint)) = &token {
-            if let Some(record) = tokens.get(key) {
+            if let Some(record) = self.tokens.get(key) {
                 return Pending::Answer(if record.fingerprint == *fingerprint {
                     Ok(record.reply.clone())
                 } else {
@@ -307,7 +292,13 @@ impl Writer {
             }
         }
         let now = now_micros();
-        let decision = match decide(state, &self.policy, &job.command, now, &mut random_image_id) {
+        let decision = match decide(
+            &self.state,
+            &self.policy,
+            &job.command,
+            now,
+            &mut random_image_id,
+        ) {
             Ok(decision) => decision,
             Err(err) => return Pending::Answer(Err(err.into())),
         };
@@ -322,39 +313,39 @@ impl Writer {
             return Pending::Answer(Ok(decision.reply));
         }
         for event in &decision.events {
-            let version = state.stream_version(event);
+            let version = self.state.stream_version(event);
             let meta = RecordMeta {
-                position: head.position + 1,
+                position: self.head.position + 1,
                 aggregate_version: version + 1,
                 recorded_at: now,
                 actor: actor.as_deref(),
                 client_token: job.options.client_token.as_ref().map(|t| t.as_str()),
                 request_hash: token.as_ref().map(|(_, fp)| fp.as_str()),
-                prev_hash: head.hash,
+                prev_hash: self.head.hash,
             };
             let record = match EncodedRecord::encode(event, &meta) {
                 Ok(record) => record,
                 Err(err) => return Pending::Answer(Err(err.into())),
             };
-            *head = Head {
+            self.head = Head {
                 position: record.position,
                 hash: record.hash,
             };
             batch.records.push(record);
             touched.record(event);
-            state.apply(event);
+            self.state.apply(event);
         }
         if let Some((key, fingerprint)) = token {
             let record = TokenRecord {
                 fingerprint,
                 reply: decision.reply.clone(),
-                position: head.position,
+                position: self.head.position,
             };
             match serde_json::to_vec(&record) {
                 Ok(bytes) => batch.tokens.push((key.clone(), bytes)),
                 Err(err) => return Pending::Answer(Err(StoreError::encode(err).into())),
             }
-            tokens.insert(key, record);
+            self.tokens.insert(key, record);
         }
         Pending::Durable(decision.reply)
     }

@@ -118,20 +118,18 @@ impl SledStore {
     #[doc(hidden)]
     pub fn tamper_record(&self, position: u64, bytes: &[u8]) -> Result<(), StoreError> {
         let mut compressor = self.lock()?;
-        let (first, chunk) = self
-            .chunk_at(position)?
+        let chunk = self
+            .decoded_chunk_at(position)?
+            .filter(|chunk| chunk.record(position).is_some())
             .ok_or_else(|| StoreError::Corrupt(format!("no record at position {position}")))?;
-        let mut records: Vec<Vec<u8>> = decode_chunk(&chunk)?
-            .split(|b| *b == b'\n')
-            .map(<[u8]>::to_vec)
+        let records: Vec<&[u8]> = chunk
+            .records()
+            .map(|(at, record)| if at == position { bytes } else { record })
             .collect();
-        let slot = records
-            .get_mut((position - first) as usize)
-            .ok_or_else(|| StoreError::Corrupt(format!("no record at position {position}")))?;
-        *slot = bytes.to_vec();
-        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-        self.tree
-            .insert(log_key(first), encode_chunk(&mut compressor, &refs)?)?;
+        self.tree.insert(
+            log_key(chunk.first),
+            encode_chunk(&mut compressor, &records)?,
+        )?;
         self.db.flush()?;
         Ok(())
     }
@@ -144,13 +142,69 @@ impl SledStore {
             .map_err(|_| StoreError::Backend("the append lock is poisoned".into()))
     }
 
-    /// The chunk holding `position`, with its first position.
+    /// The chunk that would hold `position`, with its first position (it
+    /// may end before `position`).
     fn chunk_at(&self, position: u64) -> Result<Option<(u64, IVec)>, StoreError> {
         let Some(entry) = self.tree.range(log_key(0)..=log_key(position)).next_back() else {
             return Ok(None);
         };
         let (key, chunk) = entry?;
         Ok(Some((decode_u64(&key[1..], "log position")?, chunk)))
+    }
+
+    fn decoded_chunk_at(&self, position: u64) -> Result<Option<Chunk>, StoreError> {
+        self.chunk_at(position)?
+            .map(|(first, bytes)| Chunk::decode(first, &bytes))
+            .transpose()
+    }
+}
+
+/// A stored chunk, decompressed.
+struct Chunk {
+    first: u64,
+    /// The records, joined by newlines.
+    joined: Vec<u8>,
+}
+
+impl Chunk {
+    fn decode(first: u64, stored: &[u8]) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("the chunk at {first} {what}"));
+        if stored.len() < 5 || stored[0] != CHUNK_ZSTD {
+            return Err(corrupt("has an unknown format"));
+        }
+        let length = u32::from_be_bytes([stored[1], stored[2], stored[3], stored[4]]) as usize;
+        let joined = zstd::bulk::decompress(&stored[5..], length)
+            .map_err(|e| corrupt(&format!("does not decompress: {e}")))?;
+        if joined.len() != length {
+            return Err(corrupt("has the wrong length"));
+        }
+        Ok(Self { first, joined })
+    }
+
+    /// Each record with its position, in order.
+    fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        (self.first..).zip(self.joined.split(|b| *b == b'\n'))
+    }
+
+    /// The record at `position`, if this chunk holds it.
+    fn record(&self, position: u64) -> Option<&[u8]> {
+        let index = usize::try_from(position.checked_sub(self.first)?).ok()?;
+        self.joined.split(|b| *b == b'\n').nth(index)
+    }
+}
+
+fn stream_prefix(aggregate_id: &str) -> Vec<u8> {
+    let mut prefix = version_key(aggregate_id, 0);
+    prefix.truncate(prefix.len() - 8);
+    prefix
+}
+
+fn put_projection_ops(writes: &mut Batch, ops: &[ProjectionOp]) {
+    for op in ops {
+        match &op.value {
+            Some(value) => writes.insert(tagged(b'p', &op.key), value.as_slice()),
+            None => writes.remove(tagged(b'p', &op.key)),
+        }
     }
 }
 
@@ -175,38 +229,6 @@ fn encode_chunk(
     out.extend_from_slice(&length.to_be_bytes());
     out.extend_from_slice(&frame);
     Ok(out)
-}
-
-/// The records of a chunk, joined by newlines.
-fn decode_chunk(chunk: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("a stored chunk {what}"));
-    if chunk.len() < 5 || chunk[0] != CHUNK_ZSTD {
-        return Err(corrupt("has an unknown format"));
-    }
-    let length = u32::from_be_bytes([chunk[1], chunk[2], chunk[3], chunk[4]]) as usize;
-    let joined = zstd::bulk::decompress(&chunk[5..], length)
-        .map_err(|e| corrupt(&format!("does not decompress: {e}")))?;
-    if joined.len() != length {
-        return Err(corrupt("has the wrong length"));
-    }
-    Ok(joined)
-}
-
-/// Calls `visit` with each record of the chunk starting at `first`, from
-/// position `from` on; false when `visit` asked to stop.
-fn visit_chunk(
-    first: u64,
-    chunk: &[u8],
-    from: u64,
-    visit: &mut dyn FnMut(u64, &[u8]) -> bool,
-) -> Result<bool, StoreError> {
-    let joined = decode_chunk(chunk)?;
-    for (position, record) in (first..).zip(joined.split(|b| *b == b'\n')) {
-        if position >= from && !visit(position, record) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 fn encode_head(head: &Head) -> Vec<u8> {
@@ -306,12 +328,7 @@ impl EventStore for SledStore {
         for (key, value) in &batch.tokens {
             writes.insert(tagged(b't', key), value.as_slice());
         }
-        for op in &batch.projection {
-            match &op.value {
-                Some(value) => writes.insert(tagged(b'p', &op.key), value.as_slice()),
-                None => writes.remove(tagged(b'p', &op.key)),
-            }
-        }
+        put_projection_ops(&mut writes, &batch.projection);
         writes.insert(
             HEAD_KEY,
             encode_head(&Head {
@@ -334,29 +351,25 @@ impl EventStore for SledStore {
             None => from,
         };
         for entry in self.tree.range(log_key(start)..=log_key(u64::MAX)) {
-            let (key, chunk) = entry?;
-            let first = decode_u64(&key[1..], "log position")?;
-            if !visit_chunk(first, &chunk, from, visit)? {
-                break;
+            let (key, stored) = entry?;
+            let chunk = Chunk::decode(decode_u64(&key[1..], "log position")?, &stored)?;
+            for (position, record) in chunk.records() {
+                if position >= from && !visit(position, record) {
+                    return Ok(());
+                }
             }
         }
         Ok(())
     }
 
     fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some((first, chunk)) = self.chunk_at(position)? else {
-            return Ok(None);
-        };
-        let joined = decode_chunk(&chunk)?;
-        Ok(joined
-            .split(|b| *b == b'\n')
-            .nth((position - first) as usize)
-            .map(<[u8]>::to_vec))
+        Ok(self
+            .decoded_chunk_at(position)?
+            .and_then(|chunk| chunk.record(position).map(<[u8]>::to_vec)))
     }
 
     fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
-        let mut prefix = version_key(aggregate_id, 0);
-        prefix.truncate(prefix.len() - 8);
+        let prefix = stream_prefix(aggregate_id);
         // Newest first; usually the first entry is at or before `as_of`.
         for entry in self.tree.scan_prefix(&prefix).rev() {
             let (key, position) = entry?;
@@ -372,38 +385,24 @@ impl EventStore for SledStore {
         aggregate_id: &str,
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        let mut prefix = version_key(aggregate_id, 0);
-        prefix.truncate(prefix.len() - 8);
         // Records of one stream often share a chunk: keep the last one.
-        let mut last: Option<(u64, Vec<u8>)> = None;
-        for entry in self.tree.scan_prefix(&prefix) {
+        let mut last: Option<Chunk> = None;
+        for entry in self.tree.scan_prefix(stream_prefix(aggregate_id)) {
             let (_, position) = entry?;
             let position = decode_u64(&position, "stream position")?;
-            let missing = || {
-                StoreError::Corrupt(format!(
+            let chunk = match last.take() {
+                Some(chunk) if chunk.record(position).is_some() => Some(chunk),
+                _ => self.decoded_chunk_at(position)?,
+            };
+            let Some(record) = chunk.as_ref().and_then(|chunk| chunk.record(position)) else {
+                return Err(StoreError::Corrupt(format!(
                     "stream {aggregate_id} points at position {position}, which is not in the log"
-                ))
+                )));
             };
-            let (first, joined) = match last.take() {
-                Some((first, joined))
-                    if position >= first
-                        && position - first < joined.split(|b| *b == b'\n').count() as u64 =>
-                {
-                    (first, joined)
-                }
-                _ => {
-                    let (first, chunk) = self.chunk_at(position)?.ok_or_else(missing)?;
-                    (first, decode_chunk(&chunk)?)
-                }
-            };
-            let record = joined
-                .split(|b| *b == b'\n')
-                .nth((position - first) as usize)
-                .ok_or_else(missing)?;
             if !visit(position, record) {
                 break;
             }
-            last = Some((first, joined));
+            last = chunk;
         }
         Ok(())
     }
@@ -429,12 +428,7 @@ impl EventStore for SledStore {
         // No append lock: these keys are disjoint from the log's, and the
         // batch is atomic on its own.
         let mut writes = Batch::default();
-        for op in ops {
-            match &op.value {
-                Some(value) => writes.insert(tagged(b'p', &op.key), value.as_slice()),
-                None => writes.remove(tagged(b'p', &op.key)),
-            }
-        }
+        put_projection_ops(&mut writes, ops);
         writes.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
         self.tree.apply_batch(writes)?;
         self.db.flush()?;
