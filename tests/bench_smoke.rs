@@ -47,3 +47,33 @@ fn every_scenario_runs_against_a_real_server_without_errors(
     assert!(report.disk_bytes_per_event.is_some_and(|b| b > 0.0));
     Ok(())
 }
+
+/// A second run on the same data directory starts where the first left
+/// off: images it left shared with the recipient are cancelled first, not
+/// shared again (which the ledger refuses).
+#[test]
+fn a_second_run_on_the_same_data_directory_has_no_errors(
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let dir = tempfile::tempdir()?;
+    let config = BenchConfig {
+        binary: env!("CARGO_BIN_EXE_image-ledger").into(),
+        addr: None,
+        data_dir: Some(dir.path().to_path_buf()),
+        accounts: 10,
+        images: 50,
+        log_events: 0,
+        scenarios: vec![Scenario::Share],
+        seconds: 0.3,
+        concurrency: 8,
+        connections: 1,
+        cache_mb: 16,
+    };
+    for run_number in 1..=2 {
+        let report = run(&config)?;
+        let share = &report.results[1];
+        assert_eq!(share.scenario.name(), "share");
+        assert!(share.ops > 0, "run {run_number} completed no share");
+        assert_eq!(share.errors, 0, "run {run_number} had failures");
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! fixed number of HTTP/2 connections, and reports throughput and latency,
 //! each scenario also as a ratio to the health-check baseline of the same run.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -354,7 +355,33 @@ async fn discover(config: &BenchConfig, channel: Channel) -> Result<Workload, Bo
     if images.is_empty() {
         return Err("the server holds no preloaded images".into());
     }
-    let shared = images.iter().map(|_| AtomicBool::new(false)).collect();
+    // A server driven before (by --addr, or a reused --data-dir) may still
+    // share some images with the recipient: start from what it holds.
+    let mut already = HashSet::new();
+    let mut offset = 0;
+    loop {
+        let page = client
+            .describe_images(pb::DescribeImagesRequest {
+                account_id: RECIPIENT.into(),
+                region: region.clone(),
+                image_type: pb::ImageType::SharedImage as i32,
+                offset,
+                limit: 100,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let got = page.images.len() as u32;
+        already.extend(page.images.into_iter().map(|i| i.image_id));
+        offset += got;
+        if got < 100 {
+            break;
+        }
+    }
+    let shared = images
+        .iter()
+        .map(|(id, _)| AtomicBool::new(already.contains(id)))
+        .collect();
     Ok(Workload {
         region,
         images,
