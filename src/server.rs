@@ -9,14 +9,16 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
+use tower::util::MapResponseLayer;
 
 use crate::app::{AppError, Ledger, WriterOptions};
 use crate::audit::{AuditError, LedgerKey};
 use crate::config::Config;
 use crate::grpc::pb::audit_log_server::AuditLogServer;
 use crate::grpc::pb::image_ledger_server::ImageLedgerServer;
-use crate::grpc::{pb, AuditService, LedgerService};
+use crate::grpc::{pb, AuditService, LedgerService, SmallFrames, Unvectored};
 use crate::store::{SledStore, StoreError};
 
 /// Why a server could not start or stopped with an error.
@@ -147,6 +149,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
     ));
     let task = tokio::spawn(async move {
         let serving = tonic::transport::Server::builder()
+            .layer(MapResponseLayer::new(
+                |response: http::Response<tonic::body::Body>| response.map(SmallFrames::new),
+            ))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(service)
@@ -154,7 +159,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
             .serve_with_incoming_shutdown(
                 // Without TCP_NODELAY, a response split over two segments waits
                 // for the client's delayed ACK: about 40 ms a call.
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .map(|accepted| accepted.map(Unvectored)),
                 stop_requested(stopped.clone()),
             );
         // Graceful shutdown waits for every client to close its connection;

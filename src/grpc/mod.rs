@@ -5,6 +5,7 @@ mod audit;
 mod convert;
 mod service;
 mod status;
+mod transport;
 
 /// Types generated from `proto/imageledger/v1/ledger.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -20,3 +21,4 @@ pub use audit::{envelope_message, AuditService};
 pub use convert::{state_message, state_of, time_of, timestamp, Commanded};
 pub use service::LedgerService;
 pub use status::{code_of, ERROR_DOMAIN, INTERNAL_REASON};
+pub use transport::{SmallFrames, Unvectored, MAX_FRAME_BYTES};
