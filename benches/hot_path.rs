@@ -9,10 +9,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prost::Message;
+
 use image_ledger::domain::{
     decide, AccountId, AccountKind, Command, Event, ImageAttributes, ImageId, ImageSource,
     ImageState, LedgerState, LicenseType, Policy, Region,
 };
+use image_ledger::grpc::pb::DescribeImagesResponse;
+use image_ledger::projection::{describe_images, ImageQuery};
 use image_ledger::store::{AppendBatch, EncodedRecord, EventStore, Head, RecordMeta, SledStore};
 use time::OffsetDateTime;
 
@@ -113,6 +117,32 @@ fn main() {
         }
         black_box(snapshot);
     });
+
+    // Account 0 owns 10 images and 50 more are shared with it: a page of 20
+    // merges both indexes.
+    let query = ImageQuery {
+        account_id: Some(account(0)),
+        region: Some(Region::new("ap-guangzhou")),
+        ..ImageQuery::default()
+    };
+    let listed = describe_images(&state, &policy, &query).expect("lists");
+    assert_eq!((listed.images.len(), listed.total_count), (20, 60));
+    measure("describe a page of 20 (query only)", 1, || {
+        black_box(describe_images(&state, &policy, &query).ok());
+    });
+    let mut encoded = Vec::with_capacity(8 * 1024);
+    measure(
+        "describe a page of 20, build and encode the reply",
+        1,
+        || {
+            let page = describe_images(&state, &policy, &query).expect("lists");
+            encoded.clear();
+            DescribeImagesResponse::from_page(&page)
+                .encode(&mut encoded)
+                .expect("encodes");
+            black_box(&encoded);
+        },
+    );
 
     let event = Event::ImageShared {
         image_id: image(1),

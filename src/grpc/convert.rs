@@ -6,9 +6,8 @@ use time::OffsetDateTime;
 use super::pb;
 use crate::app::CommandOptions;
 use crate::domain::{
-    AccountId, AccountKind, ClientToken, Command, DomainError, Image, ImageAttributes, ImageId,
-    ImageRef, ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission, NewImage,
-    Region,
+    AccountId, AccountKind, ClientToken, Command, DomainError, ImageAttributes, ImageId, ImageRef,
+    ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission, NewImage, Region,
 };
 use crate::projection::{ImageQuery, ImageTypeFilter};
 
@@ -314,43 +313,60 @@ pub fn timestamp(time: OffsetDateTime) -> Timestamp {
     }
 }
 
-fn image_ref(r: &ImageRef) -> pb::ImageRef {
+pub(super) fn image_ref(r: &ImageRef) -> pb::ImageRef {
     pb::ImageRef {
-        image_id: r.image_id.to_string(),
-        region: r.region.to_string(),
+        image_id: r.image_id.as_str().to_owned(),
+        region: r.region.as_str().to_owned(),
     }
 }
 
 /// The domain image as the `Image` message, seen by an owner or a recipient.
-pub fn image_message(image: &Image, shared: bool) -> pb::Image {
+///
+/// Replies encode pages straight from the state (see `page.rs`); this is the
+/// reference they are checked against.
+#[cfg(test)]
+pub fn image_message(image: &crate::domain::Image, shared: bool) -> pb::Image {
     let a = &image.attributes;
     pb::Image {
-        image_id: image.image_id.to_string(),
-        owner_account_id: image.owner_account_id.to_string(),
-        region: image.region.to_string(),
+        image_id: image.image_id.as_str().to_owned(),
+        owner_account_id: image.owner_account_id.as_str().to_owned(),
+        region: image.region.as_str().to_owned(),
         image_name: a.image_name.clone(),
         image_description: a.image_description.clone(),
         platform: a.platform.clone(),
         os_name: a.os_name.clone(),
-        image_type: if shared {
-            pb::ImageType::SharedImage
-        } else {
-            pb::ImageType::PrivateImage
-        } as i32,
+        image_type: image_type_value(shared),
         state: state_message(image.state) as i32,
-        image_source: match a.image_source {
-            ImageSource::CreateImage => pb::ImageSource::CreateImage,
-            ImageSource::ExternalImport => pb::ImageSource::ExternalImport,
-        } as i32,
-        license_type: match a.license_type {
-            LicenseType::Tencentcloud => pb::LicenseType::Tencentcloud,
-            LicenseType::Byol => pb::LicenseType::Byol,
-        } as i32,
+        image_source: source_value(a.image_source),
+        license_type: license_value(a.license_type),
         encrypted: a.encrypted,
         whole_instance: a.whole_instance,
         supports_cloudinit: a.supports_cloudinit,
         created_time: Some(timestamp(image.created_time)),
         copied_from: image.copied_from.as_ref().map(image_ref),
+    }
+}
+
+/// `ImageType` of an image as the caller sees it.
+pub(super) fn image_type_value(shared: bool) -> i32 {
+    if shared {
+        pb::ImageType::SharedImage as i32
+    } else {
+        pb::ImageType::PrivateImage as i32
+    }
+}
+
+pub(super) fn source_value(source: ImageSource) -> i32 {
+    match source {
+        ImageSource::CreateImage => pb::ImageSource::CreateImage as i32,
+        ImageSource::ExternalImport => pb::ImageSource::ExternalImport as i32,
+    }
+}
+
+pub(super) fn license_value(license: LicenseType) -> i32 {
+    match license {
+        LicenseType::Tencentcloud => pb::LicenseType::Tencentcloud as i32,
+        LicenseType::Byol => pb::LicenseType::Byol as i32,
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod audit;
 mod convert;
+mod page;
 mod service;
 mod status;
 mod transport;
@@ -11,6 +12,8 @@ mod transport;
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
     tonic::include_proto!("imageledger.v1");
+
+    pub use super::page::DescribeImagesResponse;
 
     /// The encoded descriptor set, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{image_message, image_refs, timestamp, AuthorizeQuery, Commanded};
+use super::convert::{image_refs, timestamp, AuthorizeQuery, Commanded};
 use super::pb;
 use super::pb::image_ledger_server::ImageLedger;
 use crate::app::Ledger;
@@ -149,14 +149,7 @@ impl ImageLedger for LedgerService {
         let query = ImageQuery::try_from(request.into_inner())?;
         let state = self.ledger.state();
         let page = describe_images(&state, self.ledger.policy(), &query)?;
-        Ok(Response::new(pb::DescribeImagesResponse {
-            images: page
-                .images
-                .iter()
-                .map(|listed| image_message(listed.image, listed.shared))
-                .collect(),
-            total_count: page.total_count,
-        }))
+        Ok(Response::new(pb::DescribeImagesResponse::from_page(&page)))
     }
 
     async fn describe_image_share_permission(
