@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rand::Rng;
@@ -140,12 +141,14 @@ impl Writer {
             store: Arc::clone(&store),
             failed: Arc::clone(&failed),
             applied: head,
+            timing: StageTiming::default(),
         };
         let publisher = Publisher {
             store: Arc::clone(&store),
             failed: Arc::clone(&failed),
             view,
             durable,
+            timing: StageTiming::default(),
         };
         let threads = vec![
             spawn(
@@ -359,10 +362,49 @@ struct Applier {
     failed: Arc<AtomicBool>,
     /// The store's head after the last batch this stage wrote.
     applied: Head,
+    /// Its sled writes.
+    timing: StageTiming,
+}
+
+/// How often a stage ran its store call and how long that took, logged
+/// when the writer stops: what tells where a command's time goes.
+#[derive(Debug, Default)]
+struct StageTiming {
+    calls: u64,
+    total: Duration,
+    longest: Duration,
+}
+
+impl StageTiming {
+    fn time<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let result = f();
+        let took = started.elapsed();
+        self.calls += 1;
+        self.total += took;
+        self.longest = self.longest.max(took);
+        result
+    }
+
+    fn log(&self, stage: &str) {
+        let mean = self.total / u32::try_from(self.calls.max(1)).unwrap_or(u32::MAX);
+        tracing::info!(
+            stage,
+            calls = self.calls,
+            mean_us = mean.as_micros() as u64,
+            longest_us = self.longest.as_micros() as u64,
+            "store time of a writer stage"
+        );
+    }
 }
 
 impl Applier {
     fn run(mut self, stages: Receiver<Stage>, next: SyncSender<Stage>) {
+        self.run_batches(&stages, &next);
+        self.timing.log("append");
+    }
+
+    fn run_batches(&mut self, stages: &Receiver<Stage>, next: &SyncSender<Stage>) {
         // After a reload the next batch starts from the reloaded head.
         let mut restart = false;
         let mut held = None;
@@ -450,7 +492,10 @@ impl Applier {
                 combined.projection = persist::diff(&base, &last.state, &touched).map_err(Some)?;
                 combined.projection_checkpoint = Some(last.head.position);
             }
-            self.store.append_unflushed(&combined).map_err(Some)?;
+            let store = &self.store;
+            self.timing
+                .time(|| store.append_unflushed(&combined))
+                .map_err(Some)?;
         }
         if let Some(last) = group.last() {
             self.applied = last.head;
@@ -467,6 +512,8 @@ struct Publisher {
     view: Arc<ArcSwap<LedgerState>>,
     /// Tells readers how far the log is durable; dropped when the writer stops.
     durable: watch::Sender<Head>,
+    /// Its flushes.
+    timing: StageTiming,
 }
 
 impl Publisher {
@@ -490,6 +537,7 @@ impl Publisher {
                 let _ = reply.send(self.reload());
             }
         }
+        self.timing.log("flush");
     }
 
     fn publish(&mut self, ready: Vec<Staged>) {
@@ -499,7 +547,8 @@ impl Publisher {
             .iter()
             .any(|staged| staged.head != staged.batch.expected_head)
         {
-            if let Err(err) = self.store.flush() {
+            let store = &self.store;
+            if let Err(err) = self.timing.time(|| store.flush()) {
                 tracing::error!(%err, "flushing failed; the commands of the batches are refused");
                 self.failed.store(true, Ordering::SeqCst);
                 for staged in ready {
