@@ -77,9 +77,13 @@ pub struct BenchArgs {
     /// Comma-separated scenarios: share, authorize, describe, mixed, health.
     #[arg(long, default_value = "share,authorize,describe,mixed")]
     scenarios: String,
-    /// Measured seconds per scenario (after a short warm-up).
+    /// Measured seconds per scenario and round (after a short warm-up).
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Run the sequence (health, then each scenario) this many times; each
+    /// ratio is the median of the rounds' ratios to their own baseline.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Requests in flight.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -335,6 +339,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .map(|name| Scenario::parse(name).with_context(|| format!("no scenario {name:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(args.seconds > 0.0, "--seconds must be positive");
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     let config = BenchConfig {
         binary: std::env::current_exe().context("cannot find this program's path")?,
         addr: args.addr,
@@ -344,14 +349,15 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         log_events: args.log_events,
         scenarios,
         seconds: args.seconds,
+        rounds: args.rounds,
         concurrency: args.concurrency,
         connections: args.connections,
         cache_mb: args.cache_mb,
     };
     let report = image_ledger::bench::run(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
-        "{} events in the log; concurrency {}, {} connections, {} s per scenario",
-        report.events, config.concurrency, config.connections, config.seconds
+        "{} events in the log; concurrency {}, {} connections, {} s per scenario, {} round(s)",
+        report.events, config.concurrency, config.connections, config.seconds, config.rounds
     );
     println!(
         "{:<10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>7} {:>11} {:>11}",
@@ -380,6 +386,13 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     println!(
         "server/call, client/call: CPU time (user + system, all threads) per call in the window"
     );
+    if config.rounds > 1 {
+        println!("ratio: the median of the rounds' ratios to their own baseline; each round:");
+        for r in report.results.iter().skip(1) {
+            let rounds: Vec<String> = r.round_ratios.iter().map(|x| format!("{x:.2}")).collect();
+            println!("  {:<10} {}", r.scenario.name(), rounds.join(" "));
+        }
+    }
     if let Some(startup) = report.startup {
         println!("start to serving: {startup:.2?}");
     }

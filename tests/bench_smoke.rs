@@ -15,6 +15,7 @@ fn every_scenario_runs_against_a_real_server_without_errors(
         log_events: 500,
         scenarios: Scenario::ALL.to_vec(),
         seconds: 0.5,
+        rounds: 1,
         concurrency: 8,
         connections: 2,
         cache_mb: 16,
@@ -64,6 +65,7 @@ fn a_second_run_on_the_same_data_directory_has_no_errors(
         log_events: 0,
         scenarios: vec![Scenario::Share],
         seconds: 0.3,
+        rounds: 2,
         concurrency: 8,
         connections: 1,
         cache_mb: 16,
@@ -74,6 +76,7 @@ fn a_second_run_on_the_same_data_directory_has_no_errors(
         assert_eq!(share.scenario.name(), "share");
         assert!(share.ops > 0, "run {run_number} completed no share");
         assert_eq!(share.errors, 0, "run {run_number} had failures");
+        assert_eq!(share.round_ratios.len(), 2, "one ratio per round");
     }
     Ok(())
 }

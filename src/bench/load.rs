@@ -84,8 +84,13 @@ pub struct BenchConfig {
     pub log_events: u64,
     /// Scenarios to run; the health baseline always runs first.
     pub scenarios: Vec<Scenario>,
-    /// Measured time per scenario.
+    /// Measured time per scenario and round.
     pub seconds: f64,
+    /// How many times the whole sequence (health, then each scenario) runs.
+    /// Each round's ratios are taken against that round's own baseline,
+    /// measured seconds before, and the median is reported: on a shared
+    /// machine the load drifts within minutes.
+    pub rounds: usize,
     /// Requests in flight.
     pub concurrency: usize,
     /// HTTP/2 connections they share.
@@ -111,8 +116,11 @@ pub struct ScenarioResult {
     pub p99: Duration,
     /// 99.9th percentile.
     pub p999: Duration,
-    /// `ops_per_sec` over the health baseline's.
+    /// The median over the rounds of (this scenario's ops/s) / (the same
+    /// round's baseline ops/s).
     pub ratio: f64,
+    /// Each round's ratio, in order.
+    pub round_ratios: Vec<f64>,
     /// CPU time the server spent per call in the window (when the bench
     /// started it), user and system, all threads.
     pub server_cpu_per_call: Option<Duration>,
@@ -282,26 +290,34 @@ async fn drive(
         config.accounts,
         workload.region
     );
-    let mut results: Vec<ScenarioResult> = Vec::new();
     let mut order = vec![Scenario::Health];
     order.extend(config.scenarios.iter().filter(|s| **s != Scenario::Health));
-    for scenario in order {
-        let result = measure(config, scenario, &channels, &workload, server_pid).await?;
-        eprintln!(
-            "  {:<10} {:>9.0} ops/s  p50 {:>8.2?}  p99 {:>8.2?}  p99.9 {:>8.2?}  errors {}",
-            scenario.name(),
-            result.ops_per_sec,
-            result.p50,
-            result.p99,
-            result.p999,
-            result.errors
-        );
-        results.push(result);
+    let rounds = config.rounds.max(1);
+    let mut samples: Vec<Vec<Sample>> = order.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            eprintln!("round {round} of {rounds}");
+        }
+        for (scenario, taken) in order.iter().zip(&mut samples) {
+            let sample = measure(config, *scenario, &channels, &workload, server_pid).await?;
+            eprintln!(
+                "  {:<10} {:>9.0} ops/s  errors {}",
+                scenario.name(),
+                sample.ops_per_sec(),
+                sample.errors
+            );
+            taken.push(sample);
+        }
     }
-    let baseline = results.first().map_or(1.0, |r| r.ops_per_sec.max(1e-9));
-    for result in &mut results {
-        result.ratio = result.ops_per_sec / baseline;
-    }
+    let baselines: Vec<f64> = samples[0]
+        .iter()
+        .map(|s| s.ops_per_sec().max(1e-9))
+        .collect();
+    let results = order
+        .iter()
+        .zip(samples)
+        .map(|(scenario, taken)| summarize(*scenario, taken, &baselines))
+        .collect();
     let events = AuditLogClient::new(channels[0].clone())
         .get_ledger_head(pb::GetLedgerHeadRequest {})
         .await?
@@ -395,7 +411,7 @@ async fn measure(
     channels: &[Channel],
     workload: &Arc<Workload>,
     server_pid: Option<u32>,
-) -> Result<ScenarioResult, BoxError> {
+) -> Result<Sample, BoxError> {
     let warmup = Duration::from_secs_f64((config.seconds / 5.0).min(1.0));
     let window = Duration::from_secs_f64(config.seconds);
     let start = Instant::now() + warmup;
@@ -425,27 +441,80 @@ async fn measure(
         latencies.append(&mut lat);
         errors += errs;
     }
+    let (server_cpu, client_cpu) = cpu.await?;
+    Ok(Sample {
+        latencies,
+        errors,
+        window,
+        server_cpu,
+        client_cpu,
+    })
+}
+
+/// One measured window of one scenario.
+struct Sample {
+    /// Latency (µs) of each call completed in the window.
+    latencies: Vec<u32>,
+    errors: u64,
+    window: Duration,
+    server_cpu: Option<Duration>,
+    client_cpu: Option<Duration>,
+}
+
+impl Sample {
+    fn ops_per_sec(&self) -> f64 {
+        self.latencies.len() as f64 / self.window.as_secs_f64()
+    }
+}
+
+/// One scenario's rounds as one result: rates and CPU over all windows,
+/// percentiles over all calls, the ratio as the median of the rounds'.
+fn summarize(scenario: Scenario, samples: Vec<Sample>, baselines: &[f64]) -> ScenarioResult {
+    let round_ratios: Vec<f64> = samples
+        .iter()
+        .zip(baselines)
+        .map(|(sample, baseline)| sample.ops_per_sec() / baseline)
+        .collect();
+    let window: Duration = samples.iter().map(|s| s.window).sum();
+    let errors = samples.iter().map(|s| s.errors).sum();
+    let total = |cpu: fn(&Sample) -> Option<Duration>| -> Option<Duration> {
+        samples.iter().map(cpu).sum()
+    };
+    let (server_cpu, client_cpu) = (total(|s| s.server_cpu), total(|s| s.client_cpu));
+    let mut latencies: Vec<u32> = samples.into_iter().flat_map(|s| s.latencies).collect();
     latencies.sort_unstable();
     let pick = |q: f64| {
         let index = ((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1);
         Duration::from_micros(u64::from(latencies.get(index).copied().unwrap_or(0)))
     };
     let ops = latencies.len() as u64;
-    let (server_cpu, client_cpu) = cpu.await?;
     let per_call =
         |spent: Option<Duration>| spent.map(|d| d / u32::try_from(ops.max(1)).unwrap_or(u32::MAX));
-    Ok(ScenarioResult {
+    ScenarioResult {
         scenario,
         ops,
         errors,
-        ops_per_sec: ops as f64 / window.as_secs_f64(),
+        ops_per_sec: ops as f64 / window.as_secs_f64().max(1e-9),
         p50: pick(0.50),
         p99: pick(0.99),
         p999: pick(0.999),
-        ratio: 0.0,
+        ratio: median(&round_ratios),
+        round_ratios,
         server_cpu_per_call: per_call(server_cpu),
         client_cpu_per_call: per_call(client_cpu),
-    })
+    }
+}
+
+/// The median (the mean of the middle two for an even count); 0 when empty.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 /// One request loop. Returns the latencies (µs) of calls completed inside
@@ -591,4 +660,45 @@ fn dir_size(dir: &Path) -> std::io::Result<u64> {
         };
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(calls: usize, seconds: u64) -> Sample {
+        Sample {
+            latencies: (0..calls).map(|i| i as u32).collect(),
+            errors: 0,
+            window: Duration::from_secs(seconds),
+            server_cpu: Some(Duration::from_millis(calls as u64)),
+            client_cpu: None,
+        }
+    }
+
+    #[test]
+    fn the_median_of_odd_even_and_empty_lists() {
+        assert_eq!(median(&[0.3, 0.1, 0.2]), 0.2);
+        assert_eq!(median(&[0.4, 0.1, 0.3, 0.2]), 0.25);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn each_round_is_compared_with_its_own_baseline() {
+        // Baselines of 100 and 50 calls/s; the scenario does 50 then 40:
+        // ratios 0.5 and 0.8, whatever the pooled rates would say.
+        let result = summarize(
+            Scenario::Share,
+            vec![sample(100, 2), sample(80, 2)],
+            &[100.0, 50.0],
+        );
+        assert_eq!(result.round_ratios, vec![0.5, 0.8]);
+        assert!((result.ratio - 0.65).abs() < 1e-12);
+        assert_eq!(result.ops, 180);
+        assert_eq!(result.ops_per_sec, 45.0);
+        assert_eq!(result.server_cpu_per_call, Some(Duration::from_millis(1)));
+        assert_eq!(result.client_cpu_per_call, None);
+        // Percentiles over the calls of both rounds (latencies 0..100 and 0..80).
+        assert_eq!(result.p50, Duration::from_micros(44));
+    }
 }
