@@ -346,54 +346,26 @@ async fn discover(config: &BenchConfig, channel: Channel) -> Result<Workload, Bo
     registered?;
     let mut images = Vec::new();
     for k in 0..config.accounts {
-        let owner = account(k).to_string();
-        let mut offset = 0;
-        loop {
-            let page = client
-                .describe_images(pb::DescribeImagesRequest {
-                    account_id: owner.clone(),
-                    region: region.clone(),
-                    image_type: pb::ImageType::PrivateImage as i32,
-                    offset,
-                    limit: 100,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            let got = page.images.len() as u32;
-            images.extend(page.images.into_iter().map(|i| (i.image_id, k)));
-            offset += got;
-            if got < 100 {
-                break;
-            }
-        }
+        let owned = list_images(
+            &mut client,
+            &account(k).to_string(),
+            &region,
+            pb::ImageType::PrivateImage,
+        )
+        .await?;
+        images.extend(owned.into_iter().map(|image| (image.image_id, k)));
     }
     if images.is_empty() {
         return Err("the server holds no preloaded images".into());
     }
     // A server driven before (by --addr, or a reused --data-dir) may still
     // share some images with the recipient: start from what it holds.
-    let mut already = HashSet::new();
-    let mut offset = 0;
-    loop {
-        let page = client
-            .describe_images(pb::DescribeImagesRequest {
-                account_id: RECIPIENT.into(),
-                region: region.clone(),
-                image_type: pb::ImageType::SharedImage as i32,
-                offset,
-                limit: 100,
-                ..Default::default()
-            })
+    let already: HashSet<String> =
+        list_images(&mut client, RECIPIENT, &region, pb::ImageType::SharedImage)
             .await?
-            .into_inner();
-        let got = page.images.len() as u32;
-        already.extend(page.images.into_iter().map(|i| i.image_id));
-        offset += got;
-        if got < 100 {
-            break;
-        }
-    }
+            .into_iter()
+            .map(|image| image.image_id)
+            .collect();
     let shared = images
         .iter()
         .map(|(id, _)| AtomicBool::new(already.contains(id)))
@@ -403,6 +375,35 @@ async fn discover(config: &BenchConfig, channel: Channel) -> Result<Workload, Bo
         images,
         shared,
     })
+}
+
+/// Every image of one type that `account` sees in `region`, page by page.
+async fn list_images(
+    client: &mut ImageLedgerClient<Channel>,
+    account: &str,
+    region: &str,
+    image_type: pb::ImageType,
+) -> Result<Vec<pb::Image>, BoxError> {
+    const PAGE: u32 = 100;
+    let mut images = Vec::new();
+    loop {
+        let page = client
+            .describe_images(pb::DescribeImagesRequest {
+                account_id: account.to_owned(),
+                region: region.to_owned(),
+                image_type: image_type as i32,
+                offset: u32::try_from(images.len()).unwrap_or(u32::MAX),
+                limit: PAGE,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let got = page.images.len();
+        images.extend(page.images);
+        if got < PAGE as usize {
+            return Ok(images);
+        }
+    }
 }
 
 async fn measure(

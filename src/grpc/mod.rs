@@ -24,4 +24,4 @@ pub use audit::{envelope_message, AuditService};
 pub use convert::{state_message, state_of, time_of, timestamp, Commanded};
 pub use service::LedgerService;
 pub use status::{code_of, ERROR_DOMAIN, INTERNAL_REASON};
-pub use transport::{SmallFrames, Unvectored, MAX_FRAME_BYTES};
+pub use transport::{SmallFrames, Unvectored};

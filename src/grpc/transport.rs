@@ -28,7 +28,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Largest DATA frame a response is sent in. h2 chains (and writes on its
 /// own) a frame of 1,024 bytes or more when the socket is not vectored.
-pub const MAX_FRAME_BYTES: usize = 1_016;
+const MAX_FRAME_BYTES: usize = 1_016;
 
 /// A response body whose data chunks are at most [`MAX_FRAME_BYTES`] long.
 #[derive(Debug)]

@@ -129,19 +129,23 @@ fn generated_bytes(page: &ImagePage<'_>) -> (Vec<pb::Image>, Vec<u8>) {
     (images, bytes)
 }
 
+/// Account 1's page of both types at `offset`, `limit` (0: the default).
+fn page_of(state: &LedgerState, offset: u32, limit: u32) -> ImagePage<'_> {
+    let query = ImageQuery {
+        account_id: Some(account(1)),
+        region: Some(Region::new("ap-guangzhou")),
+        offset,
+        limit,
+        ..ImageQuery::default()
+    };
+    describe_images(state, &Policy::default(), &query).expect("lists")
+}
+
 #[test]
 fn a_page_is_encoded_as_the_generated_types_would_encode_it() {
     let state = state();
-    let policy = Policy::default();
     for (offset, limit) in [(0, 100), (0, 20), (5, 7), (23, 20), (40, 20)] {
-        let query = ImageQuery {
-            account_id: Some(account(1)),
-            region: Some(Region::new("ap-guangzhou")),
-            offset,
-            limit,
-            ..ImageQuery::default()
-        };
-        let page = describe_images(&state, &policy, &query).expect("lists");
+        let page = page_of(&state, offset, limit);
         let (images, expected) = generated_bytes(&page);
         let reply = DescribeImagesResponse::from_page(&page);
         let bytes = reply.encode_to_vec();
@@ -160,14 +164,7 @@ fn the_page_covers_every_field_value_the_check_relies_on() {
     // Guards the test above: the state really has copies, shared and owned
     // images, every state, empty and non-empty strings, both values of each flag.
     let state = state();
-    let query = ImageQuery {
-        account_id: Some(account(1)),
-        region: Some(Region::new("ap-guangzhou")),
-        limit: 100,
-        ..ImageQuery::default()
-    };
-    let page = describe_images(&state, &Policy::default(), &query).expect("lists");
-    let (images, _) = generated_bytes(&page);
+    let (images, _) = generated_bytes(&page_of(&state, 0, 100));
     assert_eq!(images.len(), 24);
     assert!(images.iter().any(|i| i.copied_from.is_some()));
     assert!(images
@@ -191,13 +188,7 @@ fn the_page_covers_every_field_value_the_check_relies_on() {
 #[test]
 fn a_decoded_reply_encodes_back_to_the_same_bytes() {
     let state = state();
-    let query = ImageQuery {
-        account_id: Some(account(1)),
-        region: Some(Region::new("ap-guangzhou")),
-        ..ImageQuery::default()
-    };
-    let page = describe_images(&state, &Policy::default(), &query).expect("lists");
-    let bytes = DescribeImagesResponse::from_page(&page).encode_to_vec();
+    let bytes = DescribeImagesResponse::from_page(&page_of(&state, 0, 0)).encode_to_vec();
     let decoded = DescribeImagesResponse::decode(bytes.as_slice()).expect("decodes");
     assert_eq!(decoded.encode_to_vec(), bytes);
     assert_eq!(decoded.encoded_len(), bytes.len());
