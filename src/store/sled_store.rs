@@ -6,12 +6,19 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `h` | head: position (u64 BE) and hash (32 bytes) |
 //! | `l` first position (u64 BE) | a chunk: up to 64 consecutive records, compressed |
-//! | `v` aggregate id `\0` version (u64 BE) | position |
-//! | `t` account id `\0` token | idempotency record |
-//! | `c` | projection checkpoint (u64 BE) |
 //! | `p` projection key | owned by the projection module |
+//! | `t` account id `\0` token | idempotency record |
+//! | `v` aggregate id `\0` version (u64 BE) | position |
+//! | `zc` | projection checkpoint (u64 BE) |
+//! | `zh` | head: position (u64 BE) and hash (32 bytes) |
+//!
+//! The head and the checkpoint change with every append, so they sort last,
+//! beside the small stream-index entries. sled keeps at most 16 entries in a
+//! leaf and rewrites a leaf whole after every tenth change to it: had they
+//! sorted first (as `h` and `c` did in earlier versions, which [`SledStore::open`]
+//! moves), their leaf would also hold the oldest chunks, and every few appends
+//! would rewrite tens of kilobytes of them.
 //!
 //! A chunk holds the records of one append (split every [`CHUNK_RECORDS`]),
 //! joined by `\n` (a record is JSON without raw newlines) and compressed
@@ -28,8 +35,11 @@ use sled::{Batch, Db, IVec, Tree};
 
 use super::{AppendBatch, Entries, EventStore, Head, ProjectionOp, StoreError};
 
-const HEAD_KEY: &[u8] = b"h";
-const CHECKPOINT_KEY: &[u8] = b"c";
+const HEAD_KEY: &[u8] = b"zh";
+const CHECKPOINT_KEY: &[u8] = b"zc";
+/// Where earlier versions kept the head and the checkpoint, and where they
+/// are now.
+const MOVED_KEYS: [(&[u8], &[u8]); 2] = [(b"h", HEAD_KEY), (b"c", CHECKPOINT_KEY)];
 
 /// The most records one chunk holds.
 pub const CHUNK_RECORDS: usize = 64;
@@ -103,6 +113,7 @@ impl SledStore {
             }
         };
         let tree = db.open_tree("ledger")?;
+        move_keys(&db, &tree)?;
         let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)
             .map_err(|e| StoreError::Backend(format!("cannot start zstd: {e}")))?;
         Ok(Self {
@@ -157,6 +168,26 @@ impl SledStore {
             .map(|(first, bytes)| Chunk::decode(first, &bytes))
             .transpose()
     }
+}
+
+/// Moves the head and the checkpoint of a store written by an earlier
+/// version to their current keys, in one atomic, flushed batch.
+fn move_keys(db: &Db, tree: &Tree) -> Result<(), StoreError> {
+    let mut writes = Batch::default();
+    let mut moved = false;
+    for (old, new) in MOVED_KEYS {
+        if let Some(value) = tree.get(old)? {
+            writes.insert(new, value);
+            writes.remove(old);
+            moved = true;
+        }
+    }
+    if moved {
+        tree.apply_batch(writes)?;
+        db.flush()?;
+        tracing::info!("moved the head and checkpoint of a store written by an earlier version to their current keys");
+    }
+    Ok(())
 }
 
 /// A stored chunk, decompressed.
@@ -469,5 +500,33 @@ impl EventStore for SledStore {
                 Ok((key[1..].to_vec(), value.to_vec()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_of_an_earlier_version_keeps_its_head_and_checkpoint(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let head = Head {
+            position: 7,
+            hash: [9; 32],
+        };
+        {
+            let store = SledStore::open(dir.path(), 1 << 20)?;
+            store.tree.insert(b"h", encode_head(&head))?;
+            store.tree.insert(b"c", &5u64.to_be_bytes())?;
+            store.flush()?;
+            assert_eq!(store.head()?, Head::default());
+        }
+        let store = SledStore::open(dir.path(), 1 << 20)?;
+        assert_eq!(store.head()?, head);
+        assert_eq!(store.projection_checkpoint()?, Some(5));
+        assert_eq!(store.tree.get(b"h")?, None);
+        assert_eq!(store.tree.get(b"c")?, None);
+        Ok(())
     }
 }
