@@ -406,6 +406,50 @@ async fn list_images(
     }
 }
 
+/// The page size of the `describe` scenario.
+const PAGE_SIZE: u32 = 20;
+
+/// A `DescribeImages` reply as the load generator reads it: each image stays
+/// the bytes of its encoded message instead of being decoded into strings.
+/// The two processes share the machine's cores, so a client that decoded
+/// every field would lower the measured rate for reasons that are not the
+/// server's; what is checked is the number of images against the total.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PageView {
+    /// Each image of the page, still encoded.
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    images: Vec<bytes::Bytes>,
+    /// How many images match in all.
+    #[prost(uint32, tag = "2")]
+    total_count: u32,
+}
+
+impl PageView {
+    /// Whether this is a complete first page: as many images as the page
+    /// size or the total allows, none of them empty (every listed image
+    /// has an id).
+    fn is_full_first_page(&self) -> bool {
+        self.images.len() == PAGE_SIZE.min(self.total_count) as usize
+            && self.images.iter().all(|image| !image.is_empty())
+    }
+}
+
+/// Calls `DescribeImages`, reading the reply as a [`PageView`].
+async fn describe_page(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    request: pb::DescribeImagesRequest,
+) -> Result<PageView, tonic::Status> {
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("the channel is not ready: {e}")))?;
+    let codec = tonic_prost::ProstCodec::<pb::DescribeImagesRequest, PageView>::default();
+    let path = http::uri::PathAndQuery::from_static("/imageledger.v1.ImageLedger/DescribeImages");
+    Ok(grpc
+        .unary(tonic::Request::new(request), path, codec)
+        .await?
+        .into_inner())
+}
+
 async fn measure(
     config: &BenchConfig,
     scenario: Scenario,
@@ -530,6 +574,7 @@ async fn worker(
     end: Instant,
 ) -> (Vec<u32>, u64) {
     let mut ledger = ImageLedgerClient::new(channel.clone());
+    let mut pages = tonic::client::Grpc::new(channel.clone());
     let mut health = HealthClient::new(channel);
     let mut rng = StdRng::seed_from_u64(task as u64);
     // This task's own images for writes, so no two tasks write one image.
@@ -606,15 +651,15 @@ async fn worker(
             }
             Scenario::Describe | Scenario::Mixed => {
                 let (_, owner) = &workload.images[rng.random_range(0..workload.images.len())];
-                ledger
-                    .describe_images(pb::DescribeImagesRequest {
-                        account_id: account(*owner).to_string(),
-                        region: workload.region.clone(),
-                        limit: 20,
-                        ..Default::default()
-                    })
+                let request = pb::DescribeImagesRequest {
+                    account_id: account(*owner).to_string(),
+                    region: workload.region.clone(),
+                    limit: PAGE_SIZE,
+                    ..Default::default()
+                };
+                describe_page(&mut pages, request)
                     .await
-                    .is_ok()
+                    .is_ok_and(|page| page.is_full_first_page())
             }
         };
         let done = Instant::now();
@@ -675,6 +720,48 @@ mod tests {
             server_cpu: Some(Duration::from_millis(calls as u64)),
             client_cpu: None,
         }
+    }
+
+    /// A reply as the server writes it: each image as field 1, then the total.
+    fn reply(images: &[pb::Image], total_count: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        for image in images {
+            prost::encoding::message::encode(1, image, &mut out);
+        }
+        prost::encoding::uint32::encode(2, &total_count, &mut out);
+        out
+    }
+
+    fn images(n: usize) -> Vec<pb::Image> {
+        (0..n)
+            .map(|i| pb::Image {
+                image_id: format!("img-{i:08}"),
+                image_name: format!("image {i}"),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_page_view_keeps_each_image_encoded_and_checks_the_count() -> Result<(), prost::DecodeError>
+    {
+        use prost::Message;
+        let full = images(20);
+        let view = PageView::decode(reply(&full, 35).as_slice())?;
+        assert_eq!(view.total_count, 35);
+        assert_eq!(view.images.len(), 20);
+        assert_eq!(view.images[7].as_ref(), full[7].encode_to_vec().as_slice());
+        assert!(view.is_full_first_page());
+
+        let short = PageView::decode(reply(&images(19), 35).as_slice())?;
+        assert!(!short.is_full_first_page());
+        let all = PageView::decode(reply(&images(3), 3).as_slice())?;
+        assert!(all.is_full_first_page());
+        let none = PageView::decode(reply(&[], 0).as_slice())?;
+        assert!(none.is_full_first_page());
+        let hollow = PageView::decode(reply(&[pb::Image::default()], 1).as_slice())?;
+        assert!(!hollow.is_full_first_page());
+        Ok(())
     }
 
     #[test]
