@@ -5,6 +5,7 @@
 mod envelope;
 mod memory;
 mod sled_store;
+mod stream_index;
 
 use thiserror::Error;
 

@@ -9,9 +9,13 @@
 //! | `l` first position (u64 BE) | a chunk: up to 64 consecutive records, compressed |
 //! | `p` projection key | owned by the projection module |
 //! | `t` account id `\0` token | idempotency record |
-//! | `v` aggregate id `\0` version (u64 BE) | position |
+//! | `v` aggregate id `\0` first version (u64 BE) | positions (u64 BE each): the stream index |
 //! | `zc` | projection checkpoint (u64 BE) |
 //! | `zh` | head: position (u64 BE) and hash (32 bytes) |
+//! | `zv` | the position up to which the stream index is stored (u64 BE) |
+//!
+//! The stream index is written apart from the appends, in bulk (see
+//! [`super::stream_index`]).
 //!
 //! The head and the checkpoint change with every append, so they sort last,
 //! beside the small stream-index entries. sled keeps at most 16 entries in a
@@ -33,6 +37,7 @@ use std::sync::Mutex;
 
 use sled::{Batch, Db, IVec, Tree};
 
+use super::stream_index::StreamIndex;
 use super::{AppendBatch, Entries, EventStore, Head, ProjectionOp, StoreError};
 
 const HEAD_KEY: &[u8] = b"zh";
@@ -57,6 +62,8 @@ pub struct SledStore {
     /// (sled's directory lock keeps other processes out).
     /// It also owns the compressor, whose context is reused between chunks.
     append_lock: Mutex<zstd::bulk::Compressor<'static>>,
+    /// Where each aggregate's records are.
+    index: StreamIndex,
     dir: PathBuf,
 }
 
@@ -114,12 +121,22 @@ impl SledStore {
         };
         let tree = db.open_tree("ledger")?;
         move_keys(&db, &tree)?;
+        let head = match tree.get(HEAD_KEY)? {
+            Some(bytes) => decode_head(&bytes)?.position,
+            None => 0,
+        };
+        let index = StreamIndex::open(&db, &tree, head, |from, visit| {
+            scan_tree(&tree, from, &mut |position, record| {
+                visit(position, record).map(|()| true)
+            })
+        })?;
         let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)
             .map_err(|e| StoreError::Backend(format!("cannot start zstd: {e}")))?;
         Ok(Self {
             db,
             tree,
             append_lock: Mutex::new(compressor),
+            index,
             dir: dir.to_path_buf(),
         })
     }
@@ -145,6 +162,12 @@ impl SledStore {
         Ok(())
     }
 
+    /// Forgets the stream-index entries not yet stored, as a crash would.
+    #[cfg(test)]
+    pub(super) fn lose_queued_index(&self) {
+        self.index.lose_queued();
+    }
+
     fn lock(
         &self,
     ) -> Result<std::sync::MutexGuard<'_, zstd::bulk::Compressor<'static>>, StoreError> {
@@ -156,11 +179,7 @@ impl SledStore {
     /// The chunk that would hold `position`, with its first position (it
     /// may end before `position`).
     fn chunk_at(&self, position: u64) -> Result<Option<(u64, IVec)>, StoreError> {
-        let Some(entry) = self.tree.range(log_key(0)..=log_key(position)).next_back() else {
-            return Ok(None);
-        };
-        let (key, chunk) = entry?;
-        Ok(Some((decode_u64(&key[1..], "log position")?, chunk)))
+        chunk_at(&self.tree, position)
     }
 
     fn decoded_chunk_at(&self, position: u64) -> Result<Option<Chunk>, StoreError> {
@@ -224,10 +243,35 @@ impl Chunk {
     }
 }
 
-fn stream_prefix(aggregate_id: &str) -> Vec<u8> {
-    let mut prefix = version_key(aggregate_id, 0);
-    prefix.truncate(prefix.len() - 8);
-    prefix
+/// The chunk that would hold `position`, with its first position.
+fn chunk_at(tree: &Tree, position: u64) -> Result<Option<(u64, IVec)>, StoreError> {
+    let Some(entry) = tree.range(log_key(0)..=log_key(position)).next_back() else {
+        return Ok(None);
+    };
+    let (key, chunk) = entry?;
+    Ok(Some((decode_u64(&key[1..], "log position")?, chunk)))
+}
+
+/// A visitor of records that can stop (`Ok(false)`) or fail.
+type TryVisit<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, StoreError> + 'a;
+
+/// Visits the records from `from` on, until `visit` returns `Ok(false)` or fails.
+fn scan_tree(tree: &Tree, from: u64, visit: &mut TryVisit<'_>) -> Result<(), StoreError> {
+    // Start at the chunk holding `from`, which may begin before it.
+    let start = match chunk_at(tree, from)? {
+        Some((first, _)) => first,
+        None => from,
+    };
+    for entry in tree.range(log_key(start)..=log_key(u64::MAX)) {
+        let (key, stored) = entry?;
+        let chunk = Chunk::decode(decode_u64(&key[1..], "log position")?, &stored)?;
+        for (position, record) in chunk.records() {
+            if position >= from && !visit(position, record)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn put_projection_ops(writes: &mut Batch, ops: &[ProjectionOp]) {
@@ -303,15 +347,6 @@ fn log_key(position: u64) -> [u8; 9] {
     key
 }
 
-fn version_key(stream: &str, version: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(10 + stream.len());
-    key.push(b'v');
-    key.extend_from_slice(stream.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&version.to_be_bytes());
-    key
-}
-
 impl EventStore for SledStore {
     fn head(&self) -> Result<Head, StoreError> {
         match self.tree.get(HEAD_KEY)? {
@@ -350,12 +385,6 @@ impl EventStore for SledStore {
                 encode_chunk(&mut compressor, &records)?,
             );
         }
-        for record in &batch.records {
-            writes.insert(
-                version_key(&record.aggregate_id, record.aggregate_version),
-                &record.position.to_be_bytes(),
-            );
-        }
         for (key, value) in &batch.tokens {
             writes.insert(tagged(b't', key), value.as_slice());
         }
@@ -372,25 +401,19 @@ impl EventStore for SledStore {
         }
         // One atomic batch: after a crash either all of it is there or none.
         self.tree.apply_batch(writes)?;
+        self.index.queue(
+            batch
+                .records
+                .iter()
+                .map(|r| (r.aggregate_id.as_str(), r.aggregate_version, r.position)),
+        );
         Ok(())
     }
 
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
-        // Start at the chunk holding `from`, which may begin before it.
-        let start = match self.chunk_at(from)? {
-            Some((first, _)) => first,
-            None => from,
-        };
-        for entry in self.tree.range(log_key(start)..=log_key(u64::MAX)) {
-            let (key, stored) = entry?;
-            let chunk = Chunk::decode(decode_u64(&key[1..], "log position")?, &stored)?;
-            for (position, record) in chunk.records() {
-                if position >= from && !visit(position, record) {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
+        scan_tree(&self.tree, from, &mut |position, record| {
+            Ok(visit(position, record))
+        })
     }
 
     fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -400,15 +423,7 @@ impl EventStore for SledStore {
     }
 
     fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
-        let prefix = stream_prefix(aggregate_id);
-        // Newest first; usually the first entry is at or before `as_of`.
-        for entry in self.tree.scan_prefix(&prefix).rev() {
-            let (key, position) = entry?;
-            if decode_u64(&position, "stream position")? <= as_of {
-                return decode_u64(&key[prefix.len()..], "stream version");
-            }
-        }
-        Ok(0)
+        self.index.version_at(aggregate_id, as_of)
     }
 
     fn scan_stream(
@@ -418,9 +433,7 @@ impl EventStore for SledStore {
     ) -> Result<(), StoreError> {
         // Records of one stream often share a chunk: keep the last one.
         let mut last: Option<Chunk> = None;
-        for entry in self.tree.scan_prefix(stream_prefix(aggregate_id)) {
-            let (_, position) = entry?;
-            let position = decode_u64(&position, "stream position")?;
+        self.index.positions(aggregate_id, &mut |position| {
             let chunk = match last.take() {
                 Some(chunk) if chunk.record(position).is_some() => Some(chunk),
                 _ => self.decoded_chunk_at(position)?,
@@ -430,12 +443,10 @@ impl EventStore for SledStore {
                     "stream {aggregate_id} points at position {position}, which is not in the log"
                 )));
             };
-            if !visit(position, record) {
-                break;
-            }
+            let more = visit(position, record);
             last = chunk;
-        }
-        Ok(())
+            Ok(more)
+        })
     }
 
     fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
@@ -527,6 +538,40 @@ mod tests {
         assert_eq!(store.projection_checkpoint()?, Some(5));
         assert_eq!(store.tree.get(b"h")?, None);
         assert_eq!(store.tree.get(b"c")?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_stream_index_of_an_earlier_version_reads_as_one_position_per_key(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::store::stream_index::COMPLETE_KEY;
+        let dir = tempfile::tempdir()?;
+        {
+            // Earlier versions: one key per event, no `zv`.
+            let store = SledStore::open(dir.path(), 1 << 20)?;
+            for (version, position) in [(1u64, 3u64), (2, 7), (3, 9)] {
+                let mut key = b"vimg-00000001\0".to_vec();
+                key.extend_from_slice(&version.to_be_bytes());
+                store.tree.insert(key, &position.to_be_bytes())?;
+            }
+            let head = Head {
+                position: 9,
+                hash: [1; 32],
+            };
+            store.tree.insert(HEAD_KEY, encode_head(&head))?;
+            store.tree.remove(COMPLETE_KEY)?;
+            store.flush()?;
+        }
+        let store = SledStore::open(dir.path(), 1 << 20)?;
+        assert_eq!(store.stream_version("img-00000001", 2)?, 0);
+        assert_eq!(store.stream_version("img-00000001", 8)?, 2);
+        assert_eq!(store.stream_version("img-00000001", 9)?, 3);
+        assert_eq!(store.stream_version("img-00000002", 9)?, 0);
+        // The whole log counts as indexed.
+        assert_eq!(
+            store.tree.get(COMPLETE_KEY)?.as_deref(),
+            Some(&9u64.to_be_bytes()[..])
+        );
         Ok(())
     }
 }

@@ -3,15 +3,22 @@
 
 use time::OffsetDateTime;
 
-use super::{AppendBatch, EncodedRecord, EventStore, Head, MemoryStore, RecordMeta, SledStore};
+use super::{
+    AppendBatch, EncodedRecord, EventStore, Head, MemoryStore, RecordMeta, SledStore, StoreError,
+};
 use crate::domain::{AccountId, AccountKind, Event};
 
 /// Appends `sizes.len()` batches of those sizes; records rotate over five
 /// streams, so each stream spans many chunks and several records of one
 /// stream share a chunk.
+/// Continues the log of `stores` (which must hold the same records).
 fn fill(stores: &[&dyn EventStore], sizes: &[usize]) -> Result<u64, Box<dyn std::error::Error>> {
-    let mut head = Head::default();
+    let reference = stores[0];
+    let mut head = reference.head()?;
     let mut versions = [0u64; 5];
+    for (stream, version) in versions.iter_mut().enumerate() {
+        *version = reference.stream_version(&format!("{}", 100 + stream), u64::MAX)?;
+    }
     for &size in sizes {
         let mut batch = AppendBatch {
             expected_head: head,
@@ -95,29 +102,68 @@ fn chunked_records_read_back_as_appended() -> Result<(), Box<dyn std::error::Err
         );
     }
 
+    streams_match(&sled, &memory, 53)?;
+    Ok(())
+}
+
+fn stream_of(store: &dyn EventStore, id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    store.scan_stream(id, &mut |position, bytes| {
+        out.push((position, bytes.to_vec()));
+        true
+    })?;
+    Ok(out)
+}
+
+/// Each of the five streams reads the same from both stores, whole and as
+/// of a range of positions, and has `length` records.
+fn streams_match(
+    sled: &SledStore,
+    memory: &MemoryStore,
+    length: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let head = memory.head()?.position;
     for stream in 100..105 {
         let id = stream.to_string();
-        let mut from_sled = Vec::new();
-        sled.scan_stream(&id, &mut |position, bytes| {
-            from_sled.push((position, bytes.to_vec()));
-            true
-        })?;
-        let mut from_memory = Vec::new();
-        memory.scan_stream(&id, &mut |position, bytes| {
-            from_memory.push((position, bytes.to_vec()));
-            true
-        })?;
-        assert_eq!(from_sled.len(), 53, "stream {id}");
-        assert_eq!(from_sled, from_memory, "stream {id}");
-        for as_of in [0, 1, 5, 64, 65, 200, 265, u64::MAX] {
+        let from_sled = stream_of(sled, &id)?;
+        assert_eq!(from_sled.len() as u64, length, "stream {id}");
+        assert_eq!(from_sled, stream_of(memory, &id)?, "stream {id}");
+        for as_of in (0..=head + 2).step_by(7).chain([head, u64::MAX]) {
             assert_eq!(
                 sled.stream_version(&id, as_of)?,
                 memory.stream_version(&id, as_of)?,
                 "stream {id} as of {as_of}"
             );
         }
-        assert_eq!(sled.stream_version(&id, u64::MAX)?, 53, "stream {id}");
+        assert_eq!(sled.stream_version(&id, u64::MAX)?, length, "stream {id}");
     }
+    Ok(())
+}
+
+#[test]
+fn the_stream_index_answers_alike_queued_stored_and_rebuilt_after_a_crash(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let memory = MemoryStore::default();
+    {
+        let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+        fill(&[&memory, &sled], &[1, 64, 65, 130, 3, 2])?;
+        // Just appended: answered from the queue in memory.
+        streams_match(&sled, &memory, 53)?;
+    }
+    {
+        // Stored in bulk when the store closed, one key per stream.
+        let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+        streams_match(&sled, &memory, 53)?;
+        fill(&[&memory, &sled], &[40, 10])?;
+        // Stored and queued entries of one stream, read together.
+        streams_match(&sled, &memory, 63)?;
+        // A crash before the queue was stored: the entries are gone.
+        sled.lose_queued_index();
+    }
+    // Opening indexes the records after the stored part again.
+    let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+    streams_match(&sled, &memory, 63)?;
     Ok(())
 }
 
