@@ -366,6 +366,9 @@ struct Applier {
     timing: StageTiming,
 }
 
+/// A store call at least this long is logged (at debug level) when it ends.
+const SLOW_STORE_CALL: Duration = Duration::from_millis(20);
+
 /// How often a stage ran its store call and how long that took, logged
 /// when the writer stops: what tells where a command's time goes.
 #[derive(Debug, Default)]
@@ -383,6 +386,9 @@ impl StageTiming {
         self.calls += 1;
         self.total += took;
         self.longest = self.longest.max(took);
+        if took >= SLOW_STORE_CALL {
+            tracing::debug!(took_ms = took.as_millis() as u64, "a slow store call");
+        }
         result
     }
 
