@@ -193,3 +193,29 @@ fn chunks_survive_a_reopen_and_a_tampered_record_is_replaced_alone(
     }
     Ok(())
 }
+
+#[test]
+fn a_damaged_record_left_to_index_does_not_stop_the_store_from_opening(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let memory = MemoryStore::default();
+    {
+        let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+        fill(&[&memory, &sled], &[100])?;
+        sled.lose_queued_index();
+        sled.tamper_record(70, b"{\"forged\":true}")?;
+    }
+    let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+    // Position 70 is the 14th record of stream 104; every other record is indexed.
+    let mut expected = stream_of(&memory, "104")?;
+    expected.retain(|(position, _)| *position != 70);
+    assert_eq!(stream_of(&sled, "104")?, expected);
+    for id in ["100", "101", "102", "103"] {
+        assert_eq!(
+            stream_of(&sled, id)?,
+            stream_of(&memory, id)?,
+            "stream {id}"
+        );
+    }
+    Ok(())
+}
