@@ -393,6 +393,28 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             println!("  {:<10} {}", r.scenario.name(), rounds.join(" "));
         }
     }
+    if report
+        .results
+        .iter()
+        .any(|r| !r.server_cpu_by_thread.is_empty())
+    {
+        println!("server CPU by thread (share of the server's CPU in the windows):");
+        for r in &report.results {
+            let total: f64 = r
+                .server_cpu_by_thread
+                .iter()
+                .map(|(_, d)| d.as_secs_f64())
+                .sum();
+            let shares: Vec<String> = r
+                .server_cpu_by_thread
+                .iter()
+                .map(|(kind, d)| (kind, 100.0 * d.as_secs_f64() / total.max(1e-9)))
+                .filter(|(_, percent)| *percent >= 0.5)
+                .map(|(kind, percent)| format!("{kind} {percent:.0}%"))
+                .collect();
+            println!("  {:<10} {}", r.scenario.name(), shares.join(", "));
+        }
+    }
     if let Some(startup) = report.startup {
         println!("start to serving: {startup:.2?}");
     }

@@ -3,7 +3,7 @@
 //! fixed number of HTTP/2 connections, and reports throughput and latency,
 //! each scenario also as a ratio to the health-check baseline of the same run.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -127,6 +127,9 @@ pub struct ScenarioResult {
     /// CPU time this load generator spent per call in the window: on a
     /// machine shared with the server, it competes for the same cores.
     pub client_cpu_per_call: Option<Duration>,
+    /// The server's CPU time in the windows by kind of thread (the thread
+    /// name without a trailing number), most first: where its time went.
+    pub server_cpu_by_thread: Vec<(String, Duration)>,
 }
 
 /// Everything a run measured.
@@ -465,10 +468,23 @@ async fn measure(
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(start.into()).await;
         let before = (server_pid.and_then(cpu_time), cpu_time(std::process::id()));
+        let threads_before = server_pid.map(cpu_by_thread).unwrap_or_default();
         tokio::time::sleep_until(end.into()).await;
         let after = (server_pid.and_then(cpu_time), cpu_time(std::process::id()));
+        let threads_after = server_pid.map(cpu_by_thread).unwrap_or_default();
         let spent = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
-        (spent(before.0, after.0), spent(before.1, after.1))
+        let by_thread = threads_after
+            .into_iter()
+            .map(|(kind, after)| {
+                let before = threads_before.get(&kind).copied().unwrap_or_default();
+                (kind, after.saturating_sub(before))
+            })
+            .collect();
+        (
+            spent(before.0, after.0),
+            spent(before.1, after.1),
+            by_thread,
+        )
     });
     let tasks = config.concurrency.max(1);
     let mut handles = Vec::with_capacity(tasks);
@@ -486,13 +502,14 @@ async fn measure(
         latencies.append(&mut lat);
         errors += errs;
     }
-    let (server_cpu, client_cpu) = cpu.await?;
+    let (server_cpu, client_cpu, server_threads) = cpu.await?;
     Ok(Sample {
         latencies,
         errors,
         window,
         server_cpu,
         client_cpu,
+        server_threads,
     })
 }
 
@@ -504,6 +521,8 @@ struct Sample {
     window: Duration,
     server_cpu: Option<Duration>,
     client_cpu: Option<Duration>,
+    /// The server's CPU time in the window by kind of thread.
+    server_threads: BTreeMap<String, Duration>,
 }
 
 impl Sample {
@@ -526,6 +545,12 @@ fn summarize(scenario: Scenario, samples: Vec<Sample>, baselines: &[f64]) -> Sce
         samples.iter().map(cpu).sum()
     };
     let (server_cpu, client_cpu) = (total(|s| s.server_cpu), total(|s| s.client_cpu));
+    let mut by_thread: BTreeMap<String, Duration> = BTreeMap::new();
+    for (kind, spent) in samples.iter().flat_map(|s| &s.server_threads) {
+        *by_thread.entry(kind.clone()).or_default() += *spent;
+    }
+    let mut server_cpu_by_thread: Vec<(String, Duration)> = by_thread.into_iter().collect();
+    server_cpu_by_thread.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut latencies: Vec<u32> = samples.into_iter().flat_map(|s| s.latencies).collect();
     latencies.sort_unstable();
     let pick = |q: f64| {
@@ -547,6 +572,7 @@ fn summarize(scenario: Scenario, samples: Vec<Sample>, baselines: &[f64]) -> Sce
         round_ratios,
         server_cpu_per_call: per_call(server_cpu),
         client_cpu_per_call: per_call(client_cpu),
+        server_cpu_by_thread,
     }
 }
 
@@ -687,6 +713,39 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(total))
 }
 
+/// CPU time of a process's threads, summed by kind of thread. Threads that
+/// ended are not counted (sled starts and ends I/O threads as it needs them).
+fn cpu_by_thread(pid: u32) -> BTreeMap<String, Duration> {
+    let mut by_kind = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_kind;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let Some(Ok(nanos)) = stat.split_whitespace().next().map(str::parse::<u64>) else {
+            continue;
+        };
+        *by_kind.entry(thread_kind(name.trim())).or_default() += Duration::from_nanos(nanos);
+    }
+    by_kind
+}
+
+/// A thread's name without a trailing `-<number>` (`sled-io-3` is `sled-io`).
+fn thread_kind(name: &str) -> String {
+    match name.rsplit_once('-') {
+        Some((kind, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            kind.to_owned()
+        }
+        _ => name.to_owned(),
+    }
+}
+
 fn rss_of(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -719,6 +778,16 @@ mod tests {
             window: Duration::from_secs(seconds),
             server_cpu: Some(Duration::from_millis(calls as u64)),
             client_cpu: None,
+            server_threads: BTreeMap::from([
+                (
+                    "ledger-append".to_owned(),
+                    Duration::from_millis(calls as u64 / 4),
+                ),
+                (
+                    "tokio-rt-worker".to_owned(),
+                    Duration::from_millis(calls as u64 / 2),
+                ),
+            ]),
         }
     }
 
@@ -765,6 +834,16 @@ mod tests {
     }
 
     #[test]
+    fn threads_are_grouped_by_name_without_their_number() {
+        assert_eq!(thread_kind("sled-io-3"), "sled-io");
+        assert_eq!(thread_kind("sled-io-12"), "sled-io");
+        assert_eq!(thread_kind("tokio-rt-worker"), "tokio-rt-worker");
+        assert_eq!(thread_kind("ledger-append"), "ledger-append");
+        assert_eq!(thread_kind("worker-"), "worker-");
+        assert_eq!(thread_kind("image-ledger"), "image-ledger");
+    }
+
+    #[test]
     fn the_median_of_odd_even_and_empty_lists() {
         assert_eq!(median(&[0.3, 0.1, 0.2]), 0.2);
         assert_eq!(median(&[0.4, 0.1, 0.3, 0.2]), 0.25);
@@ -786,6 +865,14 @@ mod tests {
         assert_eq!(result.ops_per_sec, 45.0);
         assert_eq!(result.server_cpu_per_call, Some(Duration::from_millis(1)));
         assert_eq!(result.client_cpu_per_call, None);
+        // Thread CPU summed over the rounds, most first.
+        assert_eq!(
+            result.server_cpu_by_thread,
+            vec![
+                ("tokio-rt-worker".to_owned(), Duration::from_millis(90)),
+                ("ledger-append".to_owned(), Duration::from_millis(45)),
+            ]
+        );
         // Percentiles over the calls of both rounds (latencies 0..100 and 0..80).
         assert_eq!(result.p50, Duration::from_micros(44));
     }
