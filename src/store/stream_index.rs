@@ -11,20 +11,24 @@
 //!
 //! and, in its last sled batch, `zv`: the position up to which the index is
 //! complete. The worker then flushes: left to the next append's flush, the
-//! megabyte or so of a bulk write held that flush up by 50 to 230 ms. Earlier versions wrote one key per event with one position,
-//! which reads the same way. sled's log is recovered as a prefix, and the
-//! worker only writes entries whose records were written before, so after a
-//! crash the index is complete up to `zv` and the records after it are
-//! indexed again when the store opens ([`StreamIndex::open`]). Writing an
-//! entry twice writes the same key and value, or a key whose positions
-//! repeat ones already stored; readers skip versions they have seen.
+//! megabyte or so of a bulk write held that flush up by 50 to 230 ms.
+//! Earlier versions wrote one key per event with one position, which reads
+//! the same way.
+//!
+//! At start sled replays its log in order and stops at the first torn or
+//! corrupt message (sled 0.34's `LogIter`), and the worker only writes
+//! entries whose records were written before, so after a crash the index is
+//! complete up to `zv`, and the records after it are indexed again when the
+//! store opens ([`StreamIndex::open`]). Writing an entry twice writes the
+//! same key with the same positions or more; readers skip versions they
+//! have seen.
 //!
 //! Until the worker has written them, queued entries answer from memory, so
 //! readers see every appended record at once.
 //!
 //! Why: a key per event is a new key in sled's B-tree, and sled splits its
-//! 16-entry leaves every few inserts; under the share benchmark that cost
-//! the append stage a fifth of the server's CPU. Packed per aggregate and
+//! 16-entry leaves every few inserts; skipping those inserts cut the
+//! server's CPU per share by about a fifth. Packed per aggregate and
 //! written off the append path, the same index costs one key per aggregate
 //! per bulk write.
 
