@@ -118,6 +118,47 @@ fn main() {
         black_box(snapshot);
     });
 
+    // One recipient that 5,000 images are shared with (as in the share
+    // scenario): each share or cancel copies the path to its entry in the
+    // recipient's index, since the published snapshot shares it.
+    let hot = AccountId::parse("200000000000").expect("account id");
+    let mut working = state.clone();
+    working.apply(&Event::AccountRegistered {
+        account_id: hot.clone(),
+        kind: AccountKind::Root,
+    });
+    for i in 0..5_000 {
+        working.apply(&Event::ImageShared {
+            image_id: image(i),
+            account_ids: vec![hot.clone()],
+            shared_time: now,
+        });
+    }
+    let mut i = 0u64;
+    measure(
+        "apply a share to a recipient of 5,000 + snapshot",
+        1,
+        || {
+            i += 1;
+            let snapshot = working.clone();
+            let image_id = image(5_000 + (i / 2) % 5_000);
+            let event = if i % 2 == 1 {
+                Event::ImageShared {
+                    image_id,
+                    account_ids: vec![hot.clone()],
+                    shared_time: now,
+                }
+            } else {
+                Event::ShareCancelled {
+                    image_id,
+                    account_ids: vec![hot.clone()],
+                }
+            };
+            working.apply(&event);
+            black_box(snapshot);
+        },
+    );
+
     // Account 0 owns 10 images and 50 more are shared with it: a page of 20
     // merges both indexes.
     let query = ImageQuery {
