@@ -137,22 +137,38 @@ async fn a_shut_down_ledger_refuses_commands() {
     );
 }
 
-/// Registers accounts 2000 to 2299 from concurrent tasks against a store
-/// slowed down by `delay`, so batches are decided on top of batches still
-/// being written; `inject` runs before the 41st command is sent. Returns
-/// the ids answered OK and those refused with a storage failure.
+/// What one round of racing registrations left behind.
+struct Raced {
+    /// Ids answered OK.
+    answered_ok: Vec<String>,
+    /// Ids refused with a storage failure.
+    refused: Vec<String>,
+    /// The state replayed from the log after the round.
+    replayed: crate::domain::LedgerState,
+    store: Arc<MemoryStore>,
+}
+
+/// On a fresh ledger, registers accounts 2000 to 2299 from concurrent
+/// tasks against a store slowed down by `delay`, so batches are decided on
+/// top of batches still being written; `inject` runs before the 41st
+/// command is sent. Checks that the failure refused something, that the
+/// ledger then takes commands again and that its state equals a replay of
+/// the log, and shuts it down.
 async fn race_registrations(
-    ledger: &Ledger,
-    store: &MemoryStore,
     delay: std::time::Duration,
     inject: impl Fn(&MemoryStore),
     round: usize,
-) -> Result<(Vec<String>, Vec<String>), AppError> {
+) -> Result<Raced, AppError> {
+    let store = Arc::new(MemoryStore::new());
+    let ledger = open(&store);
+    ledger
+        .execute(account("1001"), CommandOptions::default())
+        .await?;
     store.slow_appends(delay);
     let mut tasks = Vec::new();
     for i in 0..300 {
         if i == 40 {
-            inject(store);
+            inject(&store);
         }
         let ledger = ledger.clone();
         let id = format!("{}", 2000 + i);
@@ -174,7 +190,24 @@ async fn race_registrations(
             other => panic!("round {round}: unexpected {other:?}"),
         }
     }
-    Ok((answered_ok, refused))
+    assert!(
+        !refused.is_empty(),
+        "round {round}: the injected failure refused nothing"
+    );
+    // After the failure the ledger reloads from the store and takes
+    // commands again.
+    ledger
+        .execute(account("9999"), CommandOptions::default())
+        .await?;
+    let (replayed, _) = replay_log(store.as_ref())?;
+    assert_eq!(replayed, *ledger.state(), "round {round}");
+    ledger.shutdown();
+    Ok(Raced {
+        answered_ok,
+        refused,
+        replayed,
+        store,
+    })
 }
 
 fn stored(state: &crate::domain::LedgerState, id: &str) -> bool {
@@ -186,43 +219,29 @@ fn stored(state: &crate::domain::LedgerState, id: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_in_the_pipeline_refuses_exactly_what_is_not_stored() -> Result<(), AppError> {
     for round in 0..5 {
-        let store = Arc::new(MemoryStore::new());
-        let ledger = open(&store);
-        ledger
-            .execute(account("1001"), CommandOptions::default())
-            .await?;
-        let (answered_ok, refused) = race_registrations(
-            &ledger,
-            &store,
+        let raced = race_registrations(
             std::time::Duration::from_millis(2),
             |store| store.fail_next_appends(1),
             round,
         )
         .await?;
-        assert!(
-            !refused.is_empty(),
-            "round {round}: the injected failure refused nothing"
-        );
-        // After the failure the ledger reloads and takes commands again.
-        ledger
-            .execute(account("9999"), CommandOptions::default())
-            .await?;
-        let (replayed, _) = replay_log(store.as_ref())?;
-        for id in &answered_ok {
+        for id in &raced.answered_ok {
             assert!(
-                stored(&replayed, id),
+                stored(&raced.replayed, id),
                 "round {round}: account {id} answered ok=true"
             );
         }
-        for id in &refused {
+        for id in &raced.refused {
             assert!(
-                !stored(&replayed, id),
+                !stored(&raced.replayed, id),
                 "round {round}: account {id} answered ok=false"
             );
         }
-        assert_eq!(replayed, *ledger.state(), "round {round}");
-        ledger.shutdown();
-        assert_eq!(persist::load(store.as_ref())?, replayed, "round {round}");
+        assert_eq!(
+            persist::load(raced.store.as_ref())?,
+            raced.replayed,
+            "round {round}"
+        );
     }
     Ok(())
 }
@@ -290,37 +309,20 @@ async fn a_read_side_behind_the_head_is_caught_up_with_the_right_versions(
 async fn a_failed_flush_answers_nothing_ok_that_is_not_stored_and_the_ledger_recovers(
 ) -> Result<(), AppError> {
     for round in 0..5 {
-        let store = Arc::new(MemoryStore::new());
-        let ledger = open(&store);
-        ledger
-            .execute(account("1001"), CommandOptions::default())
-            .await?;
-        let (answered_ok, refused) = race_registrations(
-            &ledger,
-            &store,
+        // The store keeps the unflushed appends (their outcome was unknown),
+        // so nothing is asserted about the refused commands.
+        let raced = race_registrations(
             std::time::Duration::from_millis(1),
             |store| store.fail_next_flushes(1),
             round,
         )
         .await?;
-        assert!(
-            !refused.is_empty(),
-            "round {round}: the injected failure refused nothing"
-        );
-        // The ledger reloads from the store (which kept the unflushed
-        // appends: their outcome was unknown) and takes commands again.
-        ledger
-            .execute(account("9999"), CommandOptions::default())
-            .await?;
-        let (replayed, _) = replay_log(store.as_ref())?;
-        for id in answered_ok {
+        for id in raced.answered_ok {
             assert!(
-                stored(&replayed, &id),
+                stored(&raced.replayed, &id),
                 "round {round}: account {id} was answered OK but is not stored"
             );
         }
-        assert_eq!(replayed, *ledger.state(), "round {round}");
-        ledger.shutdown();
     }
     Ok(())
 }

@@ -467,24 +467,33 @@ async fn measure(
     // CPU time of both processes over exactly the measured window.
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(start.into()).await;
-        let before = (server_pid.and_then(cpu_time), cpu_time(std::process::id()));
-        let threads_before = server_pid.map(cpu_by_thread).unwrap_or_default();
+        let read = || {
+            (
+                server_pid.and_then(cpu_by_thread),
+                cpu_by_thread(std::process::id()),
+            )
+        };
+        let (server_before, client_before) = read();
         tokio::time::sleep_until(end.into()).await;
-        let after = (server_pid.and_then(cpu_time), cpu_time(std::process::id()));
-        let threads_after = server_pid.map(cpu_by_thread).unwrap_or_default();
-        let spent = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
-        let by_thread = threads_after
+        let (server_after, client_after) = read();
+        let spent = |before: &Option<Threads>, after: &Option<Threads>| {
+            let sum = |threads: &Threads| threads.values().sum::<Duration>();
+            Some(sum(after.as_ref()?).saturating_sub(sum(before.as_ref()?)))
+        };
+        let (server_cpu, client_cpu) = (
+            spent(&server_before, &server_after),
+            spent(&client_before, &client_after),
+        );
+        let before = server_before.unwrap_or_default();
+        let by_thread = server_after
+            .unwrap_or_default()
             .into_iter()
             .map(|(kind, after)| {
-                let before = threads_before.get(&kind).copied().unwrap_or_default();
-                (kind, after.saturating_sub(before))
+                let spent = after.saturating_sub(before.get(&kind).copied().unwrap_or_default());
+                (kind, spent)
             })
             .collect();
-        (
-            spent(before.0, after.0),
-            spent(before.1, after.1),
-            by_thread,
-        )
+        (server_cpu, client_cpu, by_thread)
     });
     let tasks = config.concurrency.max(1);
     let mut handles = Vec::with_capacity(tasks);
@@ -522,7 +531,7 @@ struct Sample {
     server_cpu: Option<Duration>,
     client_cpu: Option<Duration>,
     /// The server's CPU time in the window by kind of thread.
-    server_threads: BTreeMap<String, Duration>,
+    server_threads: Threads,
 }
 
 impl Sample {
@@ -700,26 +709,16 @@ async fn worker(
     (latencies, errors)
 }
 
-/// CPU time a process has used, summed over its threads, from the kernel's
-/// per-thread scheduler statistics (nanoseconds on the CPU).
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let Ok(stat) = std::fs::read_to_string(task.ok()?.path().join("schedstat")) else {
-            continue;
-        };
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(total))
-}
+/// CPU time by kind of thread.
+type Threads = BTreeMap<String, Duration>;
 
-/// CPU time of a process's threads, summed by kind of thread. Threads that
-/// ended are not counted (sled starts and ends I/O threads as it needs them).
-fn cpu_by_thread(pid: u32) -> BTreeMap<String, Duration> {
+/// CPU time (nanoseconds on the CPU, from the kernel's per-thread scheduler
+/// statistics) of a process's threads, summed by kind of thread; `None`
+/// when the process cannot be read. Threads that ended are not counted
+/// (sled starts and ends I/O threads as it needs them).
+fn cpu_by_thread(pid: u32) -> Option<Threads> {
     let mut by_kind = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return by_kind;
-    };
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     for task in tasks.flatten() {
         let path = task.path();
         let (Ok(name), Ok(stat)) = (
@@ -733,7 +732,7 @@ fn cpu_by_thread(pid: u32) -> BTreeMap<String, Duration> {
         };
         *by_kind.entry(thread_kind(name.trim())).or_default() += Duration::from_nanos(nanos);
     }
-    by_kind
+    Some(by_kind)
 }
 
 /// A thread's name without a trailing `-<number>` (`sled-io-3` is `sled-io`).

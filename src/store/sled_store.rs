@@ -121,10 +121,7 @@ impl SledStore {
         };
         let tree = db.open_tree("ledger")?;
         move_keys(&db, &tree)?;
-        let head = match tree.get(HEAD_KEY)? {
-            Some(bytes) => decode_head(&bytes)?.position,
-            None => 0,
-        };
+        let head = read_head(&tree)?.position;
         let index = StreamIndex::open(&db, &tree, head, |from, visit| {
             scan_tree(&tree, from, &mut |position, record| {
                 visit(position, record).map(|()| true)
@@ -176,14 +173,8 @@ impl SledStore {
             .map_err(|_| StoreError::Backend("the append lock is poisoned".into()))
     }
 
-    /// The chunk that would hold `position`, with its first position (it
-    /// may end before `position`).
-    fn chunk_at(&self, position: u64) -> Result<Option<(u64, IVec)>, StoreError> {
-        chunk_at(&self.tree, position)
-    }
-
     fn decoded_chunk_at(&self, position: u64) -> Result<Option<Chunk>, StoreError> {
-        self.chunk_at(position)?
+        chunk_at(&self.tree, position)?
             .map(|(first, bytes)| Chunk::decode(first, &bytes))
             .transpose()
     }
@@ -243,7 +234,8 @@ impl Chunk {
     }
 }
 
-/// The chunk that would hold `position`, with its first position.
+/// The chunk that would hold `position`, with its first position (it may
+/// end before `position`).
 fn chunk_at(tree: &Tree, position: u64) -> Result<Option<(u64, IVec)>, StoreError> {
     let Some(entry) = tree.range(log_key(0)..=log_key(position)).next_back() else {
         return Ok(None);
@@ -313,6 +305,14 @@ fn encode_head(head: &Head) -> Vec<u8> {
     out
 }
 
+/// The stored head; the empty log's when there is none.
+fn read_head(tree: &Tree) -> Result<Head, StoreError> {
+    match tree.get(HEAD_KEY)? {
+        Some(bytes) => decode_head(&bytes),
+        None => Ok(Head::default()),
+    }
+}
+
 fn decode_head(bytes: &[u8]) -> Result<Head, StoreError> {
     if bytes.len() != 40 {
         return Err(StoreError::Corrupt("the stored head is malformed".into()));
@@ -349,10 +349,7 @@ fn log_key(position: u64) -> [u8; 9] {
 
 impl EventStore for SledStore {
     fn head(&self) -> Result<Head, StoreError> {
-        match self.tree.get(HEAD_KEY)? {
-            Some(bytes) => decode_head(&bytes),
-            None => Ok(Head::default()),
-        }
+        read_head(&self.tree)
     }
 
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {

@@ -136,8 +136,9 @@ impl StreamIndex {
             &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
         ) -> Result<(), StoreError>,
     ) -> Result<Self, StoreError> {
-        let complete = match tree.get(COMPLETE_KEY)? {
-            Some(bytes) => decode_u64(&bytes)?,
+        let stored = tree.get(COMPLETE_KEY)?;
+        let complete = match &stored {
+            Some(bytes) => decode_u64(bytes)?,
             // Earlier versions indexed every record as it was appended.
             None => head,
         };
@@ -163,7 +164,7 @@ impl StreamIndex {
                 "indexing the records the stream index lacks"
             );
         }
-        if missing.count > 0 || tree.get(COMPLETE_KEY)?.is_none() {
+        if missing.count > 0 || stored.is_none() {
             missing.last = missing.last.max(head);
             write(tree, &missing, Duration::ZERO)?;
             db.flush()?;
@@ -398,23 +399,27 @@ fn write(tree: &Tree, entries: &Entries, pause: Duration) -> Result<(), StoreErr
         }
     }
     keys.sort_unstable();
-    let mut batches = keys.chunks(KEYS_PER_BATCH).peekable();
-    if batches.peek().is_none() {
-        tree.insert(COMPLETE_KEY, &entries.last.to_be_bytes())?;
-        return Ok(());
+    let mut batches: Vec<Batch> = keys
+        .chunks(KEYS_PER_BATCH)
+        .map(|chunk| {
+            let mut batch = Batch::default();
+            for (key, value) in chunk {
+                batch.insert(key.as_slice(), value.as_slice());
+            }
+            batch
+        })
+        .collect();
+    if batches.is_empty() {
+        batches.push(Batch::default());
     }
-    while let Some(chunk) = batches.next() {
-        let mut batch = Batch::default();
-        for (key, value) in chunk {
-            batch.insert(key.as_slice(), value.as_slice());
-        }
-        if batches.peek().is_none() {
-            batch.insert(COMPLETE_KEY, &entries.last.to_be_bytes());
-        }
-        tree.apply_batch(batch)?;
-        if !pause.is_zero() && batches.peek().is_some() {
+    if let Some(last) = batches.last_mut() {
+        last.insert(COMPLETE_KEY, &entries.last.to_be_bytes());
+    }
+    for (i, batch) in batches.into_iter().enumerate() {
+        if i > 0 && !pause.is_zero() {
             std::thread::sleep(pause);
         }
+        tree.apply_batch(batch)?;
     }
     Ok(())
 }

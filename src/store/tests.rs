@@ -56,6 +56,11 @@ fn fill(stores: &[&dyn EventStore], sizes: &[usize]) -> Result<u64, Box<dyn std:
     Ok(head.position)
 }
 
+/// The sled store in `dir`, with a small cache.
+fn open(dir: &tempfile::TempDir) -> Result<SledStore, StoreError> {
+    SledStore::open(dir.path(), 8 * 1024 * 1024)
+}
+
 fn scan_all(store: &dyn EventStore, from: u64, limit: usize) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     store
@@ -70,7 +75,7 @@ fn scan_all(store: &dyn EventStore, from: u64, limit: usize) -> Vec<(u64, Vec<u8
 #[test]
 fn chunked_records_read_back_as_appended() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+    let sled = open(&dir)?;
     let memory = MemoryStore::default();
     // One record, a full chunk, one over, two chunks and a bit, and small ones.
     let head = fill(&[&sled, &memory], &[1, 64, 65, 130, 3, 2])?;
@@ -146,14 +151,14 @@ fn the_stream_index_answers_alike_queued_stored_and_rebuilt_after_a_crash(
     let dir = tempfile::tempdir()?;
     let memory = MemoryStore::default();
     {
-        let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+        let sled = open(&dir)?;
         fill(&[&memory, &sled], &[1, 64, 65, 130, 3, 2])?;
         // Just appended: answered from the queue in memory.
         streams_match(&sled, &memory, 53)?;
     }
     {
         // Stored in bulk when the store closed, one key per stream.
-        let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+        let sled = open(&dir)?;
         streams_match(&sled, &memory, 53)?;
         fill(&[&memory, &sled], &[40, 10])?;
         // Stored and queued entries of one stream, read together.
@@ -162,7 +167,7 @@ fn the_stream_index_answers_alike_queued_stored_and_rebuilt_after_a_crash(
         sled.lose_queued_index();
     }
     // Opening indexes the records after the stored part again.
-    let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+    let sled = open(&dir)?;
     streams_match(&sled, &memory, 63)?;
     Ok(())
 }
@@ -173,10 +178,10 @@ fn chunks_survive_a_reopen_and_a_tampered_record_is_replaced_alone(
     let dir = tempfile::tempdir()?;
     let memory = MemoryStore::default();
     {
-        let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+        let sled = open(&dir)?;
         fill(&[&sled, &memory], &[100])?;
     }
-    let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+    let sled = open(&dir)?;
     assert_eq!(
         scan_all(&sled, 1, usize::MAX),
         scan_all(&memory, 1, usize::MAX)
@@ -200,12 +205,12 @@ fn a_damaged_record_left_to_index_does_not_stop_the_store_from_opening(
     let dir = tempfile::tempdir()?;
     let memory = MemoryStore::default();
     {
-        let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+        let sled = open(&dir)?;
         fill(&[&memory, &sled], &[100])?;
         sled.lose_queued_index();
         sled.tamper_record(70, b"{\"forged\":true}")?;
     }
-    let sled = SledStore::open(dir.path(), 8 * 1024 * 1024)?;
+    let sled = open(&dir)?;
     // Position 70 is the 14th record of stream 104; every other record is indexed.
     let mut expected = stream_of(&memory, "104")?;
     expected.retain(|(position, _)| *position != 70);
