@@ -2,6 +2,7 @@
 //! against the current state, appends their events in group commits and
 //! replies once they are durable; queries read the last durable snapshot.
 
+mod readside;
 mod replay;
 mod writer;
 
@@ -201,7 +202,8 @@ fn load(store: &dyn EventStore) -> Result<(LedgerState, Head), AppError> {
             let loaded = crate::projection::persist::load(store).and_then(|state| {
                 let from = replay::head_at(store, checkpoint)?;
                 let (caught_up, now, touched) = replay::catch_up(store, state.clone(), from)?;
-                if !touched.is_empty() {
+                // One atomic write, which also ends a stepwise write a crash cut short.
+                if !touched.is_empty() || store.projection_pending()?.is_some() {
                     let ops = crate::projection::persist::diff(&state, &caught_up, &touched)?;
                     store.write_projections(&ops, now.position)?;
                 }

@@ -326,3 +326,153 @@ async fn a_failed_flush_answers_nothing_ok_that_is_not_stored_and_the_ledger_rec
     }
     Ok(())
 }
+
+fn id(text: &str) -> AccountId {
+    AccountId::parse(text).expect("account id")
+}
+
+/// Runs `command` and returns the id of the image it registered, if any.
+async fn run(
+    ledger: &Ledger,
+    command: Command,
+) -> Result<Option<crate::domain::ImageId>, AppError> {
+    Ok(
+        match ledger.execute(command, CommandOptions::default()).await? {
+            Reply::ImageRegistered { image_id } => Some(image_id),
+            _ => None,
+        },
+    )
+}
+
+/// A history that touches every kind of projection entry, with accounts
+/// registered late, an image changed and one deleted.
+async fn varied_history(store: &Arc<MemoryStore>) -> Result<(), AppError> {
+    let ledger = open(store);
+    for account_id in ["1001", "1002"] {
+        run(&ledger, account(account_id)).await?;
+    }
+    let a = run(&ledger, image("1001", "a"))
+        .await?
+        .expect("an image id");
+    let share = |image_id: &crate::domain::ImageId, to: &str| Command::ShareImage {
+        caller: id("1001"),
+        image_id: image_id.clone(),
+        account_ids: vec![id(to)],
+    };
+    let cancel = |image_id: &crate::domain::ImageId, to: &str| Command::CancelImageSharing {
+        caller: id("1001"),
+        image_id: image_id.clone(),
+        account_ids: vec![id(to)],
+    };
+    run(&ledger, share(&a, "1002")).await?;
+    let b = run(&ledger, image("1001", "b"))
+        .await?
+        .expect("an image id");
+    run(&ledger, account("1003")).await?;
+    run(&ledger, share(&b, "1003")).await?;
+    run(&ledger, cancel(&a, "1002")).await?;
+    run(&ledger, share(&a, "1003")).await?;
+    run(
+        &ledger,
+        Command::ModifyImageAttribute {
+            caller: id("1001"),
+            image_id: a.clone(),
+            image_name: Some("a2".into()),
+            image_description: Some("renamed".into()),
+        },
+    )
+    .await?;
+    run(&ledger, cancel(&b, "1003")).await?;
+    run(
+        &ledger,
+        Command::DeleteImage {
+            caller: id("1001"),
+            image_id: b,
+        },
+    )
+    .await?;
+    run(&ledger, account("1004")).await?;
+    run(&ledger, share(&a, "1004")).await?;
+    ledger.shutdown();
+    Ok(())
+}
+
+/// The state after the records up to `position`.
+fn state_at(store: &MemoryStore, position: u64) -> crate::domain::LedgerState {
+    let mut state = crate::domain::LedgerState::default();
+    store
+        .scan(1, &mut |at, bytes| {
+            if at > position {
+                return false;
+            }
+            let envelope = crate::store::Envelope::decode(bytes).expect("a record");
+            state.apply(&envelope.event().expect("an event"));
+            true
+        })
+        .expect("the log reads");
+    state
+}
+
+/// The projection entries of `state`, by key.
+fn entries(state: &crate::domain::LedgerState) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    persist::full(state)
+        .expect("entries encode")
+        .into_iter()
+        .filter_map(|op| op.value.map(|value| (op.key, value)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_read_side_write_cut_short_anywhere_loads_as_a_replay() -> Result<(), AppError> {
+    let store = Arc::new(MemoryStore::new());
+    varied_history(&store).await?;
+    let (replayed, head) = replay_log(store.as_ref())?;
+    let mut cases = 0;
+    for checkpoint in 0..head.position {
+        let before = entries(&state_at(&store, checkpoint));
+        for target in checkpoint + 1..=head.position {
+            let after = entries(&state_at(&store, target));
+            // The writes from `before` to `after`, in key order, as a
+            // stepwise write makes them.
+            let keys: std::collections::BTreeSet<&Vec<u8>> =
+                before.keys().chain(after.keys()).collect();
+            let changes: Vec<(&Vec<u8>, Option<&Vec<u8>>)> = keys
+                .into_iter()
+                .filter(|key| before.get(*key) != after.get(*key))
+                .map(|key| (key, after.get(key)))
+                .collect();
+            for written in 0..=changes.len() {
+                // A crash after the first `written` changes.
+                let mut stored = before.clone();
+                for (key, value) in &changes[..written] {
+                    match value {
+                        Some(value) => stored.insert((*key).clone(), (*value).clone()),
+                        None => stored.remove(*key),
+                    };
+                }
+                let ops: Vec<crate::store::ProjectionOp> = stored
+                    .into_iter()
+                    .map(|(key, value)| crate::store::ProjectionOp {
+                        key,
+                        value: Some(value),
+                    })
+                    .collect();
+                store.replace_projections(&ops, checkpoint)?;
+                let (loaded, loaded_head) = super::load(store.as_ref())?;
+                let case = format!("checkpoint {checkpoint}, target {target}, {written} written");
+                assert_eq!(loaded, replayed, "{case}");
+                assert_eq!(loaded_head, head, "{case}");
+                // The start caught the stored read side up to the head.
+                assert_eq!(
+                    store.projection_checkpoint()?,
+                    Some(head.position),
+                    "{case}"
+                );
+                assert_eq!(persist::load(store.as_ref())?, replayed, "{case}");
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 200, "only {cases} cases");
+    Ok(())
+}

@@ -8,7 +8,8 @@
 //! 2. **append**: writes the batch to the store as one atomic batch, checked
 //!    against the head it was decided on, without waiting for the disk;
 //! 3. **flush**: one flush for every batch written meanwhile, then publishes
-//!    the newest state to readers and answers the callers, in order.
+//!    the newest state to readers, answers the callers, in order, and hands
+//!    the state on to the read side's writer ([`super::readside`]).
 //!
 //! No caller hears anything (not even a refusal decided on state that is not
 //! durable yet) before its batch is flushed. When a batch fails, every batch
@@ -28,9 +29,10 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
+use super::readside::{ReadSide, Update};
 use super::{AppError, Job};
 use crate::domain::{decide, Command, DomainError, ImageId, LedgerState, Policy, Reply};
-use crate::projection::{persist, Touched};
+use crate::projection::Touched;
 use crate::store::{AppendBatch, EncodedRecord, EventStore, Head, RecordMeta, StoreError};
 
 /// What the ledger keeps of a command run with a client token.
@@ -76,8 +78,6 @@ pub(super) struct Writer {
     state: LedgerState,
     head: Head,
     tokens: Tokens,
-    /// `state` as of the end of the last batch handed on.
-    decided: Arc<LedgerState>,
     max_batch: usize,
     /// Set by a later stage when a batch failed: the state here may hold
     /// effects that never reached the store, so it is reloaded first.
@@ -102,8 +102,6 @@ struct Staged {
     jobs: Vec<Job>,
     fates: Vec<Pending>,
     batch: AppendBatch,
-    /// The state the batch was decided on.
-    base: Arc<LedgerState>,
     /// The state and head after the batch.
     state: Arc<LedgerState>,
     head: Head,
@@ -131,6 +129,7 @@ impl Writer {
         let failed = Arc::new(AtomicBool::new(false));
         let (to_apply, applying) = sync_channel::<Stage>(DECIDED_QUEUE);
         let (to_flush, flushing) = sync_channel::<Stage>(APPLIED_QUEUE);
+        let (to_store, storing) = std::sync::mpsc::channel::<Update>();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
@@ -143,11 +142,14 @@ impl Writer {
             applied: head,
             timing: StageTiming::default(),
         };
+        let read_side = ReadSide::new(Arc::clone(&store), Arc::clone(&state), head.position);
         let publisher = Publisher {
             store: Arc::clone(&store),
             failed: Arc::clone(&failed),
             view,
             durable,
+            read_side: to_store,
+            unflushed: Touched::default(),
             timing: StageTiming::default(),
         };
         let threads = vec![
@@ -156,12 +158,12 @@ impl Writer {
                 Box::new(move || applier.run(applying, to_flush)),
             )?,
             spawn("ledger-flush", Box::new(move || publisher.run(flushing)))?,
+            spawn("ledger-readside", Box::new(move || read_side.run(storing)))?,
         ];
         Ok(Self {
             store,
             policy,
             state: (*state).clone(),
-            decided: state,
             head,
             tokens,
             max_batch,
@@ -234,15 +236,12 @@ impl Writer {
             .iter()
             .map(|job| self.decide_one(job, &mut batch, &mut touched))
             .collect();
-        // O(1): the state's maps are persistent.
-        let state = Arc::new(self.state.clone());
-        let base = std::mem::replace(&mut self.decided, Arc::clone(&state));
         Staged {
             jobs,
             fates,
             batch,
-            base,
-            state,
+            // O(1): the state's maps are persistent.
+            state: Arc::new(self.state.clone()),
             head: self.head,
             touched,
         }
@@ -259,7 +258,6 @@ impl Writer {
             .map_err(|_| StoreError::Backend("the writer is stopping".into()))??;
         self.tokens = load_tokens(self.store.as_ref())?;
         self.state = (*state).clone();
-        self.decided = state;
         self.head = head;
         tracing::info!(
             position = head.position,
@@ -480,24 +478,17 @@ impl Applier {
         if first.batch.expected_head != self.applied {
             return Err(None);
         }
-        let base = Arc::clone(&first.base);
+        // Only the log and the idempotency records: the read side is
+        // written behind it.
         let mut combined = AppendBatch {
             expected_head: self.applied,
             ..AppendBatch::default()
         };
-        let mut touched = Touched::default();
         for staged in group.iter_mut() {
             combined.records.append(&mut staged.batch.records);
             combined.tokens.append(&mut staged.batch.tokens);
-            touched.extend(&staged.touched);
         }
         if !combined.records.is_empty() {
-            // The read side goes into the same atomic write, so the stored
-            // projections always describe the head.
-            if let Some(last) = group.last() {
-                combined.projection = persist::diff(&base, &last.state, &touched).map_err(Some)?;
-                combined.projection_checkpoint = Some(last.head.position);
-            }
             let store = &self.store;
             self.timing
                 .time(|| store.append_unflushed(&combined))
@@ -518,6 +509,12 @@ struct Publisher {
     view: Arc<ArcSwap<LedgerState>>,
     /// Tells readers how far the log is durable; dropped when the writer stops.
     durable: watch::Sender<Head>,
+    /// The read side's writer: gets every durable state.
+    read_side: std::sync::mpsc::Sender<Update>,
+    /// What refused batches changed: their records may be in the store
+    /// all the same, and batches decided on top of them carry their effects,
+    /// so the read side's next write must look at these aggregates too.
+    unflushed: Touched,
     /// Its flushes.
     timing: StageTiming,
 }
@@ -558,6 +555,7 @@ impl Publisher {
                 tracing::error!(%err, "flushing failed; the commands of the batches are refused");
                 self.failed.store(true, Ordering::SeqCst);
                 for staged in ready {
+                    self.unflushed.extend(&staged.touched);
                     refuse(staged.jobs, &err.to_string());
                 }
                 return;
@@ -565,13 +563,16 @@ impl Publisher {
         }
         let Some(last) = ready.last() else { return };
         let head = last.head;
-        self.view.store(Arc::clone(&last.state));
-        self.durable.send_if_modified(|durable| {
+        let state = Arc::clone(&last.state);
+        self.view.store(Arc::clone(&state));
+        let moved = self.durable.send_if_modified(|durable| {
             let moved = *durable != head;
             *durable = head;
             moved
         });
+        let mut touched = std::mem::take(&mut self.unflushed);
         for staged in ready {
+            touched.extend(&staged.touched);
             for (job, fate) in staged.jobs.into_iter().zip(staged.fates) {
                 let answer = match fate {
                     Pending::Answer(answer) => answer,
@@ -581,13 +582,32 @@ impl Publisher {
                 let _ = job.reply.send(answer);
             }
         }
+        if moved {
+            // The read side's writer outlives this stage; it cannot be gone.
+            let _ = self.read_side.send(Update::Durable {
+                state,
+                position: head.position,
+                touched,
+            });
+        }
     }
 
     fn reload(&mut self) -> Result<(Arc<LedgerState>, Head), AppError> {
+        // Loading catches the stored read side up, so its writer must have
+        // finished with it first, and carry on from the loaded state after.
+        let (done, synced) = std::sync::mpsc::channel();
+        if self.read_side.send(Update::Sync(done)).is_ok() {
+            let _ = synced.recv();
+        }
         let (state, head) = super::load(self.store.as_ref())?;
+        self.unflushed = Touched::default();
         let published = Arc::new(state);
         self.view.store(Arc::clone(&published));
         self.durable.send_replace(head);
+        let _ = self.read_side.send(Update::Reset {
+            state: Arc::clone(&published),
+            position: head.position,
+        });
         Ok((published, head))
     }
 }

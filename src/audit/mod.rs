@@ -8,6 +8,9 @@ mod rules;
 mod signing;
 mod verify;
 
+#[cfg(test)]
+mod tests;
+
 use thiserror::Error;
 
 pub use history::{

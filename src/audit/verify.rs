@@ -1,6 +1,7 @@
 //! `audit verify`: proves the log is whole, untampered and lawful, and that
 //! the stored read side equals a fresh replay. It never writes.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -11,7 +12,7 @@ use super::AuditError;
 use crate::domain::Policy;
 use crate::domain::{Event, LedgerState};
 use crate::projection::persist;
-use crate::store::{Envelope, EventStore, Head};
+use crate::store::{Entries, Envelope, EventStore, Head, StoreError};
 
 /// What a successful verification saw.
 #[derive(Debug, Clone, Serialize)]
@@ -55,10 +56,11 @@ pub fn verify(
     }
     let mut checker = RuleChecker::new(policy.clone());
     let checkpoint = store.projection_checkpoint()?;
-    let projected = check_log(
+    let pending = store.projection_pending()?;
+    let [projected, pending_state] = check_log(
         store,
         &mut checker,
-        checkpoint,
+        [checkpoint, pending],
         options.progress_every,
         started,
     )?;
@@ -80,7 +82,17 @@ pub fn verify(
         Some(pinned) => Some(check_prefix(store, pinned)?),
         None => None,
     };
-    check_projections(store, &checker, checkpoint, projected, head)?;
+    let pending = match pending {
+        None => None,
+        Some(position) => Some(pending_state.ok_or_else(|| {
+            AuditError::Projections(format!(
+                "an unfinished write of the projections names position {position}, \
+                 which is not a position of the log (head {}); run `projections rebuild`",
+                head.position
+            ))
+        })?),
+    };
+    check_projections(store, &checker, checkpoint, projected, pending, head)?;
     let state = checker.state();
     Ok(VerifyReport {
         events: head.position,
@@ -100,15 +112,16 @@ type Decoded = (u64, Result<(Envelope, Event), String>);
 
 /// Replays the whole log through `checker`. Hashing and decoding (which need
 /// no state) run on a second thread, ahead of the rules. Returns the state
-/// as of `checkpoint`, which is what the stored projections must describe.
+/// as of each of `positions` that the log reaches (the projections'
+/// checkpoint and the target of an unfinished write of them).
 fn check_log(
     store: &dyn EventStore,
     checker: &mut RuleChecker,
-    checkpoint: Option<u64>,
+    positions: [Option<u64>; 2],
     progress_every: u64,
     started: Instant,
-) -> Result<Option<LedgerState>, AuditError> {
-    let mut projected = (checkpoint == Some(0)).then(LedgerState::default);
+) -> Result<[Option<LedgerState>; 2], AuditError> {
+    let mut states = positions.map(|p| (p == Some(0)).then(LedgerState::default));
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(16);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || -> Result<(), AuditError> {
@@ -144,8 +157,10 @@ fn check_log(
                     checker
                         .check_decoded(&envelope, &event)
                         .map_err(|what| AuditError::at(position, what))?;
-                    if Some(position) == checkpoint {
-                        projected = Some(checker.state().clone());
+                    for (at, state) in positions.iter().zip(states.iter_mut()) {
+                        if *at == Some(position) {
+                            *state = Some(checker.state().clone());
+                        }
                     }
                     if progress_every > 0 && position % progress_every == 0 {
                         eprintln!("  verified {position} events ({:.1?})", started.elapsed());
@@ -162,7 +177,7 @@ fn check_log(
         checked?;
         read
     })?;
-    Ok(projected)
+    Ok(states)
 }
 
 /// Checks that the record at the pinned position still has the pinned hash:
@@ -192,13 +207,16 @@ fn check_prefix(store: &dyn EventStore, pinned: &SignedHead) -> Result<u64, Audi
 
 /// The stored projections must equal a fresh replay up to their checkpoint
 /// (a server that stopped cleanly leaves it at the head; after a crash it may
-/// lag, and the next start catches up), and the idempotency records must
-/// equal those the whole log implies.
+/// lag, and the next start catches up) or, when a crash cut a stepwise write
+/// of them short, that with a key-ordered prefix of the changes up to the
+/// write's target (`pending`) applied. The idempotency records must equal
+/// those the whole log implies.
 fn check_projections(
     store: &dyn EventStore,
     checker: &RuleChecker,
     checkpoint: Option<u64>,
     projected: Option<LedgerState>,
+    pending: Option<LedgerState>,
     head: Head,
 ) -> Result<(), AuditError> {
     let Some(projected) = projected else {
@@ -211,25 +229,31 @@ fn check_projections(
     // Both sides in key order, built side by side, then walked together.
     let (stored, fresh) = std::thread::scope(|scope| {
         let stored = scope.spawn(|| store.projection_scan(b""));
-        let fresh = persist::full(&projected).map(|ops| {
-            let mut entries: Vec<(Vec<u8>, Vec<u8>)> = ops
-                .into_iter()
-                .filter_map(|op| op.value.map(|v| (op.key, v)))
-                .collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            entries
-        });
+        let fresh = entries(&projected);
         let stored = stored
             .join()
             .map_err(|_| AuditError::Io("the projection reader panicked".into()));
         (stored, fresh)
     });
     let (stored, fresh) = (stored??, fresh?);
-    if let Some(key) = first_difference_sorted(&stored, &fresh) {
-        return Err(AuditError::Projections(format!(
-            "the stored read side differs from a fresh replay at key {:?}",
-            String::from_utf8_lossy(&key)
-        )));
+    match pending {
+        None => {
+            if let Some(key) = first_difference_sorted(&stored, &fresh) {
+                return Err(AuditError::Projections(format!(
+                    "the stored read side differs from a fresh replay at key {:?}",
+                    String::from_utf8_lossy(&key)
+                )));
+            }
+        }
+        Some(target) => {
+            if let Some(key) = first_key_off_a_prefix(&stored, &fresh, &entries(&target)?) {
+                return Err(AuditError::Projections(format!(
+                    "the stored read side is neither as at its checkpoint nor part of the way \
+                     to its unfinished write's target, at key {:?}",
+                    String::from_utf8_lossy(&key)
+                )));
+            }
+        }
     }
     // The store lists tokens in key order; the checker's need sorting.
     let stored_tokens: Vec<(Vec<u8>, crate::app::TokenRecord)> = store
@@ -257,6 +281,54 @@ fn check_projections(
 }
 
 /// The first key at which two key-sorted entry lists differ.
+/// Every projection entry of `state`, in key order.
+fn entries(state: &LedgerState) -> Result<Entries, StoreError> {
+    let mut entries: Entries = persist::full(state)?
+        .into_iter()
+        .filter_map(|op| op.value.map(|v| (op.key, v)))
+        .collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
+}
+
+/// The first key at which `stored` is not `from` with a prefix (in key
+/// order) of the changes from `from` to `to` applied; `None` when it is.
+fn first_key_off_a_prefix(
+    stored: &[(Vec<u8>, Vec<u8>)],
+    from: &[(Vec<u8>, Vec<u8>)],
+    to: &[(Vec<u8>, Vec<u8>)],
+) -> Option<Vec<u8>> {
+    fn map(entries: &[(Vec<u8>, Vec<u8>)]) -> BTreeMap<&[u8], &[u8]> {
+        entries
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect()
+    }
+    let (stored, from, to) = (map(stored), map(from), map(to));
+    let keys: BTreeSet<&[u8]> = stored
+        .keys()
+        .chain(from.keys())
+        .chain(to.keys())
+        .copied()
+        .collect();
+    let mut past_the_prefix = false;
+    for key in keys {
+        let (now, old, new) = (stored.get(key), from.get(key), to.get(key));
+        if old == new {
+            if now != old {
+                return Some(key.to_vec());
+            }
+        } else if now == new && !past_the_prefix {
+            // Written.
+        } else if now == old {
+            past_the_prefix = true;
+        } else {
+            return Some(key.to_vec());
+        }
+    }
+    None
+}
+
 fn first_difference_sorted<V: PartialEq>(
     a: &[(Vec<u8>, V)],
     b: &[(Vec<u8>, V)],

@@ -9,11 +9,27 @@
 //! - `i<image>` → the image without its shares and version (JSON), deleted ones included
 //! - `s<image>\0<account>` → share time (RFC 3339): the image's shares
 //!
-//! An image's version is not stored here: the store's stream index has it.
+//! Versions are not read from here: the store's stream index has them.
+//!
+//! The ledger writes this read side behind the log, every few seconds, in
+//! key-ordered steps ([`EventStore::write_projections_in_steps`]), and a
+//! crash can cut such a write short: the entries then hold the state at the
+//! checkpoint with a key-ordered prefix of the changes up to a later
+//! position applied. Loading that and replaying the log from the checkpoint
+//! still gives the right state, because
+//! - applying an event sets what it changes (a share, a field, a flag) to a
+//!   value of its own, whatever was there: replaying every event after the
+//!   checkpoint sets every entry a later event changed to the value the last
+//!   such event gives it, and the entries no later event changed are as at
+//!   the checkpoint;
+//! - versions, the one thing an event counts up, come from the stream index
+//!   as of the checkpoint, not from the entries;
+//! - `a` and `i` keys sort before `s` keys, and an image's entry is never
+//!   deleted, so every stored share has its image.
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::domain::{AccountId, Event, Image, ImageId, LedgerState, Share};
+use crate::domain::{Account, AccountId, Event, Image, ImageId, LedgerState, Share};
 use crate::store::{EventStore, ProjectionOp, StoreError};
 
 /// The aggregates a batch changed.
@@ -114,15 +130,16 @@ pub fn full(state: &LedgerState) -> Result<Vec<ProjectionOp>, StoreError> {
 
 /// Loads the state saved in the projections.
 pub fn load(store: &dyn EventStore) -> Result<LedgerState, StoreError> {
+    // Versions as of the position the read side describes.
+    let checkpoint = store.projection_checkpoint()?.unwrap_or(u64::MAX);
     let mut accounts = Vec::new();
     for (key, value) in store.projection_scan(b"a")? {
         let id = AccountId::parse(&key_text(&key[1..])?)
             .map_err(|e| StoreError::Corrupt(format!("projected account key: {e}")))?;
-        let account = serde_json::from_slice(&value).map_err(StoreError::decode)?;
+        let mut account: Account = serde_json::from_slice(&value).map_err(StoreError::decode)?;
+        account.version = store.stream_version(id.as_str(), checkpoint)?;
         accounts.push((id, account));
     }
-    // Versions as of the position the read side describes.
-    let checkpoint = store.projection_checkpoint()?.unwrap_or(u64::MAX);
     let mut images = HashMap::new();
     for (_, value) in store.projection_scan(b"i")? {
         let mut image: Image = serde_json::from_slice(&value).map_err(StoreError::decode)?;

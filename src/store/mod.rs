@@ -147,6 +147,31 @@ pub trait EventStore: Send + Sync + 'static {
     /// Applies `ops` to the projections and sets their checkpoint, atomically and durably.
     fn write_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError>;
 
+    /// Like [`write_projections`](Self::write_projections), durably, but in
+    /// short steps (the sled store writes one entry at a time), so appends
+    /// are not held up behind one large write. `ops` are written in the
+    /// order given (callers give them in key order) and the checkpoint moves
+    /// last. A crash part way leaves the old checkpoint, a prefix of
+    /// `ops` applied and [`projection_pending`](Self::projection_pending)
+    /// naming `checkpoint`; loading such a read side and replaying the log
+    /// from its checkpoint still gives the right state (see
+    /// [`crate::projection::persist`]).
+    fn write_projections_in_steps(
+        &self,
+        ops: &[ProjectionOp],
+        checkpoint: u64,
+    ) -> Result<(), StoreError> {
+        self.write_projections(ops, checkpoint)
+    }
+
+    /// The checkpoint a [stepwise write](Self::write_projections_in_steps)
+    /// was moving the projections to when it was cut short; `None` when
+    /// every such write finished. The next
+    /// [`write_projections`](Self::write_projections) clears it.
+    fn projection_pending(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Drops every projection entry and writes `ops` as current at `checkpoint`, durably.
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError>;
 

@@ -12,6 +12,7 @@
 //! | `v` aggregate id `\0` first version (u64 BE) | positions (u64 BE each): the stream index |
 //! | `zc` | projection checkpoint (u64 BE) |
 //! | `zh` | head: position (u64 BE) and hash (32 bytes) |
+//! | `zp` | the checkpoint a stepwise write of the projections is moving to (u64 BE); only while one runs, or after a crash cut one short |
 //! | `zv` | the position up to which the stream index is stored (u64 BE) |
 //!
 //! The stream index is written apart from the appends, in bulk (see
@@ -42,6 +43,7 @@ use super::{AppendBatch, Entries, EventStore, Head, ProjectionOp, StoreError};
 
 const HEAD_KEY: &[u8] = b"zh";
 const CHECKPOINT_KEY: &[u8] = b"zc";
+const PENDING_KEY: &[u8] = b"zp";
 /// Where earlier versions kept the head and the checkpoint, and where they
 /// are now.
 const MOVED_KEYS: [(&[u8], &[u8]); 2] = [(b"h", HEAD_KEY), (b"c", CHECKPOINT_KEY)];
@@ -347,6 +349,53 @@ fn log_key(position: u64) -> [u8; 9] {
     key
 }
 
+impl SledStore {
+    /// Writes the first `count` of `ops` (all of them but in tests, which
+    /// cut a write short that way) one by one, after recording the target
+    /// checkpoint as pending; once all are written, moves the checkpoint
+    /// and clears the pending one in one batch. Single writes, unlike a
+    /// batch, do not hold sled's batch lock, so appends never wait behind
+    /// more than one of them. sled recovers its log in order, so after a
+    /// crash the writes that survive are a prefix of them.
+    fn write_projection_steps(
+        &self,
+        ops: &[ProjectionOp],
+        checkpoint: u64,
+        count: usize,
+    ) -> Result<(), StoreError> {
+        if !ops.is_empty() {
+            self.tree.insert(PENDING_KEY, &checkpoint.to_be_bytes())?;
+        }
+        for op in ops.iter().take(count) {
+            let key = tagged(b'p', &op.key);
+            match &op.value {
+                Some(value) => self.tree.insert(key, value.as_slice())?,
+                None => self.tree.remove(key)?,
+            };
+        }
+        if count >= ops.len() {
+            let mut last = Batch::default();
+            last.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
+            last.remove(PENDING_KEY);
+            self.tree.apply_batch(last)?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A stepwise write of the projections that stops after `count` of
+    /// `ops`, as a crash would.
+    #[cfg(test)]
+    pub(crate) fn write_projections_cut_short(
+        &self,
+        ops: &[ProjectionOp],
+        checkpoint: u64,
+        count: usize,
+    ) -> Result<(), StoreError> {
+        self.write_projection_steps(ops, checkpoint, count)
+    }
+}
+
 impl EventStore for SledStore {
     fn head(&self) -> Result<Head, StoreError> {
         read_head(&self.tree)
@@ -469,9 +518,25 @@ impl EventStore for SledStore {
         let mut writes = Batch::default();
         put_projection_ops(&mut writes, ops);
         writes.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
+        writes.remove(PENDING_KEY);
         self.tree.apply_batch(writes)?;
         self.db.flush()?;
         Ok(())
+    }
+
+    fn write_projections_in_steps(
+        &self,
+        ops: &[ProjectionOp],
+        checkpoint: u64,
+    ) -> Result<(), StoreError> {
+        self.write_projection_steps(ops, checkpoint, usize::MAX)
+    }
+
+    fn projection_pending(&self) -> Result<Option<u64>, StoreError> {
+        self.tree
+            .get(PENDING_KEY)?
+            .map(|bytes| decode_u64(&bytes, "pending projection checkpoint"))
+            .transpose()
     }
 
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
@@ -481,6 +546,7 @@ impl EventStore for SledStore {
         self.tree.remove(CHECKPOINT_KEY)?;
         self.db.flush()?;
         let mut clear = Batch::default();
+        clear.remove(PENDING_KEY);
         for entry in self.tree.scan_prefix(b"p") {
             let (key, _) = entry?;
             clear.remove(key);
@@ -535,6 +601,55 @@ mod tests {
         assert_eq!(store.projection_checkpoint()?, Some(5));
         assert_eq!(store.tree.get(b"h")?, None);
         assert_eq!(store.tree.get(b"c")?, None);
+        Ok(())
+    }
+
+    fn ops(n: usize) -> Vec<ProjectionOp> {
+        (0..n)
+            .map(|i| ProjectionOp {
+                key: format!("s{i:04}").into_bytes(),
+                value: Some(b"v".to_vec()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stepwise_projection_write_cut_short_leaves_a_prefix_and_names_its_target(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let ops = ops(600);
+        {
+            let store = SledStore::open(dir.path(), 1 << 20)?;
+            store.write_projections(&[], 3)?;
+            store.write_projections_cut_short(&ops, 9, 512)?;
+        }
+        // As a crash leaves it: 512 writes in, the old checkpoint, the target named.
+        let store = SledStore::open(dir.path(), 1 << 20)?;
+        assert_eq!(store.projection_checkpoint()?, Some(3));
+        assert_eq!(store.projection_pending()?, Some(9));
+        let stored: Vec<Vec<u8>> = store
+            .projection_scan(b"")?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        let prefix: Vec<Vec<u8>> = ops[..512].iter().map(|op| op.key.clone()).collect();
+        assert_eq!(stored, prefix);
+
+        // A whole stepwise write moves the checkpoint and clears the target.
+        store.write_projections_in_steps(&ops, 9)?;
+        assert_eq!(store.projection_checkpoint()?, Some(9));
+        assert_eq!(store.projection_pending()?, None);
+        assert_eq!(store.projection_scan(b"")?.len(), ops.len());
+
+        // So does an atomic write after a cut-short one, and a rebuild.
+        store.write_projections_cut_short(&ops, 12, 1)?;
+        assert_eq!(store.projection_pending()?, Some(12));
+        store.write_projections(&[], 12)?;
+        assert_eq!(store.projection_pending()?, None);
+        store.write_projections_cut_short(&ops, 15, 1)?;
+        store.replace_projections(&[], 15)?;
+        assert_eq!(store.projection_pending()?, None);
+        assert_eq!(store.projection_checkpoint()?, Some(15));
         Ok(())
     }
 

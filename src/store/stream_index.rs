@@ -9,7 +9,8 @@
 //! `v` aggregate id `\0` first version (u64 BE) → the positions (u64 BE
 //! each) of that version and the ones after it, consecutively
 //!
-//! and, in its last sled batch, `zv`: the position up to which the index is
+//! one key at a time (a sled batch would hold every append up while it
+//! applies), and last `zv`: the position up to which the index is
 //! complete. The worker then flushes: left to the next append's flush, the
 //! megabyte or so of a bulk write held that flush up by 50 to 230 ms.
 //! Earlier versions wrote one key per event with one position, which reads
@@ -37,7 +38,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sled::{Batch, Db, Tree};
+use sled::{Db, Tree};
 
 use super::StoreError;
 
@@ -45,12 +46,6 @@ use super::StoreError;
 pub const MAX_AGE: Duration = Duration::from_secs(5);
 /// Queued entries are written once this many are queued.
 pub const MAX_QUEUED: usize = 65_536;
-/// Keys per sled batch of a bulk write: sled holds a lock against every
-/// other write while it applies a batch, so a bulk write goes in small ones.
-const KEYS_PER_BATCH: usize = 256;
-/// The worker's pause between two batches of a bulk write, so the appends
-/// waiting for sled's lock get it in between.
-const PAUSE: Duration = Duration::from_millis(1);
 
 /// The key of the position up to which the stored index is complete.
 pub const COMPLETE_KEY: &[u8] = b"zv";
@@ -166,7 +161,7 @@ impl StreamIndex {
         }
         if missing.count > 0 || stored.is_none() {
             missing.last = missing.last.max(head);
-            write(tree, &missing, Duration::ZERO)?;
+            write(tree, &missing)?;
             db.flush()?;
         }
         let shared = Arc::new(Shared {
@@ -333,7 +328,7 @@ fn run(shared: &Shared) {
             Ok(())
         } else {
             let started = Instant::now();
-            let written = write(&shared.tree, &writing, PAUSE)
+            let written = write(&shared.tree, &writing)
                 .and_then(|()| shared.db.flush().map(drop).map_err(StoreError::from));
             tracing::debug!(
                 entries = writing.count,
@@ -372,10 +367,11 @@ fn run(shared: &Shared) {
     }
 }
 
-/// Writes `entries` as one key per run of consecutive versions, in small
-/// sled batches `pause` apart, the last of which records that the index is
-/// complete up to `entries.last`.
-fn write(tree: &Tree, entries: &Entries, pause: Duration) -> Result<(), StoreError> {
+/// Writes `entries` as one key per run of consecutive versions, one key at
+/// a time, then records that the index is complete up to `entries.last`.
+/// Single writes, unlike a sled batch, do not hold sled's batch lock, so
+/// appends never wait behind more than one of them.
+fn write(tree: &Tree, entries: &Entries) -> Result<(), StoreError> {
     let mut keys: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(entries.streams.len());
     for (aggregate_id, stream) in &entries.streams {
         let mut run: Option<(u64, Vec<u8>)> = None;
@@ -399,28 +395,10 @@ fn write(tree: &Tree, entries: &Entries, pause: Duration) -> Result<(), StoreErr
         }
     }
     keys.sort_unstable();
-    let mut batches: Vec<Batch> = keys
-        .chunks(KEYS_PER_BATCH)
-        .map(|chunk| {
-            let mut batch = Batch::default();
-            for (key, value) in chunk {
-                batch.insert(key.as_slice(), value.as_slice());
-            }
-            batch
-        })
-        .collect();
-    if batches.is_empty() {
-        batches.push(Batch::default());
+    for (key, value) in keys {
+        tree.insert(key, value)?;
     }
-    if let Some(last) = batches.last_mut() {
-        last.insert(COMPLETE_KEY, &entries.last.to_be_bytes());
-    }
-    for (i, batch) in batches.into_iter().enumerate() {
-        if i > 0 && !pause.is_zero() {
-            std::thread::sleep(pause);
-        }
-        tree.apply_batch(batch)?;
-    }
+    tree.insert(COMPLETE_KEY, &entries.last.to_be_bytes())?;
     Ok(())
 }
 

@@ -1,0 +1,139 @@
+//! Verifying a store whose read side a crash left part way through a write.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{verify, AuditError, VerifyOptions};
+use crate::app::{replay_log, CommandOptions, Ledger, WriterOptions};
+use crate::domain::{AccountId, AccountKind, Command, LedgerState, Policy};
+use crate::projection::persist;
+use crate::store::{Envelope, EventStore, ProjectionOp, SledStore};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// The state after the records up to `position`.
+fn state_at(
+    store: &dyn EventStore,
+    position: u64,
+) -> Result<LedgerState, Box<dyn std::error::Error>> {
+    let mut state = LedgerState::default();
+    let mut failed = None;
+    store.scan(1, &mut |at, bytes| {
+        if at > position {
+            return false;
+        }
+        match Envelope::decode(bytes).and_then(|envelope| envelope.event()) {
+            Ok(event) => state.apply(&event),
+            Err(err) => failed = Some(err),
+        }
+        failed.is_none()
+    })?;
+    failed.map_or(Ok(state), |err| Err(err.into()))
+}
+
+fn entries(state: &LedgerState) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, AuditError> {
+    Ok(persist::full(state)?
+        .into_iter()
+        .map(|op| (op.key, op.value))
+        .collect())
+}
+
+/// Registers accounts 1000 to 1399 on a ledger over `store`, then stops it.
+async fn register_accounts(store: Arc<SledStore>) -> TestResult {
+    let store: Arc<dyn EventStore> = store;
+    let ledger = Ledger::open(store, Policy::default(), WriterOptions::default())?;
+    for n in 1000..1400 {
+        ledger
+            .execute(
+                Command::RegisterAccount {
+                    account_id: AccountId::parse(&n.to_string())?,
+                    kind: AccountKind::Root,
+                },
+                CommandOptions::default(),
+            )
+            .await?;
+    }
+    ledger.shutdown();
+    Ok(())
+}
+
+/// Writes one entry as the first of a write towards `pending` that stops
+/// there, leaving the checkpoint alone.
+fn overwrite(store: &SledStore, op: ProjectionOp, pending: u64) -> TestResult {
+    store.write_projections_cut_short(&[op.clone(), op], pending, 1)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_read_side_write_cut_short_verifies_and_the_next_start_finishes_it() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(SledStore::open(dir.path(), 8 << 20)?);
+    register_accounts(Arc::clone(&store)).await?;
+    let head = store.head()?.position;
+
+    // The read side as at position 50, then a write towards the head that a
+    // crash stopped part way.
+    let checkpoint = 50;
+    let at_checkpoint = entries(&state_at(store.as_ref(), checkpoint)?)?;
+    let at_head = entries(&state_at(store.as_ref(), head)?)?;
+    let ops = |from: &BTreeMap<_, _>| -> Vec<ProjectionOp> {
+        at_head
+            .iter()
+            .filter(|(key, value)| from.get(*key) != Some(*value))
+            .map(|(key, value)| ProjectionOp {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    };
+    let changes = ops(&at_checkpoint);
+    assert!(changes.len() > 300, "{} changes", changes.len());
+    let whole: Vec<ProjectionOp> = at_checkpoint
+        .iter()
+        .map(|(key, value)| ProjectionOp {
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    store.replace_projections(&whole, checkpoint)?;
+    store.write_projections_cut_short(&changes, head, 256)?;
+    assert_eq!(store.projection_pending()?, Some(head));
+    assert_eq!(store.projection_checkpoint()?, Some(checkpoint));
+
+    let policy = Policy::default();
+    verify(store.as_ref(), &policy, &VerifyOptions::default())?;
+
+    // An entry written out of order is not what a cut-short write leaves.
+    let last = changes.last().ok_or("a change")?;
+    overwrite(&store, last.clone(), head)?;
+    let refused = verify(store.as_ref(), &policy, &VerifyOptions::default());
+    assert!(
+        matches!(&refused, Err(AuditError::Projections(what)) if what.contains("part of the way")),
+        "{refused:?}"
+    );
+    // Put it back as the crash left it.
+    overwrite(
+        &store,
+        ProjectionOp {
+            key: last.key.clone(),
+            value: at_checkpoint.get(&last.key).cloned().flatten(),
+        },
+        head,
+    )?;
+    verify(store.as_ref(), &policy, &VerifyOptions::default())?;
+
+    // The next start replays from the checkpoint and finishes the write.
+    let (replayed, _) = replay_log(store.as_ref())?;
+    let ledger = Ledger::open(
+        Arc::clone(&store) as Arc<dyn EventStore>,
+        policy.clone(),
+        WriterOptions::default(),
+    )?;
+    assert_eq!(*ledger.state(), replayed);
+    ledger.shutdown();
+    assert_eq!(store.projection_pending()?, None);
+    assert_eq!(store.projection_checkpoint()?, Some(head));
+    assert_eq!(persist::load(store.as_ref())?, replayed);
+    verify(store.as_ref(), &policy, &VerifyOptions::default())?;
+    Ok(())
+}
