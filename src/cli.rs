@@ -539,8 +539,21 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
+                let projections = match (report.projections_at, report.projections_pending) {
+                    (Some(at), _) if at == report.head_position => {
+                        "projections equal a fresh replay".to_owned()
+                    }
+                    (at, None) => format!(
+                        "projections equal a fresh replay up to position {} (the next start catches them up)",
+                        at.unwrap_or_default()
+                    ),
+                    (at, Some(target)) => format!(
+                        "projections equal a fresh replay up to position {} with part of a write towards {target} (the next start finishes it)",
+                        at.unwrap_or_default()
+                    ),
+                };
                 println!(
-                    "OK: {} events, {} aggregates, head {} {}, in {:.2?} ({:.0} events/s); projections equal a fresh replay{}",
+                    "OK: {} events, {} aggregates, head {} {}, in {:.2?} ({:.0} events/s); {projections}{}",
                     report.events,
                     report.aggregates,
                     report.head_position,

@@ -101,7 +101,9 @@ async fn a_read_side_write_cut_short_verifies_and_the_next_start_finishes_it() -
     assert_eq!(store.projection_checkpoint()?, Some(checkpoint));
 
     let policy = Policy::default();
-    verify(store.as_ref(), &policy, &VerifyOptions::default())?;
+    let report = verify(store.as_ref(), &policy, &VerifyOptions::default())?;
+    assert_eq!(report.projections_at, Some(checkpoint));
+    assert_eq!(report.projections_pending, Some(head));
 
     // An entry written out of order is not what a cut-short write leaves.
     let last = changes.last().ok_or("a change")?;
@@ -134,6 +136,8 @@ async fn a_read_side_write_cut_short_verifies_and_the_next_start_finishes_it() -
     assert_eq!(store.projection_pending()?, None);
     assert_eq!(store.projection_checkpoint()?, Some(head));
     assert_eq!(persist::load(store.as_ref())?, replayed);
-    verify(store.as_ref(), &policy, &VerifyOptions::default())?;
+    let report = verify(store.as_ref(), &policy, &VerifyOptions::default())?;
+    assert_eq!(report.projections_at, Some(head));
+    assert_eq!(report.projections_pending, None);
     Ok(())
 }

@@ -30,6 +30,12 @@ pub struct VerifyReport {
     pub elapsed: Duration,
     /// Whether the projections were compared (they are, unless the caller skips them).
     pub projections_checked: bool,
+    /// The position the stored projections describe (their checkpoint).
+    pub projections_at: Option<u64>,
+    /// The target of a write of the projections that a crash cut short, if
+    /// any; they were found part of the way there, and the next start
+    /// finishes the write.
+    pub projections_pending: Option<u64>,
     /// The pinned head that was found to be a prefix of the log, if one was given.
     pub pinned_head: Option<u64>,
 }
@@ -82,6 +88,7 @@ pub fn verify(
         Some(pinned) => Some(check_prefix(store, pinned)?),
         None => None,
     };
+    let pending_target = pending;
     let pending = match pending {
         None => None,
         Some(position) => Some(pending_state.ok_or_else(|| {
@@ -101,6 +108,8 @@ pub fn verify(
         head_hash: hex::encode(head.hash),
         elapsed: started.elapsed(),
         projections_checked: true,
+        projections_at: checkpoint,
+        projections_pending: pending_target,
         pinned_head,
     })
 }
