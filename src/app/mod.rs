@@ -54,6 +54,9 @@ pub struct WriterOptions {
     pub max_batch: usize,
     /// Commands waiting for the writer before callers are pushed back on.
     pub queue_depth: usize,
+    /// The longest a durable change waits before the stored read side is
+    /// written (it is also written once enough events wait, and at stop).
+    pub read_side_delay: std::time::Duration,
 }
 
 impl Default for WriterOptions {
@@ -61,6 +64,7 @@ impl Default for WriterOptions {
         Self {
             max_batch: 512,
             queue_depth: 4096,
+            read_side_delay: readside::MAX_AGE,
         }
     }
 }
@@ -107,6 +111,7 @@ impl Ledger {
             durable_tx,
             tokens,
             options.max_batch.max(1),
+            options.read_side_delay,
         )?;
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())

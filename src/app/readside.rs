@@ -1,11 +1,14 @@
 //! The stored read side, written behind the log.
 //!
-//! The flush stage hands every durable state here. This thread writes what
-//! changed since its last write to the store's projections once
-//! [`MAX_AGE`] has passed or [`MAX_EVENTS`] events came in, and at close,
-//! in key order and in short steps ([`EventStore::write_projections_in_steps`]).
-//! Appends therefore write only the log; many changes to one entry (a share
-//! and its cancellation, say) become one write or none.
+//! The flush stage hands every durable state here ([`ReadSide::durable`]),
+//! which only notes it: the newest state, and which aggregates changed. A
+//! worker thread writes what changed since its last write to the store's
+//! projections once [`MAX_AGE`] (by default; [`super::WriterOptions`]) has
+//! passed or [`MAX_EVENTS`] events came in, and at close, in key order and in short steps
+//! ([`EventStore::write_projections_in_steps`]). Appends therefore write
+//! only the log, and many changes to one entry (a share and its
+//! cancellation, say) become one write or none. However slow the disk,
+//! what waits is one state and one set of changed aggregates.
 //!
 //! After a crash the stored read side is behind the log (and may be part of
 //! the way to a later position); the next start replays the records after
@@ -13,141 +16,255 @@
 //! brings, and catches it up (see [`crate::projection::persist`]).
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::domain::LedgerState;
 use crate::projection::{persist, Touched};
 use crate::store::{EventStore, ProjectionOp, StoreError};
 
-/// The longest a durable change waits before it is written.
+/// The longest a durable change waits before it is written, by default.
 pub const MAX_AGE: Duration = Duration::from_secs(5);
 /// A write starts once this many events are waiting, whatever their age.
 /// It bounds the replay at a start after a crash. It is twice the stream
 /// index's bound, so the two background writes seldom run together.
 pub const MAX_EVENTS: u64 = 131_072;
 
-/// What the flush stage tells this thread.
-pub(super) enum Update {
-    /// The state after the durable record at `position`, and the aggregates
-    /// changed since the last update.
-    Durable {
-        state: Arc<LedgerState>,
-        position: u64,
-        touched: Touched,
-    },
-    /// Write everything waiting now, then answer.
-    Sync(Sender<()>),
-    /// The stored read side was brought to `state` at `position` by someone
-    /// else (a reload after a failure): carry on from there.
-    Reset {
-        state: Arc<LedgerState>,
-        position: u64,
-    },
+/// The flush stage's handle on the read side's writer. Dropping it writes
+/// what is waiting and stops the worker.
+pub(super) struct ReadSide {
+    shared: Arc<Shared>,
+    worker: Option<JoinHandle<()>>,
 }
 
-pub(super) struct ReadSide {
+struct Shared {
+    waiting: Mutex<Waiting>,
+    /// Wakes the worker, and whoever waits for a write to end.
+    wake: Condvar,
+}
+
+/// What the worker has not written yet.
+#[derive(Default)]
+struct Waiting {
+    /// The newest durable state and its position.
+    latest: Option<(Arc<LedgerState>, u64)>,
+    /// The aggregates changed since the stored state.
+    touched: Touched,
+    /// When the oldest unwritten change came in.
+    since: Option<Instant>,
+    /// How long a change may wait.
+    max_age: Duration,
+    /// The position the stored read side is at (or being written to).
+    stored_at: u64,
+    /// Someone else brought the stored read side to this state (a reload
+    /// after a failure): carry on from it.
+    reset: Option<(Arc<LedgerState>, u64)>,
+    /// Writes requested by [`ReadSide::sync`] and not yet done.
+    syncs_asked: u64,
+    syncs_done: u64,
+    stop: bool,
+}
+
+impl Waiting {
+    fn due(&self) -> bool {
+        self.stop
+            || self.syncs_asked > self.syncs_done
+            || self.reset.is_some()
+            || self.latest.as_ref().is_some_and(|(_, position)| {
+                position.saturating_sub(self.stored_at) >= MAX_EVENTS
+                    || self
+                        .since
+                        .is_some_and(|since| since.elapsed() >= self.max_age)
+            })
+    }
+}
+
+impl ReadSide {
+    /// Starts the writer for a store whose read side holds `state` at
+    /// `position`, writing changes at most `max_age` after they came in.
+    pub(super) fn start(
+        store: Arc<dyn EventStore>,
+        state: Arc<LedgerState>,
+        position: u64,
+        max_age: Duration,
+    ) -> Result<Self, StoreError> {
+        let shared = Arc::new(Shared {
+            waiting: Mutex::new(Waiting {
+                stored_at: position,
+                max_age,
+                ..Waiting::default()
+            }),
+            wake: Condvar::new(),
+        });
+        let worker = Worker {
+            store,
+            shared: Arc::clone(&shared),
+            stored: vec![state],
+            position,
+        };
+        let worker = std::thread::Builder::new()
+            .name("ledger-readside".into())
+            .spawn(move || worker.run())
+            .map_err(|e| {
+                StoreError::Backend(format!("cannot start the read side's writer: {e}"))
+            })?;
+        Ok(Self {
+            shared,
+            worker: Some(worker),
+        })
+    }
+
+    /// Notes that `state`, after the record at `position`, is durable, and
+    /// that `touched` changed since the last call.
+    pub(super) fn durable(&self, state: Arc<LedgerState>, position: u64, touched: &Touched) {
+        let replaced = {
+            let mut waiting = self.shared.lock();
+            waiting.touched.extend(touched);
+            waiting.since.get_or_insert_with(Instant::now);
+            if position.saturating_sub(waiting.stored_at) >= MAX_EVENTS {
+                self.shared.wake.notify_all();
+            }
+            waiting.latest.replace((state, position))
+        };
+        // The state it replaces is dropped on the caller's thread, unlocked.
+        drop(replaced);
+    }
+
+    /// Writes what is waiting now, and returns once it is written (or the
+    /// write failed).
+    pub(super) fn sync(&self) {
+        let mut waiting = self.shared.lock();
+        waiting.syncs_asked += 1;
+        let asked = waiting.syncs_asked;
+        self.shared.wake.notify_all();
+        while waiting.syncs_done < asked && !waiting.stop {
+            waiting = self
+                .shared
+                .wake
+                .wait(waiting)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    /// The stored read side now holds `state` at `position`, written by
+    /// someone else after a [`sync`](Self::sync): forget what was waiting
+    /// and carry on from there.
+    pub(super) fn reset(&self, state: Arc<LedgerState>, position: u64) {
+        let mut waiting = self.shared.lock();
+        waiting.latest = None;
+        waiting.touched = Touched::default();
+        waiting.since = None;
+        waiting.stored_at = position;
+        waiting.reset = Some((state, position));
+        self.shared.wake.notify_all();
+    }
+}
+
+impl Drop for ReadSide {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(worker) = self.worker.take() {
+            if worker.join().is_err() {
+                tracing::error!("the read side's writer panicked");
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+struct Worker {
     store: Arc<dyn EventStore>,
+    shared: Arc<Shared>,
     /// The states the stored entries may hold, entry by entry: the last one
     /// written whole, then the target of each write since that failed part
     /// way.
     stored: Vec<Arc<LedgerState>>,
     /// The position `stored[0]` is at.
     position: u64,
-    /// The newest durable state and its position, once newer than `position`.
-    latest: Option<(Arc<LedgerState>, u64)>,
-    /// The aggregates changed since `stored[0]`.
-    touched: Touched,
-    /// When the oldest waiting change came in.
-    since: Option<Instant>,
 }
 
-impl ReadSide {
-    /// A writer for a store whose read side holds `state` at `position`.
-    pub(super) fn new(store: Arc<dyn EventStore>, state: Arc<LedgerState>, position: u64) -> Self {
-        Self {
-            store,
-            stored: vec![state],
-            position,
-            latest: None,
-            touched: Touched::default(),
-            since: None,
-        }
-    }
-
-    /// Runs until the sender is dropped, then writes what is waiting.
-    pub(super) fn run(mut self, updates: Receiver<Update>) {
+impl Worker {
+    fn run(mut self) {
         loop {
-            let update = match self.since {
-                None => updates.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(since) => updates.recv_timeout(MAX_AGE.saturating_sub(since.elapsed())),
+            let (taken, syncs, stop) = {
+                let mut waiting = self.shared.lock();
+                while !waiting.due() {
+                    let max_age = waiting.max_age;
+                    let wait = waiting
+                        .since
+                        .map_or(max_age, |since| max_age.saturating_sub(since.elapsed()));
+                    waiting = self
+                        .shared
+                        .wake
+                        .wait_timeout(waiting, wait)
+                        .map(|(guard, _)| guard)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+                }
+                if let Some((state, position)) = waiting.reset.take() {
+                    self.stored = vec![state];
+                    self.position = position;
+                }
+                let taken = waiting
+                    .latest
+                    .take()
+                    .map(|latest| (latest, std::mem::take(&mut waiting.touched)));
+                waiting.since = None;
+                if let Some(((_, position), _)) = &taken {
+                    waiting.stored_at = *position;
+                }
+                (taken, waiting.syncs_asked, waiting.stop)
             };
-            match update {
-                Ok(Update::Durable {
-                    state,
-                    position,
-                    touched,
-                }) => {
-                    self.touched.extend(&touched);
-                    self.latest = Some((state, position));
-                    let since = *self.since.get_or_insert_with(Instant::now);
-                    if position.saturating_sub(self.position) >= MAX_EVENTS
-                        || since.elapsed() >= MAX_AGE
-                    {
-                        self.write();
-                    }
+            if let Some(((state, position), touched)) = taken {
+                if let Err(err) = self.write(&state, position, &touched) {
+                    // Reads are served from memory, so nothing waits on
+                    // this; a restart would catch the stored read side up
+                    // from the log.
+                    tracing::error!(%err, "writing the read side failed; retrying later");
+                    self.stored.push(Arc::clone(&state));
+                    let mut waiting = self.shared.lock();
+                    waiting.touched.extend(&touched);
+                    waiting.latest.get_or_insert((state, position));
+                    waiting.since = Some(Instant::now());
+                    waiting.stored_at = self.position;
                 }
-                Ok(Update::Sync(done)) => {
-                    self.write();
-                    let _ = done.send(());
-                }
-                Ok(Update::Reset { state, position }) => {
-                    self = Self::new(Arc::clone(&self.store), state, position);
-                }
-                Err(RecvTimeoutError::Timeout) => self.write(),
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.write();
-                    return;
-                }
+            }
+            let mut waiting = self.shared.lock();
+            waiting.syncs_done = syncs;
+            self.shared.wake.notify_all();
+            if stop {
+                return;
             }
         }
     }
 
-    /// Writes the newest state's changes; on failure, keeps them for the
-    /// next try.
-    fn write(&mut self) {
-        let Some((latest, position)) = self.latest.take() else {
-            return;
-        };
+    /// Writes the changes that bring the stored read side to `target`.
+    fn write(
+        &mut self,
+        target: &Arc<LedgerState>,
+        position: u64,
+        touched: &Touched,
+    ) -> Result<(), StoreError> {
         let started = Instant::now();
-        let written = changes(&self.stored, &latest, &self.touched).and_then(|ops| {
-            self.store
-                .write_projections_in_steps(&ops, position)
-                .map(|()| ops.len())
-        });
-        match written {
-            Ok(ops) => {
-                tracing::debug!(
-                    ops,
-                    events = position - self.position,
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "stored the read side"
-                );
-                self.stored = vec![latest];
-                self.position = position;
-                self.touched = Touched::default();
-                self.since = None;
-            }
-            Err(err) => {
-                // Reads are served from memory, so nothing waits on this; a
-                // restart would catch the stored read side up from the log.
-                tracing::error!(%err, "writing the read side failed; retrying later");
-                self.stored.push(Arc::clone(&latest));
-                self.latest = Some((latest, position));
-                self.since = Some(Instant::now());
-            }
-        }
+        let ops = changes(&self.stored, target, touched)?;
+        self.store.write_projections_in_steps(&ops, position)?;
+        tracing::debug!(
+            ops = ops.len(),
+            events = position - self.position,
+            took_ms = started.elapsed().as_millis() as u64,
+            "stored the read side"
+        );
+        self.stored = vec![Arc::clone(target)];
+        self.position = position;
+        Ok(())
     }
 }
 

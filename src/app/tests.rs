@@ -476,3 +476,83 @@ async fn a_read_side_write_cut_short_anywhere_loads_as_a_replay() -> Result<(), 
     assert!(cases > 200, "only {cases} cases");
     Ok(())
 }
+
+/// Waits up to 5 s for the stored read side to reach the log's head.
+async fn read_side_reaches_the_head(store: &MemoryStore) -> Result<(), AppError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store.projection_checkpoint()? != Some(store.head()?.position) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read side stays at {:?}, the head is at {}",
+            store.projection_checkpoint()?,
+            store.head()?.position
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_side_is_written_while_running_and_recovers_from_a_write_cut_short(
+) -> Result<(), AppError> {
+    let store = Arc::new(MemoryStore::new());
+    let ledger = {
+        let store: Arc<dyn EventStore> = store.clone();
+        Ledger::open(
+            store,
+            Policy::default(),
+            WriterOptions {
+                read_side_delay: std::time::Duration::from_millis(200),
+                ..WriterOptions::default()
+            },
+        )?
+    };
+    for account_id in ["1001", "1002"] {
+        run(&ledger, account(account_id)).await?;
+    }
+    let a = run(&ledger, image("1001", "a"))
+        .await?
+        .expect("an image id");
+    // Written by the background writer, with no stop.
+    read_side_reaches_the_head(&store).await?;
+    let before = store.projection_checkpoint()?;
+
+    // The write of this share fails after storing the share's entry...
+    store.fail_next_projection_write_after(1);
+    run(
+        &ledger,
+        Command::ShareImage {
+            caller: id("1001"),
+            image_id: a.clone(),
+            account_ids: vec![id("1002")],
+        },
+    )
+    .await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store.projection_write_failure_pending() {
+        assert!(std::time::Instant::now() < deadline, "no write was tried");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert_eq!(store.projection_checkpoint()?, before);
+    // ...and the share is cancelled before the retry: the entry the failed
+    // write left must go, though the stored state and the newest agree on it.
+    run(
+        &ledger,
+        Command::CancelImageSharing {
+            caller: id("1001"),
+            image_id: a,
+            account_ids: vec![id("1002")],
+        },
+    )
+    .await?;
+    read_side_reaches_the_head(&store).await?;
+    let (replayed, _) = replay_log(store.as_ref())?;
+    assert_eq!(persist::load(store.as_ref())?, replayed);
+    assert_eq!(
+        store.projection_scan(b"s")?,
+        Vec::new(),
+        "no share entry is left"
+    );
+    ledger.shutdown();
+    Ok(())
+}

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
-use super::readside::{ReadSide, Update};
+use super::readside::ReadSide;
 use super::{AppError, Job};
 use crate::domain::{decide, Command, DomainError, ImageId, LedgerState, Policy, Reply};
 use crate::projection::Touched;
@@ -123,13 +123,13 @@ impl Writer {
         durable: watch::Sender<Head>,
         tokens: Tokens,
         max_batch: usize,
+        read_side_delay: Duration,
     ) -> Result<Self, StoreError> {
         let head = *durable.borrow();
         let state = view.load_full();
         let failed = Arc::new(AtomicBool::new(false));
         let (to_apply, applying) = sync_channel::<Stage>(DECIDED_QUEUE);
         let (to_flush, flushing) = sync_channel::<Stage>(APPLIED_QUEUE);
-        let (to_store, storing) = std::sync::mpsc::channel::<Update>();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
@@ -142,13 +142,18 @@ impl Writer {
             applied: head,
             timing: StageTiming::default(),
         };
-        let read_side = ReadSide::new(Arc::clone(&store), Arc::clone(&state), head.position);
+        let read_side = ReadSide::start(
+            Arc::clone(&store),
+            Arc::clone(&state),
+            head.position,
+            read_side_delay,
+        )?;
         let publisher = Publisher {
             store: Arc::clone(&store),
             failed: Arc::clone(&failed),
             view,
             durable,
-            read_side: to_store,
+            read_side,
             unflushed: Touched::default(),
             timing: StageTiming::default(),
         };
@@ -158,7 +163,6 @@ impl Writer {
                 Box::new(move || applier.run(applying, to_flush)),
             )?,
             spawn("ledger-flush", Box::new(move || publisher.run(flushing)))?,
-            spawn("ledger-readside", Box::new(move || read_side.run(storing)))?,
         ];
         Ok(Self {
             store,
@@ -509,8 +513,9 @@ struct Publisher {
     view: Arc<ArcSwap<LedgerState>>,
     /// Tells readers how far the log is durable; dropped when the writer stops.
     durable: watch::Sender<Head>,
-    /// The read side's writer: gets every durable state.
-    read_side: std::sync::mpsc::Sender<Update>,
+    /// The read side's writer: gets every durable state. It stops (after
+    /// writing what waits) when this stage ends.
+    read_side: ReadSide,
     /// What refused batches changed: their records may be in the store
     /// all the same, and batches decided on top of them carry their effects,
     /// so the read side's next write must look at these aggregates too.
@@ -583,31 +588,20 @@ impl Publisher {
             }
         }
         if moved {
-            // The read side's writer outlives this stage; it cannot be gone.
-            let _ = self.read_side.send(Update::Durable {
-                state,
-                position: head.position,
-                touched,
-            });
+            self.read_side.durable(state, head.position, &touched);
         }
     }
 
     fn reload(&mut self) -> Result<(Arc<LedgerState>, Head), AppError> {
         // Loading catches the stored read side up, so its writer must have
         // finished with it first, and carry on from the loaded state after.
-        let (done, synced) = std::sync::mpsc::channel();
-        if self.read_side.send(Update::Sync(done)).is_ok() {
-            let _ = synced.recv();
-        }
+        self.read_side.sync();
         let (state, head) = super::load(self.store.as_ref())?;
         self.unflushed = Touched::default();
         let published = Arc::new(state);
         self.view.store(Arc::clone(&published));
         self.durable.send_replace(head);
-        let _ = self.read_side.send(Update::Reset {
-            state: Arc::clone(&published),
-            position: head.position,
-        });
+        self.read_side.reset(Arc::clone(&published), head.position);
         Ok((published, head))
     }
 }

@@ -67,6 +67,7 @@ pub fn fill(
         WriterOptions {
             max_batch: 1024,
             queue_depth: plan.concurrency.max(1) * 2,
+            ..WriterOptions::default()
         },
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -24,6 +24,8 @@ pub struct MemoryStore {
     failing_appends: AtomicUsize,
     failing_flushes: AtomicUsize,
     append_delay_micros: AtomicUsize,
+    /// The next stepwise projection write fails after this many writes.
+    failing_projection_write: Mutex<Option<usize>>,
 }
 
 impl MemoryStore {
@@ -41,6 +43,23 @@ impl MemoryStore {
     /// after a disk error, nobody knows whether it reached the disk).
     pub fn fail_next_flushes(&self, count: usize) {
         self.failing_flushes.store(count, Ordering::SeqCst);
+    }
+
+    /// Makes the next [stepwise projection write](EventStore::write_projections_in_steps)
+    /// fail after its first `written` writes, leaving those in place and
+    /// the checkpoint as it was, as a disk error part way would.
+    pub fn fail_next_projection_write_after(&self, written: usize) {
+        if let Ok(mut failing) = self.failing_projection_write.lock() {
+            *failing = Some(written);
+        }
+    }
+
+    /// Whether a failure set by [`fail_next_projection_write_after`](Self::fail_next_projection_write_after)
+    /// is still to happen.
+    pub fn projection_write_failure_pending(&self) -> bool {
+        self.failing_projection_write
+            .lock()
+            .is_ok_and(|failing| failing.is_some())
     }
 
     /// Makes every append take at least `delay`, as a slow disk would, so
@@ -177,6 +196,30 @@ impl EventStore for MemoryStore {
         apply_ops(&mut t.projections, ops);
         t.checkpoint = Some(checkpoint);
         Ok(())
+    }
+
+    fn write_projections_in_steps(
+        &self,
+        ops: &[ProjectionOp],
+        checkpoint: u64,
+    ) -> Result<(), StoreError> {
+        let failing = self
+            .failing_projection_write
+            .lock()
+            .map_err(|_| StoreError::Backend("the memory store lock is poisoned".into()))?
+            .take();
+        match failing {
+            Some(written) => {
+                apply_ops(
+                    &mut self.tables()?.projections,
+                    &ops[..written.min(ops.len())],
+                );
+                Err(StoreError::Backend(
+                    "injected failure part way through a projection write".into(),
+                ))
+            }
+            None => self.write_projections(ops, checkpoint),
+        }
     }
 
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
