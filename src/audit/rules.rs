@@ -57,7 +57,7 @@ impl RuleChecker {
         Ok((envelope, event))
     }
 
-    /// Checks a record decoded by [`decode`] and applies it.
+    /// Checks a record decoded by `decode` and applies it.
     pub fn check_decoded(&mut self, envelope: &Envelope, event: &Event) -> Result<(), String> {
         let expected = self.head.position + 1;
         if envelope.position != expected {

@@ -30,7 +30,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// own) a frame of 1,024 bytes or more when the socket is not vectored.
 const MAX_FRAME_BYTES: usize = 1_016;
 
-/// A response body whose data chunks are at most [`MAX_FRAME_BYTES`] long.
+/// A response body whose data chunks are at most 1,016 bytes long (`MAX_FRAME_BYTES`).
 #[derive(Debug)]
 pub struct SmallFrames<B> {
     inner: B,

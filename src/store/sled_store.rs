@@ -15,11 +15,13 @@
 //! | `zp` | the checkpoint a stepwise write of the projections is moving to (u64 BE); only while one runs, or after a crash cut one short |
 //! | `zv` | the position up to which the stream index is stored (u64 BE) |
 //!
-//! The stream index is written apart from the appends, in bulk (see
-//! [`super::stream_index`]).
+//! The stream index and the projections are written apart from the
+//! appends, in bulk (see [`super::stream_index`] and
+//! [`EventStore::write_projections_in_steps`]).
 //!
-//! The head and the checkpoint change with every append, so they sort last,
-//! beside the small stream-index entries. sled keeps at most 16 entries in a
+//! The head changes with every append (the checkpoint did too, before the
+//! projections moved off the append path), so both sort last, beside the
+//! small stream-index entries. sled keeps at most 16 entries in a
 //! leaf and rewrites a leaf whole after every tenth change to it: had they
 //! sorted first (as `h` and `c` did in earlier versions, which [`SledStore::open`]
 //! moves), their leaf would also hold the oldest chunks, and every few appends
