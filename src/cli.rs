@@ -204,6 +204,11 @@ pub struct ServeArgs {
     /// Seconds a stopping server waits for clients to close their connections.
     #[arg(long, env = "IMAGE_LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
+    /// Longest a durable change waits before the stored read side is
+    /// written, ms: what a start after a crash replays at most (with a cap
+    /// of 131,072 events). Lower means more writes, and fewer merged.
+    #[arg(long, env = "IMAGE_LEDGER_READ_SIDE_DELAY_MS", default_value_t = image_ledger::config::DEFAULT_READ_SIDE_DELAY_MS)]
+    read_side_delay_ms: u64,
     /// Ed25519 key file (64 hex characters) that signs heads; default
     /// `ledger-signing.key` in the data directory, created on first start.
     #[arg(long, env = "IMAGE_LEDGER_SIGNING_KEY")]
@@ -458,6 +463,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
         signing_key: args.signing_key,
+        read_side_delay: std::time::Duration::from_millis(args.read_side_delay_ms),
     };
     runtime()?.block_on(async move {
         let data_dir = config.data_dir.display().to_string();

@@ -23,12 +23,19 @@ pub struct Config {
     /// The Ed25519 key that signs heads; `None` means `ledger-signing.key` in
     /// the data directory, created on first start.
     pub signing_key: Option<PathBuf>,
+    /// The longest a durable change waits before the stored read side is
+    /// written: what a start after a crash replays at most (with a cap of
+    /// 131,072 events).
+    pub read_side_delay: Duration,
 }
 
 /// sled's page cache when no size is given, MiB. The state the commands and
 /// queries use lives outside it, so the cache only serves log reads (audit,
 /// history, subscriptions) and the pages a write touches.
 pub const DEFAULT_CACHE_MB: u64 = 32;
+
+/// How long a durable change waits for the read side's writer by default, ms.
+pub const DEFAULT_READ_SIDE_DELAY_MS: u64 = 5_000;
 
 impl Config {
     /// Defaults with the given data directory, listening on a free loopback port.
@@ -40,6 +47,7 @@ impl Config {
             cache_bytes: DEFAULT_CACHE_MB * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             signing_key: None,
+            read_side_delay: Duration::from_millis(DEFAULT_READ_SIDE_DELAY_MS),
         }
     }
 }

@@ -95,6 +95,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
     let data_dir = config.data_dir.clone();
     let cache = config.cache_bytes;
     let policy = config.policy.clone();
+    let writer = WriterOptions {
+        read_side_delay: config.read_side_delay,
+        ..WriterOptions::default()
+    };
     // Opening and loading read the disk; keep that off the async workers.
     let key_path = config
         .signing_key
@@ -104,11 +108,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         let store = Arc::new(SledStore::open(&data_dir, cache)?);
         let weak = Arc::downgrade(&store);
         let key = LedgerKey::load_or_create(&key_path)?;
-        Ok((
-            Ledger::open(store, policy, WriterOptions::default())?,
-            key,
-            weak,
-        ))
+        Ok((Ledger::open(store, policy, writer)?, key, weak))
     })
     .await
     .map_err(|e| ServeError::Task(format!("the loading task failed: {e}")))??;

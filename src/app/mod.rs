@@ -64,7 +64,9 @@ impl Default for WriterOptions {
         Self {
             max_batch: 512,
             queue_depth: 4096,
-            read_side_delay: readside::MAX_AGE,
+            read_side_delay: std::time::Duration::from_millis(
+                crate::config::DEFAULT_READ_SIDE_DELAY_MS,
+            ),
         }
     }
 }

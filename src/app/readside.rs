@@ -3,8 +3,9 @@
 //! The flush stage hands every durable state here ([`ReadSide::durable`]),
 //! which only notes it: the newest state, and which aggregates changed. A
 //! worker thread writes what changed since its last write to the store's
-//! projections once [`MAX_AGE`] (by default; [`super::WriterOptions`]) has
-//! passed or [`MAX_EVENTS`] events came in, and at close, in key order and in short steps
+//! projections once the oldest change waited the writer's
+//! `read_side_delay` (5 s by default) or [`MAX_EVENTS`] events came in,
+//! and at close, in key order and in short steps
 //! ([`EventStore::write_projections_in_steps`]). Appends therefore write
 //! only the log, and many changes to one entry (a share and its
 //! cancellation, say) become one write or none. However slow the disk,
@@ -12,7 +13,7 @@
 //!
 //! After a crash the stored read side is behind the log (and may be part of
 //! the way to a later position); the next start replays the records after
-//! its checkpoint, at most about [`MAX_EVENTS`] plus what [`MAX_AGE`]
+//! its checkpoint, at most about [`MAX_EVENTS`] plus what that delay
 //! brings, and catches it up (see [`crate::projection::persist`]).
 
 use std::collections::BTreeMap;
@@ -24,8 +25,6 @@ use crate::domain::LedgerState;
 use crate::projection::{persist, Touched};
 use crate::store::{EventStore, ProjectionOp, StoreError};
 
-/// The longest a durable change waits before it is written, by default.
-pub const MAX_AGE: Duration = Duration::from_secs(5);
 /// A write starts once this many events are waiting, whatever their age.
 /// It bounds the replay at a start after a crash. It is twice the stream
 /// index's bound, so the two background writes seldom run together.
@@ -121,8 +120,11 @@ impl ReadSide {
         let replaced = {
             let mut waiting = self.shared.lock();
             waiting.touched.extend(touched);
+            // The worker sleeps while nothing waits: the first change starts
+            // its clock.
+            let first = waiting.since.is_none();
             waiting.since.get_or_insert_with(Instant::now);
-            if position.saturating_sub(waiting.stored_at) >= MAX_EVENTS {
+            if first || position.saturating_sub(waiting.stored_at) >= MAX_EVENTS {
                 self.shared.wake.notify_all();
             }
             waiting.latest.replace((state, position))
@@ -198,16 +200,22 @@ impl Worker {
             let (taken, syncs, stop) = {
                 let mut waiting = self.shared.lock();
                 while !waiting.due() {
-                    let max_age = waiting.max_age;
-                    let wait = waiting
-                        .since
-                        .map_or(max_age, |since| max_age.saturating_sub(since.elapsed()));
-                    waiting = self
-                        .shared
-                        .wake
-                        .wait_timeout(waiting, wait)
-                        .map(|(guard, _)| guard)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+                    waiting = match waiting.since {
+                        // Nothing waits: sleep until something asks.
+                        None => self
+                            .shared
+                            .wake
+                            .wait(waiting)
+                            .unwrap_or_else(|p| p.into_inner()),
+                        Some(since) => {
+                            let left = waiting.max_age.saturating_sub(since.elapsed());
+                            self.shared
+                                .wake
+                                .wait_timeout(waiting, left)
+                                .map(|(guard, _)| guard)
+                                .unwrap_or_else(|poisoned| poisoned.into_inner().0)
+                        }
+                    };
                 }
                 if let Some((state, position)) = waiting.reset.take() {
                     self.stored = vec![state];
