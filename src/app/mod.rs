@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::domain::{ClientToken, Command, DomainError, LedgerState, Policy, Reply};
 use crate::store::{EventStore, Head, StoreError};
 
+#[cfg(test)]
+pub(crate) use replay::state_at;
 pub use replay::{rebuild_projections, replay_log};
 pub use writer::{fingerprint, token_key, TokenRecord};
 

@@ -116,7 +116,7 @@ impl ReadSide {
 
     /// Notes that `state`, after the record at `position`, is durable, and
     /// that `touched` changed since the last call.
-    pub(super) fn durable(&self, state: Arc<LedgerState>, position: u64, touched: &Touched) {
+    pub(super) fn durable(&self, state: Arc<LedgerState>, position: u64, touched: Touched) {
         let replaced = {
             let mut waiting = self.shared.lock();
             waiting.touched.extend(touched);
@@ -239,7 +239,7 @@ impl Worker {
                     tracing::error!(%err, "writing the read side failed; retrying later");
                     self.stored.push(Arc::clone(&state));
                     let mut waiting = self.shared.lock();
-                    waiting.touched.extend(&touched);
+                    waiting.touched.extend(touched);
                     waiting.latest.get_or_insert((state, position));
                     waiting.since = Some(Instant::now());
                     waiting.stored_at = self.position;

@@ -53,6 +53,21 @@ pub fn catch_up(
     Ok((state, head, touched))
 }
 
+/// The state after the records up to `position`, without the checks of
+/// [`catch_up`]: what tests compare stored read sides with.
+#[cfg(test)]
+pub(crate) fn state_at(store: &dyn EventStore, position: u64) -> Result<LedgerState, StoreError> {
+    let mut state = LedgerState::default();
+    try_scan(store, 1, |at, bytes| -> Result<bool, StoreError> {
+        if at > position {
+            return Ok(false);
+        }
+        state.apply(&Envelope::decode(bytes)?.event()?);
+        Ok(true)
+    })?;
+    Ok(state)
+}
+
 /// The head as of position `position`: its hash read from the log.
 pub fn head_at(store: &dyn EventStore, position: u64) -> Result<Head, StoreError> {
     if position == 0 {

@@ -397,29 +397,13 @@ async fn varied_history(store: &Arc<MemoryStore>) -> Result<(), AppError> {
     Ok(())
 }
 
-/// The state after the records up to `position`.
-fn state_at(store: &MemoryStore, position: u64) -> crate::domain::LedgerState {
-    let mut state = crate::domain::LedgerState::default();
-    store
-        .scan(1, &mut |at, bytes| {
-            if at > position {
-                return false;
-            }
-            let envelope = crate::store::Envelope::decode(bytes).expect("a record");
-            state.apply(&envelope.event().expect("an event"));
-            true
-        })
-        .expect("the log reads");
-    state
-}
-
-/// The projection entries of `state`, by key.
-fn entries(state: &crate::domain::LedgerState) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
-    persist::full(state)
-        .expect("entries encode")
-        .into_iter()
-        .filter_map(|op| op.value.map(|value| (op.key, value)))
-        .collect()
+/// The projection entries of a read side written whole at `position`, by key.
+fn entries_at(
+    store: &MemoryStore,
+    position: u64,
+) -> Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>, AppError> {
+    let state = crate::app::state_at(store, position)?;
+    Ok(persist::entries(&state)?.into_iter().collect())
 }
 
 #[tokio::test]
@@ -429,9 +413,9 @@ async fn a_read_side_write_cut_short_anywhere_loads_as_a_replay() -> Result<(), 
     let (replayed, head) = replay_log(store.as_ref())?;
     let mut cases = 0;
     for checkpoint in 0..head.position {
-        let before = entries(&state_at(&store, checkpoint));
+        let before = entries_at(&store, checkpoint)?;
         for target in checkpoint + 1..=head.position {
-            let after = entries(&state_at(&store, target));
+            let after = entries_at(&store, target)?;
             // The writes from `before` to `after`, in key order, as a
             // stepwise write makes them.
             let keys: std::collections::BTreeSet<&Vec<u8>> =

@@ -560,7 +560,7 @@ impl Publisher {
                 tracing::error!(%err, "flushing failed; the commands of the batches are refused");
                 self.failed.store(true, Ordering::SeqCst);
                 for staged in ready {
-                    self.unflushed.extend(&staged.touched);
+                    self.unflushed.extend(staged.touched);
                     refuse(staged.jobs, &err.to_string());
                 }
                 return;
@@ -577,7 +577,7 @@ impl Publisher {
         });
         let mut touched = std::mem::take(&mut self.unflushed);
         for staged in ready {
-            touched.extend(&staged.touched);
+            touched.extend(staged.touched);
             for (job, fate) in staged.jobs.into_iter().zip(staged.fates) {
                 let answer = match fate {
                     Pending::Answer(answer) => answer,
@@ -588,7 +588,7 @@ impl Publisher {
             }
         }
         if moved {
-            self.read_side.durable(state, head.position, &touched);
+            self.read_side.durable(state, head.position, touched);
         }
     }
 

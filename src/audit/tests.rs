@@ -5,37 +5,19 @@ use std::sync::Arc;
 
 use super::{verify, AuditError, VerifyOptions};
 use crate::app::{replay_log, CommandOptions, Ledger, WriterOptions};
-use crate::domain::{AccountId, AccountKind, Command, LedgerState, Policy};
+use crate::domain::{AccountId, AccountKind, Command, Policy};
 use crate::projection::persist;
-use crate::store::{Envelope, EventStore, ProjectionOp, SledStore};
+use crate::store::{EventStore, ProjectionOp, SledStore};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// The state after the records up to `position`.
-fn state_at(
+/// The projection entries of a read side written whole at `position`, by key.
+fn entries_at(
     store: &dyn EventStore,
     position: u64,
-) -> Result<LedgerState, Box<dyn std::error::Error>> {
-    let mut state = LedgerState::default();
-    let mut failed = None;
-    store.scan(1, &mut |at, bytes| {
-        if at > position {
-            return false;
-        }
-        match Envelope::decode(bytes).and_then(|envelope| envelope.event()) {
-            Ok(event) => state.apply(&event),
-            Err(err) => failed = Some(err),
-        }
-        failed.is_none()
-    })?;
-    failed.map_or(Ok(state), |err| Err(err.into()))
-}
-
-fn entries(state: &LedgerState) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, AuditError> {
-    Ok(persist::full(state)?
-        .into_iter()
-        .map(|op| (op.key, op.value))
-        .collect())
+) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Box<dyn std::error::Error>> {
+    let state = crate::app::state_at(store, position)?;
+    Ok(persist::entries(&state)?.into_iter().collect())
 }
 
 /// Registers accounts 1000 to 1399 on a ledger over `store`, then stops it.
@@ -74,27 +56,20 @@ async fn a_read_side_write_cut_short_verifies_and_the_next_start_finishes_it() -
     // The read side as at position 50, then a write towards the head that a
     // crash stopped part way.
     let checkpoint = 50;
-    let at_checkpoint = entries(&state_at(store.as_ref(), checkpoint)?)?;
-    let at_head = entries(&state_at(store.as_ref(), head)?)?;
-    let ops = |from: &BTreeMap<_, _>| -> Vec<ProjectionOp> {
-        at_head
-            .iter()
-            .filter(|(key, value)| from.get(*key) != Some(*value))
-            .map(|(key, value)| ProjectionOp {
-                key: key.clone(),
-                value: value.clone(),
-            })
-            .collect()
+    let at_checkpoint = entries_at(store.as_ref(), checkpoint)?;
+    let at_head = entries_at(store.as_ref(), head)?;
+    let put = |(key, value): (&Vec<u8>, &Vec<u8>)| ProjectionOp {
+        key: key.clone(),
+        value: Some(value.clone()),
     };
-    let changes = ops(&at_checkpoint);
-    assert!(changes.len() > 300, "{} changes", changes.len());
-    let whole: Vec<ProjectionOp> = at_checkpoint
+    // Only registrations follow the checkpoint: every change is a new entry.
+    let changes: Vec<ProjectionOp> = at_head
         .iter()
-        .map(|(key, value)| ProjectionOp {
-            key: key.clone(),
-            value: value.clone(),
-        })
+        .filter(|(key, value)| at_checkpoint.get(*key) != Some(*value))
+        .map(put)
         .collect();
+    assert!(changes.len() > 300, "{} changes", changes.len());
+    let whole: Vec<ProjectionOp> = at_checkpoint.iter().map(put).collect();
     store.replace_projections(&whole, checkpoint)?;
     store.write_projections_cut_short(&changes, head, 256)?;
     assert_eq!(store.projection_pending()?, Some(head));
@@ -118,7 +93,7 @@ async fn a_read_side_write_cut_short_verifies_and_the_next_start_finishes_it() -
         &store,
         ProjectionOp {
             key: last.key.clone(),
-            value: at_checkpoint.get(&last.key).cloned().flatten(),
+            value: at_checkpoint.get(&last.key).cloned(),
         },
         head,
     )?;

@@ -12,7 +12,7 @@ use super::AuditError;
 use crate::domain::Policy;
 use crate::domain::{Event, LedgerState};
 use crate::projection::persist;
-use crate::store::{Entries, Envelope, EventStore, Head, StoreError};
+use crate::store::{Envelope, EventStore, Head};
 
 /// What a successful verification saw.
 #[derive(Debug, Clone, Serialize)]
@@ -88,18 +88,13 @@ pub fn verify(
         Some(pinned) => Some(check_prefix(store, pinned)?),
         None => None,
     };
-    let pending_target = pending;
-    let pending = match pending {
-        None => None,
-        Some(position) => Some(pending_state.ok_or_else(|| {
-            AuditError::Projections(format!(
-                "an unfinished write of the projections names position {position}, \
-                 which is not a position of the log (head {}); run `projections rebuild`",
-                head.position
-            ))
-        })?),
-    };
-    check_projections(store, &checker, checkpoint, projected, pending, head)?;
+    check_projections(
+        store,
+        &checker,
+        (checkpoint, projected),
+        (pending, pending_state),
+        head,
+    )?;
     let state = checker.state();
     Ok(VerifyReport {
         events: head.position,
@@ -109,7 +104,7 @@ pub fn verify(
         elapsed: started.elapsed(),
         projections_checked: true,
         projections_at: checkpoint,
-        projections_pending: pending_target,
+        projections_pending: pending,
         pinned_head,
     })
 }
@@ -218,14 +213,14 @@ fn check_prefix(store: &dyn EventStore, pinned: &SignedHead) -> Result<u64, Audi
 /// (a server that stopped cleanly leaves it at the head; after a crash it may
 /// lag, and the next start catches up) or, when a crash cut a stepwise write
 /// of them short, that with a key-ordered prefix of the changes up to the
-/// write's target (`pending`) applied. The idempotency records must equal
-/// those the whole log implies.
+/// write's target (`pending`) applied. Each comes as its position and the
+/// replayed state there (`None` when the log does not reach it). The
+/// idempotency records must equal those the whole log implies.
 fn check_projections(
     store: &dyn EventStore,
     checker: &RuleChecker,
-    checkpoint: Option<u64>,
-    projected: Option<LedgerState>,
-    pending: Option<LedgerState>,
+    (checkpoint, projected): (Option<u64>, Option<LedgerState>),
+    (pending, pending_state): (Option<u64>, Option<LedgerState>),
     head: Head,
 ) -> Result<(), AuditError> {
     let Some(projected) = projected else {
@@ -235,17 +230,28 @@ fn check_projections(
             head.position
         )));
     };
+    let target = match (pending, pending_state) {
+        (None, _) => None,
+        (Some(_), Some(state)) => Some(state),
+        (Some(position), None) => {
+            return Err(AuditError::Projections(format!(
+                "an unfinished write of the projections names position {position}, \
+                 which is not a position of the log (head {}); run `projections rebuild`",
+                head.position
+            )))
+        }
+    };
     // Both sides in key order, built side by side, then walked together.
     let (stored, fresh) = std::thread::scope(|scope| {
         let stored = scope.spawn(|| store.projection_scan(b""));
-        let fresh = entries(&projected);
+        let fresh = persist::entries(&projected);
         let stored = stored
             .join()
             .map_err(|_| AuditError::Io("the projection reader panicked".into()));
         (stored, fresh)
     });
     let (stored, fresh) = (stored??, fresh?);
-    match pending {
+    match target {
         None => {
             if let Some(key) = first_difference_sorted(&stored, &fresh) {
                 return Err(AuditError::Projections(format!(
@@ -255,7 +261,8 @@ fn check_projections(
             }
         }
         Some(target) => {
-            if let Some(key) = first_key_off_a_prefix(&stored, &fresh, &entries(&target)?) {
+            if let Some(key) = first_key_off_a_prefix(&stored, &fresh, &persist::entries(&target)?)
+            {
                 return Err(AuditError::Projections(format!(
                     "the stored read side is neither as at its checkpoint nor part of the way \
                      to its unfinished write's target, at key {:?}",
@@ -287,17 +294,6 @@ fn check_projections(
         )));
     }
     Ok(())
-}
-
-/// The first key at which two key-sorted entry lists differ.
-/// Every projection entry of `state`, in key order.
-fn entries(state: &LedgerState) -> Result<Entries, StoreError> {
-    let mut entries: Entries = persist::full(state)?
-        .into_iter()
-        .filter_map(|op| op.value.map(|v| (op.key, v)))
-        .collect();
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(entries)
 }
 
 /// The first key at which `stored` is not `from` with a prefix (in key
@@ -338,6 +334,7 @@ fn first_key_off_a_prefix(
     None
 }
 
+/// The first key at which two key-sorted entry lists differ.
 fn first_difference_sorted<V: PartialEq>(
     a: &[(Vec<u8>, V)],
     b: &[(Vec<u8>, V)],

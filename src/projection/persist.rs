@@ -30,7 +30,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::domain::{Account, AccountId, Event, Image, ImageId, LedgerState, Share};
-use crate::store::{EventStore, ProjectionOp, StoreError};
+use crate::store::{Entries, EventStore, ProjectionOp, StoreError};
 
 /// The aggregates a batch changed.
 #[derive(Debug, Default, Clone)]
@@ -42,10 +42,10 @@ pub struct Touched {
 }
 
 impl Touched {
-    /// Adds everything `other` touched.
-    pub fn extend(&mut self, other: &Touched) {
-        self.accounts.extend(other.accounts.iter().cloned());
-        self.images.extend(other.images.iter().cloned());
+    /// Adds everything `other` touched (moved, not copied).
+    pub fn extend(&mut self, other: Touched) {
+        self.accounts.extend(other.accounts);
+        self.images.extend(other.images);
     }
 
     /// Whether nothing was touched.
@@ -126,6 +126,17 @@ pub fn full(state: &LedgerState) -> Result<Vec<ProjectionOp>, StoreError> {
         images: state.images().map(|image| image.image_id.clone()).collect(),
     };
     diff(&LedgerState::default(), state, &touched)
+}
+
+/// Every projection entry of `state`, in key order: what a read side
+/// written whole at `state` holds.
+pub fn entries(state: &LedgerState) -> Result<Entries, StoreError> {
+    let mut entries: Entries = full(state)?
+        .into_iter()
+        .filter_map(|op| op.value.map(|value| (op.key, value)))
+        .collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
 }
 
 /// Loads the state saved in the projections.

@@ -169,6 +169,59 @@ impl SledStore {
         self.index.lose_queued();
     }
 
+    /// Writes the first `count` of `ops` (all of them but in tests, which
+    /// cut a write short that way) one by one, after recording the target
+    /// checkpoint as pending; once all are written, moves the checkpoint
+    /// and clears the pending one in one batch. Single writes, unlike a
+    /// batch, do not hold sled's batch lock, so appends never wait behind
+    /// more than one of them. sled recovers its log in order, so after a
+    /// crash the writes that survive are a prefix of them.
+    fn write_projection_steps(
+        &self,
+        ops: &[ProjectionOp],
+        checkpoint: u64,
+        count: usize,
+    ) -> Result<(), StoreError> {
+        if !ops.is_empty() {
+            self.tree.insert(PENDING_KEY, &checkpoint.to_be_bytes())?;
+        }
+        for op in ops.iter().take(count) {
+            let key = tagged(b'p', &op.key);
+            match &op.value {
+                Some(value) => self.tree.insert(key, value.as_slice())?,
+                None => self.tree.remove(key)?,
+            };
+        }
+        if count >= ops.len() {
+            let mut last = Batch::default();
+            last.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
+            last.remove(PENDING_KEY);
+            self.tree.apply_batch(last)?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A stepwise write of the projections that stops after `count` of
+    /// `ops`, as a crash would.
+    #[cfg(test)]
+    pub(crate) fn write_projections_cut_short(
+        &self,
+        ops: &[ProjectionOp],
+        checkpoint: u64,
+        count: usize,
+    ) -> Result<(), StoreError> {
+        self.write_projection_steps(ops, checkpoint, count)
+    }
+
+    /// The u64 stored under `key`, if any.
+    fn stored_u64(&self, key: &[u8], what: &str) -> Result<Option<u64>, StoreError> {
+        self.tree
+            .get(key)?
+            .map(|bytes| decode_u64(&bytes, what))
+            .transpose()
+    }
+
     fn lock(
         &self,
     ) -> Result<std::sync::MutexGuard<'_, zstd::bulk::Compressor<'static>>, StoreError> {
@@ -351,53 +404,6 @@ fn log_key(position: u64) -> [u8; 9] {
     key
 }
 
-impl SledStore {
-    /// Writes the first `count` of `ops` (all of them but in tests, which
-    /// cut a write short that way) one by one, after recording the target
-    /// checkpoint as pending; once all are written, moves the checkpoint
-    /// and clears the pending one in one batch. Single writes, unlike a
-    /// batch, do not hold sled's batch lock, so appends never wait behind
-    /// more than one of them. sled recovers its log in order, so after a
-    /// crash the writes that survive are a prefix of them.
-    fn write_projection_steps(
-        &self,
-        ops: &[ProjectionOp],
-        checkpoint: u64,
-        count: usize,
-    ) -> Result<(), StoreError> {
-        if !ops.is_empty() {
-            self.tree.insert(PENDING_KEY, &checkpoint.to_be_bytes())?;
-        }
-        for op in ops.iter().take(count) {
-            let key = tagged(b'p', &op.key);
-            match &op.value {
-                Some(value) => self.tree.insert(key, value.as_slice())?,
-                None => self.tree.remove(key)?,
-            };
-        }
-        if count >= ops.len() {
-            let mut last = Batch::default();
-            last.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
-            last.remove(PENDING_KEY);
-            self.tree.apply_batch(last)?;
-        }
-        self.db.flush()?;
-        Ok(())
-    }
-
-    /// A stepwise write of the projections that stops after `count` of
-    /// `ops`, as a crash would.
-    #[cfg(test)]
-    pub(crate) fn write_projections_cut_short(
-        &self,
-        ops: &[ProjectionOp],
-        checkpoint: u64,
-        count: usize,
-    ) -> Result<(), StoreError> {
-        self.write_projection_steps(ops, checkpoint, count)
-    }
-}
-
 impl EventStore for SledStore {
     fn head(&self) -> Result<Head, StoreError> {
         read_head(&self.tree)
@@ -498,10 +504,7 @@ impl EventStore for SledStore {
     }
 
     fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
-        self.tree
-            .get(CHECKPOINT_KEY)?
-            .map(|bytes| decode_u64(&bytes, "projection checkpoint"))
-            .transpose()
+        self.stored_u64(CHECKPOINT_KEY, "projection checkpoint")
     }
 
     fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
@@ -535,10 +538,7 @@ impl EventStore for SledStore {
     }
 
     fn projection_pending(&self) -> Result<Option<u64>, StoreError> {
-        self.tree
-            .get(PENDING_KEY)?
-            .map(|bytes| decode_u64(&bytes, "pending projection checkpoint"))
-            .transpose()
+        self.stored_u64(PENDING_KEY, "pending projection checkpoint")
     }
 
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
