@@ -545,17 +545,22 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                let projections = match (report.projections_at, report.projections_pending) {
+                let projections = match (report.projections_at, &report.projections_pending[..]) {
                     (Some(at), _) if at == report.head_position => {
                         "projections equal a fresh replay".to_owned()
                     }
-                    (at, None) => format!(
+                    (at, []) => format!(
                         "projections equal a fresh replay up to position {} (the next start catches them up)",
                         at.unwrap_or_default()
                     ),
-                    (at, Some(target)) => format!(
+                    (at, [target]) => format!(
                         "projections equal a fresh replay up to position {} with part of a write towards {target} (the next start finishes it)",
                         at.unwrap_or_default()
+                    ),
+                    (at, targets) => format!(
+                        "projections equal a fresh replay up to position {} with parts of writes towards {} in turn (the next start finishes them)",
+                        at.unwrap_or_default(),
+                        targets.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
                     ),
                 };
                 println!(

@@ -212,7 +212,7 @@ fn load(store: &dyn EventStore) -> Result<(LedgerState, Head), AppError> {
                 let from = replay::head_at(store, checkpoint)?;
                 let (caught_up, now, touched) = replay::catch_up(store, state.clone(), from)?;
                 // One atomic write, which also ends a stepwise write a crash cut short.
-                if !touched.is_empty() || store.projection_pending()?.is_some() {
+                if !touched.is_empty() || !store.projection_pending()?.is_empty() {
                     let ops = crate::projection::persist::diff(&state, &caught_up, &touched)?;
                     store.write_projections(&ops, now.position)?;
                 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{AppError, CommandOptions, Ledger, WriterOptions};
 use crate::app::replay_log;
+use crate::audit::first_key_off_the_writes;
 use crate::domain::{
     AccountId, AccountKind, ClientToken, Command, ImageAttributes, ImageSource, ImageState,
     LicenseType, NewImage, Policy, Region, Reply,
@@ -458,6 +459,104 @@ async fn a_read_side_write_cut_short_anywhere_loads_as_a_replay() -> Result<(), 
         }
     }
     assert!(cases > 200, "only {cases} cases");
+    Ok(())
+}
+
+type Entries = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn to_vec(entries: &Entries) -> Vec<(Vec<u8>, Vec<u8>)> {
+    entries
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+/// The writes that bring entries holding any mix of `from` to `to`, in key
+/// order, as the read side's writer makes them.
+fn writes_towards(from: &[&Entries], to: &Entries) -> Vec<crate::store::ProjectionOp> {
+    let keys: std::collections::BTreeSet<&Vec<u8>> = from
+        .iter()
+        .flat_map(|entries| entries.keys())
+        .chain(to.keys())
+        .collect();
+    keys.into_iter()
+        .filter(|key| from.iter().any(|entries| entries.get(*key) != to.get(*key)))
+        .map(|key| crate::store::ProjectionOp {
+            key: key.clone(),
+            value: to.get(key).cloned(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_read_side_write_and_its_retry_both_failing_part_way_verify_and_load_as_a_replay(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let store = Arc::new(MemoryStore::new());
+    varied_history(&store).await?;
+    let (replayed, head) = replay_log(store.as_ref())?;
+    let policy = Policy::default();
+    let at: Vec<Entries> = (0..=head.position)
+        .map(|position| entries_at(&store, position))
+        .collect::<Result<_, _>>()?;
+    let whole = |entries: &Entries| -> Vec<crate::store::ProjectionOp> {
+        entries
+            .iter()
+            .map(|(key, value)| crate::store::ProjectionOp {
+                key: key.clone(),
+                value: Some(value.clone()),
+            })
+            .collect()
+    };
+    let (mut cases, mut not_one_prefix) = (0, 0);
+    for checkpoint in 0..head.position {
+        for first in checkpoint + 1..=head.position {
+            // The retry aims at the head; what the first write changed is
+            // rewritten too, since those entries may hold either state.
+            let (from, to) = (&at[checkpoint as usize], &at[first as usize]);
+            let first_ops = writes_towards(&[from], to);
+            let retry_ops = writes_towards(&[from, to], &at[head.position as usize]);
+            for first_written in 0..=first_ops.len() {
+                for retry_written in 0..=retry_ops.len() {
+                    let case = format!(
+                        "checkpoint {checkpoint}, first write towards {first} failed after \
+                         {first_written}, the retry after {retry_written}"
+                    );
+                    store.replace_projections(&whole(from), checkpoint)?;
+                    store.fail_next_projection_write_after(first_written);
+                    assert!(store.write_projections_in_steps(&first_ops, first).is_err());
+                    store.fail_next_projection_write_after(retry_written);
+                    assert!(store
+                        .write_projections_in_steps(&retry_ops, head.position)
+                        .is_err());
+                    let mut pending = vec![first, head.position];
+                    pending.dedup();
+                    assert_eq!(store.projection_pending()?, pending, "{case}");
+                    // Whether the entries are also what the retry alone
+                    // would leave, had the first write not touched them.
+                    let stored = store.projection_scan(b"")?;
+                    let retry_only = [to_vec(&at[head.position as usize])];
+                    if first_key_off_the_writes(&stored, &to_vec(from), &retry_only).is_some() {
+                        not_one_prefix += 1;
+                    }
+                    let report = crate::audit::verify(store.as_ref(), &policy, &Default::default())
+                        .map_err(|e| format!("{case}: {e}"))?;
+                    assert_eq!(report.projections_pending, pending, "{case}");
+                    let (loaded, loaded_head) = super::load(store.as_ref())?;
+                    assert_eq!(loaded, replayed, "{case}");
+                    assert_eq!(loaded_head, head, "{case}");
+                    assert_eq!(store.projection_pending()?, Vec::<u64>::new(), "{case}");
+                    assert_eq!(persist::load(store.as_ref())?, replayed, "{case}");
+                    cases += 1;
+                }
+            }
+        }
+    }
+    // Many of these are no single write's prefix: what the check is for.
+    assert!(cases > 1000, "only {cases} cases");
+    assert!(
+        not_one_prefix > 100,
+        "only {not_one_prefix} of {cases} need two targets"
+    );
     Ok(())
 }
 

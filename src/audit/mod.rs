@@ -20,6 +20,8 @@ pub use history::{
 pub use import::{export, import, ImportReport};
 pub use rules::RuleChecker;
 pub use signing::{LedgerKey, SignedHead, KEY_FILE};
+#[cfg(test)]
+pub(crate) use verify::first_key_off_the_writes;
 pub use verify::{verify, VerifyOptions, VerifyReport};
 
 use crate::store::StoreError;

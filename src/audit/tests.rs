@@ -72,20 +72,20 @@ async fn a_read_side_write_cut_short_verifies_and_the_next_start_finishes_it() -
     let whole: Vec<ProjectionOp> = at_checkpoint.iter().map(put).collect();
     store.replace_projections(&whole, checkpoint)?;
     store.write_projections_cut_short(&changes, head, 256)?;
-    assert_eq!(store.projection_pending()?, Some(head));
+    assert_eq!(store.projection_pending()?, vec![head]);
     assert_eq!(store.projection_checkpoint()?, Some(checkpoint));
 
     let policy = Policy::default();
     let report = verify(store.as_ref(), &policy, &VerifyOptions::default())?;
     assert_eq!(report.projections_at, Some(checkpoint));
-    assert_eq!(report.projections_pending, Some(head));
+    assert_eq!(report.projections_pending, vec![head]);
 
     // An entry written out of order is not what a cut-short write leaves.
     let last = changes.last().ok_or("a change")?;
     overwrite(&store, last.clone(), head)?;
     let refused = verify(store.as_ref(), &policy, &VerifyOptions::default());
     assert!(
-        matches!(&refused, Err(AuditError::Projections(what)) if what.contains("part of the way")),
+        matches!(&refused, Err(AuditError::Projections(what)) if what.contains("as unfinished writes towards")),
         "{refused:?}"
     );
     // Put it back as the crash left it.
@@ -108,11 +108,80 @@ async fn a_read_side_write_cut_short_verifies_and_the_next_start_finishes_it() -
     )?;
     assert_eq!(*ledger.state(), replayed);
     ledger.shutdown();
-    assert_eq!(store.projection_pending()?, None);
+    assert_eq!(store.projection_pending()?, Vec::<u64>::new());
     assert_eq!(store.projection_checkpoint()?, Some(head));
     assert_eq!(persist::load(store.as_ref())?, replayed);
     let report = verify(store.as_ref(), &policy, &VerifyOptions::default())?;
     assert_eq!(report.projections_at, Some(head));
-    assert_eq!(report.projections_pending, None);
+    assert_eq!(report.projections_pending, Vec::<u64>::new());
     Ok(())
+}
+
+fn entries(pairs: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.as_bytes().to_vec(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+#[test]
+fn entries_left_by_writes_that_stopped_part_way_are_told_from_any_other_mix() {
+    use super::first_key_off_the_writes as check;
+    let from = entries(&[("a", "0"), ("b", "0"), ("c", "0")]);
+    let targets = [
+        entries(&[("a", "1"), ("b", "1"), ("c", "1")]),
+        entries(&[("a", "2"), ("b", "2"), ("c", "2")]),
+    ];
+    let key = |k: &str| Some(k.as_bytes().to_vec());
+    // The retry reached a, the first write b: fine, as are the plain cases.
+    for fine in [
+        &[("a", "2"), ("b", "1"), ("c", "0")][..],
+        &[("a", "2"), ("b", "2"), ("c", "2")],
+        &[("a", "1"), ("b", "1"), ("c", "0")],
+        &[("a", "0"), ("b", "0"), ("c", "0")],
+        &[("a", "2"), ("b", "1"), ("c", "1")],
+    ] {
+        assert_eq!(check(&entries(fine), &from, &targets), None, "{fine:?}");
+    }
+    // A later write's value after an earlier one's, or after the old one.
+    assert_eq!(
+        check(
+            &entries(&[("a", "1"), ("b", "2"), ("c", "0")]),
+            &from,
+            &targets
+        ),
+        key("b")
+    );
+    assert_eq!(
+        check(
+            &entries(&[("a", "0"), ("b", "1"), ("c", "0")]),
+            &from,
+            &targets
+        ),
+        key("b")
+    );
+    // A value no state has, or an entry missing.
+    assert_eq!(
+        check(
+            &entries(&[("a", "9"), ("b", "0"), ("c", "0")]),
+            &from,
+            &targets
+        ),
+        key("a")
+    );
+    assert_eq!(
+        check(&entries(&[("a", "2"), ("b", "1")]), &from, &targets),
+        key("c")
+    );
+    // An entry both targets agree on counts as the later one's, or b
+    // (which only the later write could have set to 2) would not fit.
+    let agreeing = [
+        entries(&[("a", "1"), ("b", "1")]),
+        entries(&[("a", "1"), ("b", "2")]),
+    ];
+    let from = entries(&[("a", "0"), ("b", "0")]);
+    assert_eq!(
+        check(&entries(&[("a", "1"), ("b", "2")]), &from, &agreeing),
+        None
+    );
 }

@@ -32,10 +32,11 @@ pub struct VerifyReport {
     pub projections_checked: bool,
     /// The position the stored projections describe (their checkpoint).
     pub projections_at: Option<u64>,
-    /// The target of a write of the projections that a crash cut short, if
-    /// any; they were found part of the way there, and the next start
-    /// finishes the write.
-    pub projections_pending: Option<u64>,
+    /// The targets of writes of the projections that stopped part way,
+    /// oldest first: one after a crash cut a write short, more when a write
+    /// failed (a disk error) and its retries did too. Each left a prefix of
+    /// its changes; the next start finishes the job. Empty when none did.
+    pub projections_pending: Vec<u64>,
     /// The pinned head that was found to be a prefix of the log, if one was given.
     pub pinned_head: Option<u64>,
 }
@@ -63,13 +64,18 @@ pub fn verify(
     let mut checker = RuleChecker::new(policy.clone());
     let checkpoint = store.projection_checkpoint()?;
     let pending = store.projection_pending()?;
-    let [projected, pending_state] = check_log(
+    let positions: Vec<Option<u64>> = std::iter::once(checkpoint)
+        .chain(pending.iter().copied().map(Some))
+        .collect();
+    let mut states = check_log(
         store,
         &mut checker,
-        [checkpoint, pending],
+        &positions,
         options.progress_every,
         started,
     )?;
+    let pending_states = states.split_off(1);
+    let projected = states.pop().flatten();
     let head = checker.head();
     let stored = store.head()?;
     if stored != head {
@@ -92,7 +98,7 @@ pub fn verify(
         store,
         &checker,
         (checkpoint, projected),
-        (pending, pending_state),
+        (&pending, pending_states),
         head,
     )?;
     let state = checker.state();
@@ -117,15 +123,18 @@ type Decoded = (u64, Result<(Envelope, Event), String>);
 /// Replays the whole log through `checker`. Hashing and decoding (which need
 /// no state) run on a second thread, ahead of the rules. Returns the state
 /// as of each of `positions` that the log reaches (the projections'
-/// checkpoint and the target of an unfinished write of them).
+/// checkpoint and the targets of unfinished writes of them).
 fn check_log(
     store: &dyn EventStore,
     checker: &mut RuleChecker,
-    positions: [Option<u64>; 2],
+    positions: &[Option<u64>],
     progress_every: u64,
     started: Instant,
-) -> Result<[Option<LedgerState>; 2], AuditError> {
-    let mut states = positions.map(|p| (p == Some(0)).then(LedgerState::default));
+) -> Result<Vec<Option<LedgerState>>, AuditError> {
+    let mut states: Vec<Option<LedgerState>> = positions
+        .iter()
+        .map(|p| (*p == Some(0)).then(LedgerState::default))
+        .collect();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(16);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || -> Result<(), AuditError> {
@@ -211,16 +220,17 @@ fn check_prefix(store: &dyn EventStore, pinned: &SignedHead) -> Result<u64, Audi
 
 /// The stored projections must equal a fresh replay up to their checkpoint
 /// (a server that stopped cleanly leaves it at the head; after a crash it may
-/// lag, and the next start catches up) or, when a crash cut a stepwise write
-/// of them short, that with a key-ordered prefix of the changes up to the
-/// write's target (`pending`) applied. Each comes as its position and the
-/// replayed state there (`None` when the log does not reach it). The
-/// idempotency records must equal those the whole log implies.
+/// lag, and the next start catches up) or, when stepwise writes of them
+/// stopped part way, what those writes leave on top of it (see
+/// [`first_key_off_the_writes`]). The checkpoint and each write's target
+/// (`pending`) come with the replayed state there (`None` when the log does
+/// not reach it). The idempotency records must equal those the whole log
+/// implies.
 fn check_projections(
     store: &dyn EventStore,
     checker: &RuleChecker,
     (checkpoint, projected): (Option<u64>, Option<LedgerState>),
-    (pending, pending_state): (Option<u64>, Option<LedgerState>),
+    (pending, pending_states): (&[u64], Vec<Option<LedgerState>>),
     head: Head,
 ) -> Result<(), AuditError> {
     let Some(projected) = projected else {
@@ -230,17 +240,17 @@ fn check_projections(
             head.position
         )));
     };
-    let target = match (pending, pending_state) {
-        (None, _) => None,
-        (Some(_), Some(state)) => Some(state),
-        (Some(position), None) => {
+    let mut targets = Vec::with_capacity(pending.len());
+    for (position, state) in pending.iter().zip(pending_states) {
+        let Some(state) = state else {
             return Err(AuditError::Projections(format!(
                 "an unfinished write of the projections names position {position}, \
                  which is not a position of the log (head {}); run `projections rebuild`",
                 head.position
-            )))
-        }
-    };
+            )));
+        };
+        targets.push(state);
+    }
     // Both sides in key order, built side by side, then walked together.
     let (stored, fresh) = std::thread::scope(|scope| {
         let stored = scope.spawn(|| store.projection_scan(b""));
@@ -251,24 +261,24 @@ fn check_projections(
         (stored, fresh)
     });
     let (stored, fresh) = (stored??, fresh?);
-    match target {
-        None => {
-            if let Some(key) = first_difference_sorted(&stored, &fresh) {
-                return Err(AuditError::Projections(format!(
-                    "the stored read side differs from a fresh replay at key {:?}",
-                    String::from_utf8_lossy(&key)
-                )));
-            }
+    if targets.is_empty() {
+        if let Some(key) = first_difference_sorted(&stored, &fresh) {
+            return Err(AuditError::Projections(format!(
+                "the stored read side differs from a fresh replay at key {:?}",
+                String::from_utf8_lossy(&key)
+            )));
         }
-        Some(target) => {
-            if let Some(key) = first_key_off_a_prefix(&stored, &fresh, &persist::entries(&target)?)
-            {
-                return Err(AuditError::Projections(format!(
-                    "the stored read side is neither as at its checkpoint nor part of the way \
-                     to its unfinished write's target, at key {:?}",
-                    String::from_utf8_lossy(&key)
-                )));
-            }
+    } else {
+        let targets = targets
+            .iter()
+            .map(persist::entries)
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(key) = first_key_off_the_writes(&stored, &fresh, &targets) {
+            return Err(AuditError::Projections(format!(
+                "the stored read side is neither as at its checkpoint nor as unfinished writes \
+                 towards {pending:?} leave it, at key {:?}",
+                String::from_utf8_lossy(&key)
+            )));
         }
     }
     // The store lists tokens in key order; the checker's need sorting.
@@ -296,12 +306,23 @@ fn check_projections(
     Ok(())
 }
 
-/// The first key at which `stored` is not `from` with a prefix (in key
-/// order) of the changes from `from` to `to` applied; `None` when it is.
-fn first_key_off_a_prefix(
+/// The first key at which `stored` is not what stepwise writes towards
+/// `targets` (oldest first) leave on top of `from`, each stopped after a
+/// key-ordered prefix of its changes; `None` when it is.
+///
+/// A write sets every entry up to where it stopped to its target's value,
+/// so an entry holds the value of the last write that reached it, or
+/// `from`'s when none did. The keys a later write reached all come before
+/// the first key that earlier writes reached and it did not; so, going up
+/// the keys, the write whose value an entry holds is never a later one
+/// than the entry before's. That is what is checked: each entry must
+/// hold the value of `from` or of some target, no later than the one
+/// before it did. Taking the latest that fits, entry by entry, finds such
+/// an assignment whenever one exists.
+pub(crate) fn first_key_off_the_writes(
     stored: &[(Vec<u8>, Vec<u8>)],
     from: &[(Vec<u8>, Vec<u8>)],
-    to: &[(Vec<u8>, Vec<u8>)],
+    targets: &[Vec<(Vec<u8>, Vec<u8>)>],
 ) -> Option<Vec<u8>> {
     fn map(entries: &[(Vec<u8>, Vec<u8>)]) -> BTreeMap<&[u8], &[u8]> {
         entries
@@ -309,26 +330,23 @@ fn first_key_off_a_prefix(
             .map(|(k, v)| (k.as_slice(), v.as_slice()))
             .collect()
     }
-    let (stored, from, to) = (map(stored), map(from), map(to));
+    let stored = map(stored);
+    let states: Vec<BTreeMap<&[u8], &[u8]>> = std::iter::once(from)
+        .chain(targets.iter().map(Vec::as_slice))
+        .map(map)
+        .collect();
     let keys: BTreeSet<&[u8]> = stored
         .keys()
-        .chain(from.keys())
-        .chain(to.keys())
+        .chain(states.iter().flat_map(BTreeMap::keys))
         .copied()
         .collect();
-    let mut past_the_prefix = false;
+    // The latest state (0 is `from`) the current entry may hold.
+    let mut latest = states.len() - 1;
     for key in keys {
-        let (now, old, new) = (stored.get(key), from.get(key), to.get(key));
-        if old == new {
-            if now != old {
-                return Some(key.to_vec());
-            }
-        } else if now == new && !past_the_prefix {
-            // Written.
-        } else if now == old {
-            past_the_prefix = true;
-        } else {
-            return Some(key.to_vec());
+        let now = stored.get(key);
+        match (0..=latest).rev().find(|&i| states[i].get(key) == now) {
+            Some(i) => latest = i,
+            None => return Some(key.to_vec()),
         }
     }
     None

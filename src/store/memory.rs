@@ -15,6 +15,8 @@ struct Tables {
     tokens: BTreeMap<Vec<u8>, Vec<u8>>,
     projections: BTreeMap<Vec<u8>, Vec<u8>>,
     checkpoint: Option<u64>,
+    /// Targets of stepwise projection writes that failed part way.
+    pending: Vec<u64>,
 }
 
 /// A store that keeps everything in memory (nothing survives the process).
@@ -182,6 +184,10 @@ impl EventStore for MemoryStore {
         Ok(self.tables()?.checkpoint)
     }
 
+    fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self.tables()?.pending.clone())
+    }
+
     fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         let t = self.tables()?;
         Ok(t.projections
@@ -195,6 +201,7 @@ impl EventStore for MemoryStore {
         let mut t = self.tables()?;
         apply_ops(&mut t.projections, ops);
         t.checkpoint = Some(checkpoint);
+        t.pending.clear();
         Ok(())
     }
 
@@ -210,10 +217,11 @@ impl EventStore for MemoryStore {
             .take();
         match failing {
             Some(written) => {
-                apply_ops(
-                    &mut self.tables()?.projections,
-                    &ops[..written.min(ops.len())],
-                );
+                let mut t = self.tables()?;
+                if !ops.is_empty() && t.pending.last() != Some(&checkpoint) {
+                    t.pending.push(checkpoint);
+                }
+                apply_ops(&mut t.projections, &ops[..written.min(ops.len())]);
                 Err(StoreError::Backend(
                     "injected failure part way through a projection write".into(),
                 ))
@@ -227,6 +235,7 @@ impl EventStore for MemoryStore {
         t.projections.clear();
         apply_ops(&mut t.projections, ops);
         t.checkpoint = Some(checkpoint);
+        t.pending.clear();
         Ok(())
     }
 

@@ -151,10 +151,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// short steps (the sled store writes one entry at a time), so appends
     /// are not held up behind one large write. `ops` are written in the
     /// order given (callers give them in key order) and the checkpoint moves
-    /// last. A crash part way leaves the old checkpoint, a prefix of
-    /// `ops` applied and [`projection_pending`](Self::projection_pending)
-    /// naming `checkpoint`; loading such a read side and replaying the log
-    /// from its checkpoint still gives the right state (see
+    /// last. A crash or an error part way leaves the old checkpoint, a
+    /// prefix of `ops` applied and [`projection_pending`](Self::projection_pending)
+    /// ending with `checkpoint`; loading such a read side and replaying the
+    /// log from its checkpoint still gives the right state (see
     /// [`crate::projection::persist`]).
     fn write_projections_in_steps(
         &self,
@@ -164,12 +164,14 @@ pub trait EventStore: Send + Sync + 'static {
         self.write_projections(ops, checkpoint)
     }
 
-    /// The checkpoint a [stepwise write](Self::write_projections_in_steps)
-    /// was moving the projections to when it was cut short; `None` when
-    /// every such write finished. The next
-    /// [`write_projections`](Self::write_projections) clears it.
-    fn projection_pending(&self) -> Result<Option<u64>, StoreError> {
-        Ok(None)
+    /// The checkpoints that [stepwise writes](Self::write_projections_in_steps)
+    /// started since the checkpoint last moved were moving the projections
+    /// to, oldest first: one when a crash cut a write short, more when a
+    /// write failed part way and its retries did too, each leaving a prefix
+    /// of its changes. Empty when every such write finished. The next write
+    /// that moves the checkpoint clears them.
+    fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(Vec::new())
     }
 
     /// Drops every projection entry and writes `ops` as current at `checkpoint`, durably.

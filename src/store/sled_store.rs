@@ -183,7 +183,14 @@ impl SledStore {
         count: usize,
     ) -> Result<(), StoreError> {
         if !ops.is_empty() {
-            self.tree.insert(PENDING_KEY, &checkpoint.to_be_bytes())?;
+            // An earlier write that stopped part way stays named: entries
+            // past this one's progress may still hold its values.
+            let mut pending = self.projection_pending()?;
+            if pending.last() != Some(&checkpoint) {
+                pending.push(checkpoint);
+            }
+            let bytes: Vec<u8> = pending.iter().flat_map(|p| p.to_be_bytes()).collect();
+            self.tree.insert(PENDING_KEY, bytes)?;
         }
         for op in ops.iter().take(count) {
             let key = tagged(b'p', &op.key);
@@ -537,8 +544,19 @@ impl EventStore for SledStore {
         self.write_projection_steps(ops, checkpoint, usize::MAX)
     }
 
-    fn projection_pending(&self) -> Result<Option<u64>, StoreError> {
-        self.stored_u64(PENDING_KEY, "pending projection checkpoint")
+    fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
+        let Some(bytes) = self.tree.get(PENDING_KEY)? else {
+            return Ok(Vec::new());
+        };
+        if bytes.is_empty() || bytes.len() % 8 != 0 {
+            return Err(StoreError::Corrupt(
+                "the stored pending projection checkpoints are malformed".into(),
+            ));
+        }
+        bytes
+            .chunks(8)
+            .map(|p| decode_u64(p, "pending projection checkpoint"))
+            .collect()
     }
 
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
@@ -628,7 +646,7 @@ mod tests {
         // As a crash leaves it: 512 writes in, the old checkpoint, the target named.
         let store = SledStore::open(dir.path(), 1 << 20)?;
         assert_eq!(store.projection_checkpoint()?, Some(3));
-        assert_eq!(store.projection_pending()?, Some(9));
+        assert_eq!(store.projection_pending()?, vec![9]);
         let stored: Vec<Vec<u8>> = store
             .projection_scan(b"")?
             .into_iter()
@@ -637,20 +655,27 @@ mod tests {
         let prefix: Vec<Vec<u8>> = ops[..512].iter().map(|op| op.key.clone()).collect();
         assert_eq!(stored, prefix);
 
+        // A later write that stops part way too is named after it, once
+        // however often it is retried.
+        store.write_projections_cut_short(&ops, 11, 3)?;
+        store.write_projections_cut_short(&ops, 11, 2)?;
+        assert_eq!(store.projection_pending()?, vec![9, 11]);
+        assert_eq!(store.projection_checkpoint()?, Some(3));
+
         // A whole stepwise write moves the checkpoint and clears the target.
         store.write_projections_in_steps(&ops, 9)?;
         assert_eq!(store.projection_checkpoint()?, Some(9));
-        assert_eq!(store.projection_pending()?, None);
+        assert_eq!(store.projection_pending()?, Vec::<u64>::new());
         assert_eq!(store.projection_scan(b"")?.len(), ops.len());
 
         // So does an atomic write after a cut-short one, and a rebuild.
         store.write_projections_cut_short(&ops, 12, 1)?;
-        assert_eq!(store.projection_pending()?, Some(12));
+        assert_eq!(store.projection_pending()?, vec![12]);
         store.write_projections(&[], 12)?;
-        assert_eq!(store.projection_pending()?, None);
+        assert_eq!(store.projection_pending()?, Vec::<u64>::new());
         store.write_projections_cut_short(&ops, 15, 1)?;
         store.replace_projections(&[], 15)?;
-        assert_eq!(store.projection_pending()?, None);
+        assert_eq!(store.projection_pending()?, Vec::<u64>::new());
         assert_eq!(store.projection_checkpoint()?, Some(15));
         Ok(())
     }
