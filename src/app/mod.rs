@@ -103,7 +103,7 @@ impl Ledger {
         options: WriterOptions,
     ) -> Result<Self, AppError> {
         let (state, head) = load(store.as_ref())?;
-        let tokens = writer::load_tokens(store.as_ref())?;
+        let tokens = writer::load_tokens(store.as_ref(), head.position)?;
         let policy = Arc::new(policy);
         let view = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));

@@ -57,15 +57,30 @@ pub fn token_key(actor: Option<&str>, token: &str) -> Vec<u8> {
 
 type Tokens = imbl::HashMap<Vec<u8>, TokenRecord>;
 
-pub(super) fn load_tokens(store: &dyn EventStore) -> Result<Tokens, StoreError> {
-    store
-        .tokens()?
-        .into_iter()
-        .map(|(key, value)| {
-            let record = serde_json::from_slice(&value).map_err(StoreError::decode)?;
-            Ok((key, record))
-        })
-        .collect()
+/// The idempotency records of the log up to `head`. Those past it were
+/// written by an append that a crash stopped before its head (which
+/// commits it): its commands did not happen, so a retry must run them, and
+/// the records are removed.
+pub(super) fn load_tokens(store: &dyn EventStore, head: u64) -> Result<Tokens, StoreError> {
+    let mut tokens = Tokens::new();
+    let mut past = Vec::new();
+    for (key, value) in store.tokens()? {
+        let record: TokenRecord = serde_json::from_slice(&value).map_err(StoreError::decode)?;
+        if record.position > head {
+            past.push(key);
+        } else {
+            tokens.insert(key, record);
+        }
+    }
+    if !past.is_empty() {
+        store.remove_tokens(&past)?;
+        tracing::warn!(
+            records = past.len(),
+            head,
+            "removed idempotency records past the head: an append a crash cut short"
+        );
+    }
+    Ok(tokens)
 }
 
 /// The first stage: decides commands in arrival order against the state
@@ -260,7 +275,7 @@ impl Writer {
         let (state, head) = rx
             .recv()
             .map_err(|_| StoreError::Backend("the writer is stopping".into()))??;
-        self.tokens = load_tokens(self.store.as_ref())?;
+        self.tokens = load_tokens(self.store.as_ref(), head.position)?;
         self.state = (*state).clone();
         self.head = head;
         tracing::info!(

@@ -185,3 +185,88 @@ fn entries_left_by_writes_that_stopped_part_way_are_told_from_any_other_mix() {
         None
     );
 }
+
+#[tokio::test]
+async fn an_append_a_crash_stopped_before_its_head_verifies_and_its_retry_runs() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let command = Command::RegisterAccount {
+        account_id: AccountId::parse("2000")?,
+        kind: AccountKind::Root,
+    };
+    let token = crate::domain::ClientToken::parse_optional("retry-me")?.ok_or("a token")?;
+    let key = crate::app::token_key(Some("2000"), token.as_str());
+    let head = {
+        let store = Arc::new(SledStore::open(dir.path(), 8 << 20)?);
+        register_accounts(Arc::clone(&store)).await?;
+        let head = store.head()?;
+        // The command's append, stopped after its chunk and idempotency
+        // record, before its head; then a flush and a crash.
+        let (state, _) = replay_log(store.as_ref())?;
+        let decision = crate::domain::decide(
+            &state,
+            &Policy::default(),
+            &command,
+            time::OffsetDateTime::UNIX_EPOCH,
+            &mut crate::domain::ImageId::min,
+        )?;
+        let record = crate::store::EncodedRecord::encode(
+            &decision.events[0],
+            &crate::store::RecordMeta {
+                position: head.position + 1,
+                aggregate_version: 1,
+                recorded_at: time::OffsetDateTime::UNIX_EPOCH,
+                actor: Some("2000"),
+                client_token: Some(token.as_str()),
+                request_hash: None,
+                prev_hash: head.hash,
+            },
+        )?;
+        let answer = crate::app::TokenRecord {
+            fingerprint: crate::app::fingerprint(&command)?,
+            reply: decision.reply,
+            position: head.position + 1,
+        };
+        let batch = crate::store::AppendBatch {
+            expected_head: head,
+            records: vec![record],
+            tokens: vec![(key.clone(), serde_json::to_vec(&answer)?)],
+            ..Default::default()
+        };
+        store.cut_next_append_short(2);
+        assert!(store.append(&batch).is_err());
+        store.flush()?;
+        head
+    };
+
+    let store = Arc::new(SledStore::open(dir.path(), 8 << 20)?);
+    assert_eq!(store.head()?, head);
+    assert_eq!(
+        store.tokens()?.len(),
+        1,
+        "the record past the head is there"
+    );
+    let policy = Policy::default();
+    let report = verify(store.as_ref(), &policy, &VerifyOptions::default())?;
+    assert_eq!(report.head_position, head.position);
+
+    // The ledger drops the record, so the retry runs the command.
+    let ledger = Ledger::open(
+        Arc::clone(&store) as Arc<dyn EventStore>,
+        policy.clone(),
+        WriterOptions::default(),
+    )?;
+    assert_eq!(store.tokens()?, Vec::new());
+    let options = CommandOptions {
+        client_token: Some(token),
+        ..CommandOptions::default()
+    };
+    ledger.execute(command.clone(), options.clone()).await?;
+    assert!(ledger.state().account(&AccountId::parse("2000")?).is_some());
+    assert_eq!(ledger.durable_head().position, head.position + 1);
+    // And a second retry is answered from its record, appending nothing.
+    ledger.execute(command, options).await?;
+    assert_eq!(ledger.durable_head().position, head.position + 1);
+    ledger.shutdown();
+    verify(store.as_ref(), &policy, &VerifyOptions::default())?;
+    Ok(())
+}

@@ -282,13 +282,20 @@ fn check_projections(
         }
     }
     // The store lists tokens in key order; the checker's need sorting.
+    // Records past the head belong to an append a crash stopped before its
+    // head: not part of the log (the next start removes them).
     let stored_tokens: Vec<(Vec<u8>, crate::app::TokenRecord)> = store
         .tokens()?
         .into_iter()
         .map(|(k, v)| {
-            serde_json::from_slice(&v)
+            serde_json::from_slice::<crate::app::TokenRecord>(&v)
                 .map(|record| (k, record))
                 .map_err(crate::store::StoreError::decode)
+        })
+        .filter(|token| {
+            token
+                .as_ref()
+                .map_or(true, |(_, record)| record.position <= head.position)
         })
         .collect::<Result<_, _>>()?;
     let mut fresh_tokens: Vec<_> = checker

@@ -239,6 +239,14 @@ impl EventStore for MemoryStore {
         Ok(())
     }
 
+    fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        for key in keys {
+            t.tokens.remove(key);
+        }
+        Ok(())
+    }
+
     fn tokens(&self) -> Result<Entries, StoreError> {
         let t = self.tables()?;
         Ok(t.tokens

@@ -100,8 +100,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// The last record of the log.
     fn head(&self) -> Result<Head, StoreError>;
 
-    /// Appends a batch atomically (all or nothing) and returns only once it is
-    /// durable on disk. Fails with [`StoreError::Conflict`] when the head is not
+    /// Appends a batch atomically (all or nothing: after a crash or a
+    /// failure part way, readers of the log and of the idempotency records
+    /// up to the head see none of it) and returns only once it is durable
+    /// on disk. Fails with [`StoreError::Conflict`] when the head is not
     /// what the batch expects.
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError>;
 
@@ -177,8 +179,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// Drops every projection entry and writes `ops` as current at `checkpoint`, durably.
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError>;
 
-    /// Every idempotency record.
+    /// Every idempotency record. One whose position is past the head was
+    /// left by an append that a crash cut short (see
+    /// [`remove_tokens`](Self::remove_tokens)).
     fn tokens(&self) -> Result<Entries, StoreError>;
+
+    /// Removes idempotency records, durably: those an append wrote before a
+    /// crash stopped it short of its head, which the ledger removes when it
+    /// loads.
+    fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError>;
 }
 
 /// Visits records from `from` on with a step that can fail; stops at the end

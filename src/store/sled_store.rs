@@ -1,5 +1,5 @@
-//! The embedded store on sled 0.34: one tree, one atomic batch per group
-//! commit, then one flush.
+//! The embedded store on sled 0.34: one tree; per group commit, its writes
+//! in order with the head last (which commits it), then one flush.
 //!
 //! Keys start with a one-byte tag, so each kind of entry is its own ordered
 //! range (big-endian integers keep byte order equal to numeric order):
@@ -36,6 +36,7 @@
 //! byte for byte what was hashed.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use sled::{Batch, Db, IVec, Tree};
@@ -69,6 +70,18 @@ pub struct SledStore {
     /// Where each aggregate's records are.
     index: StreamIndex,
     dir: PathBuf,
+    /// An append failed part way: chunks past the head may be left.
+    tail_left: AtomicBool,
+    /// In tests, the next append stops after this many writes.
+    write_cut_short: Mutex<Option<usize>>,
+}
+
+/// An append's writes (a key, and its value or `None` to remove it).
+enum AppendWrites {
+    /// One after the other, the head last.
+    InOrder(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    /// As one atomic batch.
+    Atomic(Vec<(Vec<u8>, Option<Vec<u8>>)>),
 }
 
 /// Directories whose store this process dropped.
@@ -126,6 +139,15 @@ impl SledStore {
         let tree = db.open_tree("ledger")?;
         move_keys(&db, &tree)?;
         let head = read_head(&tree)?.position;
+        let left = remove_chunks_past(&tree, head)?;
+        if left > 0 {
+            db.flush()?;
+            tracing::warn!(
+                chunks = left,
+                head,
+                "removed chunks past the head: an append a crash cut short"
+            );
+        }
         let index = StreamIndex::open(&db, &tree, head, |from, visit| {
             scan_tree(&tree, from, &mut |position, record| {
                 visit(position, record).map(|()| true)
@@ -139,6 +161,8 @@ impl SledStore {
             append_lock: Mutex::new(compressor),
             index,
             dir: dir.to_path_buf(),
+            tail_left: AtomicBool::new(false),
+            write_cut_short: Mutex::new(None),
         })
     }
 
@@ -221,6 +245,102 @@ impl SledStore {
         self.write_projection_steps(ops, checkpoint, count)
     }
 
+    /// An append's writes. One that only extends the log (every append of
+    /// the running ledger) is single writes in order: its chunks, its
+    /// idempotency records, then the head. sled recovers its log in order,
+    /// so after a crash the writes that survive are a prefix of them, and
+    /// the head, written last, is what commits the append: anything past it
+    /// is removed when the store opens (chunks) or the ledger loads
+    /// (idempotency records). Unlike a batch, single writes do not make
+    /// sled seal and write out its I/O buffer twice per append (once before
+    /// the batch and once for its manifest): measured, that was a third of
+    /// sled's I/O threads' time under `share`. An append that also writes
+    /// the read side (an import) stays one atomic batch, since entries past
+    /// the head would not be undone by a replay.
+    fn append_writes(
+        &self,
+        compressor: &mut zstd::bulk::Compressor<'static>,
+        batch: &AppendBatch,
+        last: &super::EncodedRecord,
+    ) -> Result<AppendWrites, StoreError> {
+        let mut writes = Vec::new();
+        for chunk in batch.records.chunks(CHUNK_RECORDS) {
+            let records: Vec<&[u8]> = chunk.iter().map(|r| r.bytes.as_slice()).collect();
+            writes.push((
+                log_key(chunk[0].position).to_vec(),
+                Some(encode_chunk(compressor, &records)?),
+            ));
+        }
+        for (key, value) in &batch.tokens {
+            writes.push((tagged(b't', key), Some(value.clone())));
+        }
+        for op in &batch.projection {
+            writes.push((tagged(b'p', &op.key), op.value.clone()));
+        }
+        if let Some(checkpoint) = batch.projection_checkpoint {
+            writes.push((
+                CHECKPOINT_KEY.to_vec(),
+                Some(checkpoint.to_be_bytes().to_vec()),
+            ));
+        }
+        writes.push((
+            HEAD_KEY.to_vec(),
+            Some(encode_head(&Head {
+                position: last.position,
+                hash: last.hash,
+            })),
+        ));
+        Ok(
+            if batch.projection.is_empty() && batch.projection_checkpoint.is_none() {
+                AppendWrites::InOrder(writes)
+            } else {
+                AppendWrites::Atomic(writes)
+            },
+        )
+    }
+
+    /// Applies an append's writes; in order, only the first `count` of them
+    /// (then it fails).
+    fn apply(&self, writes: AppendWrites, count: usize) -> Result<(), StoreError> {
+        match writes {
+            AppendWrites::InOrder(writes) => {
+                let all = writes.len();
+                for (key, value) in writes.into_iter().take(count) {
+                    match value {
+                        Some(value) => self.tree.insert(key, value)?,
+                        None => self.tree.remove(key)?,
+                    };
+                }
+                if count < all {
+                    return Err(StoreError::Backend(format!(
+                        "the append was cut short after {count} of its {all} writes"
+                    )));
+                }
+            }
+            AppendWrites::Atomic(writes) => {
+                let mut batch = Batch::default();
+                for (key, value) in writes {
+                    match value {
+                        Some(value) => batch.insert(key, value),
+                        None => batch.remove(key),
+                    }
+                }
+                // After a crash either all of it is there or none.
+                self.tree.apply_batch(batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the next append write only its first `count` writes and then
+    /// fail, as a crash part way would leave it (nothing is flushed).
+    #[cfg(test)]
+    pub(crate) fn cut_next_append_short(&self, count: usize) {
+        if let Ok(mut cut) = self.write_cut_short.lock() {
+            *cut = Some(count);
+        }
+    }
+
     /// The u64 stored under `key`, if any.
     fn stored_u64(&self, key: &[u8], what: &str) -> Result<Option<u64>, StoreError> {
         self.tree
@@ -262,6 +382,18 @@ fn move_keys(db: &Db, tree: &Tree) -> Result<(), StoreError> {
         tracing::info!("moved the head and checkpoint of a store written by an earlier version to their current keys");
     }
     Ok(())
+}
+
+/// Removes the chunks past `head`: what an append that failed, or that a
+/// crash cut short, left before it could write the head. Returns how many.
+fn remove_chunks_past(tree: &Tree, head: u64) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    for entry in tree.range(log_key(head.saturating_add(1))..=log_key(u64::MAX)) {
+        let (key, _) = entry?;
+        tree.remove(key)?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 /// A stored chunk, decompressed.
@@ -438,30 +570,22 @@ impl EventStore for SledStore {
                 head.position, batch.expected_head.position
             )));
         }
-        let mut writes = Batch::default();
-        for chunk in batch.records.chunks(CHUNK_RECORDS) {
-            let records: Vec<&[u8]> = chunk.iter().map(|r| r.bytes.as_slice()).collect();
-            writes.insert(
-                &log_key(chunk[0].position),
-                encode_chunk(&mut compressor, &records)?,
-            );
+        if self.tail_left.load(Ordering::SeqCst) {
+            remove_chunks_past(&self.tree, head.position)?;
+            self.tail_left.store(false, Ordering::SeqCst);
         }
-        for (key, value) in &batch.tokens {
-            writes.insert(tagged(b't', key), value.as_slice());
+        let writes = self.append_writes(&mut compressor, batch, last)?;
+        let count = self
+            .write_cut_short
+            .lock()
+            .ok()
+            .and_then(|mut cut| cut.take());
+        if let Err(err) = self.apply(writes, count.unwrap_or(usize::MAX)) {
+            // What got written is past the head: no reader sees it, and the
+            // next append removes it first.
+            self.tail_left.store(true, Ordering::SeqCst);
+            return Err(err);
         }
-        put_projection_ops(&mut writes, &batch.projection);
-        writes.insert(
-            HEAD_KEY,
-            encode_head(&Head {
-                position: last.position,
-                hash: last.hash,
-            }),
-        );
-        if let Some(checkpoint) = batch.projection_checkpoint {
-            writes.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
-        }
-        // One atomic batch: after a crash either all of it is there or none.
-        self.tree.apply_batch(writes)?;
         self.index.queue(
             batch
                 .records
@@ -472,12 +596,18 @@ impl EventStore for SledStore {
     }
 
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        // Records past the head (of an append that failed part way) are
+        // not part of the log.
+        let head = self.head()?.position;
         scan_tree(&self.tree, from, &mut |position, record| {
-            Ok(visit(position, record))
+            Ok(position <= head && visit(position, record))
         })
     }
 
     fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if position > self.head()?.position {
+            return Ok(None);
+        }
         Ok(self
             .decoded_chunk_at(position)?
             .and_then(|chunk| chunk.record(position).map(<[u8]>::to_vec)))
@@ -586,6 +716,14 @@ impl EventStore for SledStore {
         Ok(())
     }
 
+    fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        for key in keys {
+            self.tree.remove(tagged(b't', key))?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
     fn tokens(&self) -> Result<Entries, StoreError> {
         self.tree
             .scan_prefix(b"t")
@@ -600,6 +738,7 @@ impl EventStore for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::next_batch;
 
     #[test]
     fn a_store_of_an_earlier_version_keeps_its_head_and_checkpoint(
@@ -621,6 +760,88 @@ mod tests {
         assert_eq!(store.projection_checkpoint()?, Some(5));
         assert_eq!(store.tree.get(b"h")?, None);
         assert_eq!(store.tree.get(b"c")?, None);
+        Ok(())
+    }
+
+    fn all_records(store: &SledStore) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut records = Vec::new();
+        store.scan(1, &mut |position, record| {
+            records.push((position, record.to_vec()));
+            true
+        })?;
+        Ok(records)
+    }
+
+    fn chunks_past(store: &SledStore, position: u64) -> usize {
+        store
+            .tree
+            .range(log_key(position + 1)..=log_key(u64::MAX))
+            .count()
+    }
+
+    #[test]
+    fn an_append_cut_short_before_its_head_is_not_in_the_log_and_is_removed(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        // Two chunks (70 records), two idempotency records, then the head.
+        const WRITES: usize = 5;
+        for written in 0..WRITES {
+            let dir = tempfile::tempdir()?;
+            let (mut head, mut versions) = (Head::default(), [0; 5]);
+            let before = {
+                let store = SledStore::open(dir.path(), 1 << 20)?;
+                store.append(&next_batch(&mut head, &mut versions, 3)?)?;
+                let before = all_records(&store)?;
+                let mut cut = next_batch(&mut head.clone(), &mut versions.clone(), 70)?;
+                cut.tokens = vec![
+                    (b"1001\0a".to_vec(), b"{}".to_vec()),
+                    (b"1001\0b".to_vec(), b"{}".to_vec()),
+                ];
+                store.cut_next_append_short(written);
+                assert!(store.append(&cut).is_err());
+                // What it wrote is past the head: no reader sees it.
+                assert_eq!(store.head()?, head, "{written} written");
+                assert_eq!(all_records(&store)?, before, "{written} written");
+                assert_eq!(store.read_at(head.position + 1)?, None);
+                // Made durable by some later flush, then a crash.
+                store.flush()?;
+                before
+            };
+            let store = SledStore::open(dir.path(), 1 << 20)?;
+            assert_eq!(store.head()?, head, "{written} written");
+            assert_eq!(all_records(&store)?, before, "{written} written");
+            // Its chunks are gone; its idempotency records are the ledger's
+            // to remove (it knows their positions).
+            assert_eq!(chunks_past(&store, head.position), 0, "{written} written");
+            assert_eq!(store.tokens()?.len(), written.saturating_sub(2).min(2));
+            // A shorter append in its place reads back whole.
+            let next = next_batch(&mut head, &mut versions, 5)?;
+            store.append(&next)?;
+            let mut expected = before.clone();
+            expected.extend(next.records.iter().map(|r| (r.position, r.bytes.clone())));
+            assert_eq!(all_records(&store)?, expected, "{written} written");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_append_after_one_that_failed_part_way_removes_what_it_left(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = SledStore::open(dir.path(), 1 << 20)?;
+        let (mut head, mut versions) = (Head::default(), [0; 5]);
+        store.append(&next_batch(&mut head, &mut versions, 3)?)?;
+        // Both chunks written, not the head.
+        store.cut_next_append_short(2);
+        let failed = next_batch(&mut head.clone(), &mut versions.clone(), 70)?;
+        assert!(store.append(&failed).is_err());
+        assert_eq!(chunks_past(&store, head.position), 2);
+        // Five records in its place: the failed append's second chunk (at
+        // 68) would otherwise sit in the middle of the next ones.
+        store.append(&next_batch(&mut head, &mut versions, 5)?)?;
+        assert_eq!(chunks_past(&store, head.position), 0);
+        store.append(&next_batch(&mut head, &mut versions, 70)?)?;
+        let positions: Vec<u64> = all_records(&store)?.iter().map(|(p, _)| *p).collect();
+        assert_eq!(positions, (1..=78).collect::<Vec<u64>>());
         Ok(())
     }
 

@@ -8,6 +8,45 @@ use super::{
 };
 use crate::domain::{AccountId, AccountKind, Event};
 
+/// The next `size` records after `head`, rotating over five streams whose
+/// last versions are `versions` (both move on).
+pub(crate) fn next_batch(
+    head: &mut Head,
+    versions: &mut [u64; 5],
+    size: usize,
+) -> Result<AppendBatch, Box<dyn std::error::Error>> {
+    let mut batch = AppendBatch {
+        expected_head: *head,
+        ..AppendBatch::default()
+    };
+    for _ in 0..size {
+        let stream = (head.position % 5) as usize;
+        versions[stream] += 1;
+        let event = Event::AccountRegistered {
+            account_id: AccountId::parse(&format!("{}", 100 + stream))?,
+            kind: AccountKind::Root,
+        };
+        let record = EncodedRecord::encode(
+            &event,
+            &RecordMeta {
+                position: head.position + 1,
+                aggregate_version: versions[stream],
+                recorded_at: OffsetDateTime::UNIX_EPOCH,
+                actor: None,
+                client_token: None,
+                request_hash: None,
+                prev_hash: head.hash,
+            },
+        )?;
+        *head = Head {
+            position: record.position,
+            hash: record.hash,
+        };
+        batch.records.push(record);
+    }
+    Ok(batch)
+}
+
 /// Appends `sizes.len()` batches of those sizes; records rotate over five
 /// streams, so each stream spans many chunks and several records of one
 /// stream share a chunk.
@@ -20,35 +59,7 @@ fn fill(stores: &[&dyn EventStore], sizes: &[usize]) -> Result<u64, Box<dyn std:
         *version = reference.stream_version(&format!("{}", 100 + stream), u64::MAX)?;
     }
     for &size in sizes {
-        let mut batch = AppendBatch {
-            expected_head: head,
-            ..AppendBatch::default()
-        };
-        for _ in 0..size {
-            let stream = (head.position % 5) as usize;
-            versions[stream] += 1;
-            let event = Event::AccountRegistered {
-                account_id: AccountId::parse(&format!("{}", 100 + stream))?,
-                kind: AccountKind::Root,
-            };
-            let record = EncodedRecord::encode(
-                &event,
-                &RecordMeta {
-                    position: head.position + 1,
-                    aggregate_version: versions[stream],
-                    recorded_at: OffsetDateTime::UNIX_EPOCH,
-                    actor: None,
-                    client_token: None,
-                    request_hash: None,
-                    prev_hash: head.hash,
-                },
-            )?;
-            head = Head {
-                position: record.position,
-                hash: record.hash,
-            };
-            batch.records.push(record);
-        }
+        let batch = next_batch(&mut head, &mut versions, size)?;
         for store in stores {
             store.append(&batch)?;
         }
