@@ -398,70 +398,6 @@ async fn varied_history(store: &Arc<MemoryStore>) -> Result<(), AppError> {
     Ok(())
 }
 
-/// The projection entries of a read side written whole at `position`, by key.
-fn entries_at(
-    store: &MemoryStore,
-    position: u64,
-) -> Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>, AppError> {
-    let state = crate::app::state_at(store, position)?;
-    Ok(persist::entries(&state)?.into_iter().collect())
-}
-
-#[tokio::test]
-async fn a_read_side_write_cut_short_anywhere_loads_as_a_replay() -> Result<(), AppError> {
-    let store = Arc::new(MemoryStore::new());
-    varied_history(&store).await?;
-    let (replayed, head) = replay_log(store.as_ref())?;
-    let mut cases = 0;
-    for checkpoint in 0..head.position {
-        let before = entries_at(&store, checkpoint)?;
-        for target in checkpoint + 1..=head.position {
-            let after = entries_at(&store, target)?;
-            // The writes from `before` to `after`, in key order, as a
-            // stepwise write makes them.
-            let keys: std::collections::BTreeSet<&Vec<u8>> =
-                before.keys().chain(after.keys()).collect();
-            let changes: Vec<(&Vec<u8>, Option<&Vec<u8>>)> = keys
-                .into_iter()
-                .filter(|key| before.get(*key) != after.get(*key))
-                .map(|key| (key, after.get(key)))
-                .collect();
-            for written in 0..=changes.len() {
-                // A crash after the first `written` changes.
-                let mut stored = before.clone();
-                for (key, value) in &changes[..written] {
-                    match value {
-                        Some(value) => stored.insert((*key).clone(), (*value).clone()),
-                        None => stored.remove(*key),
-                    };
-                }
-                let ops: Vec<crate::store::ProjectionOp> = stored
-                    .into_iter()
-                    .map(|(key, value)| crate::store::ProjectionOp {
-                        key,
-                        value: Some(value),
-                    })
-                    .collect();
-                store.replace_projections(&ops, checkpoint)?;
-                let (loaded, loaded_head) = super::load(store.as_ref())?;
-                let case = format!("checkpoint {checkpoint}, target {target}, {written} written");
-                assert_eq!(loaded, replayed, "{case}");
-                assert_eq!(loaded_head, head, "{case}");
-                // The start caught the stored read side up to the head.
-                assert_eq!(
-                    store.projection_checkpoint()?,
-                    Some(head.position),
-                    "{case}"
-                );
-                assert_eq!(persist::load(store.as_ref())?, replayed, "{case}");
-                cases += 1;
-            }
-        }
-    }
-    assert!(cases > 200, "only {cases} cases");
-    Ok(())
-}
-
 type Entries = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
 
 fn to_vec(entries: &Entries) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -488,6 +424,63 @@ fn writes_towards(from: &[&Entries], to: &Entries) -> Vec<crate::store::Projecti
         .collect()
 }
 
+/// Writes that set every entry to what `entries` holds.
+fn whole(entries: &Entries) -> Vec<crate::store::ProjectionOp> {
+    entries
+        .iter()
+        .map(|(key, value)| crate::store::ProjectionOp {
+            key: key.clone(),
+            value: Some(value.clone()),
+        })
+        .collect()
+}
+
+/// The projection entries of a read side written whole at `position`, by key.
+fn entries_at(store: &MemoryStore, position: u64) -> Result<Entries, AppError> {
+    let state = crate::app::state_at(store, position)?;
+    Ok(persist::entries(&state)?.into_iter().collect())
+}
+
+#[tokio::test]
+async fn a_read_side_write_cut_short_anywhere_loads_as_a_replay() -> Result<(), AppError> {
+    let store = Arc::new(MemoryStore::new());
+    varied_history(&store).await?;
+    let (replayed, head) = replay_log(store.as_ref())?;
+    let mut cases = 0;
+    for checkpoint in 0..head.position {
+        let before = entries_at(&store, checkpoint)?;
+        for target in checkpoint + 1..=head.position {
+            let after = entries_at(&store, target)?;
+            let changes = writes_towards(&[&before], &after);
+            for written in 0..=changes.len() {
+                // A crash after the first `written` changes.
+                let mut stored = before.clone();
+                for op in &changes[..written] {
+                    match &op.value {
+                        Some(value) => stored.insert(op.key.clone(), value.clone()),
+                        None => stored.remove(&op.key),
+                    };
+                }
+                store.replace_projections(&whole(&stored), checkpoint)?;
+                let (loaded, loaded_head) = super::load(store.as_ref())?;
+                let case = format!("checkpoint {checkpoint}, target {target}, {written} written");
+                assert_eq!(loaded, replayed, "{case}");
+                assert_eq!(loaded_head, head, "{case}");
+                // The start caught the stored read side up to the head.
+                assert_eq!(
+                    store.projection_checkpoint()?,
+                    Some(head.position),
+                    "{case}"
+                );
+                assert_eq!(persist::load(store.as_ref())?, replayed, "{case}");
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 200, "only {cases} cases");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_read_side_write_and_its_retry_both_failing_part_way_verify_and_load_as_a_replay(
 ) -> Result<(), Box<dyn std::error::Error>> {
@@ -498,15 +491,6 @@ async fn a_read_side_write_and_its_retry_both_failing_part_way_verify_and_load_a
     let at: Vec<Entries> = (0..=head.position)
         .map(|position| entries_at(&store, position))
         .collect::<Result<_, _>>()?;
-    let whole = |entries: &Entries| -> Vec<crate::store::ProjectionOp> {
-        entries
-            .iter()
-            .map(|(key, value)| crate::store::ProjectionOp {
-                key: key.clone(),
-                value: Some(value.clone()),
-            })
-            .collect()
-    };
     let (mut cases, mut not_one_prefix) = (0, 0);
     for checkpoint in 0..head.position {
         for first in checkpoint + 1..=head.position {

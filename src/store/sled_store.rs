@@ -76,12 +76,12 @@ pub struct SledStore {
     write_cut_short: Mutex<Option<usize>>,
 }
 
-/// An append's writes (a key, and its value or `None` to remove it).
-enum AppendWrites {
-    /// One after the other, the head last.
-    InOrder(Vec<(Vec<u8>, Option<Vec<u8>>)>),
-    /// As one atomic batch.
-    Atomic(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+/// An append's writes (a key, and its value or `None` to remove it), the
+/// head last.
+struct AppendWrites {
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Written as one atomic batch rather than one after the other.
+    atomic: bool,
 }
 
 /// Directories whose store this process dropped.
@@ -258,7 +258,6 @@ impl SledStore {
     /// the read side (an import) stays one atomic batch, since entries past
     /// the head would not be undone by a replay.
     fn append_writes(
-        &self,
         compressor: &mut zstd::bulk::Compressor<'static>,
         batch: &AppendBatch,
         last: &super::EncodedRecord,
@@ -290,44 +289,40 @@ impl SledStore {
                 hash: last.hash,
             })),
         ));
-        Ok(
-            if batch.projection.is_empty() && batch.projection_checkpoint.is_none() {
-                AppendWrites::InOrder(writes)
-            } else {
-                AppendWrites::Atomic(writes)
-            },
-        )
+        let atomic = !batch.projection.is_empty() || batch.projection_checkpoint.is_some();
+        Ok(AppendWrites { writes, atomic })
     }
 
     /// Applies an append's writes; in order, only the first `count` of them
     /// (then it fails).
-    fn apply(&self, writes: AppendWrites, count: usize) -> Result<(), StoreError> {
-        match writes {
-            AppendWrites::InOrder(writes) => {
-                let all = writes.len();
-                for (key, value) in writes.into_iter().take(count) {
-                    match value {
-                        Some(value) => self.tree.insert(key, value)?,
-                        None => self.tree.remove(key)?,
-                    };
-                }
-                if count < all {
-                    return Err(StoreError::Backend(format!(
-                        "the append was cut short after {count} of its {all} writes"
-                    )));
+    fn apply(
+        &self,
+        AppendWrites { writes, atomic }: AppendWrites,
+        count: usize,
+    ) -> Result<(), StoreError> {
+        if atomic {
+            let mut batch = Batch::default();
+            for (key, value) in writes {
+                match value {
+                    Some(value) => batch.insert(key, value),
+                    None => batch.remove(key),
                 }
             }
-            AppendWrites::Atomic(writes) => {
-                let mut batch = Batch::default();
-                for (key, value) in writes {
-                    match value {
-                        Some(value) => batch.insert(key, value),
-                        None => batch.remove(key),
-                    }
-                }
-                // After a crash either all of it is there or none.
-                self.tree.apply_batch(batch)?;
-            }
+            // After a crash either all of it is there or none.
+            self.tree.apply_batch(batch)?;
+            return Ok(());
+        }
+        let all = writes.len();
+        for (key, value) in writes.into_iter().take(count) {
+            match value {
+                Some(value) => self.tree.insert(key, value)?,
+                None => self.tree.remove(key)?,
+            };
+        }
+        if count < all {
+            return Err(StoreError::Backend(format!(
+                "the append was cut short after {count} of its {all} writes"
+            )));
         }
         Ok(())
     }
@@ -574,7 +569,7 @@ impl EventStore for SledStore {
             remove_chunks_past(&self.tree, head.position)?;
             self.tail_left.store(false, Ordering::SeqCst);
         }
-        let writes = self.append_writes(&mut compressor, batch, last)?;
+        let writes = Self::append_writes(&mut compressor, batch, last)?;
         let count = self
             .write_cut_short
             .lock()
