@@ -2,9 +2,9 @@
 //! commands are decided one after the other. It is a pipeline of three
 //! threads, so deciding, writing and waiting for the disk overlap:
 //!
-//! 1. **decide**: takes everything that queued up (up to `max_batch`),
-//!    decides it against the state including every batch still in the
-//!    pipeline, and encodes the records;
+//! 1. **decide**: decides the commands that queued up, and those that
+//!    arrive meanwhile (up to `max_batch`), against the state including
+//!    every batch still in the pipeline, and encodes the records;
 //! 2. **append**: writes the batch to the store as one atomic batch, checked
 //!    against the head it was decided on, without waiting for the disk;
 //! 3. **flush**: one flush for every batch written meanwhile, then publishes
@@ -193,28 +193,23 @@ impl Writer {
     }
 
     pub(super) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        let mut batch = Vec::with_capacity(self.max_batch);
         let (mut batches, mut commands) = (0u64, 0u64);
         while let Some(first) = jobs.blocking_recv() {
-            batch.push(first);
-            while batch.len() < self.max_batch {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            batches += 1;
-            commands += batch.len() as u64;
-            let jobs = std::mem::take(&mut batch);
             if self.failed.swap(false, Ordering::SeqCst) {
                 if let Err(err) = self.reload() {
                     tracing::error!(%err, "cannot reload the state after a failed append");
                     self.failed.store(true, Ordering::SeqCst);
-                    refuse(jobs, &err.to_string());
+                    let mut refused = vec![first];
+                    while let Ok(job) = jobs.try_recv() {
+                        refused.push(job);
+                    }
+                    refuse(refused, &err.to_string());
                     continue;
                 }
             }
-            let staged = self.decide_batch(jobs);
+            let staged = self.decide_batch(first, &mut jobs);
+            batches += 1;
+            commands += staged.jobs.len() as u64;
             if !self.hand_on(Stage::Batch(Box::new(staged))) {
                 break;
             }
@@ -245,16 +240,28 @@ impl Writer {
         sent
     }
 
-    fn decide_batch(&mut self, jobs: Vec<Job>) -> Staged {
+    /// Decides `first` and every job queued behind it, including those that
+    /// arrive while the batch is decided (up to `max_batch`): each batch
+    /// ends with a snapshot of the state, whose nodes the next batch copies
+    /// before changing them, so fewer, larger batches copy less.
+    fn decide_batch(&mut self, first: Job, queue: &mut mpsc::Receiver<Job>) -> Staged {
         let mut batch = AppendBatch {
             expected_head: self.head,
             ..AppendBatch::default()
         };
         let mut touched = Touched::default();
-        let fates = jobs
-            .iter()
-            .map(|job| self.decide_one(job, &mut batch, &mut touched))
-            .collect();
+        let mut jobs = Vec::with_capacity(64);
+        let mut fates = Vec::with_capacity(64);
+        let mut next = Some(first);
+        while let Some(job) = next {
+            fates.push(self.decide_one(&job, &mut batch, &mut touched));
+            jobs.push(job);
+            next = if jobs.len() < self.max_batch {
+                queue.try_recv().ok()
+            } else {
+                None
+            };
+        }
         Staged {
             jobs,
             fates,

@@ -336,7 +336,7 @@ fn copy(
     for region in destination_regions {
         let new_id = fresh_id(&taken);
         taken.insert(new_id.clone());
-        let mut attributes = image.attributes.clone();
+        let mut attributes = super::ImageAttributes::clone(&image.attributes);
         attributes.image_name = name.to_owned();
         events.push(Event::ImageCopied {
             image_id: new_id.clone(),

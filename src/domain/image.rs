@@ -1,6 +1,7 @@
 //! The image aggregate: one custom image, its shares and its lifecycle.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -16,9 +17,11 @@ pub struct Image {
     pub owner_account_id: AccountId,
     /// The one region it lives in.
     pub region: Region,
-    /// Name, description and the fixed properties.
+    /// Name, description and the fixed properties. Behind an `Arc` since
+    /// they rarely change: copying the image (as the state does when it
+    /// changes one a published snapshot still holds) then copies no text.
     #[serde(flatten)]
-    pub attributes: ImageAttributes,
+    pub attributes: Arc<ImageAttributes>,
     /// Lifecycle state.
     pub state: ImageState,
     /// When it was registered or copied.
@@ -101,7 +104,7 @@ impl Image {
             image_id: image_id.clone(),
             owner_account_id: owner.clone(),
             region: region.clone(),
-            attributes: attributes.clone(),
+            attributes: Arc::new(attributes.clone()),
             state: *state,
             created_time: *created_time,
             copied_from,
@@ -122,10 +125,10 @@ impl Image {
                 ..
             } => {
                 if let Some(name) = image_name {
-                    self.attributes.image_name = name.clone();
+                    Arc::make_mut(&mut self.attributes).image_name = name.clone();
                 }
                 if let Some(description) = image_description {
-                    self.attributes.image_description = description.clone();
+                    Arc::make_mut(&mut self.attributes).image_description = description.clone();
                 }
             }
             Event::ImageShared {

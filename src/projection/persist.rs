@@ -27,23 +27,34 @@
 //! - `a` and `i` keys sort before `s` keys, and an image's entry is never
 //!   deleted, so every stored share has its image.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use crate::domain::{Account, AccountId, Event, Image, ImageId, LedgerState, Share};
 use crate::store::{Entries, EventStore, ProjectionOp, StoreError};
 
-/// The aggregates a batch changed.
+/// A hash set with a fast, per-process randomly seeded hasher.
+type Set<T> = HashSet<T, foldhash::fast::RandomState>;
+
+/// The aggregates a batch changed, in no particular order (the read side
+/// sorts the writes they lead to).
 #[derive(Debug, Default, Clone)]
 pub struct Touched {
     /// Accounts registered or changed.
-    pub accounts: BTreeSet<AccountId>,
+    pub accounts: Set<AccountId>,
     /// Images created or changed.
-    pub images: BTreeSet<ImageId>,
+    pub images: Set<ImageId>,
 }
 
 impl Touched {
     /// Adds everything `other` touched (moved, not copied).
-    pub fn extend(&mut self, other: Touched) {
+    pub fn extend(&mut self, mut other: Touched) {
+        // Merge the smaller set into the larger one.
+        if other.images.len() > self.images.len() {
+            std::mem::swap(&mut self.images, &mut other.images);
+        }
+        if other.accounts.len() > self.accounts.len() {
+            std::mem::swap(&mut self.accounts, &mut other.accounts);
+        }
         self.accounts.extend(other.accounts);
         self.images.extend(other.images);
     }

@@ -47,9 +47,10 @@ pub struct Envelope {
     pub hash: String,
 }
 
-/// The envelope fields the hash covers, in stored order.
+/// The envelope fields the hash covers that come before the payload, in
+/// stored order. The payload and `prev_hash` follow them.
 #[derive(Serialize)]
-struct Body<'a> {
+struct Leading<'a> {
     position: u64,
     aggregate_id: &'a str,
     aggregate_version: u64,
@@ -60,8 +61,6 @@ struct Body<'a> {
     actor: Option<&'a str>,
     client_token: Option<&'a str>,
     request_hash: Option<&'a str>,
-    payload: &'a RawValue,
-    prev_hash: &'a str,
 }
 
 /// An envelope ready to append: its stored bytes and hash.
@@ -103,12 +102,15 @@ const HASH_TAIL: usize = 75;
 
 impl EncodedRecord {
     /// Serializes an event into its stored form and computes its hash.
+    ///
+    /// The stored form is what serde_json writes for the envelope's fields
+    /// in order, compact; the payload is spliced in as the event serialized
+    /// it, so it is serialized once and never parsed again.
     pub fn encode(event: &Event, meta: &RecordMeta<'_>) -> Result<Self, StoreError> {
-        let tagged = serde_json::to_string(event).map_err(StoreError::encode)?;
-        let payload = payload_of(&tagged, event.event_type())?;
+        let tagged = serde_json::to_vec(event).map_err(StoreError::encode)?;
         let event_type = event.event_type();
-        let prev_hash = hex::encode(meta.prev_hash);
-        let body = Body {
+        let payload = payload_of(&tagged, event_type)?;
+        let leading = Leading {
             position: meta.position,
             aggregate_id: event.aggregate_id(),
             aggregate_version: meta.aggregate_version,
@@ -118,14 +120,19 @@ impl EncodedRecord {
             actor: meta.actor,
             client_token: meta.client_token,
             request_hash: meta.request_hash,
-            payload,
-            prev_hash: &prev_hash,
         };
-        let mut bytes = serde_json::to_vec(&body).map_err(StoreError::encode)?;
+        let mut bytes = Vec::with_capacity(tagged.len() + 384);
+        serde_json::to_writer(&mut bytes, &leading).map_err(StoreError::encode)?;
+        bytes.pop(); // the closing brace
+        bytes.extend_from_slice(b",\"payload\":");
+        bytes.extend_from_slice(payload);
+        bytes.extend_from_slice(b",\"prev_hash\":\"");
+        bytes.extend_from_slice(&hex_digits(&meta.prev_hash));
+        bytes.extend_from_slice(b"\"}");
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
         bytes.pop(); // the closing brace
         bytes.extend_from_slice(b",\"hash\":\"");
-        bytes.extend_from_slice(hex::encode(hash).as_bytes());
+        bytes.extend_from_slice(&hex_digits(&hash));
         bytes.extend_from_slice(b"\"}");
         Ok(Self {
             position: meta.position,
@@ -137,12 +144,23 @@ impl EncodedRecord {
     }
 }
 
+/// A hash as 64 lowercase hex digits, as stored.
+fn hex_digits(hash: &[u8; 32]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(hash) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    out
+}
+
 impl Envelope {
     /// Parses stored bytes, checking that the hash matches them.
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         let envelope: Envelope = serde_json::from_slice(bytes).map_err(StoreError::decode)?;
         let computed = body_hash(bytes)?;
-        if hex::encode(computed) != envelope.hash {
+        if hex_digits(&computed) != envelope.hash.as_bytes() {
             return Err(StoreError::Corrupt(format!(
                 "record at position {} does not match its hash",
                 envelope.position
@@ -197,10 +215,217 @@ fn parse_hash(text: &str) -> Result<[u8; 32], StoreError> {
 
 /// The payload inside an adjacently tagged event, serialized as
 /// `{"event_type":"<type>","payload":<payload>}`.
-fn payload_of<'a>(tagged: &'a str, event_type: &str) -> Result<&'a RawValue, StoreError> {
-    let prefix_len = "{\"event_type\":\"".len() + event_type.len() + "\",\"payload\":".len();
-    let payload = tagged
-        .get(prefix_len..tagged.len().saturating_sub(1))
-        .ok_or_else(|| StoreError::Backend("an event did not serialize as expected".into()))?;
-    serde_json::from_str(payload).map_err(StoreError::encode)
+fn payload_of<'a>(tagged: &'a [u8], event_type: &str) -> Result<&'a [u8], StoreError> {
+    let rest = tagged
+        .strip_prefix(b"{\"event_type\":\"")
+        .and_then(|rest| rest.strip_prefix(event_type.as_bytes()))
+        .and_then(|rest| rest.strip_prefix(b"\",\"payload\":"))
+        .and_then(|rest| rest.strip_suffix(b"}"));
+    match rest {
+        Some(payload) if !payload.is_empty() => Ok(payload),
+        _ => Err(StoreError::Backend(
+            "an event did not serialize as expected".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{
+        AccountId, AccountKind, ImageAttributes, ImageId, ImageRef, ImageSource, ImageState,
+        LicenseType, Region,
+    };
+
+    /// The whole envelope as serde writes it: what the stored bytes must
+    /// equal, byte for byte, whatever the encoder does to get there.
+    #[derive(Serialize)]
+    struct Reference<'a> {
+        position: u64,
+        aggregate_id: &'a str,
+        aggregate_version: u64,
+        event_type: &'a str,
+        schema_version: u32,
+        #[serde(with = "time::serde::rfc3339")]
+        recorded_at: OffsetDateTime,
+        actor: Option<&'a str>,
+        client_token: Option<&'a str>,
+        request_hash: Option<&'a str>,
+        payload: &'a RawValue,
+        prev_hash: &'a str,
+        hash: &'a str,
+    }
+
+    fn reference(event: &Event, meta: &RecordMeta<'_>) -> (Vec<u8>, [u8; 32]) {
+        #[derive(Deserialize)]
+        struct Tagged {
+            payload: Box<RawValue>,
+        }
+        let tagged = serde_json::to_string(event).expect("serializes");
+        let Tagged { payload } = serde_json::from_str(&tagged).expect("tagged");
+        let prev_hash = hex::encode(meta.prev_hash);
+        let mut body = Reference {
+            position: meta.position,
+            aggregate_id: event.aggregate_id(),
+            aggregate_version: meta.aggregate_version,
+            event_type: event.event_type(),
+            schema_version: EVENT_SCHEMA_VERSION,
+            recorded_at: meta.recorded_at,
+            actor: meta.actor,
+            client_token: meta.client_token,
+            request_hash: meta.request_hash,
+            payload: &payload,
+            prev_hash: &prev_hash,
+            hash: "",
+        };
+        let mut unhashed = serde_json::to_vec(&body).expect("serializes");
+        // Drop the `,"hash":""` member to get the hashed bytes.
+        let tail = b",\"hash\":\"\"}";
+        unhashed.truncate(unhashed.len() - tail.len());
+        unhashed.push(b'}');
+        let hash: [u8; 32] = Sha256::digest(&unhashed).into();
+        let hex = hex::encode(hash);
+        body.hash = &hex;
+        (serde_json::to_vec(&body).expect("serializes"), hash)
+    }
+
+    fn attributes(name: &str) -> ImageAttributes {
+        ImageAttributes {
+            image_name: name.into(),
+            image_description: "line one\nline \"two\" \\ tab\t and \u{1} é 中文 🙂".into(),
+            platform: "CentOS".into(),
+            os_name: "CentOS 7.9 64-bit".into(),
+            image_source: ImageSource::ExternalImport,
+            license_type: LicenseType::Byol,
+            encrypted: true,
+            whole_instance: false,
+            supports_cloudinit: true,
+        }
+    }
+
+    fn events() -> Vec<Event> {
+        let image_id = ImageId::parse("img-3k9x0q2m").expect("id");
+        let owner = AccountId::parse("100000000001").expect("id");
+        let other = AccountId::parse("100000000002").expect("id");
+        let when = time::macros::datetime!(2026-11-27 18:29:59.123456 UTC);
+        vec![
+            Event::AccountRegistered {
+                account_id: owner.clone(),
+                kind: AccountKind::Root,
+            },
+            Event::ImageRegistered {
+                image_id: image_id.clone(),
+                owner_account_id: owner.clone(),
+                region: Region::new("ap-guangzhou"),
+                attributes: attributes("web \"base\""),
+                state: ImageState::Normal,
+                created_time: when,
+            },
+            Event::ImageCopied {
+                image_id: image_id.clone(),
+                owner_account_id: owner.clone(),
+                region: Region::new("ap-bangkok"),
+                copied_from: ImageRef {
+                    image_id: image_id.clone(),
+                    region: Region::new("ap-guangzhou"),
+                },
+                attributes: attributes(""),
+                state: ImageState::Syncing,
+                created_time: when,
+            },
+            Event::ImageStateChanged {
+                image_id: image_id.clone(),
+                from: ImageState::Creating,
+                to: ImageState::Createfailed,
+            },
+            Event::ImageAttributesModified {
+                image_id: image_id.clone(),
+                image_name: Some("</script>\u{7f}".into()),
+                image_description: None,
+            },
+            Event::ImageAttributesModified {
+                image_id: image_id.clone(),
+                image_name: None,
+                image_description: None,
+            },
+            Event::ImageShared {
+                image_id: image_id.clone(),
+                account_ids: vec![owner.clone(), other.clone()],
+                shared_time: when,
+            },
+            Event::ShareCancelled {
+                image_id: image_id.clone(),
+                account_ids: vec![other],
+            },
+            Event::LighthouseShared {
+                image_id: image_id.clone(),
+            },
+            Event::LighthouseShareCancelled {
+                image_id: image_id.clone(),
+            },
+            Event::ImageDeleted { image_id },
+        ]
+    }
+
+    #[test]
+    fn stored_bytes_are_the_envelope_as_serde_writes_it() {
+        let metas = [
+            (None, None, None),
+            (Some("100000000001"), None, None),
+            (
+                Some("100000000001"),
+                Some("retry \"1\" \\ ~"),
+                Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
+            ),
+        ];
+        let mut checked = 0;
+        for (i, event) in events().iter().enumerate() {
+            for (actor, client_token, request_hash) in metas {
+                let position = u64::try_from(i).expect("small") + 1;
+                let meta = RecordMeta {
+                    position,
+                    aggregate_version: position * 7,
+                    recorded_at: time::macros::datetime!(2026-11-28 09:00:00.5 UTC),
+                    actor,
+                    client_token,
+                    request_hash,
+                    prev_hash: [u8::try_from(i).expect("small"); 32],
+                };
+                let record = EncodedRecord::encode(event, &meta).expect("encodes");
+                let (bytes, hash) = reference(event, &meta);
+                assert_eq!(
+                    String::from_utf8_lossy(&record.bytes),
+                    String::from_utf8_lossy(&bytes)
+                );
+                assert_eq!(record.hash, hash);
+                let decoded = Envelope::decode(&record.bytes).expect("decodes");
+                assert_eq!(decoded.event().expect("event"), *event);
+                assert_eq!(decoded.hash_bytes().expect("hash"), hash);
+                assert_eq!(decoded.prev_hash_bytes().expect("hash"), meta.prev_hash);
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 33);
+    }
+
+    #[test]
+    fn a_record_whose_hash_does_not_match_is_refused() {
+        let meta = RecordMeta {
+            position: 1,
+            aggregate_version: 1,
+            recorded_at: time::macros::datetime!(2026-11-28 09:00:00 UTC),
+            actor: None,
+            client_token: None,
+            request_hash: None,
+            prev_hash: GENESIS_HASH,
+        };
+        let event = &events()[0];
+        let mut bytes = EncodedRecord::encode(event, &meta).expect("encodes").bytes;
+        let at = bytes.len() - 3;
+        bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+        assert!(matches!(
+            Envelope::decode(&bytes),
+            Err(StoreError::Corrupt(message)) if message.contains("does not match its hash")
+        ));
+    }
 }

@@ -63,7 +63,8 @@ type Stream = Vec<(u64, u64)>;
 /// Entries of one bulk write, by aggregate.
 #[derive(Debug, Default, Clone)]
 struct Entries {
-    streams: HashMap<String, Stream>,
+    /// With a fast hasher: every appended record is looked up here.
+    streams: HashMap<String, Stream, foldhash::fast::RandomState>,
     count: usize,
     /// The last position they cover.
     last: u64,
