@@ -43,9 +43,9 @@ use sled::{Db, Tree};
 use super::StoreError;
 
 /// Queued entries are written after at most this long.
-pub const MAX_AGE: Duration = Duration::from_secs(5);
+pub const MAX_AGE: Duration = Duration::from_secs(10);
 /// Queued entries are written once this many are queued.
-pub const MAX_QUEUED: usize = 65_536;
+pub const MAX_QUEUED: usize = 262_144;
 
 /// The key of the position up to which the stored index is complete.
 pub const COMPLETE_KEY: &[u8] = b"zv";
