@@ -1005,3 +1005,52 @@ fn ids_are_checked_for_form() {
     assert!(ClientToken::parse_optional(&"t".repeat(65)).is_err());
     assert!(ClientToken::parse_optional("tök").is_err());
 }
+
+/// The writer changes its state while readers hold a clone of it (the
+/// published snapshot): nothing it changes may show through the clone,
+/// whether the change copies a map node, an image or its attributes.
+#[test]
+fn a_clone_of_the_state_does_not_see_later_changes() {
+    let mut state = LedgerState::default();
+    for event in base().into_iter().chain([shared(IMG, &[FRIEND])]) {
+        state.apply(&event);
+    }
+    let snapshot = state.clone();
+    for event in [
+        Event::ImageAttributesModified {
+            image_id: img(IMG),
+            image_name: Some("renamed".into()),
+            image_description: Some("changed".into()),
+        },
+        shared(IMG, &[OTHER]),
+        Event::ShareCancelled {
+            image_id: img(IMG),
+            account_ids: vec![acct(FRIEND)],
+        },
+        registered("img-00000002", OWNER, GZ),
+    ] {
+        state.apply(&event);
+    }
+
+    let before = snapshot.any_image(&img(IMG)).expect("image");
+    assert_eq!(before.attributes.image_name, format!("name-{IMG}"));
+    assert_eq!(before.attributes.image_description, "web tier");
+    assert_eq!(
+        before.shares.keys().collect::<Vec<_>>(),
+        vec![&acct(FRIEND)]
+    );
+    assert_eq!(before.version, 2);
+    assert_eq!(snapshot.shared_count(&acct(FRIEND), &region(GZ)), 1);
+    assert_eq!(snapshot.shared_count(&acct(OTHER), &region(GZ)), 0);
+    assert_eq!(snapshot.images_used(&acct(OWNER), &region(GZ)), 1);
+    assert!(snapshot.any_image(&img("img-00000002")).is_none());
+
+    let after = state.any_image(&img(IMG)).expect("image");
+    assert_eq!(after.attributes.image_name, "renamed");
+    assert_eq!(after.attributes.image_description, "changed");
+    assert_eq!(after.shares.keys().collect::<Vec<_>>(), vec![&acct(OTHER)]);
+    assert_eq!(after.version, 5);
+    assert_eq!(state.shared_count(&acct(FRIEND), &region(GZ)), 0);
+    assert_eq!(state.shared_count(&acct(OTHER), &region(GZ)), 1);
+    assert_eq!(state.images_used(&acct(OWNER), &region(GZ)), 2);
+}
