@@ -200,8 +200,11 @@ impl Writer {
                     tracing::error!(%err, "cannot reload the state after a failed append");
                     self.failed.store(true, Ordering::SeqCst);
                     let mut refused = vec![first];
-                    while let Ok(job) = jobs.try_recv() {
-                        refused.push(job);
+                    while refused.len() < self.max_batch {
+                        match jobs.try_recv() {
+                            Ok(job) => refused.push(job),
+                            Err(_) => break,
+                        }
                     }
                     refuse(refused, &err.to_string());
                     continue;
