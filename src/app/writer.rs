@@ -5,8 +5,9 @@
 //! 1. **decide**: decides the commands that queued up, and those that
 //!    arrive meanwhile (up to `max_batch`), against the state including
 //!    every batch still in the pipeline, and encodes the records;
-//! 2. **append**: writes the batch to the store as one atomic batch, checked
-//!    against the head it was decided on, without waiting for the disk;
+//! 2. **append**: writes the batches decided meanwhile to the store as one
+//!    append (which its head, written last, commits), checked against the
+//!    head they were decided on, without waiting for the disk;
 //! 3. **flush**: one flush for every batch written meanwhile, then publishes
 //!    the newest state to readers, answers the callers, in order, and hands
 //!    the state on to the read side's writer ([`super::readside`]).
@@ -497,7 +498,7 @@ impl Applier {
         }
     }
 
-    /// Writes a group of consecutive batches as one atomic batch. `None`
+    /// Writes a group of consecutive batches as one append. `None`
     /// means the group was decided on top of a batch that failed, so its
     /// answers rest on effects that are not in the store.
     fn write(&mut self, group: &mut [Staged]) -> Result<(), Option<StoreError>> {
