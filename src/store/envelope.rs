@@ -144,14 +144,12 @@ impl EncodedRecord {
     }
 }
 
-/// A hash as 64 lowercase hex digits, as stored.
+/// A hash as 64 lowercase hex digits, as stored (without the `String`
+/// that `hex::encode` builds a char at a time).
 fn hex_digits(hash: &[u8; 32]) -> [u8; 64] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 64];
-    for (pair, byte) in out.chunks_exact_mut(2).zip(hash) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0x0f)];
-    }
+    // Cannot fail: the output is exactly twice the input's length.
+    let _ = hex::encode_to_slice(hash, &mut out);
     out
 }
 
