@@ -26,4 +26,4 @@ pub use model::{
     AccountKind, ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission, Policy,
     DEFAULT_REGIONS,
 };
-pub use state::{Account, LedgerState};
+pub use state::{Account, LedgerState, Listed};

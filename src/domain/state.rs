@@ -22,10 +22,11 @@ type Map<K, V> = GenericHashMap<K, V, foldhash::fast::RandomState, DefaultShared
 /// order `DescribeImages` lists them in, so a page is read off in order.
 type Index = Map<(AccountId, Region), OrdSet<Listed>>;
 
-/// An index entry. An image's creation time never changes, so its entry
+/// An image's entry in a listing. Entries order as listings run: newest
+/// first, ties by id. An image's creation time never changes, so its entry
 /// never moves.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Listed {
+pub struct Listed {
     newest_first: Reverse<OffsetDateTime>,
     image_id: ImageId,
 }
@@ -36,6 +37,11 @@ impl Listed {
             newest_first: Reverse(image.created_time),
             image_id: image.image_id.clone(),
         }
+    }
+
+    /// The listed image.
+    pub fn image_id(&self) -> &ImageId {
+        &self.image_id
     }
 }
 
@@ -219,7 +225,8 @@ impl LedgerState {
         owner: &AccountId,
         region: &Region,
     ) -> impl Iterator<Item = &'a Image> + 'a {
-        self.in_index(&self.owned, owner, region)
+        self.owned_listing(owner, region)
+            .filter_map(|listed| self.live_image(&listed.image_id))
     }
 
     /// The live images shared with `account` in `region`, newest first (ties by id).
@@ -228,20 +235,39 @@ impl LedgerState {
         account: &AccountId,
         region: &Region,
     ) -> impl Iterator<Item = &'a Image> + 'a {
-        self.in_index(&self.shared, account, region)
+        self.shared_listing(account, region)
+            .filter_map(|listed| self.live_image(&listed.image_id))
     }
 
-    fn in_index<'a>(
+    /// The entries of the live images `owner` has in `region`, in listing
+    /// order. Reading entries looks up no image, so a page can be cut from
+    /// a listing before its images are fetched.
+    pub fn owned_listing<'a>(
         &'a self,
+        owner: &AccountId,
+        region: &Region,
+    ) -> impl Iterator<Item = &'a Listed> + 'a {
+        Self::listing(&self.owned, owner, region)
+    }
+
+    /// The entries of the live images shared with `account` in `region`, in listing order.
+    pub fn shared_listing<'a>(
+        &'a self,
+        account: &AccountId,
+        region: &Region,
+    ) -> impl Iterator<Item = &'a Listed> + 'a {
+        Self::listing(&self.shared, account, region)
+    }
+
+    fn listing<'a>(
         index: &'a Index,
         account: &AccountId,
         region: &Region,
-    ) -> impl Iterator<Item = &'a Image> + 'a {
+    ) -> impl Iterator<Item = &'a Listed> + 'a {
         index
             .get(&(account.clone(), region.clone()))
             .into_iter()
             .flat_map(|set| set.iter())
-            .filter_map(|listed| self.live_image(&listed.image_id))
     }
 
     /// The live image of `owner` in `region` called `name`, if any.

@@ -39,6 +39,7 @@ pub struct DescribeImagesResponse {
 impl DescribeImagesResponse {
     /// The reply for `page`, its images encoded straight from the state.
     pub fn from_page(page: &ImagePage<'_>) -> Self {
+        touch(page);
         let mut out = BytesMut::with_capacity(page.images.len() * 192);
         let mut body = BytesMut::with_capacity(256);
         for listed in &page.images {
@@ -54,6 +55,40 @@ impl DescribeImagesResponse {
             encoded_images: out.freeze(),
         }
     }
+}
+
+/// Reads, level by level, the memory that encoding `page` will read.
+///
+/// A page's images lie scattered over the heap, each behind a chain of
+/// pointers (the image, its attributes, their texts), so encoding them one
+/// after another waits on one cache miss at a time. Reading one level for
+/// every image before the next issues the page's misses together, where
+/// they overlap; encoding then finds its data in the cache.
+fn touch(page: &ImagePage<'_>) {
+    let mut sum = 0usize;
+    for listed in &page.images {
+        let image = listed.image;
+        sum = sum
+            .wrapping_add(image.image_id.as_str().len())
+            .wrapping_add(image.owner_account_id.as_str().len())
+            .wrapping_add(image.region.as_str().len())
+            .wrapping_add(image.state as usize)
+            .wrapping_add(usize::from(image.copied_from.is_some()))
+            .wrapping_add(image.created_time.nanosecond() as usize);
+    }
+    for listed in &page.images {
+        let a = &listed.image.attributes;
+        for text in [&a.image_name, &a.image_description, &a.platform, &a.os_name] {
+            sum = sum.wrapping_add(text.len());
+        }
+    }
+    for listed in &page.images {
+        let a = &listed.image.attributes;
+        for text in [&a.image_name, &a.image_description, &a.platform, &a.os_name] {
+            sum = sum.wrapping_add(usize::from(text.as_bytes().first().copied().unwrap_or(0)));
+        }
+    }
+    std::hint::black_box(sum);
 }
 
 /// The fields of the `Image` message for `image`, in field order, with

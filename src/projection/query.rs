@@ -1,7 +1,7 @@
 //! The list queries, answered from a published snapshot of the state.
 
 use crate::domain::{
-    registered, AccountId, DomainError, Image, ImageId, LedgerState, Policy, Region,
+    registered, AccountId, DomainError, Image, ImageId, LedgerState, Listed, Policy, Region,
 };
 
 /// Default page size of `DescribeImages`.
@@ -83,44 +83,58 @@ pub fn describe_images<'a>(
     registered(state, account)?;
     let with_owned = query.image_type != ImageTypeFilter::Shared;
     let with_shared = query.image_type != ImageTypeFilter::Private;
-    // Both indexes are kept newest first, so the listing is their merge and
-    // a page is read off its front: nothing is sorted per call.
+    // Both indexes are kept in listing order, so the listing is their merge
+    // and a page is read off its front: nothing is sorted per call.
     let owned = with_owned
-        .then(|| state.owned_in_region(account, region))
+        .then(|| state.owned_listing(account, region))
         .into_iter()
         .flatten()
-        .map(|image| (image, false));
+        .map(|listed| (listed, false));
     let shared = with_shared
-        .then(|| state.shared_in_region(account, region))
+        .then(|| state.shared_listing(account, region))
         .into_iter()
         .flatten()
-        .map(|image| (image, true));
-    let listing = merge_newest_first(owned, shared);
-    let page = |matches: &mut dyn Iterator<Item = (&'a Image, bool)>| {
-        matches
-            .skip(query.offset as usize)
-            .take(limit as usize)
-            .map(|(image, shared)| ListedImage { image, shared })
-            .collect::<Vec<_>>()
+        .map(|listed| (listed, true));
+    let listing = merge_in_order(owned, shared);
+    let resolve = |(listed, shared): (&Listed, bool)| {
+        state
+            .live_image(listed.image_id())
+            .map(|image| ListedImage { image, shared })
     };
     let filtered = !query.image_ids.is_empty() || !query.image_name.is_empty();
     let (images, total_count) = if filtered {
-        let wanted = |image: &Image| {
-            (query.image_ids.is_empty() || query.image_ids.contains(&image.image_id))
-                && image.attributes.image_name.contains(&query.image_name)
+        let wanted = |listed: &ListedImage<'_>| {
+            (query.image_ids.is_empty() || query.image_ids.contains(&listed.image.image_id))
+                && listed
+                    .image
+                    .attributes
+                    .image_name
+                    .contains(&query.image_name)
         };
         let mut total = 0u32;
         let mut matches = listing
-            .filter(|(image, _)| wanted(image))
+            .filter_map(resolve)
+            .filter(wanted)
             .inspect(|_| total = total.saturating_add(1));
-        let images = page(&mut matches);
+        let images = matches
+            .by_ref()
+            .skip(query.offset as usize)
+            .take(limit as usize)
+            .collect();
         // Count the rest of the matches too.
         matches.for_each(drop);
         (images, total)
     } else {
         let total = (u32::from(with_owned) * state.images_used(account, region))
             .saturating_add(u32::from(with_shared) * state.shared_count(account, region));
-        (page(&mut { listing }), total)
+        // Cut the page from the entries first, then fetch its images in one
+        // pass: skipped entries cost no lookup, and the page's lookups run
+        // back to back, so their cache misses overlap.
+        let entries: Vec<(&Listed, bool)> = listing
+            .skip(query.offset as usize)
+            .take(limit as usize)
+            .collect();
+        (entries.into_iter().filter_map(resolve).collect(), total)
     };
     Ok(ImagePage {
         images,
@@ -128,17 +142,15 @@ pub fn describe_images<'a>(
     })
 }
 
-/// Merges two listings that are each newest first (ties by id) into one.
-fn merge_newest_first<'a>(
-    a: impl Iterator<Item = (&'a Image, bool)>,
-    b: impl Iterator<Item = (&'a Image, bool)>,
-) -> impl Iterator<Item = (&'a Image, bool)> {
+/// Merges two listings that are each in listing order into one.
+fn merge_in_order<'a>(
+    a: impl Iterator<Item = (&'a Listed, bool)>,
+    b: impl Iterator<Item = (&'a Listed, bool)>,
+) -> impl Iterator<Item = (&'a Listed, bool)> {
     let (mut a, mut b) = (a.peekable(), b.peekable());
     std::iter::from_fn(move || match (a.peek(), b.peek()) {
         (Some((x, _)), Some((y, _))) => {
-            let a_first = (std::cmp::Reverse(x.created_time), &x.image_id)
-                <= (std::cmp::Reverse(y.created_time), &y.image_id);
-            if a_first {
+            if x <= y {
                 a.next()
             } else {
                 b.next()
