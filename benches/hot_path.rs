@@ -3,7 +3,8 @@
 //! `cargo bench --bench hot_path`.
 //!
 //! A plain harness: each case runs for about a second after a warm-up and
-//! prints the mean time per operation.
+//! prints the mean time per operation. `cargo bench --bench hot_path -- NAME`
+//! runs only the cases whose name contains NAME.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -20,7 +21,13 @@ use image_ledger::projection::{describe_images, ImageQuery};
 use image_ledger::store::{AppendBatch, EncodedRecord, EventStore, Head, RecordMeta, SledStore};
 use time::OffsetDateTime;
 
+/// Runs a case when its name contains the first argument that is not an
+/// option (`cargo bench --bench hot_path -- describe`), or when there is none.
 fn measure(name: &str, per_iteration: u64, mut f: impl FnMut()) {
+    let wanted = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
+    if wanted.is_some_and(|wanted| !name.contains(&wanted)) {
+        return;
+    }
     let warm = Instant::now();
     while warm.elapsed() < Duration::from_millis(200) {
         f();
@@ -48,15 +55,22 @@ fn image(i: u64) -> ImageId {
 
 /// A state with 1,000 accounts and 10,000 images, each shared with 5 accounts.
 fn populated() -> LedgerState {
+    populated_with(1_000, 10_000)
+}
+
+/// A state with `accounts` accounts and `images` images, each shared with 5
+/// accounts: every account owns `images / accounts` and is shared five times
+/// as many.
+fn populated_with(accounts: u64, images: u64) -> LedgerState {
     let mut state = LedgerState::default();
-    for a in 0..1_000 {
+    for a in 0..accounts {
         state.apply(&Event::AccountRegistered {
             account_id: account(a),
             kind: AccountKind::Root,
         });
     }
-    for i in 0..10_000 {
-        let owner = i % 1_000;
+    for i in 0..images {
+        let owner = i % accounts;
         state.apply(&Event::ImageRegistered {
             image_id: image(i),
             owner_account_id: account(owner),
@@ -77,7 +91,7 @@ fn populated() -> LedgerState {
         });
         state.apply(&Event::ImageShared {
             image_id: image(i),
-            account_ids: (1..=5).map(|k| account((owner + k) % 1_000)).collect(),
+            account_ids: (1..=5).map(|k| account((owner + k) % accounts)).collect(),
             shared_time: OffsetDateTime::UNIX_EPOCH,
         });
     }
@@ -184,6 +198,31 @@ fn main() {
             black_box(&encoded);
         },
     );
+
+    // Pages of random accounts over a state larger than the caches, as a
+    // server under load reads them: here a page's cost is its cache misses
+    // (the image map's nodes, each image, its attributes and texts), which
+    // the warm cases above never pay.
+    let large = populated_with(20_000, 200_000);
+    let mut pick = 0u64;
+    let mut encoded = Vec::with_capacity(8 * 1024);
+    measure("describe a page of 20, random account of 20k", 1, || {
+        // A stride coprime with 20,000 visits every account, in no
+        // order the prefetcher can follow.
+        pick = (pick + 7_919) % 20_000;
+        let query = ImageQuery {
+            account_id: Some(account(pick)),
+            region: Some(Region::new("ap-guangzhou")),
+            ..ImageQuery::default()
+        };
+        let page = describe_images(&large, &policy, &query).expect("lists");
+        encoded.clear();
+        DescribeImagesResponse::from_page(&page)
+            .encode(&mut encoded)
+            .expect("encodes");
+        black_box(&encoded);
+    });
+    drop(large);
 
     let event = Event::ImageShared {
         image_id: image(1),
