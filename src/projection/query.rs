@@ -134,7 +134,18 @@ pub fn describe_images<'a>(
             .skip(query.offset as usize)
             .take(limit as usize)
             .collect();
-        (entries.into_iter().filter_map(resolve).collect(), total)
+        // Look the images up without reading them (so no lookup waits on
+        // the previous image's memory), then drop any deleted one.
+        let mut images: Vec<ListedImage<'a>> = entries
+            .into_iter()
+            .filter_map(|(listed, shared)| {
+                state
+                    .any_image(listed.image_id())
+                    .map(|image| ListedImage { image, shared })
+            })
+            .collect();
+        images.retain(|listed| !listed.image.deleted);
+        (images, total)
     };
     Ok(ImagePage {
         images,
