@@ -98,6 +98,21 @@ fn populated_with(accounts: u64, images: u64) -> LedgerState {
     state
 }
 
+/// Answers `query` as the server does: the page, built and encoded into `out`.
+fn describe_and_encode(
+    state: &LedgerState,
+    policy: &Policy,
+    query: &ImageQuery,
+    out: &mut Vec<u8>,
+) {
+    let page = describe_images(state, policy, query).expect("lists");
+    out.clear();
+    DescribeImagesResponse::from_page(&page)
+        .encode(out)
+        .expect("encodes");
+    black_box(out);
+}
+
 fn share_command(i: u64) -> Command {
     let owner = i % 1_000;
     Command::ShareImage {
@@ -189,14 +204,7 @@ fn main() {
     measure(
         "describe a page of 20, build and encode the reply",
         1,
-        || {
-            let page = describe_images(&state, &policy, &query).expect("lists");
-            encoded.clear();
-            DescribeImagesResponse::from_page(&page)
-                .encode(&mut encoded)
-                .expect("encodes");
-            black_box(&encoded);
-        },
+        || describe_and_encode(&state, &policy, &query, &mut encoded),
     );
 
     // Pages of random accounts over a state larger than the caches, as a
@@ -205,7 +213,6 @@ fn main() {
     // the warm cases above never pay.
     let large = populated_with(20_000, 200_000);
     let mut pick = 0u64;
-    let mut encoded = Vec::with_capacity(8 * 1024);
     measure("describe a page of 20, random account of 20k", 1, || {
         // A stride coprime with 20,000 visits every account, in no
         // order the prefetcher can follow.
@@ -215,12 +222,7 @@ fn main() {
             region: Some(Region::new("ap-guangzhou")),
             ..ImageQuery::default()
         };
-        let page = describe_images(&large, &policy, &query).expect("lists");
-        encoded.clear();
-        DescribeImagesResponse::from_page(&page)
-            .encode(&mut encoded)
-            .expect("encodes");
-        black_box(&encoded);
+        describe_and_encode(&large, &policy, &query, &mut encoded);
     });
     drop(large);
 

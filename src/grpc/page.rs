@@ -18,7 +18,7 @@ use prost::DecodeError;
 use super::convert::{image_ref, image_type_value, license_value, source_value, timestamp};
 use super::pb;
 use super::state_message;
-use crate::domain::Image;
+use crate::domain::{Image, ImageAttributes};
 use crate::projection::ImagePage;
 
 const IMAGES: u32 = 1;
@@ -77,18 +77,21 @@ fn touch(page: &ImagePage<'_>) {
             .wrapping_add(image.created_time.nanosecond() as usize);
     }
     for listed in &page.images {
-        let a = &listed.image.attributes;
-        for text in [&a.image_name, &a.image_description, &a.platform, &a.os_name] {
+        for text in texts(&listed.image.attributes) {
             sum = sum.wrapping_add(text.len());
         }
     }
     for listed in &page.images {
-        let a = &listed.image.attributes;
-        for text in [&a.image_name, &a.image_description, &a.platform, &a.os_name] {
+        for text in texts(&listed.image.attributes) {
             sum = sum.wrapping_add(usize::from(text.as_bytes().first().copied().unwrap_or(0)));
         }
     }
     std::hint::black_box(sum);
+}
+
+/// The texts of `a` that a page carries.
+fn texts(a: &ImageAttributes) -> [&str; 4] {
+    [&a.image_name, &a.image_description, &a.platform, &a.os_name]
 }
 
 /// The fields of the `Image` message for `image`, in field order, with

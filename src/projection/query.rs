@@ -96,9 +96,12 @@ pub fn describe_images<'a>(
         .flatten()
         .map(|listed| (listed, true));
     let listing = merge_in_order(owned, shared);
-    let resolve = |(listed, shared): (&Listed, bool)| {
+    // Looks an entry's image up without reading it, so that one lookup
+    // never waits on the previous image's memory; deleted images are
+    // dropped after.
+    let lookup = |(listed, shared): (&Listed, bool)| {
         state
-            .live_image(listed.image_id())
+            .any_image(listed.image_id())
             .map(|image| ListedImage { image, shared })
     };
     let filtered = !query.image_ids.is_empty() || !query.image_name.is_empty();
@@ -113,8 +116,8 @@ pub fn describe_images<'a>(
         };
         let mut total = 0u32;
         let mut matches = listing
-            .filter_map(resolve)
-            .filter(wanted)
+            .filter_map(lookup)
+            .filter(|listed| !listed.image.deleted && wanted(listed))
             .inspect(|_| total = total.saturating_add(1));
         let images = matches
             .by_ref()
@@ -134,16 +137,7 @@ pub fn describe_images<'a>(
             .skip(query.offset as usize)
             .take(limit as usize)
             .collect();
-        // Look the images up without reading them (so no lookup waits on
-        // the previous image's memory), then drop any deleted one.
-        let mut images: Vec<ListedImage<'a>> = entries
-            .into_iter()
-            .filter_map(|(listed, shared)| {
-                state
-                    .any_image(listed.image_id())
-                    .map(|image| ListedImage { image, shared })
-            })
-            .collect();
+        let mut images: Vec<ListedImage<'a>> = entries.into_iter().filter_map(lookup).collect();
         images.retain(|listed| !listed.image.deleted);
         (images, total)
     };
