@@ -17,6 +17,7 @@ use image_ledger::domain::{
     ImageState, LedgerState, LicenseType, Policy, Region,
 };
 use image_ledger::grpc::pb::DescribeImagesResponse;
+use image_ledger::grpc::PageCache;
 use image_ledger::projection::{describe_images, ImageQuery};
 use image_ledger::store::{AppendBatch, EncodedRecord, EventStore, Head, RecordMeta, SledStore};
 use time::OffsetDateTime;
@@ -224,6 +225,39 @@ fn main() {
         };
         describe_and_encode(&large, &policy, &query, &mut encoded);
     });
+    // The same pages once the page cache holds them all: the cost of a hit
+    // (the listings' stamps, the cache's lookup) and of encoding the reply.
+    let pages = PageCache::new(256 * 1024 * 1024);
+    let random_page = |pick: u64| ImageQuery {
+        account_id: Some(account(pick)),
+        region: Some(Region::new("ap-guangzhou")),
+        ..ImageQuery::default()
+    };
+    let cached = |query: &ImageQuery| {
+        pages
+            .reply(&large, query, || {
+                Ok(DescribeImagesResponse::from_page(&describe_images(
+                    &large, &policy, query,
+                )?))
+            })
+            .expect("lists")
+    };
+    for pick in 0..20_000 {
+        cached(&random_page(pick));
+    }
+    measure(
+        "describe a page of 20, random account of 20k, page cache hit",
+        1,
+        || {
+            pick = (pick + 7_919) % 20_000;
+            encoded.clear();
+            cached(&random_page(pick))
+                .encode(&mut encoded)
+                .expect("encodes");
+            black_box(&encoded);
+        },
+    );
+    drop(pages);
     drop(large);
 
     let event = Event::ImageShared {

@@ -93,6 +93,10 @@ pub struct BenchArgs {
     /// sled cache of the started server, MiB.
     #[arg(long, default_value_t = image_ledger::config::DEFAULT_CACHE_MB)]
     cache_mb: u64,
+    /// DescribeImages page cache of the started server, MiB; 0 measures
+    /// every page built from the state.
+    #[arg(long, default_value_t = image_ledger::config::DEFAULT_PAGE_CACHE_MB)]
+    page_cache_mb: u64,
 }
 
 /// `bench fill`
@@ -201,6 +205,10 @@ pub struct ServeArgs {
     /// sled page cache size in MiB.
     #[arg(long, env = "IMAGE_LEDGER_CACHE_MB", default_value_t = image_ledger::config::DEFAULT_CACHE_MB)]
     cache_mb: u64,
+    /// Encoded DescribeImages replies kept for reuse while the listings
+    /// they show are unchanged, MiB; 0 turns the page cache off.
+    #[arg(long, env = "IMAGE_LEDGER_PAGE_CACHE_MB", default_value_t = image_ledger::config::DEFAULT_PAGE_CACHE_MB)]
+    page_cache_mb: u64,
     /// Seconds a stopping server waits for clients to close their connections.
     #[arg(long, env = "IMAGE_LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -358,6 +366,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         connections: args.connections,
         cache_mb: args.cache_mb,
+        page_cache_mb: args.page_cache_mb,
     };
     let report = image_ledger::bench::run(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
@@ -461,6 +470,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data.data_dir,
         policy: args.policy.policy()?,
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+        page_cache_bytes: args.page_cache_mb.saturating_mul(1024 * 1024),
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
         signing_key: args.signing_key,
         read_side_delay: std::time::Duration::from_millis(args.read_side_delay_ms),

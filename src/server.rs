@@ -18,7 +18,7 @@ use crate::audit::{AuditError, LedgerKey};
 use crate::config::Config;
 use crate::grpc::pb::audit_log_server::AuditLogServer;
 use crate::grpc::pb::image_ledger_server::ImageLedgerServer;
-use crate::grpc::{pb, AuditService, LedgerService, SmallFrames, Unvectored};
+use crate::grpc::{pb, AuditService, LedgerService, PageCache, SmallFrames, Unvectored};
 use crate::store::{SledStore, StoreError};
 
 /// Why a server could not start or stopped with an error.
@@ -141,7 +141,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
 
     let (stop, stopped) = watch::channel(false);
     let grace = config.shutdown_grace;
-    let service = ImageLedgerServer::new(LedgerService::new(ledger.clone()));
+    let service = ImageLedgerServer::new(LedgerService::new(
+        ledger.clone(),
+        PageCache::new(config.page_cache_bytes),
+    ));
     let audit = AuditLogServer::new(AuditService::new(
         ledger.clone(),
         Arc::new(key),

@@ -427,6 +427,72 @@ async fn recipients_use_but_never_change_delete_or_export() -> TestResult {
     Ok(())
 }
 
+/// (image name, image type) of each image an unfiltered DescribeImages lists.
+async fn names_listed(c: &mut Client, account: &str) -> Vec<(String, i32)> {
+    let listed = c
+        .describe_images(describe_request(account, GZ))
+        .await
+        .expect("describe works")
+        .into_inner();
+    assert_eq!(listed.total_count as usize, listed.images.len());
+    listed
+        .images
+        .into_iter()
+        .map(|i| (i.image_name, i.image_type))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_listing_asked_again_shows_every_change() -> TestResult {
+    // Unfiltered pages are served from the page cache while unchanged; each
+    // step reads both listings before and after the change.
+    let (server, image) = with_image().await;
+    let mut c = server.client();
+    let own = pb::ImageType::PrivateImage as i32;
+    let theirs = pb::ImageType::SharedImage as i32;
+    let web = |kind| vec![("web".to_string(), kind)];
+    assert_eq!(names_listed(&mut c, OWNER).await, web(own));
+    assert_eq!(names_listed(&mut c, FRIEND).await, vec![]);
+
+    c.share_image(share_request(OWNER, &image, &[FRIEND]))
+        .await?;
+    assert_eq!(names_listed(&mut c, FRIEND).await, web(theirs));
+    assert_eq!(names_listed(&mut c, OWNER).await, web(own));
+
+    c.modify_image_attribute(pb::ModifyImageAttributeRequest {
+        account_id: OWNER.into(),
+        image_id: image.clone(),
+        image_name: Some("web-v2".into()),
+        ..Default::default()
+    })
+    .await?;
+    let v2 = |kind| vec![("web-v2".to_string(), kind)];
+    assert_eq!(names_listed(&mut c, OWNER).await, v2(own));
+    assert_eq!(names_listed(&mut c, FRIEND).await, v2(theirs));
+
+    register_image(&mut c, FRIEND, GZ, "mine").await;
+    assert_eq!(
+        names_listed(&mut c, FRIEND).await,
+        vec![("mine".to_string(), own), ("web-v2".to_string(), theirs)]
+    );
+
+    c.cancel_image_sharing(cancel_request(OWNER, &image, &[FRIEND]))
+        .await?;
+    assert_eq!(
+        names_listed(&mut c, FRIEND).await,
+        vec![("mine".to_string(), own)]
+    );
+    c.delete_image(pb::DeleteImageRequest {
+        account_id: OWNER.into(),
+        image_id: image.clone(),
+        ..Default::default()
+    })
+    .await?;
+    assert_eq!(names_listed(&mut c, OWNER).await, vec![]);
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn owner_renames_within_the_rules() -> TestResult {
     let (server, image) = with_image().await;

@@ -19,6 +19,7 @@ fn every_scenario_runs_against_a_real_server_without_errors(
         concurrency: 8,
         connections: 2,
         cache_mb: 16,
+        page_cache_mb: 16,
     };
     let report = run(&config)?;
     let names: Vec<&str> = report.results.iter().map(|r| r.scenario.name()).collect();
@@ -69,6 +70,7 @@ fn a_second_run_on_the_same_data_directory_has_no_errors(
         concurrency: 8,
         connections: 1,
         cache_mb: 16,
+        page_cache_mb: 16,
     };
     for run_number in 1..=2 {
         let report = run(&config)?;

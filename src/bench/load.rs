@@ -97,6 +97,8 @@ pub struct BenchConfig {
     pub connections: usize,
     /// sled cache of the started server, MiB.
     pub cache_mb: u64,
+    /// The started server's `DescribeImages` page cache, MiB.
+    pub page_cache_mb: u64,
 }
 
 /// One scenario's measurements.
@@ -175,7 +177,9 @@ fn spawn_server(config: &BenchConfig, dir: &Path) -> Result<(Server, Duration), 
     let started = Instant::now();
     let mut child = Command::new(&config.binary)
         .args(["serve", "--addr", "127.0.0.1:0", "--image-quota", "1000000"])
-        .args(["--cache-mb", &config.cache_mb.to_string(), "--data-dir"])
+        .args(["--cache-mb", &config.cache_mb.to_string()])
+        .args(["--page-cache-mb", &config.page_cache_mb.to_string()])
+        .arg("--data-dir")
         .arg(dir)
         .env(
             "RUST_LOG",

@@ -11,7 +11,7 @@ mod model;
 mod state;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use command::{Command, NewImage, Reply};
 pub use decide::{authorize, decide, registered, share_permission_view, Decision};
@@ -26,4 +26,4 @@ pub use model::{
     AccountKind, ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission, Policy,
     DEFAULT_REGIONS,
 };
-pub use state::{Account, LedgerState, Listed};
+pub use state::{Account, LedgerState, Listed, ListingStamps, Stamp};

@@ -6,6 +6,7 @@
 //! durable, and can throw the copy away if the write fails.
 
 use std::cmp::Reverse;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use imbl::shared_ptr::DefaultSharedPtr;
@@ -20,7 +21,43 @@ type Map<K, V> = GenericHashMap<K, V, foldhash::fast::RandomState, DefaultShared
 
 /// Images grouped by (account, region), newest first, ties by id: the
 /// order `DescribeImages` lists them in, so a page is read off in order.
-type Index = Map<(AccountId, Region), OrdSet<Listed>>;
+type Index = Map<(AccountId, Region), Listing>;
+
+/// Names what one listing shows at one moment: its entries and every field
+/// of their images that a page carries.
+///
+/// A listing gets a new stamp whenever that changes, and stamps come from
+/// one counter for the whole process, so no two contents ever share a stamp,
+/// whichever copy of the state (published snapshot, the writer's private
+/// copy, a state reloaded from the store) they belong to. Two listings with
+/// the same stamp show the same images: a cached page of one is a page of
+/// the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Stamp(u64);
+
+impl Stamp {
+    fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// One account's images in one region, and the stamp of what they show.
+#[derive(Debug, Clone)]
+struct Listing {
+    entries: OrdSet<Listed>,
+    stamp: Stamp,
+}
+
+/// Listings are equal when their entries are: the stamp names a content
+/// within this process and is not part of the state's value.
+impl PartialEq for Listing {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for Listing {}
 
 /// An image's entry in a listing. Entries order as listings run: newest
 /// first, ties by id. An image's creation time never changes, so its entry
@@ -43,6 +80,15 @@ impl Listed {
     pub fn image_id(&self) -> &ImageId {
         &self.image_id
     }
+}
+
+/// The stamps of an account's two listings in one region (see [`Stamp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListingStamps {
+    /// Its own images.
+    pub owned: Option<Stamp>,
+    /// The images shared with it.
+    pub shared: Option<Stamp>,
 }
 
 /// A registered account.
@@ -68,24 +114,36 @@ pub struct LedgerState {
 }
 
 fn index_insert(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
-    index
+    let listing = index
         .entry((account.clone(), region.clone()))
-        .or_default()
-        .insert(image.clone());
+        .or_insert_with(|| Listing {
+            entries: OrdSet::new(),
+            stamp: Stamp::fresh(),
+        });
+    listing.entries.insert(image.clone());
+    listing.stamp = Stamp::fresh();
 }
 
 fn index_remove(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
     let key = (account.clone(), region.clone());
     let now_empty = match index.get_mut(&key) {
-        Some(set) => {
-            set.remove(image);
-            set.is_empty()
+        Some(listing) => {
+            listing.entries.remove(image);
+            listing.stamp = Stamp::fresh();
+            listing.entries.is_empty()
         }
         None => false,
     };
     // Empty sets are dropped so that equal histories give equal states.
     if now_empty {
         index.remove(&key);
+    }
+}
+
+/// Marks a listing's content as changed (one of its images changed).
+fn index_restamp(index: &mut Index, account: &AccountId, region: &Region) {
+    if let Some(listing) = index.get_mut(&(account.clone(), region.clone())) {
+        listing.stamp = Stamp::fresh();
     }
 }
 
@@ -171,7 +229,16 @@ impl LedgerState {
                         }
                         index_remove(&mut self.owned, &image.owner_account_id, region, &listed);
                     }
-                    _ => {}
+                    // Neither the shares nor Lighthouse's access show in a listing.
+                    Event::LighthouseShared { .. } | Event::LighthouseShareCancelled { .. } => {}
+                    // Anything else may change what every listing of the
+                    // image shows (its state, its name).
+                    _ => {
+                        index_restamp(&mut self.owned, &image.owner_account_id, region);
+                        for account in image.shares.keys() {
+                            index_restamp(&mut self.shared, account, region);
+                        }
+                    }
                 }
             }
         }
@@ -209,14 +276,29 @@ impl LedgerState {
     pub fn images_used(&self, owner: &AccountId, region: &Region) -> u32 {
         self.owned
             .get(&(owner.clone(), region.clone()))
-            .map_or(0, |set| u32::try_from(set.len()).unwrap_or(u32::MAX))
+            .map_or(0, |listing| {
+                u32::try_from(listing.entries.len()).unwrap_or(u32::MAX)
+            })
     }
 
     /// How many images are shared with `account` in `region`.
     pub fn shared_count(&self, account: &AccountId, region: &Region) -> u32 {
         self.shared
             .get(&(account.clone(), region.clone()))
-            .map_or(0, |set| u32::try_from(set.len()).unwrap_or(u32::MAX))
+            .map_or(0, |listing| {
+                u32::try_from(listing.entries.len()).unwrap_or(u32::MAX)
+            })
+    }
+
+    /// The stamps of the two listings `DescribeImages` reads for `account`
+    /// in `region`: its own images and those shared with it (`None` for an
+    /// empty listing). While both are unchanged, so is every page of them.
+    pub fn listing_stamps(&self, account: &AccountId, region: &Region) -> ListingStamps {
+        let key = (account.clone(), region.clone());
+        ListingStamps {
+            owned: self.owned.get(&key).map(|listing| listing.stamp),
+            shared: self.shared.get(&key).map(|listing| listing.stamp),
+        }
     }
 
     /// The live images `owner` has in `region`, newest first (ties by id).
@@ -267,7 +349,7 @@ impl LedgerState {
         index
             .get(&(account.clone(), region.clone()))
             .into_iter()
-            .flat_map(|set| set.iter())
+            .flat_map(|listing| listing.entries.iter())
     }
 
     /// The live image of `owner` in `region` called `name`, if any.
@@ -288,8 +370,11 @@ impl LedgerState {
 
     /// Every (owner, region) pair with its image count, in no particular order.
     pub fn quota_usage(&self) -> impl Iterator<Item = (&(AccountId, Region), u32)> {
-        self.owned
-            .iter()
-            .map(|(key, set)| (key, u32::try_from(set.len()).unwrap_or(u32::MAX)))
+        self.owned.iter().map(|(key, listing)| {
+            (
+                key,
+                u32::try_from(listing.entries.len()).unwrap_or(u32::MAX),
+            )
+        })
     }
 }

@@ -39,7 +39,8 @@ fn collaborator(id: &str) -> Event {
     }
 }
 
-fn attributes(name: &str) -> ImageAttributes {
+/// Attributes of a typical Linux image called `name`.
+pub(crate) fn attributes(name: &str) -> ImageAttributes {
     ImageAttributes {
         image_name: name.into(),
         image_description: "web tier".into(),

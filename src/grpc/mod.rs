@@ -4,6 +4,7 @@
 mod audit;
 mod convert;
 mod page;
+mod page_cache;
 mod service;
 mod status;
 mod transport;
@@ -22,6 +23,7 @@ pub mod pb {
 
 pub use audit::{envelope_message, AuditService};
 pub use convert::{state_message, state_of, time_of, timestamp, Commanded};
+pub use page_cache::PageCache;
 pub use service::LedgerService;
 pub use status::{code_of, ERROR_DOMAIN, INTERNAL_REASON};
 pub use transport::{SmallFrames, Unvectored};

@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{image_refs, timestamp, AuthorizeQuery, Commanded};
+use super::page_cache::PageCache;
 use super::pb;
 use super::pb::image_ledger_server::ImageLedger;
 use crate::app::Ledger;
@@ -12,12 +13,13 @@ use crate::projection::{describe_images, ImageQuery};
 /// The gRPC face of a [`Ledger`].
 pub struct LedgerService {
     ledger: Ledger,
+    pages: PageCache,
 }
 
 impl LedgerService {
-    /// Serves `ledger`.
-    pub fn new(ledger: Ledger) -> Self {
-        Self { ledger }
+    /// Serves `ledger`, keeping `DescribeImages` pages in `pages`.
+    pub fn new(ledger: Ledger, pages: PageCache) -> Self {
+        Self { ledger, pages }
     }
 
     async fn run<T>(&self, request: T) -> Result<Reply, Status>
@@ -148,8 +150,11 @@ impl ImageLedger for LedgerService {
     ) -> Answer<pb::DescribeImagesResponse> {
         let query = ImageQuery::try_from(request.into_inner())?;
         let state = self.ledger.state();
-        let page = describe_images(&state, self.ledger.policy(), &query)?;
-        Ok(Response::new(pb::DescribeImagesResponse::from_page(&page)))
+        let reply = self.pages.reply(&state, &query, || {
+            let page = describe_images(&state, self.ledger.policy(), &query)?;
+            Ok(pb::DescribeImagesResponse::from_page(&page))
+        })?;
+        Ok(Response::new(reply))
     }
 
     async fn describe_image_share_permission(
