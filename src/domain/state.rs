@@ -59,6 +59,13 @@ impl PartialEq for Listing {
 
 impl Eq for Listing {}
 
+impl Listing {
+    /// How many images it lists.
+    fn len(&self) -> u32 {
+        u32::try_from(self.entries.len()).unwrap_or(u32::MAX)
+    }
+}
+
 /// An image's entry in a listing. Entries order as listings run: newest
 /// first, ties by id. An image's creation time never changes, so its entry
 /// never moves.
@@ -114,14 +121,15 @@ pub struct LedgerState {
 }
 
 fn index_insert(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
+    let stamp = Stamp::fresh();
     let listing = index
         .entry((account.clone(), region.clone()))
         .or_insert_with(|| Listing {
             entries: OrdSet::new(),
-            stamp: Stamp::fresh(),
+            stamp,
         });
     listing.entries.insert(image.clone());
-    listing.stamp = Stamp::fresh();
+    listing.stamp = stamp;
 }
 
 fn index_remove(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
@@ -276,18 +284,14 @@ impl LedgerState {
     pub fn images_used(&self, owner: &AccountId, region: &Region) -> u32 {
         self.owned
             .get(&(owner.clone(), region.clone()))
-            .map_or(0, |listing| {
-                u32::try_from(listing.entries.len()).unwrap_or(u32::MAX)
-            })
+            .map_or(0, Listing::len)
     }
 
     /// How many images are shared with `account` in `region`.
     pub fn shared_count(&self, account: &AccountId, region: &Region) -> u32 {
         self.shared
             .get(&(account.clone(), region.clone()))
-            .map_or(0, |listing| {
-                u32::try_from(listing.entries.len()).unwrap_or(u32::MAX)
-            })
+            .map_or(0, Listing::len)
     }
 
     /// The stamps of the two listings `DescribeImages` reads for `account`
@@ -370,11 +374,6 @@ impl LedgerState {
 
     /// Every (owner, region) pair with its image count, in no particular order.
     pub fn quota_usage(&self) -> impl Iterator<Item = (&(AccountId, Region), u32)> {
-        self.owned.iter().map(|(key, listing)| {
-            (
-                key,
-                u32::try_from(listing.entries.len()).unwrap_or(u32::MAX),
-            )
-        })
+        self.owned.iter().map(|(key, listing)| (key, listing.len()))
     }
 }
