@@ -374,6 +374,10 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         report.events, config.concurrency, config.connections, config.seconds, config.rounds
     );
     println!(
+        "each preloaded account lists {} to {} images (own and shared); describe reads pages of up to 20",
+        report.listed.0, report.listed.1
+    );
+    println!(
         "{:<10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>7} {:>11} {:>11}",
         "scenario", "ops/s", "p50", "p99", "p99.9", "errors", "ratio", "server/call", "client/call"
     );

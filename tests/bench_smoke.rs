@@ -45,6 +45,9 @@ fn every_scenario_runs_against_a_real_server_without_errors(
         "the log was filled: {}",
         report.events
     );
+    // Filled to a round of shares (the third): each account lists its 10
+    // images and 10 shared with it, a full page for describe.
+    assert_eq!(report.listed, (20, 20));
     assert!(report.startup.is_some() && report.rss_bytes.is_some());
     assert!(report.disk_bytes_per_event.is_some_and(|b| b > 0.0));
     Ok(())
@@ -79,6 +82,13 @@ fn a_second_run_on_the_same_data_directory_has_no_errors(
         assert!(share.ops > 0, "run {run_number} completed no share");
         assert_eq!(share.errors, 0, "run {run_number} had failures");
         assert_eq!(share.round_ratios.len(), 2, "one ratio per round");
+        // The preload shared each image once with the next account, and the
+        // share scenario's recipient is none of them.
+        assert_eq!(
+            report.listed,
+            (10, 10),
+            "run {run_number}: every account lists its 5 images and 5 shared with it"
+        );
     }
     Ok(())
 }

@@ -81,6 +81,11 @@ pub fn fill(
     let regions = Arc::new(regions);
     let report_every = (plan.events / 10).max(1);
     let reported = Arc::new(AtomicU64::new(0));
+    // Commands taken and not yet answered. Each adds at most one event, so a
+    // task takes one only while the head plus these stays below the target:
+    // the log ends at its target instead of up to a concurrency's worth of
+    // commands (and the next round's cancels) past it.
+    let in_flight = Arc::new(AtomicU64::new(0));
     runtime.block_on(async {
         // Accounts and images come first and in order of need, so they run
         // as phases; the share phase is the bulk.
@@ -101,11 +106,19 @@ pub fn fill(
                 let plan = Arc::clone(&plan);
                 let regions = Arc::clone(&regions);
                 let reported = Arc::clone(&reported);
+                let in_flight = Arc::clone(&in_flight);
                 tasks.push(tokio::spawn(async move {
                     loop {
                         let head = ledger.durable_head().position;
                         if head >= plan.events {
                             return Ok::<(), AppError>(());
+                        }
+                        if head + in_flight.fetch_add(1, Ordering::SeqCst) >= plan.events {
+                            // The commands in flight may reach the target;
+                            // look again once some are answered.
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            continue;
                         }
                         let step = head / report_every;
                         if step > reported.load(Ordering::Relaxed)
@@ -145,6 +158,7 @@ pub fn fill(
                                 let (image, owner) = {
                                     let list = images.lock().map_err(|_| AppError::ShuttingDown)?;
                                     if list.is_empty() {
+                                        in_flight.fetch_sub(1, Ordering::SeqCst);
                                         return Ok(());
                                     }
                                     list[(s % list.len() as u64) as usize].clone()
@@ -167,9 +181,14 @@ pub fn fill(
                                     }
                                 }
                             }
-                            _ => return Ok(()),
+                            _ => {
+                                in_flight.fetch_sub(1, Ordering::SeqCst);
+                                return Ok(());
+                            }
                         };
-                        match ledger.execute(command, CommandOptions::default()).await {
+                        let answered = ledger.execute(command, CommandOptions::default()).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        match answered {
                             Ok(Reply::ImageRegistered { image_id }) => {
                                 let owner = (k - plan.accounts) % plan.accounts;
                                 images
@@ -200,4 +219,48 @@ pub fn fill(
         events,
         elapsed: started.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fill with far more commands in flight than its share phase needs
+    /// stops exactly at its target: here after one share of every image.
+    #[test]
+    fn a_fill_stops_at_its_target_with_every_image_shared_once(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let plan = FillPlan {
+            events: 5 + 2 * 20,
+            accounts: 5,
+            images: 20,
+            concurrency: 64,
+            regions: 1,
+        };
+        let policy = Policy::default();
+        let region = policy.regions.iter().next().cloned().ok_or("no region")?;
+        let report = fill(dir.path(), &plan, policy.clone())?;
+        assert_eq!(report.events, 45);
+
+        let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path(), 8 << 20)?);
+        let ledger = Ledger::open(store, policy, WriterOptions::default())?;
+        let state = ledger.state();
+        assert_eq!(ledger.durable_head().position, 45);
+        for k in 0..5 {
+            let owned: Vec<&ImageId> = state
+                .owned_in_region(&account(k), &region)
+                .map(|image| &image.image_id)
+                .collect();
+            assert_eq!(owned.len(), 4, "account {k} owns 4 images");
+            // Image i of owner k is shared with account k + 1, and only with it.
+            for image in state.owned_in_region(&account(k), &region) {
+                let with: Vec<&AccountId> = image.shares.keys().collect();
+                assert_eq!(with, vec![&account((k + 1) % 5)], "{}", image.image_id);
+            }
+            assert_eq!(state.shared_count(&account(k), &region), 4);
+        }
+        ledger.shutdown();
+        Ok(())
+    }
 }

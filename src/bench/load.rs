@@ -147,6 +147,9 @@ pub struct BenchReport {
     pub rss_bytes: Option<u64>,
     /// Bytes of the data directory / events.
     pub disk_bytes_per_event: Option<f64>,
+    /// The fewest and the most images (own and shared) a preloaded account
+    /// lists: `describe` pages hold min(20, that).
+    pub listed: (u64, u64),
 }
 
 struct Server {
@@ -210,6 +213,25 @@ fn bench_region() -> String {
         .unwrap_or_default()
 }
 
+/// The events the log is filled with: at least `--log-events`, and ending
+/// with a whole round of shares. After the accounts and the images, the
+/// filler runs rounds over every image: the even ones share it with one
+/// other account (the next one in round 0, one further every second round),
+/// the odd ones cancel those shares. Ending on a round of shares leaves every
+/// image shared with exactly one account, so every account lists its own
+/// images and as many shared with it, and `describe` reads the same pages on
+/// a small log as on a large one.
+pub fn preload_events(config: &BenchConfig) -> u64 {
+    let base = config.accounts + config.images;
+    let rounds = config
+        .log_events
+        .saturating_sub(base)
+        .div_ceil(config.images.max(1))
+        .max(1);
+    let rounds = if rounds % 2 == 0 { rounds + 1 } else { rounds };
+    base + rounds * config.images
+}
+
 /// The account that receives every share of the share scenario; it takes
 /// no part in the preloaded shares, so its shares never collide with them.
 const RECIPIENT: &str = "999999999999";
@@ -230,7 +252,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
                     temp.path().to_path_buf()
                 }
             };
-            let needed = config.log_events.max(config.accounts + config.images);
+            let needed = preload_events(config);
             let plan = FillPlan {
                 events: needed,
                 accounts: config.accounts,
@@ -277,6 +299,8 @@ struct Workload {
     /// Whether each image is shared with [`RECIPIENT`] now; carried across
     /// scenarios so a write scenario picks up where the last one left off.
     shared: Vec<AtomicBool>,
+    /// The fewest and the most images a preloaded account lists.
+    listed: (u64, u64),
 }
 
 async fn drive(
@@ -292,10 +316,12 @@ async fn drive(
     }
     let workload = Arc::new(discover(config, channels[0].clone()).await?);
     eprintln!(
-        "{} images of {} accounts in {}",
+        "{} images of {} accounts in {}; each account lists {} to {} (own and shared)",
         workload.images.len(),
         config.accounts,
-        workload.region
+        workload.region,
+        workload.listed.0,
+        workload.listed.1
     );
     let mut order = vec![Scenario::Health];
     order.extend(config.scenarios.iter().filter(|s| **s != Scenario::Health));
@@ -336,6 +362,7 @@ async fn drive(
         startup: None,
         rss_bytes: None,
         disk_bytes_per_event: None,
+        listed: workload.listed,
     })
 }
 
@@ -352,14 +379,13 @@ async fn discover(config: &BenchConfig, channel: Channel) -> Result<Workload, Bo
         .await;
     registered?;
     let mut images = Vec::new();
+    let mut listed = (u64::MAX, 0);
     for k in 0..config.accounts {
-        let owned = list_images(
-            &mut client,
-            &account(k).to_string(),
-            &region,
-            pb::ImageType::PrivateImage,
-        )
-        .await?;
+        let id = account(k).to_string();
+        let owned = list_images(&mut client, &id, &region, pb::ImageType::PrivateImage).await?;
+        let shared = list_images(&mut client, &id, &region, pb::ImageType::SharedImage).await?;
+        let count = (owned.len() + shared.len()) as u64;
+        listed = (listed.0.min(count), listed.1.max(count));
         images.extend(owned.into_iter().map(|image| (image.image_id, k)));
     }
     if images.is_empty() {
@@ -381,6 +407,7 @@ async fn discover(config: &BenchConfig, channel: Channel) -> Result<Workload, Bo
         region,
         images,
         shared,
+        listed,
     })
 }
 
@@ -878,5 +905,34 @@ mod tests {
         );
         // Percentiles over the calls of both rounds (latencies 0..100 and 0..80).
         assert_eq!(result.p50, Duration::from_micros(44));
+    }
+
+    #[test]
+    fn the_log_is_filled_to_at_least_the_target_ending_on_a_round_of_shares() {
+        let config = |accounts, images, log_events| BenchConfig {
+            binary: "image-ledger".into(),
+            addr: None,
+            data_dir: None,
+            accounts,
+            images,
+            log_events,
+            scenarios: Vec::new(),
+            seconds: 1.0,
+            rounds: 1,
+            concurrency: 64,
+            connections: 4,
+            cache_mb: 16,
+            page_cache_mb: 16,
+        };
+        // Accounts, images, one round of shares.
+        assert_eq!(preload_events(&config(1_000, 10_000, 0)), 21_000);
+        assert_eq!(preload_events(&config(1_000, 10_000, 21_000)), 21_000);
+        // One more event needs a round of cancels and one of shares.
+        assert_eq!(preload_events(&config(1_000, 10_000, 21_001)), 41_000);
+        // 98.9 rounds asked: 99, the last of them shares.
+        assert_eq!(preload_events(&config(1_000, 10_000, 1_000_000)), 1_001_000);
+        // 98 rounds asked, which would end on cancels: 99.
+        assert_eq!(preload_events(&config(1_000, 10_000, 991_000)), 1_001_000);
+        assert_eq!(preload_events(&config(20, 200, 500)), 820);
     }
 }
