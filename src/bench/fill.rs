@@ -113,10 +113,11 @@ pub fn fill(
                         if head >= plan.events {
                             return Ok::<(), AppError>(());
                         }
-                        if head + in_flight.fetch_add(1, Ordering::SeqCst) >= plan.events {
+                        let (taken, ahead) = InFlight::take(&in_flight);
+                        if head + ahead >= plan.events {
                             // The commands in flight may reach the target;
                             // look again once some are answered.
-                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            drop(taken);
                             tokio::time::sleep(Duration::from_millis(1)).await;
                             continue;
                         }
@@ -158,7 +159,6 @@ pub fn fill(
                                 let (image, owner) = {
                                     let list = images.lock().map_err(|_| AppError::ShuttingDown)?;
                                     if list.is_empty() {
-                                        in_flight.fetch_sub(1, Ordering::SeqCst);
                                         return Ok(());
                                     }
                                     list[(s % list.len() as u64) as usize].clone()
@@ -181,14 +181,9 @@ pub fn fill(
                                     }
                                 }
                             }
-                            _ => {
-                                in_flight.fetch_sub(1, Ordering::SeqCst);
-                                return Ok(());
-                            }
+                            _ => return Ok(()),
                         };
-                        let answered = ledger.execute(command, CommandOptions::default()).await;
-                        in_flight.fetch_sub(1, Ordering::SeqCst);
-                        match answered {
+                        match ledger.execute(command, CommandOptions::default()).await {
                             Ok(Reply::ImageRegistered { image_id }) => {
                                 let owner = (k - plan.accounts) % plan.accounts;
                                 images
@@ -219,6 +214,24 @@ pub fn fill(
         events,
         elapsed: started.elapsed(),
     })
+}
+
+/// One command taken and not yet answered: counted in `in_flight` from
+/// `take` until dropped, whichever way its task goes on.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    /// Counts one more command; also returns how many were in flight before it.
+    fn take(in_flight: &'a AtomicU64) -> (Self, u64) {
+        let before = in_flight.fetch_add(1, Ordering::SeqCst);
+        (Self(in_flight), before)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]

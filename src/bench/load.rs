@@ -381,12 +381,20 @@ async fn discover(config: &BenchConfig, channel: Channel) -> Result<Workload, Bo
     let mut images = Vec::new();
     let mut listed = (u64::MAX, 0);
     for k in 0..config.accounts {
-        let id = account(k).to_string();
-        let owned = list_images(&mut client, &id, &region, pb::ImageType::PrivateImage).await?;
-        let shared = list_images(&mut client, &id, &region, pb::ImageType::SharedImage).await?;
-        let count = (owned.len() + shared.len()) as u64;
+        // Its own images and those shared with it, in one listing.
+        let all = list_images(
+            &mut client,
+            &account(k).to_string(),
+            &region,
+            pb::ImageType::Unspecified,
+        )
+        .await?;
+        let count = all.len() as u64;
         listed = (listed.0.min(count), listed.1.max(count));
-        images.extend(owned.into_iter().map(|image| (image.image_id, k)));
+        let owned = all
+            .into_iter()
+            .filter(|image| image.image_type == pb::ImageType::PrivateImage as i32);
+        images.extend(owned.map(|image| (image.image_id, k)));
     }
     if images.is_empty() {
         return Err("the server holds no preloaded images".into());

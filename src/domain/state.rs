@@ -311,8 +311,7 @@ impl LedgerState {
         owner: &AccountId,
         region: &Region,
     ) -> impl Iterator<Item = &'a Image> + 'a {
-        self.owned_listing(owner, region)
-            .filter_map(|listed| self.live_image(&listed.image_id))
+        self.live_in(self.owned_listing(owner, region))
     }
 
     /// The live images shared with `account` in `region`, newest first (ties by id).
@@ -321,8 +320,15 @@ impl LedgerState {
         account: &AccountId,
         region: &Region,
     ) -> impl Iterator<Item = &'a Image> + 'a {
-        self.shared_listing(account, region)
-            .filter_map(|listed| self.live_image(&listed.image_id))
+        self.live_in(self.shared_listing(account, region))
+    }
+
+    /// The live images of a listing's entries, in its order.
+    fn live_in<'a>(
+        &'a self,
+        entries: impl Iterator<Item = &'a Listed> + 'a,
+    ) -> impl Iterator<Item = &'a Image> + 'a {
+        entries.filter_map(|listed| self.live_image(&listed.image_id))
     }
 
     /// The entries of the live images `owner` has in `region`, in listing

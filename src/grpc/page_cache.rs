@@ -138,12 +138,8 @@ impl PageKey {
 fn stamps_read(state: &LedgerState, key: &PageKey) -> ListingStamps {
     let stamps = state.listing_stamps(&key.account, &key.region);
     ListingStamps {
-        owned: stamps
-            .owned
-            .filter(|_| key.image_type != ImageTypeFilter::Shared),
-        shared: stamps
-            .shared
-            .filter(|_| key.image_type != ImageTypeFilter::Private),
+        owned: stamps.owned.filter(|_| key.image_type.lists_owned()),
+        shared: stamps.shared.filter(|_| key.image_type.lists_shared()),
     }
 }
 

@@ -21,6 +21,18 @@ pub enum ImageTypeFilter {
     Shared,
 }
 
+impl ImageTypeFilter {
+    /// Whether the caller's own images are listed.
+    pub fn lists_owned(self) -> bool {
+        self != Self::Shared
+    }
+
+    /// Whether the images shared with the caller are listed.
+    pub fn lists_shared(self) -> bool {
+        self != Self::Private
+    }
+}
+
 /// The filters of `DescribeImages`.
 #[derive(Debug, Clone, Default)]
 pub struct ImageQuery {
@@ -81,8 +93,8 @@ pub fn describe_images<'a>(
         n => n,
     };
     registered(state, account)?;
-    let with_owned = query.image_type != ImageTypeFilter::Shared;
-    let with_shared = query.image_type != ImageTypeFilter::Private;
+    let with_owned = query.image_type.lists_owned();
+    let with_shared = query.image_type.lists_shared();
     // Both indexes are kept in listing order, so the listing is their merge
     // and a page is read off its front: nothing is sorted per call.
     let owned = with_owned
