@@ -80,8 +80,9 @@ pub struct BenchArgs {
     /// Measured seconds per scenario and round (after a short warm-up).
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// Run the sequence (health, then each scenario) this many times; each
-    /// ratio is the median of the rounds' ratios to their own baseline.
+    /// Measure each scenario this many times, each time between two health
+    /// windows; each ratio is the median of the rounds' ratios to the mean
+    /// of the two health windows around them.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// Requests in flight.
@@ -405,7 +406,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "server/call, client/call: CPU time (user + system, all threads) per call in the window"
     );
     if config.rounds > 1 {
-        println!("ratio: the median of the rounds' ratios to their own baseline; each round:");
+        println!(
+            "ratio: the median of the rounds' ratios, each to the health windows just before and after it:"
+        );
         for r in report.results.iter().skip(1) {
             let rounds: Vec<String> = r.round_ratios.iter().map(|x| format!("{x:.2}")).collect();
             println!("  {:<10} {}", r.scenario.name(), rounds.join(" "));

@@ -86,10 +86,11 @@ pub struct BenchConfig {
     pub scenarios: Vec<Scenario>,
     /// Measured time per scenario and round.
     pub seconds: f64,
-    /// How many times the whole sequence (health, then each scenario) runs.
-    /// Each round's ratios are taken against that round's own baseline,
-    /// measured seconds before, and the median is reported: on a shared
-    /// machine the load drifts within minutes.
+    /// How many times each scenario is measured. Every scenario window has
+    /// a health window right before and right after it, and its ratio is
+    /// taken against the mean of those two; the median of the rounds'
+    /// ratios is reported. On a shared machine the load drifts within
+    /// seconds, so a baseline measured once, or only before, is off.
     pub rounds: usize,
     /// Requests in flight.
     pub concurrency: usize,
@@ -323,34 +324,41 @@ async fn drive(
         workload.listed.0,
         workload.listed.1
     );
-    let mut order = vec![Scenario::Health];
-    order.extend(config.scenarios.iter().filter(|s| **s != Scenario::Health));
+    let scenarios: Vec<Scenario> = config
+        .scenarios
+        .iter()
+        .copied()
+        .filter(|s| *s != Scenario::Health)
+        .collect();
     let rounds = config.rounds.max(1);
-    let mut samples: Vec<Vec<Sample>> = order.iter().map(|_| Vec::new()).collect();
-    for round in 1..=rounds {
-        if rounds > 1 {
-            eprintln!("round {round} of {rounds}");
+    let mut health: Vec<Sample> = Vec::new();
+    let mut taken: Vec<Vec<Sample>> = scenarios.iter().map(|_| Vec::new()).collect();
+    let report = |scenario: Scenario, sample: &Sample| {
+        eprintln!(
+            "  {:<10} {:>9.0} ops/s  errors {}",
+            scenario.name(),
+            sample.ops_per_sec(),
+            sample.errors
+        );
+    };
+    for (window, scenario) in plan_windows(&scenarios, rounds) {
+        if window.round_starts && rounds > 1 {
+            eprintln!("round {} of {rounds}", window.round);
         }
-        for (scenario, taken) in order.iter().zip(&mut samples) {
-            let sample = measure(config, *scenario, &channels, &workload, server_pid).await?;
-            eprintln!(
-                "  {:<10} {:>9.0} ops/s  errors {}",
-                scenario.name(),
-                sample.ops_per_sec(),
-                sample.errors
-            );
-            taken.push(sample);
+        let sample = measure(config, scenario, &channels, &workload, server_pid).await?;
+        report(scenario, &sample);
+        match window.slot {
+            Some(slot) => taken[slot].push(sample),
+            None => health.push(sample),
         }
     }
-    let baselines: Vec<f64> = samples[0]
-        .iter()
-        .map(|s| s.ops_per_sec().max(1e-9))
-        .collect();
-    let results = order
-        .iter()
-        .zip(samples)
-        .map(|(scenario, taken)| summarize(*scenario, taken, &baselines))
-        .collect();
+    let health_rates: Vec<f64> = health.iter().map(|s| s.ops_per_sec().max(1e-9)).collect();
+    let mut results = Vec::with_capacity(scenarios.len() + 1);
+    for (slot, (scenario, samples)) in scenarios.iter().zip(taken).enumerate() {
+        let baselines = bracketing_baselines(&health_rates, slot, scenarios.len(), samples.len());
+        results.push(summarize(*scenario, samples, &baselines));
+    }
+    results.insert(0, summarize(Scenario::Health, health, &health_rates));
     let events = AuditLogClient::new(channels[0].clone())
         .get_ledger_head(pb::GetLedgerHeadRequest {})
         .await?
@@ -624,6 +632,78 @@ fn summarize(scenario: Scenario, samples: Vec<Sample>, baselines: &[f64]) -> Sce
     }
 }
 
+/// Where one measured window sits in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    /// The round it belongs to, from 1.
+    round: usize,
+    /// Whether it is the round's first window.
+    round_starts: bool,
+    /// The index of its scenario among the measured ones; `None` for a
+    /// health window.
+    slot: Option<usize>,
+}
+
+/// The order of a run's windows: every scenario window has a health window
+/// right before it and right after it (the one before the next scenario,
+/// or a last one at the end), so its baseline is measured on both sides of
+/// it, seconds apart: `H S1 H S2 H … H`, round after round. A run of only
+/// the baseline measures it once per round.
+fn plan_windows(scenarios: &[Scenario], rounds: usize) -> Vec<(Window, Scenario)> {
+    let mut plan = Vec::new();
+    for round in 1..=rounds {
+        if scenarios.is_empty() {
+            let window = Window {
+                round,
+                round_starts: true,
+                slot: None,
+            };
+            plan.push((window, Scenario::Health));
+            continue;
+        }
+        for (slot, scenario) in scenarios.iter().enumerate() {
+            let health = Window {
+                round,
+                round_starts: slot == 0,
+                slot: None,
+            };
+            let measured = Window {
+                round,
+                round_starts: false,
+                slot: Some(slot),
+            };
+            plan.push((health, Scenario::Health));
+            plan.push((measured, *scenario));
+        }
+    }
+    if !scenarios.is_empty() {
+        let last = Window {
+            round: rounds,
+            round_starts: false,
+            slot: None,
+        };
+        plan.push((last, Scenario::Health));
+    }
+    plan
+}
+
+/// The baseline of each window of the scenario at `slot` (of `scenarios`
+/// measured per round) in a run planned by [`plan_windows`]: the mean rate
+/// of the health windows just before and just after it, so a baseline that
+/// drifts steadily cancels out.
+fn bracketing_baselines(health: &[f64], slot: usize, scenarios: usize, windows: usize) -> Vec<f64> {
+    (0..windows)
+        .map(|round| {
+            let before = round * scenarios + slot;
+            match (health.get(before), health.get(before + 1)) {
+                (Some(b), Some(a)) => (b + a) / 2.0,
+                (Some(b), None) => *b,
+                _ => f64::NAN,
+            }
+        })
+        .collect()
+}
+
 /// The median (the mean of the middle two for an even count); 0 when empty.
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
@@ -879,6 +959,59 @@ mod tests {
         assert_eq!(thread_kind("ledger-append"), "ledger-append");
         assert_eq!(thread_kind("worker-"), "worker-");
         assert_eq!(thread_kind("image-ledger"), "image-ledger");
+    }
+
+    #[test]
+    fn every_scenario_window_has_a_health_window_on_each_side() {
+        let plan = plan_windows(&[Scenario::Share, Scenario::Describe], 2);
+        let names: Vec<&str> = plan.iter().map(|(_, s)| s.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "health", "share", "health", "describe", "health", "share", "health", "describe",
+                "health"
+            ]
+        );
+        let slots: Vec<Option<usize>> = plan.iter().map(|(w, _)| w.slot).collect();
+        assert_eq!(
+            slots,
+            [
+                None,
+                Some(0),
+                None,
+                Some(1),
+                None,
+                Some(0),
+                None,
+                Some(1),
+                None
+            ]
+        );
+        let starts: Vec<usize> = plan
+            .iter()
+            .filter(|(w, _)| w.round_starts)
+            .map(|(w, _)| w.round)
+            .collect();
+        assert_eq!(starts, [1, 2]);
+        // Only the baseline: one window per round.
+        let alone = plan_windows(&[], 3);
+        assert_eq!(alone.len(), 3);
+        assert!(alone
+            .iter()
+            .all(|(w, s)| *s == Scenario::Health && w.slot.is_none()));
+    }
+
+    #[test]
+    fn a_baseline_is_the_mean_of_the_health_windows_around_the_scenario() {
+        // H0 S1 H1 D1 H2 S2 H3 D2 H4, health rising steadily.
+        let health = [100.0, 110.0, 120.0, 130.0, 140.0];
+        assert_eq!(bracketing_baselines(&health, 0, 2, 2), vec![105.0, 125.0]);
+        assert_eq!(bracketing_baselines(&health, 1, 2, 2), vec![115.0, 135.0]);
+        // A run cut short after its last scenario window keeps the one before.
+        assert_eq!(
+            bracketing_baselines(&health[..4], 1, 2, 2),
+            vec![115.0, 130.0]
+        );
     }
 
     #[test]
