@@ -332,7 +332,10 @@ async fn drive(
         .collect();
     let rounds = config.rounds.max(1);
     let mut health: Vec<Sample> = Vec::new();
-    let mut taken: Vec<Vec<Sample>> = scenarios.iter().map(|_| Vec::new()).collect();
+    // Each scenario's windows, with the index of the health window just
+    // before each of them.
+    let mut taken: Vec<(Vec<Sample>, Vec<usize>)> =
+        scenarios.iter().map(|_| (Vec::new(), Vec::new())).collect();
     let report = |scenario: Scenario, sample: &Sample| {
         eprintln!(
             "  {:<10} {:>9.0} ops/s  errors {}",
@@ -348,17 +351,21 @@ async fn drive(
         let sample = measure(config, scenario, &channels, &workload, server_pid).await?;
         report(scenario, &sample);
         match window.slot {
-            Some(slot) => taken[slot].push(sample),
+            Some(slot) => {
+                let (samples, befores) = &mut taken[slot];
+                samples.push(sample);
+                befores.push(health.len().saturating_sub(1));
+            }
             None => health.push(sample),
         }
     }
     let health_rates: Vec<f64> = health.iter().map(|s| s.ops_per_sec().max(1e-9)).collect();
     let mut results = Vec::with_capacity(scenarios.len() + 1);
-    for (slot, (scenario, samples)) in scenarios.iter().zip(taken).enumerate() {
-        let baselines = bracketing_baselines(&health_rates, slot, scenarios.len(), samples.len());
+    results.push(summarize(Scenario::Health, health, &health_rates));
+    for (scenario, (samples, befores)) in scenarios.iter().zip(taken) {
+        let baselines = bracketing_baselines(&health_rates, &befores);
         results.push(summarize(*scenario, samples, &baselines));
     }
-    results.insert(0, summarize(Scenario::Health, health, &health_rates));
     let events = AuditLogClient::new(channels[0].clone())
         .get_ledger_head(pb::GetLedgerHeadRequest {})
         .await?
@@ -687,20 +694,20 @@ fn plan_windows(scenarios: &[Scenario], rounds: usize) -> Vec<(Window, Scenario)
     plan
 }
 
-/// The baseline of each window of the scenario at `slot` (of `scenarios`
-/// measured per round) in a run planned by [`plan_windows`]: the mean rate
-/// of the health windows just before and just after it, so a baseline that
-/// drifts steadily cancels out.
-fn bracketing_baselines(health: &[f64], slot: usize, scenarios: usize, windows: usize) -> Vec<f64> {
-    (0..windows)
-        .map(|round| {
-            let before = round * scenarios + slot;
-            match (health.get(before), health.get(before + 1)) {
+/// The baseline of each of a scenario's windows, given the index of the
+/// health window just before each (`befores`): the mean rate of that one and
+/// the next, measured just after it, so a baseline that drifts steadily
+/// cancels out.
+fn bracketing_baselines(health: &[f64], befores: &[usize]) -> Vec<f64> {
+    befores
+        .iter()
+        .map(
+            |&before| match (health.get(before), health.get(before + 1)) {
                 (Some(b), Some(a)) => (b + a) / 2.0,
                 (Some(b), None) => *b,
                 _ => f64::NAN,
-            }
-        })
+            },
+        )
         .collect()
 }
 
@@ -1003,13 +1010,14 @@ mod tests {
 
     #[test]
     fn a_baseline_is_the_mean_of_the_health_windows_around_the_scenario() {
-        // H0 S1 H1 D1 H2 S2 H3 D2 H4, health rising steadily.
+        // H0 S1 H1 D1 H2 S2 H3 D2 H4, health rising steadily: share follows
+        // H0 and H2, describe H1 and H3.
         let health = [100.0, 110.0, 120.0, 130.0, 140.0];
-        assert_eq!(bracketing_baselines(&health, 0, 2, 2), vec![105.0, 125.0]);
-        assert_eq!(bracketing_baselines(&health, 1, 2, 2), vec![115.0, 135.0]);
+        assert_eq!(bracketing_baselines(&health, &[0, 2]), vec![105.0, 125.0]);
+        assert_eq!(bracketing_baselines(&health, &[1, 3]), vec![115.0, 135.0]);
         // A run cut short after its last scenario window keeps the one before.
         assert_eq!(
-            bracketing_baselines(&health[..4], 1, 2, 2),
+            bracketing_baselines(&health[..4], &[1, 3]),
             vec![115.0, 130.0]
         );
     }
