@@ -2,6 +2,7 @@
 //! idempotency records and the persisted projections, behind a small trait
 //! so a second backend can sit beside the embedded sled one.
 
+mod durable;
 mod envelope;
 mod memory;
 mod sled_store;

@@ -39,8 +39,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use sled::{Batch, Db, IVec, Tree};
+use sled::{Batch, IVec, Tree};
 
+use super::durable::DurableDb;
 use super::stream_index::StreamIndex;
 use super::{AppendBatch, Entries, EventStore, Head, ProjectionOp, StoreError};
 
@@ -60,7 +61,7 @@ const ZSTD_LEVEL: i32 = 1;
 
 /// The sled-backed event store.
 pub struct SledStore {
-    db: Db,
+    db: DurableDb,
     tree: Tree,
     /// Serializes appends, so the head and stream checks and the batch that
     /// follows them cannot interleave with another append of this process
@@ -136,7 +137,8 @@ impl SledStore {
                 Err(err) => return Err(err.into()),
             }
         };
-        let tree = db.open_tree("ledger")?;
+        let db = DurableDb::new(db, dir)?;
+        let tree = db.sled().open_tree("ledger")?;
         move_keys(&db, &tree)?;
         let head = read_head(&tree)?.position;
         let left = remove_chunks_past(&tree, head)?;
@@ -164,6 +166,12 @@ impl SledStore {
             tail_left: AtomicBool::new(false),
             write_cut_short: Mutex::new(None),
         })
+    }
+
+    /// How many of sled's blob files the flushes synced (see [`super::durable`]).
+    #[cfg(test)]
+    pub(super) fn synced_blob_files(&self) -> usize {
+        self.db.synced_blob_files()
     }
 
     /// Rewrites one stored record in place, bypassing every check. Only for
@@ -361,7 +369,7 @@ impl SledStore {
 
 /// Moves the head and the checkpoint of a store written by an earlier
 /// version to their current keys, in one atomic, flushed batch.
-fn move_keys(db: &Db, tree: &Tree) -> Result<(), StoreError> {
+fn move_keys(db: &DurableDb, tree: &Tree) -> Result<(), StoreError> {
     let mut writes = Batch::default();
     let mut moved = false;
     for (old, new) in MOVED_KEYS {

@@ -38,7 +38,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sled::{Db, Tree};
+use sled::Tree;
+
+use super::durable::DurableDb;
 
 use super::StoreError;
 
@@ -98,7 +100,7 @@ struct Pending {
 
 struct Shared {
     tree: Tree,
-    db: Db,
+    db: DurableDb,
     pending: Mutex<Pending>,
     wake: Condvar,
 }
@@ -124,7 +126,7 @@ impl StreamIndex {
     /// `zv`, durably) and starts the worker. `scan` visits the stored
     /// records from a position on.
     pub fn open(
-        db: &Db,
+        db: &DurableDb,
         tree: &Tree,
         head: u64,
         scan: impl FnOnce(
@@ -329,8 +331,7 @@ fn run(shared: &Shared) {
             Ok(())
         } else {
             let started = Instant::now();
-            let written = write(&shared.tree, &writing)
-                .and_then(|()| shared.db.flush().map(drop).map_err(StoreError::from));
+            let written = write(&shared.tree, &writing).and_then(|()| shared.db.flush());
             tracing::debug!(
                 entries = writing.count,
                 streams = writing.streams.len(),

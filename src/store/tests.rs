@@ -235,3 +235,106 @@ fn a_damaged_record_left_to_index_does_not_stop_the_store_from_opening(
     }
     Ok(())
 }
+
+/// Text of `chars` random characters outside the Basic Multilingual Plane:
+/// four bytes each in UTF-8, and next to incompressible.
+fn worst_text(rng: &mut impl rand::Rng, chars: usize) -> String {
+    (0..chars)
+        .map(|_| char::from_u32(rng.random_range(0x1_0000..0x2_0000)).unwrap_or('x'))
+        .collect()
+}
+
+/// A flush syncs sled's log file and every file sled put under `blobs/`
+/// (see [`super::durable`]). The largest records the rules allow (every
+/// text field at its longest, in characters of four bytes that do not
+/// compress), 64 to a chunk, make sled write such files: every one of them
+/// was synced, the log file is the one that grew, and the records read back
+/// after a reopen.
+#[test]
+fn a_flush_syncs_the_log_file_and_every_blob_file() -> Result<(), Box<dyn std::error::Error>> {
+    use crate::domain::ids::MAX_LABEL_CHARS;
+    use crate::domain::{
+        ImageAttributes, ImageId, ImageSource, ImageState, LicenseType, Region,
+        MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS,
+    };
+    use rand::SeedableRng;
+
+    let dir = tempfile::tempdir()?;
+    let store = open(&dir)?;
+    let log = dir.path().join(super::durable::LOG_FILE);
+    let empty_log = std::fs::metadata(&log)?.len();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut head = store.head()?;
+    let mut largest = 0;
+    for batch_number in 0..40u64 {
+        let mut batch = AppendBatch {
+            expected_head: head,
+            ..AppendBatch::default()
+        };
+        for i in 0..super::sled_store::CHUNK_RECORDS as u64 {
+            let n = batch_number * 64 + i;
+            let event = Event::ImageRegistered {
+                image_id: ImageId::parse(&format!("img-{n:08}"))?,
+                owner_account_id: AccountId::parse(&format!(
+                    "{}",
+                    10_000_000_000_000_000_000u64 + n
+                ))?,
+                region: Region::new("ap-guangzhou"),
+                attributes: ImageAttributes {
+                    image_name: worst_text(&mut rng, MAX_NAME_CHARS),
+                    image_description: worst_text(&mut rng, MAX_DESCRIPTION_CHARS),
+                    platform: worst_text(&mut rng, MAX_LABEL_CHARS),
+                    os_name: worst_text(&mut rng, MAX_LABEL_CHARS),
+                    image_source: ImageSource::CreateImage,
+                    license_type: LicenseType::Tencentcloud,
+                    encrypted: false,
+                    whole_instance: false,
+                    supports_cloudinit: true,
+                },
+                state: ImageState::Normal,
+                created_time: OffsetDateTime::UNIX_EPOCH,
+            };
+            let record = EncodedRecord::encode(
+                &event,
+                &RecordMeta {
+                    position: head.position + 1,
+                    aggregate_version: 1,
+                    recorded_at: OffsetDateTime::UNIX_EPOCH,
+                    actor: Some("10000000000000000000"),
+                    client_token: Some(&"t".repeat(64)),
+                    request_hash: Some(&"f".repeat(64)),
+                    prev_hash: head.hash,
+                },
+            )?;
+            largest = largest.max(record.bytes.len());
+            head = Head {
+                position: record.position,
+                hash: record.hash,
+            };
+            batch.records.push(record);
+        }
+        store.append(&batch)?;
+    }
+    assert!(
+        largest > 2_500,
+        "records of {largest} bytes are not the largest"
+    );
+    assert_eq!(store.head()?, head);
+    let blobs = std::fs::read_dir(dir.path().join(super::durable::BLOB_DIR))?.count();
+    assert!(
+        blobs > 0,
+        "sled wrote no blob file: this test no longer covers them"
+    );
+    assert_eq!(store.synced_blob_files(), blobs);
+    assert!(
+        std::fs::metadata(&log)?.len() > empty_log + 1_000_000,
+        "the log file did not grow with the records"
+    );
+    let written = scan_all(&store, 1, usize::MAX);
+    assert_eq!(written.len(), 40 * 64);
+    drop(store);
+    let reopened = open(&dir)?;
+    assert_eq!(reopened.head()?, head);
+    assert_eq!(scan_all(&reopened, 1, usize::MAX), written);
+    Ok(())
+}
