@@ -309,15 +309,23 @@ async fn a_read_side_behind_the_head_is_caught_up_with_the_right_versions(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_flush_answers_nothing_ok_that_is_not_stored_and_the_ledger_recovers(
 ) -> Result<(), AppError> {
+    failure_answers_nothing_ok_that_is_not_stored(|store| store.fail_next_flushes(1)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_answers_nothing_ok_that_is_not_stored_and_the_ledger_recovers(
+) -> Result<(), AppError> {
+    failure_answers_nothing_ok_that_is_not_stored(|store| store.fail_next_syncs(1)).await
+}
+
+/// Five rounds of racing registrations with `inject` run among them.
+async fn failure_answers_nothing_ok_that_is_not_stored(
+    inject: impl Fn(&MemoryStore),
+) -> Result<(), AppError> {
     for round in 0..5 {
         // The store keeps the unflushed appends (their outcome was unknown),
         // so nothing is asserted about the refused commands.
-        let raced = race_registrations(
-            std::time::Duration::from_millis(1),
-            |store| store.fail_next_flushes(1),
-            round,
-        )
-        .await?;
+        let raced = race_registrations(std::time::Duration::from_millis(1), &inject, round).await?;
         for id in raced.answered_ok {
             assert!(
                 stored(&raced.replayed, &id),

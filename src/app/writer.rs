@@ -1,5 +1,5 @@
 //! The single writer. It owns the only mutable copy of the state, so racing
-//! commands are decided one after the other. It is a pipeline of three
+//! commands are decided one after the other. It is a pipeline of four
 //! threads, so deciding, writing and waiting for the disk overlap:
 //!
 //! 1. **decide**: decides the commands that queued up, and those that
@@ -8,12 +8,16 @@
 //! 2. **append**: writes the batches decided meanwhile to the store as one
 //!    append (which its head, written last, commits), checked against the
 //!    head they were decided on, without waiting for the disk;
-//! 3. **flush**: one flush for every batch written meanwhile, then publishes
-//!    the newest state to readers, answers the callers, in order, and hands
-//!    the state on to the read side's writer ([`super::readside`]).
+//! 3. **flush**: one flush to the operating system
+//!    ([`EventStore::flush_to_os`]) for every batch written meanwhile;
+//! 4. **sync**: one sync to the disk ([`EventStore::sync_to_disk`]) for
+//!    every batch flushed meanwhile, then publishes the newest state to
+//!    readers, answers the callers, in order, and hands the state on to the
+//!    read side's writer ([`super::readside`]). The next batches are
+//!    flushed while a sync runs.
 //!
 //! No caller hears anything (not even a refusal decided on state that is not
-//! durable yet) before its batch is flushed. When a batch fails, every batch
+//! durable yet) before its batch is synced. When a batch fails, every batch
 //! decided on top of it fails its head check and is refused too, and the
 //! decide stage reloads the state from the store once the pipeline drained.
 
@@ -146,6 +150,7 @@ impl Writer {
         let failed = Arc::new(AtomicBool::new(false));
         let (to_apply, applying) = sync_channel::<Stage>(DECIDED_QUEUE);
         let (to_flush, flushing) = sync_channel::<Stage>(APPLIED_QUEUE);
+        let (to_sync, syncing) = sync_channel::<Flushed>(APPLIED_QUEUE);
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
@@ -164,6 +169,11 @@ impl Writer {
             head.position,
             read_side_delay,
         )?;
+        let flusher = Flusher {
+            store: Arc::clone(&store),
+            failed: Arc::clone(&failed),
+            timing: StageTiming::default(),
+        };
         let publisher = Publisher {
             store: Arc::clone(&store),
             failed: Arc::clone(&failed),
@@ -178,7 +188,11 @@ impl Writer {
                 "ledger-append",
                 Box::new(move || applier.run(applying, to_flush)),
             )?,
-            spawn("ledger-flush", Box::new(move || publisher.run(flushing)))?,
+            spawn(
+                "ledger-flush",
+                Box::new(move || flusher.run(flushing, to_sync)),
+            )?,
+            spawn("ledger-sync", Box::new(move || publisher.run(syncing)))?,
         ];
         Ok(Self {
             store,
@@ -531,8 +545,87 @@ impl Applier {
     }
 }
 
-/// The last stage: one flush for every batch written meanwhile, then the
-/// batches' states are published and their callers answered, in order.
+/// What the flush stage hands to the sync stage.
+enum Flushed {
+    /// Batches whose records sled has written to its file.
+    Batches(Vec<Staged>),
+    /// What the batches of a failed flush changed (their callers were
+    /// refused): later batches carry their effects, so the read side's next
+    /// write must look at these aggregates too.
+    Failed(Touched),
+    Reload(std::sync::mpsc::Sender<Result<(Arc<LedgerState>, Head), AppError>>),
+}
+
+/// The third stage: one flush to the operating system for every batch
+/// written meanwhile ([`EventStore::flush_to_os`]), so the next batches are
+/// written out while the last ones' sync to the disk runs.
+struct Flusher {
+    store: Arc<dyn EventStore>,
+    failed: Arc<AtomicBool>,
+    /// Its flushes.
+    timing: StageTiming,
+}
+
+impl Flusher {
+    fn run(mut self, stages: Receiver<Stage>, next: SyncSender<Flushed>) {
+        let mut group = Vec::new();
+        let mut held = None;
+        loop {
+            let Some(first) = held.take().or_else(|| stages.recv().ok()) else {
+                break;
+            };
+            let mut reload = None;
+            let mut stage = Some(first);
+            while let Some(this) = stage.take() {
+                match this {
+                    Stage::Batch(staged) => group.push(*staged),
+                    Stage::Reload(reply) => {
+                        reload = Some(reply);
+                        break;
+                    }
+                }
+                stage = stages.try_recv().ok();
+            }
+            let message = self.flush(std::mem::take(&mut group));
+            let sent = message.is_none_or(|message| next.send(message).is_ok())
+                && reload.is_none_or(|reply| next.send(Flushed::Reload(reply)).is_ok());
+            if !sent {
+                break;
+            }
+        }
+        self.timing.log("flush");
+    }
+
+    /// Flushes a group; on failure refuses its callers.
+    fn flush(&mut self, group: Vec<Staged>) -> Option<Flushed> {
+        if group.is_empty() {
+            return None;
+        }
+        // Batches without records only answer from state already durable or
+        // made durable by this flush.
+        if group
+            .iter()
+            .any(|staged| staged.head != staged.batch.expected_head)
+        {
+            let store = &self.store;
+            if let Err(err) = self.timing.time(|| store.flush_to_os()) {
+                tracing::error!(%err, "flushing failed; the commands of the batches are refused");
+                self.failed.store(true, Ordering::SeqCst);
+                let mut touched = Touched::default();
+                for staged in group {
+                    touched.extend(staged.touched);
+                    refuse(staged.jobs, &err.to_string());
+                }
+                return Some(Flushed::Failed(touched));
+            }
+        }
+        Some(Flushed::Batches(group))
+    }
+}
+
+/// The last stage: one sync to the disk for every batch flushed meanwhile,
+/// then the batches' states are published and their callers answered, in
+/// order.
 struct Publisher {
     store: Arc<dyn EventStore>,
     failed: Arc<AtomicBool>,
@@ -546,20 +639,21 @@ struct Publisher {
     /// all the same, and batches decided on top of them carry their effects,
     /// so the read side's next write must look at these aggregates too.
     unflushed: Touched,
-    /// Its flushes.
+    /// Its syncs.
     timing: StageTiming,
 }
 
 impl Publisher {
-    fn run(mut self, stages: Receiver<Stage>) {
+    fn run(mut self, stages: Receiver<Flushed>) {
         let mut ready = Vec::new();
         while let Ok(first) = stages.recv() {
             let mut reload = None;
             let mut stage = Some(first);
             while let Some(next) = stage.take() {
                 match next {
-                    Stage::Batch(staged) => ready.push(*staged),
-                    Stage::Reload(reply) => {
+                    Flushed::Batches(mut group) => ready.append(&mut group),
+                    Flushed::Failed(touched) => self.unflushed.extend(touched),
+                    Flushed::Reload(reply) => {
                         reload = Some(reply);
                         break;
                     }
@@ -571,19 +665,17 @@ impl Publisher {
                 let _ = reply.send(self.reload());
             }
         }
-        self.timing.log("flush");
+        self.timing.log("sync");
     }
 
     fn publish(&mut self, ready: Vec<Staged>) {
-        // Batches without records only answer from state already durable or
-        // made durable by this flush.
         if ready
             .iter()
             .any(|staged| staged.head != staged.batch.expected_head)
         {
             let store = &self.store;
-            if let Err(err) = self.timing.time(|| store.flush()) {
-                tracing::error!(%err, "flushing failed; the commands of the batches are refused");
+            if let Err(err) = self.timing.time(|| store.sync_to_disk()) {
+                tracing::error!(%err, "syncing failed; the commands of the batches are refused");
                 self.failed.store(true, Ordering::SeqCst);
                 for staged in ready {
                     self.unflushed.extend(staged.touched);

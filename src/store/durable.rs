@@ -70,7 +70,19 @@ impl DurableDb {
 
     /// Returns once everything written before the call is on stable storage.
     pub(super) fn flush(&self) -> Result<(), StoreError> {
+        self.flush_to_os()?;
+        self.sync_to_disk()
+    }
+
+    /// sled's own flush: its buffers are written to the file.
+    pub(super) fn flush_to_os(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Makes what the calls of [`Self::flush_to_os`] that returned before
+    /// this call wrote durable against power loss.
+    pub(super) fn sync_to_disk(&self) -> Result<(), StoreError> {
         self.sync_new_blobs()
             .map_err(|e| StoreError::Backend(format!("cannot sync sled's blob files: {e}")))?;
         self.log

@@ -25,6 +25,7 @@ pub struct MemoryStore {
     tables: Mutex<Tables>,
     failing_appends: AtomicUsize,
     failing_flushes: AtomicUsize,
+    failing_syncs: AtomicUsize,
     append_delay_micros: AtomicUsize,
     /// The next stepwise projection write fails after this many writes.
     failing_projection_write: Mutex<Option<usize>>,
@@ -45,6 +46,11 @@ impl MemoryStore {
     /// after a disk error, nobody knows whether it reached the disk).
     pub fn fail_next_flushes(&self, count: usize) {
         self.failing_flushes.store(count, Ordering::SeqCst);
+    }
+
+    /// Makes the next `count` syncs to the disk ([`EventStore::sync_to_disk`]) fail.
+    pub fn fail_next_syncs(&self, count: usize) {
+        self.failing_syncs.store(count, Ordering::SeqCst);
     }
 
     /// Makes the next [stepwise projection write](EventStore::write_projections_in_steps)
@@ -91,11 +97,7 @@ impl EventStore for MemoryStore {
         if delay > 0 {
             std::thread::sleep(std::time::Duration::from_micros(delay as u64));
         }
-        let failing = self.failing_appends.load(Ordering::SeqCst);
-        if failing > 0 {
-            self.failing_appends.store(failing - 1, Ordering::SeqCst);
-            return Err(StoreError::Backend("injected append failure".into()));
-        }
+        injected(&self.failing_appends, "append")?;
         let mut t = self.tables()?;
         if t.head != batch.expected_head {
             return Err(StoreError::Conflict(format!(
@@ -138,12 +140,13 @@ impl EventStore for MemoryStore {
         Ok(self.tables()?.log.get(&position).cloned())
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
-        let failing = self.failing_flushes.load(Ordering::SeqCst);
-        if failing > 0 {
-            self.failing_flushes.store(failing - 1, Ordering::SeqCst);
-            return Err(StoreError::Backend("injected flush failure".into()));
-        }
+    fn flush_to_os(&self) -> Result<(), StoreError> {
+        injected(&self.failing_flushes, "flush")?;
+        Ok(())
+    }
+
+    fn sync_to_disk(&self) -> Result<(), StoreError> {
+        injected(&self.failing_syncs, "sync")?;
         Ok(())
     }
 
@@ -263,4 +266,14 @@ fn apply_ops(table: &mut BTreeMap<Vec<u8>, Vec<u8>>, ops: &[ProjectionOp]) {
             None => table.remove(&op.key),
         };
     }
+}
+
+/// Fails, once, when `count` (the failures still to inject) is above zero.
+fn injected(count: &AtomicUsize, what: &str) -> Result<(), StoreError> {
+    let failing = count.load(Ordering::SeqCst);
+    if failing > 0 {
+        count.store(failing - 1, Ordering::SeqCst);
+        return Err(StoreError::Backend(format!("injected {what} failure")));
+    }
+    Ok(())
 }

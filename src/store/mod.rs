@@ -119,6 +119,22 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Makes everything appended so far durable.
     fn flush(&self) -> Result<(), StoreError> {
+        self.flush_to_os()?;
+        self.sync_to_disk()
+    }
+
+    /// The first half of [`EventStore::flush`]: everything appended so far
+    /// is in the operating system's hands (a process crash no longer loses
+    /// it), and [`EventStore::sync_to_disk`] called after this returns makes
+    /// it durable. A writer can run this for the next batch while the sync
+    /// of the last one runs.
+    fn flush_to_os(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The second half of [`EventStore::flush`]: makes durable everything
+    /// [`EventStore::flush_to_os`] handed over before this call.
+    fn sync_to_disk(&self) -> Result<(), StoreError> {
         Ok(())
     }
 

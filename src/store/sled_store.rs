@@ -557,8 +557,15 @@ impl EventStore for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.db.flush()
+    }
+
+    fn flush_to_os(&self) -> Result<(), StoreError> {
+        self.db.flush_to_os()
+    }
+
+    fn sync_to_disk(&self) -> Result<(), StoreError> {
+        self.db.sync_to_disk()
     }
 
     fn append_unflushed(&self, batch: &AppendBatch) -> Result<(), StoreError> {
