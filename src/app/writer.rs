@@ -556,6 +556,14 @@ enum Flushed {
     Reload(std::sync::mpsc::Sender<Result<(Arc<LedgerState>, Head), AppError>>),
 }
 
+/// Whether any of the batches wrote records. Batches without records only
+/// answer from state already durable, or made durable with the others.
+fn writes_records(group: &[Staged]) -> bool {
+    group
+        .iter()
+        .any(|staged| staged.head != staged.batch.expected_head)
+}
+
 /// The third stage: one flush to the operating system for every batch
 /// written meanwhile ([`EventStore::flush_to_os`]), so the next batches are
 /// written out while the last ones' sync to the disk runs.
@@ -569,11 +577,7 @@ struct Flusher {
 impl Flusher {
     fn run(mut self, stages: Receiver<Stage>, next: SyncSender<Flushed>) {
         let mut group = Vec::new();
-        let mut held = None;
-        loop {
-            let Some(first) = held.take().or_else(|| stages.recv().ok()) else {
-                break;
-            };
+        while let Ok(first) = stages.recv() {
             let mut reload = None;
             let mut stage = Some(first);
             while let Some(this) = stage.take() {
@@ -601,12 +605,7 @@ impl Flusher {
         if group.is_empty() {
             return None;
         }
-        // Batches without records only answer from state already durable or
-        // made durable by this flush.
-        if group
-            .iter()
-            .any(|staged| staged.head != staged.batch.expected_head)
-        {
+        if writes_records(&group) {
             let store = &self.store;
             if let Err(err) = self.timing.time(|| store.flush_to_os()) {
                 tracing::error!(%err, "flushing failed; the commands of the batches are refused");
@@ -669,10 +668,7 @@ impl Publisher {
     }
 
     fn publish(&mut self, ready: Vec<Staged>) {
-        if ready
-            .iter()
-            .any(|staged| staged.head != staged.batch.expected_head)
-        {
+        if writes_records(&ready) {
             let store = &self.store;
             if let Err(err) = self.timing.time(|| store.sync_to_disk()) {
                 tracing::error!(%err, "syncing failed; the commands of the batches are refused");

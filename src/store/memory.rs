@@ -141,13 +141,11 @@ impl EventStore for MemoryStore {
     }
 
     fn flush_to_os(&self) -> Result<(), StoreError> {
-        injected(&self.failing_flushes, "flush")?;
-        Ok(())
+        injected(&self.failing_flushes, "flush")
     }
 
     fn sync_to_disk(&self) -> Result<(), StoreError> {
-        injected(&self.failing_syncs, "sync")?;
-        Ok(())
+        injected(&self.failing_syncs, "sync")
     }
 
     fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {

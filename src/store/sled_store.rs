@@ -556,10 +556,6 @@ impl EventStore for SledStore {
         self.flush()
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()
-    }
-
     fn flush_to_os(&self) -> Result<(), StoreError> {
         self.db.flush_to_os()
     }
