@@ -41,7 +41,7 @@ fn measure(name: &str, per_iteration: u64, mut f: impl FnMut()) {
     }
     let per_op = start.elapsed().as_nanos() as f64 / (iterations * per_iteration) as f64;
     println!(
-        "{name:<44} {per_op:>10.0} ns/op  ({} ops)",
+        "{name:<62} {per_op:>10.0} ns/op  ({} ops)",
         iterations * per_iteration
     );
 }
