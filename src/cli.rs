@@ -13,7 +13,7 @@ use image_ledger::config::{parse_regions, Config};
 use image_ledger::domain::{AccountId, ImageId, Policy};
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
-use image_ledger::store::{EventStore, SledStore};
+use image_ledger::store::{EventLog, SledStore};
 
 /// The image-sharing ledger.
 #[derive(Parser)]

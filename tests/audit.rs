@@ -12,7 +12,7 @@ use image_ledger::audit::{self, AsOf, AuditError, LedgerKey, SignedHead, VerifyO
 use image_ledger::domain::{ImageId, Policy};
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
-use image_ledger::store::{EncodedRecord, Envelope, EventStore, RecordMeta, SledStore};
+use image_ledger::store::{EncodedRecord, Envelope, EventLog, RecordMeta, SledStore};
 use tonic::transport::Channel;
 
 async fn audit_client(server: &TestServer) -> AuditLogClient<Channel> {

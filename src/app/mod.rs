@@ -17,12 +17,11 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{ClientToken, Command, DomainError, LedgerState, Policy, Reply};
-use crate::store::{EventStore, Head, StoreError};
+use crate::store::{Head, Store, StoreError};
 
 #[cfg(test)]
 pub(crate) use replay::state_at;
 pub use replay::{rebuild_projections, replay_log};
-pub use writer::{fingerprint, token_key, TokenRecord};
 
 /// Why a command or query failed.
 #[derive(Debug, Error)]
@@ -37,6 +36,16 @@ pub enum AppError {
     /// The ledger is shutting down; retry on another instance or later.
     #[error("the ledger is shutting down")]
     ShuttingDown,
+    /// A thread or runtime the ledger needs could not be started (the
+    /// process is out of threads or memory); nothing was changed.
+    #[error("cannot start {what}")]
+    Start {
+        /// What could not be started.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Options of a command beyond the command itself.
@@ -59,6 +68,34 @@ pub struct WriterOptions {
     /// The longest a durable change waits before the stored read side is
     /// written (it is also written once enough events wait, and at stop).
     pub read_side_delay: std::time::Duration,
+    /// Failures tests inject into the pipeline.
+    #[cfg(test)]
+    pub(crate) failpoints: Arc<Failpoints>,
+}
+
+/// Failures tests inject into the writer, each at most once.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Failpoints {
+    /// Encoding the record at this position fails (0: none).
+    pub(crate) encode_at: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(test)]
+impl Failpoints {
+    /// Fails once when a record at `position` is encoded, if asked to.
+    pub(crate) fn encoding(&self, position: u64) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        match self
+            .encode_at
+            .compare_exchange(position, 0, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => Err(StoreError::failed(format!(
+                "injected: the record at position {position} does not encode"
+            ))),
+            Err(_) => Ok(()),
+        }
+    }
 }
 
 impl Default for WriterOptions {
@@ -69,6 +106,8 @@ impl Default for WriterOptions {
             read_side_delay: std::time::Duration::from_millis(
                 crate::config::DEFAULT_READ_SIDE_DELAY_MS,
             ),
+            #[cfg(test)]
+            failpoints: Arc::default(),
         }
     }
 }
@@ -88,7 +127,7 @@ pub struct Ledger {
 struct Inner {
     jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
     view: Arc<ArcSwap<LedgerState>>,
-    store: Arc<dyn EventStore>,
+    store: Arc<dyn Store>,
     durable: watch::Receiver<Head>,
     policy: Arc<Policy>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -98,29 +137,31 @@ impl Ledger {
     /// Loads the state from `store` (from the persisted projections when they
     /// are current, else by replaying the log) and starts the writer.
     pub fn open(
-        store: Arc<dyn EventStore>,
+        store: Arc<dyn Store>,
         policy: Policy,
         options: WriterOptions,
     ) -> Result<Self, AppError> {
         let (state, head) = load(store.as_ref())?;
-        let tokens = writer::load_tokens(store.as_ref(), head.position)?;
+        let tokens = crate::idempotency::load(store.as_ref(), head.position)?;
         let policy = Arc::new(policy);
         let view = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
         let (durable_tx, durable) = watch::channel(head);
-        let writer = writer::Writer::new(
+        let writer = writer::Decider::start(
             Arc::clone(&store),
             Arc::clone(&policy),
             Arc::clone(&view),
             durable_tx,
             tokens,
-            options.max_batch.max(1),
-            options.read_side_delay,
+            &options,
         )?;
         let handle = std::thread::Builder::new()
-            .name("ledger-writer".into())
+            .name("ledger-decide".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|source| AppError::Start {
+                what: "the writer thread",
+                source,
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 jobs: std::sync::Mutex::new(Some(tx)),
@@ -181,7 +222,7 @@ impl Ledger {
     }
 
     /// The store, for reading the log.
-    pub fn store(&self) -> &Arc<dyn EventStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
@@ -204,17 +245,17 @@ impl Ledger {
 /// records written after their checkpoint (and then saved again, so they are
 /// current), or, when they are missing or unreadable, by replaying the whole
 /// log and rewriting them.
-fn load(store: &dyn EventStore) -> Result<(LedgerState, Head), AppError> {
+pub(crate) fn load(store: &dyn Store) -> Result<(LedgerState, Head), AppError> {
     let head = store.head()?;
     match store.projection_checkpoint()? {
         Some(checkpoint) if checkpoint <= head.position => {
             let loaded = crate::projection::persist::load(store).and_then(|state| {
                 let from = replay::head_at(store, checkpoint)?;
                 let (caught_up, now, touched) = replay::catch_up(store, state.clone(), from)?;
-                // One atomic write, which also ends a stepwise write a crash cut short.
+                // This also ends a save a crash cut short.
                 if !touched.is_empty() || !store.projection_pending()?.is_empty() {
                     let ops = crate::projection::persist::diff(&state, &caught_up, &touched)?;
-                    store.write_projections(&ops, now.position)?;
+                    store.save_projections(&ops, now.position)?;
                 }
                 Ok((caught_up, now, head.position - checkpoint))
             });

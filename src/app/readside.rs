@@ -6,7 +6,7 @@
 //! projections once the oldest change waited the writer's
 //! `read_side_delay` (5 s by default) or [`MAX_EVENTS`] events came in,
 //! and at close, in key order and in short steps
-//! ([`EventStore::write_projections_in_steps`]). Appends therefore write
+//! ([`ProjectionStore::save_projections`](crate::store::ProjectionStore::save_projections)). Appends therefore write
 //! only the log, and many changes to one entry (a share and its
 //! cancellation, say) become one write or none. However slow the disk,
 //! what waits is one state and one set of changed aggregates.
@@ -21,9 +21,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::AppError;
 use crate::domain::LedgerState;
 use crate::projection::{persist, Touched};
-use crate::store::{EventStore, ProjectionOp, StoreError};
+use crate::store::{ProjectionOp, Store, StoreError};
 
 /// A write starts once this many events are waiting, whatever their age.
 /// It bounds the replay at a start after a crash. It is twice the stream
@@ -83,11 +84,11 @@ impl ReadSide {
     /// Starts the writer for a store whose read side holds `state` at
     /// `position`, writing changes at most `max_age` after they came in.
     pub(super) fn start(
-        store: Arc<dyn EventStore>,
+        store: Arc<dyn Store>,
         state: Arc<LedgerState>,
         position: u64,
         max_age: Duration,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, AppError> {
         let shared = Arc::new(Shared {
             waiting: Mutex::new(Waiting {
                 stored_at: position,
@@ -105,8 +106,9 @@ impl ReadSide {
         let worker = std::thread::Builder::new()
             .name("ledger-readside".into())
             .spawn(move || worker.run())
-            .map_err(|e| {
-                StoreError::Backend(format!("cannot start the read side's writer: {e}"))
+            .map_err(|source| AppError::Start {
+                what: "the read side's writer",
+                source,
             })?;
         Ok(Self {
             shared,
@@ -184,7 +186,7 @@ impl Shared {
 }
 
 struct Worker {
-    store: Arc<dyn EventStore>,
+    store: Arc<dyn Store>,
     shared: Arc<Shared>,
     /// The states the stored entries may hold, entry by entry: the last one
     /// written whole, then the target of each write since that failed part
@@ -263,7 +265,7 @@ impl Worker {
     ) -> Result<(), StoreError> {
         let started = Instant::now();
         let ops = changes(&self.stored, target, touched)?;
-        self.store.write_projections_in_steps(&ops, position)?;
+        self.store.save_projections(&ops, position)?;
         tracing::debug!(
             ops = ops.len(),
             events = position - self.position,

@@ -2,11 +2,11 @@
 
 use crate::domain::LedgerState;
 use crate::projection::{persist, Touched};
-use crate::store::{try_scan, Envelope, EventStore, Head, StoreError};
+use crate::store::{try_scan, Envelope, Head, Store, StoreError};
 
 /// Replays the whole log into a fresh state, checking that positions are
 /// gap-free, every record matches its hash and the chain is unbroken.
-pub fn replay_log(store: &dyn EventStore) -> Result<(LedgerState, Head), StoreError> {
+pub fn replay_log(store: &dyn Store) -> Result<(LedgerState, Head), StoreError> {
     let (state, head, _) = catch_up(store, LedgerState::default(), Head::default())?;
     Ok((state, head))
 }
@@ -15,7 +15,7 @@ pub fn replay_log(store: &dyn EventStore) -> Result<(LedgerState, Head), StoreEr
 /// `from`), with the same checks as [`replay_log`]; returns the new state,
 /// the head and the aggregates the records touched.
 pub fn catch_up(
-    store: &dyn EventStore,
+    store: &dyn Store,
     mut state: LedgerState,
     from: Head,
 ) -> Result<(LedgerState, Head, Touched), StoreError> {
@@ -56,7 +56,7 @@ pub fn catch_up(
 /// The state after the records up to `position`, without the checks of
 /// [`catch_up`]: what tests compare stored read sides with.
 #[cfg(test)]
-pub(crate) fn state_at(store: &dyn EventStore, position: u64) -> Result<LedgerState, StoreError> {
+pub(crate) fn state_at(store: &dyn Store, position: u64) -> Result<LedgerState, StoreError> {
     let mut state = LedgerState::default();
     try_scan(store, 1, |at, bytes| -> Result<bool, StoreError> {
         if at > position {
@@ -69,7 +69,7 @@ pub(crate) fn state_at(store: &dyn EventStore, position: u64) -> Result<LedgerSt
 }
 
 /// The head as of position `position`: its hash read from the log.
-pub fn head_at(store: &dyn EventStore, position: u64) -> Result<Head, StoreError> {
+pub fn head_at(store: &dyn Store, position: u64) -> Result<Head, StoreError> {
     if position == 0 {
         return Ok(Head::default());
     }
@@ -83,7 +83,7 @@ pub fn head_at(store: &dyn EventStore, position: u64) -> Result<Head, StoreError
 }
 
 /// Replays the log and rewrites the persisted projections from it.
-pub fn rebuild_projections(store: &dyn EventStore) -> Result<(LedgerState, Head), StoreError> {
+pub fn rebuild_projections(store: &dyn Store) -> Result<(LedgerState, Head), StoreError> {
     let (state, head) = replay_log(store)?;
     store.replace_projections(&persist::full(&state)?, head.position)?;
     Ok((state, head))

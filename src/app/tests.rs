@@ -11,7 +11,7 @@ use crate::domain::{
     LicenseType, NewImage, Policy, Region, Reply,
 };
 use crate::projection::persist;
-use crate::store::{EventStore, MemoryStore};
+use crate::store::{EventLog, MemoryStore, ProjectionStore, Store};
 
 fn account(id: &str) -> Command {
     Command::RegisterAccount {
@@ -40,7 +40,7 @@ fn image(owner: &str, name: &str) -> Command {
 }
 
 fn open(store: &Arc<MemoryStore>) -> Ledger {
-    let store: Arc<dyn EventStore> = store.clone();
+    let store: Arc<dyn Store> = store.clone();
     Ledger::open(store, Policy::default(), WriterOptions::default()).expect("ledger opens")
 }
 
@@ -109,7 +109,7 @@ async fn commands_queued_together_are_committed_together_in_order() -> Result<()
     for task in tasks {
         match task
             .await
-            .map_err(|e| AppError::Storage(crate::store::StoreError::Backend(e.to_string())))?
+            .map_err(|e| AppError::Storage(crate::store::StoreError::failed(e.to_string())))?
         {
             Ok(_) => won += 1,
             Err(AppError::Domain(err)) => assert_eq!(err.reason(), "InvalidImageName.Duplicate"),
@@ -184,7 +184,7 @@ async fn race_registrations(
     for task in tasks {
         let (id, outcome) = task
             .await
-            .map_err(|e| AppError::Storage(crate::store::StoreError::Backend(e.to_string())))?;
+            .map_err(|e| AppError::Storage(crate::store::StoreError::failed(e.to_string())))?;
         match outcome {
             Ok(Reply::Done) => answered_ok.push(id),
             Err(AppError::Storage(_)) => refused.push(id),
@@ -514,12 +514,10 @@ async fn a_read_side_write_and_its_retry_both_failing_part_way_verify_and_load_a
                          {first_written}, the retry after {retry_written}"
                     );
                     store.replace_projections(&whole(from), checkpoint)?;
-                    store.fail_next_projection_write_after(first_written);
-                    assert!(store.write_projections_in_steps(&first_ops, first).is_err());
-                    store.fail_next_projection_write_after(retry_written);
-                    assert!(store
-                        .write_projections_in_steps(&retry_ops, head.position)
-                        .is_err());
+                    store.fail_next_projection_save_after(first_written);
+                    assert!(store.save_projections(&first_ops, first).is_err());
+                    store.fail_next_projection_save_after(retry_written);
+                    assert!(store.save_projections(&retry_ops, head.position).is_err());
                     let mut pending = vec![first, head.position];
                     pending.dedup();
                     assert_eq!(store.projection_pending()?, pending, "{case}");
@@ -572,7 +570,7 @@ async fn the_read_side_is_written_while_running_and_recovers_from_a_write_cut_sh
 ) -> Result<(), AppError> {
     let store = Arc::new(MemoryStore::new());
     let ledger = {
-        let store: Arc<dyn EventStore> = store.clone();
+        let store: Arc<dyn Store> = store.clone();
         Ledger::open(
             store,
             Policy::default(),
@@ -593,7 +591,7 @@ async fn the_read_side_is_written_while_running_and_recovers_from_a_write_cut_sh
     let before = store.projection_checkpoint()?;
 
     // The write of this share fails after storing the share's entry...
-    store.fail_next_projection_write_after(1);
+    store.fail_next_projection_save_after(1);
     run(
         &ledger,
         Command::ShareImage {
@@ -604,7 +602,7 @@ async fn the_read_side_is_written_while_running_and_recovers_from_a_write_cut_sh
     )
     .await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while store.projection_write_failure_pending() {
+    while store.projection_save_failure_pending() {
         assert!(std::time::Instant::now() < deadline, "no write was tried");
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }

@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 
 use super::rules::RuleChecker;
 use super::AuditError;
-use crate::app::token_key;
 use crate::domain::Policy;
-use crate::projection::{persist, Touched};
-use crate::store::{try_scan, AppendBatch, EncodedRecord, EventStore, SledStore};
+use crate::idempotency::token_key;
+use crate::projection::persist;
+use crate::store::{try_scan, AppendBatch, EncodedRecord, EventLog, ProjectionStore, SledStore};
 
 /// Writes records `from..=to` (bounded by the head) as JSON lines, one
 /// envelope per line exactly as stored. Returns how many were written.
 pub fn export(
-    store: &dyn EventStore,
+    store: &dyn EventLog,
     from: u64,
     to: Option<u64>,
     out: &mut dyn Write,
@@ -161,10 +161,10 @@ fn load_into(
                 what: "empty line; an export has one record per line".into(),
             });
         }
-        let (envelope, event) = checker
-            .check(&line)
-            .map_err(|what| AuditError::Line { line: number, what })?;
-        pending.touched.record(&event);
+        let (envelope, _) = checker.check(&line).map_err(|violation| AuditError::Line {
+            line: number,
+            what: violation.to_string(),
+        })?;
         if let Some(token) = &envelope.client_token {
             pending
                 .tokens
@@ -181,16 +181,15 @@ fn load_into(
             pending.commit(store, &checker)?;
             pending = Pending::start(&checker);
         }
-        if progress_every > 0 && number % progress_every == 0 {
+        if progress_every > 0 && number.is_multiple_of(progress_every) {
             eprintln!("  imported {number} events ({:.1?})", started.elapsed());
         }
     }
     pending.commit(store, &checker)?;
     let head = checker.head();
-    // An empty log still gets a checkpoint, so the server loads it as current.
-    if head.position == 0 {
-        store.replace_projections(&[], 0)?;
-    }
+    // The read side is written once, whole, at the end: the import goes to
+    // a staging directory, so nothing reads it before then.
+    store.replace_projections(&persist::full(checker.state())?, head.position)?;
     Ok(ImportReport {
         events: head.position,
         head_hash: hex::encode(head.hash),
@@ -200,20 +199,16 @@ fn load_into(
 
 /// One atomic write's worth of imported records.
 struct Pending {
-    before: crate::domain::LedgerState,
     head: crate::store::Head,
     records: Vec<EncodedRecord>,
-    touched: Touched,
     tokens: BTreeSet<Vec<u8>>,
 }
 
 impl Pending {
     fn start(checker: &RuleChecker) -> Self {
         Self {
-            before: checker.state().clone(),
             head: checker.head(),
             records: Vec::new(),
-            touched: Touched::default(),
             tokens: BTreeSet::new(),
         }
     }
@@ -225,16 +220,13 @@ impl Pending {
         let mut tokens = Vec::with_capacity(self.tokens.len());
         for key in self.tokens {
             if let Some(record) = checker.tokens().get(&key) {
-                let value = serde_json::to_vec(record).map_err(crate::store::StoreError::encode)?;
-                tokens.push((key, value));
+                tokens.push((key, record.encode()?));
             }
         }
         let batch = AppendBatch {
             expected_head: self.head,
             records: self.records,
             tokens,
-            projection: persist::diff(&self.before, checker.state(), &self.touched)?,
-            projection_checkpoint: Some(checker.head().position),
         };
         store.append(&batch)?;
         Ok(())

@@ -6,12 +6,83 @@ use std::collections::HashMap;
 
 use time::OffsetDateTime;
 
-use crate::app::{token_key, TokenRecord};
 use crate::domain::{
     decide, AccountId, Command, Event, ImageId, LedgerState, LighthousePermission, NewImage,
-    Policy, Reply, EVENT_SCHEMA_VERSION,
+    Policy, EVENT_SCHEMA_VERSION,
 };
+use crate::idempotency::{record_from_log, TokenRecord, TokenViolation};
 use crate::store::{Envelope, Head};
+
+/// Why a record could not have been written where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// The bytes are not a record this ledger wrote: a hash that does not
+    /// match, an unknown schema, a payload that does not decode.
+    #[error("{0}")]
+    Undecodable(String),
+    /// The record is not at the next position.
+    #[error("the record says position {found}, but position {expected} comes next")]
+    Position {
+        /// The position it names.
+        found: u64,
+        /// The position that comes next.
+        expected: u64,
+    },
+    /// `prev_hash` is not the hash of the record before.
+    #[error("prev_hash {found} is not the hash of the record before ({expected})")]
+    Chain {
+        /// The `prev_hash` it names.
+        found: String,
+        /// The hash of the record before.
+        expected: String,
+    },
+    /// The record is filed under another aggregate than its event's.
+    #[error("the record is filed under {filed} but its event belongs to {belongs}")]
+    Stream {
+        /// The aggregate it is filed under.
+        filed: String,
+        /// The aggregate its event belongs to.
+        belongs: String,
+    },
+    /// The record's version does not follow its stream's last one.
+    #[error("{aggregate} version {found} does not follow version {last} of that stream")]
+    Version {
+        /// The aggregate.
+        aggregate: String,
+        /// The version it names.
+        found: u64,
+        /// The stream's last version before it.
+        last: u64,
+    },
+    /// Its client token does not fit the records before it.
+    #[error(transparent)]
+    Token(#[from] TokenViolation),
+    /// Its actor or fields name no command the rules could have decided.
+    #[error("{0}")]
+    Command(String),
+    /// The rules say its command changes nothing.
+    #[error("{event_type} records a change that the rules say changes nothing")]
+    NoChange {
+        /// The event's type.
+        event_type: String,
+    },
+    /// The rules record something else for its command.
+    #[error("{event_type} is not what the rules record for its command (they record {decided:?})")]
+    NotDecided {
+        /// The event's type.
+        event_type: String,
+        /// The type of the event the rules record.
+        decided: Option<&'static str>,
+    },
+    /// The rules refuse its command.
+    #[error("{event_type} breaks a rule: {error} ({})", .error.reason())]
+    Rule {
+        /// The event's type.
+        event_type: String,
+        /// The rule's refusal.
+        error: crate::domain::DomainError,
+    },
+}
 
 /// Replays records one by one, refusing the first that could not have been written.
 pub struct RuleChecker {
@@ -51,56 +122,55 @@ impl RuleChecker {
 
     /// Checks the next record, given its stored bytes, and applies it.
     /// The error says what is wrong; the caller knows the position.
-    pub fn check(&mut self, bytes: &[u8]) -> Result<(Envelope, Event), String> {
+    pub fn check(&mut self, bytes: &[u8]) -> Result<(Envelope, Event), Violation> {
         let (envelope, event) = decode(bytes)?;
         self.check_decoded(&envelope, &event)?;
         Ok((envelope, event))
     }
 
     /// Checks a record decoded by `decode` and applies it.
-    pub fn check_decoded(&mut self, envelope: &Envelope, event: &Event) -> Result<(), String> {
+    pub fn check_decoded(&mut self, envelope: &Envelope, event: &Event) -> Result<(), Violation> {
         let expected = self.head.position + 1;
         if envelope.position != expected {
-            return Err(format!(
-                "the record says position {}, but position {expected} comes next",
-                envelope.position
-            ));
+            return Err(Violation::Position {
+                found: envelope.position,
+                expected,
+            });
         }
         if !hex_equals(&envelope.prev_hash, &self.head.hash) {
-            return Err(format!(
-                "prev_hash {} is not the hash of the record before ({})",
-                envelope.prev_hash,
-                hex::encode(self.head.hash)
-            ));
+            return Err(Violation::Chain {
+                found: envelope.prev_hash.clone(),
+                expected: hex::encode(self.head.hash),
+            });
         }
         if event.aggregate_id() != envelope.aggregate_id {
-            return Err(format!(
-                "the record is filed under {} but its event belongs to {}",
-                envelope.aggregate_id,
-                event.aggregate_id()
-            ));
+            return Err(Violation::Stream {
+                filed: envelope.aggregate_id.clone(),
+                belongs: event.aggregate_id().to_owned(),
+            });
         }
-        let version = self.state.stream_version(event) + 1;
-        if envelope.aggregate_version != version {
-            return Err(format!(
-                "{} version {} does not follow version {} of that stream",
-                envelope.aggregate_id,
-                envelope.aggregate_version,
-                version - 1
-            ));
+        let last = self.state.stream_version(event);
+        if envelope.aggregate_version != last + 1 {
+            return Err(Violation::Version {
+                aggregate: envelope.aggregate_id.clone(),
+                found: envelope.aggregate_version,
+                last,
+            });
         }
-        self.check_token(envelope, event)?;
+        record_from_log(&mut self.tokens, envelope, event)?;
         self.check_rules(envelope, event)?;
         self.state.apply(event);
         self.head = Head {
             position: envelope.position,
-            hash: envelope.hash_bytes().map_err(|e| e.to_string())?,
+            hash: envelope
+                .hash_bytes()
+                .map_err(|e| Violation::Undecodable(e.to_string()))?,
         };
         Ok(())
     }
 
-    fn check_rules(&mut self, envelope: &Envelope, event: &Event) -> Result<(), String> {
-        let (command, now) = command_for(envelope, event)?;
+    fn check_rules(&mut self, envelope: &Envelope, event: &Event) -> Result<(), Violation> {
+        let (command, now) = command_for(envelope, event).map_err(Violation::Command)?;
         let mut wanted = match event {
             Event::ImageRegistered { image_id, .. } | Event::ImageCopied { image_id, .. } => {
                 Some(image_id.clone())
@@ -120,60 +190,17 @@ impl RuleChecker {
         };
         match decide(&self.state, &self.policy, &command, now, &mut ids) {
             Ok(decision) if decision.events.len() == 1 && decision.events[0] == *event => Ok(()),
-            Ok(decision) if decision.events.is_empty() => Err(format!(
-                "{} records a change that the rules say changes nothing",
-                envelope.event_type
-            )),
-            Ok(decision) => Err(format!(
-                "{} is not what the rules record for its command (they record {:?})",
-                envelope.event_type,
-                decision.events.first().map(Event::event_type)
-            )),
-            Err(err) => Err(format!(
-                "{} breaks a rule: {} ({})",
-                envelope.event_type,
-                err,
-                err.reason()
-            )),
-        }
-    }
-
-    fn check_token(&mut self, envelope: &Envelope, event: &Event) -> Result<(), String> {
-        let (token, request_hash) = match (&envelope.client_token, &envelope.request_hash) {
-            (None, None) => return Ok(()),
-            (Some(token), Some(hash)) => (token, hash),
-            _ => {
-                return Err("client_token and request_hash must come together".into());
-            }
-        };
-        let key = token_key(envelope.actor.as_deref(), token);
-        match self.tokens.get_mut(&key) {
-            None => {
-                self.tokens.insert(
-                    key,
-                    TokenRecord {
-                        fingerprint: request_hash.clone(),
-                        reply: reply_of(Reply::Done, event),
-                        position: envelope.position,
-                    },
-                );
-                Ok(())
-            }
-            // One command that recorded several events (a copy to several regions).
-            Some(record)
-                if record.position + 1 == envelope.position
-                    && record.fingerprint == *request_hash
-                    && matches!(event, Event::ImageCopied { .. }) =>
-            {
-                record.reply = reply_of(record.reply.clone(), event);
-                record.position = envelope.position;
-                Ok(())
-            }
-            Some(record) => Err(format!(
-                "client token {token:?} of {} was already used at position {}; a retry appends nothing",
-                envelope.actor.as_deref().unwrap_or("the system"),
-                record.position
-            )),
+            Ok(decision) if decision.events.is_empty() => Err(Violation::NoChange {
+                event_type: envelope.event_type.clone(),
+            }),
+            Ok(decision) => Err(Violation::NotDecided {
+                event_type: envelope.event_type.clone(),
+                decided: decision.events.first().map(Event::event_type),
+            }),
+            Err(error) => Err(Violation::Rule {
+                event_type: envelope.event_type.clone(),
+                error,
+            }),
         }
     }
 }
@@ -195,51 +222,21 @@ fn hex_equals(text: &str, bytes: &[u8; 32]) -> bool {
 /// Decodes a stored record: its hash must match its bytes, its schema must be
 /// known and its payload must decode. Needs no state, so it can run ahead on
 /// another thread.
-pub fn decode(bytes: &[u8]) -> Result<(Envelope, Event), String> {
-    let envelope = Envelope::decode(bytes).map_err(|e| e.to_string())?;
+pub fn decode(bytes: &[u8]) -> Result<(Envelope, Event), Violation> {
+    let envelope = Envelope::decode(bytes).map_err(|e| Violation::Undecodable(e.to_string()))?;
     if envelope.schema_version != EVENT_SCHEMA_VERSION {
-        return Err(format!(
+        return Err(Violation::Undecodable(format!(
             "schema version {} is not one this ledger knows ({EVENT_SCHEMA_VERSION})",
             envelope.schema_version
-        ));
+        )));
     }
-    let event = envelope
-        .event()
-        .map_err(|e| format!("the {} payload does not decode: {e}", envelope.event_type))?;
+    let event = envelope.event().map_err(|e| {
+        Violation::Undecodable(format!(
+            "the {} payload does not decode: {e}",
+            envelope.event_type
+        ))
+    })?;
     Ok((envelope, event))
-}
-
-/// The reply a command gets, extended by one of its events.
-fn reply_of(reply: Reply, event: &Event) -> Reply {
-    match (reply, event) {
-        (_, Event::ImageRegistered { image_id, .. }) => Reply::ImageRegistered {
-            image_id: image_id.clone(),
-        },
-        (
-            Reply::ImagesCopied { mut images },
-            Event::ImageCopied {
-                image_id, region, ..
-            },
-        ) => {
-            images.push(crate::domain::ImageRef {
-                image_id: image_id.clone(),
-                region: region.clone(),
-            });
-            Reply::ImagesCopied { images }
-        }
-        (
-            _,
-            Event::ImageCopied {
-                image_id, region, ..
-            },
-        ) => Reply::ImagesCopied {
-            images: vec![crate::domain::ImageRef {
-                image_id: image_id.clone(),
-                region: region.clone(),
-            }],
-        },
-        (reply, _) => reply,
-    }
 }
 
 fn spare_suffix(n: u64) -> String {

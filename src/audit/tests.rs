@@ -7,13 +7,13 @@ use super::{verify, AuditError, VerifyOptions};
 use crate::app::{replay_log, CommandOptions, Ledger, WriterOptions};
 use crate::domain::{AccountId, AccountKind, Command, Policy};
 use crate::projection::persist;
-use crate::store::{EventStore, ProjectionOp, SledStore};
+use crate::store::{EventLog, ProjectionOp, ProjectionStore, SledStore, Store};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// The projection entries of a read side written whole at `position`, by key.
 fn entries_at(
-    store: &dyn EventStore,
+    store: &dyn Store,
     position: u64,
 ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Box<dyn std::error::Error>> {
     let state = crate::app::state_at(store, position)?;
@@ -22,7 +22,7 @@ fn entries_at(
 
 /// Registers accounts 1000 to 1399 on a ledger over `store`, then stops it.
 async fn register_accounts(store: Arc<SledStore>) -> TestResult {
-    let store: Arc<dyn EventStore> = store;
+    let store: Arc<dyn Store> = store;
     let ledger = Ledger::open(store, Policy::default(), WriterOptions::default())?;
     for n in 1000..1400 {
         ledger
@@ -42,7 +42,7 @@ async fn register_accounts(store: Arc<SledStore>) -> TestResult {
 /// Writes one entry as the first of a write towards `pending` that stops
 /// there, leaving the checkpoint alone.
 fn overwrite(store: &SledStore, op: ProjectionOp, pending: u64) -> TestResult {
-    store.write_projections_cut_short(&[op.clone(), op], pending, 1)?;
+    store.save_projections_cut_short(&[op.clone(), op], pending, 1)?;
     Ok(())
 }
 
@@ -71,7 +71,7 @@ async fn a_read_side_write_cut_short_verifies_and_the_next_start_finishes_it() -
     assert!(changes.len() > 300, "{} changes", changes.len());
     let whole: Vec<ProjectionOp> = at_checkpoint.iter().map(put).collect();
     store.replace_projections(&whole, checkpoint)?;
-    store.write_projections_cut_short(&changes, head, 256)?;
+    store.save_projections_cut_short(&changes, head, 256)?;
     assert_eq!(store.projection_pending()?, vec![head]);
     assert_eq!(store.projection_checkpoint()?, Some(checkpoint));
 
@@ -102,7 +102,7 @@ async fn a_read_side_write_cut_short_verifies_and_the_next_start_finishes_it() -
     // The next start replays from the checkpoint and finishes the write.
     let (replayed, _) = replay_log(store.as_ref())?;
     let ledger = Ledger::open(
-        Arc::clone(&store) as Arc<dyn EventStore>,
+        Arc::clone(&store) as Arc<dyn Store>,
         policy.clone(),
         WriterOptions::default(),
     )?;
@@ -194,7 +194,7 @@ async fn an_append_a_crash_stopped_before_its_head_verifies_and_its_retry_runs()
         kind: AccountKind::Root,
     };
     let token = crate::domain::ClientToken::parse_optional("retry-me")?.ok_or("a token")?;
-    let key = crate::app::token_key(Some("2000"), token.as_str());
+    let key = crate::idempotency::token_key(Some("2000"), token.as_str());
     let head = {
         let store = Arc::new(SledStore::open(dir.path(), 8 << 20)?);
         register_accounts(Arc::clone(&store)).await?;
@@ -221,8 +221,8 @@ async fn an_append_a_crash_stopped_before_its_head_verifies_and_its_retry_runs()
                 prev_hash: head.hash,
             },
         )?;
-        let answer = crate::app::TokenRecord {
-            fingerprint: crate::app::fingerprint(&command)?,
+        let answer = crate::idempotency::TokenRecord {
+            fingerprint: crate::idempotency::fingerprint(&command)?,
             reply: decision.reply,
             position: head.position + 1,
         };
@@ -230,7 +230,6 @@ async fn an_append_a_crash_stopped_before_its_head_verifies_and_its_retry_runs()
             expected_head: head,
             records: vec![record],
             tokens: vec![(key.clone(), serde_json::to_vec(&answer)?)],
-            ..Default::default()
         };
         store.cut_next_append_short(2);
         assert!(store.append(&batch).is_err());
@@ -251,7 +250,7 @@ async fn an_append_a_crash_stopped_before_its_head_verifies_and_its_retry_runs()
 
     // The ledger drops the record, so the retry runs the command.
     let ledger = Ledger::open(
-        Arc::clone(&store) as Arc<dyn EventStore>,
+        Arc::clone(&store) as Arc<dyn Store>,
         policy.clone(),
         WriterOptions::default(),
     )?;

@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::rules::{decode, RuleChecker};
+use super::rules::{decode, RuleChecker, Violation};
 use super::signing::SignedHead;
 use super::AuditError;
 use crate::domain::Policy;
 use crate::domain::{Event, LedgerState};
 use crate::projection::persist;
-use crate::store::{Envelope, EventStore, Head};
+use crate::store::{Envelope, Head, Store};
 
 /// What a successful verification saw.
 #[derive(Debug, Clone, Serialize)]
@@ -53,7 +53,7 @@ pub struct VerifyOptions {
 /// Verifies everything in `store` against `policy`; on the first problem,
 /// says where and what.
 pub fn verify(
-    store: &dyn EventStore,
+    store: &dyn Store,
     policy: &Policy,
     options: &VerifyOptions,
 ) -> Result<VerifyReport, AuditError> {
@@ -118,14 +118,14 @@ pub fn verify(
 /// Records decoded per message between the two verification threads.
 const CHUNK: usize = 1024;
 
-type Decoded = (u64, Result<(Envelope, Event), String>);
+type Decoded = (u64, Result<(Envelope, Event), Violation>);
 
 /// Replays the whole log through `checker`. Hashing and decoding (which need
 /// no state) run on a second thread, ahead of the rules. Returns the state
 /// as of each of `positions` that the log reaches (the projections'
 /// checkpoint and the targets of unfinished writes of them).
 fn check_log(
-    store: &dyn EventStore,
+    store: &dyn Store,
     checker: &mut RuleChecker,
     positions: &[Option<u64>],
     progress_every: u64,
@@ -166,10 +166,10 @@ fn check_log(
                     }
                     expected += 1;
                     let (envelope, event) =
-                        decoded.map_err(|what| AuditError::at(position, what))?;
+                        decoded.map_err(|what| AuditError::at(position, what.to_string()))?;
                     checker
                         .check_decoded(&envelope, &event)
-                        .map_err(|what| AuditError::at(position, what))?;
+                        .map_err(|what| AuditError::at(position, what.to_string()))?;
                     for (at, state) in positions.iter().zip(states.iter_mut()) {
                         if *at == Some(position) {
                             *state = Some(checker.state().clone());
@@ -195,7 +195,7 @@ fn check_log(
 
 /// Checks that the record at the pinned position still has the pinned hash:
 /// since every hash covers the one before, the whole prefix is unchanged.
-fn check_prefix(store: &dyn EventStore, pinned: &SignedHead) -> Result<u64, AuditError> {
+fn check_prefix(store: &dyn Store, pinned: &SignedHead) -> Result<u64, AuditError> {
     if pinned.position == 0 {
         return Ok(0);
     }
@@ -227,7 +227,7 @@ fn check_prefix(store: &dyn EventStore, pinned: &SignedHead) -> Result<u64, Audi
 /// not reach it). The idempotency records must equal those the whole log
 /// implies.
 fn check_projections(
-    store: &dyn EventStore,
+    store: &dyn Store,
     checker: &RuleChecker,
     (checkpoint, projected): (Option<u64>, Option<LedgerState>),
     (pending, pending_states): (&[u64], Vec<Option<LedgerState>>),
@@ -284,20 +284,7 @@ fn check_projections(
     // The store lists tokens in key order; the checker's need sorting.
     // Records past the head belong to an append a crash stopped before its
     // head: not part of the log (the next start removes them).
-    let stored_tokens: Vec<(Vec<u8>, crate::app::TokenRecord)> = store
-        .tokens()?
-        .into_iter()
-        .map(|(k, v)| {
-            serde_json::from_slice::<crate::app::TokenRecord>(&v)
-                .map(|record| (k, record))
-                .map_err(crate::store::StoreError::decode)
-        })
-        .filter(|token| {
-            token
-                .as_ref()
-                .map_or(true, |(_, record)| record.position <= head.position)
-        })
-        .collect::<Result<_, _>>()?;
+    let stored_tokens = crate::idempotency::stored(store, head.position)?.kept;
     let mut fresh_tokens: Vec<_> = checker
         .tokens()
         .iter()

@@ -11,7 +11,7 @@ use crate::domain::{
     AccountId, AccountKind, Command, ImageAttributes, ImageId, ImageSource, ImageState,
     LicenseType, NewImage, Policy, Region, Reply,
 };
-use crate::store::{EventStore, SledStore};
+use crate::store::{SledStore, Store};
 
 /// The shape of a generated log.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ pub fn fill(
         .take(plan.regions.max(1))
         .cloned()
         .collect();
-    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(
         data_dir,
         crate::config::DEFAULT_CACHE_MB * 1024 * 1024,
     )?);
@@ -74,7 +74,10 @@ pub fn fill(
         .worker_threads(1)
         .enable_all()
         .build()
-        .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
+        .map_err(|source| AppError::Start {
+            what: "the fill's runtime",
+            source,
+        })?;
     let next = Arc::new(AtomicU64::new(0));
     let images: Arc<Mutex<Vec<(ImageId, u64)>>> = Arc::new(Mutex::new(Vec::new()));
     let plan = Arc::new(plan.clone());
@@ -167,7 +170,7 @@ pub fn fill(
                                 let target =
                                     (owner + 1 + (round / 2) % (plan.accounts - 1)) % plan.accounts;
                                 let account_ids = vec![account(target)];
-                                if round % 2 == 0 {
+                                if round.is_multiple_of(2) {
                                     Command::ShareImage {
                                         caller: account(owner),
                                         image_id: image,
@@ -198,8 +201,10 @@ pub fn fill(
                 }));
             }
             for task in tasks {
-                task.await
-                    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+                task.await.map_err(|e| AppError::Start {
+                    what: "a fill task",
+                    source: std::io::Error::other(e),
+                })??;
             }
             if phase == 1 {
                 let mut list = images.lock().map_err(|_| AppError::ShuttingDown)?;
@@ -256,7 +261,7 @@ mod tests {
         let report = fill(dir.path(), &plan, policy.clone())?;
         assert_eq!(report.events, 45);
 
-        let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path(), 8 << 20)?);
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 8 << 20)?);
         let ledger = Ledger::open(store, policy, WriterOptions::default())?;
         let state = ledger.state();
         assert_eq!(ledger.durable_head().position, 45);

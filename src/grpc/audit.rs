@@ -14,7 +14,7 @@ use super::pb::audit_log_server::AuditLog;
 use crate::app::Ledger;
 use crate::audit::{self, AsOf, AuditError, LedgerKey, Role};
 use crate::domain::{DomainError, ImageId};
-use crate::store::{try_scan, Envelope, EventStore, StoreError};
+use crate::store::{try_scan, Envelope, Store, StoreError};
 
 /// Records read from the store per step of a stream.
 const CHUNK: u64 = 512;
@@ -64,7 +64,7 @@ pub fn envelope_message(envelope: Envelope, raw: &[u8]) -> pb::EventEnvelope {
 
 /// Reads records `from..=to` off the async workers.
 async fn read_range(
-    store: Arc<dyn EventStore>,
+    store: Arc<dyn Store>,
     from: u64,
     to: u64,
 ) -> Result<Vec<pb::EventEnvelope>, Status> {
@@ -84,7 +84,7 @@ async fn read_range(
         Ok(out)
     })
     .await
-    .map_err(|e| Status::internal(format!("reader task failed: {e}")))?;
+    .map_err(|e| super::status::internal("a reader task failed", &e))?;
     read.map_err(|err| Status::from(crate::app::AppError::Storage(err)))
 }
 
@@ -93,7 +93,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| Status::internal(format!("reader task failed: {e}")))?
+        .map_err(|e| super::status::internal("a reader task failed", &e))?
         .map_err(Status::from)
 }
 
@@ -265,7 +265,7 @@ impl AuditLog for AuditService {
         let key = Arc::clone(&self.key);
         let signed = blocking(move || key.sign_head_of(store.as_ref(), head)).await?;
         let json = serde_json::to_string(&signed)
-            .map_err(|e| Status::internal(format!("cannot encode the head: {e}")))?;
+            .map_err(|e| super::status::internal("cannot encode the head", &e))?;
         Ok(Response::new(pb::GetLedgerHeadResponse {
             position: signed.position,
             hash: signed.hash,

@@ -8,7 +8,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::app::AppError;
 use crate::audit::AuditError;
 use crate::domain::DomainError;
-use crate::store::StoreError;
+use crate::store::{Chain, StoreError};
 
 /// The `domain` of every `ErrorInfo` this service sends.
 pub const ERROR_DOMAIN: &str = "imageledger";
@@ -68,10 +68,10 @@ impl From<AppError> for Status {
         match err {
             AppError::Domain(err) => err.into(),
             AppError::Storage(err) => {
-                tracing::error!(%err, "storage failure");
+                tracing::error!(err = %Chain(&err), "storage failure");
                 let code = match err {
                     StoreError::Corrupt(_) => Code::Internal,
-                    StoreError::Conflict(_) | StoreError::Backend(_) => Code::Unavailable,
+                    StoreError::Conflict { .. } | StoreError::Backend { .. } => Code::Unavailable,
                 };
                 with_reason(
                     code,
@@ -86,8 +86,27 @@ impl From<AppError> for Status {
                 "the ledger is shutting down; retry with the same client_token".into(),
                 INTERNAL_REASON,
             ),
+            AppError::Start { .. } => {
+                tracing::error!(err = %Chain(&err), "the ledger cannot run a command");
+                with_reason(
+                    Code::Unavailable,
+                    "the ledger could not run the request; retry with the same client_token".into(),
+                    INTERNAL_REASON,
+                )
+            }
         }
     }
+}
+
+/// A failure of the server itself (a task that panicked, a reply that
+/// cannot be encoded): logged with its cause, answered as INTERNAL without it.
+pub fn internal(what: &str, err: &dyn std::fmt::Display) -> Status {
+    tracing::error!(%err, "{what}");
+    with_reason(
+        Code::Internal,
+        "the ledger failed to answer; see the server log".into(),
+        INTERNAL_REASON,
+    )
 }
 
 impl From<AuditError> for Status {
@@ -117,8 +136,9 @@ mod tests {
 
     #[test]
     fn storage_failures_hide_their_cause_from_the_caller() {
-        let status = Status::from(AppError::Storage(StoreError::Backend(
-            "No space left on device (os error 28) at /srv/ledger/db".into(),
+        let status = Status::from(AppError::Storage(StoreError::backend(
+            "cannot sync sled's log file",
+            std::io::Error::other("No space left on device (os error 28) at /srv/ledger/db"),
         )));
         assert_eq!(status.code(), Code::Unavailable);
         assert!(!status.message().contains("/srv"), "{}", status.message());

@@ -12,7 +12,7 @@
 //! Versions are not read from here: the store's stream index has them.
 //!
 //! The ledger writes this read side behind the log, every few seconds, in
-//! key-ordered steps ([`EventStore::write_projections_in_steps`]), and a
+//! key-ordered steps ([`ProjectionStore::save_projections`](crate::store::ProjectionStore::save_projections)), and a
 //! crash can cut such a write short: the entries then hold the state at the
 //! checkpoint with a key-ordered prefix of the changes up to a later
 //! position applied. Loading that and replaying the log from the checkpoint
@@ -30,7 +30,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::{Account, AccountId, Event, Image, ImageId, LedgerState, Share};
-use crate::store::{Entries, EventStore, ProjectionOp, StoreError};
+use crate::store::{Entries, ProjectionOp, Store, StoreError};
 
 /// A hash set with a fast, per-process randomly seeded hasher.
 type Set<T> = HashSet<T, foldhash::fast::RandomState>;
@@ -151,7 +151,7 @@ pub fn entries(state: &LedgerState) -> Result<Entries, StoreError> {
 }
 
 /// Loads the state saved in the projections.
-pub fn load(store: &dyn EventStore) -> Result<LedgerState, StoreError> {
+pub fn load(store: &dyn Store) -> Result<LedgerState, StoreError> {
     // Versions as of the position the read side describes.
     let checkpoint = store.projection_checkpoint()?.unwrap_or(u64::MAX);
     let mut accounts = Vec::new();
@@ -233,5 +233,5 @@ fn json(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
 fn rfc3339(time: time::OffsetDateTime) -> Result<Vec<u8>, StoreError> {
     time.format(&time::format_description::well_known::Rfc3339)
         .map(String::into_bytes)
-        .map_err(|e| StoreError::Backend(format!("cannot format a time: {e}")))
+        .map_err(|e| StoreError::backend("cannot format a time", e))
 }

@@ -42,7 +42,7 @@ fn command(op: u8, a: u8, b: u8, c: u8, images: &[ImageId]) -> Command {
     match op % 9 {
         0 => Command::RegisterAccount {
             account_id: account(a),
-            kind: if b % 4 == 0 {
+            kind: if b.is_multiple_of(4) {
                 AccountKind::Collaborator
             } else {
                 AccountKind::Root
@@ -87,7 +87,7 @@ fn command(op: u8, a: u8, b: u8, c: u8, images: &[ImageId]) -> Command {
         7 => Command::ModifyLighthouseSharePermission {
             caller: account(a),
             image_id: image(b),
-            permission: if c % 2 == 0 {
+            permission: if c.is_multiple_of(2) {
                 LighthousePermission::Share
             } else {
                 LighthousePermission::Cancel
@@ -95,7 +95,7 @@ fn command(op: u8, a: u8, b: u8, c: u8, images: &[ImageId]) -> Command {
         },
         _ => Command::UpdateImageState {
             image_id: image(b),
-            state: if c % 2 == 0 {
+            state: if c.is_multiple_of(2) {
                 ImageState::Normal
             } else {
                 ImageState::Createfailed

@@ -221,9 +221,7 @@ fn payload_of<'a>(tagged: &'a [u8], event_type: &str) -> Result<&'a [u8], StoreE
         .and_then(|rest| rest.strip_suffix(b"}"));
     match rest {
         Some(payload) if !payload.is_empty() => Ok(payload),
-        _ => Err(StoreError::Backend(
-            "an event did not serialize as expected".into(),
-        )),
+        _ => Err(StoreError::failed("an event did not serialize as expected")),
     }
 }
 

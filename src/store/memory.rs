@@ -1,11 +1,11 @@
-//! An in-memory event store with the same contract as the sled one, for
-//! tests of the command path, including storage failures on demand.
+//! An in-memory store with the same contract as the sled one: the
+//! reference the sled store is tested against, and, in tests, a store that
+//! fails on demand.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{AppendBatch, Entries, EventStore, Head, ProjectionOp, StoreError};
+use super::{AppendBatch, Entries, EventLog, Head, ProjectionOp, ProjectionStore, StoreError};
 
 #[derive(Default)]
 struct Tables {
@@ -15,7 +15,7 @@ struct Tables {
     tokens: BTreeMap<Vec<u8>, Vec<u8>>,
     projections: BTreeMap<Vec<u8>, Vec<u8>>,
     checkpoint: Option<u64>,
-    /// Targets of stepwise projection writes that failed part way.
+    /// Targets of projection saves that failed part way.
     pending: Vec<u64>,
 }
 
@@ -23,12 +23,8 @@ struct Tables {
 #[derive(Default)]
 pub struct MemoryStore {
     tables: Mutex<Tables>,
-    failing_appends: AtomicUsize,
-    failing_flushes: AtomicUsize,
-    failing_syncs: AtomicUsize,
-    append_delay_micros: AtomicUsize,
-    /// The next stepwise projection write fails after this many writes.
-    failing_projection_write: Mutex<Option<usize>>,
+    #[cfg(test)]
+    faults: faults::Faults,
 }
 
 impl MemoryStore {
@@ -37,73 +33,40 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// Makes the next `count` appends fail with a backend error, writing nothing.
-    pub fn fail_next_appends(&self, count: usize) {
-        self.failing_appends.store(count, Ordering::SeqCst);
-    }
-
-    /// Makes the next `count` flushes fail. What was appended stays (as
-    /// after a disk error, nobody knows whether it reached the disk).
-    pub fn fail_next_flushes(&self, count: usize) {
-        self.failing_flushes.store(count, Ordering::SeqCst);
-    }
-
-    /// Makes the next `count` syncs to the disk ([`EventStore::sync_to_disk`]) fail.
-    pub fn fail_next_syncs(&self, count: usize) {
-        self.failing_syncs.store(count, Ordering::SeqCst);
-    }
-
-    /// Makes the next [stepwise projection write](EventStore::write_projections_in_steps)
-    /// fail after its first `written` writes, leaving those in place and
-    /// the checkpoint as it was, as a disk error part way would.
-    pub fn fail_next_projection_write_after(&self, written: usize) {
-        if let Ok(mut failing) = self.failing_projection_write.lock() {
-            *failing = Some(written);
-        }
-    }
-
-    /// Whether a failure set by [`fail_next_projection_write_after`](Self::fail_next_projection_write_after)
-    /// is still to happen.
-    pub fn projection_write_failure_pending(&self) -> bool {
-        self.failing_projection_write
-            .lock()
-            .is_ok_and(|failing| failing.is_some())
-    }
-
-    /// Makes every append take at least `delay`, as a slow disk would, so
-    /// tests can have batches queue up behind it.
-    pub fn slow_appends(&self, delay: std::time::Duration) {
-        self.append_delay_micros
-            .store(delay.as_micros() as usize, Ordering::SeqCst);
-    }
-
     fn tables(&self) -> Result<MutexGuard<'_, Tables>, StoreError> {
         self.tables
             .lock()
-            .map_err(|_| StoreError::Backend("the memory store lock is poisoned".into()))
+            .map_err(|_| StoreError::failed("the memory store lock is poisoned"))
+    }
+
+    /// A failure a test asked `what` to fail with, if any.
+    #[cfg(test)]
+    fn injected(&self, what: faults::Call) -> Result<(), StoreError> {
+        self.faults.check(what)
+    }
+
+    #[cfg(not(test))]
+    fn injected(&self, _: faults::Call) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
-impl EventStore for MemoryStore {
+impl EventLog for MemoryStore {
     fn head(&self) -> Result<Head, StoreError> {
         Ok(self.tables()?.head)
     }
 
-    fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
+    fn write(&self, batch: &AppendBatch) -> Result<(), StoreError> {
         let Some(last) = batch.records.last() else {
             return Ok(());
         };
-        let delay = self.append_delay_micros.load(Ordering::SeqCst);
-        if delay > 0 {
-            std::thread::sleep(std::time::Duration::from_micros(delay as u64));
-        }
-        injected(&self.failing_appends, "append")?;
+        self.injected(faults::Call::Append)?;
         let mut t = self.tables()?;
         if t.head != batch.expected_head {
-            return Err(StoreError::Conflict(format!(
-                "the log head is at position {}, the batch expected {}",
-                t.head.position, batch.expected_head.position
-            )));
+            return Err(StoreError::Conflict {
+                expected: batch.expected_head.position,
+                found: t.head.position,
+            });
         }
         for record in &batch.records {
             t.log.insert(record.position, record.bytes.clone());
@@ -115,15 +78,21 @@ impl EventStore for MemoryStore {
         for (key, value) in &batch.tokens {
             t.tokens.insert(key.clone(), value.clone());
         }
-        apply_ops(&mut t.projections, &batch.projection);
         t.head = Head {
             position: last.position,
             hash: last.hash,
         };
-        if let Some(checkpoint) = batch.projection_checkpoint {
-            t.checkpoint = Some(checkpoint);
-        }
         Ok(())
+    }
+
+    fn flush_to_os(&self) -> Result<(), StoreError> {
+        // Nothing to hand over: the tables are all there is.
+        self.injected(faults::Call::Flush)
+    }
+
+    fn sync_to_disk(&self) -> Result<(), StoreError> {
+        // No disk: nothing survives the process anyway.
+        self.injected(faults::Call::Sync)
     }
 
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
@@ -138,14 +107,6 @@ impl EventStore for MemoryStore {
 
     fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tables()?.log.get(&position).cloned())
-    }
-
-    fn flush_to_os(&self) -> Result<(), StoreError> {
-        injected(&self.failing_flushes, "flush")
-    }
-
-    fn sync_to_disk(&self) -> Result<(), StoreError> {
-        injected(&self.failing_syncs, "sync")
     }
 
     fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
@@ -181,12 +142,26 @@ impl EventStore for MemoryStore {
         Ok(())
     }
 
-    fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.tables()?.checkpoint)
+    fn tokens(&self) -> Result<Entries, StoreError> {
+        let t = self.tables()?;
+        Ok(t.tokens
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
-    fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
-        Ok(self.tables()?.pending.clone())
+    fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        for key in keys {
+            t.tokens.remove(key);
+        }
+        Ok(())
+    }
+}
+
+impl ProjectionStore for MemoryStore {
+    fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.tables()?.checkpoint)
     }
 
     fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
@@ -198,7 +173,19 @@ impl EventStore for MemoryStore {
             .collect())
     }
 
-    fn write_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+    fn save_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if let Some(written) = self.faults.take_projection_failure() {
+            // As a disk error part way through a stepwise save leaves it.
+            let mut t = self.tables()?;
+            if !ops.is_empty() && t.pending.last() != Some(&checkpoint) {
+                t.pending.push(checkpoint);
+            }
+            apply_ops(&mut t.projections, &ops[..written.min(ops.len())]);
+            return Err(StoreError::failed(
+                "injected failure part way through a projection save",
+            ));
+        }
         let mut t = self.tables()?;
         apply_ops(&mut t.projections, ops);
         t.checkpoint = Some(checkpoint);
@@ -206,29 +193,8 @@ impl EventStore for MemoryStore {
         Ok(())
     }
 
-    fn write_projections_in_steps(
-        &self,
-        ops: &[ProjectionOp],
-        checkpoint: u64,
-    ) -> Result<(), StoreError> {
-        let failing = self
-            .failing_projection_write
-            .lock()
-            .map_err(|_| StoreError::Backend("the memory store lock is poisoned".into()))?
-            .take();
-        match failing {
-            Some(written) => {
-                let mut t = self.tables()?;
-                if !ops.is_empty() && t.pending.last() != Some(&checkpoint) {
-                    t.pending.push(checkpoint);
-                }
-                apply_ops(&mut t.projections, &ops[..written.min(ops.len())]);
-                Err(StoreError::Backend(
-                    "injected failure part way through a projection write".into(),
-                ))
-            }
-            None => self.write_projections(ops, checkpoint),
-        }
+    fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self.tables()?.pending.clone())
     }
 
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
@@ -238,22 +204,6 @@ impl EventStore for MemoryStore {
         t.checkpoint = Some(checkpoint);
         t.pending.clear();
         Ok(())
-    }
-
-    fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
-        let mut t = self.tables()?;
-        for key in keys {
-            t.tokens.remove(key);
-        }
-        Ok(())
-    }
-
-    fn tokens(&self) -> Result<Entries, StoreError> {
-        let t = self.tables()?;
-        Ok(t.tokens
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
     }
 }
 
@@ -266,12 +216,122 @@ fn apply_ops(table: &mut BTreeMap<Vec<u8>, Vec<u8>>, ops: &[ProjectionOp]) {
     }
 }
 
-/// Fails, once, when `count` (the failures still to inject) is above zero.
-fn injected(count: &AtomicUsize, what: &str) -> Result<(), StoreError> {
-    let failing = count.load(Ordering::SeqCst);
-    if failing > 0 {
-        count.store(failing - 1, Ordering::SeqCst);
-        return Err(StoreError::Backend(format!("injected {what} failure")));
+/// Failures tests ask for, and the slow disk they simulate.
+mod faults {
+    /// A call that can be made to fail.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) enum Call {
+        Append,
+        Flush,
+        Sync,
     }
-    Ok(())
+
+    #[cfg(test)]
+    pub(super) use imp::Faults;
+
+    #[cfg(test)]
+    mod imp {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Mutex;
+
+        use super::super::MemoryStore;
+        use super::Call;
+        use crate::store::StoreError;
+
+        #[derive(Default)]
+        pub(in crate::store::memory) struct Faults {
+            appends: AtomicUsize,
+            corrupt_appends: AtomicBool,
+            flushes: AtomicUsize,
+            syncs: AtomicUsize,
+            append_delay_micros: AtomicUsize,
+            /// The next projection save fails after this many writes.
+            projection_save: Mutex<Option<usize>>,
+        }
+
+        impl Faults {
+            pub(in crate::store::memory) fn check(&self, call: Call) -> Result<(), StoreError> {
+                let count = match call {
+                    Call::Append => {
+                        let delay = self.append_delay_micros.load(Ordering::SeqCst);
+                        if delay > 0 {
+                            std::thread::sleep(std::time::Duration::from_micros(delay as u64));
+                        }
+                        if self.corrupt_appends.swap(false, Ordering::SeqCst) {
+                            return Err(StoreError::Corrupt(
+                                "injected: the stored head does not decode".into(),
+                            ));
+                        }
+                        &self.appends
+                    }
+                    Call::Flush => &self.flushes,
+                    Call::Sync => &self.syncs,
+                };
+                let failing = count.load(Ordering::SeqCst);
+                if failing > 0 {
+                    count.store(failing - 1, Ordering::SeqCst);
+                    return Err(StoreError::backend(
+                        format!("injected {call:?} failure"),
+                        std::io::Error::other("No space left on device at /srv/ledger"),
+                    ));
+                }
+                Ok(())
+            }
+
+            pub(in crate::store::memory) fn take_projection_failure(&self) -> Option<usize> {
+                self.projection_save.lock().ok()?.take()
+            }
+        }
+
+        impl MemoryStore {
+            /// Makes the next `count` appends fail with a backend error, writing nothing.
+            pub fn fail_next_appends(&self, count: usize) {
+                self.faults.appends.store(count, Ordering::SeqCst);
+            }
+
+            /// Makes the next append find the store corrupt, writing nothing.
+            pub fn corrupt_next_append(&self) {
+                self.faults.corrupt_appends.store(true, Ordering::SeqCst);
+            }
+
+            /// Makes the next `count` flushes fail. What was appended stays (as
+            /// after a disk error, nobody knows whether it reached the disk).
+            pub fn fail_next_flushes(&self, count: usize) {
+                self.faults.flushes.store(count, Ordering::SeqCst);
+            }
+
+            /// Makes the next `count` syncs to the disk fail.
+            pub fn fail_next_syncs(&self, count: usize) {
+                self.faults.syncs.store(count, Ordering::SeqCst);
+            }
+
+            /// Makes the next projection save fail after its first
+            /// `written` writes, leaving those in place and the checkpoint
+            /// as it was, as a disk error part way through a stepwise save
+            /// would.
+            pub fn fail_next_projection_save_after(&self, written: usize) {
+                if let Ok(mut failing) = self.faults.projection_save.lock() {
+                    *failing = Some(written);
+                }
+            }
+
+            /// Whether a failure set by
+            /// [`fail_next_projection_save_after`](Self::fail_next_projection_save_after)
+            /// is still to happen.
+            pub fn projection_save_failure_pending(&self) -> bool {
+                self.faults
+                    .projection_save
+                    .lock()
+                    .is_ok_and(|failing| failing.is_some())
+            }
+
+            /// Makes every append take at least `delay`, as a slow disk would, so
+            /// tests can have batches queue up behind it.
+            pub fn slow_appends(&self, delay: std::time::Duration) {
+                self.faults
+                    .append_delay_micros
+                    .store(delay.as_micros() as usize, Ordering::SeqCst);
+            }
+        }
+    }
 }

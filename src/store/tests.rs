@@ -4,7 +4,8 @@
 use time::OffsetDateTime;
 
 use super::{
-    AppendBatch, EncodedRecord, EventStore, Head, MemoryStore, RecordMeta, SledStore, StoreError,
+    AppendBatch, EncodedRecord, EventLog, Head, MemoryStore, RecordMeta, SledStore, Store,
+    StoreError,
 };
 use crate::domain::{AccountId, AccountKind, Event};
 
@@ -51,7 +52,7 @@ pub(crate) fn next_batch(
 /// streams, so each stream spans many chunks and several records of one
 /// stream share a chunk.
 /// Continues the log of `stores` (which must hold the same records).
-fn fill(stores: &[&dyn EventStore], sizes: &[usize]) -> Result<u64, Box<dyn std::error::Error>> {
+fn fill(stores: &[&dyn Store], sizes: &[usize]) -> Result<u64, Box<dyn std::error::Error>> {
     let reference = stores[0];
     let mut head = reference.head()?;
     let mut versions = [0u64; 5];
@@ -72,7 +73,7 @@ fn open(dir: &tempfile::TempDir) -> Result<SledStore, StoreError> {
     SledStore::open(dir.path(), 8 * 1024 * 1024)
 }
 
-fn scan_all(store: &dyn EventStore, from: u64, limit: usize) -> Vec<(u64, Vec<u8>)> {
+fn scan_all(store: &dyn Store, from: u64, limit: usize) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     store
         .scan(from, &mut |position, bytes| {
@@ -122,7 +123,7 @@ fn chunked_records_read_back_as_appended() -> Result<(), Box<dyn std::error::Err
     Ok(())
 }
 
-fn stream_of(store: &dyn EventStore, id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+fn stream_of(store: &dyn Store, id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
     let mut out = Vec::new();
     store.scan_stream(id, &mut |position, bytes| {
         out.push((position, bytes.to_vec()));
@@ -261,7 +262,7 @@ fn a_flush_syncs_the_log_file_and_every_blob_file() -> Result<(), Box<dyn std::e
 
     let dir = tempfile::tempdir()?;
     let store = open(&dir)?;
-    let log = dir.path().join(super::durable::LOG_FILE);
+    let log = dir.path().join(super::sled::LOG_FILE);
     let empty_log = std::fs::metadata(&log)?.len();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut head = store.head()?;
@@ -271,7 +272,7 @@ fn a_flush_syncs_the_log_file_and_every_blob_file() -> Result<(), Box<dyn std::e
             expected_head: head,
             ..AppendBatch::default()
         };
-        for i in 0..super::sled_store::CHUNK_RECORDS as u64 {
+        for i in 0..super::sled::CHUNK_RECORDS as u64 {
             let n = batch_number * 64 + i;
             let event = Event::ImageRegistered {
                 image_id: ImageId::parse(&format!("img-{n:08}"))?,
@@ -320,7 +321,7 @@ fn a_flush_syncs_the_log_file_and_every_blob_file() -> Result<(), Box<dyn std::e
         "records of {largest} bytes are not the largest"
     );
     assert_eq!(store.head()?, head);
-    let blobs = std::fs::read_dir(dir.path().join(super::durable::BLOB_DIR))?.count();
+    let blobs = std::fs::read_dir(dir.path().join(super::sled::BLOB_DIR))?.count();
     assert!(
         blobs > 0,
         "sled wrote no blob file: this test no longer covers them"

@@ -24,30 +24,30 @@ fn attributes(n: u32) -> ImageAttributes {
     ImageAttributes {
         image_name: format!("image {n} ✓"),
         // Empty strings and false flags are left off the wire.
-        image_description: if n % 2 == 0 {
+        image_description: if n.is_multiple_of(2) {
             String::new()
         } else {
             "d".repeat(200)
         },
         platform: "CentOS".into(),
-        os_name: if n % 3 == 0 {
+        os_name: if n.is_multiple_of(3) {
             String::new()
         } else {
             "CentOS 7.9 64-bit".into()
         },
-        image_source: if n % 2 == 0 {
+        image_source: if n.is_multiple_of(2) {
             ImageSource::CreateImage
         } else {
             ImageSource::ExternalImport
         },
-        license_type: if n % 3 == 0 {
+        license_type: if n.is_multiple_of(3) {
             LicenseType::Byol
         } else {
             LicenseType::Tencentcloud
         },
         encrypted: n % 2 == 1,
         whole_instance: n % 3 == 1,
-        supports_cloudinit: n % 4 != 0,
+        supports_cloudinit: !n.is_multiple_of(4),
     }
 }
 

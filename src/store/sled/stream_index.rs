@@ -6,15 +6,13 @@
 //! (after [`MAX_AGE`] or once [`MAX_QUEUED`] are queued, and when the store
 //! closes). Each bulk write stores one key per aggregate it covers:
 //!
-//! `v` aggregate id `\0` first version (u64 BE) → the positions (u64 BE
-//! each) of that version and the ones after it, consecutively
+//! `v` aggregate id `\0` first version → the positions of that version and
+//! the ones after it, consecutively (see [`super::keys`])
 //!
 //! one key at a time (a sled batch would hold every append up while it
 //! applies), and last `zv`: the position up to which the index is
 //! complete. The worker then flushes: left to the next append's flush, the
 //! megabyte or so of a bulk write held that flush up by 50 to 230 ms.
-//! Earlier versions wrote one key per event with one position, which reads
-//! the same way.
 //!
 //! At start sled replays its log in order and stops at the first torn or
 //! corrupt message (sled 0.34's `LogIter`), and the worker only writes
@@ -38,19 +36,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sled::Tree;
+use ::sled::Tree;
 
 use super::durable::DurableDb;
-
-use super::StoreError;
+use super::keys::{decode_u64, stream_first_version, stream_key, stream_prefix, INDEXED};
+use crate::store::StoreError;
 
 /// Queued entries are written after at most this long.
 pub const MAX_AGE: Duration = Duration::from_secs(10);
 /// Queued entries are written once this many are queued.
 pub const MAX_QUEUED: usize = 262_144;
-
-/// The key of the position up to which the stored index is complete.
-pub const COMPLETE_KEY: &[u8] = b"zv";
 
 /// Where a stored record belongs (the rest of it is not read).
 #[derive(serde::Deserialize)]
@@ -134,11 +129,10 @@ impl StreamIndex {
             &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
         ) -> Result<(), StoreError>,
     ) -> Result<Self, StoreError> {
-        let stored = tree.get(COMPLETE_KEY)?;
+        let stored = tree.get(INDEXED)?;
         let complete = match &stored {
-            Some(bytes) => decode_u64(bytes)?,
-            // Earlier versions indexed every record as it was appended.
-            None => head,
+            Some(bytes) => decode_u64(bytes, "stream index position")?,
+            None => 0,
         };
         let mut missing = Entries::default();
         if complete < head {
@@ -178,7 +172,7 @@ impl StreamIndex {
             std::thread::Builder::new()
                 .name("ledger-index".into())
                 .spawn(move || run(&shared))
-                .map_err(|e| StoreError::Backend(format!("cannot start the index thread: {e}")))?
+                .map_err(|e| StoreError::backend("cannot start the index thread", e))?
         };
         Ok(Self {
             shared,
@@ -211,16 +205,16 @@ impl StreamIndex {
         // tree when the tree is read.
         let (writing, queued) = self.in_memory(aggregate_id);
         let mut next = 1u64;
-        for entry in self.shared.tree.scan_prefix(prefix(aggregate_id)) {
+        for entry in self.shared.tree.scan_prefix(stream_prefix(aggregate_id)) {
             let (key, positions) = entry?;
-            let first = first_version(&key, aggregate_id)?;
+            let first = stream_first_version(&key, aggregate_id)?;
             for (i, position) in positions.chunks(8).enumerate() {
                 let version = first + i as u64;
                 if version < next {
                     continue;
                 }
                 next = version + 1;
-                if !visit(decode_u64(position)?)? {
+                if !visit(decode_u64(position, "stream index position")?)? {
                     return Ok(());
                 }
             }
@@ -248,12 +242,17 @@ impl StreamIndex {
         if let Some((version, _)) = newest_in_memory {
             return Ok(*version);
         }
-        for entry in self.shared.tree.scan_prefix(prefix(aggregate_id)).rev() {
+        for entry in self
+            .shared
+            .tree
+            .scan_prefix(stream_prefix(aggregate_id))
+            .rev()
+        {
             let (key, positions) = entry?;
-            let first = first_version(&key, aggregate_id)?;
+            let first = stream_first_version(&key, aggregate_id)?;
             let mut found = None;
             for (i, position) in positions.chunks(8).enumerate() {
-                if decode_u64(position)? <= as_of {
+                if decode_u64(position, "stream index position")? <= as_of {
                     found = Some(first + i as u64);
                 }
             }
@@ -385,7 +384,7 @@ fn write(tree: &Tree, entries: &Entries) -> Result<(), StoreError> {
                 }
                 _ => {
                     if let Some((first, positions)) = run.take() {
-                        keys.push((key(aggregate_id, first), positions));
+                        keys.push((stream_key(aggregate_id, first), positions));
                     }
                     run = Some((version, position.to_be_bytes().to_vec()));
                 }
@@ -393,45 +392,13 @@ fn write(tree: &Tree, entries: &Entries) -> Result<(), StoreError> {
             expected = version + 1;
         }
         if let Some((first, positions)) = run {
-            keys.push((key(aggregate_id, first), positions));
+            keys.push((stream_key(aggregate_id, first), positions));
         }
     }
     keys.sort_unstable();
     for (key, value) in keys {
         tree.insert(key, value)?;
     }
-    tree.insert(COMPLETE_KEY, &entries.last.to_be_bytes())?;
+    tree.insert(INDEXED, &entries.last.to_be_bytes())?;
     Ok(())
-}
-
-fn prefix(aggregate_id: &str) -> Vec<u8> {
-    let mut prefix = Vec::with_capacity(2 + aggregate_id.len());
-    prefix.push(b'v');
-    prefix.extend_from_slice(aggregate_id.as_bytes());
-    prefix.push(0);
-    prefix
-}
-
-fn key(aggregate_id: &str, first_version: u64) -> Vec<u8> {
-    let mut key = prefix(aggregate_id);
-    key.extend_from_slice(&first_version.to_be_bytes());
-    key
-}
-
-/// The first version of a stored entry's key.
-fn first_version(key: &[u8], aggregate_id: &str) -> Result<u64, StoreError> {
-    let start = 2 + aggregate_id.len();
-    if key.len() != start + 8 {
-        return Err(StoreError::Corrupt(format!(
-            "a stream index key of {aggregate_id} is malformed"
-        )));
-    }
-    decode_u64(&key[start..])
-}
-
-fn decode_u64(bytes: &[u8]) -> Result<u64, StoreError> {
-    let array: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("a stream index entry is malformed".into()))?;
-    Ok(u64::from_be_bytes(array))
 }

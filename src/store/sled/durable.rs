@@ -22,14 +22,14 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use sled::Db;
+use ::sled::Db;
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// The log file sled 0.34 keeps in its directory.
-pub(super) const LOG_FILE: &str = "db";
+pub(crate) const LOG_FILE: &str = "db";
 /// The directory sled 0.34 writes large items to.
-pub(super) const BLOB_DIR: &str = "blobs";
+pub(crate) const BLOB_DIR: &str = "blobs";
 
 /// A sled database and a handle on its log file. Cheap to clone.
 #[derive(Clone)]
@@ -46,7 +46,7 @@ impl DurableDb {
     /// entries of the files sled created in it are durable too.
     pub(super) fn new(db: Db, dir: &Path) -> Result<Self, StoreError> {
         let io = |what: &str, err: std::io::Error| {
-            StoreError::Backend(format!("cannot {what} in {}: {err}", dir.display()))
+            StoreError::backend(format!("cannot {what} in {}", dir.display()), err)
         };
         let log = OpenOptions::new()
             .write(true)
@@ -84,10 +84,10 @@ impl DurableDb {
     /// this call wrote durable against power loss.
     pub(super) fn sync_to_disk(&self) -> Result<(), StoreError> {
         self.sync_new_blobs()
-            .map_err(|e| StoreError::Backend(format!("cannot sync sled's blob files: {e}")))?;
+            .map_err(|e| StoreError::backend("cannot sync sled's blob files", e))?;
         self.log
             .sync_data()
-            .map_err(|e| StoreError::Backend(format!("cannot sync sled's log file: {e}")))
+            .map_err(|e| StoreError::backend("cannot sync sled's log file", e))
     }
 
     /// Syncs the blob files not synced yet, then their directory.

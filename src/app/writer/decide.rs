@@ -1,0 +1,367 @@
+//! The decide stage (`ledger-decide`, the thread [`super::super::Ledger`]
+//! starts): decides commands in arrival order against the state including
+//! every batch still in the pipeline, and hands each batch on. It starts
+//! the other stages and stops them when the command queue closes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use rand::Rng;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+
+use super::super::readside::ReadSide;
+use super::append::Appender;
+use super::flush::Flusher;
+use super::sync::Syncer;
+use super::timing::StageTiming;
+use super::{refuse, spawn, Message, Pending, Staged};
+use crate::app::{AppError, Job};
+use crate::domain::{decide, Event, ImageId, LedgerState, Policy, Reply};
+use crate::idempotency::{self, fingerprint, token_key, TokenRecord, Tokens};
+use crate::projection::Touched;
+use crate::store::{AppendBatch, Chain, EncodedRecord, Head, RecordMeta, Store, StoreError};
+
+/// Decided batches that may wait for the append stage.
+const DECIDED_QUEUE: usize = 8;
+/// Written batches that may wait for the flush and sync stages.
+const WRITTEN_QUEUE: usize = 16;
+
+/// The decide stage, and the owner of the pipeline's other threads.
+pub(in crate::app) struct Decider {
+    store: Arc<dyn Store>,
+    policy: Arc<Policy>,
+    /// The state, head and idempotency records after every command decided
+    /// so far, durable or not.
+    state: LedgerState,
+    head: Head,
+    tokens: Tokens,
+    max_batch: usize,
+    /// Set by a later stage when a batch failed: the state here may hold
+    /// effects that never reached the store, so it is reloaded first.
+    failed: Arc<AtomicBool>,
+    stages: Option<SyncSender<Message<Box<Staged>>>>,
+    threads: Vec<JoinHandle<()>>,
+    #[cfg(test)]
+    failpoints: Arc<crate::app::Failpoints>,
+}
+
+/// A command's records and idempotency record, built whole before any of
+/// it joins the batch.
+struct Built {
+    records: Vec<EncodedRecord>,
+    token: Option<(Vec<u8>, TokenRecord, Vec<u8>)>,
+}
+
+impl Decider {
+    /// Starts the later stages on the state the ledger loaded (published
+    /// in `view`, durable at `durable`'s head).
+    pub(in crate::app) fn start(
+        store: Arc<dyn Store>,
+        policy: Arc<Policy>,
+        view: Arc<ArcSwap<LedgerState>>,
+        durable: watch::Sender<Head>,
+        tokens: Tokens,
+        options: &crate::app::WriterOptions,
+    ) -> Result<Self, AppError> {
+        let head = *durable.borrow();
+        let state = view.load_full();
+        let failed = Arc::new(AtomicBool::new(false));
+        let (to_append, appending) = sync_channel(DECIDED_QUEUE);
+        let (to_flush, flushing) = sync_channel(WRITTEN_QUEUE);
+        let (to_sync, syncing) = sync_channel(WRITTEN_QUEUE);
+        let appender = Appender {
+            store: Arc::clone(&store),
+            failed: Arc::clone(&failed),
+            applied: head,
+            failure: None,
+            restart: false,
+            timing: StageTiming::default(),
+        };
+        let flusher = Flusher {
+            store: Arc::clone(&store),
+            failed: Arc::clone(&failed),
+            timing: StageTiming::default(),
+        };
+        let syncer = Syncer {
+            store: Arc::clone(&store),
+            failed: Arc::clone(&failed),
+            view,
+            durable,
+            read_side: ReadSide::start(
+                Arc::clone(&store),
+                Arc::clone(&state),
+                head.position,
+                options.read_side_delay,
+            )?,
+            unflushed: Touched::default(),
+            timing: StageTiming::default(),
+        };
+        let threads = vec![
+            spawn("ledger-append", move || appender.run(appending, to_flush))?,
+            spawn("ledger-flush", move || flusher.run(flushing, to_sync))?,
+            spawn("ledger-sync", move || syncer.run(syncing))?,
+        ];
+        Ok(Self {
+            store,
+            policy,
+            state: (*state).clone(),
+            head,
+            tokens,
+            max_batch: options.max_batch.max(1),
+            failed,
+            stages: Some(to_append),
+            threads,
+            #[cfg(test)]
+            failpoints: Arc::clone(&options.failpoints),
+        })
+    }
+
+    /// Decides commands until the queue closes, then stops the other stages
+    /// once they have finished what they hold.
+    pub(in crate::app) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let (mut batches, mut commands) = (0u64, 0u64);
+        while let Some(first) = jobs.blocking_recv() {
+            if self.failed.swap(false, Ordering::SeqCst) {
+                if let Err(err) = self.reload() {
+                    tracing::error!(err = %Chain(&err), "cannot reload the state after a failed append");
+                    self.failed.store(true, Ordering::SeqCst);
+                    let mut refused = vec![first];
+                    while refused.len() < self.max_batch {
+                        match jobs.try_recv() {
+                            Ok(job) => refused.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let err = match err {
+                        AppError::Storage(err) => err,
+                        other => StoreError::backend("cannot reload the state", other),
+                    };
+                    refuse(refused, &err);
+                    continue;
+                }
+            }
+            let staged = self.decide_batch(first, &mut jobs);
+            batches += 1;
+            commands += staged.jobs.len() as u64;
+            if !self.hand_on(Message::Work(Box::new(staged))) {
+                break;
+            }
+        }
+        // Closing the channel lets the later stages finish what they hold.
+        self.stages = None;
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a writer stage panicked");
+            }
+        }
+        tracing::info!(
+            batches,
+            commands,
+            mean_batch = commands as f64 / batches.max(1) as f64,
+            "the writer stopped"
+        );
+    }
+
+    fn hand_on(&self, message: Message<Box<Staged>>) -> bool {
+        let sent = self
+            .stages
+            .as_ref()
+            .is_some_and(|tx| tx.send(message).is_ok());
+        if !sent {
+            tracing::error!("a writer stage stopped; no more commands are taken");
+        }
+        sent
+    }
+
+    /// Decides `first` and every job queued behind it, including those that
+    /// arrive while the batch is decided (up to `max_batch`): each batch
+    /// ends with a snapshot of the state, whose nodes the next batch copies
+    /// before changing them, so fewer, larger batches copy less.
+    fn decide_batch(&mut self, first: Job, queue: &mut mpsc::Receiver<Job>) -> Staged {
+        let mut batch = AppendBatch {
+            expected_head: self.head,
+            ..AppendBatch::default()
+        };
+        let mut touched = Touched::default();
+        let mut jobs = Vec::with_capacity(64);
+        let mut fates = Vec::with_capacity(64);
+        let mut next = Some(first);
+        while let Some(job) = next {
+            fates.push(self.decide_one(&job, &mut batch, &mut touched));
+            jobs.push(job);
+            next = if jobs.len() < self.max_batch {
+                queue.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        Staged {
+            jobs,
+            fates,
+            batch,
+            // O(1): the state's maps are persistent.
+            state: Arc::new(self.state.clone()),
+            head: self.head,
+            touched,
+        }
+    }
+
+    /// Waits for the pipeline to drain, then takes the state from the store.
+    fn reload(&mut self) -> Result<(), AppError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if !self.hand_on(Message::Reload(tx)) {
+            return Err(AppError::ShuttingDown);
+        }
+        let (state, head) = rx.recv().map_err(|_| AppError::ShuttingDown)??;
+        self.tokens = idempotency::load(self.store.as_ref(), head.position)?;
+        self.state = (*state).clone();
+        self.head = head;
+        tracing::info!(
+            position = head.position,
+            "reloaded the state from the store"
+        );
+        Ok(())
+    }
+
+    /// Decides one command on top of everything decided before it, adding
+    /// its records and idempotency record to `batch`: all of them, or, when
+    /// any fails to build, none.
+    fn decide_one(&mut self, job: &Job, batch: &mut AppendBatch, touched: &mut Touched) -> Pending {
+        let actor = job.command.actor().map(|a| a.as_str().to_owned());
+        // The key and the request's fingerprint, only for commands that
+        // carry a client token.
+        let token = match &job.options.client_token {
+            Some(token) => match fingerprint(&job.command) {
+                Ok(fp) => Some((token_key(actor.as_deref(), token.as_str()), fp)),
+                Err(err) => return Pending::Answer(Err(err.into())),
+            },
+            None => None,
+        };
+        if let Some((key, fingerprint)) = &token {
+            if let Some(record) = self.tokens.get(key) {
+                return Pending::Answer(record.answer(fingerprint).map_err(AppError::from));
+            }
+        }
+        let now = now_micros();
+        let decision = match decide(
+            &self.state,
+            &self.policy,
+            &job.command,
+            now,
+            &mut random_image_id,
+        ) {
+            Ok(decision) => decision,
+            Err(err) => return Pending::Answer(Err(err.into())),
+        };
+        if job.options.dry_run {
+            let reply = match decision.reply {
+                Reply::ImagesCopied { .. } => Reply::ImagesCopied { images: vec![] },
+                Reply::ImageRegistered { .. } | Reply::Done => Reply::Done,
+            };
+            return Pending::Answer(Ok(reply));
+        }
+        if decision.events.is_empty() {
+            return Pending::Answer(Ok(decision.reply));
+        }
+        let built = match self.build(
+            job,
+            actor.as_deref(),
+            token,
+            &decision.events,
+            &decision.reply,
+            now,
+        ) {
+            Ok(built) => built,
+            Err(err) => return Pending::Answer(Err(err.into())),
+        };
+        for event in &decision.events {
+            touched.record(event);
+            self.state.apply(event);
+        }
+        if let Some(last) = built.records.last() {
+            self.head = Head {
+                position: last.position,
+                hash: last.hash,
+            };
+        }
+        batch.records.extend(built.records);
+        if let Some((key, record, bytes)) = built.token {
+            batch.tokens.push((key.clone(), bytes));
+            self.tokens.insert(key, record);
+        }
+        Pending::Durable(decision.reply)
+    }
+
+    /// Encodes a decision's records, continuing the head, and its
+    /// idempotency record, changing nothing.
+    fn build(
+        &self,
+        job: &Job,
+        actor: Option<&str>,
+        token: Option<(Vec<u8>, String)>,
+        events: &[Event],
+        reply: &Reply,
+        now: OffsetDateTime,
+    ) -> Result<Built, StoreError> {
+        let mut records: Vec<EncodedRecord> = Vec::with_capacity(events.len());
+        let mut head = self.head;
+        for (i, event) in events.iter().enumerate() {
+            // Events of one command may continue one stream: count those
+            // before this one, since the state has not applied them yet.
+            let earlier = events[..i]
+                .iter()
+                .filter(|e| e.aggregate_id() == event.aggregate_id())
+                .count() as u64;
+            let meta = RecordMeta {
+                position: head.position + 1,
+                aggregate_version: self.state.stream_version(event) + earlier + 1,
+                recorded_at: now,
+                actor,
+                client_token: job.options.client_token.as_ref().map(|t| t.as_str()),
+                request_hash: token.as_ref().map(|(_, fp)| fp.as_str()),
+                prev_hash: head.hash,
+            };
+            #[cfg(test)]
+            self.failpoints.encoding(meta.position)?;
+            let record = EncodedRecord::encode(event, &meta)?;
+            head = Head {
+                position: record.position,
+                hash: record.hash,
+            };
+            records.push(record);
+        }
+        let token = match token {
+            Some((key, fingerprint)) => {
+                let record = TokenRecord {
+                    fingerprint,
+                    reply: reply.clone(),
+                    position: head.position,
+                };
+                let bytes = record.encode()?;
+                Some((key, record, bytes))
+            }
+            None => None,
+        };
+        Ok(Built { records, token })
+    }
+}
+
+/// The current time, cut to microseconds so it survives RFC 3339 and protobuf round trips.
+fn now_micros() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now)
+}
+
+fn random_image_id() -> ImageId {
+    let mut rng = rand::rng();
+    let suffix: String = (0..ImageId::SUFFIX_LEN)
+        .map(|_| ImageId::ALPHABET[rng.random_range(0..ImageId::ALPHABET.len())] as char)
+        .collect();
+    // The suffix is drawn from the id alphabet, so this cannot fail.
+    ImageId::from_suffix(&suffix).unwrap_or_else(|_| ImageId::min())
+}

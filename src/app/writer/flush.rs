@@ -1,0 +1,63 @@
+//! The flush stage (`ledger-flush`): one flush to the operating system for
+//! every batch written meanwhile
+//! ([`EventLog::flush_to_os`](crate::store::EventLog::flush_to_os)), so the
+//! next batches are written out while the last ones' sync to the disk runs.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+
+use super::drain::drain;
+use super::timing::StageTiming;
+use super::{refuse, writes_records, Flushed, Message, Staged};
+use crate::projection::Touched;
+use crate::store::{Chain, Store};
+
+pub(super) struct Flusher {
+    pub(super) store: Arc<dyn Store>,
+    /// Tells the decide stage to reload before it decides more.
+    pub(super) failed: Arc<AtomicBool>,
+    /// Its flushes.
+    pub(super) timing: StageTiming,
+}
+
+impl Flusher {
+    pub(super) fn run(
+        mut self,
+        queue: Receiver<Message<Box<Staged>>>,
+        next: SyncSender<Message<Flushed>>,
+    ) {
+        while let Some((group, reload)) = drain(&queue) {
+            let group = group.into_iter().map(|staged| *staged).collect();
+            let sent = self
+                .flush(group)
+                .is_none_or(|flushed| next.send(Message::Work(flushed)).is_ok())
+                && reload.is_none_or(|reply| next.send(Message::Reload(reply)).is_ok());
+            if !sent {
+                break;
+            }
+        }
+        self.timing.log("flush");
+    }
+
+    /// Flushes a group; on failure refuses its callers.
+    fn flush(&mut self, group: Vec<Staged>) -> Option<Flushed> {
+        if group.is_empty() {
+            return None;
+        }
+        if writes_records(&group) {
+            let store = &self.store;
+            if let Err(err) = self.timing.time(|| store.flush_to_os()) {
+                tracing::error!(err = %Chain(&err), "flushing failed; the commands of the batches are refused");
+                self.failed.store(true, Ordering::SeqCst);
+                let mut touched = Touched::default();
+                for staged in group {
+                    touched.extend(staged.touched);
+                    refuse(staged.jobs, &err);
+                }
+                return Some(Flushed::Failed(touched));
+            }
+        }
+        Some(Flushed::Batches(group))
+    }
+}

@@ -1,0 +1,108 @@
+//! The single writer. It owns the only mutable copy of the state, so racing
+//! commands are decided one after the other. It is a pipeline of four
+//! stages, each a thread named after it, so deciding, writing and waiting
+//! for the disk overlap:
+//!
+//! 1. [`decide`] (`ledger-decide`): decides the commands that queued up, and
+//!    those that arrive meanwhile (up to `max_batch`), against the state
+//!    including every batch still in the pipeline, and encodes the records;
+//! 2. [`append`] (`ledger-append`): writes the batches decided meanwhile to
+//!    the store as one append (which its head, written last, commits),
+//!    checked against the head they were decided on, without waiting for
+//!    the disk ([`EventLog::write`](crate::store::EventLog::write));
+//! 3. [`flush`] (`ledger-flush`): one flush to the operating system for
+//!    every batch written meanwhile;
+//! 4. [`sync`] (`ledger-sync`): one sync to the disk for every batch flushed
+//!    meanwhile, then publishes the newest state to readers, answers the
+//!    callers, in order, and hands the state on to the read side's writer
+//!    ([`super::readside`]). The next batches are flushed while a sync runs.
+//!
+//! No caller hears anything (not even a refusal decided on state that is not
+//! durable yet) before its batch is synced. When a batch fails, every batch
+//! decided on top of it fails its head check and is refused with the same
+//! error, and the decide stage reloads the state from the store once the
+//! pipeline drained (a [`Message::Reload`] passed down every stage).
+
+mod append;
+mod decide;
+mod drain;
+mod flush;
+mod sync;
+mod timing;
+
+use std::sync::Arc;
+
+use super::{AppError, Job};
+use crate::domain::{LedgerState, Reply};
+use crate::projection::Touched;
+use crate::store::{AppendBatch, Head, StoreError};
+
+pub(super) use decide::Decider;
+
+/// A command's fate within a batch, before the batch is durable.
+enum Pending {
+    /// Known without writing anything (a refusal, a dry run, a retry).
+    Answer(Result<Reply, AppError>),
+    /// Accepted, once the batch's records are durable.
+    Durable(Reply),
+}
+
+/// One decided batch on its way through the pipeline.
+struct Staged {
+    jobs: Vec<Job>,
+    fates: Vec<Pending>,
+    batch: AppendBatch,
+    /// The state and head after the batch.
+    state: Arc<LedgerState>,
+    head: Head,
+    touched: Touched,
+}
+
+/// Where the state reloaded from the store goes back to the decide stage.
+type ReloadReply = std::sync::mpsc::Sender<Result<(Arc<LedgerState>, Head), AppError>>;
+
+/// What one stage hands the next.
+enum Message<T> {
+    /// Work: a batch, or what became of some.
+    Work(T),
+    /// Reload the state from the store once everything before this is
+    /// finished, and send it back.
+    Reload(ReloadReply),
+}
+
+/// What the flush stage hands to the sync stage.
+enum Flushed {
+    /// Batches whose records the store has handed to the operating system.
+    Batches(Vec<Staged>),
+    /// What the batches of a failed flush changed (their callers were
+    /// refused): later batches carry their effects, so the read side's next
+    /// write must look at these aggregates too.
+    Failed(Touched),
+}
+
+/// Whether any of the batches wrote records. Batches without records only
+/// answer from state already durable, or made durable with the others.
+fn writes_records(group: &[Staged]) -> bool {
+    group
+        .iter()
+        .any(|staged| staged.head != staged.batch.expected_head)
+}
+
+/// Answers every job with `err`, kind and cause kept: the outcome is
+/// unknown to the caller, who may retry with the same client token.
+fn refuse(jobs: Vec<Job>, err: &StoreError) {
+    for job in jobs {
+        let _ = job.reply.send(Err(AppError::Storage(err.clone())));
+    }
+}
+
+/// Starts a stage's thread.
+fn spawn(
+    name: &'static str,
+    run: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, AppError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(run)
+        .map_err(|source| AppError::Start { what: name, source })
+}

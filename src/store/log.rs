@@ -1,0 +1,128 @@
+//! The log's contract: an append-only, gap-free sequence of records with the
+//! idempotency records written beside them, appended in batches whose
+//! durability each backend provides in two steps of its own.
+
+use super::{EncodedRecord, Entries, Head, StoreError};
+
+/// Everything one group commit writes to the log.
+#[derive(Debug, Clone, Default)]
+pub struct AppendBatch {
+    /// The head the batch was built on; the append fails if the log moved.
+    /// This also pins every stream's version: the writer derived the
+    /// records' stream versions from the state at this head, and an
+    /// unchanged head means no record was appended since.
+    pub expected_head: Head,
+    /// The records, in position order, continuing `expected_head`.
+    pub records: Vec<EncodedRecord>,
+    /// Idempotency records: (key, value), see [`crate::idempotency`].
+    pub tokens: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// An append-only event log.
+///
+/// An append is committed in three calls, so a writer can overlap them
+/// across batches: [`write`](Self::write) makes the batch visible,
+/// [`flush_to_os`](Self::flush_to_os) hands it to the operating system,
+/// [`sync_to_disk`](Self::sync_to_disk) makes it survive a power cut. A
+/// backend whose commit is durable in one step does it in `write` and says
+/// so in the other two; none may skip a step it needs.
+pub trait EventLog: Send + Sync + 'static {
+    /// The last record of the log.
+    fn head(&self) -> Result<Head, StoreError>;
+
+    /// Writes a batch atomically (after a crash or a failure part way,
+    /// readers of the log and of the idempotency records up to the head see
+    /// none of it). It is visible to reads and to the next batch's head
+    /// check at once, and durable once [`flush_to_os`](Self::flush_to_os)
+    /// then [`sync_to_disk`](Self::sync_to_disk) have returned after it.
+    /// Fails with [`StoreError::Conflict`] when the head is not what the
+    /// batch expects.
+    fn write(&self, batch: &AppendBatch) -> Result<(), StoreError>;
+
+    /// Everything written so far is in the operating system's hands (a
+    /// process crash no longer loses it).
+    fn flush_to_os(&self) -> Result<(), StoreError>;
+
+    /// Makes durable against power loss everything that
+    /// [`flush_to_os`](Self::flush_to_os) handed over before this call.
+    fn sync_to_disk(&self) -> Result<(), StoreError>;
+
+    /// Writes a batch and returns once it is durable.
+    fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
+        self.write(batch)?;
+        self.flush()
+    }
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), StoreError> {
+        self.flush_to_os()?;
+        self.sync_to_disk()
+    }
+
+    /// Calls `visit` with each stored record from position `from` on, in order,
+    /// until the end of the log or until `visit` returns `false`.
+    fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
+
+    /// The stored record at `position`, if the log reaches it.
+    fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The version of the last record of one aggregate's stream at or before
+    /// log position `as_of`; 0 when there is none.
+    fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError>;
+
+    /// Calls `visit` with the position and record of each event of one
+    /// aggregate's stream, in version order, until `visit` returns `false`.
+    fn scan_stream(
+        &self,
+        aggregate_id: &str,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
+
+    /// Every idempotency record, in key order. One whose position is past
+    /// the head was left by an append that a crash cut short (see
+    /// [`remove_tokens`](Self::remove_tokens)).
+    fn tokens(&self) -> Result<Entries, StoreError>;
+
+    /// Removes idempotency records, durably: those an append wrote before a
+    /// crash stopped it short of its head, which the ledger removes when it
+    /// loads.
+    fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError>;
+}
+
+/// Visits records from `from` on with a step that can fail; stops at the end
+/// of the log, when `step` returns `Ok(false)`, or at its first error.
+pub fn try_scan<E: From<StoreError>>(
+    log: &dyn EventLog,
+    from: u64,
+    mut step: impl FnMut(u64, &[u8]) -> Result<bool, E>,
+) -> Result<(), E> {
+    let mut failure = None;
+    log.scan(from, &mut |position, bytes| match step(position, bytes) {
+        Ok(more) => more,
+        Err(err) => {
+            failure = Some(err);
+            false
+        }
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// [`try_scan`] over one aggregate's stream.
+pub fn try_scan_stream<E: From<StoreError>>(
+    log: &dyn EventLog,
+    aggregate_id: &str,
+    mut step: impl FnMut(u64, &[u8]) -> Result<bool, E>,
+) -> Result<(), E> {
+    let mut failure = None;
+    log.scan_stream(
+        aggregate_id,
+        &mut |position, bytes| match step(position, bytes) {
+            Ok(more) => more,
+            Err(err) => {
+                failure = Some(err);
+                false
+            }
+        },
+    )?;
+    failure.map_or(Ok(()), Err)
+}

@@ -1,0 +1,365 @@
+//! The embedded store on sled 0.34: one tree whose keys are laid out in
+//! [`keys`]; per group commit, its writes in order with the head last
+//! (which commits it), then one flush ([`durable`]).
+//!
+//! The stream index ([`stream_index`]) and the projections
+//! ([`projections`]) are written apart from the appends, in bulk.
+
+mod chunk;
+mod durable;
+mod keys;
+mod projections;
+mod stream_index;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use ::sled::Tree;
+
+use self::chunk::{decoded_chunk_at, Chunk};
+use self::durable::DurableDb;
+use self::keys::{decode_head, encode_head, log_key, tagged, HEAD, TOKEN};
+use self::stream_index::StreamIndex;
+use super::{AppendBatch, EncodedRecord, Entries, EventLog, Head, StoreError};
+
+pub use self::chunk::CHUNK_RECORDS;
+#[cfg(test)]
+pub(crate) use self::durable::{BLOB_DIR, LOG_FILE};
+
+/// The sled-backed event store.
+pub struct SledStore {
+    db: DurableDb,
+    tree: Tree,
+    /// Serializes appends, so the head and stream checks and the batch that
+    /// follows them cannot interleave with another append of this process
+    /// (sled's directory lock keeps other processes out).
+    /// It also owns the compressor, whose context is reused between chunks.
+    append_lock: Mutex<zstd::bulk::Compressor<'static>>,
+    /// Where each aggregate's records are.
+    index: StreamIndex,
+    dir: PathBuf,
+    /// An append failed part way: chunks past the head may be left.
+    tail_left: AtomicBool,
+    /// In tests, the next append stops after this many writes.
+    #[cfg(test)]
+    write_cut_short: Mutex<Option<usize>>,
+}
+
+impl From<::sled::Error> for StoreError {
+    fn from(err: ::sled::Error) -> Self {
+        match err {
+            ::sled::Error::Corruption { .. } => StoreError::Corrupt(err.to_string()),
+            err => StoreError::backend("sled failed", err),
+        }
+    }
+}
+
+/// Directories whose store this process dropped.
+static CLOSED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn recently_closed(dir: &Path) -> bool {
+    CLOSED
+        .lock()
+        .is_ok_and(|closed| closed.iter().any(|d| d == dir))
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if let Ok(mut closed) = CLOSED.lock() {
+            if !closed.contains(&self.dir) {
+                closed.push(self.dir.clone());
+            }
+        }
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. `cache_bytes` sizes sled's page cache.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let config = ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            // Durability comes from the explicit flush after every batch; the
+            // background flusher would only add writes.
+            .flush_every_ms(None);
+        // sled's I/O threads can hold the directory lock for a while after a
+        // store of this process is dropped: wait for them when this process
+        // closed the directory itself; another process's lock fails fast.
+        let closed_here = recently_closed(dir);
+        let patience = if closed_here {
+            std::time::Duration::from_secs(15)
+        } else {
+            std::time::Duration::from_millis(500)
+        };
+        let started = std::time::Instant::now();
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                // sled reports a held lock as an I/O error of kind Other
+                // whose message names the lock.
+                Err(::sled::Error::Io(err))
+                    if err.to_string().contains("could not acquire lock")
+                        && started.elapsed() < patience =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
+        let db = DurableDb::new(db, dir)?;
+        let tree = db.sled().open_tree("ledger")?;
+        let head = read_head(&tree)?.position;
+        let left = chunk::remove_past(&tree, head)?;
+        if left > 0 {
+            db.flush()?;
+            tracing::warn!(
+                chunks = left,
+                head,
+                "removed chunks past the head: an append a crash cut short"
+            );
+        }
+        let index = StreamIndex::open(&db, &tree, head, |from, visit| {
+            chunk::scan(&tree, from, &mut |position, record| {
+                visit(position, record).map(|()| true)
+            })
+        })?;
+        let compressor = zstd::bulk::Compressor::new(chunk::ZSTD_LEVEL)
+            .map_err(|e| StoreError::backend("cannot start zstd", e))?;
+        Ok(Self {
+            db,
+            tree,
+            append_lock: Mutex::new(compressor),
+            index,
+            dir: dir.to_path_buf(),
+            tail_left: AtomicBool::new(false),
+            #[cfg(test)]
+            write_cut_short: Mutex::new(None),
+        })
+    }
+
+    /// Rewrites one stored record in place, bypassing every check: what
+    /// tests that prove tampering is detected do to a store.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn tamper_record(&self, position: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut compressor = self.lock()?;
+        let chunk = decoded_chunk_at(&self.tree, position)?
+            .filter(|chunk| chunk.record(position).is_some())
+            .ok_or_else(|| StoreError::Corrupt(format!("no record at position {position}")))?;
+        let records: Vec<&[u8]> = chunk
+            .records()
+            .map(|(at, record)| if at == position { bytes } else { record })
+            .collect();
+        self.tree.insert(
+            log_key(chunk.first),
+            chunk::encode(&mut compressor, &records)?,
+        )?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// How many of sled's blob files the flushes synced (see [`durable`]).
+    #[cfg(test)]
+    pub(super) fn synced_blob_files(&self) -> usize {
+        self.db.synced_blob_files()
+    }
+
+    /// Forgets the stream-index entries not yet stored, as a crash would.
+    #[cfg(test)]
+    pub(super) fn lose_queued_index(&self) {
+        self.index.lose_queued();
+    }
+
+    /// Makes the next append write only its first `count` writes and then
+    /// fail, as a crash part way would leave it (nothing is flushed).
+    #[cfg(test)]
+    pub(crate) fn cut_next_append_short(&self, count: usize) {
+        if let Ok(mut cut) = self.write_cut_short.lock() {
+            *cut = Some(count);
+        }
+    }
+
+    /// How many of the next append's writes are made before it fails: all
+    /// of them, except where a test cut it short.
+    fn writes_allowed(&self) -> usize {
+        #[cfg(test)]
+        if let Some(count) = self.write_cut_short.lock().ok().and_then(|mut c| c.take()) {
+            return count;
+        }
+        usize::MAX
+    }
+
+    /// An append's writes, in order: its chunks, its idempotency records,
+    /// then the head. sled recovers its log in order, so after a crash the
+    /// writes that survive are a prefix of them, and the head, written
+    /// last, is what commits the append: anything past it is removed when
+    /// the store opens (chunks) or the ledger loads (idempotency records).
+    /// Unlike a batch, single writes do not make sled seal and write out
+    /// its I/O buffer twice per append (once before the batch and once for
+    /// its manifest): measured, that was a third of sled's I/O threads'
+    /// time under `share`.
+    fn append_writes(
+        compressor: &mut zstd::bulk::Compressor<'static>,
+        batch: &AppendBatch,
+        last: &EncodedRecord,
+    ) -> Result<Entries, StoreError> {
+        let mut writes = Vec::new();
+        for chunk in batch.records.chunks(CHUNK_RECORDS) {
+            let records: Vec<&[u8]> = chunk.iter().map(|r| r.bytes.as_slice()).collect();
+            writes.push((
+                log_key(chunk[0].position).to_vec(),
+                chunk::encode(compressor, &records)?,
+            ));
+        }
+        for (key, value) in &batch.tokens {
+            writes.push((tagged(TOKEN, key), value.clone()));
+        }
+        writes.push((
+            HEAD.to_vec(),
+            encode_head(&Head {
+                position: last.position,
+                hash: last.hash,
+            }),
+        ));
+        Ok(writes)
+    }
+
+    fn lock(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, zstd::bulk::Compressor<'static>>, StoreError> {
+        self.append_lock
+            .lock()
+            .map_err(|_| StoreError::failed("the append lock is poisoned"))
+    }
+}
+
+/// The stored head; the empty log's when there is none.
+fn read_head(tree: &Tree) -> Result<Head, StoreError> {
+    match tree.get(HEAD)? {
+        Some(bytes) => decode_head(&bytes),
+        None => Ok(Head::default()),
+    }
+}
+
+impl EventLog for SledStore {
+    fn head(&self) -> Result<Head, StoreError> {
+        read_head(&self.tree)
+    }
+
+    fn write(&self, batch: &AppendBatch) -> Result<(), StoreError> {
+        let Some(last) = batch.records.last() else {
+            return Ok(());
+        };
+        let mut compressor = self.lock()?;
+        let head = self.head()?;
+        if head != batch.expected_head {
+            return Err(StoreError::Conflict {
+                expected: batch.expected_head.position,
+                found: head.position,
+            });
+        }
+        if self.tail_left.load(Ordering::SeqCst) {
+            chunk::remove_past(&self.tree, head.position)?;
+            self.tail_left.store(false, Ordering::SeqCst);
+        }
+        let writes = Self::append_writes(&mut compressor, batch, last)?;
+        let (all, allowed) = (writes.len(), self.writes_allowed());
+        for (key, value) in writes.into_iter().take(allowed) {
+            if let Err(err) = self.tree.insert(key, value) {
+                // What got written is past the head: no reader sees it, and
+                // the next append removes it first.
+                self.tail_left.store(true, Ordering::SeqCst);
+                return Err(err.into());
+            }
+        }
+        if allowed < all {
+            self.tail_left.store(true, Ordering::SeqCst);
+            return Err(StoreError::failed(format!(
+                "the append was cut short after {allowed} of its {all} writes"
+            )));
+        }
+        self.index.queue(
+            batch
+                .records
+                .iter()
+                .map(|r| (r.aggregate_id.as_str(), r.aggregate_version, r.position)),
+        );
+        Ok(())
+    }
+
+    fn flush_to_os(&self) -> Result<(), StoreError> {
+        self.db.flush_to_os()
+    }
+
+    fn sync_to_disk(&self) -> Result<(), StoreError> {
+        self.db.sync_to_disk()
+    }
+
+    fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        // Records past the head (of an append that failed part way) are
+        // not part of the log.
+        let head = self.head()?.position;
+        chunk::scan(&self.tree, from, &mut |position, record| {
+            Ok(position <= head && visit(position, record))
+        })
+    }
+
+    fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if position > self.head()?.position {
+            return Ok(None);
+        }
+        Ok(decoded_chunk_at(&self.tree, position)?
+            .and_then(|chunk| chunk.record(position).map(<[u8]>::to_vec)))
+    }
+
+    fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
+        self.index.version_at(aggregate_id, as_of)
+    }
+
+    fn scan_stream(
+        &self,
+        aggregate_id: &str,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        // Records of one stream often share a chunk: keep the last one.
+        let mut last: Option<Chunk> = None;
+        self.index.positions(aggregate_id, &mut |position| {
+            let chunk = match last.take() {
+                Some(chunk) if chunk.record(position).is_some() => Some(chunk),
+                _ => decoded_chunk_at(&self.tree, position)?,
+            };
+            let Some(record) = chunk.as_ref().and_then(|chunk| chunk.record(position)) else {
+                return Err(StoreError::Corrupt(format!(
+                    "stream {aggregate_id} points at position {position}, which is not in the log"
+                )));
+            };
+            let more = visit(position, record);
+            last = chunk;
+            Ok(more)
+        })
+    }
+
+    fn tokens(&self) -> Result<Entries, StoreError> {
+        scan_tagged(&self.tree, TOKEN, b"")
+    }
+
+    fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        for key in keys {
+            self.tree.remove(tagged(TOKEN, key))?;
+        }
+        self.db.flush()
+    }
+}
+
+/// Every entry under `tag` whose key continues with `prefix`, the tag cut off.
+fn scan_tagged(tree: &Tree, tag: u8, prefix: &[u8]) -> Result<Entries, StoreError> {
+    tree.scan_prefix(tagged(tag, prefix))
+        .map(|entry| {
+            let (key, value) = entry?;
+            Ok((key[1..].to_vec(), value.to_vec()))
+        })
+        .collect()
+}

@@ -1,0 +1,114 @@
+//! The sled store's read side, saved in steps: the one place that knows
+//! how a save that stops part way is recorded.
+//!
+//! A save first records its target checkpoint under `zp` (after those of
+//! earlier saves that stopped part way: entries past this one's progress
+//! may still hold their values), then writes its entries one at a time in
+//! the order given, then moves the checkpoint and clears `zp` in one
+//! batch. Single writes, unlike a batch, do not hold sled's batch lock, so
+//! appends never wait behind more than one of them. sled recovers its log
+//! in order, so after a crash the writes that survive are a prefix of them.
+
+use ::sled::Batch;
+
+use super::keys::{decode_u64, decode_u64s, encode_u64s, tagged, CHECKPOINT, PENDING, PROJECTION};
+use super::{scan_tagged, SledStore};
+use crate::store::{Entries, ProjectionOp, ProjectionStore, StoreError};
+
+impl SledStore {
+    /// Writes the first `count` of `ops` (all of them but in tests, which
+    /// cut a save short that way), then, once all are written, moves the
+    /// checkpoint.
+    fn save_steps(
+        &self,
+        ops: &[ProjectionOp],
+        checkpoint: u64,
+        count: usize,
+    ) -> Result<(), StoreError> {
+        if !ops.is_empty() {
+            let mut pending = self.projection_pending()?;
+            if pending.last() != Some(&checkpoint) {
+                pending.push(checkpoint);
+            }
+            self.tree.insert(PENDING, encode_u64s(&pending))?;
+        }
+        for op in ops.iter().take(count) {
+            let key = tagged(PROJECTION, &op.key);
+            match &op.value {
+                Some(value) => self.tree.insert(key, value.as_slice())?,
+                None => self.tree.remove(key)?,
+            };
+        }
+        if count >= ops.len() {
+            let mut last = Batch::default();
+            last.insert(CHECKPOINT, &checkpoint.to_be_bytes());
+            last.remove(PENDING);
+            self.tree.apply_batch(last)?;
+        }
+        self.db.flush()
+    }
+
+    /// A save of the projections that stops after `count` of `ops`, as a
+    /// crash would.
+    #[cfg(test)]
+    pub(crate) fn save_projections_cut_short(
+        &self,
+        ops: &[ProjectionOp],
+        checkpoint: u64,
+        count: usize,
+    ) -> Result<(), StoreError> {
+        self.save_steps(ops, checkpoint, count)
+    }
+}
+
+impl ProjectionStore for SledStore {
+    fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
+        self.tree
+            .get(CHECKPOINT)?
+            .map(|bytes| decode_u64(&bytes, "projection checkpoint"))
+            .transpose()
+    }
+
+    fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        scan_tagged(&self.tree, PROJECTION, prefix)
+    }
+
+    fn save_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+        self.save_steps(ops, checkpoint, usize::MAX)
+    }
+
+    fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
+        match self.tree.get(PENDING)? {
+            None => Ok(Vec::new()),
+            Some(bytes) if bytes.is_empty() => Err(StoreError::Corrupt(
+                "the stored pending projection checkpoints are malformed".into(),
+            )),
+            Some(bytes) => decode_u64s(&bytes, "pending projection checkpoints"),
+        }
+    }
+
+    fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+        let _guard = self.lock()?;
+        // The checkpoint goes first and comes back last: a crash part way
+        // leaves none, and a store without one is rebuilt from the log.
+        self.tree.remove(CHECKPOINT)?;
+        self.db.flush()?;
+        let mut clear = Batch::default();
+        clear.remove(PENDING);
+        for entry in self.tree.scan_prefix([PROJECTION]) {
+            let (key, _) = entry?;
+            clear.remove(key);
+        }
+        self.tree.apply_batch(clear)?;
+        let mut writes = Batch::default();
+        for op in ops {
+            if let Some(value) = &op.value {
+                writes.insert(tagged(PROJECTION, &op.key), value.as_slice());
+            }
+        }
+        self.tree.apply_batch(writes)?;
+        self.db.flush()?;
+        self.tree.insert(CHECKPOINT, &checkpoint.to_be_bytes())?;
+        self.db.flush()
+    }
+}

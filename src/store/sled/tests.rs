@@ -1,0 +1,145 @@
+//! The sled store's own guarantees: an append cut short is never part of
+//! the log and is cleaned up, and a stepwise save of the projections cut
+//! short leaves a prefix and names its target.
+
+use super::*;
+use crate::store::tests::next_batch;
+use crate::store::{ProjectionOp, ProjectionStore};
+
+fn all_records(store: &SledStore) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    let mut records = Vec::new();
+    store.scan(1, &mut |position, record| {
+        records.push((position, record.to_vec()));
+        true
+    })?;
+    Ok(records)
+}
+
+fn chunks_past(store: &SledStore, position: u64) -> usize {
+    store
+        .tree
+        .range(log_key(position + 1)..=log_key(u64::MAX))
+        .count()
+}
+
+#[test]
+fn an_append_cut_short_before_its_head_is_not_in_the_log_and_is_removed(
+) -> Result<(), Box<dyn std::error::Error>> {
+    // Two chunks (70 records), two idempotency records, then the head.
+    const WRITES: usize = 5;
+    for written in 0..WRITES {
+        let dir = tempfile::tempdir()?;
+        let (mut head, mut versions) = (Head::default(), [0; 5]);
+        let before = {
+            let store = SledStore::open(dir.path(), 1 << 20)?;
+            store.append(&next_batch(&mut head, &mut versions, 3)?)?;
+            let before = all_records(&store)?;
+            let mut cut = next_batch(&mut head.clone(), &mut versions.clone(), 70)?;
+            cut.tokens = vec![
+                (b"1001\0a".to_vec(), b"{}".to_vec()),
+                (b"1001\0b".to_vec(), b"{}".to_vec()),
+            ];
+            store.cut_next_append_short(written);
+            assert!(store.append(&cut).is_err());
+            // What it wrote is past the head: no reader sees it.
+            assert_eq!(store.head()?, head, "{written} written");
+            assert_eq!(all_records(&store)?, before, "{written} written");
+            assert_eq!(store.read_at(head.position + 1)?, None);
+            // Made durable by some later flush, then a crash.
+            store.flush()?;
+            before
+        };
+        let store = SledStore::open(dir.path(), 1 << 20)?;
+        assert_eq!(store.head()?, head, "{written} written");
+        assert_eq!(all_records(&store)?, before, "{written} written");
+        // Its chunks are gone; its idempotency records are the ledger's
+        // to remove (it knows their positions).
+        assert_eq!(chunks_past(&store, head.position), 0, "{written} written");
+        assert_eq!(store.tokens()?.len(), written.saturating_sub(2).min(2));
+        // A shorter append in its place reads back whole.
+        let next = next_batch(&mut head, &mut versions, 5)?;
+        store.append(&next)?;
+        let mut expected = before.clone();
+        expected.extend(next.records.iter().map(|r| (r.position, r.bytes.clone())));
+        assert_eq!(all_records(&store)?, expected, "{written} written");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_append_after_one_that_failed_part_way_removes_what_it_left(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let store = SledStore::open(dir.path(), 1 << 20)?;
+    let (mut head, mut versions) = (Head::default(), [0; 5]);
+    store.append(&next_batch(&mut head, &mut versions, 3)?)?;
+    // Both chunks written, not the head.
+    store.cut_next_append_short(2);
+    let failed = next_batch(&mut head.clone(), &mut versions.clone(), 70)?;
+    assert!(store.append(&failed).is_err());
+    assert_eq!(chunks_past(&store, head.position), 2);
+    // Five records in its place: the failed append's second chunk (at
+    // 68) would otherwise sit in the middle of the next ones.
+    store.append(&next_batch(&mut head, &mut versions, 5)?)?;
+    assert_eq!(chunks_past(&store, head.position), 0);
+    store.append(&next_batch(&mut head, &mut versions, 70)?)?;
+    let positions: Vec<u64> = all_records(&store)?.iter().map(|(p, _)| *p).collect();
+    assert_eq!(positions, (1..=78).collect::<Vec<u64>>());
+    Ok(())
+}
+
+fn ops(n: usize) -> Vec<ProjectionOp> {
+    (0..n)
+        .map(|i| ProjectionOp {
+            key: format!("s{i:04}").into_bytes(),
+            value: Some(b"v".to_vec()),
+        })
+        .collect()
+}
+
+#[test]
+fn a_stepwise_projection_write_cut_short_leaves_a_prefix_and_names_its_target(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let ops = ops(600);
+    {
+        let store = SledStore::open(dir.path(), 1 << 20)?;
+        store.save_projections(&[], 3)?;
+        store.save_projections_cut_short(&ops, 9, 512)?;
+    }
+    // As a crash leaves it: 512 writes in, the old checkpoint, the target named.
+    let store = SledStore::open(dir.path(), 1 << 20)?;
+    assert_eq!(store.projection_checkpoint()?, Some(3));
+    assert_eq!(store.projection_pending()?, vec![9]);
+    let stored: Vec<Vec<u8>> = store
+        .projection_scan(b"")?
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    let prefix: Vec<Vec<u8>> = ops[..512].iter().map(|op| op.key.clone()).collect();
+    assert_eq!(stored, prefix);
+
+    // A later write that stops part way too is named after it, once
+    // however often it is retried.
+    store.save_projections_cut_short(&ops, 11, 3)?;
+    store.save_projections_cut_short(&ops, 11, 2)?;
+    assert_eq!(store.projection_pending()?, vec![9, 11]);
+    assert_eq!(store.projection_checkpoint()?, Some(3));
+
+    // A whole stepwise write moves the checkpoint and clears the target.
+    store.save_projections(&ops, 9)?;
+    assert_eq!(store.projection_checkpoint()?, Some(9));
+    assert_eq!(store.projection_pending()?, Vec::<u64>::new());
+    assert_eq!(store.projection_scan(b"")?.len(), ops.len());
+
+    // So does an atomic write after a cut-short one, and a rebuild.
+    store.save_projections_cut_short(&ops, 12, 1)?;
+    assert_eq!(store.projection_pending()?, vec![12]);
+    store.save_projections(&[], 12)?;
+    assert_eq!(store.projection_pending()?, Vec::<u64>::new());
+    store.save_projections_cut_short(&ops, 15, 1)?;
+    store.replace_projections(&[], 15)?;
+    assert_eq!(store.projection_pending()?, Vec::<u64>::new());
+    assert_eq!(store.projection_checkpoint()?, Some(15));
+    Ok(())
+}
