@@ -11,7 +11,7 @@ use crate::domain::{
     LicenseType, NewImage, Policy, Region, Reply,
 };
 use crate::projection::persist;
-use crate::store::{EventLog, MemoryStore, ProjectionStore, Store};
+use crate::store::{EventLog, MemoryStore, ProjectionStore, Store, StoreError};
 
 fn account(id: &str) -> Command {
     Command::RegisterAccount {
@@ -626,6 +626,62 @@ async fn the_read_side_is_written_while_running_and_recovers_from_a_write_cut_sh
         Vec::new(),
         "no share entry is left"
     );
+    ledger.shutdown();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_command_whose_second_record_fails_to_encode_commits_none_of_its_records(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let store = Arc::new(MemoryStore::new());
+    let options = WriterOptions::default();
+    let failpoints = Arc::clone(&options.failpoints);
+    let ledger = Ledger::open(store.clone(), Policy::default(), options)?;
+    ledger
+        .execute(account("1001"), CommandOptions::default())
+        .await?;
+    let Reply::ImageRegistered { image_id } = ledger
+        .execute(image("1001", "web"), CommandOptions::default())
+        .await?
+    else {
+        panic!("an image id");
+    };
+    let before = ledger.state();
+    let copy = Command::CopyImage {
+        caller: AccountId::parse("1001")?,
+        image_id,
+        destination_regions: vec![Region::new("ap-shanghai"), Region::new("ap-beijing")],
+        image_name: None,
+    };
+    let token = CommandOptions {
+        client_token: ClientToken::parse_optional("copy-once")?,
+        dry_run: false,
+    };
+    // The copy's records are at positions 3 and 4; the second fails.
+    failpoints
+        .encode_at
+        .store(4, std::sync::atomic::Ordering::SeqCst);
+    let failed = ledger.execute(copy.clone(), token.clone()).await;
+    assert!(
+        matches!(failed, Err(AppError::Storage(StoreError::Backend { .. }))),
+        "{failed:?}"
+    );
+    assert_eq!(store.head()?.position, 2, "no record of the copy is stored");
+    assert_eq!(*ledger.state(), *before, "no effect of the copy is seen");
+    assert_eq!(store.tokens()?, Vec::new(), "nor its idempotency record");
+
+    // A command after it continues the log at position 3, and the copy's
+    // retry with the same token runs whole.
+    ledger
+        .execute(account("1002"), CommandOptions::default())
+        .await?;
+    let Reply::ImagesCopied { images } = ledger.execute(copy, token).await? else {
+        panic!("copies");
+    };
+    assert_eq!(images.len(), 2);
+    let (replayed, head) = replay_log(store.as_ref())?;
+    assert_eq!(head.position, 5);
+    assert_eq!(replayed, *ledger.state());
     ledger.shutdown();
     Ok(())
 }

@@ -229,7 +229,11 @@ pub fn preload_events(config: &BenchConfig) -> u64 {
         .saturating_sub(base)
         .div_ceil(config.images.max(1))
         .max(1);
-    let rounds = if rounds.is_multiple_of(2) { rounds + 1 } else { rounds };
+    let rounds = if rounds.is_multiple_of(2) {
+        rounds + 1
+    } else {
+        rounds
+    };
     base + rounds * config.images
 }
 

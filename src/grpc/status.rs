@@ -152,6 +152,59 @@ mod tests {
         assert_eq!(stopping.code(), Code::Unavailable);
     }
 
+    /// Runs one registration on a ledger whose store fails as `fail` asks,
+    /// and returns the status the caller gets.
+    async fn status_of_failed_write(fail: impl FnOnce(&crate::store::MemoryStore)) -> Status {
+        use crate::app::{CommandOptions, Ledger, WriterOptions};
+        use crate::domain::{AccountId, AccountKind, Command, Policy};
+        let store = std::sync::Arc::new(crate::store::MemoryStore::new());
+        let ledger = Ledger::open(store.clone(), Policy::default(), WriterOptions::default())
+            .expect("ledger opens");
+        fail(&store);
+        let command = Command::RegisterAccount {
+            account_id: AccountId::parse("1001").expect("account id"),
+            kind: AccountKind::Root,
+        };
+        let result = ledger.execute(command, CommandOptions::default()).await;
+        ledger.shutdown();
+        Status::from(result.expect_err("the write fails"))
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_store_reaches_the_caller_as_internal_without_its_details() {
+        let status = status_of_failed_write(|store| store.corrupt_next_append()).await;
+        assert_eq!(status.code(), Code::Internal);
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, INTERNAL_REASON);
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert!(
+            !status.message().contains("injected"),
+            "{}",
+            status.message()
+        );
+        assert!(!status.message().contains("head"), "{}", status.message());
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_reaches_the_caller_as_unavailable_without_its_cause() {
+        for fail in [
+            crate::store::MemoryStore::fail_next_appends,
+            crate::store::MemoryStore::fail_next_flushes,
+            crate::store::MemoryStore::fail_next_syncs,
+        ] {
+            let status = status_of_failed_write(|store| fail(store, 1)).await;
+            assert_eq!(status.code(), Code::Unavailable);
+            let info = status.get_details_error_info().expect("ErrorInfo");
+            assert_eq!(info.reason, INTERNAL_REASON);
+            assert!(!status.message().contains("/srv"), "{}", status.message());
+            assert!(
+                !status.message().contains("injected"),
+                "{}",
+                status.message()
+            );
+        }
+    }
+
     #[test]
     fn every_domain_error_keeps_its_reason_and_message() {
         let err = DomainError::ShareLimitExceeded("image img-aaaaaaaa is full".into());
