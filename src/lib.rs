@@ -3,7 +3,6 @@
 
 pub mod app;
 pub mod audit;
-pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod grpc;

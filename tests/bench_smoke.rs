@@ -1,7 +1,7 @@
 //! A short run of every benchmark scenario, so the tool cannot rot. The
-//! numbers are not checked: speed is measured by `image-ledger bench`, not by tests.
+//! numbers are not checked: speed is measured by `image-ledger-bench`, not by tests.
 
-use image_ledger::bench::{run, BenchConfig, Scenario};
+use image_ledger_bench::{run, BenchConfig, Scenario};
 
 #[test]
 fn every_scenario_runs_against_a_real_server_without_errors(

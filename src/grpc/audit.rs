@@ -8,11 +8,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{state_message, time_of, timestamp};
+use super::convert::timestamp;
 use super::pb;
 use super::pb::audit_log_server::AuditLog;
 use crate::app::Ledger;
-use crate::audit::{self, AsOf, AuditError, LedgerKey, Role};
+use crate::audit::{self, AuditError, LedgerKey};
 use crate::domain::{DomainError, ImageId};
 use crate::store::{try_scan, Envelope, Store, StoreError};
 
@@ -212,48 +212,14 @@ impl AuditLog for AuditService {
         let request = request.into_inner();
         let image = ImageId::parse(&request.image_id)?;
         let durable = self.ledger.durable_head().position;
-        let as_of = match request.as_of {
-            Some(pb::get_image_access_as_of_request::AsOf::AsOfPosition(p)) => AsOf::Position(p),
-            Some(pb::get_image_access_as_of_request::AsOf::AsOfTime(t)) => {
-                AsOf::Time(time_of(&t).ok_or_else(|| {
-                    DomainError::InvalidParameter("as_of_time is out of range".into())
-                })?)
-            }
-            None => {
-                return Err(DomainError::InvalidParameter(
-                    "give as_of_time or as_of_position".into(),
-                )
-                .into())
-            }
-        };
+        let as_of = super::access::as_of_from(request.as_of)?;
         if self.ledger.state().any_image(&image).is_none() {
             return Err(DomainError::ImageNotFound(format!("image {image} does not exist")).into());
         }
         let store = Arc::clone(self.ledger.store());
         let access =
             blocking(move || audit::access_as_of(store.as_ref(), &image, as_of, durable)).await?;
-        Ok(Response::new(pb::GetImageAccessAsOfResponse {
-            image_id: access.image_id,
-            position: access.position,
-            existed: access.region.is_some(),
-            region: access.region.unwrap_or_default(),
-            state: access.state.map_or(0, |state| state_message(state) as i32),
-            deleted: access.deleted,
-            lighthouse_shared: access.lighthouse_shared,
-            accounts: access
-                .accounts
-                .into_iter()
-                .map(|entry| pb::AccessEntry {
-                    account_id: entry.account_id,
-                    role: match entry.role {
-                        Role::Owner => pb::AccessRole::Owner,
-                        Role::Recipient => pb::AccessRole::Recipient,
-                    } as i32,
-                    since: Some(timestamp(entry.since)),
-                })
-                .collect(),
-            reason: access.reason.unwrap_or_default(),
-        }))
+        Ok(Response::new(super::access::access_message(access)))
     }
 
     async fn get_ledger_head(

@@ -1,7 +1,9 @@
 //! The gRPC layer: generated types, conversions, the services and the one
 //! error-to-status mapping.
 
+mod access;
 mod audit;
+mod client;
 mod convert;
 mod page;
 mod page_cache;
@@ -22,6 +24,7 @@ pub mod pb {
 }
 
 pub use audit::{envelope_message, AuditService};
+pub use client::{AuditClient, ClientError};
 pub use convert::{state_message, state_of, time_of, timestamp, Commanded};
 pub use page_cache::PageCache;
 pub use service::LedgerService;

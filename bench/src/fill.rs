@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::app::{AppError, CommandOptions, Ledger, WriterOptions};
-use crate::domain::{
+use image_ledger::app::{AppError, CommandOptions, Ledger, WriterOptions};
+use image_ledger::domain::{
     AccountId, AccountKind, Command, ImageAttributes, ImageId, ImageSource, ImageState,
     LicenseType, NewImage, Policy, Region, Reply,
 };
-use crate::store::{SledStore, Store};
+use image_ledger::store::{SledStore, Store};
 
 /// The shape of a generated log.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ pub fn fill(
         .collect();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(
         data_dir,
-        crate::config::DEFAULT_CACHE_MB * 1024 * 1024,
+        image_ledger::config::DEFAULT_CACHE_MB * 1024 * 1024,
     )?);
     let ledger = Ledger::open(
         store,

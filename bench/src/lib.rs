@@ -1,0 +1,10 @@
+//! Benchmark tooling for image-ledger, apart from the product: a log
+//! filler that writes through the normal write path ([`fill`]), and a load
+//! generator that measures every scenario against a do-nothing gRPC call
+//! on the same server ([`run`]).
+
+mod fill;
+mod load;
+
+pub use fill::{account, fill, FillPlan, FillReport};
+pub use load::{preload_events, run, BenchConfig, BenchReport, BoxError, Scenario, ScenarioResult};

@@ -1,0 +1,120 @@
+//! The server under load: started from the `image-ledger` binary on a
+//! data directory, and read from `/proc` (CPU time by thread, memory).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{BenchConfig, BoxError};
+
+pub(super) struct Server {
+    pub(super) child: Child,
+    pub(super) addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(super) fn spawn_server(
+    config: &BenchConfig,
+    dir: &Path,
+) -> Result<(Server, Duration), BoxError> {
+    let started = Instant::now();
+    let mut child = Command::new(&config.binary)
+        .args(["serve", "--addr", "127.0.0.1:0", "--image-quota", "1000000"])
+        .args(["--cache-mb", &config.cache_mb.to_string()])
+        .args(["--page-cache-mb", &config.page_cache_mb.to_string()])
+        .arg("--data-dir")
+        .arg(dir)
+        .env(
+            "RUST_LOG",
+            std::env::var("IMAGE_LEDGER_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let startup = started.elapsed();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("the server said {line:?} instead of its address"))?
+        .parse()?;
+    Ok((Server { child, addr }, startup))
+}
+
+/// CPU time by kind of thread.
+pub(super) type Threads = BTreeMap<String, Duration>;
+
+/// CPU time (nanoseconds on the CPU, from the kernel's per-thread scheduler
+/// statistics) of a process's threads, summed by kind of thread; `None`
+/// when the process cannot be read. Threads that ended are not counted
+/// (sled starts and ends I/O threads as it needs them).
+pub(super) fn cpu_by_thread(pid: u32) -> Option<Threads> {
+    let mut by_kind = BTreeMap::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let Some(Ok(nanos)) = stat.split_whitespace().next().map(str::parse::<u64>) else {
+            continue;
+        };
+        *by_kind.entry(thread_kind(name.trim())).or_default() += Duration::from_nanos(nanos);
+    }
+    Some(by_kind)
+}
+
+/// A thread's name without a trailing `-<number>` (`sled-io-3` is `sled-io`).
+pub(super) fn thread_kind(name: &str) -> String {
+    match name.rsplit_once('-') {
+        Some((kind, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            kind.to_owned()
+        }
+        _ => name.to_owned(),
+    }
+}
+
+pub(super) fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+pub(super) fn dir_size(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}

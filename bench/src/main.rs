@@ -1,0 +1,188 @@
+//! The `image-ledger-bench` command: measure a server, or fill a data
+//! directory with a lawful log.
+
+mod report;
+
+// As in the server: the filler replays and writes through the same code.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use image_ledger::domain::Policy;
+use image_ledger_bench::{BenchConfig, FillPlan, Scenario};
+
+/// Measure image-ledger: each scenario against the health-check baseline.
+#[derive(Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<BenchCmd>,
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Fill a data directory with a lawful log through the normal write path.
+    Fill(FillArgs),
+}
+
+/// The load generator's settings.
+#[derive(Args)]
+struct BenchArgs {
+    /// The `image-ledger` binary to start (default: the one next to this program).
+    #[arg(long)]
+    server_binary: Option<PathBuf>,
+    /// Drive this running server (filled earlier by `fill` with the
+    /// same --accounts) instead of starting one.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Data directory for the started server (default: a temporary one).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Accounts to preload.
+    #[arg(long, default_value_t = 1_000)]
+    accounts: u64,
+    /// Images to preload.
+    #[arg(long, default_value_t = 10_000)]
+    images: u64,
+    /// Fill the log to this many events before measuring.
+    #[arg(long, default_value_t = 0)]
+    log_events: u64,
+    /// Comma-separated scenarios: share, authorize, describe, mixed, health.
+    #[arg(long, default_value = "share,authorize,describe,mixed")]
+    scenarios: String,
+    /// Measured seconds per scenario and round (after a short warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Measure each scenario this many times, each time between two health
+    /// windows; each ratio is the median of the rounds' ratios to the mean
+    /// of the two health windows around them.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// sled cache of the started server, MiB.
+    #[arg(long, default_value_t = image_ledger::config::DEFAULT_CACHE_MB)]
+    cache_mb: u64,
+    /// DescribeImages page cache of the started server, MiB; 0 measures
+    /// every page built from the state.
+    #[arg(long, default_value_t = image_ledger::config::DEFAULT_PAGE_CACHE_MB)]
+    page_cache_mb: u64,
+}
+
+/// `fill`
+#[derive(Args)]
+struct FillArgs {
+    /// Directory of the sled store to fill.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// Events to reach.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Accounts registered first.
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u64,
+    /// Images registered next; the rest shares and cancels them.
+    #[arg(long, default_value_t = 100_000)]
+    images: u64,
+    /// Commands in flight.
+    #[arg(long, default_value_t = 1024)]
+    concurrency: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(BenchCmd::Fill(args)) => fill(args),
+        None => bench(cli.args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let scenarios = args
+        .scenarios
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|name| Scenario::parse(name).with_context(|| format!("no scenario {name:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(args.seconds > 0.0, "--seconds must be positive");
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    let binary = match args.server_binary {
+        Some(binary) => binary,
+        None => server_next_to_this_program()?,
+    };
+    let config = BenchConfig {
+        binary,
+        addr: args.addr,
+        data_dir: args.data_dir,
+        accounts: args.accounts,
+        images: args.images,
+        log_events: args.log_events,
+        scenarios,
+        seconds: args.seconds,
+        rounds: args.rounds,
+        concurrency: args.concurrency,
+        connections: args.connections,
+        cache_mb: args.cache_mb,
+        page_cache_mb: args.page_cache_mb,
+    };
+    let report = image_ledger_bench::run(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    report::print(&config, &report);
+    Ok(())
+}
+
+/// The `image-ledger` binary that `cargo build` puts beside this one.
+fn server_next_to_this_program() -> anyhow::Result<PathBuf> {
+    let this = std::env::current_exe().context("cannot find this program's path")?;
+    let server = this.with_file_name(format!("image-ledger{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        server.exists(),
+        "{} does not exist: build it (`cargo build --release` builds both) or pass --server-binary",
+        server.display()
+    );
+    Ok(server)
+}
+
+fn fill(args: FillArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.accounts >= 2, "--accounts must be at least 2");
+    let plan = FillPlan {
+        events: args.events,
+        accounts: args.accounts,
+        images: args.images,
+        concurrency: args.concurrency,
+        regions: usize::MAX,
+    };
+    let report = image_ledger_bench::fill(&args.data_dir, &plan, Policy::default())?;
+    println!(
+        "filled {} with {} events in {:.2?} ({:.0} events/s)",
+        args.data_dir.display(),
+        report.events,
+        report.elapsed,
+        report.events as f64 / report.elapsed.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}

@@ -1,0 +1,367 @@
+//! `image-ledger audit`: verify, export, import, history, access and head,
+//! on a stopped server's data directory or (where it makes sense) a
+//! running server through the typed audit client.
+
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use image_ledger::audit::{self, AsOf, LedgerKey, SignedHead, VerifyOptions};
+use image_ledger::domain::{AccountId, ImageId};
+use image_ledger::grpc::AuditClient;
+use image_ledger::store::EventLog;
+
+use super::{open_store, output, runtime, DataDirArg, PolicyArgs, SourceArgs};
+
+/// `audit …`
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Check every record: positions, hashes, the chain, the rules, the projections.
+    Verify(VerifyArgs),
+    /// Write the log as JSON lines, exactly as stored.
+    Export(ExportArgs),
+    /// Restore an export into a new, empty data directory, checking it all.
+    Import(ImportArgs),
+    /// Every event that touched an image or an account.
+    History(HistoryArgs),
+    /// Who could create or reinstall instances from an image at a moment.
+    Access(AccessArgs),
+    /// Print the signed head of the log (save it to pin history).
+    Head(HeadArgs),
+}
+
+/// `audit verify`
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// A signed head saved earlier (`audit head`, `GetLedgerHead`) that must
+    /// still be a prefix of the log.
+    #[arg(long)]
+    pub against_head: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `audit export`
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// First position to export.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// Last position to export (default: the head).
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// `audit import`
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The export file (JSON lines).
+    pub file: PathBuf,
+    /// The new data directory; it must not exist or be empty.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// `audit history`
+#[derive(Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The image.
+    #[arg(long, required_unless_present = "account", conflicts_with = "account")]
+    pub image: Option<String>,
+    /// The account (as owner, actor or recipient).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// One JSON envelope per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `audit access`
+#[derive(Args)]
+pub struct AccessArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The image.
+    #[arg(long)]
+    pub image: String,
+    /// The instant (RFC 3339, e.g. 2026-11-27T18:30:00Z).
+    #[arg(
+        long,
+        required_unless_present = "position",
+        conflicts_with = "position"
+    )]
+    pub at: Option<String>,
+    /// Right after this log position.
+    #[arg(long)]
+    pub position: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `audit head`
+#[derive(Args)]
+pub struct HeadArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The key file, when not `ledger-signing.key` in the data directory.
+    #[arg(long)]
+    pub signing_key: Option<PathBuf>,
+}
+
+/// Runs an `audit` command.
+pub fn run(command: AuditCmd) -> anyhow::Result<()> {
+    match command {
+        AuditCmd::Verify(args) => verify(args),
+        AuditCmd::Export(args) => export(args),
+        AuditCmd::Import(args) => import(args),
+        AuditCmd::History(args) => history(args),
+        AuditCmd::Access(args) => access(args),
+        AuditCmd::Head(args) => head(args),
+    }
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let policy = args.policy.policy()?;
+    let against_head = match &args.against_head {
+        Some(path) => Some(read_signed_head(path)?),
+        None => None,
+    };
+    let store = open_store(&args.data.data_dir)?;
+    if let Some(pinned) = &against_head {
+        // The head must come from this ledger's key, when the key is here.
+        let key_path = LedgerKey::default_path(&args.data.data_dir);
+        if key_path.exists() {
+            let key = LedgerKey::load(&key_path)?;
+            pinned.check_signed_by(&key.public_hex())?;
+        }
+    }
+    let total = store.head()?.position;
+    eprintln!(
+        "verifying {total} events in {}",
+        args.data.data_dir.display()
+    );
+    let options = VerifyOptions {
+        against_head,
+        progress_every: if total >= 500_000 { 250_000 } else { 0 },
+    };
+    match audit::verify(&store, &policy, &options) {
+        Ok(report) => {
+            let rate = report.events as f64 / report.elapsed.as_secs_f64().max(1e-9);
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                let projections = match (report.projections_at, &report.projections_pending[..]) {
+                    (Some(at), _) if at == report.head_position => {
+                        "projections equal a fresh replay".to_owned()
+                    }
+                    (at, []) => format!(
+                        "projections equal a fresh replay up to position {} (the next start catches them up)",
+                        at.unwrap_or_default()
+                    ),
+                    (at, [target]) => format!(
+                        "projections equal a fresh replay up to position {} with part of a write towards {target} (the next start finishes it)",
+                        at.unwrap_or_default()
+                    ),
+                    (at, targets) => format!(
+                        "projections equal a fresh replay up to position {} with parts of writes towards {} in turn (the next start finishes them)",
+                        at.unwrap_or_default(),
+                        targets.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                println!(
+                    "OK: {} events, {} aggregates, head {} {}, in {:.2?} ({:.0} events/s); {projections}{}",
+                    report.events,
+                    report.aggregates,
+                    report.head_position,
+                    report.head_hash,
+                    report.elapsed,
+                    rate,
+                    match report.pinned_head {
+                        Some(p) => format!("; the pinned head at {p} is a prefix of the log"),
+                        None => String::new(),
+                    }
+                );
+            }
+            Ok(())
+        }
+        Err(err) => bail!("verification FAILED: {err}"),
+    }
+}
+
+fn read_signed_head(path: &Path) -> anyhow::Result<SignedHead> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a signed head", path.display()))
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut out = output(args.output.as_deref())?;
+    let written = match args.source.addr {
+        Some(addr) => runtime()?.block_on(async {
+            let mut client = AuditClient::connect(addr).await?;
+            client.export(args.from, args.to, &mut out).await
+        })?,
+        None => {
+            let store = open_store(&args.source.data.data_dir)?;
+            audit::export(&store, args.from, args.to, &mut out)?
+        }
+    };
+    out.flush()?;
+    let elapsed = started.elapsed();
+    eprintln!(
+        "exported {written} events in {elapsed:.2?} ({:.0} events/s)",
+        written as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let policy = args.policy.policy()?;
+    let file =
+        File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let report = audit::import(&mut input, &args.data_dir, &policy, 250_000)
+        .map_err(|err| anyhow::anyhow!("import refused, nothing was written: {err}"))?;
+    println!(
+        "imported {} events into {} in {:.2?} ({:.0} events/s); head hash {}",
+        report.events,
+        args.data_dir.display(),
+        report.elapsed,
+        report.events as f64 / report.elapsed.as_secs_f64().max(1e-9),
+        report.head_hash
+    );
+    Ok(())
+}
+
+fn history(args: HistoryArgs) -> anyhow::Result<()> {
+    let records = match (&args.image, &args.account, args.source.addr) {
+        (Some(image), _, Some(addr)) => {
+            let image = ImageId::parse(image)?;
+            runtime()?.block_on(async {
+                let mut client = AuditClient::connect(addr).await?;
+                client.image_history(&image).await
+            })?
+        }
+        (None, Some(_), Some(_)) => {
+            bail!("account history reads the whole log: run it on the data directory")
+        }
+        (Some(image), _, None) => {
+            let store = open_store(&args.source.data.data_dir)?;
+            audit::image_history(&store, &ImageId::parse(image)?)?
+        }
+        (None, Some(account), None) => {
+            let store = open_store(&args.source.data.data_dir)?;
+            audit::account_history(&store, &AccountId::parse(account)?)?
+        }
+        (None, None, _) => bail!("give --image or --account"),
+    };
+    let mut out = output(None)?;
+    for record in &records {
+        if args.json {
+            out.write_all(&record.raw)?;
+            out.write_all(b"\n")?;
+        } else {
+            writeln!(out, "{}", audit::describe_event(&record.envelope))?;
+        }
+    }
+    if records.is_empty() && !args.json {
+        writeln!(out, "no events")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn access(args: AccessArgs) -> anyhow::Result<()> {
+    let image = ImageId::parse(&args.image)?;
+    let as_of = match (&args.at, args.position) {
+        (Some(at), _) => AsOf::Time(
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                .with_context(|| format!("{at:?} is not an RFC 3339 time"))?,
+        ),
+        (None, Some(position)) => AsOf::Position(position),
+        (None, None) => bail!("give --at or --position"),
+    };
+    let access = match args.source.addr {
+        Some(addr) => runtime()?.block_on(async {
+            let mut client = AuditClient::connect(addr).await?;
+            client.access_as_of(&image, as_of).await
+        })?,
+        None => {
+            let store = open_store(&args.source.data.data_dir)?;
+            let head = store.head()?.position;
+            audit::access_as_of(&store, &image, as_of, head)?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&access)?);
+        return Ok(());
+    }
+    let region = access.region.as_deref().unwrap_or("-");
+    println!(
+        "image {} in {region}, as of position {}",
+        access.image_id, access.position
+    );
+    if access.accounts.is_empty() {
+        println!(
+            "nobody could use it: {}",
+            access.reason.as_deref().unwrap_or("unknown")
+        );
+    }
+    for entry in &access.accounts {
+        let since = entry
+            .since
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let uses = match entry.role {
+            audit::Role::Owner => "create, reinstall, export",
+            audit::Role::Recipient => "create, reinstall",
+        };
+        println!(
+            "  {:<20} {:?} since {since}: {uses}",
+            entry.account_id, entry.role
+        );
+    }
+    if access.lighthouse_shared {
+        println!("  Lighthouse of the owner's account could use it too");
+    }
+    Ok(())
+}
+
+fn head(args: HeadArgs) -> anyhow::Result<()> {
+    let json = match args.source.addr {
+        Some(addr) => runtime()?.block_on(async {
+            let mut client = AuditClient::connect(addr).await?;
+            client.signed_head_json().await
+        })?,
+        None => {
+            let data_dir = &args.source.data.data_dir;
+            let store = open_store(data_dir)?;
+            let key_path = args
+                .signing_key
+                .unwrap_or_else(|| LedgerKey::default_path(data_dir));
+            let key = LedgerKey::load(&key_path)?;
+            serde_json::to_string(&key.sign_store_head(&store)?)?
+        }
+    };
+    println!("{json}");
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The `image-ledger` command line: the commands and the arguments they
+//! share; each group of commands has a module of its own.
+
+mod audit;
+mod projections;
+mod serve;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use image_ledger::config::parse_regions;
+use image_ledger::domain::Policy;
+use image_ledger::store::SledStore;
+
+use self::audit::AuditCmd;
+use self::projections::ProjectionsCmd;
+use self::serve::ServeArgs;
+
+/// The `image-ledger` command.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// The commands.
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Prove, back up, restore and question the log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+    /// Maintain the read side.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCmd,
+    },
+}
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Serve(args) => serve::serve(args),
+        Cmd::Projections { command } => projections::run(command),
+        Cmd::Audit { command } => audit::run(command),
+    }
+}
+
+/// `--data-dir`
+#[derive(Args)]
+pub struct DataDirArg {
+    /// Directory of the sled store.
+    #[arg(long, env = "IMAGE_LEDGER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+/// Where an audit command reads from: a stopped server's directory or a running server.
+#[derive(Args)]
+pub struct SourceArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// Ask a running server at this address instead of reading the directory.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub addr: Option<SocketAddr>,
+}
+
+/// The rules' limits, shared by `serve`, `audit verify` and `audit import`.
+#[derive(Args, Clone)]
+pub struct PolicyArgs {
+    /// Most accounts one image may be shared with.
+    #[arg(long, env = "IMAGE_LEDGER_MAX_SHARES_PER_IMAGE", default_value_t = 50)]
+    max_shares_per_image: usize,
+    /// Most accounts one ShareImage or CancelImageSharing call may name.
+    #[arg(long, env = "IMAGE_LEDGER_MAX_ACCOUNTS_PER_CALL", default_value_t = 50)]
+    max_accounts_per_call: usize,
+    /// Custom-image quota per account and region.
+    #[arg(long, env = "IMAGE_LEDGER_IMAGE_QUOTA", default_value_t = 500)]
+    image_quota: u32,
+    /// Comma-separated regions; empty means the built-in list of public regions.
+    #[arg(long, env = "IMAGE_LEDGER_REGIONS", default_value = "")]
+    regions: String,
+}
+
+impl PolicyArgs {
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        anyhow::ensure!(
+            self.max_shares_per_image > 0 && self.max_accounts_per_call > 0,
+            "the share limits must be at least 1"
+        );
+        Ok(Policy {
+            max_shares_per_image: self.max_shares_per_image,
+            max_accounts_per_call: self.max_accounts_per_call,
+            image_quota: self.image_quota,
+            regions: parse_regions(&self.regions).map_err(anyhow::Error::msg)?,
+        })
+    }
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
+/// Opens a stopped server's store; a running server holds the directory's lock.
+pub fn open_store(data_dir: &Path) -> anyhow::Result<SledStore> {
+    if !data_dir.exists() {
+        bail!("{} does not exist", data_dir.display());
+    }
+    SledStore::open(data_dir, 64 * 1024 * 1024).with_context(|| {
+        format!(
+            "cannot open {} (a running server holds it: stop it, or use --addr)",
+            data_dir.display()
+        )
+    })
+}
+
+/// A buffered writer to `path`, or to standard output.
+pub fn output(path: Option<&Path>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    })
+}

@@ -1,0 +1,37 @@
+//! `image-ledger projections`: maintenance of the stored read side.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use super::{open_store, DataDirArg};
+
+/// `projections …`
+#[derive(Subcommand)]
+pub enum ProjectionsCmd {
+    /// Drop the projections and rebuild them from the log (server stopped).
+    Rebuild(DataDirArg),
+}
+
+/// Runs a `projections` command.
+pub fn run(command: ProjectionsCmd) -> anyhow::Result<()> {
+    match command {
+        ProjectionsCmd::Rebuild(args) => rebuild(args),
+    }
+}
+
+fn rebuild(args: DataDirArg) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let store = open_store(&args.data_dir)?;
+    let (state, head) = image_ledger::app::rebuild_projections(&store)
+        .context("rebuilding the projections failed")?;
+    println!(
+        "rebuilt the projections from {} events ({} images, {} accounts) in {:.2?}",
+        head.position,
+        state.images().count(),
+        state.accounts().count(),
+        started.elapsed()
+    );
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! `image-ledger serve`: the server in the foreground until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use image_ledger::config::Config;
+
+use super::{runtime, DataDirArg, PolicyArgs};
+
+/// `serve`
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "IMAGE_LEDGER_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: SocketAddr,
+    #[command(flatten)]
+    pub data: DataDirArg,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// sled page cache size in MiB.
+    #[arg(long, env = "IMAGE_LEDGER_CACHE_MB", default_value_t = image_ledger::config::DEFAULT_CACHE_MB)]
+    pub cache_mb: u64,
+    /// Encoded DescribeImages replies kept for reuse while the listings
+    /// they show are unchanged, MiB; 0 turns the page cache off.
+    #[arg(long, env = "IMAGE_LEDGER_PAGE_CACHE_MB", default_value_t = image_ledger::config::DEFAULT_PAGE_CACHE_MB)]
+    pub page_cache_mb: u64,
+    /// Seconds a stopping server waits for clients to close their connections.
+    #[arg(long, env = "IMAGE_LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// Longest a durable change waits before the stored read side is
+    /// written, ms: what a start after a crash replays at most (with a cap
+    /// of 131,072 events). Lower means more writes, and fewer merged.
+    #[arg(long, env = "IMAGE_LEDGER_READ_SIDE_DELAY_MS", default_value_t = image_ledger::config::DEFAULT_READ_SIDE_DELAY_MS)]
+    pub read_side_delay_ms: u64,
+    /// Ed25519 key file (64 hex characters) that signs heads; default
+    /// `ledger-signing.key` in the data directory, created on first start.
+    #[arg(long, env = "IMAGE_LEDGER_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+}
+
+/// Runs the server until a signal asks it to stop.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config {
+        addr: args.addr,
+        data_dir: args.data.data_dir,
+        policy: args.policy.policy()?,
+        cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+        page_cache_bytes: args.page_cache_mb.saturating_mul(1024 * 1024),
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
+        signing_key: args.signing_key,
+        read_side_delay: std::time::Duration::from_millis(args.read_side_delay_ms),
+    };
+    runtime()?.block_on(async move {
+        let data_dir = config.data_dir.display().to_string();
+        let mut server = image_ledger::server::start(config)
+            .await
+            .with_context(|| format!("cannot start the server on data directory {data_dir}"))?;
+        // A plain line on stdout for scripts that start the server on port 0.
+        println!("listening on {}", server.local_addr());
+        std::io::stdout().flush().ok();
+        let stop = server.take_stop();
+        let serving = tokio::spawn(server.wait());
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight calls");
+        drop(stop);
+        serving.await.context("the server task failed")??;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
