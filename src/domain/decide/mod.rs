@@ -1,14 +1,26 @@
 //! The rules: given the current state and a command, the events to record
-//! or the reason to refuse. Nothing here changes state.
+//! or the reason to refuse. Nothing here changes state. The commands of
+//! images and accounts are decided here, sharing in [`sharing`], the
+//! questions that decide no command in [`queries`]; [`checks`] holds what
+//! several of them check.
+
+mod checks;
+mod queries;
+mod sharing;
 
 use std::collections::BTreeSet;
 
 use time::OffsetDateTime;
 
-use super::ids::{quoted, validate_image_description, validate_image_name, validate_label};
+use self::checks::{
+    kind_name, live_image, name_free, not_owner, quota_free, require_normal, share_summary,
+};
+pub use self::queries::{authorize, registered, share_permission_view};
+use self::sharing::{cancel, lighthouse, share};
+
+use super::ids::{validate_image_description, validate_image_name, validate_label};
 use super::{
-    Account, AccountId, AccountKind, Command, DomainError, Event, Image, ImageId, ImageRef,
-    ImageSource, ImageState, ImageUse, LedgerState, LicenseType, LighthousePermission, NewImage,
+    AccountId, Command, DomainError, Event, ImageId, ImageRef, ImageState, LedgerState, NewImage,
     Policy, Region, Relation, Reply,
 };
 
@@ -178,97 +190,6 @@ fn register_image(
     })
 }
 
-fn share(
-    state: &LedgerState,
-    policy: &Policy,
-    caller: &AccountId,
-    image_id: &ImageId,
-    account_ids: &[AccountId],
-    now: OffsetDateTime,
-) -> Result<Decision, DomainError> {
-    check_account_list(policy, account_ids)?;
-    registered(state, caller)?;
-    let image = live_image(state, image_id)?;
-    if image.relation(caller) != Relation::Owner {
-        return Err(not_owner(image, caller));
-    }
-    require_normal(image, "shared")?;
-    if image.attributes.encrypted {
-        return Err(DomainError::EncryptedNotSupported(format!(
-            "image {image_id} is encrypted; encrypted images cannot be shared"
-        )));
-    }
-    if image.attributes.license_type == LicenseType::Byol {
-        return Err(DomainError::ByolNotShareable(format!(
-            "image {image_id} carries a BYOL licence; BYOL images cannot be shared"
-        )));
-    }
-    if image.attributes.whole_instance {
-        return Err(DomainError::WholeInstanceNotSupported(format!(
-            "image {image_id} is a whole-instance image; only system-disk images can be shared"
-        )));
-    }
-    for account in account_ids {
-        if account == caller {
-            return Err(DomainError::ShareWithSelf(format!(
-                "account {account} owns image {image_id}; an image cannot be shared with its owner"
-            )));
-        }
-        let target = registered(state, account)?;
-        if target.kind != AccountKind::Root {
-            return Err(DomainError::NotMasterAccount(format!(
-                "account {account} is a collaborator account; images can be shared only with root accounts"
-            )));
-        }
-        if image.shares.contains_key(account) {
-            return Err(DomainError::AlreadyShared(format!(
-                "image {image_id} is already shared with account {account}"
-            )));
-        }
-    }
-    let after = image.shares.len() + account_ids.len();
-    if after > policy.max_shares_per_image {
-        return Err(DomainError::ShareLimitExceeded(format!(
-            "image {image_id} is shared with {} accounts; sharing with {} more would pass the limit of {}",
-            image.shares.len(),
-            account_ids.len(),
-            policy.max_shares_per_image
-        )));
-    }
-    Ok(Decision::of(vec![Event::ImageShared {
-        image_id: image_id.clone(),
-        account_ids: account_ids.to_vec(),
-        shared_time: now,
-    }]))
-}
-
-fn cancel(
-    state: &LedgerState,
-    policy: &Policy,
-    caller: &AccountId,
-    image_id: &ImageId,
-    account_ids: &[AccountId],
-) -> Result<Decision, DomainError> {
-    check_account_list(policy, account_ids)?;
-    registered(state, caller)?;
-    let image = live_image(state, image_id)?;
-    if image.relation(caller) != Relation::Owner {
-        return Err(not_owner(image, caller));
-    }
-    for account in account_ids {
-        registered(state, account)?;
-        if !image.shares.contains_key(account) {
-            return Err(DomainError::NotShared(format!(
-                "image {image_id} is not shared with account {account}"
-            )));
-        }
-    }
-    Ok(Decision::of(vec![Event::ShareCancelled {
-        image_id: image_id.clone(),
-        account_ids: account_ids.to_vec(),
-    }]))
-}
-
 #[allow(clippy::too_many_arguments)]
 fn copy(
     state: &LedgerState,
@@ -401,214 +322,4 @@ fn modify(
         image_name: new_name.map(str::to_owned),
         image_description: new_description.map(str::to_owned),
     }]))
-}
-
-fn lighthouse(
-    state: &LedgerState,
-    caller: &AccountId,
-    image_id: &ImageId,
-    permission: LighthousePermission,
-) -> Result<Decision, DomainError> {
-    registered(state, caller)?;
-    let image = live_image(state, image_id)?;
-    if image.relation(caller) != Relation::Owner {
-        return Err(not_owner(image, caller));
-    }
-    let image_id = image_id.clone();
-    match permission {
-        LighthousePermission::Share => {
-            if image.lighthouse_shared {
-                return Err(DomainError::LighthouseAlreadyShared(format!(
-                    "image {image_id} is already shared with Lighthouse"
-                )));
-            }
-            require_normal(image, "shared with Lighthouse")?;
-            let attributes = &image.attributes;
-            let unable = if attributes.image_source == ImageSource::ExternalImport {
-                Some("it was imported")
-            } else if attributes.whole_instance {
-                Some("it is a whole-instance image")
-            } else if !attributes.supports_cloudinit {
-                Some("it does not support cloud-init")
-            } else {
-                None
-            };
-            if let Some(why) = unable {
-                return Err(DomainError::LighthouseUnableToShare(format!(
-                    "image {image_id} cannot be shared with Lighthouse: {why}"
-                )));
-            }
-            Ok(Decision::of(vec![Event::LighthouseShared { image_id }]))
-        }
-        LighthousePermission::Cancel => {
-            if !image.lighthouse_shared {
-                return Err(DomainError::NotShared(format!(
-                    "image {image_id} is not shared with Lighthouse"
-                )));
-            }
-            Ok(Decision::of(vec![Event::LighthouseShareCancelled {
-                image_id,
-            }]))
-        }
-    }
-}
-
-/// Decides whether `account` may use `image_id` in `region` for `usage`.
-/// `Ok(())` allows it; the error names why not.
-pub fn authorize(
-    state: &LedgerState,
-    policy: &Policy,
-    account: &AccountId,
-    image_id: &ImageId,
-    region: &Region,
-    usage: ImageUse,
-) -> Result<(), DomainError> {
-    policy.check_region(region)?;
-    registered(state, account)?;
-    let image = live_image(state, image_id)?;
-    let relation = image.relation(account);
-    if relation == Relation::Stranger {
-        return Err(not_owner(image, account));
-    }
-    if *region != image.region {
-        return Err(DomainError::InvalidCopyRegion(format!(
-            "image {image_id} lives in {}, not in {region}",
-            image.region
-        )));
-    }
-    require_normal(image, "used")?;
-    if relation == Relation::Recipient && usage == ImageUse::Export {
-        return Err(DomainError::ExportSharedImage(format!(
-            "image {image_id} is shared with account {account}; shared images cannot be exported"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks that `caller` may see the share list of `image_id` and returns the image.
-pub fn share_permission_view<'a>(
-    state: &'a LedgerState,
-    caller: &AccountId,
-    image_id: &ImageId,
-) -> Result<&'a Image, DomainError> {
-    registered(state, caller)?;
-    let image = live_image(state, image_id)?;
-    if image.relation(caller) != Relation::Owner {
-        return Err(not_owner(image, caller));
-    }
-    Ok(image)
-}
-
-/// Checks that an account is registered and returns it.
-pub fn registered<'a>(
-    state: &'a LedgerState,
-    account: &AccountId,
-) -> Result<&'a Account, DomainError> {
-    state
-        .account(account)
-        .ok_or_else(|| DomainError::AccountNotFound(format!("account {account} is not registered")))
-}
-
-fn live_image<'a>(state: &'a LedgerState, image_id: &ImageId) -> Result<&'a Image, DomainError> {
-    state.live_image(image_id).ok_or_else(|| {
-        let detail = if state.any_image(image_id).is_some() {
-            " (it was deleted)"
-        } else {
-            ""
-        };
-        DomainError::ImageNotFound(format!("image {image_id} does not exist{detail}"))
-    })
-}
-
-fn not_owner(image: &Image, caller: &AccountId) -> DomainError {
-    DomainError::NotOwner(format!(
-        "image {} does not belong to account {caller}",
-        image.image_id
-    ))
-}
-
-fn require_normal(image: &Image, action: &str) -> Result<(), DomainError> {
-    if image.state == ImageState::Normal {
-        Ok(())
-    } else {
-        Err(DomainError::ImageNotNormal(format!(
-            "image {} is {}; only a NORMAL image can be {action}",
-            image.image_id,
-            image.state.name()
-        )))
-    }
-}
-
-fn check_account_list(policy: &Policy, account_ids: &[AccountId]) -> Result<(), DomainError> {
-    if account_ids.is_empty() {
-        return Err(DomainError::InvalidParameter(
-            "account_ids must name at least one account".into(),
-        ));
-    }
-    if account_ids.len() > policy.max_accounts_per_call {
-        return Err(DomainError::LimitExceeded(format!(
-            "account_ids names {} accounts; one call may name at most {}",
-            account_ids.len(),
-            policy.max_accounts_per_call
-        )));
-    }
-    let mut seen = BTreeSet::new();
-    for account in account_ids {
-        if !seen.insert(account) {
-            return Err(DomainError::InvalidParameter(format!(
-                "account_ids names account {account} more than once"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn name_free(
-    state: &LedgerState,
-    owner: &AccountId,
-    region: &Region,
-    name: &str,
-    except: Option<&ImageId>,
-) -> Result<(), DomainError> {
-    match state.image_named(owner, region, name) {
-        Some(other) if Some(&other.image_id) != except => Err(DomainError::DuplicateName(format!(
-            "account {owner} already has image {} named {} in {region}",
-            other.image_id,
-            quoted(name)
-        ))),
-        _ => Ok(()),
-    }
-}
-
-fn quota_free(
-    state: &LedgerState,
-    policy: &Policy,
-    owner: &AccountId,
-    region: &Region,
-    more: u32,
-) -> Result<(), DomainError> {
-    let used = state.images_used(owner, region);
-    if used.saturating_add(more) > policy.image_quota {
-        return Err(DomainError::ImageQuotaExceeded(format!(
-            "account {owner} has {used} custom images in {region}; the quota is {}",
-            policy.image_quota
-        )));
-    }
-    Ok(())
-}
-
-fn share_summary(image: &Image) -> String {
-    let accounts = image.shares.len();
-    match (accounts, image.lighthouse_shared) {
-        (0, _) => "Lighthouse".to_owned(),
-        (n, false) => format!("{n} account(s)"),
-        (n, true) => format!("{n} account(s) and Lighthouse"),
-    }
-}
-
-fn kind_name(kind: AccountKind) -> &'static str {
-    match kind {
-        AccountKind::Root => "ROOT",
-        AccountKind::Collaborator => "COLLABORATOR",
-    }
 }

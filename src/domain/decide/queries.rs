@@ -1,0 +1,64 @@
+//! The rules that answer questions without deciding a command: who may use
+//! an image, who may see its shares, whether an account is registered.
+
+use super::checks::{live_image, not_owner, require_normal};
+use crate::domain::{
+    Account, AccountId, DomainError, Image, ImageId, ImageUse, LedgerState, Policy, Region,
+    Relation,
+};
+
+/// Decides whether `account` may use `image_id` in `region` for `usage`.
+/// `Ok(())` allows it; the error names why not.
+pub fn authorize(
+    state: &LedgerState,
+    policy: &Policy,
+    account: &AccountId,
+    image_id: &ImageId,
+    region: &Region,
+    usage: ImageUse,
+) -> Result<(), DomainError> {
+    policy.check_region(region)?;
+    registered(state, account)?;
+    let image = live_image(state, image_id)?;
+    let relation = image.relation(account);
+    if relation == Relation::Stranger {
+        return Err(not_owner(image, account));
+    }
+    if *region != image.region {
+        return Err(DomainError::InvalidCopyRegion(format!(
+            "image {image_id} lives in {}, not in {region}",
+            image.region
+        )));
+    }
+    require_normal(image, "used")?;
+    if relation == Relation::Recipient && usage == ImageUse::Export {
+        return Err(DomainError::ExportSharedImage(format!(
+            "image {image_id} is shared with account {account}; shared images cannot be exported"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `caller` may see the share list of `image_id` and returns the image.
+pub fn share_permission_view<'a>(
+    state: &'a LedgerState,
+    caller: &AccountId,
+    image_id: &ImageId,
+) -> Result<&'a Image, DomainError> {
+    registered(state, caller)?;
+    let image = live_image(state, image_id)?;
+    if image.relation(caller) != Relation::Owner {
+        return Err(not_owner(image, caller));
+    }
+    Ok(image)
+}
+
+/// Checks that an account is registered and returns it.
+pub fn registered<'a>(
+    state: &'a LedgerState,
+    account: &AccountId,
+) -> Result<&'a Account, DomainError> {
+    state
+        .account(account)
+        .ok_or_else(|| DomainError::AccountNotFound(format!("account {account} is not registered")))
+}
