@@ -23,6 +23,9 @@ pub struct Config {
     pub page_cache_bytes: u64,
     /// How long a stopping server waits for clients to close their connections.
     pub shutdown_grace: Duration,
+    /// How long a stopping server keeps serving after health turned
+    /// NOT_SERVING, so load balancers stop sending to it first.
+    pub shutdown_drain: Duration,
     /// The Ed25519 key that signs heads; `None` means `ledger-signing.key` in
     /// the data directory, created on first start.
     pub signing_key: Option<PathBuf>,
@@ -54,6 +57,7 @@ impl Config {
             cache_bytes: DEFAULT_CACHE_MB * 1024 * 1024,
             page_cache_bytes: DEFAULT_PAGE_CACHE_MB * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            shutdown_drain: Duration::ZERO,
             signing_key: None,
             read_side_delay: Duration::from_millis(DEFAULT_READ_SIDE_DELAY_MS),
         }

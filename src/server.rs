@@ -104,11 +104,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         .signing_key
         .clone()
         .unwrap_or_else(|| LedgerKey::default_path(&config.data_dir));
-    let (ledger, key, store) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
+    let (ledger, key, released) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
         let store = Arc::new(SledStore::open(&data_dir, cache)?);
-        let weak = Arc::downgrade(&store);
+        let released = store.released();
         let key = LedgerKey::load_or_create(&key_path)?;
-        Ok((Ledger::open(store, policy, writer)?, key, weak))
+        Ok((Ledger::open(store, policy, writer)?, key, released))
     })
     .await
     .map_err(|e| ServeError::Task(format!("the loading task failed: {e}")))??;
@@ -141,6 +141,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
 
     let (stop, stopped) = watch::channel(false);
     let grace = config.shutdown_grace;
+    let drain = config.shutdown_drain;
     let service = ImageLedgerServer::new(LedgerService::new(
         ledger.clone(),
         PageCache::new(config.page_cache_bytes),
@@ -165,7 +166,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
                 TcpIncoming::from(listener)
                     .with_nodelay(Some(true))
                     .map(|accepted| accepted.map(Unvectored)),
-                stop_requested(stopped.clone()),
+                draining(stopped.clone(), health, drain),
             );
         // Graceful shutdown waits for every client to close its connection;
         // one that never does must not keep the process alive forever.
@@ -173,7 +174,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
             served = serving => served,
             () = async {
                 stop_requested(stopped).await;
-                tokio::time::sleep(grace).await;
+                tokio::time::sleep(drain + grace).await;
             } => {
                 tracing::warn!(?grace, "connections still open after the grace period; closing them");
                 Ok(())
@@ -182,13 +183,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         // No call is running any more; drain the writer so the log is flushed and closed.
         stop_ledger(ledger).await;
         // Connection tasks may drop their handles on the ledger a moment after
-        // the transport returns; wait for the store to close, so that a stopped
-        // server has released its data directory.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        if store.strong_count() > 0 {
+        // the transport returns; a stopped server has released its data
+        // directory once the last of them is gone.
+        let closed = tokio::task::spawn_blocking(move || released.wait(RELEASE_PATIENCE)).await;
+        if !matches!(closed, Ok(true)) {
             tracing::warn!("the store is still referenced after the stop");
         }
         tracing::info!("stopped");
@@ -200,6 +198,31 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         stop: Some(stop),
         task,
     })
+}
+
+/// How long a stopped server waits for the last handle on its store.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Resolves when the server should stop accepting calls: a stop was
+/// requested, health has said NOT_SERVING for every service since, and
+/// `drain` has passed, so load balancers that watch health send no more.
+async fn draining(
+    stop: watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+    drain: Duration,
+) {
+    stop_requested(stop).await;
+    for service in [
+        "",
+        <ImageLedgerServer<LedgerService> as tonic::server::NamedService>::NAME,
+        <AuditLogServer<AuditService> as tonic::server::NamedService>::NAME,
+    ] {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    tracing::info!(?drain, "stopping: health says NOT_SERVING; draining");
+    tokio::time::sleep(drain).await;
 }
 
 /// Resolves once a stop is requested (or the stop handle is dropped).

@@ -903,3 +903,55 @@ async fn health_and_reflection_are_served() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stopping_server_says_not_serving_while_it_drains_then_releases_its_directory(
+) -> TestResult {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let dir = tempfile::tempdir()?;
+    let mut config = image_ledger::config::Config::for_data_dir(dir.path());
+    config.shutdown_drain = std::time::Duration::from_millis(1500);
+    let mut server = image_ledger::server::start(config).await?;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))?
+            .connect()
+            .await?;
+    let mut health = HealthClient::new(channel.clone());
+    let mut client = pb::image_ledger_client::ImageLedgerClient::new(channel);
+    let status_of = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    assert_eq!(
+        health.check(status_of("")).await?.into_inner().status,
+        ServingStatus::Serving as i32
+    );
+
+    let stop = server.take_stop().ok_or("a stop handle")?;
+    stop.send(true)?;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for service in ["", "imageledger.v1.ImageLedger", "imageledger.v1.AuditLog"] {
+        assert_eq!(
+            health.check(status_of(service)).await?.into_inner().status,
+            ServingStatus::NotServing as i32,
+            "{service:?} while draining"
+        );
+    }
+    // Still taking calls while load balancers move away.
+    client
+        .register_account(pb::RegisterAccountRequest {
+            account_id: OWNER.into(),
+            kind: pb::AccountKind::Root as i32,
+            client_token: String::new(),
+        })
+        .await?;
+    drop((health, client));
+    server.wait().await?;
+    // Stopped means released: the directory opens at once, and holds the call.
+    let store = image_ledger::store::SledStore::open(dir.path(), 1 << 20)?;
+    use image_ledger::store::EventLog;
+    assert_eq!(store.head()?.position, 1);
+    Ok(())
+}

@@ -30,6 +30,11 @@ pub struct ServeArgs {
     /// Seconds a stopping server waits for clients to close their connections.
     #[arg(long, env = "IMAGE_LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Milliseconds a stopping server keeps serving after its health turned
+    /// NOT_SERVING, so load balancers drain it first (match their health
+    /// check interval).
+    #[arg(long, env = "IMAGE_LEDGER_SHUTDOWN_DRAIN_MS", default_value_t = 0)]
+    pub shutdown_drain_ms: u64,
     /// Longest a durable change waits before the stored read side is
     /// written, ms: what a start after a crash replays at most (with a cap
     /// of 131,072 events). Lower means more writes, and fewer merged.
@@ -50,6 +55,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
         page_cache_bytes: args.page_cache_mb.saturating_mul(1024 * 1024),
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
+        shutdown_drain: std::time::Duration::from_millis(args.shutdown_drain_ms),
         signing_key: args.signing_key,
         read_side_delay: std::time::Duration::from_millis(args.read_side_delay_ms),
     };

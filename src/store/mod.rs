@@ -11,7 +11,7 @@ mod memory;
 mod projections;
 mod sled;
 
-pub use self::sled::SledStore;
+pub use self::sled::{Released, SledStore};
 pub use envelope::{EncodedRecord, Envelope, RecordMeta, GENESIS_HASH};
 pub use error::{Cause, Chain, StoreError};
 pub use log::{try_scan, try_scan_stream, AppendBatch, EventLog};

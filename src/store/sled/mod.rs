@@ -9,12 +9,13 @@ mod chunk;
 mod durable;
 mod keys;
 mod projections;
+mod release;
 mod stream_index;
 
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -23,12 +24,14 @@ use ::sled::Tree;
 use self::chunk::{decoded_chunk_at, Chunk};
 use self::durable::DurableDb;
 use self::keys::{decode_head, encode_head, log_key, tagged, HEAD, TOKEN};
+use self::release::Release;
 use self::stream_index::StreamIndex;
 use super::{AppendBatch, EncodedRecord, Entries, EventLog, Head, StoreError};
 
 pub use self::chunk::CHUNK_RECORDS;
 #[cfg(test)]
 pub(crate) use self::durable::{BLOB_DIR, LOG_FILE};
+pub use self::release::Released;
 
 /// The sled-backed event store.
 pub struct SledStore {
@@ -41,12 +44,14 @@ pub struct SledStore {
     append_lock: Mutex<zstd::bulk::Compressor<'static>>,
     /// Where each aggregate's records are.
     index: StreamIndex,
-    dir: PathBuf,
     /// An append failed part way: chunks past the head may be left.
     tail_left: AtomicBool,
     /// In tests, the next append stops after this many writes.
     #[cfg(test)]
     write_cut_short: Mutex<Option<usize>>,
+    /// Last, so it is dropped after every sled handle above: waits until
+    /// sled has released the directory.
+    release: Release,
 }
 
 impl From<::sled::Error> for StoreError {
@@ -54,25 +59,6 @@ impl From<::sled::Error> for StoreError {
         match err {
             ::sled::Error::Corruption { .. } => StoreError::Corrupt(err.to_string()),
             err => StoreError::backend("sled failed", err),
-        }
-    }
-}
-
-/// Directories whose store this process dropped.
-static CLOSED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-fn recently_closed(dir: &Path) -> bool {
-    CLOSED
-        .lock()
-        .is_ok_and(|closed| closed.iter().any(|d| d == dir))
-}
-
-impl Drop for SledStore {
-    fn drop(&mut self) {
-        if let Ok(mut closed) = CLOSED.lock() {
-            if !closed.contains(&self.dir) {
-                closed.push(self.dir.clone());
-            }
         }
     }
 }
@@ -86,31 +72,9 @@ impl SledStore {
             // Durability comes from the explicit flush after every batch; the
             // background flusher would only add writes.
             .flush_every_ms(None);
-        // sled's I/O threads can hold the directory lock for a while after a
-        // store of this process is dropped: wait for them when this process
-        // closed the directory itself; another process's lock fails fast.
-        let closed_here = recently_closed(dir);
-        let patience = if closed_here {
-            std::time::Duration::from_secs(15)
-        } else {
-            std::time::Duration::from_millis(500)
-        };
-        let started = std::time::Instant::now();
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                // sled reports a held lock as an I/O error of kind Other
-                // whose message names the lock.
-                Err(::sled::Error::Io(err))
-                    if err.to_string().contains("could not acquire lock")
-                        && started.elapsed() < patience =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(err) => return Err(err.into()),
-            }
-        };
-        let db = DurableDb::new(db, dir)?;
+        // A store dropped earlier (by this process or another) has released
+        // the directory (see [`release`]): a held lock is another live store.
+        let db = DurableDb::new(config.open()?, dir)?;
         let tree = db.sled().open_tree("ledger")?;
         let head = read_head(&tree)?.position;
         let left = chunk::remove_past(&tree, head)?;
@@ -134,11 +98,17 @@ impl SledStore {
             tree,
             append_lock: Mutex::new(compressor),
             index,
-            dir: dir.to_path_buf(),
             tail_left: AtomicBool::new(false),
             #[cfg(test)]
             write_cut_short: Mutex::new(None),
+            release: Release::new(dir.join(durable::LOG_FILE)),
         })
+    }
+
+    /// A handle that tells when this store has been dropped and sled has
+    /// released its directory.
+    pub fn released(&self) -> Released {
+        self.release.watch()
     }
 
     /// Rewrites one stored record in place, bypassing every check: what
