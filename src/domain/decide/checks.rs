@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use crate::domain::ids::quoted;
 use crate::domain::{
     AccountId, AccountKind, DomainError, Image, ImageId, ImageState, LedgerState, Policy, Region,
+    Relation,
 };
 
 pub(super) fn live_image<'a>(
@@ -20,6 +21,20 @@ pub(super) fn live_image<'a>(
         };
         DomainError::ImageNotFound(format!("image {image_id} does not exist{detail}"))
     })
+}
+
+/// The live image `image_id`, when `caller` is registered and owns it.
+pub(super) fn owned_image<'a>(
+    state: &'a LedgerState,
+    caller: &AccountId,
+    image_id: &ImageId,
+) -> Result<&'a Image, DomainError> {
+    super::queries::registered(state, caller)?;
+    let image = live_image(state, image_id)?;
+    if image.relation(caller) != Relation::Owner {
+        return Err(not_owner(image, caller));
+    }
+    Ok(image)
 }
 
 pub(super) fn not_owner(image: &Image, caller: &AccountId) -> DomainError {

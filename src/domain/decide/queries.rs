@@ -1,7 +1,7 @@
 //! The rules that answer questions without deciding a command: who may use
 //! an image, who may see its shares, whether an account is registered.
 
-use super::checks::{live_image, not_owner, require_normal};
+use super::checks::{live_image, not_owner, owned_image, require_normal};
 use crate::domain::{
     Account, AccountId, DomainError, Image, ImageId, ImageUse, LedgerState, Policy, Region,
     Relation,
@@ -45,12 +45,7 @@ pub fn share_permission_view<'a>(
     caller: &AccountId,
     image_id: &ImageId,
 ) -> Result<&'a Image, DomainError> {
-    registered(state, caller)?;
-    let image = live_image(state, image_id)?;
-    if image.relation(caller) != Relation::Owner {
-        return Err(not_owner(image, caller));
-    }
-    Ok(image)
+    owned_image(state, caller, image_id)
 }
 
 /// Checks that an account is registered and returns it.

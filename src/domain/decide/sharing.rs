@@ -2,12 +2,12 @@
 
 use time::OffsetDateTime;
 
-use super::checks::{check_account_list, live_image, not_owner, require_normal};
+use super::checks::{check_account_list, owned_image, require_normal};
 use super::queries::registered;
 use super::Decision;
 use crate::domain::{
     AccountId, AccountKind, DomainError, Event, ImageId, ImageSource, LedgerState, LicenseType,
-    LighthousePermission, Policy, Relation,
+    LighthousePermission, Policy,
 };
 
 pub(super) fn share(
@@ -19,11 +19,7 @@ pub(super) fn share(
     now: OffsetDateTime,
 ) -> Result<Decision, DomainError> {
     check_account_list(policy, account_ids)?;
-    registered(state, caller)?;
-    let image = live_image(state, image_id)?;
-    if image.relation(caller) != Relation::Owner {
-        return Err(not_owner(image, caller));
-    }
+    let image = owned_image(state, caller, image_id)?;
     require_normal(image, "shared")?;
     if image.attributes.encrypted {
         return Err(DomainError::EncryptedNotSupported(format!(
@@ -82,11 +78,7 @@ pub(super) fn cancel(
     account_ids: &[AccountId],
 ) -> Result<Decision, DomainError> {
     check_account_list(policy, account_ids)?;
-    registered(state, caller)?;
-    let image = live_image(state, image_id)?;
-    if image.relation(caller) != Relation::Owner {
-        return Err(not_owner(image, caller));
-    }
+    let image = owned_image(state, caller, image_id)?;
     for account in account_ids {
         registered(state, account)?;
         if !image.shares.contains_key(account) {
@@ -107,11 +99,7 @@ pub(super) fn lighthouse(
     image_id: &ImageId,
     permission: LighthousePermission,
 ) -> Result<Decision, DomainError> {
-    registered(state, caller)?;
-    let image = live_image(state, image_id)?;
-    if image.relation(caller) != Relation::Owner {
-        return Err(not_owner(image, caller));
-    }
+    let image = owned_image(state, caller, image_id)?;
     let image_id = image_id.clone();
     match permission {
         LighthousePermission::Share => {
