@@ -25,9 +25,9 @@ pub enum StoreError {
     },
     /// The backend failed (I/O, a full disk, a lost connection). Nothing of
     /// the failed call can be relied on; retry later.
-    #[error("storage failure: {what}")]
+    #[error("storage failure{}{what}", if what.is_empty() { "" } else { ": " })]
     Backend {
-        /// What was being done.
+        /// What was being done; empty when the cause says it all.
         what: String,
         /// Why it failed, when a lower layer said.
         #[source]
@@ -86,5 +86,32 @@ impl fmt::Display for Chain<'_> {
             source = cause.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_failure_reads_as_before_with_its_cause_behind_it() {
+        let cause = || std::io::Error::other("No space left on device");
+        let described = StoreError::backend("cannot sync sled's log file", cause());
+        assert_eq!(
+            described.to_string(),
+            "storage failure: cannot sync sled's log file"
+        );
+        assert_eq!(
+            Chain(&described).to_string(),
+            "storage failure: cannot sync sled's log file: No space left on device"
+        );
+        // A lower layer's error that says it all is not described twice.
+        let bare = StoreError::backend("", cause());
+        assert_eq!(
+            Chain(&bare).to_string(),
+            "storage failure: No space left on device"
+        );
+        assert!(bare.is_transient());
+        assert!(!StoreError::Corrupt("hash".into()).is_transient());
     }
 }

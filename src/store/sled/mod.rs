@@ -58,7 +58,8 @@ impl From<::sled::Error> for StoreError {
     fn from(err: ::sled::Error) -> Self {
         match err {
             ::sled::Error::Corruption { .. } => StoreError::Corrupt(err.to_string()),
-            err => StoreError::backend("sled failed", err),
+            // sled's own message says what failed.
+            err => StoreError::backend("", err),
         }
     }
 }
