@@ -65,12 +65,6 @@ impl StoreError {
     pub(crate) fn decode(err: serde_json::Error) -> Self {
         StoreError::Corrupt(format!("cannot decode a record: {err}"))
     }
-
-    /// Whether retrying later may succeed (a conflict or a backend failure);
-    /// a corrupt store stays corrupt.
-    pub fn is_transient(&self) -> bool {
-        !matches!(self, StoreError::Corrupt(_))
-    }
 }
 
 /// Displays an error with every cause below it, `: `-separated: what logs
@@ -111,7 +105,5 @@ mod tests {
             Chain(&bare).to_string(),
             "storage failure: No space left on device"
         );
-        assert!(bare.is_transient());
-        assert!(!StoreError::Corrupt("hash".into()).is_transient());
     }
 }
