@@ -2,11 +2,11 @@
 
 use crate::domain::LedgerState;
 use crate::projection::{persist, Touched};
-use crate::store::{try_scan, Envelope, Head, Store, StoreError};
+use crate::store::{try_scan, Envelope, EventLog, Head, Store, StoreError};
 
 /// Replays the whole log into a fresh state, checking that positions are
 /// gap-free, every record matches its hash and the chain is unbroken.
-pub fn replay_log(store: &dyn Store) -> Result<(LedgerState, Head), StoreError> {
+pub fn replay_log(store: &dyn EventLog) -> Result<(LedgerState, Head), StoreError> {
     let (state, head, _) = catch_up(store, LedgerState::default(), Head::default())?;
     Ok((state, head))
 }
@@ -15,7 +15,7 @@ pub fn replay_log(store: &dyn Store) -> Result<(LedgerState, Head), StoreError> 
 /// `from`), with the same checks as [`replay_log`]; returns the new state,
 /// the head and the aggregates the records touched.
 pub fn catch_up(
-    store: &dyn Store,
+    store: &dyn EventLog,
     mut state: LedgerState,
     from: Head,
 ) -> Result<(LedgerState, Head, Touched), StoreError> {
@@ -56,7 +56,7 @@ pub fn catch_up(
 /// The state after the records up to `position`, without the checks of
 /// [`catch_up`]: what tests compare stored read sides with.
 #[cfg(test)]
-pub(crate) fn state_at(store: &dyn Store, position: u64) -> Result<LedgerState, StoreError> {
+pub(crate) fn state_at(store: &dyn EventLog, position: u64) -> Result<LedgerState, StoreError> {
     let mut state = LedgerState::default();
     try_scan(store, 1, |at, bytes| -> Result<bool, StoreError> {
         if at > position {
@@ -69,7 +69,7 @@ pub(crate) fn state_at(store: &dyn Store, position: u64) -> Result<LedgerState, 
 }
 
 /// The head as of position `position`: its hash read from the log.
-pub fn head_at(store: &dyn Store, position: u64) -> Result<Head, StoreError> {
+pub fn head_at(store: &dyn EventLog, position: u64) -> Result<Head, StoreError> {
     if position == 0 {
         return Ok(Head::default());
     }

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::AuditError;
 use crate::domain::{AccountId, Event, Image, ImageId, ImageState};
-use crate::store::{try_scan, try_scan_stream, Envelope, Store};
+use crate::store::{try_scan, try_scan_stream, Envelope, EventLog};
 
 /// A record as decoded, with its stored bytes.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct Record {
 }
 
 /// Every record of one image's stream, in order.
-pub fn image_history(store: &dyn Store, image: &ImageId) -> Result<Vec<Record>, AuditError> {
+pub fn image_history(store: &dyn EventLog, image: &ImageId) -> Result<Vec<Record>, AuditError> {
     let mut out = Vec::new();
     try_scan_stream(store, image.as_str(), |_, bytes| {
         out.push(Record {
@@ -32,7 +32,10 @@ pub fn image_history(store: &dyn Store, image: &ImageId) -> Result<Vec<Record>, 
 
 /// Every record that touched an account: its registration, what it did, and
 /// what was done to it (images it owns or that were shared with it).
-pub fn account_history(store: &dyn Store, account: &AccountId) -> Result<Vec<Record>, AuditError> {
+pub fn account_history(
+    store: &dyn EventLog,
+    account: &AccountId,
+) -> Result<Vec<Record>, AuditError> {
     let mut out = Vec::new();
     try_scan(store, 1, |_, bytes| {
         let envelope = Envelope::decode(bytes)?;
@@ -179,7 +182,7 @@ pub struct Access {
 /// Records after position `durable` never count (a running server passes its
 /// durable head; a stopped one has nothing beyond its head).
 pub fn access_as_of(
-    store: &dyn Store,
+    store: &dyn EventLog,
     image: &ImageId,
     as_of: AsOf,
     durable: u64,

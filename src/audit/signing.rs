@@ -8,7 +8,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use super::AuditError;
-use crate::store::{Envelope, Head, Store};
+use crate::store::{Envelope, EventLog, Head};
 
 /// File name of the key inside a data directory.
 pub const KEY_FILE: &str = "ledger-signing.key";
@@ -87,13 +87,13 @@ impl LedgerKey {
     }
 
     /// Signs the current head of `store`.
-    pub fn sign_store_head(&self, store: &dyn Store) -> Result<SignedHead, AuditError> {
+    pub fn sign_store_head(&self, store: &dyn EventLog) -> Result<SignedHead, AuditError> {
         let head = store.head()?;
         self.sign_head_of(store, head)
     }
 
     /// Signs `head`, reading its time from the log.
-    pub fn sign_head_of(&self, store: &dyn Store, head: Head) -> Result<SignedHead, AuditError> {
+    pub fn sign_head_of(&self, store: &dyn EventLog, head: Head) -> Result<SignedHead, AuditError> {
         let recorded_at = match store.read_at(head.position)? {
             Some(bytes) if head.position > 0 => Some(rfc3339(&Envelope::decode(&bytes)?)),
             _ => None,

@@ -12,7 +12,7 @@ use super::AuditError;
 use crate::domain::Policy;
 use crate::domain::{Event, LedgerState};
 use crate::projection::persist;
-use crate::store::{Envelope, Head, Store};
+use crate::store::{Envelope, EventLog, Head, Store};
 
 /// What a successful verification saw.
 #[derive(Debug, Clone, Serialize)]
@@ -125,7 +125,7 @@ type Decoded = (u64, Result<(Envelope, Event), Violation>);
 /// as of each of `positions` that the log reaches (the projections'
 /// checkpoint and the targets of unfinished writes of them).
 fn check_log(
-    store: &dyn Store,
+    store: &dyn EventLog,
     checker: &mut RuleChecker,
     positions: &[Option<u64>],
     progress_every: u64,
@@ -195,7 +195,7 @@ fn check_log(
 
 /// Checks that the record at the pinned position still has the pinned hash:
 /// since every hash covers the one before, the whole prefix is unchanged.
-fn check_prefix(store: &dyn Store, pinned: &SignedHead) -> Result<u64, AuditError> {
+fn check_prefix(store: &dyn EventLog, pinned: &SignedHead) -> Result<u64, AuditError> {
     if pinned.position == 0 {
         return Ok(0);
     }

@@ -132,7 +132,7 @@ fn a_stepwise_projection_write_cut_short_leaves_a_prefix_and_names_its_target(
     assert_eq!(store.projection_pending()?, Vec::<u64>::new());
     assert_eq!(store.projection_scan(b"")?.len(), ops.len());
 
-    // So does an atomic write after a cut-short one, and a rebuild.
+    // So does a save with no changes after a cut-short one, and a rebuild.
     store.save_projections_cut_short(&ops, 12, 1)?;
     assert_eq!(store.projection_pending()?, vec![12]);
     store.save_projections(&[], 12)?;
