@@ -12,8 +12,12 @@ use crate::domain::{Policy, Region, DEFAULT_REGIONS};
 pub struct Config {
     /// Address to listen on; port 0 picks a free port.
     pub addr: SocketAddr,
-    /// Directory of the sled store.
+    /// Directory of the sled store (and of the signing key, unless
+    /// `signing_key` says otherwise).
     pub data_dir: PathBuf,
+    /// A PostgreSQL database to keep the ledger in instead of the sled
+    /// store in `data_dir`.
+    pub database_url: Option<String>,
     /// The rules' limits and regions.
     pub policy: Policy,
     /// Size of sled's page cache in bytes.
@@ -53,6 +57,7 @@ impl Config {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
+            database_url: None,
             policy: Policy::default(),
             cache_bytes: DEFAULT_CACHE_MB * 1024 * 1024,
             page_cache_bytes: DEFAULT_PAGE_CACHE_MB * 1024 * 1024,

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::grpc::pb::audit_log_server::AuditLogServer;
 use crate::grpc::pb::image_ledger_server::ImageLedgerServer;
 use crate::grpc::{pb, AuditService, LedgerService, PageCache, SmallFrames, Unvectored};
-use crate::store::{SledStore, StoreError};
+use crate::store::{PgStore, SledStore, Store, StoreError};
 
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -90,7 +90,8 @@ impl RunningServer {
     }
 }
 
-/// Opens the store in `config.data_dir`, loads the ledger and starts serving.
+/// Opens the store (the database at `config.database_url`, or the sled
+/// store in `config.data_dir`), loads the ledger and starts serving.
 pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
     let data_dir = config.data_dir.clone();
     let cache = config.cache_bytes;
@@ -104,9 +105,16 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         .signing_key
         .clone()
         .unwrap_or_else(|| LedgerKey::default_path(&config.data_dir));
+    let database_url = config.database_url.clone();
     let (ledger, key, released) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
-        let store = Arc::new(SledStore::open(&data_dir, cache)?);
-        let released = store.released();
+        let (store, released): (Arc<dyn Store>, _) = match &database_url {
+            Some(url) => (Arc::new(PgStore::open(url)?), None),
+            None => {
+                let store = Arc::new(SledStore::open(&data_dir, cache)?);
+                let released = store.released();
+                (store, Some(released))
+            }
+        };
         let key = LedgerKey::load_or_create(&key_path)?;
         Ok((Ledger::open(store, policy, writer)?, key, released))
     })
@@ -185,9 +193,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         // Connection tasks may drop their handles on the ledger a moment after
         // the transport returns; a stopped server has released its data
         // directory once the last of them is gone.
-        let closed = tokio::task::spawn_blocking(move || released.wait(RELEASE_PATIENCE)).await;
-        if !matches!(closed, Ok(true)) {
-            tracing::warn!("the store is still referenced after the stop");
+        if let Some(released) = released {
+            let closed = tokio::task::spawn_blocking(move || released.wait(RELEASE_PATIENCE)).await;
+            if !matches!(closed, Ok(true)) {
+                tracing::warn!("the store is still referenced after the stop");
+            }
         }
         tracing::info!("stopped");
         served.map_err(ServeError::from)

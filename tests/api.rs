@@ -1,5 +1,6 @@
 //! The API end to end over real gRPC: every rule and error code as a client sees it.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -16,7 +17,6 @@ async fn with_image() -> (TestServer, String) {
     (server, image)
 }
 
-#[tokio::test]
 async fn a_share_walkthrough() -> TestResult {
     let (server, image) = with_image().await;
     let mut c = server.client();
@@ -92,7 +92,6 @@ async fn a_share_walkthrough() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn sharing_errors_carry_their_codes() -> TestResult {
     let (server, image) = with_image().await;
     let mut c = server.client();
@@ -176,7 +175,6 @@ async fn sharing_errors_carry_their_codes() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn per_call_and_per_image_limits() -> TestResult {
     let policy = Policy {
         max_shares_per_image: 3,
@@ -215,7 +213,6 @@ async fn per_call_and_per_image_limits() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn images_that_cannot_be_shared() -> TestResult {
     let server = TestServer::start().await;
     let mut c = server.client();
@@ -261,7 +258,6 @@ async fn images_that_cannot_be_shared() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn copies_start_syncing_and_share_nothing() -> TestResult {
     let (server, image) = with_image().await;
     let mut c = server.client();
@@ -377,7 +373,6 @@ async fn copies_start_syncing_and_share_nothing() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn recipients_use_but_never_change_delete_or_export() -> TestResult {
     let (server, image) = with_image().await;
     let mut c = server.client();
@@ -442,7 +437,6 @@ async fn names_listed(c: &mut Client, account: &str) -> Vec<(String, i32)> {
         .collect()
 }
 
-#[tokio::test]
 async fn a_listing_asked_again_shows_every_change() -> TestResult {
     // Unfiltered pages are served from the page cache while unchanged; each
     // step reads both listings before and after the change.
@@ -493,7 +487,6 @@ async fn a_listing_asked_again_shows_every_change() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn owner_renames_within_the_rules() -> TestResult {
     let (server, image) = with_image().await;
     let mut c = server.client();
@@ -549,7 +542,6 @@ async fn owner_renames_within_the_rules() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn lighthouse_sharing() -> TestResult {
     let (server, image) = with_image().await;
     let mut c = server.client();
@@ -632,7 +624,6 @@ async fn lighthouse_sharing() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn quota_limits_registering_and_copying() -> TestResult {
     let policy = Policy {
         image_quota: 1,
@@ -672,7 +663,6 @@ async fn quota_limits_registering_and_copying() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn describe_images_pages_and_filters() -> TestResult {
     let server = TestServer::start().await;
     let mut c = server.client();
@@ -759,7 +749,6 @@ async fn describe_images_pages_and_filters() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn client_tokens_make_retries_safe() -> TestResult {
     let server = TestServer::start().await;
     let mut c = server.client();
@@ -809,7 +798,6 @@ async fn client_tokens_make_retries_safe() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn dry_runs_check_everything_and_change_nothing() -> TestResult {
     let (server, image) = with_image().await;
     let mut c = server.client();
@@ -847,7 +835,6 @@ async fn dry_runs_check_everything_and_change_nothing() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn health_and_reflection_are_served() -> TestResult {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
@@ -955,3 +942,20 @@ async fn a_stopping_server_says_not_serving_while_it_drains_then_releases_its_di
     assert_eq!(store.head()?.position, 1);
     Ok(())
 }
+
+on_every_backend!(
+    a_share_walkthrough,
+    sharing_errors_carry_their_codes,
+    per_call_and_per_image_limits,
+    images_that_cannot_be_shared,
+    copies_start_syncing_and_share_nothing,
+    recipients_use_but_never_change_delete_or_export,
+    a_listing_asked_again_shows_every_change,
+    owner_renames_within_the_rules,
+    lighthouse_sharing,
+    quota_limits_registering_and_copying,
+    describe_images_pages_and_filters,
+    client_tokens_make_retries_safe,
+    dry_runs_check_everything_and_change_nothing,
+    health_and_reflection_are_served,
+);

@@ -650,3 +650,118 @@ fn rechain(lines: &[String]) -> Vec<String> {
         })
         .collect()
 }
+
+/// Runs the binary; returns stdout, or the failure's stderr.
+fn ledger_cli(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn moving_between_a_directory_and_a_database_keeps_the_head_both_ways() -> TestResult {
+    let Some(cluster) = image_ledger::store::testing::Cluster::shared() else {
+        return Ok(());
+    };
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    let web = history(&mut c).await;
+    let dir = server.stop().await;
+    let head = hex::encode(open(dir.path()).head()?.hash);
+    let work = tempfile::tempdir()?;
+    let path = |name: &str| work.path().join(name).display().to_string();
+    let data = dir.path().display().to_string();
+    ledger_cli(&[
+        "audit",
+        "export",
+        "--data-dir",
+        &data,
+        "-o",
+        &path("sled.jsonl"),
+    ])?;
+
+    // Directory to database: verify there names the same head, and its
+    // export is byte for byte the directory's.
+    let url = cluster.fresh_database()?;
+    let imported = ledger_cli(&[
+        "audit",
+        "import",
+        &path("sled.jsonl"),
+        "--database-url",
+        &url,
+    ])?;
+    assert!(imported.contains(&head), "{imported}");
+    let verified = ledger_cli(&["audit", "verify", "--database-url", &url])?;
+    assert!(
+        verified.starts_with(&format!("OK: {EVENTS} events")),
+        "{verified}"
+    );
+    assert!(verified.contains(&head), "{verified}");
+    ledger_cli(&[
+        "audit",
+        "export",
+        "--database-url",
+        &url,
+        "-o",
+        &path("pg.jsonl"),
+    ])?;
+    assert_eq!(
+        std::fs::read(path("pg.jsonl"))?,
+        std::fs::read(path("sled.jsonl"))?
+    );
+    assert_eq!(
+        ledger_cli(&["audit", "history", "--database-url", &url, "--image", &web])?,
+        ledger_cli(&["audit", "history", "--data-dir", &data, "--image", &web])?
+    );
+    ledger_cli(&["projections", "rebuild", "--database-url", &url])?;
+
+    // Database to directory, and back to the same head.
+    let restored = path("restored");
+    ledger_cli(&[
+        "audit",
+        "import",
+        &path("pg.jsonl"),
+        "--data-dir",
+        &restored,
+    ])?;
+    let verified = ledger_cli(&["audit", "verify", "--data-dir", &restored])?;
+    assert!(verified.contains(&head), "{verified}");
+
+    // A changed line is refused and leaves the database empty; a database
+    // that holds a ledger is refused.
+    let lines = std::fs::read_to_string(path("sled.jsonl"))?;
+    std::fs::write(
+        path("changed.jsonl"),
+        lines.replacen("ap-shanghai", "ap-tokyo", 1),
+    )?;
+    let empty = cluster.fresh_database()?;
+    let refused = ledger_cli(&[
+        "audit",
+        "import",
+        &path("changed.jsonl"),
+        "--database-url",
+        &empty,
+    ])
+    .expect_err("a changed record is refused");
+    assert!(refused.contains("nothing was written: line"), "{refused}");
+    assert_eq!(
+        image_ledger::store::PgStore::open(&empty)?.head()?.position,
+        0
+    );
+    let used = ledger_cli(&[
+        "audit",
+        "import",
+        &path("sled.jsonl"),
+        "--database-url",
+        &url,
+    ])
+    .expect_err("a database with a ledger is refused");
+    assert!(used.contains("already holds a ledger"), "{used}");
+    Ok(())
+}

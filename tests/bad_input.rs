@@ -1,6 +1,7 @@
 //! Bad input gets the documented error code and changes nothing: never a
 //! panic, never INTERNAL.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -9,7 +10,6 @@ use tonic::Code;
 
 const BAD: Code = Code::InvalidArgument;
 
-#[tokio::test]
 async fn empty_requests_name_the_missing_field() -> TestResult {
     let server = TestServer::start().await;
     let mut c = server.client();
@@ -91,7 +91,6 @@ async fn empty_requests_name_the_missing_field() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn huge_odd_and_out_of_range_values_are_refused() -> TestResult {
     let server = TestServer::start().await;
     let mut c = server.client();
@@ -271,7 +270,6 @@ async fn huge_odd_and_out_of_range_values_are_refused() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
 async fn unknown_images_and_accounts_are_not_found() -> TestResult {
     let server = TestServer::start().await;
     let mut c = server.client();
@@ -314,3 +312,9 @@ async fn unknown_images_and_accounts_are_not_found() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+on_every_backend!(
+    empty_requests_name_the_missing_field,
+    huge_odd_and_out_of_range_values_are_refused,
+    unknown_images_and_accounts_are_not_found,
+);

@@ -11,7 +11,9 @@ use super::AuditError;
 use crate::domain::Policy;
 use crate::idempotency::token_key;
 use crate::projection::persist;
-use crate::store::{try_scan, AppendBatch, EncodedRecord, EventLog, ProjectionStore, SledStore};
+use crate::store::{
+    try_scan, AppendBatch, EncodedRecord, EventLog, PgStore, ProjectionStore, SledStore, Store,
+};
 
 /// Writes records `from..=to` (bounded by the head) as JSON lines, one
 /// envelope per line exactly as stored. Returns how many were written.
@@ -104,6 +106,32 @@ pub fn import(
     }
 }
 
+/// Restores an export into the PostgreSQL database at `url`, which must
+/// hold no ledger yet, with the same checks as [`import`]; on the first bad
+/// line the database is emptied again and the error names the line.
+pub fn import_into_database(
+    input: &mut dyn BufRead,
+    url: &str,
+    policy: &Policy,
+    progress_every: u64,
+) -> Result<ImportReport, AuditError> {
+    let started = Instant::now();
+    let store = PgStore::open(url)?;
+    let empty = store.head()?.position == 0
+        && store.projection_checkpoint()?.is_none()
+        && store.tokens()?.is_empty();
+    if !empty {
+        return Err(AuditError::Usage(
+            "the database already holds a ledger; import only into an empty one".into(),
+        ));
+    }
+    let result = load_into(&store, input, policy, progress_every, started);
+    if result.is_err() {
+        store.clear()?;
+    }
+    result
+}
+
 fn check_target(data_dir: &Path) -> Result<(), AuditError> {
     match std::fs::read_dir(data_dir) {
         Ok(mut entries) => {
@@ -133,7 +161,7 @@ fn staging_dir(data_dir: &Path) -> Result<PathBuf, AuditError> {
 }
 
 fn load_into(
-    store: &SledStore,
+    store: &dyn Store,
     input: &mut dyn BufRead,
     policy: &Policy,
     progress_every: u64,
@@ -213,7 +241,7 @@ impl Pending {
         }
     }
 
-    fn commit(self, store: &SledStore, checker: &RuleChecker) -> Result<(), AuditError> {
+    fn commit(self, store: &dyn Store, checker: &RuleChecker) -> Result<(), AuditError> {
         if self.records.is_empty() {
             return Ok(());
         }

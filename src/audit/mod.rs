@@ -17,7 +17,7 @@ pub use history::{
     access_as_of, account_history, describe_event, image_history, Access, AccessEntry, AsOf,
     Record, Role,
 };
-pub use import::{export, import, ImportReport};
+pub use import::{export, import, import_into_database, ImportReport};
 pub use rules::RuleChecker;
 pub use signing::{LedgerKey, SignedHead, KEY_FILE};
 #[cfg(test)]

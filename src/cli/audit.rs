@@ -12,7 +12,6 @@ use clap::{Args, Subcommand};
 use image_ledger::audit::{self, AsOf, LedgerKey, SignedHead, VerifyOptions};
 use image_ledger::domain::{AccountId, ImageId};
 use image_ledger::grpc::AuditClient;
-use image_ledger::store::EventLog;
 
 use super::{open_store, output, runtime, DataDirArg, PolicyArgs, SourceArgs};
 
@@ -71,8 +70,15 @@ pub struct ImportArgs {
     /// The export file (JSON lines).
     pub file: PathBuf,
     /// The new data directory; it must not exist or be empty.
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "database_url",
+        conflicts_with = "database_url"
+    )]
+    pub data_dir: Option<PathBuf>,
+    /// Import into this PostgreSQL database instead; it must hold no ledger yet.
+    #[arg(long, env = "IMAGE_LEDGER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -144,7 +150,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         Some(path) => Some(read_signed_head(path)?),
         None => None,
     };
-    let store = open_store(&args.data.data_dir)?;
+    let store = open_store(&args.data)?;
     if let Some(pinned) = &against_head {
         // The head must come from this ledger's key, when the key is here.
         let key_path = LedgerKey::default_path(&args.data.data_dir);
@@ -154,15 +160,12 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         }
     }
     let total = store.head()?.position;
-    eprintln!(
-        "verifying {total} events in {}",
-        args.data.data_dir.display()
-    );
+    eprintln!("verifying {total} events in {}", args.data.describe());
     let options = VerifyOptions {
         against_head,
         progress_every: if total >= 500_000 { 250_000 } else { 0 },
     };
-    match audit::verify(&store, &policy, &options) {
+    match audit::verify(store.as_ref(), &policy, &options) {
         Ok(report) => {
             let rate = report.events as f64 / report.elapsed.as_secs_f64().max(1e-9);
             if args.json {
@@ -221,8 +224,8 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
             client.export(args.from, args.to, &mut out).await
         })?,
         None => {
-            let store = open_store(&args.source.data.data_dir)?;
-            audit::export(&store, args.from, args.to, &mut out)?
+            let store = open_store(&args.source.data)?;
+            audit::export(store.as_ref(), args.from, args.to, &mut out)?
         }
     };
     out.flush()?;
@@ -239,12 +242,23 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     let file =
         File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let mut input = BufReader::with_capacity(1 << 20, file);
-    let report = audit::import(&mut input, &args.data_dir, &policy, 250_000)
-        .map_err(|err| anyhow::anyhow!("import refused, nothing was written: {err}"))?;
+    let (report, target) = match (&args.database_url, &args.data_dir) {
+        (Some(url), _) => (
+            audit::import_into_database(&mut input, url, &policy, 250_000),
+            "the PostgreSQL database".to_owned(),
+        ),
+        (None, Some(dir)) => (
+            audit::import(&mut input, dir, &policy, 250_000),
+            dir.display().to_string(),
+        ),
+        (None, None) => bail!("give --data-dir or --database-url"),
+    };
+    let report =
+        report.map_err(|err| anyhow::anyhow!("import refused, nothing was written: {err}"))?;
     println!(
         "imported {} events into {} in {:.2?} ({:.0} events/s); head hash {}",
         report.events,
-        args.data_dir.display(),
+        target,
         report.elapsed,
         report.events as f64 / report.elapsed.as_secs_f64().max(1e-9),
         report.head_hash
@@ -265,12 +279,12 @@ fn history(args: HistoryArgs) -> anyhow::Result<()> {
             bail!("account history reads the whole log: run it on the data directory")
         }
         (Some(image), _, None) => {
-            let store = open_store(&args.source.data.data_dir)?;
-            audit::image_history(&store, &ImageId::parse(image)?)?
+            let store = open_store(&args.source.data)?;
+            audit::image_history(store.as_ref(), &ImageId::parse(image)?)?
         }
         (None, Some(account), None) => {
-            let store = open_store(&args.source.data.data_dir)?;
-            audit::account_history(&store, &AccountId::parse(account)?)?
+            let store = open_store(&args.source.data)?;
+            audit::account_history(store.as_ref(), &AccountId::parse(account)?)?
         }
         (None, None, _) => bail!("give --image or --account"),
     };
@@ -306,9 +320,9 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
             client.access_as_of(&image, as_of).await
         })?,
         None => {
-            let store = open_store(&args.source.data.data_dir)?;
+            let store = open_store(&args.source.data)?;
             let head = store.head()?.position;
-            audit::access_as_of(&store, &image, as_of, head)?
+            audit::access_as_of(store.as_ref(), &image, as_of, head)?
         }
     };
     if args.json {
@@ -354,12 +368,12 @@ fn head(args: HeadArgs) -> anyhow::Result<()> {
         })?,
         None => {
             let data_dir = &args.source.data.data_dir;
-            let store = open_store(data_dir)?;
+            let store = open_store(&args.source.data)?;
             let key_path = args
                 .signing_key
                 .unwrap_or_else(|| LedgerKey::default_path(data_dir));
             let key = LedgerKey::load(&key_path)?;
-            serde_json::to_string(&key.sign_store_head(&store)?)?
+            serde_json::to_string(&key.sign_store_head(store.as_ref())?)?
         }
     };
     println!("{json}");

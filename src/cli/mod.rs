@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use image_ledger::config::parse_regions;
 use image_ledger::domain::Policy;
-use image_ledger::store::SledStore;
+use image_ledger::store::{PgStore, SledStore, Store};
 
 use self::audit::AuditCmd;
 use self::projections::ProjectionsCmd;
@@ -54,12 +54,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `--data-dir`
+/// `--data-dir` and `--database-url`: where the ledger is.
 #[derive(Args)]
 pub struct DataDirArg {
-    /// Directory of the sled store.
+    /// Directory of the sled store (and of the signing key).
     #[arg(long, env = "IMAGE_LEDGER_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Keep the ledger in this PostgreSQL database instead of the sled
+    /// store in --data-dir, which then holds only the signing key (a libpq
+    /// URL; several hosts with `target_session_attrs=read-write` follow a
+    /// failover).
+    #[arg(long, env = "IMAGE_LEDGER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl DataDirArg {
+    /// The store, for messages (never the URL, which may hold a password).
+    pub fn describe(&self) -> String {
+        match &self.database_url {
+            Some(_) => "the PostgreSQL database".into(),
+            None => self.data_dir.display().to_string(),
+        }
+    }
 }
 
 /// Where an audit command reads from: a stopped server's directory or a running server.
@@ -67,8 +83,8 @@ pub struct DataDirArg {
 pub struct SourceArgs {
     #[command(flatten)]
     pub data: DataDirArg,
-    /// Ask a running server at this address instead of reading the directory.
-    #[arg(long, conflicts_with = "data_dir")]
+    /// Ask a running server at this address instead of reading the store.
+    #[arg(long, conflicts_with_all = ["data_dir", "database_url"])]
     pub addr: Option<SocketAddr>,
 }
 
@@ -108,17 +124,25 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("cannot start the async runtime")
 }
 
-/// Opens a stopped server's store; a running server holds the directory's lock.
-pub fn open_store(data_dir: &Path) -> anyhow::Result<SledStore> {
+/// Opens the store: the database, or a stopped server's directory (a
+/// running server holds the directory's lock).
+pub fn open_store(data: &DataDirArg) -> anyhow::Result<Box<dyn Store>> {
+    if let Some(url) = &data.database_url {
+        return Ok(Box::new(
+            PgStore::open(url).context("cannot open the PostgreSQL database")?,
+        ));
+    }
+    let data_dir = &data.data_dir;
     if !data_dir.exists() {
         bail!("{} does not exist", data_dir.display());
     }
-    SledStore::open(data_dir, 64 * 1024 * 1024).with_context(|| {
+    let store = SledStore::open(data_dir, 64 * 1024 * 1024).with_context(|| {
         format!(
             "cannot open {} (a running server holds it: stop it, or use --addr)",
             data_dir.display()
         )
-    })
+    })?;
+    Ok(Box::new(store))
 }
 
 /// A buffered writer to `path`, or to standard output.

@@ -23,8 +23,8 @@ pub fn run(command: ProjectionsCmd) -> anyhow::Result<()> {
 
 fn rebuild(args: DataDirArg) -> anyhow::Result<()> {
     let started = Instant::now();
-    let store = open_store(&args.data_dir)?;
-    let (state, head) = image_ledger::app::rebuild_projections(&store)
+    let store = open_store(&args)?;
+    let (state, head) = image_ledger::app::rebuild_projections(store.as_ref())
         .context("rebuilding the projections failed")?;
     println!(
         "rebuilt the projections from {} events ({} images, {} accounts) in {:.2?}",

@@ -50,7 +50,8 @@ pub struct ServeArgs {
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config {
         addr: args.addr,
-        data_dir: args.data.data_dir,
+        database_url: args.data.database_url.clone(),
+        data_dir: args.data.data_dir.clone(),
         policy: args.policy.policy()?,
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
         page_cache_bytes: args.page_cache_mb.saturating_mul(1024 * 1024),
@@ -59,11 +60,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signing_key: args.signing_key,
         read_side_delay: std::time::Duration::from_millis(args.read_side_delay_ms),
     };
+    let store = match &args.data.database_url {
+        Some(_) => args.data.describe(),
+        None => format!("data directory {}", args.data.describe()),
+    };
     runtime()?.block_on(async move {
-        let data_dir = config.data_dir.display().to_string();
         let mut server = image_ledger::server::start(config)
             .await
-            .with_context(|| format!("cannot start the server on data directory {data_dir}"))?;
+            .with_context(|| format!("cannot start the server on {store}"))?;
         // A plain line on stdout for scripts that start the server on port 0.
         println!("listening on {}", server.local_addr());
         std::io::stdout().flush().ok();

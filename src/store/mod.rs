@@ -1,16 +1,21 @@
 //! The event store: an append-only, hash-chained log with its idempotency
 //! records ([`EventLog`]) and the persisted read side ([`ProjectionStore`]),
-//! each a small trait so a second backend can sit beside the embedded sled
-//! one ([`SledStore`]); [`MemoryStore`] is the reference the tests hold
-//! the others to.
+//! each a small trait, with two backends: the embedded sled store
+//! ([`SledStore`], the default) and PostgreSQL ([`PgStore`]);
+//! [`MemoryStore`] is the reference the tests hold the others to.
 
 mod envelope;
 mod error;
 mod log;
 mod memory;
+mod postgres;
 mod projections;
 mod sled;
 
+/// Throwaway PostgreSQL clusters for tests.
+#[cfg(any(test, feature = "test-hooks"))]
+pub use self::postgres::testing;
+pub use self::postgres::PgStore;
 pub use self::sled::{Released, SledStore};
 pub use envelope::{EncodedRecord, Envelope, RecordMeta, GENESIS_HASH};
 pub use error::{Cause, Chain, StoreError};

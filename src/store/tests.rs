@@ -52,7 +52,10 @@ pub(crate) fn next_batch(
 /// streams, so each stream spans many chunks and several records of one
 /// stream share a chunk.
 /// Continues the log of `stores` (which must hold the same records).
-fn fill(stores: &[&dyn Store], sizes: &[usize]) -> Result<u64, Box<dyn std::error::Error>> {
+pub(crate) fn fill(
+    stores: &[&dyn Store],
+    sizes: &[usize],
+) -> Result<u64, Box<dyn std::error::Error>> {
     let reference = stores[0];
     let mut head = reference.head()?;
     let mut versions = [0u64; 5];
@@ -73,7 +76,7 @@ fn open(dir: &tempfile::TempDir) -> Result<SledStore, StoreError> {
     SledStore::open(dir.path(), 8 * 1024 * 1024)
 }
 
-fn scan_all(store: &dyn Store, from: u64, limit: usize) -> Vec<(u64, Vec<u8>)> {
+pub(crate) fn scan_all(store: &dyn Store, from: u64, limit: usize) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     store
         .scan(from, &mut |position, bytes| {
@@ -134,8 +137,8 @@ fn stream_of(store: &dyn Store, id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreEr
 
 /// Each of the five streams reads the same from both stores, whole and as
 /// of a range of positions, and has `length` records.
-fn streams_match(
-    sled: &SledStore,
+pub(crate) fn streams_match(
+    sled: &dyn Store,
     memory: &MemoryStore,
     length: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {

@@ -9,6 +9,7 @@ use image_ledger::domain::Policy;
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::image_ledger_client::ImageLedgerClient;
 use image_ledger::server::{start, RunningServer};
+use image_ledger::store::testing::Cluster;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -65,7 +66,66 @@ pub async fn serve(dir: &Path, policy: Policy) -> RunningServer {
     let mut config = Config::for_data_dir(dir);
     config.policy = policy;
     config.cache_bytes = 16 * 1024 * 1024;
+    if Backend::current() == Backend::Postgres {
+        let cluster = Cluster::shared().expect("Backend::run checked the cluster");
+        config.database_url = Some(cluster.fresh_database().expect("a fresh database"));
+    }
     start(config).await.expect("server starts")
+}
+
+/// Where the servers a test starts keep their ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded sled store in the test's temporary directory.
+    Sled,
+    /// A fresh database of one PostgreSQL cluster shared by the test binary.
+    Postgres,
+}
+
+tokio::task_local! {
+    static BACKEND: Backend;
+}
+
+impl Backend {
+    /// The backend of the running test: sled unless [`Backend::run`] chose.
+    pub fn current() -> Backend {
+        BACKEND
+            .try_with(|backend| *backend)
+            .unwrap_or(Backend::Sled)
+    }
+
+    /// Runs a test with every server it starts on this backend. Without
+    /// PostgreSQL the test is skipped (said once), except under CI.
+    pub async fn run(self, test: impl std::future::Future<Output = TestResult>) -> TestResult {
+        if self == Backend::Postgres && Cluster::shared().is_none() {
+            return Ok(());
+        }
+        BACKEND.scope(self, test).await
+    }
+}
+
+/// Declares each listed test (an `async fn() -> TestResult`) once per
+/// backend, as `sled::name` and `postgres::name`: one suite, run twice.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sled {
+            $(
+                #[tokio::test]
+                async fn $test() -> $crate::common::TestResult {
+                    $crate::common::Backend::Sled.run(super::$test()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() -> $crate::common::TestResult {
+                    $crate::common::Backend::Postgres.run(super::$test()).await
+                }
+            )*
+        }
+    };
 }
 
 pub async fn connect(server: &RunningServer) -> Client {

@@ -1,0 +1,403 @@
+//! The store on PostgreSQL: the log, its idempotency records and the read
+//! side in tables of one database ([`migrations`](schema)), so several
+//! replicas can share them.
+//!
+//! An append is one transaction that updates the single head row, checked
+//! against the head the batch was decided on, and inserts the records and
+//! idempotency records: the row's lock serialises appends, so they commit
+//! in position order and a reader tailing by position never skips a row.
+//! A commit is durable when it returns (with PostgreSQL's default
+//! `synchronous_commit`), so the flush and sync steps have nothing left to
+//! do. A save of the read side is one transaction too, so it never leaves a
+//! save part way.
+
+mod connection;
+mod schema;
+
+use postgres::{Client, GenericClient};
+
+use self::connection::{failed, Connection};
+use super::{AppendBatch, Entries, EventLog, Head, ProjectionOp, ProjectionStore, StoreError};
+
+/// Records read per query while scanning.
+const SCAN_PAGE: i64 = 1_000;
+
+/// One page of a scan: (position, record) rows.
+type Page = Vec<(i64, Vec<u8>)>;
+
+/// The PostgreSQL-backed event store.
+pub struct PgStore {
+    connection: Connection,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` and creates or migrates its schema.
+    /// Refuses a schema newer than this build knows.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let connection = Connection::open(url)?;
+        connection.run(schema::migrate)?;
+        Ok(Self { connection })
+    }
+
+    /// Empties the ledger (log, idempotency records, read side), leaving
+    /// the schema: what undoes an import that a bad line stopped.
+    pub(crate) fn clear(&self) -> Result<(), StoreError> {
+        self.connection.run(|client| {
+            client
+                .batch_execute(
+                    "BEGIN; \
+                     TRUNCATE ledger_events, ledger_tokens, ledger_projections, ledger_checkpoint; \
+                     UPDATE ledger_head SET position = 0, hash = decode(repeat('00', 32), 'hex'); \
+                     COMMIT",
+                )
+                .map_err(failed("cannot empty the database"))
+        })
+    }
+
+    /// Visits rows `(position, record)` page by page: `page` reads the rows
+    /// after a position.
+    fn visit_pages(
+        &self,
+        mut after: i64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+        page: fn(&mut Client, i64) -> Result<Page, StoreError>,
+    ) -> Result<(), StoreError> {
+        loop {
+            let rows = self.connection.run(move |client| page(client, after))?;
+            let full = rows.len() as i64 == SCAN_PAGE;
+            for (position, record) in rows {
+                if !visit(to_u64(position)?, &record) {
+                    return Ok(());
+                }
+                after = position;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    // Positions and versions stay far below i64::MAX; a query bound of
+    // u64::MAX means "all".
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("a stored position or version is {value}")))
+}
+
+fn hash_of(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("the stored head hash is not 32 bytes".into()))
+}
+
+fn read_head(client: &mut impl GenericClient) -> Result<Head, StoreError> {
+    let row = client
+        .query_one("SELECT position, hash FROM ledger_head", &[])
+        .map_err(failed("cannot read the head"))?;
+    Ok(Head {
+        position: to_u64(row.get(0))?,
+        hash: hash_of(row.get(1))?,
+    })
+}
+
+impl EventLog for PgStore {
+    fn head(&self) -> Result<Head, StoreError> {
+        self.connection.run(read_head)
+    }
+
+    fn write(&self, batch: &AppendBatch) -> Result<(), StoreError> {
+        let Some(last) = batch.records.last() else {
+            return Ok(());
+        };
+        let expected = batch.expected_head;
+        let head = (to_i64(last.position), last.hash.to_vec());
+        let positions: Vec<i64> = batch.records.iter().map(|r| to_i64(r.position)).collect();
+        let aggregates: Vec<String> = batch
+            .records
+            .iter()
+            .map(|r| r.aggregate_id.clone())
+            .collect();
+        let versions: Vec<i64> = batch
+            .records
+            .iter()
+            .map(|r| to_i64(r.aggregate_version))
+            .collect();
+        let records: Vec<Vec<u8>> = batch.records.iter().map(|r| r.bytes.clone()).collect();
+        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = batch.tokens.iter().cloned().unzip();
+        self.connection.run(move |client| {
+            let mut tx = client
+                .transaction()
+                .map_err(failed("cannot start an append"))?;
+            let moved = tx
+                .execute(
+                    "UPDATE ledger_head SET position = $1, hash = $2 \
+                     WHERE position = $3 AND hash = $4",
+                    &[
+                        &head.0,
+                        &head.1,
+                        &to_i64(expected.position),
+                        &expected.hash.as_slice(),
+                    ],
+                )
+                .map_err(failed("cannot move the head"))?;
+            if moved != 1 {
+                let found = read_head(&mut tx)?;
+                return Err(StoreError::Conflict {
+                    expected: expected.position,
+                    found: found.position,
+                });
+            }
+            tx.execute(
+                "INSERT INTO ledger_events (position, aggregate_id, aggregate_version, record) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bytea[])",
+                &[&positions, &aggregates, &versions, &records],
+            )
+            .map_err(failed("cannot insert the records"))?;
+            if !keys.is_empty() {
+                tx.execute(
+                    "INSERT INTO ledger_tokens (key, value) \
+                     SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[&keys, &values],
+                )
+                .map_err(failed("cannot insert the idempotency records"))?;
+            }
+            tx.commit().map_err(failed("cannot commit an append"))
+        })
+    }
+
+    fn flush_to_os(&self) -> Result<(), StoreError> {
+        // The commit in `write` returned only once PostgreSQL had made it
+        // durable: nothing is left to hand over.
+        Ok(())
+    }
+
+    fn sync_to_disk(&self) -> Result<(), StoreError> {
+        // As for `flush_to_os`: the commit was already durable.
+        Ok(())
+    }
+
+    fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        self.visit_pages(to_i64(from).saturating_sub(1), visit, |client, after| {
+            let rows = client
+                .query(
+                    "SELECT position, record FROM ledger_events \
+                     WHERE position > $1 ORDER BY position LIMIT $2",
+                    &[&after, &SCAN_PAGE],
+                )
+                .map_err(failed("cannot read the log"))?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+    }
+
+    fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let position = to_i64(position);
+        self.connection.run(move |client| {
+            Ok(client
+                .query_opt(
+                    "SELECT record FROM ledger_events WHERE position = $1",
+                    &[&position],
+                )
+                .map_err(failed("cannot read a record"))?
+                .map(|row| row.get(0)))
+        })
+    }
+
+    fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
+        let (aggregate_id, as_of) = (aggregate_id.to_owned(), to_i64(as_of));
+        self.connection.run(move |client| {
+            let version: Option<i64> = client
+                .query_one(
+                    "SELECT max(aggregate_version) FROM ledger_events \
+                     WHERE aggregate_id = $1 AND position <= $2",
+                    &[&aggregate_id, &as_of],
+                )
+                .map_err(failed("cannot read a stream's version"))?
+                .get(0);
+            to_u64(version.unwrap_or(0))
+        })
+    }
+
+    fn scan_stream(
+        &self,
+        aggregate_id: &str,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut after = 0i64;
+        loop {
+            let id = aggregate_id.to_owned();
+            let rows: Vec<(i64, i64, Vec<u8>)> = self.connection.run(move |client| {
+                let rows = client
+                    .query(
+                        "SELECT aggregate_version, position, record FROM ledger_events \
+                         WHERE aggregate_id = $1 AND aggregate_version > $2 \
+                         ORDER BY aggregate_version LIMIT $3",
+                        &[&id, &after, &SCAN_PAGE],
+                    )
+                    .map_err(failed("cannot read a stream"))?;
+                Ok(rows
+                    .iter()
+                    .map(|row| (row.get(0), row.get(1), row.get(2)))
+                    .collect())
+            })?;
+            let full = rows.len() as i64 == SCAN_PAGE;
+            for (version, position, record) in rows {
+                if !visit(to_u64(position)?, &record) {
+                    return Ok(());
+                }
+                after = version;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    fn tokens(&self) -> Result<Entries, StoreError> {
+        self.connection.run(|client| {
+            let rows = client
+                .query("SELECT key, value FROM ledger_tokens ORDER BY key", &[])
+                .map_err(failed("cannot read the idempotency records"))?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+    }
+
+    fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let keys = keys.to_vec();
+        self.connection.run(move |client| {
+            client
+                .execute("DELETE FROM ledger_tokens WHERE key = ANY($1)", &[&keys])
+                .map_err(failed("cannot remove idempotency records"))?;
+            Ok(())
+        })
+    }
+}
+
+/// The smallest key above every key that starts with `prefix`, if any.
+fn past_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Writes `ops` in one transaction's statements: the deletes, then the puts.
+fn apply_ops(tx: &mut postgres::Transaction<'_>, ops: &[ProjectionOp]) -> Result<(), StoreError> {
+    let mut deleted = Vec::new();
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    for op in ops {
+        match &op.value {
+            Some(value) => {
+                keys.push(op.key.clone());
+                values.push(value.clone());
+            }
+            None => deleted.push(op.key.clone()),
+        }
+    }
+    if !deleted.is_empty() {
+        tx.execute(
+            "DELETE FROM ledger_projections WHERE key = ANY($1)",
+            &[&deleted],
+        )
+        .map_err(failed("cannot delete projection entries"))?;
+    }
+    if !keys.is_empty() {
+        tx.execute(
+            "INSERT INTO ledger_projections (key, value) \
+             SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            &[&keys, &values],
+        )
+        .map_err(failed("cannot write projection entries"))?;
+    }
+    Ok(())
+}
+
+fn set_checkpoint(tx: &mut postgres::Transaction<'_>, checkpoint: u64) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO ledger_checkpoint (position) VALUES ($1) \
+         ON CONFLICT (only_row) DO UPDATE SET position = EXCLUDED.position",
+        &[&to_i64(checkpoint)],
+    )
+    .map_err(failed("cannot move the checkpoint"))?;
+    Ok(())
+}
+
+impl ProjectionStore for PgStore {
+    fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
+        self.connection.run(|client| {
+            client
+                .query_opt("SELECT position FROM ledger_checkpoint", &[])
+                .map_err(failed("cannot read the checkpoint"))?
+                .map(|row| to_u64(row.get(0)))
+                .transpose()
+        })
+    }
+
+    fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        let (start, end) = (prefix.to_vec(), past_prefix(prefix));
+        self.connection.run(move |client| {
+            let rows = match &end {
+                Some(end) => client.query(
+                    "SELECT key, value FROM ledger_projections \
+                     WHERE key >= $1 AND key < $2 ORDER BY key",
+                    &[&start, end],
+                ),
+                None => client.query(
+                    "SELECT key, value FROM ledger_projections WHERE key >= $1 ORDER BY key",
+                    &[&start],
+                ),
+            }
+            .map_err(failed("cannot read the projections"))?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+    }
+
+    fn save_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+        let ops = ops.to_vec();
+        self.connection.run(move |client| {
+            let mut tx = client
+                .transaction()
+                .map_err(failed("cannot start a save of the projections"))?;
+            apply_ops(&mut tx, &ops)?;
+            set_checkpoint(&mut tx, checkpoint)?;
+            tx.commit()
+                .map_err(failed("cannot commit a save of the projections"))
+        })
+    }
+
+    fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
+        // Every save is one transaction: none is ever left part way.
+        Ok(Vec::new())
+    }
+
+    fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+        let ops = ops.to_vec();
+        self.connection.run(move |client| {
+            let mut tx = client
+                .transaction()
+                .map_err(failed("cannot start a rebuild of the projections"))?;
+            tx.batch_execute("DELETE FROM ledger_projections; DELETE FROM ledger_checkpoint")
+                .map_err(failed("cannot clear the projections"))?;
+            apply_ops(&mut tx, &ops)?;
+            set_checkpoint(&mut tx, checkpoint)?;
+            tx.commit()
+                .map_err(failed("cannot commit a rebuild of the projections"))
+        })
+    }
+}
+
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod testing;
+
+#[cfg(test)]
+mod tests;

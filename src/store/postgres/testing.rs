@@ -1,0 +1,214 @@
+//! A throwaway PostgreSQL cluster for tests, started from the installed
+//! server binaries in a temporary directory. PostgreSQL refuses to run as
+//! root, so as root the cluster runs as the `postgres` user. Under CI
+//! (`CI=true`) a cluster that cannot start fails the test; elsewhere the
+//! test is skipped with one line saying what to install.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// A running cluster; stopped (immediately) and removed when dropped.
+pub struct Cluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl Cluster {
+    /// One cluster for the whole test process, started on first use and
+    /// stopped when the process ends; `None` (said once) means skip.
+    pub fn shared() -> Option<&'static Cluster> {
+        static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let cluster = Cluster::start()?;
+                cluster.stop_when_this_process_ends();
+                Some(cluster)
+            })
+            .as_ref()
+    }
+
+    /// A new, empty database in the cluster, and its URL.
+    pub fn fresh_database(&self) -> Result<String, String> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let name = format!(
+            "ledger_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        // On a thread of its own: the postgres crate cannot block inside the
+        // test's runtime.
+        let (url, create) = (self.url(), format!("CREATE DATABASE {name}"));
+        std::thread::spawn(move || {
+            postgres::Client::connect(&url, postgres::NoTls)
+                .and_then(|mut client| client.batch_execute(&create))
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .map_err(|_| "the thread creating the database panicked".to_string())??;
+        Ok(format!(
+            "postgres://postgres@127.0.0.1:{}/{name}",
+            self.port
+        ))
+    }
+
+    /// Starts a cluster, or says why not: `None` means skip the test.
+    pub fn start() -> Option<Self> {
+        match Self::try_start() {
+            Ok(cluster) => Some(cluster),
+            Err(why) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+                panic!("cannot start PostgreSQL for the test under CI: {why}")
+            }
+            Err(why) => {
+                eprintln!(
+                    "skipped: {why}; install PostgreSQL (apt-get install postgresql) to run it"
+                );
+                None
+            }
+        }
+    }
+
+    fn try_start() -> Result<Self, String> {
+        let bin = server_bin().ok_or("no PostgreSQL server binaries under /usr/lib/postgresql")?;
+        let as_postgres = is_root();
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        if as_postgres {
+            chown_to_postgres(dir.path())?;
+        }
+        let port = free_port()?;
+        let cluster = Self {
+            bin,
+            dir,
+            port,
+            as_postgres,
+        };
+        let data = cluster.data();
+        cluster.run(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8"],
+        )?;
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+            cluster.dir.path().display()
+        );
+        let log = cluster.dir.path().join("log").display().to_string();
+        cluster.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-w", "-o", &options, "start"],
+        )?;
+        Ok(cluster)
+    }
+
+    /// A statics' cluster is never dropped: a watcher stops it and removes
+    /// its directory once this process has ended.
+    fn stop_when_this_process_ends(&self) {
+        let stop = format!(
+            "{} {} -D {} -m immediate stop",
+            if self.as_postgres {
+                "runuser -u postgres --"
+            } else {
+                ""
+            },
+            self.bin.join("pg_ctl").display(),
+            self.data()
+        );
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.2; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
+            pid = std::process::id(),
+            dir = self.dir.path().display()
+        );
+        let watcher = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Err(err) = watcher {
+            eprintln!("cannot watch the test cluster; stop it by hand: {err}");
+        }
+    }
+
+    /// The URL of the cluster's `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let path = self.bin.join(program);
+        let mut command = if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&path);
+            command
+        } else {
+            Command::new(&path)
+        };
+        let output = command
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{program} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        if let Err(err) = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]) {
+            eprintln!("cannot stop the test cluster: {err}");
+        }
+    }
+}
+
+/// The newest installed server's `bin` directory.
+fn server_bin() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path().join("bin"))
+        .filter(|bin| bin.join("initdb").exists() && bin.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+fn chown_to_postgres(dir: &Path) -> Result<(), String> {
+    let id = |flag: &str| -> Result<u32, String> {
+        let out = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| "no postgres user".to_string())
+    };
+    std::os::unix::fs::chown(dir, Some(id("-u")?), Some(id("-g")?)).map_err(|e| e.to_string())
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,159 @@
+//! The PostgreSQL store reads back exactly what the in-memory store does,
+//! refuses a batch built on a head it does not have, keeps everything
+//! across a reconnect, saves the read side whole, and refuses a schema
+//! newer than it knows. Each test runs on a throwaway cluster of its own.
+
+use super::testing::Cluster;
+use super::PgStore;
+use crate::store::tests::{fill, next_batch, scan_all, streams_match};
+use crate::store::{EventLog, Head, MemoryStore, ProjectionOp, ProjectionStore, StoreError};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+#[test]
+fn the_postgres_store_reads_back_what_the_memory_store_does() -> TestResult {
+    let Some(cluster) = Cluster::start() else {
+        return Ok(());
+    };
+    let pg = PgStore::open(&cluster.url())?;
+    let memory = MemoryStore::default();
+    // Batches of every size, a scan page (1,000) crossed more than once.
+    let head = fill(&[&pg, &memory], &[1, 64, 65, 1_300, 3, 2, 1_000])?;
+    assert_eq!(head, 2_435);
+    assert_eq!(pg.head()?, memory.head()?);
+    let everything = scan_all(&memory, 1, usize::MAX);
+    assert_eq!(scan_all(&pg, 0, usize::MAX), everything);
+    for from in [1, 2, 999, 1_000, 1_001, 2_000, 2_435] {
+        assert_eq!(
+            scan_all(&pg, from, usize::MAX),
+            scan_all(&memory, from, usize::MAX),
+            "scan from {from}"
+        );
+        assert_eq!(scan_all(&pg, from, 3), scan_all(&memory, from, 3));
+    }
+    assert!(scan_all(&pg, 2_436, usize::MAX).is_empty());
+    for position in [0, 1, 64, 65, 1_000, 2_435, 2_436] {
+        assert_eq!(pg.read_at(position)?, memory.read_at(position)?);
+    }
+    streams_match(&pg, &memory, 487)?;
+
+    // Reopened: the same log, the schema left as it was.
+    drop(pg);
+    let pg = PgStore::open(&cluster.url())?;
+    assert_eq!(scan_all(&pg, 1, usize::MAX), everything);
+    Ok(())
+}
+
+#[test]
+fn an_append_on_a_stale_head_is_a_conflict_and_writes_nothing() -> TestResult {
+    let Some(cluster) = Cluster::start() else {
+        return Ok(());
+    };
+    let pg = PgStore::open(&cluster.url())?;
+    let (mut head, mut versions) = (Head::default(), [0; 5]);
+    let mut first = next_batch(&mut head, &mut versions, 3)?;
+    first.tokens = vec![(b"1001\0a".to_vec(), b"{}".to_vec())];
+    pg.append(&first)?;
+    // Built on the empty log again, as a second replica would.
+    let (mut stale, mut stale_versions) = (Head::default(), [0; 5]);
+    let mut late = next_batch(&mut stale, &mut stale_versions, 2)?;
+    late.tokens = vec![(b"1001\0b".to_vec(), b"{}".to_vec())];
+    match pg.append(&late) {
+        Err(StoreError::Conflict { expected, found }) => {
+            assert_eq!((expected, found), (0, 3));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(pg.head()?, head);
+    assert_eq!(scan_all(&pg, 1, usize::MAX).len(), 3);
+    assert_eq!(pg.tokens()?, vec![(b"1001\0a".to_vec(), b"{}".to_vec())]);
+    pg.remove_tokens(&[b"1001\0a".to_vec()])?;
+    assert_eq!(pg.tokens()?, Vec::new());
+    Ok(())
+}
+
+#[test]
+fn the_read_side_is_saved_whole_and_scanned_by_prefix() -> TestResult {
+    let Some(cluster) = Cluster::start() else {
+        return Ok(());
+    };
+    let pg = PgStore::open(&cluster.url())?;
+    let put = |key: &[u8], value: &[u8]| ProjectionOp {
+        key: key.to_vec(),
+        value: Some(value.to_vec()),
+    };
+    assert_eq!(pg.projection_checkpoint()?, None);
+    pg.save_projections(
+        &[
+            put(b"a1", b"x"),
+            put(b"i1", b"y"),
+            put(b"s1\0a", b"z"),
+            put(b"\xff", b"w"),
+        ],
+        4,
+    )?;
+    assert_eq!(pg.projection_checkpoint()?, Some(4));
+    assert_eq!(pg.projection_pending()?, Vec::<u64>::new());
+    assert_eq!(
+        pg.projection_scan(b"i")?,
+        vec![(b"i1".to_vec(), b"y".to_vec())]
+    );
+    assert_eq!(pg.projection_scan(b"\xff")?.len(), 1);
+    assert_eq!(pg.projection_scan(b"")?.len(), 4);
+    pg.save_projections(
+        &[ProjectionOp {
+            key: b"i1".to_vec(),
+            value: None,
+        }],
+        6,
+    )?;
+    assert_eq!(pg.projection_scan(b"i")?, Vec::new());
+    assert_eq!(pg.projection_checkpoint()?, Some(6));
+    pg.replace_projections(&[put(b"a2", b"v")], 9)?;
+    assert_eq!(
+        pg.projection_scan(b"")?,
+        vec![(b"a2".to_vec(), b"v".to_vec())]
+    );
+    assert_eq!(pg.projection_checkpoint()?, Some(9));
+    Ok(())
+}
+
+#[test]
+fn a_schema_newer_than_this_build_is_refused_with_its_version() -> TestResult {
+    let Some(cluster) = Cluster::start() else {
+        return Ok(());
+    };
+    drop(PgStore::open(&cluster.url())?);
+    let mut client = postgres::Client::connect(&cluster.url(), postgres::NoTls)?;
+    client.execute("UPDATE ledger_schema SET version = 99", &[])?;
+    let refused = PgStore::open(&cluster.url())
+        .err()
+        .ok_or("a newer schema opens")?;
+    let message = refused.to_string();
+    assert!(
+        message.contains("version 99, newer than this build"),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_second_process_on_the_same_database_is_refused_until_the_first_is_gone() -> TestResult {
+    let Some(cluster) = Cluster::start() else {
+        return Ok(());
+    };
+    let first = PgStore::open(&cluster.url())?;
+    let refused = PgStore::open(&cluster.url())
+        .err()
+        .ok_or("a second store opens")?;
+    assert!(
+        refused
+            .to_string()
+            .contains("another image-ledger process holds this database"),
+        "{refused}"
+    );
+    // Dropping the first gives the lock back before it returns.
+    drop(first);
+    PgStore::open(&cluster.url())?;
+    Ok(())
+}
