@@ -43,10 +43,23 @@ pub fn account(i: u64) -> AccountId {
     AccountId::parse(&format!("{:012}", 100_000_000_000 + i)).unwrap_or_else(|_| unreachable!())
 }
 
-/// Fills `data_dir` (which may already hold a log made by this plan) until it
-/// holds `plan.events` events. Progress goes to stderr.
+/// Fills the sled store in `data_dir` (which may already hold a log made
+/// by this plan) until it holds `plan.events` events. Progress goes to stderr.
 pub fn fill(
     data_dir: &std::path::Path,
+    plan: &FillPlan,
+    policy: Policy,
+) -> Result<FillReport, AppError> {
+    let store = SledStore::open(
+        data_dir,
+        image_ledger::config::DEFAULT_CACHE_MB * 1024 * 1024,
+    )?;
+    fill_store(Arc::new(store), plan, policy)
+}
+
+/// [`fill`] on any store: a PostgreSQL database, for instance.
+pub fn fill_store(
+    store: Arc<dyn Store>,
     plan: &FillPlan,
     policy: Policy,
 ) -> Result<FillReport, AppError> {
@@ -57,10 +70,6 @@ pub fn fill(
         .take(plan.regions.max(1))
         .cloned()
         .collect();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(
-        data_dir,
-        image_ledger::config::DEFAULT_CACHE_MB * 1024 * 1024,
-    )?);
     let ledger = Ledger::open(
         store,
         policy,

@@ -6,5 +6,5 @@
 mod fill;
 mod load;
 
-pub use fill::{account, fill, FillPlan, FillReport};
+pub use fill::{account, fill, fill_store, FillPlan, FillReport};
 pub use load::{preload_events, run, BenchConfig, BenchReport, BoxError, Scenario, ScenarioResult};

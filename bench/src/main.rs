@@ -44,6 +44,9 @@ struct BenchArgs {
     /// Data directory for the started server (default: a temporary one).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Keep the started server's ledger in this empty PostgreSQL database.
+    #[arg(long, env = "IMAGE_LEDGER_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Accounts to preload.
     #[arg(long, default_value_t = 1_000)]
     accounts: u64,
@@ -85,6 +88,9 @@ struct FillArgs {
     /// Directory of the sled store to fill.
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
+    /// Fill this PostgreSQL database instead.
+    #[arg(long, env = "IMAGE_LEDGER_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Events to reach.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
@@ -139,6 +145,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         binary,
         addr: args.addr,
         data_dir: args.data_dir,
+        database_url: args.database_url,
         accounts: args.accounts,
         images: args.images,
         log_events: args.log_events,
@@ -176,10 +183,24 @@ fn fill(args: FillArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         regions: usize::MAX,
     };
-    let report = image_ledger_bench::fill(&args.data_dir, &plan, Policy::default())?;
+    let (report, target) = match &args.database_url {
+        Some(url) => {
+            let store = image_ledger::store::PgStore::open(url)?;
+            let report = image_ledger_bench::fill_store(
+                std::sync::Arc::new(store),
+                &plan,
+                Policy::default(),
+            )?;
+            (report, "the PostgreSQL database".to_owned())
+        }
+        None => (
+            image_ledger_bench::fill(&args.data_dir, &plan, Policy::default())?,
+            args.data_dir.display().to_string(),
+        ),
+    };
     println!(
         "filled {} with {} events in {:.2?} ({:.0} events/s)",
-        args.data_dir.display(),
+        target,
         report.events,
         report.elapsed,
         report.events as f64 / report.elapsed.as_secs_f64().max(1e-9)

@@ -26,7 +26,7 @@ use tonic::transport::Endpoint;
 use self::server::{dir_size, rss_of, spawn_server};
 use self::windows::{bracketing_baselines, measure, plan_windows, summarize, Sample};
 use self::workload::discover;
-use crate::fill::{fill, FillPlan};
+use crate::fill::{fill, fill_store, FillPlan};
 
 /// What the load generator's functions fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -83,6 +83,9 @@ pub struct BenchConfig {
     pub addr: Option<SocketAddr>,
     /// Data directory for the started server; a temporary one when `None`.
     pub data_dir: Option<PathBuf>,
+    /// An empty PostgreSQL database for the started server's ledger instead
+    /// of the sled store in `data_dir` (which then holds only its key).
+    pub database_url: Option<String>,
     /// Accounts to preload.
     pub accounts: u64,
     /// Images to preload.
@@ -208,7 +211,13 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
                 regions: 1,
             };
             eprintln!("filling the log to {needed} events");
-            let filled = fill(&dir, &plan, Policy::default())?;
+            let filled = match &config.database_url {
+                Some(url) => {
+                    let store = image_ledger::store::PgStore::open(url)?;
+                    fill_store(Arc::new(store), &plan, Policy::default())?
+                }
+                None => fill(&dir, &plan, Policy::default())?,
+            };
             eprintln!(
                 "  {} events in {:.1?}; starting the server",
                 filled.events, filled.elapsed
@@ -231,7 +240,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
     if let Some(server) = &server {
         report.rss_bytes = rss_of(server.child.id());
     }
-    if let Some(dir) = &dir {
+    if let (Some(dir), None) = (&dir, &config.database_url) {
         let bytes = dir_size(dir)?;
         report.disk_bytes_per_event = Some(bytes as f64 / report.events.max(1) as f64);
     }

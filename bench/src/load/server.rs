@@ -43,6 +43,12 @@ pub(super) fn spawn_server(
         .args(["--page-cache-mb", &config.page_cache_mb.to_string()])
         .arg("--data-dir")
         .arg(dir)
+        .args(
+            config
+                .database_url
+                .iter()
+                .flat_map(|url| ["--database-url", url.as_str()]),
+        )
         .env(
             "RUST_LOG",
             std::env::var("IMAGE_LEDGER_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),

@@ -176,6 +176,7 @@ fn the_log_is_filled_to_at_least_the_target_ending_on_a_round_of_shares() {
         binary: "image-ledger".into(),
         addr: None,
         data_dir: None,
+        database_url: None,
         accounts,
         images,
         log_events,
