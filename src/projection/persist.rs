@@ -158,14 +158,28 @@ pub fn load(store: &dyn Store) -> Result<LedgerState, StoreError> {
     for (key, value) in store.projection_scan(b"a")? {
         let id = AccountId::parse(&key_text(&key[1..])?)
             .map_err(|e| StoreError::Corrupt(format!("projected account key: {e}")))?;
-        let mut account: Account = serde_json::from_slice(&value).map_err(StoreError::decode)?;
-        account.version = store.stream_version(id.as_str(), checkpoint)?;
+        let account: Account = serde_json::from_slice(&value).map_err(StoreError::decode)?;
         accounts.push((id, account));
     }
-    let mut images = HashMap::new();
+    let versions = {
+        let ids: Vec<&str> = accounts.iter().map(|(id, _)| id.as_str()).collect();
+        store.stream_versions(&ids, checkpoint)?
+    };
+    for ((_, account), version) in accounts.iter_mut().zip(versions) {
+        account.version = version;
+    }
+    let mut listed = Vec::new();
     for (_, value) in store.projection_scan(b"i")? {
-        let mut image: Image = serde_json::from_slice(&value).map_err(StoreError::decode)?;
-        image.version = store.stream_version(image.image_id.as_str(), checkpoint)?;
+        let image: Image = serde_json::from_slice(&value).map_err(StoreError::decode)?;
+        listed.push(image);
+    }
+    let versions = {
+        let ids: Vec<&str> = listed.iter().map(|image| image.image_id.as_str()).collect();
+        store.stream_versions(&ids, checkpoint)?
+    };
+    let mut images = HashMap::with_capacity(listed.len());
+    for (mut image, version) in listed.into_iter().zip(versions) {
+        image.version = version;
         images.insert(image.image_id.clone(), image);
     }
     for (key, value) in store.projection_scan(b"s")? {

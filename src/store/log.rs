@@ -70,6 +70,16 @@ pub trait EventLog: Send + Sync + 'static {
     /// log position `as_of`; 0 when there is none.
     fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError>;
 
+    /// [`stream_version`](Self::stream_version) of each of `aggregate_ids`,
+    /// in order: what loading the read side asks for every aggregate, so a
+    /// backend whose every call is a round trip answers it in one.
+    fn stream_versions(&self, aggregate_ids: &[&str], as_of: u64) -> Result<Vec<u64>, StoreError> {
+        aggregate_ids
+            .iter()
+            .map(|id| self.stream_version(id, as_of))
+            .collect()
+    }
+
     /// Calls `visit` with the position and record of each event of one
     /// aggregate's stream, in version order, until `visit` returns `false`.
     fn scan_stream(

@@ -223,6 +223,24 @@ impl EventLog for PgStore {
         })
     }
 
+    fn stream_versions(&self, aggregate_ids: &[&str], as_of: u64) -> Result<Vec<u64>, StoreError> {
+        let ids: Vec<String> = aggregate_ids.iter().map(|id| (*id).to_owned()).collect();
+        let as_of = to_i64(as_of);
+        self.connection.run(move |client| {
+            let rows = client
+                .query(
+                    "SELECT (SELECT max(aggregate_version) FROM ledger_events \
+                             WHERE aggregate_id = ids.id AND position <= $2) \
+                     FROM UNNEST($1::text[]) WITH ORDINALITY AS ids(id, n) ORDER BY n",
+                    &[&ids, &as_of],
+                )
+                .map_err(failed("cannot read the streams' versions"))?;
+            rows.iter()
+                .map(|row| to_u64(row.get::<_, Option<i64>>(0).unwrap_or(0)))
+                .collect()
+        })
+    }
+
     fn scan_stream(
         &self,
         aggregate_id: &str,

@@ -36,6 +36,14 @@ fn the_postgres_store_reads_back_what_the_memory_store_does() -> TestResult {
         assert_eq!(pg.read_at(position)?, memory.read_at(position)?);
     }
     streams_match(&pg, &memory, 487)?;
+    let ids = ["100", "101", "102", "103", "104", "nobody"];
+    for as_of in [0, 1, 500, 2_435, u64::MAX] {
+        assert_eq!(
+            pg.stream_versions(&ids, as_of)?,
+            memory.stream_versions(&ids, as_of)?,
+            "as of {as_of}"
+        );
+    }
 
     // Reopened: the same log, the schema left as it was.
     drop(pg);
