@@ -166,6 +166,7 @@ async fn sharing_errors_carry_their_codes() -> TestResult {
         c.describe_image_share_permission(pb::DescribeImageSharePermissionRequest {
             account_id: FRIEND.into(),
             image_id: image.clone(),
+            min_position: 0,
         })
         .await,
         Code::PermissionDenied,
@@ -583,6 +584,7 @@ async fn lighthouse_sharing() -> TestResult {
         .describe_image_share_permission(pb::DescribeImageSharePermissionRequest {
             account_id: OWNER.into(),
             image_id: image.clone(),
+            min_position: 0,
         })
         .await?
         .into_inner();
@@ -655,6 +657,7 @@ async fn quota_limits_registering_and_copying() -> TestResult {
         .describe_image_quota(pb::DescribeImageQuotaRequest {
             account_id: OWNER.into(),
             region: GZ.into(),
+            min_position: 0,
         })
         .await?
         .into_inner();
@@ -943,7 +946,130 @@ async fn a_stopping_server_says_not_serving_while_it_drains_then_releases_its_di
     Ok(())
 }
 
+async fn replies_carry_positions_and_queries_wait_for_them() -> TestResult {
+    use std::time::{Duration, Instant};
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    let account = |id: &str| pb::RegisterAccountRequest {
+        account_id: id.into(),
+        kind: pb::AccountKind::Root as i32,
+        client_token: String::new(),
+    };
+    assert_eq!(
+        c.register_account(account(OWNER))
+            .await?
+            .into_inner()
+            .position,
+        1
+    );
+    assert_eq!(
+        c.register_account(account(OWNER))
+            .await?
+            .into_inner()
+            .position,
+        0,
+        "a command that changes nothing records nothing"
+    );
+    assert_eq!(
+        c.register_account(account(FRIEND))
+            .await?
+            .into_inner()
+            .position,
+        2
+    );
+    let mut image = image_request(OWNER, GZ, "web");
+    image.client_token = "image-once".into();
+    let first = c.register_image(image.clone()).await?.into_inner();
+    assert_eq!(first.position, 3);
+    assert_eq!(
+        c.register_image(image).await?.into_inner(),
+        first,
+        "a retry gets the first reply, position included"
+    );
+    let mut dry = share_request(OWNER, &first.image_id, &[FRIEND]);
+    dry.dry_run = true;
+    assert_eq!(c.share_image(dry).await?.into_inner().position, 0);
+    let shared = c
+        .share_image(share_request(OWNER, &first.image_id, &[FRIEND]))
+        .await?
+        .into_inner();
+    assert_eq!(shared.position, 4);
+    let copied = c
+        .copy_image(pb::CopyImageRequest {
+            account_id: OWNER.into(),
+            image_id: first.image_id.clone(),
+            destination_regions: vec![SH.into(), "ap-beijing".into()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(copied.position, 6, "the copy's last event");
+
+    // A position already applied is answered at once.
+    let authorize = |min_position: u64| pb::AuthorizeImageUseRequest {
+        account_id: FRIEND.into(),
+        image_id: first.image_id.clone(),
+        region: GZ.into(),
+        r#use: pb::ImageUse::CreateInstance as i32,
+        min_position,
+    };
+    assert!(
+        c.authorize_image_use(authorize(6))
+            .await?
+            .into_inner()
+            .allowed
+    );
+    let quota = pb::DescribeImageQuotaRequest {
+        account_id: OWNER.into(),
+        region: SH.into(),
+        min_position: 6,
+    };
+    assert_eq!(c.describe_image_quota(quota).await?.into_inner().used, 1);
+
+    // One that is not comes back UNAVAILABLE, just before the deadline.
+    let mut future = tonic::Request::new(authorize(1_000));
+    future.set_timeout(Duration::from_secs(1));
+    let started = Instant::now();
+    assert_status(
+        c.authorize_image_use(future).await,
+        Code::Unavailable,
+        "ResourceUnavailable.PositionNotReached",
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(1),
+        "{waited:?}"
+    );
+
+    // A query waiting for the next position is answered once it is
+    // written: the copy in Shanghai turning NORMAL.
+    let mut waiting = c.clone();
+    let next = tokio::spawn(async move {
+        let request = pb::DescribeImageSharePermissionRequest {
+            account_id: OWNER.into(),
+            image_id: first.image_id.clone(),
+            min_position: 7,
+        };
+        waiting.describe_image_share_permission(request).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!next.is_finished(), "it waits for position 7");
+    let state = c
+        .update_image_state(pb::UpdateImageStateRequest {
+            image_id: copied.images[0].image_id.clone(),
+            state: pb::ImageState::Normal as i32,
+            client_token: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(state.position, 7);
+    let answered = next.await??.into_inner();
+    assert_eq!(answered.shares.len(), 1);
+    Ok(())
+}
+
 on_every_backend!(
+    replies_carry_positions_and_queries_wait_for_them,
     a_share_walkthrough,
     sharing_errors_carry_their_codes,
     per_call_and_per_image_limits,

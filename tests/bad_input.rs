@@ -241,6 +241,7 @@ async fn huge_odd_and_out_of_range_values_are_refused() -> TestResult {
             image_id: image.clone(),
             region: "xx-none".into(),
             r#use: pb::ImageUse::CreateInstance as i32,
+            min_position: 0,
         })
         .await,
         BAD,
@@ -293,6 +294,7 @@ async fn unknown_images_and_accounts_are_not_found() -> TestResult {
         c.describe_image_quota(pb::DescribeImageQuotaRequest {
             account_id: OWNER.into(),
             region: "nope".into(),
+            min_position: 0,
         })
         .await,
         BAD,

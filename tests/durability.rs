@@ -38,6 +38,7 @@ async fn snapshot(c: &mut Client, images: &[String]) -> Vec<String> {
             .describe_image_share_permission(pb::DescribeImageSharePermissionRequest {
                 account_id: OWNER.into(),
                 image_id: image.clone(),
+                min_position: 0,
             })
             .await
             .map(|r| format!("{:?}", r.into_inner()))

@@ -112,10 +112,28 @@ impl Default for WriterOptions {
     }
 }
 
+/// What a command got: its reply and where its events are in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The reply.
+    pub reply: Reply,
+    /// The log position of its last event: a consistency token. 0 when it
+    /// recorded nothing (a dry run, a command that changed nothing); a retry
+    /// with the same client token gets the first run's.
+    pub position: u64,
+}
+
+impl Committed {
+    /// A reply that recorded nothing.
+    fn unrecorded(reply: Reply) -> Self {
+        Self { reply, position: 0 }
+    }
+}
+
 struct Job {
     command: Command,
     options: CommandOptions,
-    reply: oneshot::Sender<Result<Reply, AppError>>,
+    reply: oneshot::Sender<Result<Committed, AppError>>,
 }
 
 /// A handle on a running ledger. Cheap to clone.
@@ -181,6 +199,16 @@ impl Ledger {
         command: Command,
         options: CommandOptions,
     ) -> Result<Reply, AppError> {
+        Ok(self.commit(command, options).await?.reply)
+    }
+
+    /// [`execute`](Self::execute), with the log position of the command's
+    /// last event.
+    pub async fn commit(
+        &self,
+        command: Command,
+        options: CommandOptions,
+    ) -> Result<Committed, AppError> {
         let sender = self
             .inner
             .jobs

@@ -4,6 +4,7 @@
 mod access;
 mod audit;
 mod client;
+mod consistency;
 mod convert;
 mod page;
 mod page_cache;
@@ -25,8 +26,9 @@ pub mod pb {
 
 pub use audit::{envelope_message, AuditService};
 pub use client::{AuditClient, ClientError};
+pub use consistency::DEFAULT_WAIT;
 pub use convert::{state_message, state_of, time_of, timestamp, Commanded};
 pub use page_cache::PageCache;
 pub use service::LedgerService;
-pub use status::{code_of, ERROR_DOMAIN, INTERNAL_REASON};
+pub use status::{code_of, ERROR_DOMAIN, INTERNAL_REASON, POSITION_NOT_REACHED_REASON};
 pub use transport::{SmallFrames, Unvectored};

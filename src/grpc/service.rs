@@ -2,11 +2,12 @@
 
 use tonic::{Request, Response, Status};
 
+use super::consistency::reached;
 use super::convert::{image_refs, timestamp, AuthorizeQuery, Commanded};
 use super::page_cache::PageCache;
 use super::pb;
 use super::pb::image_ledger_server::ImageLedger;
-use crate::app::Ledger;
+use crate::app::{Committed, Ledger};
 use crate::domain::{self, AccountId, DomainError, ImageId, Reply};
 use crate::projection::{describe_images, ImageQuery};
 
@@ -22,12 +23,12 @@ impl LedgerService {
         Self { ledger, pages }
     }
 
-    async fn run<T>(&self, request: T) -> Result<Reply, Status>
+    async fn run<T>(&self, request: T) -> Result<Committed, Status>
     where
         Commanded: TryFrom<T, Error = DomainError>,
     {
         let Commanded { command, options } = Commanded::try_from(request)?;
-        Ok(self.ledger.execute(command, options).await?)
+        Ok(self.ledger.commit(command, options).await?)
     }
 }
 
@@ -39,90 +40,98 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::RegisterAccountRequest>,
     ) -> Answer<pb::RegisterAccountResponse> {
-        self.run(request.into_inner()).await?;
-        Ok(Response::new(pb::RegisterAccountResponse {}))
+        let position = self.run(request.into_inner()).await?.position;
+        Ok(Response::new(pb::RegisterAccountResponse { position }))
     }
 
     async fn register_image(
         &self,
         request: Request<pb::RegisterImageRequest>,
     ) -> Answer<pb::RegisterImageResponse> {
-        let image_id = match self.run(request.into_inner()).await? {
+        let Committed { reply, position } = self.run(request.into_inner()).await?;
+        let image_id = match reply {
             Reply::ImageRegistered { image_id } => image_id.to_string(),
             _ => String::new(),
         };
-        Ok(Response::new(pb::RegisterImageResponse { image_id }))
+        Ok(Response::new(pb::RegisterImageResponse {
+            image_id,
+            position,
+        }))
     }
 
     async fn update_image_state(
         &self,
         request: Request<pb::UpdateImageStateRequest>,
     ) -> Answer<pb::UpdateImageStateResponse> {
-        self.run(request.into_inner()).await?;
-        Ok(Response::new(pb::UpdateImageStateResponse {}))
+        let position = self.run(request.into_inner()).await?.position;
+        Ok(Response::new(pb::UpdateImageStateResponse { position }))
     }
 
     async fn share_image(
         &self,
         request: Request<pb::ShareImageRequest>,
     ) -> Answer<pb::ShareImageResponse> {
-        self.run(request.into_inner()).await?;
-        Ok(Response::new(pb::ShareImageResponse {}))
+        let position = self.run(request.into_inner()).await?.position;
+        Ok(Response::new(pb::ShareImageResponse { position }))
     }
 
     async fn cancel_image_sharing(
         &self,
         request: Request<pb::CancelImageSharingRequest>,
     ) -> Answer<pb::CancelImageSharingResponse> {
-        self.run(request.into_inner()).await?;
-        Ok(Response::new(pb::CancelImageSharingResponse {}))
+        let position = self.run(request.into_inner()).await?.position;
+        Ok(Response::new(pb::CancelImageSharingResponse { position }))
     }
 
     async fn copy_image(
         &self,
         request: Request<pb::CopyImageRequest>,
     ) -> Answer<pb::CopyImageResponse> {
-        let images = match self.run(request.into_inner()).await? {
+        let Committed { reply, position } = self.run(request.into_inner()).await?;
+        let images = match reply {
             Reply::ImagesCopied { images } => image_refs(&images),
             _ => Vec::new(),
         };
-        Ok(Response::new(pb::CopyImageResponse { images }))
+        Ok(Response::new(pb::CopyImageResponse { images, position }))
     }
 
     async fn delete_image(
         &self,
         request: Request<pb::DeleteImageRequest>,
     ) -> Answer<pb::DeleteImageResponse> {
-        self.run(request.into_inner()).await?;
-        Ok(Response::new(pb::DeleteImageResponse {}))
+        let position = self.run(request.into_inner()).await?.position;
+        Ok(Response::new(pb::DeleteImageResponse { position }))
     }
 
     async fn modify_image_attribute(
         &self,
         request: Request<pb::ModifyImageAttributeRequest>,
     ) -> Answer<pb::ModifyImageAttributeResponse> {
-        self.run(request.into_inner()).await?;
-        Ok(Response::new(pb::ModifyImageAttributeResponse {}))
+        let position = self.run(request.into_inner()).await?.position;
+        Ok(Response::new(pb::ModifyImageAttributeResponse { position }))
     }
 
     async fn modify_lighthouse_share_permission(
         &self,
         request: Request<pb::ModifyLighthouseSharePermissionRequest>,
     ) -> Answer<pb::ModifyLighthouseSharePermissionResponse> {
-        self.run(request.into_inner()).await?;
-        Ok(Response::new(
-            pb::ModifyLighthouseSharePermissionResponse {},
-        ))
+        let position = self.run(request.into_inner()).await?.position;
+        Ok(Response::new(pb::ModifyLighthouseSharePermissionResponse {
+            position,
+        }))
     }
 
     async fn authorize_image_use(
         &self,
         request: Request<pb::AuthorizeImageUseRequest>,
     ) -> Answer<pb::AuthorizeImageUseResponse> {
-        let query = AuthorizeQuery::try_from(request.into_inner())?;
+        let (metadata, _, request) = request.into_parts();
+        let min_position = request.min_position;
+        let query = AuthorizeQuery::try_from(request)?;
         let policy = self.ledger.policy();
         // A region outside the list is bad input, not a denial.
         policy.check_region(&query.region)?;
+        reached(&self.ledger, min_position, &metadata).await?;
         let state = self.ledger.state();
         let verdict = domain::authorize(
             &state,
@@ -148,7 +157,10 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::DescribeImagesRequest>,
     ) -> Answer<pb::DescribeImagesResponse> {
-        let query = ImageQuery::try_from(request.into_inner())?;
+        let (metadata, _, request) = request.into_parts();
+        let min_position = request.min_position;
+        let query = ImageQuery::try_from(request)?;
+        reached(&self.ledger, min_position, &metadata).await?;
         let state = self.ledger.state();
         let reply = self.pages.reply(&state, &query, || {
             let page = describe_images(&state, self.ledger.policy(), &query)?;
@@ -161,9 +173,10 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::DescribeImageSharePermissionRequest>,
     ) -> Answer<pb::DescribeImageSharePermissionResponse> {
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let caller = AccountId::parse(&request.account_id)?;
         let image_id = ImageId::parse(&request.image_id)?;
+        reached(&self.ledger, request.min_position, &metadata).await?;
         let state = self.ledger.state();
         let image = domain::share_permission_view(&state, &caller, &image_id)?;
         let mut shares: Vec<_> = image.shares.iter().collect();
@@ -188,11 +201,12 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::DescribeImageQuotaRequest>,
     ) -> Answer<pb::DescribeImageQuotaResponse> {
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let account = AccountId::parse(&request.account_id)?;
         let region = domain::Region::new(request.region);
         let policy = self.ledger.policy();
         policy.check_region(&region)?;
+        reached(&self.ledger, request.min_position, &metadata).await?;
         let state = self.ledger.state();
         domain::registered(&state, &account)?;
         Ok(Response::new(pb::DescribeImageQuotaResponse {

@@ -16,6 +16,22 @@ pub const ERROR_DOMAIN: &str = "imageledger";
 /// The reason code of storage failures.
 pub const INTERNAL_REASON: &str = "InternalError";
 
+/// The reason code of a query whose `min_position` was not reached in time.
+pub const POSITION_NOT_REACHED_REASON: &str = "ResourceUnavailable.PositionNotReached";
+
+/// A query's `min_position` that the ledger has not applied within the
+/// call's deadline: UNAVAILABLE, since a retry (here, later, or on a
+/// replica that is further along) may succeed.
+pub fn position_not_reached(wanted: u64, at: u64) -> Status {
+    with_reason(
+        Code::Unavailable,
+        format!(
+            "min_position {wanted} is not applied here yet (this server is at {at}); retry later"
+        ),
+        POSITION_NOT_REACHED_REASON,
+    )
+}
+
 /// The gRPC code of a domain error.
 pub fn code_of(err: &DomainError) -> Code {
     use DomainError::*;

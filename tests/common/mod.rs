@@ -248,6 +248,7 @@ pub async fn shares_of(client: &mut Client, owner: &str, image: &str) -> Vec<Str
         .describe_image_share_permission(pb::DescribeImageSharePermissionRequest {
             account_id: owner.into(),
             image_id: image.into(),
+            min_position: 0,
         })
         .await
         .expect("describe share permission works")
@@ -265,6 +266,7 @@ pub async fn quota_used(client: &mut Client, account: &str, region: &str) -> u32
         .describe_image_quota(pb::DescribeImageQuotaRequest {
             account_id: account.into(),
             region: region.into(),
+            min_position: 0,
         })
         .await
         .expect("quota works")
@@ -285,6 +287,7 @@ pub async fn authorize(
             image_id: image.into(),
             region: region.into(),
             r#use: usage as i32,
+            min_position: 0,
         })
         .await
         .expect("authorize works")

@@ -252,6 +252,7 @@ pub(super) async fn worker(
                         image_id: image.clone(),
                         region: workload.region.clone(),
                         r#use: pb::ImageUse::CreateInstance as i32,
+                        min_position: 0,
                     })
                     .await
                     .is_ok_and(|r| r.into_inner().allowed)

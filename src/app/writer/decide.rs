@@ -19,7 +19,7 @@ use super::flush::Flusher;
 use super::sync::Syncer;
 use super::timing::StageTiming;
 use super::{refuse, spawn, Message, Pending, Staged};
-use crate::app::{AppError, Job};
+use crate::app::{AppError, Committed, Job};
 use crate::domain::{decide, Event, ImageId, LedgerState, Policy, Reply};
 use crate::idempotency::{self, fingerprint, token_key, TokenRecord, Tokens};
 use crate::projection::Touched;
@@ -243,7 +243,13 @@ impl Decider {
         };
         if let Some((key, fingerprint)) = &token {
             if let Some(record) = self.tokens.get(key) {
-                return Pending::Answer(record.answer(fingerprint).map_err(AppError::from));
+                let position = record.position;
+                return Pending::Answer(
+                    record
+                        .answer(fingerprint)
+                        .map(|reply| Committed { reply, position })
+                        .map_err(AppError::from),
+                );
             }
         }
         let now = now_micros();
@@ -262,10 +268,10 @@ impl Decider {
                 Reply::ImagesCopied { .. } => Reply::ImagesCopied { images: vec![] },
                 Reply::ImageRegistered { .. } | Reply::Done => Reply::Done,
             };
-            return Pending::Answer(Ok(reply));
+            return Pending::Answer(Ok(Committed::unrecorded(reply)));
         }
         if decision.events.is_empty() {
-            return Pending::Answer(Ok(decision.reply));
+            return Pending::Answer(Ok(Committed::unrecorded(decision.reply)));
         }
         let built = match self.build(
             job,
@@ -293,7 +299,10 @@ impl Decider {
             batch.tokens.push((key.clone(), bytes));
             self.tokens.insert(key, record);
         }
-        Pending::Durable(decision.reply)
+        Pending::Durable(Committed {
+            reply: decision.reply,
+            position: self.head.position,
+        })
     }
 
     /// Encodes a decision's records, continuing the head, and its

@@ -32,8 +32,8 @@ mod timing;
 
 use std::sync::Arc;
 
-use super::{AppError, Job};
-use crate::domain::{LedgerState, Reply};
+use super::{AppError, Committed, Job};
+use crate::domain::LedgerState;
 use crate::projection::Touched;
 use crate::store::{AppendBatch, Head, StoreError};
 
@@ -42,9 +42,9 @@ pub(super) use decide::Decider;
 /// A command's fate within a batch, before the batch is durable.
 enum Pending {
     /// Known without writing anything (a refusal, a dry run, a retry).
-    Answer(Result<Reply, AppError>),
+    Answer(Result<Committed, AppError>),
     /// Accepted, once the batch's records are durable.
-    Durable(Reply),
+    Durable(Committed),
 }
 
 /// One decided batch on its way through the pipeline.
