@@ -1085,3 +1085,49 @@ on_every_backend!(
     dry_runs_check_everything_and_change_nothing,
     health_and_reflection_are_served,
 );
+
+#[tokio::test]
+async fn a_database_that_goes_away_refuses_writes_keeps_reads_and_is_rejoined() -> TestResult {
+    use image_ledger::store::testing::Cluster;
+    let Some(cluster) = Cluster::start() else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let mut config = image_ledger::config::Config::for_data_dir(dir.path());
+    config.database_url = Some(cluster.url());
+    let server = image_ledger::server::start(config).await?;
+    let mut c = connect(&server).await;
+    register_roots(&mut c, &[OWNER, FRIEND]).await;
+    let image = register_image(&mut c, OWNER, GZ, "web").await;
+
+    cluster.crash()?;
+    // A write's outcome is unknown: UNAVAILABLE, no internals.
+    let mut share = share_request(OWNER, &image, &[FRIEND]);
+    share.client_token = "share-during-outage".into();
+    let refused = c.share_image(share.clone()).await;
+    assert_status(refused, Code::Unavailable, "InternalError");
+    // Reads answer from memory meanwhile.
+    let (allowed, reason) =
+        authorize(&mut c, OWNER, &image, GZ, pb::ImageUse::CreateInstance).await;
+    assert!(allowed, "{reason}");
+
+    cluster.resume()?;
+    // The retry with the same token applies once the database is back.
+    let mut shared = None;
+    for _ in 0..50 {
+        match c.share_image(share.clone()).await {
+            Ok(reply) => {
+                shared = Some(reply.into_inner());
+                break;
+            }
+            Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let shared = shared.ok_or("writes never resumed")?;
+    assert_eq!(shared.position, 4);
+    assert_eq!(c.share_image(share).await?.into_inner(), shared);
+    assert_eq!(shares_of(&mut c, OWNER, &image).await, vec![FRIEND]);
+    server.stop().await?;
+    Ok(())
+}

@@ -90,16 +90,36 @@ impl Cluster {
             "initdb",
             &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8"],
         )?;
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
-            cluster.dir.path().display()
-        );
-        let log = cluster.dir.path().join("log").display().to_string();
-        cluster.run(
-            "pg_ctl",
-            &["-D", &data, "-l", &log, "-w", "-o", &options, "start"],
-        )?;
+        cluster.resume()?;
         Ok(cluster)
+    }
+
+    /// Starts the cluster's server (again, after [`Cluster::crash`]).
+    pub fn resume(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        )
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`).
+    pub fn crash(&self) -> Result<(), String> {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"])
     }
 
     /// A statics' cluster is never dropped: a watcher stops it and removes
