@@ -158,15 +158,8 @@ impl EventLog for PgStore {
                 &[&positions, &aggregates, &versions, &records],
             )
             .map_err(failed("cannot insert the records"))?;
-            if !keys.is_empty() {
-                tx.execute(
-                    "INSERT INTO ledger_tokens (key, value) \
-                     SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    &[&keys, &values],
-                )
+            upsert(&mut tx, UPSERT_TOKENS, &keys, &values)
                 .map_err(failed("cannot insert the idempotency records"))?;
-            }
             tx.commit().map_err(failed("cannot commit an append"))
         })
     }
@@ -296,6 +289,29 @@ impl EventLog for PgStore {
     }
 }
 
+/// Inserts or replaces the idempotency records `$1` → `$2`.
+const UPSERT_TOKENS: &str = "INSERT INTO ledger_tokens (key, value) \
+     SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
+
+/// Inserts or replaces the projection entries `$1` → `$2`.
+const UPSERT_PROJECTIONS: &str = "INSERT INTO ledger_projections (key, value) \
+     SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
+
+/// Runs one of the upserts above for `keys` and `values`, when there are any.
+fn upsert(
+    tx: &mut postgres::Transaction<'_>,
+    sql: &str,
+    keys: &[Vec<u8>],
+    values: &[Vec<u8>],
+) -> Result<(), postgres::Error> {
+    if !keys.is_empty() {
+        tx.execute(sql, &[&keys, &values])?;
+    }
+    Ok(())
+}
+
 /// The smallest key above every key that starts with `prefix`, if any.
 fn past_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -328,15 +344,8 @@ fn apply_ops(tx: &mut postgres::Transaction<'_>, ops: &[ProjectionOp]) -> Result
         )
         .map_err(failed("cannot delete projection entries"))?;
     }
-    if !keys.is_empty() {
-        tx.execute(
-            "INSERT INTO ledger_projections (key, value) \
-             SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            &[&keys, &values],
-        )
+    upsert(tx, UPSERT_PROJECTIONS, &keys, &values)
         .map_err(failed("cannot write projection entries"))?;
-    }
     Ok(())
 }
 
