@@ -33,10 +33,23 @@ pub struct Config {
     /// The Ed25519 key that signs heads; `None` means `ledger-signing.key` in
     /// the data directory, created on first start.
     pub signing_key: Option<PathBuf>,
+    /// The signing key's secret seed itself (64 hex characters), in place
+    /// of a key file: one key for every replica of a deployment.
+    pub signing_key_seed: Option<Secret>,
     /// The longest a durable change waits before the stored read side is
     /// written: what a start after a crash replays at most (with a cap of
     /// 131,072 events).
     pub read_side_delay: Duration,
+}
+
+/// A setting that must not reach a log: `Debug` shows only that it is set.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// sled's page cache when no size is given, MiB. The state the commands and
@@ -64,6 +77,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             shutdown_drain: Duration::ZERO,
             signing_key: None,
+            signing_key_seed: None,
             read_side_delay: Duration::from_millis(DEFAULT_READ_SIDE_DELAY_MS),
         }
     }

@@ -106,6 +106,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         .clone()
         .unwrap_or_else(|| LedgerKey::default_path(&config.data_dir));
     let database_url = config.database_url.clone();
+    let seed = config.signing_key_seed.clone();
     let (ledger, key, released) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
         let (store, released): (Arc<dyn Store>, _) = match &database_url {
             Some(url) => (Arc::new(PgStore::open(url)?), None),
@@ -115,7 +116,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
                 (store, Some(released))
             }
         };
-        let key = LedgerKey::load_or_create(&key_path)?;
+        let key = match &seed {
+            Some(seed) => LedgerKey::from_seed_hex(&seed.0)?,
+            None => LedgerKey::load_or_create(&key_path)?,
+        };
         Ok((Ledger::open(store, policy, writer)?, key, released))
     })
     .await

@@ -765,3 +765,36 @@ async fn moving_between_a_directory_and_a_database_keeps_the_head_both_ways() ->
     assert!(used.contains("already holds a ledger"), "{used}");
     Ok(())
 }
+
+#[tokio::test]
+async fn servers_given_one_key_seed_sign_heads_that_verify_with_one_public_key() -> TestResult {
+    let seed = "7".repeat(64);
+    let public = LedgerKey::from_seed_hex(&seed)?.public_hex();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir()?;
+        let mut config = image_ledger::config::Config::for_data_dir(dir.path());
+        config.signing_key_seed = Some(image_ledger::config::Secret(seed.clone()));
+        let server = image_ledger::server::start(config).await?;
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))?
+                .connect()
+                .await?;
+        let mut client = pb::image_ledger_client::ImageLedgerClient::new(channel.clone());
+        register_roots(&mut client, &[OWNER]).await;
+        let mut audit = AuditLogClient::new(channel);
+        let head = audit
+            .get_ledger_head(pb::GetLedgerHeadRequest {})
+            .await?
+            .into_inner();
+        assert_eq!(head.public_key, public);
+        let signed: SignedHead = serde_json::from_str(&head.signed_head_json)?;
+        signed.check_signed_by(&public)?;
+        assert!(
+            !LedgerKey::default_path(dir.path()).exists(),
+            "no key file is made when the seed is given"
+        );
+        server.stop().await?;
+    }
+    assert!(LedgerKey::from_seed_hex("not hex").is_err());
+    Ok(())
+}

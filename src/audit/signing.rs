@@ -59,6 +59,14 @@ impl LedgerKey {
             .map_err(|what| AuditError::Key(format!("{}: {what}", path.display())))
     }
 
+    /// The key whose secret seed is `seed` (64 hex characters): what every
+    /// replica of one deployment is given, so any of them signs heads that
+    /// verify with the same public key.
+    pub fn from_seed_hex(seed: &str) -> Result<Self, AuditError> {
+        Self::parse(seed.trim())
+            .map_err(|_| AuditError::Key("the signing key seed must be 64 hex characters".into()))
+    }
+
     fn parse(text: &str) -> Result<Self, String> {
         let mut seed = [0u8; 32];
         hex::decode_to_slice(text, &mut seed)

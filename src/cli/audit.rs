@@ -154,8 +154,12 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     if let Some(pinned) = &against_head {
         // The head must come from this ledger's key, when the key is here.
         let key_path = LedgerKey::default_path(&args.data.data_dir);
-        if key_path.exists() {
-            let key = LedgerKey::load(&key_path)?;
+        let key = match seed_from_environment()? {
+            Some(key) => Some(key),
+            None if key_path.exists() => Some(LedgerKey::load(&key_path)?),
+            None => None,
+        };
+        if let Some(key) = key {
             pinned.check_signed_by(&key.public_hex())?;
         }
     }
@@ -369,13 +373,26 @@ fn head(args: HeadArgs) -> anyhow::Result<()> {
         None => {
             let data_dir = &args.source.data.data_dir;
             let store = open_store(&args.source.data)?;
-            let key_path = args
-                .signing_key
-                .unwrap_or_else(|| LedgerKey::default_path(data_dir));
-            let key = LedgerKey::load(&key_path)?;
+            let key = match seed_from_environment()? {
+                Some(key) => key,
+                None => LedgerKey::load(
+                    &args
+                        .signing_key
+                        .unwrap_or_else(|| LedgerKey::default_path(data_dir)),
+                )?,
+            };
             serde_json::to_string(&key.sign_store_head(store.as_ref())?)?
         }
     };
     println!("{json}");
     Ok(())
+}
+
+/// The key whose seed `IMAGE_LEDGER_SIGNING_KEY_SEED` holds, as `serve`
+/// reads it, if that is set.
+fn seed_from_environment() -> anyhow::Result<Option<LedgerKey>> {
+    match std::env::var(super::serve::SEED_VARIABLE) {
+        Ok(seed) => Ok(Some(LedgerKey::from_seed_hex(&seed)?)),
+        Err(_) => Ok(None),
+    }
 }

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use image_ledger::config::Config;
+use image_ledger::config::{Config, Secret};
+
+/// The environment variable that carries the signing key's seed.
+pub const SEED_VARIABLE: &str = "IMAGE_LEDGER_SIGNING_KEY_SEED";
 
 use super::{runtime, DataDirArg, PolicyArgs};
 
@@ -42,6 +45,8 @@ pub struct ServeArgs {
     pub read_side_delay_ms: u64,
     /// Ed25519 key file (64 hex characters) that signs heads; default
     /// `ledger-signing.key` in the data directory, created on first start.
+    /// IMAGE_LEDGER_SIGNING_KEY_SEED (the 64 hex characters themselves, never
+    /// a flag) takes its place: one key for every replica of a deployment.
     #[arg(long, env = "IMAGE_LEDGER_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
 }
@@ -58,6 +63,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
         shutdown_drain: std::time::Duration::from_millis(args.shutdown_drain_ms),
         signing_key: args.signing_key,
+        signing_key_seed: std::env::var(SEED_VARIABLE).ok().map(Secret),
         read_side_delay: std::time::Duration::from_millis(args.read_side_delay_ms),
     };
     let store = match &args.data.database_url {
