@@ -14,7 +14,7 @@
 mod connection;
 mod schema;
 
-use postgres::{Client, GenericClient};
+use postgres::GenericClient;
 
 use self::connection::{failed, Connection};
 use super::{AppendBatch, Entries, EventLog, Head, ProjectionOp, ProjectionStore, StoreError};
@@ -22,8 +22,9 @@ use super::{AppendBatch, Entries, EventLog, Head, ProjectionOp, ProjectionStore,
 /// Records read per query while scanning.
 const SCAN_PAGE: i64 = 1_000;
 
-/// One page of a scan: (position, record) rows.
-type Page = Vec<(i64, Vec<u8>)>;
+/// One page of a scan: (cursor, position, record) rows, where the cursor
+/// (a position, or a stream version) is what the next page starts after.
+type Page = Vec<(i64, i64, Vec<u8>)>;
 
 /// The PostgreSQL-backed event store.
 pub struct PgStore {
@@ -53,27 +54,26 @@ impl PgStore {
                 .map_err(failed("cannot empty the database"))
         })
     }
+}
 
-    /// Visits rows `(position, record)` page by page: `page` reads the rows
-    /// after a position.
-    fn visit_pages(
-        &self,
-        mut after: i64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
-        page: fn(&mut Client, i64) -> Result<Page, StoreError>,
-    ) -> Result<(), StoreError> {
-        loop {
-            let rows = self.connection.run(move |client| page(client, after))?;
-            let full = rows.len() as i64 == SCAN_PAGE;
-            for (position, record) in rows {
-                if !visit(to_u64(position)?, &record) {
-                    return Ok(());
-                }
-                after = position;
-            }
-            if !full {
+/// Visits the rows of the pages `page` reads, each after the last row's
+/// cursor, until a short page or until `visit` returns `false`.
+fn visit_pages(
+    mut after: i64,
+    visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    mut page: impl FnMut(i64) -> Result<Page, StoreError>,
+) -> Result<(), StoreError> {
+    loop {
+        let rows = page(after)?;
+        let full = rows.len() as i64 == SCAN_PAGE;
+        for (cursor, position, record) in rows {
+            if !visit(to_u64(position)?, &record) {
                 return Ok(());
             }
+            after = cursor;
+        }
+        if !full {
+            return Ok(());
         }
     }
 }
@@ -176,15 +176,20 @@ impl EventLog for PgStore {
     }
 
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
-        self.visit_pages(to_i64(from).saturating_sub(1), visit, |client, after| {
-            let rows = client
-                .query(
-                    "SELECT position, record FROM ledger_events \
-                     WHERE position > $1 ORDER BY position LIMIT $2",
-                    &[&after, &SCAN_PAGE],
-                )
-                .map_err(failed("cannot read the log"))?;
-            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        visit_pages(to_i64(from).saturating_sub(1), visit, |after| {
+            self.connection.run(move |client| {
+                let rows = client
+                    .query(
+                        "SELECT position, position, record FROM ledger_events \
+                         WHERE position > $1 ORDER BY position LIMIT $2",
+                        &[&after, &SCAN_PAGE],
+                    )
+                    .map_err(failed("cannot read the log"))?;
+                Ok(rows
+                    .iter()
+                    .map(|row| (row.get(0), row.get(1), row.get(2)))
+                    .collect())
+            })
         })
     }
 
@@ -239,10 +244,9 @@ impl EventLog for PgStore {
         aggregate_id: &str,
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        let mut after = 0i64;
-        loop {
+        visit_pages(0, visit, |after| {
             let id = aggregate_id.to_owned();
-            let rows: Vec<(i64, i64, Vec<u8>)> = self.connection.run(move |client| {
+            self.connection.run(move |client| {
                 let rows = client
                     .query(
                         "SELECT aggregate_version, position, record FROM ledger_events \
@@ -255,18 +259,8 @@ impl EventLog for PgStore {
                     .iter()
                     .map(|row| (row.get(0), row.get(1), row.get(2)))
                     .collect())
-            })?;
-            let full = rows.len() as i64 == SCAN_PAGE;
-            for (version, position, record) in rows {
-                if !visit(to_u64(position)?, &record) {
-                    return Ok(());
-                }
-                after = version;
-            }
-            if !full {
-                return Ok(());
-            }
-        }
+            })
+        })
     }
 
     fn tokens(&self) -> Result<Entries, StoreError> {
