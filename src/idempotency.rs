@@ -93,7 +93,10 @@ pub fn stored(log: &dyn EventLog, head: u64) -> Result<Stored, StoreError> {
 /// past it, so a retry of their commands runs them.
 pub fn load(log: &dyn EventLog, head: u64) -> Result<Tokens, StoreError> {
     let Stored { kept, past } = stored(log, head)?;
-    if !past.is_empty() {
+    // On a shared log those past the head were committed by another
+    // replica since the head was read: the ledger takes them from the log
+    // when it follows it.
+    if !past.is_empty() && !log.shared() {
         log.remove_tokens(&past)?;
         tracing::warn!(
             records = past.len(),
@@ -102,6 +105,33 @@ pub fn load(log: &dyn EventLog, head: u64) -> Result<Tokens, StoreError> {
         );
     }
     Ok(kept.into_iter().collect())
+}
+
+/// A map of idempotency records by key, which [`record_from_log`] adds to:
+/// the writer's persistent one, or a plain one for the audit tools.
+pub trait TokenMap {
+    /// The record under `key`, to change.
+    fn record_mut(&mut self, key: &[u8]) -> Option<&mut TokenRecord>;
+    /// Adds a record.
+    fn add(&mut self, key: Vec<u8>, record: TokenRecord);
+}
+
+impl TokenMap for std::collections::HashMap<Vec<u8>, TokenRecord> {
+    fn record_mut(&mut self, key: &[u8]) -> Option<&mut TokenRecord> {
+        self.get_mut(key)
+    }
+    fn add(&mut self, key: Vec<u8>, record: TokenRecord) {
+        self.insert(key, record);
+    }
+}
+
+impl TokenMap for Tokens {
+    fn record_mut(&mut self, key: &[u8]) -> Option<&mut TokenRecord> {
+        self.get_mut(key)
+    }
+    fn add(&mut self, key: Vec<u8>, record: TokenRecord) {
+        self.insert(key, record);
+    }
 }
 
 /// Why a record's token does not fit the log before it.
@@ -126,7 +156,7 @@ pub enum TokenViolation {
 /// idempotency records of the log before it: how `audit verify` and
 /// `audit import` derive them from the log.
 pub fn record_from_log(
-    records: &mut std::collections::HashMap<Vec<u8>, TokenRecord>,
+    records: &mut impl TokenMap,
     envelope: &Envelope,
     event: &Event,
 ) -> Result<(), TokenViolation> {
@@ -136,9 +166,9 @@ pub fn record_from_log(
         _ => return Err(TokenViolation::Unpaired),
     };
     let key = token_key(envelope.actor.as_deref(), token);
-    match records.get_mut(&key) {
+    match records.record_mut(&key) {
         None => {
-            records.insert(
+            records.add(
                 key,
                 TokenRecord {
                     fingerprint: request_hash.clone(),

@@ -145,13 +145,18 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         .set_serving::<ImageLedgerServer<LedgerService>>()
         .await;
     health.set_serving::<AuditLogServer<AuditService>>().await;
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(report_condition(
+        ledger.condition(),
+        health.clone(),
+        stopped.clone(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let (stop, stopped) = watch::channel(false);
     let grace = config.shutdown_grace;
     let drain = config.shutdown_drain;
     let service = ImageLedgerServer::new(LedgerService::new(
@@ -226,17 +231,45 @@ async fn draining(
     drain: Duration,
 ) {
     stop_requested(stop).await;
-    for service in [
-        "",
-        <ImageLedgerServer<LedgerService> as tonic::server::NamedService>::NAME,
-        <AuditLogServer<AuditService> as tonic::server::NamedService>::NAME,
-    ] {
+    for service in SERVICES {
         health
             .set_service_status(service, tonic_health::ServingStatus::NotServing)
             .await;
     }
     tracing::info!(?drain, "stopping: health says NOT_SERVING; draining");
     tokio::time::sleep(drain).await;
+}
+
+/// The services whose health the server reports ("" is the server's).
+const SERVICES: [&str; 3] = [
+    "",
+    <ImageLedgerServer<LedgerService> as tonic::server::NamedService>::NAME,
+    <AuditLogServer<AuditService> as tonic::server::NamedService>::NAME,
+];
+
+/// Reports the ledger's condition in health until a stop is requested:
+/// NOT_SERVING while its store does not answer or its chain is broken.
+async fn report_condition(
+    mut condition: watch::Receiver<crate::app::Condition>,
+    health: tonic_health::server::HealthReporter,
+    stop: watch::Receiver<bool>,
+) {
+    let stopping = stop_requested(stop);
+    tokio::pin!(stopping);
+    loop {
+        let status = if condition.borrow_and_update().serving() {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        for service in SERVICES {
+            health.set_service_status(service, status).await;
+        }
+        tokio::select! {
+            changed = condition.changed() => if changed.is_err() { return },
+            () = &mut stopping => return,
+        }
+    }
 }
 
 /// Resolves once a stop is requested (or the stop handle is dropped).

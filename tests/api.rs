@@ -1089,6 +1089,9 @@ on_every_backend!(
 #[tokio::test]
 async fn a_database_that_goes_away_refuses_writes_keeps_reads_and_is_rejoined() -> TestResult {
     use image_ledger::store::testing::Cluster;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
     let Some(cluster) = Cluster::start() else {
         return Ok(());
     };
@@ -1097,8 +1100,33 @@ async fn a_database_that_goes_away_refuses_writes_keeps_reads_and_is_rejoined() 
     config.database_url = Some(cluster.url());
     let server = image_ledger::server::start(config).await?;
     let mut c = connect(&server).await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))?
+            .connect()
+            .await?;
+    let mut health = HealthClient::new(channel);
+    let mut status = async move || -> Result<ServingStatus, tonic::Status> {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: "imageledger.v1.ImageLedger".into(),
+            })
+            .await?;
+        Ok(reply.into_inner().status())
+    };
     register_roots(&mut c, &[OWNER, FRIEND]).await;
-    let image = register_image(&mut c, OWNER, GZ, "web").await;
+    let registered = c
+        .register_image(image_request(OWNER, GZ, "web"))
+        .await?
+        .into_inner();
+    let image = registered.image_id;
+    let authorize_at = |min_position| pb::AuthorizeImageUseRequest {
+        account_id: OWNER.into(),
+        image_id: image.clone(),
+        region: GZ.into(),
+        r#use: pb::ImageUse::CreateInstance as i32,
+        min_position,
+    };
+    assert_eq!(status().await?, ServingStatus::Serving);
 
     cluster.crash()?;
     // A write's outcome is unknown: UNAVAILABLE, no internals.
@@ -1106,10 +1134,28 @@ async fn a_database_that_goes_away_refuses_writes_keeps_reads_and_is_rejoined() 
     share.client_token = "share-during-outage".into();
     let refused = c.share_image(share.clone()).await;
     assert_status(refused, Code::Unavailable, "InternalError");
-    // Reads answer from memory meanwhile.
-    let (allowed, reason) =
-        authorize(&mut c, OWNER, &image, GZ, pb::ImageUse::CreateInstance).await;
-    assert!(allowed, "{reason}");
+    // A linearizable read cannot know it is current: refused the same way.
+    assert_status(
+        c.authorize_image_use(authorize_at(0)).await,
+        Code::Unavailable,
+        "InternalError",
+    );
+    // A read whose position is applied answers from memory meanwhile.
+    let reply = c
+        .authorize_image_use(authorize_at(registered.position))
+        .await?
+        .into_inner();
+    assert!(reply.allowed, "{}", reply.reason);
+    // Health says NOT_SERVING until the database answers again.
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        seen.push(status().await?);
+        if seen.last() == Some(&ServingStatus::NotServing) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.last(), Some(&ServingStatus::NotServing), "{seen:?}");
 
     cluster.resume()?;
     // The retry with the same token applies once the database is back.
@@ -1128,6 +1174,15 @@ async fn a_database_that_goes_away_refuses_writes_keeps_reads_and_is_rejoined() 
     assert_eq!(shared.position, 4);
     assert_eq!(c.share_image(share).await?.into_inner(), shared);
     assert_eq!(shares_of(&mut c, OWNER, &image).await, vec![FRIEND]);
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        seen.push(status().await?);
+        if seen.last() == Some(&ServingStatus::Serving) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.last(), Some(&ServingStatus::Serving), "{seen:?}");
     server.stop().await?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! against the current state, appends their events in group commits and
 //! replies once they are durable; queries read the last durable snapshot.
 
+mod health;
 mod readside;
 mod replay;
 mod writer;
@@ -18,6 +19,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{ClientToken, Command, DomainError, LedgerState, Policy, Reply};
 use crate::store::{Head, Store, StoreError};
+use writer::follow::{Fence, Follower, Progress};
+use writer::{Control, Request};
+
+pub use health::Condition;
 
 #[cfg(test)]
 pub(crate) use replay::state_at;
@@ -130,7 +135,7 @@ impl Committed {
     }
 }
 
-struct Job {
+pub(crate) struct Job {
     command: Command,
     options: CommandOptions,
     reply: oneshot::Sender<Result<Committed, AppError>>,
@@ -143,12 +148,17 @@ pub struct Ledger {
 }
 
 struct Inner {
-    jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: std::sync::Mutex<Option<mpsc::Sender<Request>>>,
     view: Arc<ArcSwap<LedgerState>>,
     store: Arc<dyn Store>,
     durable: watch::Receiver<Head>,
     policy: Arc<Policy>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    health: Arc<health::Health>,
+    /// On a shared store: follows the other replicas' appends, and reads
+    /// the head for linearizable queries.
+    follower: std::sync::Mutex<Option<Follower>>,
+    fence: Option<Fence>,
 }
 
 impl Ledger {
@@ -165,14 +175,22 @@ impl Ledger {
         let view = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
         let (durable_tx, durable) = watch::channel(head);
+        let progress = Progress {
+            control: Control::new(&tx),
+            written: Arc::default(),
+            health: Arc::new(health::Health::new()),
+        };
         let writer = writer::Decider::start(
             Arc::clone(&store),
             Arc::clone(&policy),
             Arc::clone(&view),
             durable_tx,
             tokens,
+            progress.clone(),
             &options,
         )?;
+        let follower = Follower::start(store.as_ref(), progress.clone())?;
+        let fence = Fence::start(store.as_ref(), progress.clone())?;
         let handle = std::thread::Builder::new()
             .name("ledger-decide".into())
             .spawn(move || writer.run(rx))
@@ -188,6 +206,9 @@ impl Ledger {
                 durable,
                 policy,
                 writer: std::sync::Mutex::new(Some(handle)),
+                health: progress.health,
+                follower: std::sync::Mutex::new(follower),
+                fence,
             }),
         })
     }
@@ -218,11 +239,11 @@ impl Ledger {
             .ok_or(AppError::ShuttingDown)?;
         let (reply, answer) = oneshot::channel();
         sender
-            .send(Job {
+            .send(Request::Command(Job {
                 command,
                 options,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| AppError::ShuttingDown)?;
         answer.await.map_err(|_| AppError::ShuttingDown)?
@@ -249,6 +270,23 @@ impl Ledger {
         self.inner.durable.clone()
     }
 
+    /// The log position a linearizable query must see: the head read
+    /// after this call began, on a store other replicas append to (every
+    /// write any of them acknowledged before is at or below it); the
+    /// durable head otherwise.
+    pub async fn fence(&self) -> Result<u64, AppError> {
+        match &self.inner.fence {
+            Some(fence) => fence.head().await,
+            None => Ok(self.durable_head().position),
+        }
+    }
+
+    /// What keeps the ledger from serving, if anything; changes are seen
+    /// as they happen.
+    pub fn condition(&self) -> watch::Receiver<Condition> {
+        self.inner.health.watch()
+    }
+
     /// The store, for reading the log.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
@@ -257,6 +295,9 @@ impl Ledger {
     /// Stops taking commands, lets the writer finish those already queued
     /// and waits for it. Safe to call more than once.
     pub fn shutdown(&self) {
+        if let Ok(mut follower) = self.inner.follower.lock() {
+            follower.take();
+        }
         if let Ok(mut jobs) = self.inner.jobs.lock() {
             jobs.take();
         }
@@ -283,7 +324,9 @@ pub(crate) fn load(store: &dyn Store) -> Result<(LedgerState, Head), AppError> {
                 // This also ends a save a crash cut short.
                 if !touched.is_empty() || !store.projection_pending()?.is_empty() {
                     let ops = crate::projection::persist::diff(&state, &caught_up, &touched)?;
-                    store.save_projections(&ops, now.position)?;
+                    // On a shared store another replica may keep the read
+                    // side (or just have saved it): then this one leaves it.
+                    store.save_projections_from(&ops, checkpoint, now.position)?;
                 }
                 Ok((caught_up, now, head.position - checkpoint))
             });

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use super::AppError;
 use crate::domain::LedgerState;
 use crate::projection::{persist, Touched};
-use crate::store::{ProjectionOp, Store, StoreError};
+use crate::store::{ProjectionOp, Saved, Store, StoreError};
 
 /// A write starts once this many events are waiting, whatever their age.
 /// It bounds the replay at a start after a crash. It is twice the stream
@@ -265,7 +265,22 @@ impl Worker {
     ) -> Result<(), StoreError> {
         let started = Instant::now();
         let ops = changes(&self.stored, target, touched)?;
-        self.store.save_projections(&ops, position)?;
+        match self
+            .store
+            .save_projections_from(&ops, self.position, position)?
+        {
+            Saved::Done | Saved::Skipped => {}
+            Saved::Stale => {
+                // Another replica kept the stored read side until now: this
+                // one's changes do not apply to it, so it is written whole.
+                tracing::info!(
+                    position,
+                    "keeping the stored read side from now; writing it whole"
+                );
+                self.store
+                    .replace_projections(&persist::full(target)?, position)?;
+            }
+        }
         tracing::debug!(
             ops = ops.len(),
             events = position - self.position,

@@ -1,6 +1,6 @@
 //! Rebuilding the state from the log, which stays the truth.
 
-use crate::domain::LedgerState;
+use crate::domain::{Event, LedgerState};
 use crate::projection::{persist, Touched};
 use crate::store::{try_scan, Envelope, EventLog, Head, Store, StoreError};
 
@@ -11,43 +11,58 @@ pub fn replay_log(store: &dyn EventLog) -> Result<(LedgerState, Head), StoreErro
     Ok((state, head))
 }
 
-/// Applies the records after `from` to `state` (which must be the state at
-/// `from`), with the same checks as [`replay_log`]; returns the new state,
-/// the head and the aggregates the records touched.
+/// Applies the records after `from` up to the head (read first: records
+/// other replicas append meanwhile are left for later) to `state`, which
+/// must be the state at `from`, with the same checks as [`replay_log`];
+/// returns the new state, the head and the aggregates the records touched.
 pub fn catch_up(
+    store: &dyn EventLog,
+    state: LedgerState,
+    from: Head,
+) -> Result<(LedgerState, Head, Touched), StoreError> {
+    let to = store.head()?;
+    catch_up_to(store, state, from, to, &mut |_, _| {})
+}
+
+/// [`catch_up`] to the head `to`, calling `each` with every record applied.
+pub(crate) fn catch_up_to(
     store: &dyn EventLog,
     mut state: LedgerState,
     from: Head,
+    to: Head,
+    each: &mut dyn FnMut(&Envelope, &Event),
 ) -> Result<(LedgerState, Head, Touched), StoreError> {
     let mut head = from;
     let mut touched = Touched::default();
-    try_scan(store, from.position + 1, |position, bytes| {
-        if position != head.position + 1 {
-            return Err(StoreError::Corrupt(format!(
-                "position {} follows position {}",
-                position, head.position
-            )));
-        }
-        let envelope = Envelope::decode(bytes)?;
-        if envelope.position != position || envelope.prev_hash_bytes()? != head.hash {
-            return Err(StoreError::Corrupt(format!(
-                "record at position {position} does not continue the hash chain"
-            )));
-        }
-        let event = envelope.event()?;
-        touched.record(&event);
-        state.apply(&event);
-        head = Head {
-            position,
-            hash: envelope.hash_bytes()?,
-        };
-        Ok(true)
-    })?;
-    let stored = store.head()?;
-    if stored != head {
+    if to.position > from.position {
+        try_scan(store, from.position + 1, |position, bytes| {
+            if position != head.position + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "position {} follows position {}",
+                    position, head.position
+                )));
+            }
+            let envelope = Envelope::decode(bytes)?;
+            if envelope.position != position || envelope.prev_hash_bytes()? != head.hash {
+                return Err(StoreError::Corrupt(format!(
+                    "record at position {position} does not continue the hash chain"
+                )));
+            }
+            let event = envelope.event()?;
+            touched.record(&event);
+            state.apply(&event);
+            each(&envelope, &event);
+            head = Head {
+                position,
+                hash: envelope.hash_bytes()?,
+            };
+            Ok(position < to.position)
+        })?;
+    }
+    if to != head {
         return Err(StoreError::Corrupt(format!(
             "the stored head is position {} but the log ends at {}",
-            stored.position, head.position
+            to.position, head.position
         )));
     }
     Ok((state, head, touched))

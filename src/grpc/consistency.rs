@@ -2,7 +2,9 @@
 //! gave) is answered from a state that includes it. The server waits for
 //! the position within the call's deadline (`grpc-timeout`), or
 //! [`DEFAULT_WAIT`] without one, and fails just before the deadline, so
-//! the caller hears why rather than a bare DEADLINE_EXCEEDED.
+//! the caller hears why rather than a bare DEADLINE_EXCEEDED. A query
+//! without one is linearizable: it waits, the same way, for the head read
+//! after it arrived.
 
 use std::time::Duration;
 
@@ -15,13 +17,19 @@ use crate::app::{AppError, Ledger};
 /// How long a query waits for its position when the call has no deadline.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
-/// Returns once the ledger's published state includes `min_position`.
+/// Returns once the ledger's published state includes `min_position`, or,
+/// when it is 0, every write acknowledged before the call (see
+/// [`Ledger::fence`]).
 pub(super) async fn reached(
     ledger: &Ledger,
     min_position: u64,
     metadata: &MetadataMap,
 ) -> Result<(), Status> {
-    if min_position == 0 || ledger.durable_head().position >= min_position {
+    let min_position = match min_position {
+        0 => ledger.fence().await.map_err(Status::from)?,
+        wanted => wanted,
+    };
+    if ledger.durable_head().position >= min_position {
         return Ok(());
     }
     let budget = deadline(metadata).map_or(DEFAULT_WAIT, |deadline| {

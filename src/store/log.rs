@@ -59,6 +59,34 @@ pub trait EventLog: Send + Sync + 'static {
         self.sync_to_disk()
     }
 
+    /// Whether other processes append to this log too (replicas sharing a
+    /// database): the ledger then follows their appends, takes turns with
+    /// them, and reads the head afresh for a linearizable query.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Waits until no other process can append before this one's next
+    /// [`write`](Self::write), and returns the head then. The turn lasts
+    /// until that write or [`end_turn`](Self::end_turn): a writer that lost
+    /// a race takes it, so it cannot lose the next one too. A log only this
+    /// process appends to returns its head.
+    fn take_turn(&self) -> Result<Head, StoreError> {
+        self.head()
+    }
+
+    /// Gives a turn back without writing.
+    fn end_turn(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// A connection of its own that tells when anyone appended, for a
+    /// [`shared`](Self::shared) log; `None` for a log only this process
+    /// appends to.
+    fn watcher(&self) -> Result<Option<Box<dyn Watcher>>, StoreError> {
+        Ok(None)
+    }
+
     /// Calls `visit` with each stored record from position `from` on, in order,
     /// until the end of the log or until `visit` returns `false`.
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
@@ -97,6 +125,16 @@ pub trait EventLog: Send + Sync + 'static {
     /// crash stopped it short of its head, which the ledger removes when it
     /// loads.
     fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError>;
+}
+
+/// Sees the appends of every process to a shared log.
+pub trait Watcher: Send {
+    /// The head now, read afresh.
+    fn head(&mut self) -> Result<Head, StoreError>;
+
+    /// Waits up to `timeout` for an append by anyone (a wake-up only: the
+    /// head it returns is read afresh after it), then returns the head.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<Head, StoreError>;
 }
 
 /// Visits records from `from` on with a step that can fail; stops at the end

@@ -19,9 +19,9 @@ pub use self::postgres::PgStore;
 pub use self::sled::{Released, SledStore};
 pub use envelope::{EncodedRecord, Envelope, RecordMeta, GENESIS_HASH};
 pub use error::{Cause, Chain, StoreError};
-pub use log::{try_scan, try_scan_stream, AppendBatch, EventLog};
+pub use log::{try_scan, try_scan_stream, AppendBatch, EventLog, Watcher};
 pub use memory::MemoryStore;
-pub use projections::{ProjectionOp, ProjectionStore};
+pub use projections::{ProjectionOp, ProjectionStore, Saved};
 
 /// Key/value pairs read from a side table, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;

@@ -22,6 +22,18 @@ pub struct ProjectionOp {
     pub value: Option<Vec<u8>>,
 }
 
+/// What became of a [`ProjectionStore::save_projections_from`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// Written.
+    Done,
+    /// Another process keeps the stored read side: nothing was written.
+    Skipped,
+    /// The stored read side is not at `from` (another process kept it until
+    /// now): nothing was written; write it whole.
+    Stale,
+}
+
 /// The persisted projections and their checkpoint.
 pub trait ProjectionStore: Send + Sync + 'static {
     /// The position up to which the persisted projections are current, if any.
@@ -35,6 +47,21 @@ pub trait ProjectionStore: Send + Sync + 'static {
     /// pending target. A failure or crash part way may leave a prefix of
     /// `ops` applied (see the module's documentation).
     fn save_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError>;
+
+    /// [`save_projections`](Self::save_projections) of `ops` computed from
+    /// the read side at `from`. On a store that several processes share,
+    /// one of them keeps the read side, and only when the stored checkpoint
+    /// is still `from`; the answer says what happened.
+    fn save_projections_from(
+        &self,
+        ops: &[ProjectionOp],
+        from: u64,
+        checkpoint: u64,
+    ) -> Result<Saved, StoreError> {
+        let _ = from;
+        self.save_projections(ops, checkpoint)?;
+        Ok(Saved::Done)
+    }
 
     /// The targets of saves that stopped part way since the checkpoint last
     /// moved, oldest first: one when a crash cut a save short, more when a

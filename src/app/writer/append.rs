@@ -1,22 +1,39 @@
 //! The append stage (`ledger-append`): writes each group of batches to the
 //! store (visible, not yet durable), so the next group is written while
-//! the last one's flush runs.
+//! the last one's flush runs. On a shared log it is also where a lost race
+//! is noticed and a new epoch starts (see [`super`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
+use super::control::{Control, Restart};
 use super::drain::drain;
 use super::timing::StageTiming;
 use super::{refuse, Message, Staged};
-use crate::store::{AppendBatch, Head, Store, StoreError};
+use crate::domain::LedgerState;
+use crate::idempotency::Tokens;
+use crate::store::{AppendBatch, Chain, Head, Store, StoreError};
 
 pub(super) struct Appender {
     pub(super) store: Arc<dyn Store>,
     /// Tells the decide stage to reload before it decides more.
     pub(super) failed: Arc<AtomicBool>,
-    /// The store's head after the last batch this stage wrote.
+    pub(super) control: Arc<Control>,
+    /// The store's head after the last batch this stage wrote, and the
+    /// state and idempotency records there.
     pub(super) applied: Head,
+    pub(super) applied_state: Arc<LedgerState>,
+    pub(super) applied_tokens: Tokens,
+    /// The position of `applied`, for the follower: the log moving past it
+    /// means another replica appended.
+    pub(super) written: Arc<AtomicU64>,
+    /// Batches of older epochs are void.
+    pub(super) epoch: u64,
+    /// An epoch started and no batch of it arrived yet.
+    pub(super) restarting: bool,
+    /// This stage holds the log's turn until its next write.
+    pub(super) in_turn: bool,
     /// The failure that refused the last batches: batches decided on top
     /// of them are refused with it too.
     pub(super) failure: Option<StoreError>,
@@ -32,15 +49,47 @@ impl Appender {
         queue: Receiver<Message<Box<Staged>>>,
         next: SyncSender<Message<Box<Staged>>>,
     ) {
-        while let Some((group, reload)) = drain(&queue) {
+        while let Some((group, reload, follow)) = drain(&queue) {
+            // Batches of an older epoch go back to be decided again.
+            let mut current = Vec::with_capacity(group.len());
+            for staged in group {
+                if staged.epoch < self.epoch {
+                    self.control.retry(staged.jobs);
+                } else {
+                    current.push(*staged);
+                }
+            }
             // Batches decided while the last write ran go to the store as
             // one: each continues the one before it.
-            let mut group: Vec<Staged> = group.into_iter().map(|staged| *staged).collect();
+            let mut group = current;
+            if !group.is_empty() {
+                self.restarting = false;
+            }
             match self.write(&mut group) {
                 Ok(()) => {
+                    if let Some(last) = group.last() {
+                        self.applied_state = Arc::clone(&last.state);
+                        self.applied_tokens = last.tokens.clone();
+                        self.written.store(self.applied.position, Ordering::SeqCst);
+                    }
                     for staged in group {
                         if next.send(Message::Work(Box::new(staged))).is_err() {
                             return self.timing.log("append");
+                        }
+                    }
+                }
+                Err(StoreError::Conflict { .. }) if self.store.shared() => {
+                    let jobs = group.into_iter().flat_map(|staged| staged.jobs).collect();
+                    match self.store.take_turn() {
+                        Ok(target) => {
+                            self.in_turn = true;
+                            self.start_epoch(target, jobs);
+                        }
+                        Err(err) => {
+                            tracing::error!(err = %Chain(&err), "cannot take the log's turn; the commands of the batch are refused");
+                            self.failed.store(true, Ordering::SeqCst);
+                            self.failure = Some(err.clone());
+                            refuse(jobs, &err);
                         }
                     }
                 }
@@ -50,6 +99,9 @@ impl Appender {
                         refuse(staged.jobs, &err);
                     }
                 }
+            }
+            if follow && !self.restarting && self.failure.is_none() {
+                self.follow();
             }
             if let Some(reply) = reload {
                 self.restart = true;
@@ -61,6 +113,35 @@ impl Appender {
         self.timing.log("append");
     }
 
+    /// Starts an epoch at `target`, handing `jobs` back to be decided again.
+    fn start_epoch(&mut self, target: Head, jobs: Vec<super::Job>) {
+        self.epoch += 1;
+        self.restarting = true;
+        self.control.restart(
+            Restart {
+                epoch: self.epoch,
+                state: Arc::clone(&self.applied_state),
+                tokens: self.applied_tokens.clone(),
+                base: self.applied,
+                target,
+            },
+            jobs,
+        );
+        self.applied = target;
+        self.written.store(target.position, Ordering::SeqCst);
+    }
+
+    /// Another replica may have appended: catch up when the log moved.
+    fn follow(&mut self) {
+        match self.store.head() {
+            Ok(head) if head != self.applied => self.start_epoch(head, Vec::new()),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(err = %Chain(&err), "cannot read the head to follow the log")
+            }
+        }
+    }
+
     /// Writes a group of consecutive batches as one append.
     fn write(&mut self, group: &mut [Staged]) -> Result<(), StoreError> {
         let Some(first) = group.first() else {
@@ -68,6 +149,8 @@ impl Appender {
         };
         if std::mem::take(&mut self.restart) {
             self.applied = first.batch.expected_head;
+            self.applied_state = Arc::clone(&first.base_state);
+            self.applied_tokens = first.base_tokens.clone();
             self.failure = None;
         }
         if first.batch.expected_head != self.applied {
@@ -88,11 +171,20 @@ impl Appender {
             combined.records.append(&mut staged.batch.records);
             combined.tokens.append(&mut staged.batch.tokens);
         }
-        if !combined.records.is_empty() {
+        if combined.records.is_empty() {
+            if std::mem::take(&mut self.in_turn) {
+                if let Err(err) = self.store.end_turn() {
+                    tracing::warn!(err = %Chain(&err), "cannot give the log's turn back");
+                }
+            }
+        } else {
+            self.in_turn = false;
             let store = &self.store;
             if let Err(err) = self.timing.time(|| store.write(&combined)) {
-                tracing::error!(err = %crate::store::Chain(&err), "appending a batch failed; its commands are refused");
-                self.failure = Some(err.clone());
+                if !matches!(err, StoreError::Conflict { .. }) || !store.shared() {
+                    tracing::error!(err = %Chain(&err), "appending a batch failed; its commands are refused");
+                    self.failure = Some(err.clone());
+                }
                 return Err(err);
             }
         }

@@ -15,11 +15,14 @@ use tokio::sync::{mpsc, watch};
 
 use super::super::readside::ReadSide;
 use super::append::Appender;
+use super::control::{Control, Request, Restart};
 use super::flush::Flusher;
+use super::follow::Progress;
 use super::sync::Syncer;
 use super::timing::StageTiming;
 use super::{refuse, spawn, Message, Pending, Staged};
-use crate::app::{AppError, Committed, Job};
+use crate::app::health::Health;
+use crate::app::{replay, AppError, Committed, Job};
 use crate::domain::{decide, Event, ImageId, LedgerState, Policy, Reply};
 use crate::idempotency::{self, fingerprint, token_key, TokenRecord, Tokens};
 use crate::projection::Touched;
@@ -39,7 +42,23 @@ pub(in crate::app) struct Decider {
     state: LedgerState,
     head: Head,
     tokens: Tokens,
+    /// `state` as the last batch handed on holds it: the next one's base.
+    published: Arc<LedgerState>,
     max_batch: usize,
+    /// What the append stage and the follower ask for.
+    control: Arc<Control>,
+    /// The epoch the batches decided now belong to.
+    epoch: u64,
+    /// An epoch started: the next batch is handed on even with no job, to
+    /// publish the state caught up to.
+    restarted: bool,
+    /// What the records caught up to changed: the next batch carries it to
+    /// the read side.
+    caught_up: Touched,
+    /// The log no longer continues this replica's chain: every command is
+    /// refused with this.
+    broken: Option<StoreError>,
+    health: Arc<Health>,
     /// Set by a later stage when a batch failed: the state here may hold
     /// effects that never reached the store, so it is reloaded first.
     failed: Arc<AtomicBool>,
@@ -65,18 +84,32 @@ impl Decider {
         view: Arc<ArcSwap<LedgerState>>,
         durable: watch::Sender<Head>,
         tokens: Tokens,
+        progress: Progress,
         options: &crate::app::WriterOptions,
     ) -> Result<Self, AppError> {
+        let Progress {
+            control,
+            written,
+            health,
+        } = progress;
         let head = *durable.borrow();
         let state = view.load_full();
         let failed = Arc::new(AtomicBool::new(false));
         let (to_append, appending) = sync_channel(DECIDED_QUEUE);
         let (to_flush, flushing) = sync_channel(WRITTEN_QUEUE);
         let (to_sync, syncing) = sync_channel(WRITTEN_QUEUE);
+        written.store(head.position, Ordering::SeqCst);
         let appender = Appender {
             store: Arc::clone(&store),
             failed: Arc::clone(&failed),
+            control: Arc::clone(&control),
             applied: head,
+            applied_state: Arc::clone(&state),
+            applied_tokens: tokens.clone(),
+            written,
+            epoch: 0,
+            restarting: false,
+            in_turn: false,
             failure: None,
             restart: false,
             timing: StageTiming::default(),
@@ -111,7 +144,14 @@ impl Decider {
             state: (*state).clone(),
             head,
             tokens,
+            published: state,
             max_batch: options.max_batch.max(1),
+            control,
+            epoch: 0,
+            restarted: false,
+            caught_up: Touched::default(),
+            broken: None,
+            health,
             failed,
             stages: Some(to_append),
             threads,
@@ -122,17 +162,43 @@ impl Decider {
 
     /// Decides commands until the queue closes, then stops the other stages
     /// once they have finished what they hold.
-    pub(in crate::app) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+    pub(in crate::app) fn run(mut self, mut queue: mpsc::Receiver<Request>) {
         let (mut batches, mut commands) = (0u64, 0u64);
-        while let Some(first) = jobs.blocking_recv() {
+        loop {
+            let mut jobs = Vec::new();
+            if !self.control.pending() {
+                match queue.blocking_recv() {
+                    Some(Request::Command(job)) => jobs.push(job),
+                    Some(Request::Wake) => {}
+                    None => break,
+                }
+            }
+            let taken = self.control.take();
+            if let Some(restart) = taken.restart {
+                self.restart(restart);
+            }
+            // Jobs handed back came first.
+            let mut retried = taken.retry;
+            retried.append(&mut jobs);
+            let mut jobs = retried;
+            if taken.follow && !self.hand_on(Message::Follow) {
+                break;
+            }
+            if let Some(err) = &self.broken {
+                refuse(jobs, err);
+                if !std::mem::take(&mut self.restarted) {
+                    continue;
+                }
+                jobs = Vec::new();
+            }
             if self.failed.swap(false, Ordering::SeqCst) {
                 if let Err(err) = self.reload() {
                     tracing::error!(err = %Chain(&err), "cannot reload the state after a failed append");
                     self.failed.store(true, Ordering::SeqCst);
-                    let mut refused = vec![first];
-                    while refused.len() < self.max_batch {
-                        match jobs.try_recv() {
-                            Ok(job) => refused.push(job),
+                    while jobs.len() < self.max_batch {
+                        match queue.try_recv() {
+                            Ok(Request::Command(job)) => jobs.push(job),
+                            Ok(Request::Wake) => {}
                             Err(_) => break,
                         }
                     }
@@ -140,11 +206,15 @@ impl Decider {
                         AppError::Storage(err) => err,
                         other => StoreError::backend("cannot reload the state", other),
                     };
-                    refuse(refused, &err);
+                    refuse(jobs, &err);
                     continue;
                 }
             }
-            let staged = self.decide_batch(first, &mut jobs);
+            if jobs.is_empty() && !std::mem::take(&mut self.restarted) {
+                continue;
+            }
+            self.restarted = false;
+            let staged = self.decide_batch(jobs, &mut queue);
             batches += 1;
             commands += staged.jobs.len() as u64;
             if !self.hand_on(Message::Work(Box::new(staged))) {
@@ -181,32 +251,93 @@ impl Decider {
     /// arrive while the batch is decided (up to `max_batch`): each batch
     /// ends with a snapshot of the state, whose nodes the next batch copies
     /// before changing them, so fewer, larger batches copy less.
-    fn decide_batch(&mut self, first: Job, queue: &mut mpsc::Receiver<Job>) -> Staged {
+    fn decide_batch(&mut self, first: Vec<Job>, queue: &mut mpsc::Receiver<Request>) -> Staged {
         let mut batch = AppendBatch {
             expected_head: self.head,
             ..AppendBatch::default()
         };
-        let mut touched = Touched::default();
-        let mut jobs = Vec::with_capacity(64);
-        let mut fates = Vec::with_capacity(64);
-        let mut next = Some(first);
-        while let Some(job) = next {
+        let base_tokens = self.tokens.clone();
+        let mut touched = std::mem::take(&mut self.caught_up);
+        let mut jobs = Vec::with_capacity(first.len().max(64));
+        let mut fates = Vec::with_capacity(first.len().max(64));
+        let mut first = first.into_iter();
+        loop {
+            let job = match first.next() {
+                Some(job) => job,
+                None if jobs.len() < self.max_batch => match queue.try_recv() {
+                    Ok(Request::Command(job)) => job,
+                    Ok(Request::Wake) => continue,
+                    Err(_) => break,
+                },
+                None => break,
+            };
             fates.push(self.decide_one(&job, &mut batch, &mut touched));
             jobs.push(job);
-            next = if jobs.len() < self.max_batch {
-                queue.try_recv().ok()
-            } else {
-                None
-            };
         }
+        // O(1): the state's maps are persistent.
+        let state = Arc::new(self.state.clone());
         Staged {
             jobs,
             fates,
             batch,
-            // O(1): the state's maps are persistent.
-            state: Arc::new(self.state.clone()),
+            base_state: std::mem::replace(&mut self.published, Arc::clone(&state)),
+            base_tokens,
+            state,
+            tokens: self.tokens.clone(),
             head: self.head,
             touched,
+            epoch: self.epoch,
+        }
+    }
+
+    /// Starts an epoch: the state becomes the restart's base caught up with
+    /// the records up to its target, which must continue its chain.
+    fn restart(&mut self, restart: Restart) {
+        self.epoch = restart.epoch;
+        self.restarted = true;
+        let mut tokens = restart.tokens;
+        let caught_up = replay::catch_up_to(
+            self.store.as_ref(),
+            (*restart.state).clone(),
+            restart.base,
+            restart.target,
+            &mut |envelope, event| {
+                if let Err(violation) = idempotency::record_from_log(&mut tokens, envelope, event) {
+                    tracing::warn!(%violation, position = envelope.position, "a record's token does not fit the log before it");
+                }
+            },
+        );
+        match caught_up {
+            Ok((state, head, touched)) => {
+                tracing::debug!(
+                    from = restart.base.position,
+                    to = head.position,
+                    "caught up with another replica's appends"
+                );
+                self.published = Arc::new(state.clone());
+                self.state = state;
+                self.head = head;
+                self.tokens = tokens;
+                self.caught_up.extend(touched);
+            }
+            Err(err @ StoreError::Corrupt(_)) => {
+                tracing::error!(
+                    err = %Chain(&err),
+                    head = restart.base.position,
+                    "the log does not continue this replica's chain; it stops serving"
+                );
+                self.health.broken();
+                self.broken = Some(err);
+                // The batch handed on next (with no job) ends the turn and
+                // publishes nothing new.
+                self.state = (*restart.state).clone();
+                self.published = restart.state;
+                self.head = restart.base;
+            }
+            Err(err) => {
+                tracing::warn!(err = %Chain(&err), "cannot catch up with the log; reloading");
+                self.failed.store(true, Ordering::SeqCst);
+            }
         }
     }
 
@@ -219,6 +350,7 @@ impl Decider {
         let (state, head) = rx.recv().map_err(|_| AppError::ShuttingDown)??;
         self.tokens = idempotency::load(self.store.as_ref(), head.position)?;
         self.state = (*state).clone();
+        self.published = state;
         self.head = head;
         tracing::info!(
             position = head.position,

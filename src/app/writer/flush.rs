@@ -27,7 +27,7 @@ impl Flusher {
         queue: Receiver<Message<Box<Staged>>>,
         next: SyncSender<Message<Flushed>>,
     ) {
-        while let Some((group, reload)) = drain(&queue) {
+        while let Some((group, reload, _)) = drain(&queue) {
             let group = group.into_iter().map(|staged| *staged).collect();
             let sent = self
                 .flush(group)

@@ -22,11 +22,23 @@
 //! decided on top of it fails its head check and is refused with the same
 //! error, and the decide stage reloads the state from the store once the
 //! pipeline drained (a [`Message::Reload`] passed down every stage).
+//!
+//! On a log other replicas append to, a batch can meet a head another
+//! replica moved. That is no failure: the append stage takes its turn (the
+//! head's lock, so it cannot lose the next race too), starts a new *epoch*
+//! and hands the batch's jobs back ([`Control`]); the decide stage catches
+//! its state up with the records after the batch's base, checking that
+//! they continue its chain, and decides the jobs again. Batches of an older
+//! epoch that reach the append stage later are handed back the same way,
+//! so callers only ever hear the rules' answer. The same catch-up follows
+//! other replicas' appends when this one writes nothing ([`follow`]).
 
 mod append;
+mod control;
 mod decide;
 mod drain;
 mod flush;
+pub(super) mod follow;
 mod sync;
 mod timing;
 
@@ -34,9 +46,11 @@ use std::sync::Arc;
 
 use super::{AppError, Committed, Job};
 use crate::domain::LedgerState;
+use crate::idempotency::Tokens;
 use crate::projection::Touched;
 use crate::store::{AppendBatch, Head, StoreError};
 
+pub(super) use control::{Control, Request};
 pub(super) use decide::Decider;
 
 /// A command's fate within a batch, before the batch is durable.
@@ -52,10 +66,17 @@ struct Staged {
     jobs: Vec<Job>,
     fates: Vec<Pending>,
     batch: AppendBatch,
-    /// The state and head after the batch.
+    /// The state and idempotency records it was decided on.
+    base_state: Arc<LedgerState>,
+    base_tokens: Tokens,
+    /// The state, idempotency records and head after the batch.
     state: Arc<LedgerState>,
+    tokens: Tokens,
     head: Head,
     touched: Touched,
+    /// The epoch it was decided in: one older than the append stage's is
+    /// void (decided on records another replica's beat).
+    epoch: u64,
 }
 
 /// Where the state reloaded from the store goes back to the decide stage.
@@ -68,6 +89,9 @@ enum Message<T> {
     /// Reload the state from the store once everything before this is
     /// finished, and send it back.
     Reload(ReloadReply),
+    /// Another replica appended: the append stage starts an epoch from
+    /// the records after its last write (unless one is starting).
+    Follow,
 }
 
 /// What the flush stage hands to the sync stage.

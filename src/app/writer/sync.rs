@@ -38,7 +38,7 @@ pub(super) struct Syncer {
 
 impl Syncer {
     pub(super) fn run(mut self, queue: Receiver<Message<Flushed>>) {
-        while let Some((work, reload)) = drain(&queue) {
+        while let Some((work, reload, _)) = drain(&queue) {
             let mut ready = Vec::new();
             for flushed in work {
                 match flushed {

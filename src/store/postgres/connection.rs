@@ -2,14 +2,8 @@
 //! are synchronous and come from any thread, some of them inside a tokio
 //! runtime; the `postgres` crate drives a runtime of its own, which cannot
 //! be entered from a thread already in one. So every call is a job sent to
-//! this thread, which owns the client, reconnects when the connection was
+//! this thread, which owns the session, reconnects when the connection was
 //! lost, and sends the job's result back.
-//!
-//! Each connection holds the database's writer lock (a session advisory
-//! lock) while it lives: one process at a time keeps a ledger in a
-//! database, as sled's directory lock does for a directory, until replicas
-//! that follow each other's writes exist. A reconnect takes the lock again
-//! or stays disconnected.
 
 use std::sync::mpsc::{channel, sync_channel, Sender};
 use std::sync::Mutex;
@@ -19,29 +13,26 @@ use postgres::{Client, NoTls};
 
 use crate::store::StoreError;
 
-type Job = Box<dyn FnOnce(&mut Option<Client>) + Send>;
+type Job = Box<dyn FnOnce(&mut Option<Session>) + Send>;
 
-/// Any number, the same in every process: the writer lock's key.
-const WRITER_LOCK: i64 = 0x1ed9e8;
-
-/// Connects and takes the writer lock.
-fn connect(url: &str) -> Result<Client, StoreError> {
-    let mut client = Client::connect(url, NoTls).map_err(failed("cannot connect"))?;
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
-        .map_err(failed("cannot take the writer lock"))?
-        .get(0);
-    if !locked {
-        return Err(StoreError::failed(
-            "another image-ledger process holds this database (several replicas on one \
-             database are not supported yet): stop it, or use --addr",
-        ));
-    }
-    Ok(client)
+/// A live connection and what it holds beyond one call.
+pub(super) struct Session {
+    pub(super) client: Client,
+    /// A transaction holding the head row's lock is open (see
+    /// [`EventLog::take_turn`](crate::store::EventLog::take_turn)).
+    pub(super) in_turn: bool,
+    /// This session holds the lock of the replica that keeps the stored
+    /// read side.
+    pub(super) keeps_read_side: bool,
 }
 
-/// A handle on the connection's thread. Dropping it gives the writer lock
-/// back and closes the connection before it returns.
+/// Connects to `url`.
+pub(super) fn connect(url: &str) -> Result<Client, StoreError> {
+    Client::connect(url, NoTls).map_err(failed("cannot connect"))
+}
+
+/// A handle on the connection's thread. Dropping it closes the connection
+/// before it returns.
 pub(super) struct Connection {
     jobs: Mutex<Option<Sender<Job>>>,
     thread: Option<JoinHandle<()>>,
@@ -55,17 +46,17 @@ pub(super) fn failed(what: &str) -> impl FnOnce(postgres::Error) -> StoreError +
 impl Connection {
     /// Connects to `url` (a libpq URL or key/value string; several hosts
     /// with `target_session_attrs=read-write` follow a failover).
-    pub(super) fn open(url: &str) -> Result<Self, StoreError> {
+    pub(super) fn open(url: &str, name: &str) -> Result<Self, StoreError> {
         let url = url.to_owned();
         let (jobs, queue) = channel::<Job>();
         let (ready, connected) = sync_channel(1);
         let thread = std::thread::Builder::new()
-            .name("ledger-postgres".into())
+            .name(name.into())
             .spawn(move || {
-                let mut client = match connect(&url) {
+                let mut session = match connect(&url) {
                     Ok(client) => {
                         let _ = ready.send(Ok(()));
-                        Some(client)
+                        Some(Session::new(client))
                     }
                     Err(err) => {
                         let _ = ready.send(Err(err));
@@ -73,11 +64,11 @@ impl Connection {
                     }
                 };
                 while let Ok(job) = queue.recv() {
-                    if client.as_ref().is_none_or(Client::is_closed) {
-                        client = match connect(&url) {
+                    if session.as_ref().is_none_or(|s| s.client.is_closed()) {
+                        session = match connect(&url) {
                             Ok(client) => {
                                 tracing::info!("reconnected to postgres");
-                                Some(client)
+                                Some(Session::new(client))
                             }
                             Err(err) => {
                                 tracing::warn!(err = %crate::store::Chain(&err), "cannot reconnect to postgres");
@@ -85,16 +76,7 @@ impl Connection {
                             }
                         };
                     }
-                    job(&mut client);
-                }
-                if let Some(mut client) = client {
-                    // Given back at once, not when the server notices the
-                    // closed connection: the next process can open at once.
-                    if let Err(err) =
-                        client.execute("SELECT pg_advisory_unlock($1)", &[&WRITER_LOCK])
-                    {
-                        tracing::warn!(%err, "cannot give the writer lock back");
-                    }
+                    job(&mut session);
                 }
             })
             .map_err(|e| StoreError::backend("cannot start the postgres connection thread", e))?;
@@ -112,10 +94,18 @@ impl Connection {
         &self,
         work: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.run_in_session(move |session| work(&mut session.client))
+    }
+
+    /// [`run`](Self::run), with what the session holds beyond one call.
+    pub(super) fn run_in_session<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Session) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = sync_channel(1);
-        let job: Job = Box::new(move |client: &mut Option<Client>| {
-            let result = match client.as_mut() {
-                Some(client) => work(client),
+        let job: Job = Box::new(move |session: &mut Option<Session>| {
+            let result = match session.as_mut() {
+                Some(session) => work(session),
                 None => Err(StoreError::failed("postgres: not connected")),
             };
             let _ = reply.send(result);
@@ -130,6 +120,16 @@ impl Connection {
         answer
             .recv()
             .map_err(|_| StoreError::failed("the postgres connection thread stopped"))?
+    }
+}
+
+impl Session {
+    fn new(client: Client) -> Self {
+        Self {
+            client,
+            in_turn: false,
+            keeps_read_side: false,
+        }
     }
 }
 

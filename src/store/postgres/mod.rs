@@ -10,14 +10,28 @@
 //! `synchronous_commit`), so the flush and sync steps have nothing left to
 //! do. A save of the read side is one transaction too, so it never leaves a
 //! save part way.
+//!
+//! Several replicas may share the database. Appends go through a
+//! connection of their own, so a replica that lost a race can hold the
+//! head row's lock (its turn) while it catches up and decides again;
+//! everything else (scans, the read side) goes through a second one, and
+//! [`watch`] opens one more for each watcher. One replica at a time keeps
+//! the stored read side: the one whose session holds [`READ_SIDE_LOCK`].
 
 mod connection;
 mod schema;
+mod watch;
 
 use postgres::GenericClient;
 
 use self::connection::{failed, Connection};
-use super::{AppendBatch, Entries, EventLog, Head, ProjectionOp, ProjectionStore, StoreError};
+use super::{
+    AppendBatch, Entries, EventLog, Head, ProjectionOp, ProjectionStore, Saved, StoreError, Watcher,
+};
+
+/// Any number, the same in every replica: the session lock of the replica
+/// that keeps the stored read side.
+const READ_SIDE_LOCK: i64 = 0x1ed9e9;
 
 /// Records read per query while scanning.
 const SCAN_PAGE: i64 = 1_000;
@@ -28,6 +42,10 @@ type Page = Vec<(i64, i64, Vec<u8>)>;
 
 /// The PostgreSQL-backed event store.
 pub struct PgStore {
+    url: String,
+    /// Appends and turns only.
+    log: Connection,
+    /// Every other call.
     connection: Connection,
 }
 
@@ -35,9 +53,14 @@ impl PgStore {
     /// Connects to the database at `url` and creates or migrates its schema.
     /// Refuses a schema newer than this build knows.
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        let connection = Connection::open(url)?;
+        let connection = Connection::open(url, "ledger-postgres")?;
         connection.run(schema::migrate)?;
-        Ok(Self { connection })
+        let log = Connection::open(url, "ledger-postgres-log")?;
+        Ok(Self {
+            url: url.to_owned(),
+            log,
+            connection,
+        })
     }
 
     /// Empties the ledger (log, idempotency records, read side), leaving
@@ -129,39 +152,90 @@ impl EventLog for PgStore {
             .collect();
         let records: Vec<Vec<u8>> = batch.records.iter().map(|r| r.bytes.clone()).collect();
         let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = batch.tokens.iter().cloned().unzip();
-        self.connection.run(move |client| {
-            let mut tx = client
+        let rows = Rows {
+            expected,
+            head,
+            positions,
+            aggregates,
+            versions,
+            records,
+            keys,
+            values,
+        };
+        self.log.run_in_session(move |session| {
+            if std::mem::take(&mut session.in_turn) {
+                // The turn's transaction is open and holds the head row.
+                let written = rows.insert(&mut session.client);
+                let end = if written.is_ok() {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
+                let ended = session
+                    .client
+                    .batch_execute(end)
+                    .map_err(failed("cannot commit an append"));
+                return written.and(ended);
+            }
+            let mut tx = session
+                .client
                 .transaction()
                 .map_err(failed("cannot start an append"))?;
-            let moved = tx
-                .execute(
-                    "UPDATE ledger_head SET position = $1, hash = $2 \
-                     WHERE position = $3 AND hash = $4",
-                    &[
-                        &head.0,
-                        &head.1,
-                        &to_i64(expected.position),
-                        &expected.hash.as_slice(),
-                    ],
-                )
-                .map_err(failed("cannot move the head"))?;
-            if moved != 1 {
-                let found = read_head(&mut tx)?;
-                return Err(StoreError::Conflict {
-                    expected: expected.position,
-                    found: found.position,
-                });
-            }
-            tx.execute(
-                "INSERT INTO ledger_events (position, aggregate_id, aggregate_version, record) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bytea[])",
-                &[&positions, &aggregates, &versions, &records],
-            )
-            .map_err(failed("cannot insert the records"))?;
-            upsert(&mut tx, UPSERT_TOKENS, &keys, &values)
-                .map_err(failed("cannot insert the idempotency records"))?;
+            rows.insert(&mut tx)?;
             tx.commit().map_err(failed("cannot commit an append"))
         })
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn take_turn(&self) -> Result<Head, StoreError> {
+        self.log.run_in_session(|session| {
+            if std::mem::take(&mut session.in_turn) {
+                let _ = session.client.batch_execute("ROLLBACK");
+            }
+            let locked = session
+                .client
+                .batch_execute("BEGIN")
+                .map_err(failed("cannot start a turn"))
+                .and_then(|()| {
+                    let row = session
+                        .client
+                        .query_one("SELECT position, hash FROM ledger_head FOR UPDATE", &[])
+                        .map_err(failed("cannot lock the head"))?;
+                    Ok(Head {
+                        position: to_u64(row.get(0))?,
+                        hash: hash_of(row.get(1))?,
+                    })
+                });
+            match locked {
+                Ok(head) => {
+                    session.in_turn = true;
+                    Ok(head)
+                }
+                Err(err) => {
+                    let _ = session.client.batch_execute("ROLLBACK");
+                    Err(err)
+                }
+            }
+        })
+    }
+
+    fn end_turn(&self) -> Result<(), StoreError> {
+        self.log.run_in_session(|session| {
+            if std::mem::take(&mut session.in_turn) {
+                session
+                    .client
+                    .batch_execute("ROLLBACK")
+                    .map_err(failed("cannot end a turn"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn watcher(&self) -> Result<Option<Box<dyn Watcher>>, StoreError> {
+        Ok(Some(Box::new(watch::PgWatcher::open(&self.url)?)))
     }
 
     fn flush_to_os(&self) -> Result<(), StoreError> {
@@ -283,6 +357,59 @@ impl EventLog for PgStore {
     }
 }
 
+/// An append's rows, ready for the statements that write them.
+struct Rows {
+    expected: Head,
+    head: (i64, Vec<u8>),
+    positions: Vec<i64>,
+    aggregates: Vec<String>,
+    versions: Vec<i64>,
+    records: Vec<Vec<u8>>,
+    keys: Vec<Vec<u8>>,
+    values: Vec<Vec<u8>>,
+}
+
+impl Rows {
+    /// Moves the head, checked against the expected one, and inserts the
+    /// records and idempotency records, inside the caller's transaction.
+    fn insert(&self, client: &mut impl GenericClient) -> Result<(), StoreError> {
+        let expected = self.expected;
+        let moved = client
+            .execute(
+                "UPDATE ledger_head SET position = $1, hash = $2 \
+                 WHERE position = $3 AND hash = $4",
+                &[
+                    &self.head.0,
+                    &self.head.1,
+                    &to_i64(expected.position),
+                    &expected.hash.as_slice(),
+                ],
+            )
+            .map_err(failed("cannot move the head"))?;
+        if moved != 1 {
+            let found = read_head(client)?;
+            return Err(StoreError::Conflict {
+                expected: expected.position,
+                found: found.position,
+            });
+        }
+        client
+            .execute(
+                "INSERT INTO ledger_events (position, aggregate_id, aggregate_version, record) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bytea[])",
+                &[
+                    &self.positions,
+                    &self.aggregates,
+                    &self.versions,
+                    &self.records,
+                ],
+            )
+            .map_err(failed("cannot insert the records"))?;
+        upsert(client, UPSERT_TOKENS, &self.keys, &self.values)
+            .map_err(failed("cannot insert the idempotency records"))
+    }
+}
+
 /// Inserts or replaces the idempotency records `$1` → `$2`.
 const UPSERT_TOKENS: &str = "INSERT INTO ledger_tokens (key, value) \
      SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
@@ -295,7 +422,7 @@ const UPSERT_PROJECTIONS: &str = "INSERT INTO ledger_projections (key, value) \
 
 /// Runs one of the upserts above for `keys` and `values`, when there are any.
 fn upsert(
-    tx: &mut postgres::Transaction<'_>,
+    tx: &mut impl GenericClient,
     sql: &str,
     keys: &[Vec<u8>],
     values: &[Vec<u8>],
@@ -393,6 +520,43 @@ impl ProjectionStore for PgStore {
             set_checkpoint(&mut tx, checkpoint)?;
             tx.commit()
                 .map_err(failed("cannot commit a save of the projections"))
+        })
+    }
+
+    fn save_projections_from(
+        &self,
+        ops: &[ProjectionOp],
+        from: u64,
+        checkpoint: u64,
+    ) -> Result<Saved, StoreError> {
+        let ops = ops.to_vec();
+        self.connection.run_in_session(move |session| {
+            if !session.keeps_read_side {
+                session.keeps_read_side = session
+                    .client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&READ_SIDE_LOCK])
+                    .map_err(failed("cannot take the read side's lock"))?
+                    .get(0);
+                if !session.keeps_read_side {
+                    return Ok(Saved::Skipped);
+                }
+            }
+            let mut tx = session
+                .client
+                .transaction()
+                .map_err(failed("cannot start a save of the projections"))?;
+            let stored: Option<i64> = tx
+                .query_opt("SELECT position FROM ledger_checkpoint FOR UPDATE", &[])
+                .map_err(failed("cannot read the checkpoint"))?
+                .map(|row| row.get(0));
+            if stored.unwrap_or(0) != to_i64(from) {
+                return Ok(Saved::Stale);
+            }
+            apply_ops(&mut tx, &ops)?;
+            set_checkpoint(&mut tx, checkpoint)?;
+            tx.commit()
+                .map_err(failed("cannot commit a save of the projections"))?;
+            Ok(Saved::Done)
         })
     }
 

@@ -9,7 +9,10 @@ use super::connection::failed;
 use crate::store::StoreError;
 
 /// The migrations, in order; a migration's number is its place here plus one.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_log.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_log.sql"),
+    include_str!("migrations/0002_notify.sql"),
+];
 
 /// Any number, the same in every replica: the advisory lock of migrations.
 const MIGRATION_LOCK: i64 = 0x1ed9e7;

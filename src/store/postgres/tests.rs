@@ -1,12 +1,12 @@
 //! The PostgreSQL store reads back exactly what the in-memory store does,
 //! refuses a batch built on a head it does not have, keeps everything
-//! across a reconnect, saves the read side whole, and refuses a schema
-//! newer than it knows. Each test runs on a throwaway cluster of its own.
+//! across a reconnect, saves the read side whole, refuses a schema newer
+//! than it knows, and lets several stores on one database take turns. Each test runs on a throwaway cluster of its own.
 
 use super::testing::Cluster;
 use super::PgStore;
 use crate::store::tests::{fill, next_batch, scan_all, streams_match};
-use crate::store::{EventLog, Head, MemoryStore, ProjectionOp, ProjectionStore, StoreError};
+use crate::store::{EventLog, Head, MemoryStore, ProjectionOp, ProjectionStore, Saved, StoreError};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -146,22 +146,75 @@ fn a_schema_newer_than_this_build_is_refused_with_its_version() -> TestResult {
 }
 
 #[test]
-fn a_second_process_on_the_same_database_is_refused_until_the_first_is_gone() -> TestResult {
+fn two_stores_on_one_database_take_turns_and_see_each_others_appends() -> TestResult {
     let Some(cluster) = Cluster::start() else {
         return Ok(());
     };
-    let first = PgStore::open(&cluster.url())?;
-    let refused = PgStore::open(&cluster.url())
-        .err()
-        .ok_or("a second store opens")?;
-    assert!(
-        refused
-            .to_string()
-            .contains("another image-ledger process holds this database"),
-        "{refused}"
+    let (a, b) = (
+        PgStore::open(&cluster.url())?,
+        PgStore::open(&cluster.url())?,
     );
-    // Dropping the first gives the lock back before it returns.
-    drop(first);
-    PgStore::open(&cluster.url())?;
+    let mut watcher = b.watcher()?.ok_or("a shared store has a watcher")?;
+    let (mut head, mut versions) = (Head::default(), [0u64; 5]);
+    let first = next_batch(&mut head, &mut versions, 3)?;
+    a.write(&first)?;
+    // The notification wakes the watcher long before the timeout.
+    let started = std::time::Instant::now();
+    assert_eq!(watcher.wait(std::time::Duration::from_secs(10))?, head);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A batch decided on the old head meets the new one.
+    let stale = next_batch(&mut Head::default(), &mut [0u64; 5], 1)?;
+    match b.write(&stale) {
+        Err(StoreError::Conflict { expected, found }) => assert_eq!((expected, found), (0, 3)),
+        other => return Err(format!("a stale batch wrote: {other:?}").into()),
+    }
+    // B's turn holds A's next append until B's own append commits.
+    assert_eq!(b.take_turn()?, head);
+    let mut after_b = head;
+    let b_batch = next_batch(&mut after_b, &mut versions, 2)?;
+    let a_batch = next_batch(&mut head, &mut [versions[0]; 5], 1)?;
+    let racer = std::thread::spawn(move || a.write(&a_batch));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!racer.is_finished(), "A appended during B's turn");
+    b.write(&b_batch)?;
+    match racer.join().map_err(|_| "the racer panicked")? {
+        Err(StoreError::Conflict { expected, found }) => assert_eq!((expected, found), (3, 5)),
+        other => return Err(format!("A's append after B's turn: {other:?}").into()),
+    }
+    assert_eq!(b.head()?, after_b);
+    // A turn given back without a write leaves the head as it was.
+    b.take_turn()?;
+    b.end_turn()?;
+    assert_eq!(watcher.head()?, after_b);
+    Ok(())
+}
+
+#[test]
+fn one_store_at_a_time_keeps_the_read_side_and_only_from_the_stored_checkpoint() -> TestResult {
+    let Some(cluster) = Cluster::start() else {
+        return Ok(());
+    };
+    let (a, b) = (
+        PgStore::open(&cluster.url())?,
+        PgStore::open(&cluster.url())?,
+    );
+    let op = |key: &[u8]| ProjectionOp {
+        key: key.to_vec(),
+        value: Some(b"v".to_vec()),
+    };
+    assert_eq!(a.save_projections_from(&[op(b"a")], 0, 4)?, Saved::Done);
+    // A keeps the read side now: B's saves are left out.
+    assert_eq!(b.save_projections_from(&[op(b"b")], 4, 6)?, Saved::Skipped);
+    // A save computed from another checkpoint than the stored one is refused.
+    assert_eq!(a.save_projections_from(&[op(b"c")], 2, 8)?, Saved::Stale);
+    assert_eq!(a.projection_checkpoint()?, Some(4));
+    assert_eq!(
+        a.projection_scan(b"")?,
+        vec![(b"a".to_vec(), b"v".to_vec())]
+    );
+    // Once A is gone, B takes over.
+    drop(a);
+    assert_eq!(b.save_projections_from(&[op(b"b")], 4, 6)?, Saved::Done);
+    assert_eq!(b.projection_checkpoint()?, Some(6));
     Ok(())
 }

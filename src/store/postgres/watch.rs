@@ -1,0 +1,89 @@
+//! A watcher of the shared log: a connection of its own that listens on
+//! the channel the head row's trigger notifies at every append
+//! (`migrations/0002_notify.sql`). The notification is only a wake-up: the
+//! head is always read afresh after it, so a lost one costs a poll's delay,
+//! never a record.
+
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::Client;
+
+use super::connection::{connect, failed};
+use super::read_head;
+use crate::store::{Head, StoreError, Watcher};
+
+/// The channel every append notifies.
+const CHANNEL: &str = "ledger_appended";
+
+pub(super) struct PgWatcher {
+    url: String,
+    /// `None` after the connection was lost, until the next call reconnects.
+    client: Option<Client>,
+}
+
+impl PgWatcher {
+    pub(super) fn open(url: &str) -> Result<Self, StoreError> {
+        let mut watcher = Self {
+            url: url.to_owned(),
+            client: None,
+        };
+        watcher.client()?;
+        Ok(watcher)
+    }
+
+    /// The connection, listening, opened again if it was lost.
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            let mut client = connect(&self.url)?;
+            client
+                .batch_execute(&format!("LISTEN {CHANNEL}"))
+                .map_err(failed("cannot listen for appends"))?;
+            self.client = Some(client);
+        }
+        self.client
+            .as_mut()
+            .ok_or_else(|| StoreError::failed("postgres: not connected"))
+    }
+
+    /// Runs `work` on the connection, dropping it when the call fails, so
+    /// the next one reconnects.
+    fn with<T>(
+        &mut self,
+        work: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = work(self.client()?);
+        if result.is_err() {
+            self.client = None;
+        }
+        result
+    }
+}
+
+impl Watcher for PgWatcher {
+    fn head(&mut self) -> Result<Head, StoreError> {
+        self.with(read_head)
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<Head, StoreError> {
+        self.with(|client| {
+            {
+                let mut notifications = client.notifications();
+                // The first one, or none within the timeout; then whatever
+                // else is already here, so a burst of appends costs one read.
+                notifications
+                    .timeout_iter(timeout)
+                    .next()
+                    .map_err(failed("cannot wait for appends"))?;
+                let mut pending = notifications.iter();
+                while pending
+                    .next()
+                    .map_err(failed("cannot wait for appends"))?
+                    .is_some()
+                {}
+            }
+            read_head(client)
+        })
+    }
+}

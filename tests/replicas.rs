@@ -1,0 +1,221 @@
+//! Several replicas on one PostgreSQL database behave as one ledger: racing
+//! replicas only ever give the rules' answers, a query on one sees every
+//! write another acknowledged, a client token retried on another replica
+//! gets the first reply, and a subscriber on one sees the other's writes
+//! in order. Skipped without PostgreSQL (except under CI).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use image_ledger::config::Config;
+use image_ledger::grpc::pb;
+use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
+use image_ledger::server::{start, RunningServer};
+use image_ledger::store::testing::Cluster;
+use tonic::Code;
+
+/// Replicas of one ledger: each its own server and directory, one database.
+struct Replicas {
+    servers: Vec<(tempfile::TempDir, RunningServer)>,
+}
+
+impl Replicas {
+    /// `count` replicas on a fresh database; `None` when PostgreSQL is not
+    /// installed (the test is skipped, said once; under CI it fails).
+    async fn start(count: usize) -> Option<Self> {
+        let url = Cluster::shared()?
+            .fresh_database()
+            .expect("a fresh database");
+        let mut servers = Vec::new();
+        for _ in 0..count {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let mut config = Config::for_data_dir(dir.path());
+            config.database_url = Some(url.clone());
+            servers.push((dir, start(config).await.expect("replica starts")));
+        }
+        Some(Self { servers })
+    }
+
+    async fn client(&self, replica: usize) -> Client {
+        connect(&self.servers[replica].1).await
+    }
+
+    async fn audit(&self, replica: usize) -> AuditLogClient<tonic::transport::Channel> {
+        AuditLogClient::connect(format!("http://{}", self.servers[replica].1.local_addr()))
+            .await
+            .expect("audit client connects")
+    }
+
+    async fn stop(self) {
+        for (_, server) in self.servers {
+            server.stop().await.expect("clean stop");
+        }
+    }
+}
+
+#[tokio::test]
+async fn fifty_racers_over_two_replicas_for_three_free_slots_leave_exactly_three_winners(
+) -> TestResult {
+    let Some(replicas) = Replicas::start(2).await else {
+        return Ok(());
+    };
+    let (mut a, mut b) = (replicas.client(0).await, replicas.client(1).await);
+    register_roots(&mut a, &[OWNER]).await;
+    let first: Vec<String> = (0..47).map(|i| format!("3000000{i:05}")).collect();
+    let racers: Vec<String> = (0..50).map(|i| format!("4000000{i:05}")).collect();
+    for account in first.iter().chain(&racers) {
+        register(&mut a, account, pb::AccountKind::Root).await;
+    }
+    for round in 0..5 {
+        let image = register_image(&mut a, OWNER, GZ, &format!("contested-{round}")).await;
+        let first_refs: Vec<&str> = first.iter().map(String::as_str).collect();
+        a.share_image(share_request(OWNER, &image, &first_refs))
+            .await?;
+        let image = Arc::new(image);
+        let mut tasks = Vec::new();
+        for (i, racer) in racers.iter().enumerate() {
+            // Every other racer calls the other replica.
+            let mut client = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let image = Arc::clone(&image);
+            let racer = racer.clone();
+            tasks.push(tokio::spawn(async move {
+                client
+                    .share_image(share_request(OWNER, &image, &[&racer]))
+                    .await
+                    .map_err(|status| status.code())
+            }));
+        }
+        let mut won = 0;
+        for task in tasks {
+            match task.await? {
+                Ok(_) => won += 1,
+                Err(code) => assert_eq!(code, Code::ResourceExhausted, "round {round}"),
+            }
+        }
+        assert_eq!(won, 3, "exactly three racers win round {round}");
+        assert_eq!(shares_of(&mut a, OWNER, &image).await.len(), 50);
+        assert_eq!(shares_of(&mut b, OWNER, &image).await.len(), 50);
+    }
+    replicas.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancel_on_one_replica_is_seen_at_once_by_an_authorize_on_the_other() -> TestResult {
+    let Some(replicas) = Replicas::start(2).await else {
+        return Ok(());
+    };
+    let (mut a, mut b) = (replicas.client(0).await, replicas.client(1).await);
+    register_roots(&mut a, &[OWNER, FRIEND]).await;
+    let image = register_image(&mut a, OWNER, GZ, "web").await;
+    for round in 0..20 {
+        a.share_image(share_request(OWNER, &image, &[FRIEND]))
+            .await?;
+        assert_eq!(
+            authorize(&mut b, FRIEND, &image, GZ, pb::ImageUse::CreateInstance).await,
+            (true, String::new()),
+            "round {round}: the share is seen on the other replica"
+        );
+        a.cancel_image_sharing(cancel_request(OWNER, &image, &[FRIEND]))
+            .await?;
+        // No min_position: the query is linearizable all the same.
+        let (allowed, reason) =
+            authorize(&mut b, FRIEND, &image, GZ, pb::ImageUse::CreateInstance).await;
+        assert!(!allowed, "round {round}: authorized after the cancel");
+        assert_eq!(
+            reason, "UnauthorizedOperation.ImageNotBelongToAccount",
+            "round {round}"
+        );
+    }
+    replicas.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_token_retried_on_another_replica_gets_the_first_reply_and_appends_nothing(
+) -> TestResult {
+    let Some(replicas) = Replicas::start(2).await else {
+        return Ok(());
+    };
+    let (mut a, mut b) = (replicas.client(0).await, replicas.client(1).await);
+    register_roots(&mut a, &[OWNER, FRIEND, OTHER]).await;
+    let image = register_image(&mut a, OWNER, GZ, "web").await;
+    let request = pb::ShareImageRequest {
+        client_token: "share-once".into(),
+        ..share_request(OWNER, &image, &[FRIEND])
+    };
+    let first = a.share_image(request.clone()).await?.into_inner();
+    assert!(first.position > 0);
+    let retried = b.share_image(request).await?.into_inner();
+    assert_eq!(retried, first);
+    // The next write on either replica comes right after the first one.
+    let next = b
+        .share_image(share_request(OWNER, &image, &[OTHER]))
+        .await?
+        .into_inner();
+    assert_eq!(next.position, first.position + 1);
+    // The same token with other parameters is refused on either replica.
+    let changed = pb::ShareImageRequest {
+        client_token: "share-once".into(),
+        ..share_request(OWNER, &image, &[OTHER])
+    };
+    for client in [&mut a, &mut b] {
+        assert_status(
+            client.share_image(changed.clone()).await,
+            Code::AlreadyExists,
+            "IdempotentParameterMismatch",
+        );
+    }
+    replicas.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_subscriber_on_one_replica_sees_the_others_writes_in_order() -> TestResult {
+    let Some(replicas) = Replicas::start(2).await else {
+        return Ok(());
+    };
+    let mut a = replicas.client(0).await;
+    let mut stream = replicas
+        .audit(1)
+        .await
+        .subscribe(pb::SubscribeRequest { from_position: 0 })
+        .await?
+        .into_inner();
+    register_roots(&mut a, &[OWNER]).await;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut client = a.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    client
+                        .register_image(image_request(OWNER, GZ, &format!("w{w}-{i}")))
+                        .await
+                        .expect("register");
+                }
+            })
+        })
+        .collect();
+    let total = 1 + 4 * 25;
+    let (mut seen, mut prev_hash) = (Vec::new(), hex::encode([0u8; 32]));
+    while seen.len() < total {
+        let record = tokio::time::timeout(std::time::Duration::from_secs(20), stream.message())
+            .await??
+            .ok_or("the stream ended early")?;
+        assert_eq!(
+            record.prev_hash, prev_hash,
+            "no gap before {}",
+            record.position
+        );
+        prev_hash = record.hash.clone();
+        seen.push(record.position);
+    }
+    for writer in writers {
+        writer.await?;
+    }
+    assert_eq!(seen, (1..=total as u64).collect::<Vec<_>>());
+    replicas.stop().await;
+    Ok(())
+}
