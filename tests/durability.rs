@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use common::*;
@@ -239,52 +238,6 @@ async fn racing_registrations_never_pass_the_quota() -> TestResult {
     assert_eq!(quota_used(&mut c, OWNER, GZ).await, 10);
     server.stop().await;
     Ok(())
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the real binary on port 0 and returns it with its address.
-fn spawn_binary(dir: &std::path::Path) -> Result<(Process, String), Box<dyn std::error::Error>> {
-    spawn_binary_with(dir, &[])
-}
-
-/// Starts the server binary on `dir` with `extra` flags.
-fn spawn_binary_with(
-    dir: &std::path::Path,
-    extra: &[&str],
-) -> Result<(Process, String), Box<dyn std::error::Error>> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_image-ledger"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--image-quota",
-            "1000000",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("stdout")?;
-    let process = Process(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .ok_or_else(|| format!("unexpected first line {line:?}"))?
-        .to_owned();
-    Ok((process, addr))
 }
 
 /// What a server killed under write load left behind.

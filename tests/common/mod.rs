@@ -294,3 +294,52 @@ pub async fn authorize(
         .into_inner();
     (reply.allowed, reply.reason)
 }
+
+/// A server process, killed when dropped.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real binary on port 0 and returns it with its address.
+pub fn spawn_binary(
+    dir: &std::path::Path,
+) -> Result<(Process, String), Box<dyn std::error::Error>> {
+    spawn_binary_with(dir, &[])
+}
+
+/// Starts the server binary on `dir` with `extra` flags.
+pub fn spawn_binary_with(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Result<(Process, String), Box<dyn std::error::Error>> {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--image-quota",
+            "1000000",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("stdout")?;
+    let process = Process(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("unexpected first line {line:?}"))?
+        .to_owned();
+    Ok((process, addr))
+}

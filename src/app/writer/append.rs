@@ -13,6 +13,7 @@ use super::timing::StageTiming;
 use super::{refuse, Message, Staged};
 use crate::domain::LedgerState;
 use crate::idempotency::Tokens;
+use crate::projection::Touched;
 use crate::store::{AppendBatch, Chain, Head, Store, StoreError};
 
 pub(super) struct Appender {
@@ -20,8 +21,10 @@ pub(super) struct Appender {
     /// Tells the decide stage to reload before it decides more.
     pub(super) failed: Arc<AtomicBool>,
     pub(super) control: Arc<Control>,
-    /// The store's head after the last batch this stage wrote, and the
-    /// state and idempotency records there.
+    /// The store's head after the last batch this stage wrote (or the
+    /// head an epoch started at), and the state and idempotency records
+    /// after the last batch it wrote (the base of the next epoch when the
+    /// log moves on without this replica).
     pub(super) applied: Head,
     pub(super) applied_state: Arc<LedgerState>,
     pub(super) applied_tokens: Tokens,
@@ -34,6 +37,9 @@ pub(super) struct Appender {
     pub(super) restarting: bool,
     /// This stage holds the log's turn until its next write.
     pub(super) in_turn: bool,
+    /// What batches handed back changed (they carry what a catch-up
+    /// changed, too): the next batch written takes it to the read side.
+    pub(super) carried: Touched,
     /// The failure that refused the last batches: batches decided on top
     /// of them are refused with it too.
     pub(super) failure: Option<StoreError>,
@@ -54,6 +60,8 @@ impl Appender {
             let mut current = Vec::with_capacity(group.len());
             for staged in group {
                 if staged.epoch < self.epoch {
+                    let staged = *staged;
+                    self.carried.extend(staged.touched);
                     self.control.retry(staged.jobs);
                 } else {
                     current.push(*staged);
@@ -67,6 +75,9 @@ impl Appender {
             }
             match self.write(&mut group) {
                 Ok(()) => {
+                    if let Some(first) = group.first_mut() {
+                        first.touched.extend(std::mem::take(&mut self.carried));
+                    }
                     if let Some(last) = group.last() {
                         self.applied_state = Arc::clone(&last.state);
                         self.applied_tokens = last.tokens.clone();
@@ -79,7 +90,16 @@ impl Appender {
                     }
                 }
                 Err(StoreError::Conflict { .. }) if self.store.shared() => {
-                    let jobs = group.into_iter().flat_map(|staged| staged.jobs).collect();
+                    // The group was decided on the state at `applied`.
+                    if let Some(first) = group.first() {
+                        self.applied_state = Arc::clone(&first.base_state);
+                        self.applied_tokens = first.base_tokens.clone();
+                    }
+                    let mut jobs = Vec::new();
+                    for staged in group {
+                        self.carried.extend(staged.touched);
+                        jobs.extend(staged.jobs);
+                    }
                     match self.store.take_turn() {
                         Ok(target) => {
                             self.in_turn = true;
@@ -175,6 +195,18 @@ impl Appender {
             if std::mem::take(&mut self.in_turn) {
                 if let Err(err) = self.store.end_turn() {
                     tracing::warn!(err = %Chain(&err), "cannot give the log's turn back");
+                }
+            } else if self.store.shared() && group.iter().any(|staged| !staged.jobs.is_empty()) {
+                // Answers without records (refusals, dry runs, retries) were
+                // decided on this replica's state: they stand only if no
+                // other replica appended since, as a write's head check
+                // ensures for the answers that come with records.
+                let head = self.store.head()?;
+                if head != self.applied {
+                    return Err(StoreError::Conflict {
+                        expected: self.applied.position,
+                        found: head.position,
+                    });
                 }
             }
         } else {

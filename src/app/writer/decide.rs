@@ -110,6 +110,7 @@ impl Decider {
             epoch: 0,
             restarting: false,
             in_turn: false,
+            carried: Touched::default(),
             failure: None,
             restart: false,
             timing: StageTiming::default(),

@@ -15,6 +15,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
     as_postgres: bool,
+    /// Server settings beyond the defaults, as `-c name=value` options.
+    settings: String,
 }
 
 impl Cluster {
@@ -57,8 +59,80 @@ impl Cluster {
 
     /// Starts a cluster, or says why not: `None` means skip the test.
     pub fn start() -> Option<Self> {
-        match Self::try_start() {
-            Ok(cluster) => Some(cluster),
+        Self::or_skip(Self::try_start())
+    }
+
+    /// A primary whose commits wait for a synchronous standby
+    /// (`synchronous_commit = on`, the default), and that standby,
+    /// streaming from it; `None` means skip, as for [`Cluster::start`].
+    pub fn start_with_standby() -> Option<(Self, Self)> {
+        let started = Self::empty("-c wal_level=replica -c synchronous_standby_names='*'")
+            .and_then(|primary| {
+                primary.init()?;
+                primary.resume()?;
+                // The standby is not synchronous to anyone: once promoted,
+                // its commits do not wait.
+                let standby = Self::empty("-c hot_standby=on")?;
+                let (data, port) = (standby.data(), primary.port.to_string());
+                standby.run(
+                    "pg_basebackup",
+                    &[
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &port,
+                        "-U",
+                        "postgres",
+                        "-D",
+                        &data,
+                        "-R",
+                        "-X",
+                        "stream",
+                    ],
+                )?;
+                standby.resume()?;
+                primary.wait_for_sync_standby()?;
+                Ok((primary, standby))
+            });
+        Self::or_skip(started)
+    }
+
+    /// Promotes a standby to primary (`pg_ctl promote`, waiting for it).
+    pub fn promote(&self) -> Result<(), String> {
+        self.run("pg_ctl", &["-D", &self.data(), "-w", "promote"])
+    }
+
+    /// The port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn wait_for_sync_standby(&self) -> Result<(), String> {
+        let url = self.url();
+        std::thread::spawn(move || -> Result<(), String> {
+            let mut client =
+                postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+            for _ in 0..100 {
+                let synced = client
+                    .query(
+                        "SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync'",
+                        &[],
+                    )
+                    .map_err(|e| e.to_string())?;
+                if !synced.is_empty() {
+                    return Ok(());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err("the standby never became synchronous".into())
+        })
+        .join()
+        .map_err(|_| "the thread waiting for the standby panicked".to_string())?
+    }
+
+    fn or_skip<T>(started: Result<T, String>) -> Option<T> {
+        match started {
+            Ok(started) => Some(started),
             Err(why) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
                 panic!("cannot start PostgreSQL for the test under CI: {why}")
             }
@@ -72,34 +146,52 @@ impl Cluster {
     }
 
     fn try_start() -> Result<Self, String> {
+        let cluster = Self::empty("")?;
+        cluster.init()?;
+        cluster.resume()?;
+        Ok(cluster)
+    }
+
+    /// A cluster with a directory and a port, and nothing in them yet.
+    fn empty(settings: &str) -> Result<Self, String> {
         let bin = server_bin().ok_or("no PostgreSQL server binaries under /usr/lib/postgresql")?;
         let as_postgres = is_root();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         if as_postgres {
             chown_to_postgres(dir.path())?;
         }
-        let port = free_port()?;
-        let cluster = Self {
+        Ok(Self {
             bin,
             dir,
-            port,
+            port: free_port()?,
             as_postgres,
-        };
-        let data = cluster.data();
-        cluster.run(
+            settings: settings.to_owned(),
+        })
+    }
+
+    fn init(&self) -> Result<(), String> {
+        self.run(
             "initdb",
-            &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8"],
-        )?;
-        cluster.resume()?;
-        Ok(cluster)
+            &[
+                "-D",
+                &self.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+            ],
+        )
     }
 
     /// Starts the cluster's server (again, after [`Cluster::crash`]).
     pub fn resume(&self) -> Result<(), String> {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings
         );
         let log = self.dir.path().join("log").display().to_string();
         self.run(
@@ -186,6 +278,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let data = self.data();
+        // A crashed server has nothing left to stop.
+        if !self.dir.path().join("data/postmaster.pid").exists() {
+            return;
+        }
         if let Err(err) = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]) {
             eprintln!("cannot stop the test cluster: {err}");
         }

@@ -48,16 +48,27 @@ impl PgWatcher {
     }
 
     /// Runs `work` on the connection, dropping it when the call fails, so
-    /// the next one reconnects.
+    /// the next one reconnects. A connection that was open before may have
+    /// died unseen (a failover, a restart of the server): a call that
+    /// fails on one is tried once more on a new connection.
     fn with<T>(
         &mut self,
-        work: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        mut work: impl FnMut(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let reused = self.client.is_some();
         let result = work(self.client()?);
-        if result.is_err() {
+        if result.is_ok() {
+            return result;
+        }
+        self.client = None;
+        if !reused {
+            return result;
+        }
+        let retried = work(self.client()?);
+        if retried.is_err() {
             self.client = None;
         }
-        result
+        retried
     }
 }
 
