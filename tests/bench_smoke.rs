@@ -11,6 +11,7 @@ fn every_scenario_runs_against_a_real_server_without_errors(
         addr: None,
         data_dir: None,
         database_url: None,
+        replicas: 1,
         accounts: 20,
         images: 200,
         log_events: 500,
@@ -26,7 +27,14 @@ fn every_scenario_runs_against_a_real_server_without_errors(
     let names: Vec<&str> = report.results.iter().map(|r| r.scenario.name()).collect();
     assert_eq!(
         names,
-        vec!["health", "share", "authorize", "describe", "mixed"]
+        vec![
+            "health",
+            "share",
+            "authorize",
+            "authorize-applied",
+            "describe",
+            "mixed"
+        ]
     );
     for result in &report.results {
         assert!(
@@ -66,6 +74,7 @@ fn a_second_run_on_the_same_data_directory_has_no_errors(
         addr: None,
         data_dir: Some(dir.path().to_path_buf()),
         database_url: None,
+        replicas: 1,
         accounts: 10,
         images: 50,
         log_events: 0,
@@ -92,5 +101,49 @@ fn a_second_run_on_the_same_data_directory_has_no_errors(
             "run {run_number}: every account lists its 5 images and 5 shared with it"
         );
     }
+    Ok(())
+}
+
+/// The bench on a database with two replicas: every scenario runs over
+/// connections spread between them, without errors. Skipped without
+/// PostgreSQL (except under CI).
+#[test]
+fn every_scenario_runs_against_two_replicas_on_a_database_without_errors(
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Some(cluster) = image_ledger::store::testing::Cluster::shared() else {
+        return Ok(());
+    };
+    let config = BenchConfig {
+        binary: env!("CARGO_BIN_EXE_image-ledger").into(),
+        addr: None,
+        data_dir: None,
+        database_url: Some(cluster.fresh_database()?),
+        replicas: 2,
+        accounts: 20,
+        images: 200,
+        log_events: 500,
+        scenarios: Scenario::ALL.to_vec(),
+        seconds: 0.5,
+        rounds: 1,
+        concurrency: 8,
+        connections: 2,
+        cache_mb: 16,
+        page_cache_mb: 16,
+    };
+    let report = run(&config)?;
+    assert_eq!(report.results.len(), Scenario::ALL.len());
+    for result in &report.results {
+        assert!(
+            result.ops > 0,
+            "{} completed no call",
+            result.scenario.name()
+        );
+        assert_eq!(result.errors, 0, "{} had failures", result.scenario.name());
+    }
+    assert!(
+        report.events >= 500,
+        "the log was filled: {}",
+        report.events
+    );
     Ok(())
 }

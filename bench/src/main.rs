@@ -47,6 +47,10 @@ struct BenchArgs {
     /// Keep the started server's ledger in this empty PostgreSQL database.
     #[arg(long, env = "IMAGE_LEDGER_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Start this many replicas on the database and spread the
+    /// connections over them, one after the other.
+    #[arg(long, default_value_t = 1, requires = "database_url")]
+    replicas: usize,
     /// Accounts to preload.
     #[arg(long, default_value_t = 1_000)]
     accounts: u64,
@@ -56,7 +60,8 @@ struct BenchArgs {
     /// Fill the log to this many events before measuring.
     #[arg(long, default_value_t = 0)]
     log_events: u64,
-    /// Comma-separated scenarios: share, authorize, describe, mixed, health.
+    /// Comma-separated scenarios: share, authorize, authorize-applied,
+    /// describe, mixed, health.
     #[arg(long, default_value = "share,authorize,describe,mixed")]
     scenarios: String,
     /// Measured seconds per scenario and round (after a short warm-up).
@@ -137,6 +142,11 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(args.seconds > 0.0, "--seconds must be positive");
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    anyhow::ensure!(args.replicas >= 1, "--replicas must be at least 1");
+    anyhow::ensure!(
+        args.replicas <= args.connections,
+        "--replicas must not exceed --connections: each replica needs a connection"
+    );
     let binary = match args.server_binary {
         Some(binary) => binary,
         None => server_next_to_this_program()?,
@@ -146,6 +156,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         addr: args.addr,
         data_dir: args.data_dir,
         database_url: args.database_url,
+        replicas: args.replicas,
         accounts: args.accounts,
         images: args.images,
         log_events: args.log_events,

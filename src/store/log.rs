@@ -75,6 +75,19 @@ pub trait EventLog: Send + Sync + 'static {
         self.head()
     }
 
+    /// [`write`](Self::write), except that a head other than the expected
+    /// one is no error: the turn is taken (as by
+    /// [`take_turn`](Self::take_turn)) and the head returned, nothing
+    /// written. One step for a backend that can lock the head where it
+    /// found it moved.
+    fn write_or_take_turn(&self, batch: &AppendBatch) -> Result<Option<Head>, StoreError> {
+        match self.write(batch) {
+            Ok(()) => Ok(None),
+            Err(StoreError::Conflict { .. }) if self.shared() => self.take_turn().map(Some),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Gives a turn back without writing.
     fn end_turn(&self) -> Result<(), StoreError> {
         Ok(())
@@ -132,9 +145,11 @@ pub trait Watcher: Send {
     /// The head now, read afresh.
     fn head(&mut self) -> Result<Head, StoreError>;
 
-    /// Waits up to `timeout` for an append by anyone (a wake-up only: the
-    /// head it returns is read afresh after it), then returns the head.
-    fn wait(&mut self, timeout: std::time::Duration) -> Result<Head, StoreError>;
+    /// Waits up to `timeout` for appends by anyone and returns the newest
+    /// position they announced, or, when none did, the head's position
+    /// read afresh. An announcement is only a wake-up: whoever acts on it
+    /// reads the log.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<u64, StoreError>;
 }
 
 /// Visits records from `from` on with a step that can fail; stops at the end

@@ -38,8 +38,11 @@ pub enum Scenario {
     Health,
     /// `ShareImage` then `CancelImageSharing` of the same account, alternating, over many images.
     Share,
-    /// `AuthorizeImageUse`.
+    /// `AuthorizeImageUse`, linearizable (no `min_position`).
     Authorize,
+    /// `AuthorizeImageUse` with a `min_position` already applied (1): no
+    /// wait for the log's head on a shared database.
+    AuthorizeApplied,
     /// `DescribeImages`, a page of 20.
     Describe,
     /// 90% reads (authorize and describe), 10% writes (share and cancel).
@@ -48,10 +51,11 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, baseline first.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Health,
         Scenario::Share,
         Scenario::Authorize,
+        Scenario::AuthorizeApplied,
         Scenario::Describe,
         Scenario::Mixed,
     ];
@@ -62,6 +66,7 @@ impl Scenario {
             Scenario::Health => "health",
             Scenario::Share => "share",
             Scenario::Authorize => "authorize",
+            Scenario::AuthorizeApplied => "authorize-applied",
             Scenario::Describe => "describe",
             Scenario::Mixed => "mixed",
         }
@@ -86,6 +91,9 @@ pub struct BenchConfig {
     /// An empty PostgreSQL database for the started server's ledger instead
     /// of the sled store in `data_dir` (which then holds only its key).
     pub database_url: Option<String>,
+    /// Replicas started on `database_url`; the connections are spread over
+    /// them in turn.
+    pub replicas: usize,
     /// Accounts to preload.
     pub accounts: u64,
     /// Images to preload.
@@ -193,7 +201,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
     }
     let temp;
     let (server, startup, dir) = match config.addr {
-        Some(_) => (None, None, None),
+        Some(_) => (Vec::new(), None, None),
         None => {
             let dir = match &config.data_dir {
                 Some(dir) => dir.clone(),
@@ -222,22 +230,33 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
                 "  {} events in {:.1?}; starting the server",
                 filled.events, filled.elapsed
             );
-            let (server, startup) = spawn_server(config, &dir)?;
-            (Some(server), Some(startup), Some(dir))
+            let mut servers = Vec::new();
+            let mut startup = None;
+            for replica in 0..config.replicas.max(1) {
+                // Each replica's key lives in a directory of its own.
+                let home = match replica {
+                    0 => dir.clone(),
+                    n => dir.join(format!("replica-{n}")),
+                };
+                std::fs::create_dir_all(&home)?;
+                let (server, took) = spawn_server(config, &home)?;
+                startup.get_or_insert(took);
+                servers.push(server);
+            }
+            (servers, startup, Some(dir))
         }
     };
-    let addr = server
-        .as_ref()
-        .map(|s| s.addr)
-        .or(config.addr)
-        .ok_or("no server")?;
+    let addrs: Vec<SocketAddr> = match config.addr {
+        Some(addr) => vec![addr],
+        None => server.iter().map(|s| s.addr).collect(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let server_pid = server.as_ref().map(|s| s.child.id());
-    let mut report = runtime.block_on(drive(config, addr, server_pid))?;
+    let server_pid = server.first().map(|s| s.child.id());
+    let mut report = runtime.block_on(drive(config, &addrs, server_pid))?;
     report.startup = startup;
-    if let Some(server) = &server {
+    if let Some(server) = server.first() {
         report.rss_bytes = rss_of(server.child.id());
     }
     if let (Some(dir), None) = (&dir, &config.database_url) {
@@ -250,14 +269,17 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
 
 async fn drive(
     config: &BenchConfig,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     server_pid: Option<u32>,
 ) -> Result<BenchReport, BoxError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
     let mut channels = Vec::new();
-    for _ in 0..config.connections.max(1) {
+    for (_, addr) in (0..config.connections.max(1)).zip(addrs.iter().cycle()) {
         // Each connect() opens its own HTTP/2 connection.
-        channels.push(endpoint.connect().await?);
+        channels.push(
+            Endpoint::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await?,
+        );
     }
     let workload = Arc::new(discover(config, channels[0].clone()).await?);
     eprintln!(

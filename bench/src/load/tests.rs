@@ -177,6 +177,7 @@ fn the_log_is_filled_to_at_least_the_target_ending_on_a_round_of_shares() {
         addr: None,
         data_dir: None,
         database_url: None,
+        replicas: 1,
         accounts,
         images,
         log_events,

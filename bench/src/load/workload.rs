@@ -244,15 +244,16 @@ pub(super) async fn worker(
                 }
                 result.is_ok()
             }
-            Scenario::Authorize => {
+            Scenario::Authorize | Scenario::AuthorizeApplied => {
                 let (image, owner) = &workload.images[rng.random_range(0..workload.images.len())];
+                let min_position = u64::from(kind == Scenario::AuthorizeApplied);
                 ledger
                     .authorize_image_use(pb::AuthorizeImageUseRequest {
                         account_id: account(*owner).to_string(),
                         image_id: image.clone(),
                         region: workload.region.clone(),
                         r#use: pb::ImageUse::CreateInstance as i32,
-                        min_position: 0,
+                        min_position,
                     })
                     .await
                     .is_ok_and(|r| r.into_inner().allowed)

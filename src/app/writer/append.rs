@@ -74,7 +74,7 @@ impl Appender {
                 self.restarting = false;
             }
             match self.write(&mut group) {
-                Ok(()) => {
+                Ok(None) => {
                     if let Some(first) = group.first_mut() {
                         first.touched.extend(std::mem::take(&mut self.carried));
                     }
@@ -89,8 +89,10 @@ impl Appender {
                         }
                     }
                 }
-                Err(StoreError::Conflict { .. }) if self.store.shared() => {
-                    // The group was decided on the state at `applied`.
+                Ok(Some(target)) => {
+                    // Another replica appended first; this one holds the
+                    // turn now. The group was decided on the state at
+                    // `applied`: decide its jobs again on the log's.
                     if let Some(first) = group.first() {
                         self.applied_state = Arc::clone(&first.base_state);
                         self.applied_tokens = first.base_tokens.clone();
@@ -100,18 +102,8 @@ impl Appender {
                         self.carried.extend(staged.touched);
                         jobs.extend(staged.jobs);
                     }
-                    match self.store.take_turn() {
-                        Ok(target) => {
-                            self.in_turn = true;
-                            self.start_epoch(target, jobs);
-                        }
-                        Err(err) => {
-                            tracing::error!(err = %Chain(&err), "cannot take the log's turn; the commands of the batch are refused");
-                            self.failed.store(true, Ordering::SeqCst);
-                            self.failure = Some(err.clone());
-                            refuse(jobs, &err);
-                        }
-                    }
+                    self.in_turn = true;
+                    self.start_epoch(target, jobs);
                 }
                 Err(err) => {
                     self.failed.store(true, Ordering::SeqCst);
@@ -162,10 +154,12 @@ impl Appender {
         }
     }
 
-    /// Writes a group of consecutive batches as one append.
-    fn write(&mut self, group: &mut [Staged]) -> Result<(), StoreError> {
+    /// Writes a group of consecutive batches as one append. `Some(head)`
+    /// when another replica moved the log's head first: nothing was
+    /// written and this stage holds the turn.
+    fn write(&mut self, group: &mut [Staged]) -> Result<Option<Head>, StoreError> {
         let Some(first) = group.first() else {
-            return Ok(());
+            return Ok(None);
         };
         if std::mem::take(&mut self.restart) {
             self.applied = first.batch.expected_head;
@@ -191,38 +185,43 @@ impl Appender {
             combined.records.append(&mut staged.batch.records);
             combined.tokens.append(&mut staged.batch.tokens);
         }
+        let store = &self.store;
         if combined.records.is_empty() {
             if std::mem::take(&mut self.in_turn) {
-                if let Err(err) = self.store.end_turn() {
+                if let Err(err) = store.end_turn() {
                     tracing::warn!(err = %Chain(&err), "cannot give the log's turn back");
                 }
-            } else if self.store.shared() && group.iter().any(|staged| !staged.jobs.is_empty()) {
+            } else if store.shared() && group.iter().any(|staged| !staged.jobs.is_empty()) {
                 // Answers without records (refusals, dry runs, retries) were
                 // decided on this replica's state: they stand only if no
                 // other replica appended since, as a write's head check
                 // ensures for the answers that come with records.
-                let head = self.store.head()?;
-                if head != self.applied {
-                    return Err(StoreError::Conflict {
-                        expected: self.applied.position,
-                        found: head.position,
-                    });
+                if store.head()? != self.applied {
+                    return store.take_turn().map(Some);
                 }
             }
         } else {
             self.in_turn = false;
-            let store = &self.store;
-            if let Err(err) = self.timing.time(|| store.write(&combined)) {
-                if !matches!(err, StoreError::Conflict { .. }) || !store.shared() {
+            let written = self.timing.time(|| {
+                if store.shared() {
+                    store.write_or_take_turn(&combined)
+                } else {
+                    store.write(&combined).map(|()| None)
+                }
+            });
+            match written {
+                Ok(None) => {}
+                Ok(Some(head)) => return Ok(Some(head)),
+                Err(err) => {
                     tracing::error!(err = %Chain(&err), "appending a batch failed; its commands are refused");
                     self.failure = Some(err.clone());
+                    return Err(err);
                 }
-                return Err(err);
             }
         }
         if let Some(last) = group.last() {
             self.applied = last.head;
         }
-        Ok(())
+        Ok(None)
     }
 }

@@ -182,7 +182,10 @@ impl Decider {
             let mut retried = taken.retry;
             retried.append(&mut jobs);
             let mut jobs = retried;
-            if taken.follow && !self.hand_on(Message::Follow) {
+            // A batch with jobs checks the head anyway (its write, or a
+            // read when it has no records): following now would only void
+            // it. Without jobs, the append stage looks at the log.
+            if taken.follow && jobs.is_empty() && !self.hand_on(Message::Follow) {
                 break;
             }
             if let Some(err) = &self.broken {

@@ -2,9 +2,9 @@
 //! linearizable queries. Each has a thread and a [`Watcher`] (a database
 //! connection) of its own:
 //!
-//! - the follower (`ledger-follow`) waits for an append (a notification,
-//!   or a poll every [`POLL`]) and, when the log moved past what this
-//!   replica wrote or caught up to, asks the writer to catch up
+//! - the follower (`ledger-follow`) waits for an append (a notification
+//!   with its position, or a poll every [`POLL`]) and, when the log moved
+//!   past what this replica wrote or caught up to, asks the writer to catch up
 //!   ([`Control::follow`]); it also tells [`Health`] whether the store
 //!   answers;
 //! - the fence (`ledger-fence`) reads the head for every query that asks
@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::control::Control;
 use crate::app::health::Health;
 use crate::app::AppError;
-use crate::store::{Chain, Head, Store, StoreError};
+use crate::store::{Chain, Store, StoreError};
 
 /// The longest the follower waits without a notification before it reads
 /// the head anyway.
@@ -41,9 +41,9 @@ pub(in crate::app) struct Progress {
 }
 
 impl Progress {
-    /// Asks the writer to catch up when `head` is past what it has.
-    fn saw(&self, head: Head) {
-        if head.position > self.written.load(Ordering::SeqCst) {
+    /// Asks the writer to catch up when `position` is past what it has.
+    fn saw(&self, position: u64) {
+        if position > self.written.load(Ordering::SeqCst) {
             self.control.follow();
         }
     }
@@ -76,9 +76,9 @@ impl Follower {
             .spawn(move || {
                 while !stopped.load(Ordering::SeqCst) {
                     match watcher.wait(POLL) {
-                        Ok(head) => {
+                        Ok(position) => {
                             progress.health.reachable(true);
-                            progress.saw(head);
+                            progress.saw(position);
                         }
                         Err(err) => {
                             tracing::debug!(err = %Chain(&err), "cannot read the log's head");
@@ -122,7 +122,7 @@ impl Fence {
                     let head = watcher.head();
                     progress.health.reachable(head.is_ok());
                     if let Ok(head) = &head {
-                        progress.saw(*head);
+                        progress.saw(head.position);
                     }
                     for reply in waiting {
                         let _ = reply.send(head.clone().map(|head| head.position));

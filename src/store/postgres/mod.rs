@@ -79,6 +79,46 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Appends `batch` in one transaction (inside the turn's when this
+    /// process holds it). When the head is not the expected one, returns
+    /// the head found: with `keep_turn`, the transaction stays open holding
+    /// the head row (the turn), else it is rolled back.
+    fn append_in_turn(
+        &self,
+        batch: &AppendBatch,
+        keep_turn: bool,
+    ) -> Result<Option<Head>, StoreError> {
+        let Some(rows) = Rows::of(batch) else {
+            return Ok(None);
+        };
+        self.log.run_in_session(move |session| {
+            let client = &mut session.client;
+            if !std::mem::take(&mut session.in_turn) {
+                client
+                    .batch_execute("BEGIN")
+                    .map_err(failed("cannot start an append"))?;
+            }
+            let result = rows.insert(client);
+            let end = match &result {
+                Ok(None) => "COMMIT",
+                Ok(Some(_)) if keep_turn => {
+                    session.in_turn = true;
+                    return result;
+                }
+                _ => "ROLLBACK",
+            };
+            let ended = client
+                .batch_execute(end)
+                .map_err(failed("cannot commit an append"));
+            match (result, ended) {
+                (Err(err), _) | (Ok(_), Err(err)) => Err(err),
+                (Ok(found), Ok(())) => Ok(found),
+            }
+        })
+    }
+}
+
 /// Visits the rows of the pages `page` reads, each after the last row's
 /// cursor, until a short page or until `visit` returns `false`.
 fn visit_pages(
@@ -128,62 +168,34 @@ fn read_head(client: &mut impl GenericClient) -> Result<Head, StoreError> {
     })
 }
 
+/// The head, locked until the transaction ends.
+fn lock_head(client: &mut impl GenericClient) -> Result<Head, StoreError> {
+    let row = client
+        .query_one("SELECT position, hash FROM ledger_head FOR UPDATE", &[])
+        .map_err(failed("cannot lock the head"))?;
+    Ok(Head {
+        position: to_u64(row.get(0))?,
+        hash: hash_of(row.get(1))?,
+    })
+}
+
 impl EventLog for PgStore {
     fn head(&self) -> Result<Head, StoreError> {
         self.connection.run(read_head)
     }
 
     fn write(&self, batch: &AppendBatch) -> Result<(), StoreError> {
-        let Some(last) = batch.records.last() else {
-            return Ok(());
-        };
-        let expected = batch.expected_head;
-        let head = (to_i64(last.position), last.hash.to_vec());
-        let positions: Vec<i64> = batch.records.iter().map(|r| to_i64(r.position)).collect();
-        let aggregates: Vec<String> = batch
-            .records
-            .iter()
-            .map(|r| r.aggregate_id.clone())
-            .collect();
-        let versions: Vec<i64> = batch
-            .records
-            .iter()
-            .map(|r| to_i64(r.aggregate_version))
-            .collect();
-        let records: Vec<Vec<u8>> = batch.records.iter().map(|r| r.bytes.clone()).collect();
-        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = batch.tokens.iter().cloned().unzip();
-        let rows = Rows {
-            expected,
-            head,
-            positions,
-            aggregates,
-            versions,
-            records,
-            keys,
-            values,
-        };
-        self.log.run_in_session(move |session| {
-            if std::mem::take(&mut session.in_turn) {
-                // The turn's transaction is open and holds the head row.
-                let written = rows.insert(&mut session.client);
-                let end = if written.is_ok() {
-                    "COMMIT"
-                } else {
-                    "ROLLBACK"
-                };
-                let ended = session
-                    .client
-                    .batch_execute(end)
-                    .map_err(failed("cannot commit an append"));
-                return written.and(ended);
-            }
-            let mut tx = session
-                .client
-                .transaction()
-                .map_err(failed("cannot start an append"))?;
-            rows.insert(&mut tx)?;
-            tx.commit().map_err(failed("cannot commit an append"))
-        })
+        match self.append_in_turn(batch, false)? {
+            None => Ok(()),
+            Some(found) => Err(StoreError::Conflict {
+                expected: batch.expected_head.position,
+                found: found.position,
+            }),
+        }
+    }
+
+    fn write_or_take_turn(&self, batch: &AppendBatch) -> Result<Option<Head>, StoreError> {
+        self.append_in_turn(batch, true)
     }
 
     fn shared(&self) -> bool {
@@ -199,16 +211,7 @@ impl EventLog for PgStore {
                 .client
                 .batch_execute("BEGIN")
                 .map_err(failed("cannot start a turn"))
-                .and_then(|()| {
-                    let row = session
-                        .client
-                        .query_one("SELECT position, hash FROM ledger_head FOR UPDATE", &[])
-                        .map_err(failed("cannot lock the head"))?;
-                    Ok(Head {
-                        position: to_u64(row.get(0))?,
-                        hash: hash_of(row.get(1))?,
-                    })
-                });
+                .and_then(|()| lock_head(&mut session.client));
             match locked {
                 Ok(head) => {
                     session.in_turn = true;
@@ -370,9 +373,35 @@ struct Rows {
 }
 
 impl Rows {
+    /// The rows of `batch`; `None` when it has no records.
+    fn of(batch: &AppendBatch) -> Option<Self> {
+        let last = batch.records.last()?;
+        let (keys, values) = batch.tokens.iter().cloned().unzip();
+        Some(Self {
+            expected: batch.expected_head,
+            head: (to_i64(last.position), last.hash.to_vec()),
+            positions: batch.records.iter().map(|r| to_i64(r.position)).collect(),
+            aggregates: batch
+                .records
+                .iter()
+                .map(|r| r.aggregate_id.clone())
+                .collect(),
+            versions: batch
+                .records
+                .iter()
+                .map(|r| to_i64(r.aggregate_version))
+                .collect(),
+            records: batch.records.iter().map(|r| r.bytes.clone()).collect(),
+            keys,
+            values,
+        })
+    }
+
     /// Moves the head, checked against the expected one, and inserts the
     /// records and idempotency records, inside the caller's transaction.
-    fn insert(&self, client: &mut impl GenericClient) -> Result<(), StoreError> {
+    /// When the head is another, locks it (`FOR UPDATE`, waiting for the
+    /// append that holds it) and returns it, having written nothing.
+    fn insert(&self, client: &mut impl GenericClient) -> Result<Option<Head>, StoreError> {
         let expected = self.expected;
         let moved = client
             .execute(
@@ -387,11 +416,7 @@ impl Rows {
             )
             .map_err(failed("cannot move the head"))?;
         if moved != 1 {
-            let found = read_head(client)?;
-            return Err(StoreError::Conflict {
-                expected: expected.position,
-                found: found.position,
-            });
+            return lock_head(client).map(Some);
         }
         client
             .execute(
@@ -406,7 +431,8 @@ impl Rows {
             )
             .map_err(failed("cannot insert the records"))?;
         upsert(client, UPSERT_TOKENS, &self.keys, &self.values)
-            .map_err(failed("cannot insert the idempotency records"))
+            .map_err(failed("cannot insert the idempotency records"))?;
+        Ok(None)
     }
 }
 

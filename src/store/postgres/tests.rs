@@ -160,7 +160,10 @@ fn two_stores_on_one_database_take_turns_and_see_each_others_appends() -> TestRe
     a.write(&first)?;
     // The notification wakes the watcher long before the timeout.
     let started = std::time::Instant::now();
-    assert_eq!(watcher.wait(std::time::Duration::from_secs(10))?, head);
+    assert_eq!(
+        watcher.wait(std::time::Duration::from_secs(10))?,
+        head.position
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     // A batch decided on the old head meets the new one.
     let stale = next_batch(&mut Head::default(), &mut [0u64; 5], 1)?;
@@ -212,9 +215,18 @@ fn one_store_at_a_time_keeps_the_read_side_and_only_from_the_stored_checkpoint()
         a.projection_scan(b"")?,
         vec![(b"a".to_vec(), b"v".to_vec())]
     );
-    // Once A is gone, B takes over.
+    // Once A's session has ended (the server notices a moment after the
+    // connection closed), B takes over.
     drop(a);
-    assert_eq!(b.save_projections_from(&[op(b"b")], 4, 6)?, Saved::Done);
+    let mut saved = Vec::new();
+    for _ in 0..50 {
+        saved.push(b.save_projections_from(&[op(b"b")], 4, 6)?);
+        if saved.last() != Some(&Saved::Skipped) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(saved.last(), Some(&Saved::Done), "{saved:?}");
     assert_eq!(b.projection_checkpoint()?, Some(6));
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! A watcher of the shared log: a connection of its own that listens on
 //! the channel the head row's trigger notifies at every append
-//! (`migrations/0002_notify.sql`). The notification is only a wake-up: the
-//! head is always read afresh after it, so a lost one costs a poll's delay,
-//! never a record.
+//! (`migrations/0002_notify.sql`) with the new head's position. The
+//! notification is only a wake-up: whoever acts on it reads the log, so a
+//! lost one costs a poll's delay, never a record.
 
 use std::time::Duration;
 
@@ -77,24 +77,29 @@ impl Watcher for PgWatcher {
         self.with(read_head)
     }
 
-    fn wait(&mut self, timeout: Duration) -> Result<Head, StoreError> {
+    fn wait(&mut self, timeout: Duration) -> Result<u64, StoreError> {
         self.with(|client| {
+            let mut newest = None;
             {
                 let mut notifications = client.notifications();
                 // The first one, or none within the timeout; then whatever
-                // else is already here, so a burst of appends costs one read.
-                notifications
+                // else is already here, so a burst of appends is one wake-up.
+                let first = notifications
                     .timeout_iter(timeout)
                     .next()
                     .map_err(failed("cannot wait for appends"))?;
                 let mut pending = notifications.iter();
-                while pending
-                    .next()
-                    .map_err(failed("cannot wait for appends"))?
-                    .is_some()
-                {}
+                let mut next = first;
+                while let Some(notification) = next {
+                    let announced = notification.payload().parse::<u64>().ok();
+                    newest = newest.max(announced);
+                    next = pending.next().map_err(failed("cannot wait for appends"))?;
+                }
             }
-            read_head(client)
+            match newest {
+                Some(position) => Ok(position),
+                None => Ok(read_head(client)?.position),
+            }
         })
     }
 }
