@@ -325,3 +325,84 @@ async fn a_replica_killed_under_write_load_loses_nothing_the_other_does_not_have
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_replica_whose_log_no_longer_continues_its_chain_stops_serving() -> TestResult {
+    use image_ledger::domain::{AccountId, AccountKind, Event};
+    use image_ledger::store::{AppendBatch, EncodedRecord, EventLog, PgStore, RecordMeta};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let Some(replicas) = Replicas::start(1).await else {
+        return Ok(());
+    };
+    let mut c = replicas.client(0).await;
+    register_roots(&mut c, &[OWNER]).await;
+    // Another writer appends a record whose prev_hash is not the head's:
+    // the head row moves (its own check passes), the chain does not continue.
+    let url = replicas.url.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let store = PgStore::open(&url).map_err(|e| e.to_string())?;
+        let head = store.head().map_err(|e| e.to_string())?;
+        let event = Event::AccountRegistered {
+            account_id: AccountId::parse(FRIEND).map_err(|e| e.to_string())?,
+            kind: AccountKind::Root,
+        };
+        let record = EncodedRecord::encode(
+            &event,
+            &RecordMeta {
+                position: head.position + 1,
+                aggregate_version: 1,
+                recorded_at: time::OffsetDateTime::now_utc(),
+                actor: None,
+                client_token: None,
+                request_hash: None,
+                prev_hash: [7; 32],
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        store
+            .write(&AppendBatch {
+                expected_head: head,
+                records: vec![record],
+                tokens: Vec::new(),
+            })
+            .map_err(|e| e.to_string())
+    })
+    .await??;
+    // The replica follows, finds the break, and stops serving.
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        replicas.servers[0].1.local_addr()
+    ))?
+    .connect()
+    .await?;
+    let mut health = HealthClient::new(channel);
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        let status = health
+            .check(HealthCheckRequest {
+                service: "imageledger.v1.ImageLedger".into(),
+            })
+            .await?
+            .into_inner()
+            .status();
+        seen.push(status);
+        if status == ServingStatus::NotServing {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.last(), Some(&ServingStatus::NotServing), "{seen:?}");
+    // Every command is refused, without internals, and nothing is written.
+    assert_status(
+        c.register_image(image_request(OWNER, GZ, "after-the-break"))
+            .await,
+        Code::Internal,
+        "InternalError",
+    );
+    for (_, server) in replicas.servers {
+        server.stop().await?;
+    }
+    Ok(())
+}

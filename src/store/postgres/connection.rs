@@ -26,9 +26,21 @@ pub(super) struct Session {
     pub(super) keeps_read_side: bool,
 }
 
+/// How long a session may sit in a transaction between statements before
+/// the database ends it. A turn is held for a catch-up and a decision,
+/// milliseconds; a replica stopped while it holds one (a SIGSTOP, a frozen
+/// VM) must not hold every other replica's appends for longer than this.
+const IDLE_IN_TRANSACTION: &str = "5s";
+
 /// Connects to `url`.
 pub(super) fn connect(url: &str) -> Result<Client, StoreError> {
-    Client::connect(url, NoTls).map_err(failed("cannot connect"))
+    let mut client = Client::connect(url, NoTls).map_err(failed("cannot connect"))?;
+    client
+        .batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'"
+        ))
+        .map_err(failed("cannot configure the session"))?;
+    Ok(client)
 }
 
 /// A handle on the connection's thread. Dropping it closes the connection

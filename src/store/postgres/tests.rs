@@ -230,3 +230,30 @@ fn one_store_at_a_time_keeps_the_read_side_and_only_from_the_stored_checkpoint()
     assert_eq!(b.projection_checkpoint()?, Some(6));
     Ok(())
 }
+
+#[test]
+fn a_turn_left_idle_is_ended_by_the_database_so_others_append_again() -> TestResult {
+    let Some(cluster) = Cluster::start() else {
+        return Ok(());
+    };
+    let (holder, other) = (
+        PgStore::open(&cluster.url())?,
+        PgStore::open(&cluster.url())?,
+    );
+    let (mut head, mut versions) = (Head::default(), [0u64; 5]);
+    let batch = next_batch(&mut head, &mut versions, 2)?;
+    // A replica that takes the turn and then stops (say, frozen).
+    holder.take_turn()?;
+    let started = std::time::Instant::now();
+    other.write(&batch)?;
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(4) && waited < std::time::Duration::from_secs(15),
+        "the append waited {waited:?}"
+    );
+    assert_eq!(other.head()?, head);
+    // The holder's turn is gone; its next append reconnects and checks the head.
+    let stale = next_batch(&mut Head::default(), &mut [0u64; 5], 1)?;
+    assert!(holder.write(&stale).is_err());
+    Ok(())
+}
