@@ -868,7 +868,7 @@ async fn health_and_reflection_are_served() -> TestResult {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let mut reflection = ServerReflectionClient::new(channel);
+    let mut reflection = ServerReflectionClient::new(channel.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -890,6 +890,45 @@ async fn health_and_reflection_are_served() -> TestResult {
         names.contains(&"grpc.health.v1.Health".to_string()),
         "{names:?}"
     );
+    for version in ["v1", "v1alpha"] {
+        let service = format!("grpc.reflection.{version}.ServerReflection");
+        assert!(names.contains(&service), "{names:?}");
+    }
+
+    // The older protocol, the only one grpcurl 1.8.6 and grpcio-reflection
+    // speak: the same services, and a file by symbol.
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest as AlphaReflectionRequest;
+    let mut alpha = AlphaClient::new(channel.clone());
+    let requests = vec![
+        AlphaReflectionRequest {
+            host: String::new(),
+            message_request: Some(AlphaRequest::ListServices(String::new())),
+        },
+        AlphaReflectionRequest {
+            host: String::new(),
+            message_request: Some(AlphaRequest::FileContainingSymbol(
+                "imageledger.v1.ImageLedger".into(),
+            )),
+        },
+    ];
+    let mut replies = alpha
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await?
+        .into_inner();
+    let listed = replies.message().await?.ok_or("a v1alpha list")?;
+    let Some(AlphaResponse::ListServicesResponse(list)) = listed.message_response else {
+        return Err("expected a v1alpha list of services".into());
+    };
+    let alpha_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert_eq!(alpha_names, names, "both versions list the same services");
+    let file = replies.message().await?.ok_or("a v1alpha file")?;
+    let Some(AlphaResponse::FileDescriptorResponse(files)) = file.message_response else {
+        return Err("expected the file that declares ImageLedger".into());
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
     server.stop().await;
     Ok(())
 }
