@@ -40,6 +40,8 @@ pub struct Config {
     /// written: what a start after a crash replays at most (with a cap of
     /// 131,072 events).
     pub read_side_delay: Duration,
+    /// Where Prometheus metrics are served (`GET /metrics`); `None`: not at all.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A setting that must not reach a log: `Debug` shows only that it is set.
@@ -79,6 +81,7 @@ impl Config {
             signing_key: None,
             signing_key_seed: None,
             read_side_delay: Duration::from_millis(DEFAULT_READ_SIDE_DELAY_MS),
+            metrics_addr: None,
         }
     }
 }

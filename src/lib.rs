@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod idempotency;
+pub mod metrics;
 pub mod projection;
 pub mod server;
 pub mod store;

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::grpc::pb::audit_log_server::AuditLogServer;
 use crate::grpc::pb::image_ledger_server::ImageLedgerServer;
 use crate::grpc::{pb, AuditService, LedgerService, PageCache, SmallFrames, Unvectored};
+use crate::metrics::Metrics;
 use crate::store::{PgStore, SledStore, Store, StoreError};
 
 /// Why a server could not start or stopped with an error.
@@ -58,6 +59,7 @@ impl From<StoreError> for ServeError {
 /// A server that is accepting calls.
 pub struct RunningServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     stop: Option<watch::Sender<bool>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -66,6 +68,11 @@ impl RunningServer {
     /// The address it listens on (with the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address metrics are served on, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops taking calls, lets in-flight calls finish, flushes and closes the store.
@@ -96,8 +103,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
     let data_dir = config.data_dir.clone();
     let cache = config.cache_bytes;
     let policy = config.policy.clone();
+    let metrics = Arc::new(Metrics::new());
     let writer = WriterOptions {
         read_side_delay: config.read_side_delay,
+        metrics: Arc::clone(&metrics.ledger),
         ..WriterOptions::default()
     };
     // Opening and loading read the disk; keep that off the async workers.
@@ -146,6 +155,28 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         .await;
     health.set_serving::<AuditLogServer<AuditService>>().await;
     let (stop, stopped) = watch::channel(false);
+    let metrics_addr = match config.metrics_addr {
+        Some(addr) => {
+            let listener = match TcpListener::bind(addr).await {
+                Ok(listener) => listener,
+                Err(source) => {
+                    stop_ledger(ledger).await;
+                    return Err(ServeError::Bind { addr, source });
+                }
+            };
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            tokio::spawn(crate::metrics::http::serve(
+                listener,
+                Arc::clone(&metrics),
+                ledger.clone(),
+                stopped.clone(),
+            ));
+            Some(bound)
+        }
+        None => None,
+    };
     tokio::spawn(report_condition(
         ledger.condition(),
         health.clone(),
@@ -178,7 +209,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
     let drain = config.shutdown_drain;
     let service = ImageLedgerServer::new(LedgerService::new(
         ledger.clone(),
-        PageCache::new(config.page_cache_bytes),
+        PageCache::new(config.page_cache_bytes).counting(Arc::clone(&metrics.ledger)),
     ));
     let audit = AuditLogServer::new(AuditService::new(
         ledger.clone(),
@@ -187,6 +218,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
     ));
     let task = tokio::spawn(async move {
         let serving = tonic::transport::Server::builder()
+            .layer(crate::metrics::grpc::Layer::new(metrics.grpc.clone()))
             .layer(MapResponseLayer::new(
                 |response: http::Response<tonic::body::Body>| response.map(SmallFrames::new),
             ))
@@ -232,6 +264,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
     tracing::info!(%addr, "serving");
     Ok(RunningServer {
         addr,
+        metrics_addr,
         stop: Some(stop),
         task,
     })

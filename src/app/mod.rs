@@ -73,6 +73,8 @@ pub struct WriterOptions {
     /// The longest a durable change waits before the stored read side is
     /// written (it is also written once enough events wait, and at stop).
     pub read_side_delay: std::time::Duration,
+    /// What the stages count.
+    pub metrics: Arc<crate::metrics::LedgerMetrics>,
     /// Failures tests inject into the pipeline.
     #[cfg(test)]
     pub(crate) failpoints: Arc<Failpoints>,
@@ -111,6 +113,7 @@ impl Default for WriterOptions {
             read_side_delay: std::time::Duration::from_millis(
                 crate::config::DEFAULT_READ_SIDE_DELAY_MS,
             ),
+            metrics: Arc::default(),
             #[cfg(test)]
             failpoints: Arc::default(),
         }
@@ -155,6 +158,7 @@ struct Inner {
     policy: Arc<Policy>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
     health: Arc<health::Health>,
+    metrics: Arc<crate::metrics::LedgerMetrics>,
     /// On a shared store: follows the other replicas' appends, and reads
     /// the head for linearizable queries.
     follower: std::sync::Mutex<Option<Follower>>,
@@ -207,6 +211,7 @@ impl Ledger {
                 policy,
                 writer: std::sync::Mutex::new(Some(handle)),
                 health: progress.health,
+                metrics: Arc::clone(&options.metrics),
                 follower: std::sync::Mutex::new(follower),
                 fence,
             }),
@@ -285,6 +290,24 @@ impl Ledger {
     /// as they happen.
     pub fn condition(&self) -> watch::Receiver<Condition> {
         self.inner.health.watch()
+    }
+
+    /// Commands waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.inner
+            .jobs
+            .lock()
+            .ok()
+            .and_then(|jobs| {
+                jobs.as_ref()
+                    .map(|jobs| jobs.max_capacity() - jobs.capacity())
+            })
+            .unwrap_or(0)
+    }
+
+    /// What the ledger counts.
+    pub fn metrics(&self) -> &Arc<crate::metrics::LedgerMetrics> {
+        &self.inner.metrics
     }
 
     /// The store, for reading the log.

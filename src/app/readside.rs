@@ -88,7 +88,11 @@ impl ReadSide {
         state: Arc<LedgerState>,
         position: u64,
         max_age: Duration,
+        metrics: Arc<crate::metrics::LedgerMetrics>,
     ) -> Result<Self, AppError> {
+        metrics
+            .read_side_position
+            .set(i64::try_from(position).unwrap_or(i64::MAX));
         let shared = Arc::new(Shared {
             waiting: Mutex::new(Waiting {
                 stored_at: position,
@@ -102,6 +106,7 @@ impl ReadSide {
             shared: Arc::clone(&shared),
             stored: vec![state],
             position,
+            metrics,
         };
         let worker = std::thread::Builder::new()
             .name("ledger-readside".into())
@@ -194,6 +199,7 @@ struct Worker {
     stored: Vec<Arc<LedgerState>>,
     /// The position `stored[0]` is at.
     position: u64,
+    metrics: Arc<crate::metrics::LedgerMetrics>,
 }
 
 impl Worker {
@@ -289,6 +295,9 @@ impl Worker {
         );
         self.stored = vec![Arc::clone(target)];
         self.position = position;
+        self.metrics
+            .read_side_position
+            .set(i64::try_from(position).unwrap_or(i64::MAX));
         Ok(())
     }
 }

@@ -24,8 +24,27 @@ use self::serve::ServeArgs;
 #[derive(Parser)]
 #[command(version, about)]
 pub struct Cli {
+    /// How logs are written to stderr: `text` for people, `json` (one
+    /// object a line) for log pipelines.
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_LEDGER_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Cmd,
+}
+
+/// The form of the logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// The commands.

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// a flag) takes its place: one key for every replica of a deployment.
     #[arg(long, env = "IMAGE_LEDGER_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`); off
+    /// unless set.
+    #[arg(long, env = "IMAGE_LEDGER_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Runs the server until a signal asks it to stop.
@@ -65,6 +69,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signing_key: args.signing_key,
         signing_key_seed: std::env::var(SEED_VARIABLE).ok().map(Secret),
         read_side_delay: std::time::Duration::from_millis(args.read_side_delay_ms),
+        metrics_addr: args.metrics_addr,
     };
     let store = match &args.data.database_url {
         Some(_) => args.data.describe(),
@@ -76,6 +81,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot start the server on {store}"))?;
         // A plain line on stdout for scripts that start the server on port 0.
         println!("listening on {}", server.local_addr());
+        if let Some(addr) = server.metrics_addr() {
+            tracing::info!(%addr, "serving metrics at /metrics");
+        }
         std::io::stdout().flush().ok();
         let stop = server.take_stop();
         let serving = tokio::spawn(server.wait());

@@ -155,7 +155,10 @@ impl AuditLog for AuditService {
         let mut heads = self.ledger.watch_durable_head();
         let mut stopping = self.stopping.clone();
         let (tx, rx) = mpsc::channel(256);
+        let open = OpenSubscription::new(Arc::clone(self.ledger.metrics()));
         tokio::spawn(async move {
+            // Counted as open until the feeding task ends.
+            let _open = open;
             loop {
                 let head = heads.borrow_and_update().position;
                 // Catch up from the log; the channel's bound keeps a slow
@@ -249,5 +252,21 @@ impl AuditLog for AuditService {
         Ok(Response::new(pb::GetLedgerPublicKeyResponse {
             public_key: self.key.public_hex(),
         }))
+    }
+}
+
+/// An open `Subscribe` stream, counted in the metrics while it lives.
+struct OpenSubscription(Arc<crate::metrics::LedgerMetrics>);
+
+impl OpenSubscription {
+    fn new(metrics: Arc<crate::metrics::LedgerMetrics>) -> Self {
+        metrics.subscriptions.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for OpenSubscription {
+    fn drop(&mut self) {
+        self.0.subscriptions.dec();
     }
 }

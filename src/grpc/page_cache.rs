@@ -61,6 +61,8 @@ const TYPICAL_PAGE: u64 = 4096;
 pub struct PageCache {
     /// `None` when caching is off (a capacity of 0).
     pages: Option<Cache<PageKey, CachedPage, ByBytes, foldhash::fast::RandomState>>,
+    /// Hits and misses.
+    metrics: std::sync::Arc<crate::metrics::LedgerMetrics>,
 }
 
 impl PageCache {
@@ -76,7 +78,15 @@ impl PageCache {
                 DefaultLifecycle::default(),
             )
         });
-        Self { pages }
+        Self {
+            pages,
+            metrics: std::sync::Arc::default(),
+        }
+    }
+
+    /// The same cache, counting its hits and misses in `metrics`.
+    pub fn counting(self, metrics: std::sync::Arc<crate::metrics::LedgerMetrics>) -> Self {
+        Self { metrics, ..self }
     }
 
     /// The reply to `query` against `state`: the cached one when the
@@ -99,9 +109,11 @@ impl PageCache {
         let stamps = stamps_read(state, &key);
         if let Some(page) = pages.get(&key) {
             if page.stamps == stamps {
+                self.metrics.page_hits.inc();
                 return Ok(page.reply);
             }
         }
+        self.metrics.page_misses.inc();
         // Errors are not kept: a key that failed (an unknown account, a
         // region not served, a limit too large) builds, and fails, again.
         let reply = build()?;

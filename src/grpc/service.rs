@@ -28,6 +28,9 @@ impl LedgerService {
         Commanded: TryFrom<T, Error = DomainError>,
     {
         let Commanded { command, options } = Commanded::try_from(request)?;
+        if let Some(actor) = command.actor() {
+            tracing::Span::current().record("account", actor.as_str());
+        }
         Ok(self.ledger.commit(command, options).await?)
     }
 }

@@ -47,6 +47,7 @@ pub(super) struct Appender {
     pub(super) restart: bool,
     /// Its writes.
     pub(super) timing: StageTiming,
+    pub(super) metrics: Arc<crate::metrics::LedgerMetrics>,
 }
 
 impl Appender {
@@ -202,6 +203,7 @@ impl Appender {
             }
         } else {
             self.in_turn = false;
+            let started = std::time::Instant::now();
             let written = self.timing.time(|| {
                 if store.shared() {
                     store.write_or_take_turn(&combined)
@@ -210,7 +212,7 @@ impl Appender {
                 }
             });
             match written {
-                Ok(None) => {}
+                Ok(None) => self.metrics.stage("append", started.elapsed()),
                 Ok(Some(head)) => return Ok(Some(head)),
                 Err(err) => {
                     tracing::error!(err = %Chain(&err), "appending a batch failed; its commands are refused");

@@ -59,6 +59,7 @@ pub(in crate::app) struct Decider {
     /// refused with this.
     broken: Option<StoreError>,
     health: Arc<Health>,
+    metrics: Arc<crate::metrics::LedgerMetrics>,
     /// Set by a later stage when a batch failed: the state here may hold
     /// effects that never reached the store, so it is reloaded first.
     failed: Arc<AtomicBool>,
@@ -111,11 +112,13 @@ impl Decider {
             restarting: false,
             in_turn: false,
             carried: Touched::default(),
+            metrics: Arc::clone(&options.metrics),
             failure: None,
             restart: false,
             timing: StageTiming::default(),
         };
         let flusher = Flusher {
+            metrics: Arc::clone(&options.metrics),
             store: Arc::clone(&store),
             failed: Arc::clone(&failed),
             timing: StageTiming::default(),
@@ -130,7 +133,9 @@ impl Decider {
                 Arc::clone(&state),
                 head.position,
                 options.read_side_delay,
+                Arc::clone(&options.metrics),
             )?,
+            metrics: Arc::clone(&options.metrics),
             unflushed: Touched::default(),
             timing: StageTiming::default(),
         };
@@ -153,6 +158,7 @@ impl Decider {
             caught_up: Touched::default(),
             broken: None,
             health,
+            metrics: Arc::clone(&options.metrics),
             failed,
             stages: Some(to_append),
             threads,
@@ -219,6 +225,9 @@ impl Decider {
             }
             self.restarted = false;
             let staged = self.decide_batch(jobs, &mut queue);
+            self.metrics
+                .tokens
+                .set(i64::try_from(self.tokens.len()).unwrap_or(i64::MAX));
             batches += 1;
             commands += staged.jobs.len() as u64;
             if !self.hand_on(Message::Work(Box::new(staged))) {

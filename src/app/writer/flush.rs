@@ -19,6 +19,7 @@ pub(super) struct Flusher {
     pub(super) failed: Arc<AtomicBool>,
     /// Its flushes.
     pub(super) timing: StageTiming,
+    pub(super) metrics: Arc<crate::metrics::LedgerMetrics>,
 }
 
 impl Flusher {
@@ -47,7 +48,10 @@ impl Flusher {
         }
         if writes_records(&group) {
             let store = &self.store;
-            if let Err(err) = self.timing.time(|| store.flush_to_os()) {
+            let started = std::time::Instant::now();
+            let flushed = self.timing.time(|| store.flush_to_os());
+            self.metrics.stage("flush", started.elapsed());
+            if let Err(err) = flushed {
                 tracing::error!(err = %Chain(&err), "flushing failed; the commands of the batches are refused");
                 self.failed.store(true, Ordering::SeqCst);
                 let mut touched = Touched::default();

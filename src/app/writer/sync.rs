@@ -34,6 +34,7 @@ pub(super) struct Syncer {
     pub(super) unflushed: Touched,
     /// Its syncs.
     pub(super) timing: StageTiming,
+    pub(super) metrics: Arc<crate::metrics::LedgerMetrics>,
 }
 
 impl Syncer {
@@ -57,7 +58,10 @@ impl Syncer {
     fn publish(&mut self, ready: Vec<Staged>) {
         if writes_records(&ready) {
             let store = &self.store;
-            if let Err(err) = self.timing.time(|| store.sync_to_disk()) {
+            let started = std::time::Instant::now();
+            let synced = self.timing.time(|| store.sync_to_disk());
+            self.metrics.stage("sync", started.elapsed());
+            if let Err(err) = synced {
                 tracing::error!(err = %Chain(&err), "syncing failed; the commands of the batches are refused");
                 self.failed.store(true, Ordering::SeqCst);
                 for staged in ready {
@@ -69,6 +73,7 @@ impl Syncer {
         }
         let Some(last) = ready.last() else { return };
         let head = last.head;
+        let before = self.durable.borrow().position;
         let state = Arc::clone(&last.state);
         self.view.store(Arc::clone(&state));
         let moved = self.durable.send_if_modified(|durable| {
@@ -77,7 +82,13 @@ impl Syncer {
             moved
         });
         let mut touched = std::mem::take(&mut self.unflushed);
+        let mut committed = 0u64;
         for staged in ready {
+            committed += staged
+                .fates
+                .iter()
+                .filter(|fate| matches!(fate, Pending::Durable(_)))
+                .count() as u64;
             touched.extend(staged.touched);
             for (job, fate) in staged.jobs.into_iter().zip(staged.fates) {
                 let answer = match fate {
@@ -87,6 +98,14 @@ impl Syncer {
                 // A caller that gave up no longer listens; nothing to do then.
                 let _ = job.reply.send(answer);
             }
+        }
+        if committed > 0 {
+            // Caught-up records of other replicas count as events too.
+            self.metrics
+                .events
+                .inc_by(head.position.saturating_sub(before));
+            self.metrics.commands.inc_by(committed);
+            self.metrics.batch_size.observe(committed as f64);
         }
         if moved {
             self.read_side.durable(state, head.position, touched);

@@ -1,0 +1,87 @@
+//! Prometheus metrics: what the gRPC layer counts per call ([`grpc`]),
+//! what the ledger counts as it commits ([`LedgerMetrics`]), gauges read
+//! off the ledger at each scrape, and the HTTP endpoint that serves them
+//! ([`http`]). Text in the OpenMetrics format, which Prometheus reads.
+
+pub mod grpc;
+pub mod http;
+mod ledger;
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub use ledger::LedgerMetrics;
+
+use crate::app::Ledger;
+
+/// Every metric of a server, registered under the names dashboards expect.
+pub struct Metrics {
+    registry: Registry,
+    /// Counted by the gRPC layer.
+    pub grpc: grpc::GrpcMetrics,
+    /// Counted by the ledger.
+    pub ledger: Arc<LedgerMetrics>,
+    /// Read off the ledger at each scrape.
+    head: Gauge,
+    queue: Gauge,
+    read_side_lag: Gauge,
+}
+
+impl Metrics {
+    /// New metrics, all at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let grpc = grpc::GrpcMetrics::register(&mut registry);
+        let ledger = Arc::new(LedgerMetrics::register(&mut registry));
+        let (head, queue, read_side_lag) = (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register(
+            "ledger_head_position",
+            "Position of the last durable record of the log",
+            head.clone(),
+        );
+        registry.register(
+            "ledger_writer_queue_depth",
+            "Commands waiting for the writer",
+            queue.clone(),
+        );
+        registry.register(
+            "ledger_read_side_lag_events",
+            "Durable events not yet in the stored read side (what a start after a crash replays)",
+            read_side_lag.clone(),
+        );
+        Self {
+            registry,
+            grpc,
+            ledger,
+            head,
+            queue,
+            read_side_lag,
+        }
+    }
+
+    /// The exposition of every metric, `ledger`'s gauges read now.
+    pub fn render(&self, ledger: &Ledger) -> String {
+        let head = ledger.durable_head().position;
+        self.head.set(as_gauge(head));
+        self.queue.set(as_gauge(ledger.queue_depth() as u64));
+        let stored = self.ledger.read_side_position.get().max(0) as u64;
+        self.read_side_lag
+            .set(as_gauge(head.saturating_sub(stored)));
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn as_gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,217 @@
+//! What operators run on: the metrics endpoint (a scrape shows the gRPC
+//! counters and the ledger's own moving as calls are made, in the
+//! OpenMetrics text format) and JSON logs (every line parses, calls carry
+//! their span).
+
+mod common;
+
+use common::*;
+use image_ledger::config::Config;
+use image_ledger::grpc::pb;
+use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// GETs `path` from `addr`: (status line, body).
+async fn get(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: ledger\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await?;
+    let (head, body) = reply.split_once("\r\n\r\n").ok_or("no end of headers")?;
+    Ok((
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    ))
+}
+
+/// The value of the sample `name` (with its labels, as printed).
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.split(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_scrape_shows_the_calls_and_the_ledger_moving() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::for_data_dir(dir.path());
+    config.metrics_addr = Some("127.0.0.1:0".parse()?);
+    let server = image_ledger::server::start(config).await?;
+    let metrics = server.metrics_addr().ok_or("metrics are served")?;
+    let mut c = connect(&server).await;
+
+    let (_, before) = get(metrics, "/metrics").await?;
+    assert_eq!(sample(&before, "ledger_head_position"), Some(0.0));
+    assert_eq!(sample(&before, "ledger_events_committed_total"), Some(0.0));
+
+    register_roots(&mut c, &[OWNER, FRIEND]).await;
+    let image = register_image(&mut c, OWNER, GZ, "web").await;
+    c.share_image(share_request(OWNER, &image, &[FRIEND]))
+        .await?;
+    // A refusal: sharing again with the same account.
+    assert!(c
+        .share_image(share_request(OWNER, &image, &[FRIEND]))
+        .await
+        .is_err());
+    for _ in 0..3 {
+        c.describe_images(describe_request(FRIEND, GZ)).await?;
+    }
+    let mut audit = AuditLogClient::connect(format!("http://{}", server.local_addr())).await?;
+    let stream = audit
+        .subscribe(pb::SubscribeRequest { from_position: 0 })
+        .await?
+        .into_inner();
+
+    let (status, text) = get(metrics, "/metrics").await?;
+    assert!(status.contains("200"), "{status}");
+    let ledger = "grpc_service=\"imageledger.v1.ImageLedger\"";
+    assert_eq!(
+        sample(
+            &text,
+            &format!("grpc_server_started_total{{{ledger},grpc_method=\"ShareImage\"}}")
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "grpc_server_handled_total{{{ledger},grpc_method=\"ShareImage\",grpc_code=\"OK\"}}"
+            )
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "grpc_server_handled_total{{{ledger},grpc_method=\"ShareImage\",grpc_code=\"FailedPrecondition\"}}"
+            )
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "grpc_server_handling_seconds_count{{{ledger},grpc_method=\"DescribeImages\"}}"
+            )
+        ),
+        Some(3.0)
+    );
+    // Two accounts, an image, a share.
+    assert_eq!(sample(&text, "ledger_head_position"), Some(4.0));
+    assert_eq!(sample(&text, "ledger_events_committed_total"), Some(4.0));
+    assert_eq!(sample(&text, "ledger_commands_committed_total"), Some(4.0));
+    assert!(sample(&text, "ledger_group_commit_commands_count").is_some_and(|n| n >= 1.0));
+    assert!(
+        sample(&text, "ledger_commit_stage_seconds_count{stage=\"sync\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "ledger_page_cache_misses_total"), Some(1.0));
+    assert_eq!(sample(&text, "ledger_page_cache_hits_total"), Some(2.0));
+    assert_eq!(sample(&text, "ledger_subscriptions_open"), Some(1.0));
+    assert_eq!(sample(&text, "ledger_writer_queue_depth"), Some(0.0));
+    assert_eq!(sample(&text, "ledger_read_side_lag_events"), Some(4.0));
+    assert!(
+        text.ends_with("# EOF\n"),
+        "an OpenMetrics exposition ends with # EOF"
+    );
+
+    drop(stream);
+    let mut open = None;
+    for _ in 0..50 {
+        let (_, text) = get(metrics, "/metrics").await?;
+        open = sample(&text, "ledger_subscriptions_open");
+        if open == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        open,
+        Some(0.0),
+        "a closed subscription is no longer counted"
+    );
+
+    let (status, _) = get(metrics, "/other").await?;
+    assert!(status.contains("404"), "{status}");
+    server.stop().await?;
+    Ok(())
+}
+
+// Several threads: the test blocks one reading the server's stderr while
+// the client's connection closes on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line_with_the_calls_span() -> TestResult {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "debug,h2=info,tower=info,hyper=info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or("no address")?
+        .to_owned();
+    let mut c =
+        pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
+    register(&mut c, OWNER, pb::AccountKind::Root).await;
+    // A stopping server waits for open connections to close.
+    drop(c);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    assert!(status.success());
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .ok_or("stderr")?
+        .read_to_string(&mut logs)?;
+    assert!(child.wait()?.success());
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).map_err(|e| format!("{e}: {line}")))
+        .collect::<Result<_, _>>()?;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "serving" && l["addr"] == addr.as_str()),
+        "{logs}"
+    );
+    // The call's span: its method, the account it acted for, its code.
+    let handled = lines
+        .iter()
+        .find(|l| {
+            l["message"] == "handled"
+                && l["span"]["method"] == "/imageledger.v1.ImageLedger/RegisterAccount"
+        })
+        .ok_or(format!("no handled line for the call in {logs}"))?;
+    assert_eq!(handled["span"]["name"], "call");
+    assert_eq!(handled["span"]["account"], OWNER);
+    assert_eq!(handled["span"]["code"], "OK");
+    assert_eq!(handled["level"], "DEBUG");
+    Ok(())
+}
