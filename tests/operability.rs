@@ -215,3 +215,79 @@ async fn json_logs_are_one_object_a_line_with_the_calls_span() -> TestResult {
     assert_eq!(handled["level"], "DEBUG");
     Ok(())
 }
+
+/// The address `serve` listens on with these extra arguments and
+/// environment, and the config file holding `file`.
+fn listens_on(
+    file: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<String, Box<dyn std::error::Error>> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("ledger.toml");
+    std::fs::write(&config, file)?;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"));
+    command
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(args)
+        .env("IMAGE_LEDGER_CONFIG", &config)
+        .env_remove("IMAGE_LEDGER_ADDR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
+    child.kill()?;
+    child.wait()?;
+    Ok(line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or(&line)
+        .trim()
+        .to_owned())
+}
+
+fn free_addr() -> Result<String, Box<dyn std::error::Error>> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string())
+}
+
+#[test]
+fn a_setting_comes_from_the_flag_then_the_environment_then_the_file() -> TestResult {
+    let (file, env, flag) = (free_addr()?, free_addr()?, free_addr()?);
+    let config = format!("addr = \"{file}\"\nimage_quota = 7\n");
+    assert_eq!(listens_on(&config, &[], &[])?, file);
+    assert_eq!(
+        listens_on(&config, &[], &[("IMAGE_LEDGER_ADDR", &env)])?,
+        env
+    );
+    assert_eq!(
+        listens_on(&config, &["--addr", &flag], &[("IMAGE_LEDGER_ADDR", &env)])?,
+        flag
+    );
+    Ok(())
+}
+
+#[test]
+fn a_config_file_with_an_unknown_setting_is_refused_by_its_name() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("ledger.toml");
+    std::fs::write(&config, "addr = \"127.0.0.1:0\"\nmax_shares = 10\n")?;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()?;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown setting `max_shares`"), "{stderr}");
+    Ok(())
+}

@@ -388,11 +388,11 @@ fn head(args: HeadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The key whose seed `IMAGE_LEDGER_SIGNING_KEY_SEED` holds, as `serve`
-/// reads it, if that is set.
+/// The key whose seed `IMAGE_LEDGER_SIGNING_KEY_SEED` (or the config
+/// file's `signing_key_seed`) holds, as `serve` reads it, if one does.
 fn seed_from_environment() -> anyhow::Result<Option<LedgerKey>> {
-    match std::env::var(super::serve::SEED_VARIABLE) {
-        Ok(seed) => Ok(Some(LedgerKey::from_seed_hex(&seed)?)),
-        Err(_) => Ok(None),
+    match super::signing_key_seed() {
+        Some(seed) => Ok(Some(LedgerKey::from_seed_hex(&seed)?)),
+        None => Ok(None),
     }
 }

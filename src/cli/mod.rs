@@ -2,6 +2,7 @@
 //! share; each group of commands has a module of its own.
 
 mod audit;
+pub mod config_file;
 mod projections;
 mod serve;
 
@@ -24,6 +25,10 @@ use self::serve::ServeArgs;
 #[derive(Parser)]
 #[command(version, about)]
 pub struct Cli {
+    /// A TOML file of settings: serve's flags, with _ for -, and
+    /// signing_key_seed. Flags and environment variables win over it.
+    #[arg(long, global = true, env = "IMAGE_LEDGER_CONFIG")]
+    pub config: Option<PathBuf>,
     /// How logs are written to stderr: `text` for people, `json` (one
     /// object a line) for log pipelines.
     #[arg(
@@ -62,6 +67,23 @@ pub enum Cmd {
         #[command(subcommand)]
         command: ProjectionsCmd,
     },
+}
+
+/// The signing key's seed from the config file, when it has one.
+static FILE_SEED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Keeps the config file's `signing_key_seed` for [`signing_key_seed`].
+pub fn set_file_seed(seed: Option<String>) {
+    if let Some(seed) = seed {
+        let _ = FILE_SEED.set(seed);
+    }
+}
+
+/// `IMAGE_LEDGER_SIGNING_KEY_SEED`, else the config file's.
+pub fn signing_key_seed() -> Option<String> {
+    std::env::var(serve::SEED_VARIABLE)
+        .ok()
+        .or_else(|| FILE_SEED.get().cloned())
 }
 
 /// Runs a parsed command.

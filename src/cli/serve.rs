@@ -67,7 +67,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
         shutdown_drain: std::time::Duration::from_millis(args.shutdown_drain_ms),
         signing_key: args.signing_key,
-        signing_key_seed: std::env::var(SEED_VARIABLE).ok().map(Secret),
+        signing_key_seed: super::signing_key_seed().map(Secret),
         read_side_delay: std::time::Duration::from_millis(args.read_side_delay_ms),
         metrics_addr: args.metrics_addr,
     };

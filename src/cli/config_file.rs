@@ -1,0 +1,228 @@
+//! `--config FILE` (or `IMAGE_LEDGER_CONFIG`): one TOML file for every
+//! setting of `serve`, keyed by the flag's name with `_` for `-`
+//! (`data_dir = "/var/lib/image-ledger"`, `regions = ["ap-guangzhou"]`),
+//! plus `signing_key_seed`, which is never a flag.
+//!
+//! Precedence is flag > environment > file > default: a setting from the
+//! file becomes a flag on the command line only when neither the flag nor
+//! its environment variable was given. An unknown key is refused with its
+//! name; a key the command at hand does not take (`addr` for `audit
+//! verify`) is left alone.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::CommandFactory;
+
+use super::Cli;
+
+/// The environment variable naming the file.
+const CONFIG_VARIABLE: &str = "IMAGE_LEDGER_CONFIG";
+
+/// Settings that are not flags.
+const NOT_FLAGS: &[&str] = &["signing_key_seed"];
+
+/// What the file adds to a command line.
+#[derive(Debug, Default)]
+pub struct FromFile {
+    /// The command line with the file's settings added as flags.
+    pub args: Vec<OsString>,
+    /// `signing_key_seed`, when the file has it.
+    pub signing_key_seed: Option<String>,
+}
+
+/// Reads the file `args` or the environment name, if any, and returns the
+/// command line it gives.
+pub fn apply(args: Vec<OsString>) -> anyhow::Result<FromFile> {
+    let Some(path) = config_path(&args) else {
+        return Ok(FromFile {
+            args,
+            signing_key_seed: None,
+        });
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    apply_text(args, &text, &path, |name| std::env::var_os(name).is_some())
+}
+
+/// [`apply`] of the file's `text`, with `env_set` telling which
+/// environment variables are set.
+pub fn apply_text(
+    mut args: Vec<OsString>,
+    text: &str,
+    path: &Path,
+    env_set: impl Fn(&str) -> bool,
+) -> anyhow::Result<FromFile> {
+    let table: toml::Table = toml::from_str(text)
+        .with_context(|| format!("the config file {} is not valid TOML", path.display()))?;
+    let command = Cli::command();
+    let serve = command
+        .find_subcommand("serve")
+        .context("the command line has no serve command")?;
+    // The subcommand this command line runs, and its own subcommand.
+    let mut running = &command;
+    for arg in args.iter().skip(1) {
+        let Some(arg) = arg.to_str() else { continue };
+        if let Some(sub) = running.find_subcommand(arg) {
+            running = sub;
+        }
+    }
+    let mut seed = None;
+    let mut added = Vec::new();
+    for (key, value) in &table {
+        if key == "signing_key_seed" {
+            seed = Some(scalar(key, value)?);
+            continue;
+        }
+        let flag = key.replace('_', "-");
+        let known = |cmd: &clap::Command| {
+            cmd.get_arguments()
+                .find(|arg| arg.get_long() == Some(flag.as_str()))
+                .cloned()
+        };
+        if known(serve).is_none() && !NOT_FLAGS.contains(&key.as_str()) {
+            bail!(
+                "the config file {} has an unknown setting `{key}` (settings are serve's flags, \
+                 with _ for -, and signing_key_seed)",
+                path.display()
+            );
+        }
+        let Some(arg) = known(running) else { continue };
+        let given = args.iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == format!("--{flag}") || a.starts_with(&format!("--{flag}=")))
+        });
+        let from_env = arg
+            .get_env()
+            .and_then(|name| name.to_str())
+            .is_some_and(&env_set);
+        if !given && !from_env {
+            added.push(OsString::from(format!("--{flag}={}", scalar(key, value)?)));
+        }
+    }
+    // After the subcommand's name, so they belong to it.
+    args.extend(added);
+    Ok(FromFile {
+        args,
+        signing_key_seed: seed,
+    })
+}
+
+/// A value as the flag would take it: lists joined by commas.
+fn scalar(key: &str, value: &toml::Value) -> anyhow::Result<String> {
+    Ok(match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| scalar(key, item))
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .join(","),
+        _ => bail!("the config file's `{key}` must be a string, a number, a boolean or a list"),
+    })
+}
+
+/// `--config FILE`, `--config=FILE`, or the environment's.
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let Some(text) = arg.to_str() else { continue };
+        if text == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(path) = text.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    std::env::var_os(CONFIG_VARIABLE).map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn run(args: &[&str], text: &str, env: &[&str]) -> anyhow::Result<Vec<String>> {
+        let given = apply_text(line(args), text, Path::new("ledger.toml"), |name| {
+            env.contains(&name)
+        })?;
+        Ok(given
+            .args
+            .into_iter()
+            .map(|a| a.into_string().unwrap_or_default())
+            .collect())
+    }
+
+    #[test]
+    fn a_setting_from_the_file_yields_to_a_flag_and_to_the_environment() -> anyhow::Result<()> {
+        let file = "addr = \"127.0.0.1:7000\"\nimage_quota = 9\nregions = [\"ap-guangzhou\", \"ap-shanghai\"]\n";
+        // Only the file: its settings become flags.
+        assert_eq!(
+            run(&["image-ledger", "serve"], file, &[])?,
+            [
+                "image-ledger",
+                "serve",
+                "--addr=127.0.0.1:7000",
+                "--image-quota=9",
+                "--regions=ap-guangzhou,ap-shanghai"
+            ]
+        );
+        // A flag wins over the file; so does the environment.
+        assert_eq!(
+            run(
+                &["image-ledger", "serve", "--addr", "127.0.0.1:8000"],
+                file,
+                &["IMAGE_LEDGER_IMAGE_QUOTA"]
+            )?,
+            [
+                "image-ledger",
+                "serve",
+                "--addr",
+                "127.0.0.1:8000",
+                "--regions=ap-guangzhou,ap-shanghai"
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_setting_is_refused_by_its_name_and_one_the_command_lacks_is_left(
+    ) -> anyhow::Result<()> {
+        let refused = run(&["image-ledger", "serve"], "adr = \"x\"\n", &[])
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("an unknown key passed"))?;
+        assert!(
+            refused.to_string().contains("unknown setting `adr`"),
+            "{refused}"
+        );
+        // `addr` is serve's; `audit verify` does not take it.
+        assert_eq!(
+            run(
+                &["image-ledger", "audit", "verify"],
+                "addr = \"127.0.0.1:1\"\ndata_dir = \"/srv/ledger\"\n",
+                &[]
+            )?,
+            ["image-ledger", "audit", "verify", "--data-dir=/srv/ledger"]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_seed_comes_from_the_file_never_as_a_flag() -> anyhow::Result<()> {
+        let given = apply_text(
+            line(&["image-ledger", "serve"]),
+            "signing_key_seed = \"ab\"\n",
+            Path::new("ledger.toml"),
+            |_| false,
+        )?;
+        assert_eq!(given.signing_key_seed.as_deref(), Some("ab"));
+        assert_eq!(given.args, line(&["image-ledger", "serve"]));
+        Ok(())
+    }
+}
