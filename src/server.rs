@@ -305,9 +305,14 @@ async fn report_condition(
     health: tonic_health::server::HealthReporter,
     stop: watch::Receiver<bool>,
 ) {
+    let stopped = stop.clone();
     let stopping = stop_requested(stop);
     tokio::pin!(stopping);
     loop {
+        // Once stopping, draining owns health: never turn it back.
+        if *stopped.borrow() {
+            return;
+        }
         let status = if condition.borrow_and_update().serving() {
             tonic_health::ServingStatus::Serving
         } else {
