@@ -318,23 +318,7 @@ async fn restart_finds_every_acknowledged_image(killed: &Killed) -> TestResult {
     let (_process, addr) = spawn_binary(killed.dir.path())?;
     let mut c =
         pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
-    let mut present = std::collections::BTreeSet::new();
-    let mut offset = 0;
-    loop {
-        let page = c
-            .describe_images(pb::DescribeImagesRequest {
-                offset,
-                limit: 100,
-                ..describe_request(OWNER, GZ)
-            })
-            .await?
-            .into_inner();
-        if page.images.is_empty() {
-            break;
-        }
-        offset += page.images.len() as u32;
-        present.extend(page.images.into_iter().map(|i| i.image_id));
-    }
+    let present = listed_images(&mut c, OWNER, GZ).await?;
     let lost: Vec<&String> = killed
         .acked
         .iter()

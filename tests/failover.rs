@@ -104,23 +104,7 @@ async fn a_failover_to_a_synchronous_standby_loses_no_acknowledged_write() -> Te
     // Every acknowledged image is on the new primary, seen by both replicas.
     for (_, server) in &servers {
         let mut client = connect(server).await;
-        let mut present = std::collections::BTreeSet::new();
-        let mut offset = 0;
-        loop {
-            let page = client
-                .describe_images(image_ledger::grpc::pb::DescribeImagesRequest {
-                    offset,
-                    limit: 100,
-                    ..describe_request(OWNER, GZ)
-                })
-                .await?
-                .into_inner();
-            if page.images.is_empty() {
-                break;
-            }
-            offset += page.images.len() as u32;
-            present.extend(page.images.into_iter().map(|image| image.image_id));
-        }
+        let present = listed_images(&mut client, OWNER, GZ).await?;
         let lost: Vec<&String> = acked
             .iter()
             .map(|(_, id)| id)

@@ -295,23 +295,7 @@ async fn a_replica_killed_under_write_load_loses_nothing_the_other_does_not_have
     assert!(acked.len() < 8 * 150, "the kill fell after every write");
     // The survivor has every image either acknowledged.
     let survivor = &mut clients[1];
-    let mut present = std::collections::BTreeSet::new();
-    let mut offset = 0;
-    loop {
-        let page = survivor
-            .describe_images(pb::DescribeImagesRequest {
-                offset,
-                limit: 100,
-                ..describe_request(OWNER, GZ)
-            })
-            .await?
-            .into_inner();
-        if page.images.is_empty() {
-            break;
-        }
-        offset += page.images.len() as u32;
-        present.extend(page.images.into_iter().map(|image| image.image_id));
-    }
+    let present = listed_images(survivor, OWNER, GZ).await?;
     let lost: Vec<&String> = acked.iter().filter(|id| !present.contains(*id)).collect();
     assert!(
         lost.is_empty(),

@@ -343,3 +343,28 @@ pub fn spawn_binary_with(
         .to_owned();
     Ok((process, addr))
 }
+
+/// Every image `account` lists in `region`, page by page.
+pub async fn listed_images(
+    client: &mut Client,
+    account: &str,
+    region: &str,
+) -> Result<std::collections::BTreeSet<String>, Status> {
+    let mut present = std::collections::BTreeSet::new();
+    let mut offset = 0;
+    loop {
+        let page = client
+            .describe_images(pb::DescribeImagesRequest {
+                offset,
+                limit: 100,
+                ..describe_request(account, region)
+            })
+            .await?
+            .into_inner();
+        if page.images.is_empty() {
+            return Ok(present);
+        }
+        offset += page.images.len() as u32;
+        present.extend(page.images.into_iter().map(|image| image.image_id));
+    }
+}

@@ -100,7 +100,7 @@ type HeadReply = oneshot::Sender<Result<u64, StoreError>>;
 
 /// The fence's handle; the thread stops when the last handle is dropped.
 pub(in crate::app) struct Fence {
-    requests: std::sync::Mutex<mpsc::Sender<HeadReply>>,
+    requests: mpsc::Sender<HeadReply>,
 }
 
 impl Fence {
@@ -133,17 +133,13 @@ impl Fence {
                 what: "the fence thread",
                 source,
             })?;
-        Ok(Some(Self {
-            requests: std::sync::Mutex::new(requests),
-        }))
+        Ok(Some(Self { requests }))
     }
 
     /// The log's head position, read after this call began.
     pub(in crate::app) async fn head(&self) -> Result<u64, AppError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .lock()
-            .map_err(|_| AppError::ShuttingDown)?
             .send(reply)
             .map_err(|_| AppError::ShuttingDown)?;
         Ok(answer.await.map_err(|_| AppError::ShuttingDown)??)

@@ -18,16 +18,17 @@
 //! [`watch`] opens one more for each watcher. One replica at a time keeps
 //! the stored read side: the one whose session holds [`READ_SIDE_LOCK`].
 
+mod append;
 mod connection;
+mod projections;
 mod schema;
 mod watch;
 
 use postgres::GenericClient;
 
+use self::append::lock_head;
 use self::connection::{failed, Connection};
-use super::{
-    AppendBatch, Entries, EventLog, Head, ProjectionOp, ProjectionStore, Saved, StoreError, Watcher,
-};
+use super::{AppendBatch, Entries, EventLog, Head, StoreError, Watcher};
 
 /// Any number, the same in every replica: the session lock of the replica
 /// that keeps the stored read side.
@@ -79,46 +80,6 @@ impl PgStore {
     }
 }
 
-impl PgStore {
-    /// Appends `batch` in one transaction (inside the turn's when this
-    /// process holds it). When the head is not the expected one, returns
-    /// the head found: with `keep_turn`, the transaction stays open holding
-    /// the head row (the turn), else it is rolled back.
-    fn append_in_turn(
-        &self,
-        batch: &AppendBatch,
-        keep_turn: bool,
-    ) -> Result<Option<Head>, StoreError> {
-        let Some(rows) = Rows::of(batch) else {
-            return Ok(None);
-        };
-        self.log.run_in_session(move |session| {
-            let client = &mut session.client;
-            if !std::mem::take(&mut session.in_turn) {
-                client
-                    .batch_execute("BEGIN")
-                    .map_err(failed("cannot start an append"))?;
-            }
-            let result = rows.insert(client);
-            let end = match &result {
-                Ok(None) => "COMMIT",
-                Ok(Some(_)) if keep_turn => {
-                    session.in_turn = true;
-                    return result;
-                }
-                _ => "ROLLBACK",
-            };
-            let ended = client
-                .batch_execute(end)
-                .map_err(failed("cannot commit an append"));
-            match (result, ended) {
-                (Err(err), _) | (Ok(_), Err(err)) => Err(err),
-                (Ok(found), Ok(())) => Ok(found),
-            }
-        })
-    }
-}
-
 /// Visits the rows of the pages `page` reads, each after the last row's
 /// cursor, until a short page or until `visit` returns `false`.
 fn visit_pages(
@@ -162,17 +123,6 @@ fn read_head(client: &mut impl GenericClient) -> Result<Head, StoreError> {
     let row = client
         .query_one("SELECT position, hash FROM ledger_head", &[])
         .map_err(failed("cannot read the head"))?;
-    Ok(Head {
-        position: to_u64(row.get(0))?,
-        hash: hash_of(row.get(1))?,
-    })
-}
-
-/// The head, locked until the transaction ends.
-fn lock_head(client: &mut impl GenericClient) -> Result<Head, StoreError> {
-    let row = client
-        .query_one("SELECT position, hash FROM ledger_head FOR UPDATE", &[])
-        .map_err(failed("cannot lock the head"))?;
     Ok(Head {
         position: to_u64(row.get(0))?,
         hash: hash_of(row.get(1))?,
@@ -360,94 +310,13 @@ impl EventLog for PgStore {
     }
 }
 
-/// An append's rows, ready for the statements that write them.
-struct Rows {
-    expected: Head,
-    head: (i64, Vec<u8>),
-    positions: Vec<i64>,
-    aggregates: Vec<String>,
-    versions: Vec<i64>,
-    records: Vec<Vec<u8>>,
-    keys: Vec<Vec<u8>>,
-    values: Vec<Vec<u8>>,
-}
-
-impl Rows {
-    /// The rows of `batch`; `None` when it has no records.
-    fn of(batch: &AppendBatch) -> Option<Self> {
-        let last = batch.records.last()?;
-        let (keys, values) = batch.tokens.iter().cloned().unzip();
-        Some(Self {
-            expected: batch.expected_head,
-            head: (to_i64(last.position), last.hash.to_vec()),
-            positions: batch.records.iter().map(|r| to_i64(r.position)).collect(),
-            aggregates: batch
-                .records
-                .iter()
-                .map(|r| r.aggregate_id.clone())
-                .collect(),
-            versions: batch
-                .records
-                .iter()
-                .map(|r| to_i64(r.aggregate_version))
-                .collect(),
-            records: batch.records.iter().map(|r| r.bytes.clone()).collect(),
-            keys,
-            values,
-        })
-    }
-
-    /// Moves the head, checked against the expected one, and inserts the
-    /// records and idempotency records, inside the caller's transaction.
-    /// When the head is another, locks it (`FOR UPDATE`, waiting for the
-    /// append that holds it) and returns it, having written nothing.
-    fn insert(&self, client: &mut impl GenericClient) -> Result<Option<Head>, StoreError> {
-        let expected = self.expected;
-        let moved = client
-            .execute(
-                "UPDATE ledger_head SET position = $1, hash = $2 \
-                 WHERE position = $3 AND hash = $4",
-                &[
-                    &self.head.0,
-                    &self.head.1,
-                    &to_i64(expected.position),
-                    &expected.hash.as_slice(),
-                ],
-            )
-            .map_err(failed("cannot move the head"))?;
-        if moved != 1 {
-            return lock_head(client).map(Some);
-        }
-        client
-            .execute(
-                "INSERT INTO ledger_events (position, aggregate_id, aggregate_version, record) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bytea[])",
-                &[
-                    &self.positions,
-                    &self.aggregates,
-                    &self.versions,
-                    &self.records,
-                ],
-            )
-            .map_err(failed("cannot insert the records"))?;
-        upsert(client, UPSERT_TOKENS, &self.keys, &self.values)
-            .map_err(failed("cannot insert the idempotency records"))?;
-        Ok(None)
-    }
-}
-
 /// Inserts or replaces the idempotency records `$1` → `$2`.
 const UPSERT_TOKENS: &str = "INSERT INTO ledger_tokens (key, value) \
      SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
 
-/// Inserts or replaces the projection entries `$1` → `$2`.
-const UPSERT_PROJECTIONS: &str = "INSERT INTO ledger_projections (key, value) \
-     SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
-     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
-
-/// Runs one of the upserts above for `keys` and `values`, when there are any.
-fn upsert(
+/// Runs an upsert (`$1` keys, `$2` values) for `keys` and `values`, when there are any.
+pub(super) fn upsert(
     tx: &mut impl GenericClient,
     sql: &str,
     keys: &[Vec<u8>],
@@ -457,154 +326,6 @@ fn upsert(
         tx.execute(sql, &[&keys, &values])?;
     }
     Ok(())
-}
-
-/// The smallest key above every key that starts with `prefix`, if any.
-fn past_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
-/// Writes `ops` in one transaction's statements: the deletes, then the puts.
-fn apply_ops(tx: &mut postgres::Transaction<'_>, ops: &[ProjectionOp]) -> Result<(), StoreError> {
-    let mut deleted = Vec::new();
-    let (mut keys, mut values) = (Vec::new(), Vec::new());
-    for op in ops {
-        match &op.value {
-            Some(value) => {
-                keys.push(op.key.clone());
-                values.push(value.clone());
-            }
-            None => deleted.push(op.key.clone()),
-        }
-    }
-    if !deleted.is_empty() {
-        tx.execute(
-            "DELETE FROM ledger_projections WHERE key = ANY($1)",
-            &[&deleted],
-        )
-        .map_err(failed("cannot delete projection entries"))?;
-    }
-    upsert(tx, UPSERT_PROJECTIONS, &keys, &values)
-        .map_err(failed("cannot write projection entries"))?;
-    Ok(())
-}
-
-fn set_checkpoint(tx: &mut postgres::Transaction<'_>, checkpoint: u64) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO ledger_checkpoint (position) VALUES ($1) \
-         ON CONFLICT (only_row) DO UPDATE SET position = EXCLUDED.position",
-        &[&to_i64(checkpoint)],
-    )
-    .map_err(failed("cannot move the checkpoint"))?;
-    Ok(())
-}
-
-impl ProjectionStore for PgStore {
-    fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
-        self.connection.run(|client| {
-            client
-                .query_opt("SELECT position FROM ledger_checkpoint", &[])
-                .map_err(failed("cannot read the checkpoint"))?
-                .map(|row| to_u64(row.get(0)))
-                .transpose()
-        })
-    }
-
-    fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        let (start, end) = (prefix.to_vec(), past_prefix(prefix));
-        self.connection.run(move |client| {
-            let rows = match &end {
-                Some(end) => client.query(
-                    "SELECT key, value FROM ledger_projections \
-                     WHERE key >= $1 AND key < $2 ORDER BY key",
-                    &[&start, end],
-                ),
-                None => client.query(
-                    "SELECT key, value FROM ledger_projections WHERE key >= $1 ORDER BY key",
-                    &[&start],
-                ),
-            }
-            .map_err(failed("cannot read the projections"))?;
-            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
-        })
-    }
-
-    fn save_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
-        let ops = ops.to_vec();
-        self.connection.run(move |client| {
-            let mut tx = client
-                .transaction()
-                .map_err(failed("cannot start a save of the projections"))?;
-            apply_ops(&mut tx, &ops)?;
-            set_checkpoint(&mut tx, checkpoint)?;
-            tx.commit()
-                .map_err(failed("cannot commit a save of the projections"))
-        })
-    }
-
-    fn save_projections_from(
-        &self,
-        ops: &[ProjectionOp],
-        from: u64,
-        checkpoint: u64,
-    ) -> Result<Saved, StoreError> {
-        let ops = ops.to_vec();
-        self.connection.run_in_session(move |session| {
-            if !session.keeps_read_side {
-                session.keeps_read_side = session
-                    .client
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&READ_SIDE_LOCK])
-                    .map_err(failed("cannot take the read side's lock"))?
-                    .get(0);
-                if !session.keeps_read_side {
-                    return Ok(Saved::Skipped);
-                }
-            }
-            let mut tx = session
-                .client
-                .transaction()
-                .map_err(failed("cannot start a save of the projections"))?;
-            let stored: Option<i64> = tx
-                .query_opt("SELECT position FROM ledger_checkpoint FOR UPDATE", &[])
-                .map_err(failed("cannot read the checkpoint"))?
-                .map(|row| row.get(0));
-            if stored.unwrap_or(0) != to_i64(from) {
-                return Ok(Saved::Stale);
-            }
-            apply_ops(&mut tx, &ops)?;
-            set_checkpoint(&mut tx, checkpoint)?;
-            tx.commit()
-                .map_err(failed("cannot commit a save of the projections"))?;
-            Ok(Saved::Done)
-        })
-    }
-
-    fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
-        // Every save is one transaction: none is ever left part way.
-        Ok(Vec::new())
-    }
-
-    fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
-        let ops = ops.to_vec();
-        self.connection.run(move |client| {
-            let mut tx = client
-                .transaction()
-                .map_err(failed("cannot start a rebuild of the projections"))?;
-            tx.batch_execute("DELETE FROM ledger_projections; DELETE FROM ledger_checkpoint")
-                .map_err(failed("cannot clear the projections"))?;
-            apply_ops(&mut tx, &ops)?;
-            set_checkpoint(&mut tx, checkpoint)?;
-            tx.commit()
-                .map_err(failed("cannot commit a rebuild of the projections"))
-        })
-    }
 }
 
 #[cfg(any(test, feature = "test-hooks"))]

@@ -1,0 +1,159 @@
+//! The stored read side in SQL: one transaction a save, kept by one
+//! replica at a time and checked against the stored checkpoint.
+
+use super::connection::failed;
+use super::{to_i64, to_u64, upsert, PgStore, READ_SIDE_LOCK};
+use crate::store::{Entries, ProjectionOp, ProjectionStore, Saved, StoreError};
+
+/// Inserts or replaces the projection entries `$1` → `$2`.
+const UPSERT_PROJECTIONS: &str = "INSERT INTO ledger_projections (key, value) \
+     SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
+
+/// The smallest key above every key that starts with `prefix`, if any.
+fn past_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Writes `ops` in one transaction's statements: the deletes, then the puts.
+fn apply_ops(tx: &mut postgres::Transaction<'_>, ops: &[ProjectionOp]) -> Result<(), StoreError> {
+    let mut deleted = Vec::new();
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    for op in ops {
+        match &op.value {
+            Some(value) => {
+                keys.push(op.key.clone());
+                values.push(value.clone());
+            }
+            None => deleted.push(op.key.clone()),
+        }
+    }
+    if !deleted.is_empty() {
+        tx.execute(
+            "DELETE FROM ledger_projections WHERE key = ANY($1)",
+            &[&deleted],
+        )
+        .map_err(failed("cannot delete projection entries"))?;
+    }
+    upsert(tx, UPSERT_PROJECTIONS, &keys, &values)
+        .map_err(failed("cannot write projection entries"))?;
+    Ok(())
+}
+
+fn set_checkpoint(tx: &mut postgres::Transaction<'_>, checkpoint: u64) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO ledger_checkpoint (position) VALUES ($1) \
+         ON CONFLICT (only_row) DO UPDATE SET position = EXCLUDED.position",
+        &[&to_i64(checkpoint)],
+    )
+    .map_err(failed("cannot move the checkpoint"))?;
+    Ok(())
+}
+
+impl ProjectionStore for PgStore {
+    fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
+        self.connection.run(|client| {
+            client
+                .query_opt("SELECT position FROM ledger_checkpoint", &[])
+                .map_err(failed("cannot read the checkpoint"))?
+                .map(|row| to_u64(row.get(0)))
+                .transpose()
+        })
+    }
+
+    fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        let (start, end) = (prefix.to_vec(), past_prefix(prefix));
+        self.connection.run(move |client| {
+            let rows = match &end {
+                Some(end) => client.query(
+                    "SELECT key, value FROM ledger_projections \
+                     WHERE key >= $1 AND key < $2 ORDER BY key",
+                    &[&start, end],
+                ),
+                None => client.query(
+                    "SELECT key, value FROM ledger_projections WHERE key >= $1 ORDER BY key",
+                    &[&start],
+                ),
+            }
+            .map_err(failed("cannot read the projections"))?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+    }
+
+    fn save_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+        let ops = ops.to_vec();
+        self.connection.run(move |client| {
+            let mut tx = client
+                .transaction()
+                .map_err(failed("cannot start a save of the projections"))?;
+            apply_ops(&mut tx, &ops)?;
+            set_checkpoint(&mut tx, checkpoint)?;
+            tx.commit()
+                .map_err(failed("cannot commit a save of the projections"))
+        })
+    }
+
+    fn save_projections_from(
+        &self,
+        ops: &[ProjectionOp],
+        from: u64,
+        checkpoint: u64,
+    ) -> Result<Saved, StoreError> {
+        let ops = ops.to_vec();
+        self.connection.run_in_session(move |session| {
+            if !session.keeps_read_side {
+                session.keeps_read_side = session
+                    .client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&READ_SIDE_LOCK])
+                    .map_err(failed("cannot take the read side's lock"))?
+                    .get(0);
+                if !session.keeps_read_side {
+                    return Ok(Saved::Skipped);
+                }
+            }
+            let mut tx = session
+                .client
+                .transaction()
+                .map_err(failed("cannot start a save of the projections"))?;
+            let stored: Option<i64> = tx
+                .query_opt("SELECT position FROM ledger_checkpoint FOR UPDATE", &[])
+                .map_err(failed("cannot read the checkpoint"))?
+                .map(|row| row.get(0));
+            if stored.unwrap_or(0) != to_i64(from) {
+                return Ok(Saved::Stale);
+            }
+            apply_ops(&mut tx, &ops)?;
+            set_checkpoint(&mut tx, checkpoint)?;
+            tx.commit()
+                .map_err(failed("cannot commit a save of the projections"))?;
+            Ok(Saved::Done)
+        })
+    }
+
+    fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
+        // Every save is one transaction: none is ever left part way.
+        Ok(Vec::new())
+    }
+
+    fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+        let ops = ops.to_vec();
+        self.connection.run(move |client| {
+            let mut tx = client
+                .transaction()
+                .map_err(failed("cannot start a rebuild of the projections"))?;
+            tx.batch_execute("DELETE FROM ledger_projections; DELETE FROM ledger_checkpoint")
+                .map_err(failed("cannot clear the projections"))?;
+            apply_ops(&mut tx, &ops)?;
+            set_checkpoint(&mut tx, checkpoint)?;
+            tx.commit()
+                .map_err(failed("cannot commit a rebuild of the projections"))
+        })
+    }
+}
