@@ -13,6 +13,7 @@ use image_ledger::audit::{self, AsOf, LedgerKey, SignedHead, VerifyOptions};
 use image_ledger::domain::{AccountId, ImageId};
 use image_ledger::grpc::AuditClient;
 
+use super::remote::Failure;
 use super::{open_store, output, runtime, DataDirArg, PolicyArgs, SourceArgs};
 
 /// `audit …`
@@ -30,6 +31,12 @@ pub enum AuditCmd {
     Access(AccessArgs),
     /// Print the signed head of the log (save it to pin history).
     Head(HeadArgs),
+    /// Print a running server's log as JSON lines, then each record as it
+    /// is appended (Subscribe).
+    Follow(super::remote::audit::FollowArgs),
+    /// Print the public key that signs a running server's heads
+    /// (GetLedgerPublicKey).
+    Key(super::remote::audit::KeyArgs),
 }
 
 /// `audit verify`
@@ -141,6 +148,8 @@ pub fn run(command: AuditCmd) -> anyhow::Result<()> {
         AuditCmd::History(args) => history(args),
         AuditCmd::Access(args) => access(args),
         AuditCmd::Head(args) => head(args),
+        AuditCmd::Follow(args) => super::remote::audit::follow(args),
+        AuditCmd::Key(args) => super::remote::audit::key(args),
     }
 }
 
@@ -223,10 +232,12 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut out = output(args.output.as_deref())?;
     let written = match args.source.addr {
-        Some(addr) => runtime()?.block_on(async {
-            let mut client = AuditClient::connect(addr).await?;
-            client.export(args.from, args.to, &mut out).await
-        })?,
+        Some(addr) => runtime()?
+            .block_on(async {
+                let mut client = AuditClient::connect(addr).await?;
+                client.export(args.from, args.to, &mut out).await
+            })
+            .map_err(Failure::from)?,
         None => {
             let store = open_store(&args.source.data)?;
             audit::export(store.as_ref(), args.from, args.to, &mut out)?
@@ -274,10 +285,12 @@ fn history(args: HistoryArgs) -> anyhow::Result<()> {
     let records = match (&args.image, &args.account, args.source.addr) {
         (Some(image), _, Some(addr)) => {
             let image = ImageId::parse(image)?;
-            runtime()?.block_on(async {
-                let mut client = AuditClient::connect(addr).await?;
-                client.image_history(&image).await
-            })?
+            runtime()?
+                .block_on(async {
+                    let mut client = AuditClient::connect(addr).await?;
+                    client.image_history(&image).await
+                })
+                .map_err(Failure::from)?
         }
         (None, Some(_), Some(_)) => {
             bail!("account history reads the whole log: run it on the data directory")
@@ -319,10 +332,12 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give --at or --position"),
     };
     let access = match args.source.addr {
-        Some(addr) => runtime()?.block_on(async {
-            let mut client = AuditClient::connect(addr).await?;
-            client.access_as_of(&image, as_of).await
-        })?,
+        Some(addr) => runtime()?
+            .block_on(async {
+                let mut client = AuditClient::connect(addr).await?;
+                client.access_as_of(&image, as_of).await
+            })
+            .map_err(Failure::from)?,
         None => {
             let store = open_store(&args.source.data)?;
             let head = store.head()?.position;
@@ -366,10 +381,12 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
 
 fn head(args: HeadArgs) -> anyhow::Result<()> {
     let json = match args.source.addr {
-        Some(addr) => runtime()?.block_on(async {
-            let mut client = AuditClient::connect(addr).await?;
-            client.signed_head_json().await
-        })?,
+        Some(addr) => runtime()?
+            .block_on(async {
+                let mut client = AuditClient::connect(addr).await?;
+                client.signed_head_json().await
+            })
+            .map_err(Failure::from)?,
         None => {
             let data_dir = &args.source.data.data_dir;
             let store = open_store(&args.source.data)?;

@@ -4,6 +4,7 @@
 mod audit;
 pub mod config_file;
 mod projections;
+mod remote;
 mod serve;
 
 use std::fs::File;
@@ -67,6 +68,16 @@ pub enum Cmd {
         #[command(subcommand)]
         command: ProjectionsCmd,
     },
+    /// Call a running server: register accounts, see quotas.
+    Account {
+        #[command(subcommand)]
+        command: remote::AccountCmd,
+    },
+    /// Call a running server: register, share, copy, delete, list images.
+    Image {
+        #[command(subcommand)]
+        command: remote::ImageCmd,
+    },
 }
 
 /// The signing key's seed from the config file, when it has one.
@@ -86,12 +97,16 @@ pub fn signing_key_seed() -> Option<String> {
         .or_else(|| FILE_SEED.get().cloned())
 }
 
+pub use remote::exit_code;
+
 /// Runs a parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve(args) => serve::serve(args),
         Cmd::Projections { command } => projections::run(command),
         Cmd::Audit { command } => audit::run(command),
+        Cmd::Account { command } => remote::account::run_command(command),
+        Cmd::Image { command } => remote::image::run_command(command),
     }
 }
 

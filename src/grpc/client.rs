@@ -48,6 +48,13 @@ impl AuditClient {
         })
     }
 
+    /// A client on a connection made elsewhere.
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            inner: AuditLogClient::new(channel),
+        }
+    }
+
     /// Writes records `from..=to` (to the head when `to` is `None`) as JSON
     /// lines, exactly as stored. Returns how many were written.
     pub async fn export(
@@ -118,6 +125,44 @@ impl AuditClient {
             })
             .await?;
         Ok(access_of(reply.into_inner()))
+    }
+
+    /// Writes each record from `from` on as a JSON line, as the server
+    /// appends them, until `count` are written (for ever when `None`).
+    pub async fn follow(
+        &mut self,
+        from: u64,
+        count: Option<u64>,
+        out: &mut dyn Write,
+    ) -> Result<u64, ClientError> {
+        let mut stream = self
+            .inner
+            .subscribe(pb::SubscribeRequest {
+                from_position: from.max(1),
+            })
+            .await?
+            .into_inner();
+        let mut written = 0;
+        while count.is_none_or(|count| written < count) {
+            let Some(record) = stream.message().await? else {
+                break;
+            };
+            out.write_all(record.raw.as_bytes())?;
+            out.write_all(b"\n")?;
+            // A follower is read as it goes (`| jq`, `> file` and tail).
+            out.flush()?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// The hex public key that signs this ledger's heads.
+    pub async fn public_key(&mut self) -> Result<String, ClientError> {
+        let reply = self
+            .inner
+            .get_ledger_public_key(pb::GetLedgerPublicKeyRequest {})
+            .await?;
+        Ok(reply.into_inner().public_key)
     }
 
     /// The signed head of the durable log, as the JSON `audit verify
