@@ -8,6 +8,7 @@ pub mod domain;
 pub mod grpc;
 pub mod idempotency;
 pub mod metrics;
+pub mod progress;
 pub mod projection;
 pub mod server;
 pub mod store;

@@ -145,7 +145,6 @@ async fn verify_refuses_a_lawless_but_well_chained_history() -> TestResult {
         &mut Cursor::new(forged.join("\n")),
         &target,
         &Policy::default(),
-        0,
     )
     .expect_err("a lawless history is refused");
     match err {
@@ -174,7 +173,7 @@ async fn export_import_verify_round_trip_keeps_the_head_and_the_tokens() -> Test
 
     let parent = tempfile::tempdir()?;
     let restored = parent.path().join("restored");
-    let report = audit::import(&mut Cursor::new(&file), &restored, &Policy::default(), 0)?;
+    let report = audit::import(&mut Cursor::new(&file), &restored, &Policy::default())?;
     assert_eq!(report.events, EVENTS);
     assert_eq!(report.head_hash, hex::encode(original_head.hash));
     let leftovers: Vec<_> = std::fs::read_dir(parent.path())?
@@ -241,7 +240,6 @@ async fn import_names_the_line_of_a_changed_field_and_leaves_nothing() -> TestRe
         &mut Cursor::new(changed.join("\n")),
         &target,
         &Policy::default(),
-        0,
     )
     .expect_err("a changed record is refused");
     assert!(matches!(err, AuditError::Line { line: 7, .. }), "{err}");
@@ -266,7 +264,6 @@ async fn import_names_the_line_of_a_changed_field_and_leaves_nothing() -> TestRe
         &mut Cursor::new(lines.join("\n")),
         dir.path(),
         &Policy::default(),
-        0,
     )
     .expect_err("a used directory is refused");
     assert!(matches!(err, AuditError::Usage(_)), "{err}");
@@ -491,7 +488,7 @@ async fn a_pinned_head_is_accepted_and_then_refused_after_a_rewrite() -> TestRes
     pinned.check_signed_by(&ledger_key.public_hex())?;
     let options = VerifyOptions {
         against_head: Some(pinned.clone()),
-        progress_every: 0,
+        progress: Default::default(),
     };
     let report = audit::verify(&store, &Policy::default(), &options)?;
     assert_eq!(report.pinned_head, Some(EVENTS));
@@ -515,7 +512,6 @@ async fn a_pinned_head_is_accepted_and_then_refused_after_a_rewrite() -> TestRes
         &mut Cursor::new(rewritten.join("\n")),
         &target,
         &Policy::default(),
-        0,
     )?;
     let store = open(&target);
     audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;

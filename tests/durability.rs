@@ -161,7 +161,8 @@ async fn a_rewritten_record_is_detected_by_replay() -> TestResult {
     })?;
     let forged = String::from_utf8(original)?.replace(OWNER, "100000000666");
     store.tamper_record(5, forged.as_bytes())?;
-    let err = rebuild_projections(&store).expect_err("a forged record is refused");
+    let err =
+        rebuild_projections(&store, &Default::default()).expect_err("a forged record is refused");
     assert!(err.to_string().contains("position 5"), "{err}");
     Ok(())
 }

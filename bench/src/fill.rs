@@ -11,6 +11,7 @@ use image_ledger::domain::{
     AccountId, AccountKind, Command, ImageAttributes, ImageId, ImageSource, ImageState,
     LicenseType, NewImage, Policy, Region, Reply,
 };
+use image_ledger::progress::{Progress, Unit};
 use image_ledger::store::{SledStore, Store};
 
 /// The shape of a generated log.
@@ -44,7 +45,8 @@ pub fn account(i: u64) -> AccountId {
 }
 
 /// Fills the sled store in `data_dir` (which may already hold a log made
-/// by this plan) until it holds `plan.events` events. Progress goes to stderr.
+/// by this plan) until it holds `plan.events` events, with a bar on stderr
+/// when it is a terminal.
 pub fn fill(
     data_dir: &std::path::Path,
     plan: &FillPlan,
@@ -91,14 +93,13 @@ pub fn fill_store(
     let images: Arc<Mutex<Vec<(ImageId, u64)>>> = Arc::new(Mutex::new(Vec::new()));
     let plan = Arc::new(plan.clone());
     let regions = Arc::new(regions);
-    let report_every = (plan.events / 10).max(1);
-    let reported = Arc::new(AtomicU64::new(0));
+    let progress = Progress::on_terminal("filling", Unit::Events, Some(plan.events));
     // Commands taken and not yet answered. Each adds at most one event, so a
     // task takes one only while the head plus these stays below the target:
     // the log ends at its target instead of up to a concurrency's worth of
     // commands (and the next round's cancels) past it.
     let in_flight = Arc::new(AtomicU64::new(0));
-    runtime.block_on(async {
+    let filled = runtime.block_on(async {
         // Accounts and images come first and in order of need, so they run
         // as phases; the share phase is the bulk.
         for phase in 0..3u8 {
@@ -117,7 +118,7 @@ pub fn fill_store(
                 let images = Arc::clone(&images);
                 let plan = Arc::clone(&plan);
                 let regions = Arc::clone(&regions);
-                let reported = Arc::clone(&reported);
+                let progress = progress.clone();
                 let in_flight = Arc::clone(&in_flight);
                 tasks.push(tokio::spawn(async move {
                     loop {
@@ -133,12 +134,7 @@ pub fn fill_store(
                             tokio::time::sleep(Duration::from_millis(1)).await;
                             continue;
                         }
-                        let step = head / report_every;
-                        if step > reported.load(Ordering::Relaxed)
-                            && reported.fetch_max(step, Ordering::Relaxed) < step
-                        {
-                            eprintln!("  {head} events ({:.1?})", started.elapsed());
-                        }
+                        progress.set(head);
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         let command = match phase {
                             0 if k < plan.accounts => Command::RegisterAccount {
@@ -221,7 +217,9 @@ pub fn fill_store(
             }
         }
         Ok::<(), AppError>(())
-    })?;
+    });
+    progress.finish();
+    filled?;
     let events = ledger.durable_head().position;
     ledger.shutdown();
     Ok(FillReport {

@@ -373,5 +373,8 @@ pub(crate) fn load(store: &dyn Store) -> Result<(LedgerState, Head), AppError> {
             "no usable projections; rebuilding them from the log"
         ),
     }
-    Ok(rebuild_projections(store)?)
+    Ok(rebuild_projections(
+        store,
+        &crate::progress::Progress::hidden(),
+    )?)
 }

@@ -1,6 +1,7 @@
 //! Rebuilding the state from the log, which stays the truth.
 
 use crate::domain::{Event, LedgerState};
+use crate::progress::Progress;
 use crate::projection::{persist, Touched};
 use crate::store::{try_scan, Envelope, EventLog, Head, Store, StoreError};
 
@@ -97,9 +98,24 @@ pub fn head_at(store: &dyn EventLog, position: u64) -> Result<Head, StoreError> 
     })
 }
 
-/// Replays the log and rewrites the persisted projections from it.
-pub fn rebuild_projections(store: &dyn Store) -> Result<(LedgerState, Head), StoreError> {
-    let (state, head) = replay_log(store)?;
+/// Replays the log and rewrites the persisted projections from it,
+/// moving `progress` by the records replayed.
+pub fn rebuild_projections(
+    store: &dyn Store,
+    progress: &Progress,
+) -> Result<(LedgerState, Head), StoreError> {
+    let to = store.head()?;
+    let (state, head, _) = catch_up_to(
+        store,
+        LedgerState::default(),
+        Head::default(),
+        to,
+        &mut |envelope, _| {
+            if envelope.position % 1024 == 0 {
+                progress.set(envelope.position);
+            }
+        },
+    )?;
     store.replace_projections(&persist::full(&state)?, head.position)?;
     Ok((state, head))
 }

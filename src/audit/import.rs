@@ -66,7 +66,6 @@ pub fn import(
     input: &mut dyn BufRead,
     data_dir: &Path,
     policy: &Policy,
-    progress_every: u64,
 ) -> Result<ImportReport, AuditError> {
     let started = Instant::now();
     check_target(data_dir)?;
@@ -77,7 +76,7 @@ pub fn import(
     }
     let result = (|| {
         let store = SledStore::open(&staging, 64 * 1024 * 1024)?;
-        let report = load_into(&store, input, policy, progress_every, started)?;
+        let report = load_into(&store, input, policy, started)?;
         drop(store);
         Ok(report)
     })();
@@ -113,7 +112,6 @@ pub fn import_into_database(
     input: &mut dyn BufRead,
     url: &str,
     policy: &Policy,
-    progress_every: u64,
 ) -> Result<ImportReport, AuditError> {
     let started = Instant::now();
     let store = PgStore::open(url)?;
@@ -125,7 +123,7 @@ pub fn import_into_database(
             "the database already holds a ledger; import only into an empty one".into(),
         ));
     }
-    let result = load_into(&store, input, policy, progress_every, started);
+    let result = load_into(&store, input, policy, started);
     if result.is_err() {
         store.clear()?;
     }
@@ -164,7 +162,6 @@ fn load_into(
     store: &dyn Store,
     input: &mut dyn BufRead,
     policy: &Policy,
-    progress_every: u64,
     started: Instant,
 ) -> Result<ImportReport, AuditError> {
     let mut checker = RuleChecker::new(policy.clone());
@@ -208,9 +205,6 @@ fn load_into(
         if pending.records.len() >= IMPORT_BATCH {
             pending.commit(store, &checker)?;
             pending = Pending::start(&checker);
-        }
-        if progress_every > 0 && number.is_multiple_of(progress_every) {
-            eprintln!("  imported {number} events ({:.1?})", started.elapsed());
         }
     }
     pending.commit(store, &checker)?;

@@ -11,6 +11,7 @@ use super::signing::SignedHead;
 use super::AuditError;
 use crate::domain::Policy;
 use crate::domain::{Event, LedgerState};
+use crate::progress::Progress;
 use crate::projection::persist;
 use crate::store::{Envelope, EventLog, Head, Store};
 
@@ -46,8 +47,8 @@ pub struct VerifyReport {
 pub struct VerifyOptions {
     /// A signed head saved earlier that must still be a prefix of the log.
     pub against_head: Option<SignedHead>,
-    /// Prints progress to stderr every this many events (0: never).
-    pub progress_every: u64,
+    /// Moved by the records checked.
+    pub progress: Progress,
 }
 
 /// Verifies everything in `store` against `policy`; on the first problem,
@@ -67,13 +68,7 @@ pub fn verify(
     let positions: Vec<Option<u64>> = std::iter::once(checkpoint)
         .chain(pending.iter().copied().map(Some))
         .collect();
-    let mut states = check_log(
-        store,
-        &mut checker,
-        &positions,
-        options.progress_every,
-        started,
-    )?;
+    let mut states = check_log(store, &mut checker, &positions, &options.progress)?;
     let pending_states = states.split_off(1);
     let projected = states.pop().flatten();
     let head = checker.head();
@@ -128,8 +123,7 @@ fn check_log(
     store: &dyn EventLog,
     checker: &mut RuleChecker,
     positions: &[Option<u64>],
-    progress_every: u64,
-    started: Instant,
+    progress: &Progress,
 ) -> Result<Vec<Option<LedgerState>>, AuditError> {
     let mut states: Vec<Option<LedgerState>> = positions
         .iter()
@@ -175,8 +169,8 @@ fn check_log(
                             *state = Some(checker.state().clone());
                         }
                     }
-                    if progress_every > 0 && position % progress_every == 0 {
-                        eprintln!("  verified {position} events ({:.1?})", started.elapsed());
+                    if position % 1024 == 0 {
+                        progress.set(position);
                     }
                 }
             }

@@ -11,7 +11,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use image_ledger::audit::{self, AsOf, LedgerKey, SignedHead, VerifyOptions};
 use image_ledger::domain::{AccountId, ImageId};
-use image_ledger::grpc::AuditClient;
+use image_ledger::grpc::{AuditClient, ClientError};
+use image_ledger::progress::{CountingReader, CountingWriter, Progress, Unit};
 
 use super::remote::Failure;
 use super::{open_store, output, runtime, DataDirArg, PolicyArgs, SourceArgs};
@@ -173,12 +174,14 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         }
     }
     let total = store.head()?.position;
-    eprintln!("verifying {total} events in {}", args.data.describe());
+    let progress = Progress::on_terminal("verifying", Unit::Events, Some(total));
     let options = VerifyOptions {
         against_head,
-        progress_every: if total >= 500_000 { 250_000 } else { 0 },
+        progress: progress.clone(),
     };
-    match audit::verify(store.as_ref(), &policy, &options) {
+    let verified = audit::verify(store.as_ref(), &policy, &options);
+    progress.finish();
+    match verified {
         Ok(report) => {
             let rate = report.events as f64 / report.elapsed.as_secs_f64().max(1e-9);
             if args.json {
@@ -230,20 +233,39 @@ fn read_signed_head(path: &Path) -> anyhow::Result<SignedHead> {
 
 fn export(args: ExportArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut out = output(args.output.as_deref())?;
-    let written = match args.source.addr {
+    // A bar only when writing to a file: stdout may be the terminal itself.
+    let bar = |last: u64| match &args.output {
+        Some(_) => {
+            let total = (last + 1).saturating_sub(args.from.max(1));
+            Progress::on_terminal("exporting", Unit::Events, Some(total))
+        }
+        None => Progress::hidden(),
+    };
+    let last = |head: u64| args.to.map_or(head, |to| to.min(head));
+    let (written, progress) = match args.source.addr {
         Some(addr) => runtime()?
             .block_on(async {
                 let mut client = AuditClient::connect(addr).await?;
-                client.export(args.from, args.to, &mut out).await
+                // The head at the start bounds the bar; records appended
+                // meanwhile are exported too.
+                let progress = bar(last(client.head_position().await?));
+                let out = output(args.output.as_deref()).map_err(std::io::Error::other)?;
+                let mut out = CountingWriter::new(out, progress.clone());
+                let written = client.export(args.from, args.to, &mut out).await?;
+                out.flush()?;
+                Ok::<_, ClientError>((written, progress))
             })
             .map_err(Failure::from)?,
         None => {
             let store = open_store(&args.source.data)?;
-            audit::export(store.as_ref(), args.from, args.to, &mut out)?
+            let progress = bar(last(store.head()?.position));
+            let mut out = CountingWriter::new(output(args.output.as_deref())?, progress.clone());
+            let written = audit::export(store.as_ref(), args.from, args.to, &mut out)?;
+            out.flush()?;
+            (written, progress)
         }
     };
-    out.flush()?;
+    progress.finish();
     let elapsed = started.elapsed();
     eprintln!(
         "exported {written} events in {elapsed:.2?} ({:.0} events/s)",
@@ -256,18 +278,21 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     let policy = args.policy.policy()?;
     let file =
         File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
-    let mut input = BufReader::with_capacity(1 << 20, file);
+    let size = file.metadata().map(|m| m.len()).ok();
+    let progress = Progress::on_terminal("importing", Unit::Bytes, size);
+    let mut input = CountingReader::new(BufReader::with_capacity(1 << 20, file), progress.clone());
     let (report, target) = match (&args.database_url, &args.data_dir) {
         (Some(url), _) => (
-            audit::import_into_database(&mut input, url, &policy, 250_000),
+            audit::import_into_database(&mut input, url, &policy),
             "the PostgreSQL database".to_owned(),
         ),
         (None, Some(dir)) => (
-            audit::import(&mut input, dir, &policy, 250_000),
+            audit::import(&mut input, dir, &policy),
             dir.display().to_string(),
         ),
         (None, None) => bail!("give --data-dir or --database-url"),
     };
+    progress.finish();
     let report =
         report.map_err(|err| anyhow::anyhow!("import refused, nothing was written: {err}"))?;
     println!(

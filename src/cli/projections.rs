@@ -5,6 +5,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Subcommand;
 
+use image_ledger::progress::{Progress, Unit};
+
 use super::{open_store, DataDirArg};
 
 /// `projections …`
@@ -24,8 +26,11 @@ pub fn run(command: ProjectionsCmd) -> anyhow::Result<()> {
 fn rebuild(args: DataDirArg) -> anyhow::Result<()> {
     let started = Instant::now();
     let store = open_store(&args)?;
-    let (state, head) = image_ledger::app::rebuild_projections(store.as_ref())
-        .context("rebuilding the projections failed")?;
+    let total = store.head()?.position;
+    let progress = Progress::on_terminal("replaying", Unit::Events, Some(total));
+    let rebuilt = image_ledger::app::rebuild_projections(store.as_ref(), &progress);
+    progress.finish();
+    let (state, head) = rebuilt.context("rebuilding the projections failed")?;
     println!(
         "rebuilt the projections from {} events ({} images, {} accounts) in {:.2?}",
         head.position,

@@ -165,6 +165,15 @@ impl AuditClient {
         Ok(reply.into_inner().public_key)
     }
 
+    /// The position of the durable log's head.
+    pub async fn head_position(&mut self) -> Result<u64, ClientError> {
+        let reply = self
+            .inner
+            .get_ledger_head(pb::GetLedgerHeadRequest {})
+            .await?;
+        Ok(reply.into_inner().position)
+    }
+
     /// The signed head of the durable log, as the JSON `audit verify
     /// --against-head` reads.
     pub async fn signed_head_json(&mut self) -> Result<String, ClientError> {
