@@ -178,6 +178,12 @@ async fn json_logs_are_one_object_a_line_with_the_calls_span() -> TestResult {
     let mut c =
         pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
     register(&mut c, OWNER, pb::AccountKind::Root).await;
+    c.describe_image_quota(pb::DescribeImageQuotaRequest {
+        account_id: OWNER.into(),
+        region: GZ.into(),
+        min_position: 0,
+    })
+    .await?;
     // A stopping server waits for open connections to close.
     drop(c);
     let status = std::process::Command::new("kill")
@@ -213,6 +219,16 @@ async fn json_logs_are_one_object_a_line_with_the_calls_span() -> TestResult {
     assert_eq!(handled["span"]["account"], OWNER);
     assert_eq!(handled["span"]["code"], "OK");
     assert_eq!(handled["level"], "DEBUG");
+    // Queries name the account they ask for too.
+    let query = lines
+        .iter()
+        .find(|l| {
+            l["message"] == "handled"
+                && l["span"]["method"] == "/imageledger.v1.ImageLedger/DescribeImageQuota"
+        })
+        .ok_or(format!("no handled line for the query in {logs}"))?;
+    assert_eq!(query["span"]["account"], OWNER);
+    assert_eq!(query["span"]["code"], "OK");
     Ok(())
 }
 

@@ -29,10 +29,16 @@ impl LedgerService {
     {
         let Commanded { command, options } = Commanded::try_from(request)?;
         if let Some(actor) = command.actor() {
-            tracing::Span::current().record("account", actor.as_str());
+            on_span(actor);
         }
         Ok(self.ledger.commit(command, options).await?)
     }
+}
+
+/// Names the account a call acts for on the call's span (see
+/// `metrics::grpc`), once its id is known to be well formed.
+fn on_span(account: &AccountId) {
+    tracing::Span::current().record("account", account.as_str());
 }
 
 type Answer<T> = Result<Response<T>, Status>;
@@ -131,6 +137,7 @@ impl ImageLedger for LedgerService {
         let (metadata, _, request) = request.into_parts();
         let min_position = request.min_position;
         let query = AuthorizeQuery::try_from(request)?;
+        on_span(&query.account_id);
         let policy = self.ledger.policy();
         // A region outside the list is bad input, not a denial.
         policy.check_region(&query.region)?;
@@ -163,6 +170,9 @@ impl ImageLedger for LedgerService {
         let (metadata, _, request) = request.into_parts();
         let min_position = request.min_position;
         let query = ImageQuery::try_from(request)?;
+        if let Some(account) = &query.account_id {
+            on_span(account);
+        }
         reached(&self.ledger, min_position, &metadata).await?;
         let state = self.ledger.state();
         let reply = self.pages.reply(&state, &query, || {
@@ -178,6 +188,7 @@ impl ImageLedger for LedgerService {
     ) -> Answer<pb::DescribeImageSharePermissionResponse> {
         let (metadata, _, request) = request.into_parts();
         let caller = AccountId::parse(&request.account_id)?;
+        on_span(&caller);
         let image_id = ImageId::parse(&request.image_id)?;
         reached(&self.ledger, request.min_position, &metadata).await?;
         let state = self.ledger.state();
@@ -206,6 +217,7 @@ impl ImageLedger for LedgerService {
     ) -> Answer<pb::DescribeImageQuotaResponse> {
         let (metadata, _, request) = request.into_parts();
         let account = AccountId::parse(&request.account_id)?;
+        on_span(&account);
         let region = domain::Region::new(request.region);
         let policy = self.ledger.policy();
         policy.check_region(&region)?;
