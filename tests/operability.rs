@@ -178,6 +178,12 @@ async fn json_logs_are_one_object_a_line_with_the_calls_span() -> TestResult {
     let mut c =
         pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
     register(&mut c, OWNER, pb::AccountKind::Root).await;
+    c.register_account(pb::RegisterAccountRequest {
+        account_id: FRIEND.into(),
+        kind: pb::AccountKind::Root as i32,
+        client_token: "tok-never-logged-7f3a".into(),
+    })
+    .await?;
     c.describe_image_quota(pb::DescribeImageQuotaRequest {
         account_id: OWNER.into(),
         region: GZ.into(),
@@ -219,6 +225,8 @@ async fn json_logs_are_one_object_a_line_with_the_calls_span() -> TestResult {
     assert_eq!(handled["span"]["account"], OWNER);
     assert_eq!(handled["span"]["code"], "OK");
     assert_eq!(handled["level"], "DEBUG");
+    // Client tokens (idempotency keys) never reach the logs.
+    assert!(!logs.contains("tok-never-logged-7f3a"), "{logs}");
     // Queries name the account they ask for too.
     let query = lines
         .iter()
