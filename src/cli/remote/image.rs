@@ -3,7 +3,9 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use image_ledger::grpc::pb;
+use image_ledger::grpc::pb::image_ledger_client::ImageLedgerClient;
 use serde_json::json;
+use tonic::transport::Channel;
 
 use super::query::{AuthorizeArgs, ListArgs, SharesArgs};
 use super::{at_position, run, RemoteArgs, TokenArg};
@@ -250,151 +252,147 @@ pub struct LighthouseArgs {
 pub fn run_command(command: ImageCmd) -> anyhow::Result<()> {
     match command {
         ImageCmd::Register(args) => register(args),
-        ImageCmd::SetState(args) => run(&args.remote, async {
-            let reply = args
-                .remote
-                .connect()
-                .await?
-                .update_image_state(pb::UpdateImageStateRequest {
-                    image_id: args.image.clone(),
-                    state: args.state.value(),
-                    client_token: args.token.value(),
-                })
-                .await?
-                .into_inner();
-            args.remote.print(json!({"position": reply.position}), || {
-                let state = super::render::enum_name::<pb::ImageState>(args.state.value());
-                format!(
-                    "{} is {state} ({})",
-                    args.image,
-                    at_position(reply.position)
-                )
-            });
-            Ok(())
-        }),
+        ImageCmd::SetState(args) => {
+            let request = pb::UpdateImageStateRequest {
+                image_id: args.image.clone(),
+                state: args.state.value(),
+                client_token: args.token.value(),
+            };
+            let state = super::render::enum_name::<pb::ImageState>(args.state.value());
+            positioned(
+                &args.remote,
+                |mut c| async move {
+                    c.update_image_state(request)
+                        .await
+                        .map(|r| r.into_inner().position)
+                },
+                format!("{} is {state}", args.image),
+            )
+        }
         ImageCmd::Share(args) => {
             let a = &args.acting;
-            run(&a.remote, async {
-                let reply = a
-                    .remote
-                    .connect()
-                    .await?
-                    .share_image(pb::ShareImageRequest {
-                        account_id: a.account.clone(),
-                        image_id: args.image.clone(),
-                        account_ids: args.to.clone(),
-                        client_token: a.token.value(),
-                        dry_run: args.dry_run,
-                    })
-                    .await?
-                    .into_inner();
-                let done = changed(args.dry_run, "shared", "could be shared");
-                print_position(&a.remote, reply.position, || {
-                    format!("{} {done} with {}", args.image, args.to.join(", "))
-                });
-                Ok(())
-            })
+            let request = pb::ShareImageRequest {
+                account_id: a.account.clone(),
+                image_id: args.image.clone(),
+                account_ids: args.to.clone(),
+                client_token: a.token.value(),
+                dry_run: args.dry_run,
+            };
+            let done = changed(args.dry_run, "shared", "could be shared");
+            positioned(
+                &a.remote,
+                |mut c| async move {
+                    c.share_image(request)
+                        .await
+                        .map(|r| r.into_inner().position)
+                },
+                format!("{} {done} with {}", args.image, args.to.join(", ")),
+            )
         }
         ImageCmd::Unshare(args) => {
             let a = &args.acting;
-            run(&a.remote, async {
-                let reply = a
-                    .remote
-                    .connect()
-                    .await?
-                    .cancel_image_sharing(pb::CancelImageSharingRequest {
-                        account_id: a.account.clone(),
-                        image_id: args.image.clone(),
-                        account_ids: args.from.clone(),
-                        client_token: a.token.value(),
-                        dry_run: args.dry_run,
-                    })
-                    .await?
-                    .into_inner();
-                let done = changed(args.dry_run, "is no longer shared", "could be unshared");
-                print_position(&a.remote, reply.position, || {
-                    format!("{} {done} with {}", args.image, args.from.join(", "))
-                });
-                Ok(())
-            })
+            let request = pb::CancelImageSharingRequest {
+                account_id: a.account.clone(),
+                image_id: args.image.clone(),
+                account_ids: args.from.clone(),
+                client_token: a.token.value(),
+                dry_run: args.dry_run,
+            };
+            let done = changed(args.dry_run, "is no longer shared", "could be unshared");
+            positioned(
+                &a.remote,
+                |mut c| async move {
+                    c.cancel_image_sharing(request)
+                        .await
+                        .map(|r| r.into_inner().position)
+                },
+                format!("{} {done} with {}", args.image, args.from.join(", ")),
+            )
         }
         ImageCmd::Copy(args) => copy(args),
         ImageCmd::Delete(args) => {
             let a = &args.acting;
-            run(&a.remote, async {
-                let reply = a
-                    .remote
-                    .connect()
-                    .await?
-                    .delete_image(pb::DeleteImageRequest {
-                        account_id: a.account.clone(),
-                        image_id: args.image.clone(),
-                        client_token: a.token.value(),
-                        dry_run: args.dry_run,
-                    })
-                    .await?
-                    .into_inner();
-                let done = changed(args.dry_run, "deleted", "could be deleted");
-                print_position(&a.remote, reply.position, || {
-                    format!("{} {done}", args.image)
-                });
-                Ok(())
-            })
+            let request = pb::DeleteImageRequest {
+                account_id: a.account.clone(),
+                image_id: args.image.clone(),
+                client_token: a.token.value(),
+                dry_run: args.dry_run,
+            };
+            let done = changed(args.dry_run, "deleted", "could be deleted");
+            positioned(
+                &a.remote,
+                |mut c| async move {
+                    c.delete_image(request)
+                        .await
+                        .map(|r| r.into_inner().position)
+                },
+                format!("{} {done}", args.image),
+            )
         }
         ImageCmd::Modify(args) => {
             let a = &args.acting;
-            run(&a.remote, async {
-                let reply = a
-                    .remote
-                    .connect()
-                    .await?
-                    .modify_image_attribute(pb::ModifyImageAttributeRequest {
-                        account_id: a.account.clone(),
-                        image_id: args.image.clone(),
-                        image_name: args.name.clone(),
-                        image_description: args.description.clone(),
-                        client_token: a.token.value(),
-                    })
-                    .await?
-                    .into_inner();
-                print_position(&a.remote, reply.position, || {
-                    format!("{} modified", args.image)
-                });
-                Ok(())
-            })
+            let request = pb::ModifyImageAttributeRequest {
+                account_id: a.account.clone(),
+                image_id: args.image.clone(),
+                image_name: args.name.clone(),
+                image_description: args.description.clone(),
+                client_token: a.token.value(),
+            };
+            positioned(
+                &a.remote,
+                |mut c| async move {
+                    c.modify_image_attribute(request)
+                        .await
+                        .map(|r| r.into_inner().position)
+                },
+                format!("{} modified", args.image),
+            )
         }
         ImageCmd::Lighthouse(args) => {
             let a = &args.acting;
-            run(&a.remote, async {
-                let permission = match args.permission {
-                    Permission::Share => pb::LighthousePermission::Share,
-                    Permission::Cancel => pb::LighthousePermission::Cancel,
-                };
-                let reply = a
-                    .remote
-                    .connect()
-                    .await?
-                    .modify_lighthouse_share_permission(
-                        pb::ModifyLighthouseSharePermissionRequest {
-                            account_id: a.account.clone(),
-                            image_id: args.image.clone(),
-                            permission: permission as i32,
-                            client_token: a.token.value(),
-                        },
-                    )
-                    .await?
-                    .into_inner();
-                print_position(&a.remote, reply.position, || match args.permission {
-                    Permission::Share => format!("{} shared with Lighthouse", args.image),
-                    Permission::Cancel => format!("{} withdrawn from Lighthouse", args.image),
-                });
-                Ok(())
-            })
+            let (permission, done) = match args.permission {
+                Permission::Share => (pb::LighthousePermission::Share, "shared with Lighthouse"),
+                Permission::Cancel => (
+                    pb::LighthousePermission::Cancel,
+                    "withdrawn from Lighthouse",
+                ),
+            };
+            let request = pb::ModifyLighthouseSharePermissionRequest {
+                account_id: a.account.clone(),
+                image_id: args.image.clone(),
+                permission: permission as i32,
+                client_token: a.token.value(),
+            };
+            positioned(
+                &a.remote,
+                |mut c| async move {
+                    c.modify_lighthouse_share_permission(request)
+                        .await
+                        .map(|r| r.into_inner().position)
+                },
+                format!("{} {done}", args.image),
+            )
         }
         ImageCmd::Authorize(args) => super::query::authorize(args),
         ImageCmd::List(args) => super::query::list(args),
         ImageCmd::Shares(args) => super::query::shares(args),
     }
+}
+
+/// Runs a command whose reply carries only its position, and prints
+/// `done` with it (or the position alone under `--json`).
+fn positioned<F, Fut>(remote: &RemoteArgs, call: F, done: String) -> anyhow::Result<()>
+where
+    F: FnOnce(ImageLedgerClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, tonic::Status>>,
+{
+    run(remote, async {
+        let position = call(remote.connect().await?).await?;
+        remote.print(json!({"position": position}), || {
+            format!("{done} ({})", at_position(position))
+        });
+        Ok(())
+    })
 }
 
 fn register(args: RegisterArgs) -> anyhow::Result<()> {
@@ -493,11 +491,4 @@ fn changed(dry_run: bool, done: &'static str, would: &'static str) -> &'static s
     } else {
         done
     }
-}
-
-/// Prints a command's reply that carries only its position.
-fn print_position(remote: &RemoteArgs, position: u64, human: impl FnOnce() -> String) {
-    remote.print(json!({"position": position}), || {
-        format!("{} ({})", human(), at_position(position))
-    });
 }
