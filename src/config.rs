@@ -42,6 +42,11 @@ pub struct Config {
     pub read_side_delay: Duration,
     /// Where Prometheus metrics are served (`GET /metrics`); `None`: not at all.
     pub metrics_addr: Option<SocketAddr>,
+    /// Who may call what; `None` serves every caller (loopback only,
+    /// unless `insecure_no_auth`).
+    pub auth: Option<std::sync::Arc<crate::auth::Authenticator>>,
+    /// Serve a non-loopback address without authentication.
+    pub insecure_no_auth: bool,
 }
 
 /// A setting that must not reach a log: `Debug` shows only that it is set.
@@ -82,6 +87,8 @@ impl Config {
             signing_key_seed: None,
             read_side_delay: Duration::from_millis(DEFAULT_READ_SIDE_DELAY_MS),
             metrics_addr: None,
+            auth: None,
+            insecure_no_auth: false,
         }
     }
 }

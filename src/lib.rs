@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod grpc;

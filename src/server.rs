@@ -39,6 +39,19 @@ pub enum ServeError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// A non-loopback address without authentication.
+    #[error(
+        "refusing to serve {0} without authentication: anyone who reaches it could act as any \
+         account. Add an [auth] table to the config file (README, \"Securing it\"), serve on \
+         127.0.0.1, or pass --insecure-no-auth to accept the risk"
+    )]
+    Unprotected(SocketAddr),
+    /// Bearer tokens on a non-loopback address without TLS.
+    #[error(
+        "refusing to take bearer tokens on {0}: they would cross the network in plaintext. Serve \
+         on a loopback address behind a TLS-terminating proxy"
+    )]
+    PlaintextTokens(SocketAddr),
     /// The reflection service could not be built from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
@@ -100,6 +113,7 @@ impl RunningServer {
 /// Opens the store (the database at `config.database_url`, or the sled
 /// store in `config.data_dir`), loads the ledger and starts serving.
 pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
+    protection(&config)?;
     let data_dir = config.data_dir.clone();
     let cache = config.cache_bytes;
     let policy = config.policy.clone();
@@ -205,6 +219,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
+    let auth = config.auth.clone();
     let grace = config.shutdown_grace;
     let drain = config.shutdown_drain;
     let service = ImageLedgerServer::new(LedgerService::new(
@@ -222,6 +237,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
             .layer(MapResponseLayer::new(
                 |response: http::Response<tonic::body::Body>| response.map(SmallFrames::new),
             ))
+            .layer(crate::auth::Layer::new(auth))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -343,5 +359,34 @@ async fn stop_ledger(ledger: Ledger) {
         .is_err()
     {
         tracing::error!("stopping the writer failed");
+    }
+}
+
+/// Whether `addr` reaches only this machine (`::ffff:127.0.0.1` too).
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
+/// Safe by default: no open server off loopback unless asked for, and no
+/// bearer tokens in plaintext off loopback.
+fn protection(config: &Config) -> Result<(), ServeError> {
+    let local = is_loopback(&config.addr);
+    match (&config.auth, local) {
+        (Some(_), true) => Ok(()),
+        (Some(_), false) => Err(ServeError::PlaintextTokens(config.addr)),
+        (None, true) => {
+            tracing::info!(addr = %config.addr, "no [auth] configured: every local caller may call everything");
+            Ok(())
+        }
+        (None, false) if config.insecure_no_auth => {
+            tracing::warn!(addr = %config.addr, "--insecure-no-auth: anyone who reaches this address may act as any account");
+            Ok(())
+        }
+        (None, false) => Err(ServeError::Unprotected(config.addr)),
     }
 }

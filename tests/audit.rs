@@ -624,6 +624,7 @@ fn encode_like(envelope: &Envelope, prev_hash: [u8; 32]) -> (String, [u8; 32]) {
         aggregate_version: envelope.aggregate_version,
         recorded_at: envelope.recorded_at,
         actor: envelope.actor.as_deref(),
+        principal: None,
         client_token: envelope.client_token.as_deref(),
         request_hash: envelope.request_hash.as_deref(),
         prev_hash,

@@ -339,6 +339,7 @@ async fn a_replica_whose_log_no_longer_continues_its_chain_stops_serving() -> Te
                 aggregate_version: 1,
                 recorded_at: time::OffsetDateTime::now_utc(),
                 actor: None,
+                principal: None,
                 client_token: None,
                 request_hash: None,
                 prev_hash: [7; 32],

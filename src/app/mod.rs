@@ -61,6 +61,8 @@ pub struct CommandOptions {
     pub client_token: Option<ClientToken>,
     /// Check everything, change nothing.
     pub dry_run: bool,
+    /// The authenticated caller, recorded with the events.
+    pub principal: Option<std::sync::Arc<str>>,
 }
 
 /// Tuning of the writer.

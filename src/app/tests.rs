@@ -58,6 +58,7 @@ async fn a_failed_append_refuses_the_batch_and_changes_nothing() -> Result<(), A
     let options = CommandOptions {
         client_token: token.clone(),
         dry_run: false,
+        principal: None,
     };
     let failed = ledger.execute(image("1001", "web"), options.clone()).await;
     assert!(
@@ -280,6 +281,7 @@ async fn a_read_side_behind_the_head_is_caught_up_with_the_right_versions(
             aggregate_version: 2,
             recorded_at: time::OffsetDateTime::UNIX_EPOCH,
             actor: Some("1001"),
+            principal: None,
             client_token: None,
             request_hash: None,
             prev_hash: head.hash,
@@ -656,6 +658,7 @@ async fn a_command_whose_second_record_fails_to_encode_commits_none_of_its_recor
     let token = CommandOptions {
         client_token: ClientToken::parse_optional("copy-once")?,
         dry_run: false,
+        principal: None,
     };
     // The copy's records are at positions 3 and 4; the second fails.
     failpoints

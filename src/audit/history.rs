@@ -70,7 +70,11 @@ pub fn describe_event(envelope: &Envelope) -> String {
         .recorded_at
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let by = envelope.actor.as_deref().unwrap_or("system");
+    let by = match (envelope.actor.as_deref(), envelope.principal()) {
+        (Some(actor), Some(principal)) => format!("{actor} via {principal}"),
+        (None, Some(principal)) => principal.to_owned(),
+        (actor, None) => actor.unwrap_or("system").to_owned(),
+    };
     let what = match envelope.event() {
         Ok(event) => summary(&event),
         Err(_) => "(payload does not decode)".into(),

@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    decide, AccountId, Command, Event, ImageId, LedgerState, LighthousePermission, NewImage,
-    Policy, EVENT_SCHEMA_VERSION,
+    decide, AccountId, Command, Event, ImageId, LedgerState, LighthousePermission, NewImage, Policy,
 };
 use crate::idempotency::{record_from_log, TokenRecord, TokenViolation};
-use crate::store::{Envelope, Head};
+use crate::store::{Envelope, Head, FIRST_RECORD_VERSION, RECORD_VERSION};
 
 /// Why a record could not have been written where it stands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -224,11 +223,24 @@ fn hex_equals(text: &str, bytes: &[u8; 32]) -> bool {
 /// another thread.
 pub fn decode(bytes: &[u8]) -> Result<(Envelope, Event), Violation> {
     let envelope = Envelope::decode(bytes).map_err(|e| Violation::Undecodable(e.to_string()))?;
-    if envelope.schema_version != EVENT_SCHEMA_VERSION {
-        return Err(Violation::Undecodable(format!(
-            "schema version {} is not one this ledger knows ({EVENT_SCHEMA_VERSION})",
-            envelope.schema_version
-        )));
+    match (envelope.schema_version, &envelope.principal) {
+        (FIRST_RECORD_VERSION, None) | (RECORD_VERSION, Some(_)) => {}
+        (FIRST_RECORD_VERSION, Some(_)) => {
+            return Err(Violation::Undecodable(
+                "a version 1 record has a principal member, which only version 2 has".into(),
+            ))
+        }
+        (RECORD_VERSION, None) => {
+            return Err(Violation::Undecodable(
+                "a version 2 record lacks its principal member".into(),
+            ))
+        }
+        (version, _) => {
+            return Err(Violation::Undecodable(format!(
+                "schema version {version} is not one this ledger knows \
+                 ({FIRST_RECORD_VERSION} or {RECORD_VERSION})"
+            )))
+        }
     }
     let event = envelope.event().map_err(|e| {
         Violation::Undecodable(format!(

@@ -216,6 +216,7 @@ async fn an_append_a_crash_stopped_before_its_head_verifies_and_its_retry_runs()
                 aggregate_version: 1,
                 recorded_at: time::OffsetDateTime::UNIX_EPOCH,
                 actor: Some("2000"),
+                principal: None,
                 client_token: Some(token.as_str()),
                 request_hash: None,
                 prev_hash: head.hash,

@@ -20,8 +20,8 @@ use super::Cli;
 /// The environment variable naming the file.
 const CONFIG_VARIABLE: &str = "IMAGE_LEDGER_CONFIG";
 
-/// Settings that are not flags.
-const NOT_FLAGS: &[&str] = &["signing_key_seed"];
+/// Settings that are not flags: secrets, and tables.
+const NOT_FLAGS: &[&str] = &["signing_key_seed", "auth"];
 
 /// What the file adds to a command line.
 #[derive(Debug, Default)]
@@ -30,6 +30,8 @@ pub struct FromFile {
     pub args: Vec<OsString>,
     /// `signing_key_seed`, when the file has it.
     pub signing_key_seed: Option<String>,
+    /// The `[auth]` table, when the file has one.
+    pub auth: Option<image_ledger::auth::AuthConfig>,
 }
 
 /// Reads the file `args` or the environment name, if any, and returns the
@@ -38,7 +40,7 @@ pub fn apply(args: Vec<OsString>) -> anyhow::Result<FromFile> {
     let Some(path) = config_path(&args) else {
         return Ok(FromFile {
             args,
-            signing_key_seed: None,
+            ..FromFile::default()
         });
     };
     let text = std::fs::read_to_string(&path)
@@ -69,10 +71,19 @@ pub fn apply_text(
         }
     }
     let mut seed = None;
+    let mut auth = None;
     let mut added = Vec::new();
     for (key, value) in &table {
         if key == "signing_key_seed" {
             seed = Some(scalar(key, value)?);
+            continue;
+        }
+        if key == "auth" {
+            let table: image_ledger::auth::AuthConfig = value
+                .clone()
+                .try_into()
+                .with_context(|| format!("the config file {}: [auth]", path.display()))?;
+            auth = Some(table);
             continue;
         }
         let flag = key.replace('_', "-");
@@ -84,7 +95,7 @@ pub fn apply_text(
         if known(serve).is_none() && !NOT_FLAGS.contains(&key.as_str()) {
             bail!(
                 "the config file {} has an unknown setting `{key}` (settings are serve's flags, \
-                 with _ for -, and signing_key_seed)",
+                 with _ for -, signing_key_seed and [auth])",
                 path.display()
             );
         }
@@ -106,6 +117,7 @@ pub fn apply_text(
     Ok(FromFile {
         args,
         signing_key_seed: seed,
+        auth,
     })
 }
 

@@ -83,6 +83,21 @@ pub enum Cmd {
 /// The signing key's seed from the config file, when it has one.
 static FILE_SEED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
+/// The config file's `[auth]` table, when it has one.
+static FILE_AUTH: std::sync::OnceLock<image_ledger::auth::AuthConfig> = std::sync::OnceLock::new();
+
+/// Keeps the config file's `[auth]` table for `serve`.
+pub fn set_file_auth(auth: Option<image_ledger::auth::AuthConfig>) {
+    if let Some(auth) = auth {
+        let _ = FILE_AUTH.set(auth);
+    }
+}
+
+/// The config file's `[auth]` table.
+pub fn file_auth() -> Option<&'static image_ledger::auth::AuthConfig> {
+    FILE_AUTH.get()
+}
+
 /// Keeps the config file's `signing_key_seed` for [`signing_key_seed`].
 pub fn set_file_seed(seed: Option<String>) {
     if let Some(seed) = seed {

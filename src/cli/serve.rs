@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// unless set.
     #[arg(long, env = "IMAGE_LEDGER_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve a non-loopback address without authentication: anyone who
+    /// reaches the port can act as any account. Logged at every start.
+    #[arg(long, env = "IMAGE_LEDGER_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }
 
 /// Runs the server until a signal asks it to stop.
@@ -70,6 +74,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signing_key_seed: super::signing_key_seed().map(Secret),
         read_side_delay: std::time::Duration::from_millis(args.read_side_delay_ms),
         metrics_addr: args.metrics_addr,
+        auth: match super::file_auth() {
+            Some(table) => Some(std::sync::Arc::new(
+                image_ledger::auth::Authenticator::new(table)
+                    .context("the config file's [auth] table")?,
+            )),
+            None => None,
+        },
+        insecure_no_auth: args.insecure_no_auth,
     };
     let store = match &args.data.database_url {
         Some(_) => args.data.describe(),

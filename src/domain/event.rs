@@ -5,9 +5,6 @@ use time::OffsetDateTime;
 
 use super::{AccountId, AccountKind, ImageId, ImageSource, ImageState, LicenseType, Region};
 
-/// The schema version written with every event; bump it when a payload changes shape.
-pub const EVENT_SCHEMA_VERSION: u32 = 1;
-
 /// An image id together with its region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRef {

@@ -16,7 +16,7 @@ pub(crate) mod tests;
 pub use command::{Command, NewImage, Reply};
 pub use decide::{authorize, decide, registered, share_permission_view, Decision};
 pub use error::DomainError;
-pub use event::{Event, ImageAttributes, ImageRef, EVENT_SCHEMA_VERSION};
+pub use event::{Event, ImageAttributes, ImageRef};
 pub use ids::{
     validate_image_description, validate_image_name, AccountId, ClientToken, ImageId, Region,
     MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS,

@@ -59,6 +59,7 @@ pub fn envelope_message(envelope: Envelope, raw: &[u8]) -> pb::EventEnvelope {
         prev_hash: envelope.prev_hash,
         hash: envelope.hash,
         raw: String::from_utf8_lossy(raw).into_owned(),
+        principal: envelope.principal.flatten().unwrap_or_default(),
     }
 }
 

@@ -24,6 +24,7 @@ fn options(client_token: &str, dry_run: bool) -> Result<CommandOptions, DomainEr
     Ok(CommandOptions {
         client_token: ClientToken::parse_optional(client_token)?,
         dry_run,
+        principal: None,
     })
 }
 

@@ -30,5 +30,5 @@ pub use consistency::DEFAULT_WAIT;
 pub use convert::{state_message, state_of, time_of, timestamp, Commanded};
 pub use page_cache::PageCache;
 pub use service::LedgerService;
-pub use status::{code_of, ERROR_DOMAIN, INTERNAL_REASON, POSITION_NOT_REACHED_REASON};
+pub use status::{code_of, refusal, ERROR_DOMAIN, INTERNAL_REASON, POSITION_NOT_REACHED_REASON};
 pub use transport::{SmallFrames, Unvectored};

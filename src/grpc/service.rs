@@ -1,5 +1,7 @@
 //! The `ImageLedger` service: decode, call the ledger, encode.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
 use super::consistency::reached;
@@ -8,6 +10,7 @@ use super::page_cache::PageCache;
 use super::pb;
 use super::pb::image_ledger_server::ImageLedger;
 use crate::app::{Committed, Ledger};
+use crate::auth::Caller;
 use crate::domain::{self, AccountId, DomainError, ImageId, Reply};
 use crate::projection::{describe_images, ImageQuery};
 
@@ -23,11 +26,19 @@ impl LedgerService {
         Self { ledger, pages }
     }
 
-    async fn run<T>(&self, request: T) -> Result<Committed, Status>
+    async fn run<T>(&self, request: Request<T>) -> Result<Committed, Status>
     where
         Commanded: TryFrom<T, Error = DomainError>,
     {
-        let Commanded { command, options } = Commanded::try_from(request)?;
+        let principal = request
+            .extensions()
+            .get::<Caller>()
+            .map(|caller| Arc::clone(&caller.principal));
+        let Commanded {
+            command,
+            mut options,
+        } = Commanded::try_from(request.into_inner())?;
+        options.principal = principal;
         if let Some(actor) = command.actor() {
             on_span(actor);
         }
@@ -49,7 +60,7 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::RegisterAccountRequest>,
     ) -> Answer<pb::RegisterAccountResponse> {
-        let position = self.run(request.into_inner()).await?.position;
+        let position = self.run(request).await?.position;
         Ok(Response::new(pb::RegisterAccountResponse { position }))
     }
 
@@ -57,7 +68,7 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::RegisterImageRequest>,
     ) -> Answer<pb::RegisterImageResponse> {
-        let Committed { reply, position } = self.run(request.into_inner()).await?;
+        let Committed { reply, position } = self.run(request).await?;
         let image_id = match reply {
             Reply::ImageRegistered { image_id } => image_id.to_string(),
             _ => String::new(),
@@ -72,7 +83,7 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::UpdateImageStateRequest>,
     ) -> Answer<pb::UpdateImageStateResponse> {
-        let position = self.run(request.into_inner()).await?.position;
+        let position = self.run(request).await?.position;
         Ok(Response::new(pb::UpdateImageStateResponse { position }))
     }
 
@@ -80,7 +91,7 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::ShareImageRequest>,
     ) -> Answer<pb::ShareImageResponse> {
-        let position = self.run(request.into_inner()).await?.position;
+        let position = self.run(request).await?.position;
         Ok(Response::new(pb::ShareImageResponse { position }))
     }
 
@@ -88,7 +99,7 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::CancelImageSharingRequest>,
     ) -> Answer<pb::CancelImageSharingResponse> {
-        let position = self.run(request.into_inner()).await?.position;
+        let position = self.run(request).await?.position;
         Ok(Response::new(pb::CancelImageSharingResponse { position }))
     }
 
@@ -96,7 +107,7 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::CopyImageRequest>,
     ) -> Answer<pb::CopyImageResponse> {
-        let Committed { reply, position } = self.run(request.into_inner()).await?;
+        let Committed { reply, position } = self.run(request).await?;
         let images = match reply {
             Reply::ImagesCopied { images } => image_refs(&images),
             _ => Vec::new(),
@@ -108,7 +119,7 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::DeleteImageRequest>,
     ) -> Answer<pb::DeleteImageResponse> {
-        let position = self.run(request.into_inner()).await?.position;
+        let position = self.run(request).await?.position;
         Ok(Response::new(pb::DeleteImageResponse { position }))
     }
 
@@ -116,7 +127,7 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::ModifyImageAttributeRequest>,
     ) -> Answer<pb::ModifyImageAttributeResponse> {
-        let position = self.run(request.into_inner()).await?.position;
+        let position = self.run(request).await?.position;
         Ok(Response::new(pb::ModifyImageAttributeResponse { position }))
     }
 
@@ -124,7 +135,7 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::ModifyLighthouseSharePermissionRequest>,
     ) -> Answer<pb::ModifyLighthouseSharePermissionResponse> {
-        let position = self.run(request.into_inner()).await?.position;
+        let position = self.run(request).await?.position;
         Ok(Response::new(pb::ModifyLighthouseSharePermissionResponse {
             position,
         }))

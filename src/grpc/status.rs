@@ -65,6 +65,12 @@ pub fn code_of(err: &DomainError) -> Code {
     }
 }
 
+/// A status with `reason` in its `ErrorInfo`, for refusals made outside
+/// the domain (authentication, for one).
+pub fn refusal(code: Code, message: String, reason: &str) -> Status {
+    with_reason(code, message, reason)
+}
+
 fn with_reason(code: Code, message: String, reason: &str) -> Status {
     Status::with_error_details(
         code,

@@ -150,6 +150,8 @@ where
             "call",
             method = %path,
             account = tracing::field::Empty,
+            principal = tracing::field::Empty,
+            token_id = tracing::field::Empty,
             code = tracing::field::Empty
         );
         let metrics = Arc::clone(&self.metrics);

@@ -7,7 +7,15 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::StoreError;
-use crate::domain::{Event, EVENT_SCHEMA_VERSION};
+use crate::domain::Event;
+
+/// The version of the records written now: 2 adds `principal`, who made
+/// the call as authenticated, after `actor`.
+pub const RECORD_VERSION: u32 = 2;
+
+/// The first version, without `principal`; logs written before version 2
+/// keep their records so, and they still verify.
+pub const FIRST_RECORD_VERSION: u32 = 1;
 
 /// The `prev_hash` of the first record.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
@@ -27,13 +35,22 @@ pub struct Envelope {
     pub aggregate_version: u64,
     /// The event's name, such as `ImageShared`.
     pub event_type: String,
-    /// The payload's schema version.
+    /// The record's version ([`FIRST_RECORD_VERSION`] or [`RECORD_VERSION`]).
     pub schema_version: u32,
     /// When the event was recorded (UTC).
     #[serde(with = "time::serde::rfc3339")]
     pub recorded_at: OffsetDateTime,
     /// The acting account; `null` for system commands such as `UpdateImageState`.
     pub actor: Option<String>,
+    /// The `principal` member (version 2): `Some(None)` when the server
+    /// ran without authentication; `None` when the record has no such
+    /// member (version 1).
+    #[serde(
+        default,
+        deserialize_with = "member",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub principal: Option<Option<String>>,
     /// The caller's idempotency key, if it gave one.
     pub client_token: Option<String>,
     /// With a client token: SHA-256 (hex) of the command's parameters, so a
@@ -59,8 +76,19 @@ struct Leading<'a> {
     #[serde(with = "time::serde::rfc3339")]
     recorded_at: OffsetDateTime,
     actor: Option<&'a str>,
+    /// Left out of version 1 records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    principal: Option<Option<&'a str>>,
     client_token: Option<&'a str>,
     request_hash: Option<&'a str>,
+}
+
+/// A member that is present, whatever its value (`null` included).
+fn member<'de, D>(deserializer: D) -> Result<Option<Option<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<String>::deserialize(deserializer).map(Some)
 }
 
 /// An envelope ready to append: its stored bytes and hash.
@@ -89,6 +117,8 @@ pub struct RecordMeta<'a> {
     pub recorded_at: OffsetDateTime,
     /// Acting account.
     pub actor: Option<&'a str>,
+    /// The authenticated caller, when the server authenticates.
+    pub principal: Option<&'a str>,
     /// Idempotency key.
     pub client_token: Option<&'a str>,
     /// Hash of the command's parameters, given with a client token.
@@ -107,6 +137,21 @@ impl EncodedRecord {
     /// in order, compact; the payload is spliced in as the event serialized
     /// it, so it is serialized once and never parsed again.
     pub fn encode(event: &Event, meta: &RecordMeta<'_>) -> Result<Self, StoreError> {
+        Self::encode_as(event, meta, RECORD_VERSION)
+    }
+
+    /// [`Self::encode`] in the record format of `version` (1 drops the
+    /// principal): how logs written before version 2 look, for tests.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn encode_version(
+        event: &Event,
+        meta: &RecordMeta<'_>,
+        version: u32,
+    ) -> Result<Self, StoreError> {
+        Self::encode_as(event, meta, version)
+    }
+
+    fn encode_as(event: &Event, meta: &RecordMeta<'_>, version: u32) -> Result<Self, StoreError> {
         let tagged = serde_json::to_vec(event).map_err(StoreError::encode)?;
         let event_type = event.event_type();
         let payload = payload_of(&tagged, event_type)?;
@@ -115,9 +160,10 @@ impl EncodedRecord {
             aggregate_id: event.aggregate_id(),
             aggregate_version: meta.aggregate_version,
             event_type,
-            schema_version: EVENT_SCHEMA_VERSION,
+            schema_version: version,
             recorded_at: meta.recorded_at,
             actor: meta.actor,
+            principal: (version >= RECORD_VERSION).then_some(meta.principal),
             client_token: meta.client_token,
             request_hash: meta.request_hash,
         };
@@ -175,6 +221,11 @@ impl Envelope {
             self.payload.get()
         );
         serde_json::from_str(&tagged).map_err(StoreError::decode)
+    }
+
+    /// The authenticated caller that caused it, if the record names one.
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.as_ref().and_then(|p| p.as_deref())
     }
 
     /// The record's hash as bytes.
@@ -245,6 +296,7 @@ mod tests {
         #[serde(with = "time::serde::rfc3339")]
         recorded_at: OffsetDateTime,
         actor: Option<&'a str>,
+        principal: Option<&'a str>,
         client_token: Option<&'a str>,
         request_hash: Option<&'a str>,
         payload: &'a RawValue,
@@ -265,9 +317,10 @@ mod tests {
             aggregate_id: event.aggregate_id(),
             aggregate_version: meta.aggregate_version,
             event_type: event.event_type(),
-            schema_version: EVENT_SCHEMA_VERSION,
+            schema_version: RECORD_VERSION,
             recorded_at: meta.recorded_at,
             actor: meta.actor,
+            principal: meta.principal,
             client_token: meta.client_token,
             request_hash: meta.request_hash,
             payload: &payload,
@@ -383,6 +436,7 @@ mod tests {
                     aggregate_version: position * 7,
                     recorded_at: time::macros::datetime!(2026-11-28 09:00:00.5 UTC),
                     actor,
+                    principal: actor.map(|_| "gateway-1"),
                     client_token,
                     request_hash,
                     prev_hash: [u8::try_from(i).expect("small"); 32],
@@ -411,6 +465,7 @@ mod tests {
             aggregate_version: 1,
             recorded_at: time::macros::datetime!(2026-11-28 09:00:00 UTC),
             actor: None,
+            principal: None,
             client_token: None,
             request_hash: None,
             prev_hash: GENESIS_HASH,

@@ -17,7 +17,9 @@ mod sled;
 pub use self::postgres::testing;
 pub use self::postgres::PgStore;
 pub use self::sled::{Released, SledStore};
-pub use envelope::{EncodedRecord, Envelope, RecordMeta, GENESIS_HASH};
+pub use envelope::{
+    EncodedRecord, Envelope, RecordMeta, FIRST_RECORD_VERSION, GENESIS_HASH, RECORD_VERSION,
+};
 pub use error::{Cause, Chain, StoreError};
 pub use log::{try_scan, try_scan_stream, AppendBatch, EventLog, Watcher};
 pub use memory::MemoryStore;

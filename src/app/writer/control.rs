@@ -13,6 +13,9 @@ use crate::idempotency::Tokens;
 use crate::store::Head;
 
 /// What the decide stage's queue carries.
+// Nearly every request is a command; boxing it to shrink the rare `Wake`
+// would cost an allocation per command.
+#[allow(clippy::large_enum_variant)]
 pub(in crate::app) enum Request {
     /// A command to decide.
     Command(Job),

@@ -426,6 +426,7 @@ impl Decider {
                 aggregate_version: self.state.stream_version(event) + earlier + 1,
                 recorded_at: now,
                 actor,
+                principal: job.options.principal.as_deref(),
                 client_token: job.options.client_token.as_ref().map(|t| t.as_str()),
                 request_hash: token.as_ref().map(|(_, fp)| fp.as_str()),
                 prev_hash: head.hash,

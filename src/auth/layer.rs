@@ -1,0 +1,136 @@
+//! The tower layer that authenticates each call and checks its method
+//! against the caller's roles before any service sees it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::Code;
+
+use super::roles::is_open;
+use super::{allowed, Authenticator, INVALID_TOKEN, MISSING_CREDENTIALS, UNAUTHORIZED_OPERATION};
+use crate::grpc::refusal;
+
+/// Who made a call, put in the request's extensions for the services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The principal's name.
+    pub principal: Arc<str>,
+    /// The id of the token it presented.
+    pub token_id: Arc<str>,
+}
+
+/// Authenticates calls with `authenticator`; `None` lets every call
+/// through unauthenticated (loopback without `[auth]`).
+#[derive(Clone)]
+pub struct Layer {
+    authenticator: Option<Arc<Authenticator>>,
+}
+
+impl Layer {
+    /// The layer; `None` is the open mode.
+    pub fn new(authenticator: Option<Arc<Authenticator>>) -> Self {
+        Self { authenticator }
+    }
+}
+
+impl<S> tower::Layer<S> for Layer {
+    type Service = Checked<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Checked {
+            inner,
+            authenticator: self.authenticator.clone(),
+        }
+    }
+}
+
+/// A service behind the check.
+#[derive(Clone)]
+pub struct Checked<S> {
+    inner: S,
+    authenticator: Option<Arc<Authenticator>>,
+}
+
+type Refused<F> = Pin<Box<dyn std::future::Future<Output = F> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for Checked<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Refused<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Some(authenticator) = &self.authenticator {
+            match check(authenticator, &request) {
+                Ok(Some(caller)) => {
+                    let span = tracing::Span::current();
+                    span.record("principal", &*caller.principal);
+                    span.record("token_id", &*caller.token_id);
+                    request.extensions_mut().insert(caller);
+                }
+                Ok(None) => {}
+                Err(status) => {
+                    let response = status.into_http::<tonic::body::Body>();
+                    return Box::pin(async move { Ok(response) });
+                }
+            }
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+/// The caller of `request`, `None` for the open methods, or the refusal.
+fn check<B>(
+    authenticator: &Authenticator,
+    request: &http::Request<B>,
+) -> Result<Option<Caller>, tonic::Status> {
+    let path = request.uri().path();
+    if is_open(path) {
+        return Ok(None);
+    }
+    let header = request.headers().get(http::header::AUTHORIZATION);
+    let Some(header) = header else {
+        return Err(refusal(
+            Code::Unauthenticated,
+            "this server needs credentials: send `authorization: Bearer <token>`".into(),
+            MISSING_CREDENTIALS,
+        ));
+    };
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    let found = token.and_then(|token| authenticator.by_token(token));
+    let Some((principal, token_id)) = found else {
+        return Err(refusal(
+            Code::Unauthenticated,
+            "the bearer token is not one this server knows".into(),
+            INVALID_TOKEN,
+        ));
+    };
+    if !allowed(&principal.roles, path) {
+        tracing::info!(principal = %principal.name, token_id = %token_id, method = path, "a call was refused: the principal's roles do not allow the method");
+        return Err(refusal(
+            Code::PermissionDenied,
+            format!(
+                "principal {} may not call {path} (its roles: {:?})",
+                principal.name, principal.roles
+            ),
+            UNAUTHORIZED_OPERATION,
+        ));
+    }
+    Ok(Some(Caller {
+        principal: Arc::clone(&principal.name),
+        token_id: Arc::clone(token_id),
+    }))
+}

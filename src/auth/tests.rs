@@ -1,0 +1,101 @@
+use super::*;
+
+fn config(text: &str) -> AuthConfig {
+    toml::from_str(text).expect("a valid [auth] table")
+}
+
+const TOKEN: &str = "ilt_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn with_token(principal: &str, roles: &str) -> String {
+    format!(
+        "[principals.{principal}]\nroles = {roles}\n[[tokens]]\nid = \"t1\"\nprincipal = \"{principal}\"\nsha256 = \"{}\"\n",
+        digest_hex(TOKEN)
+    )
+}
+
+#[test]
+fn a_token_names_its_principal_and_nothing_else_does() {
+    let auth = Authenticator::new(&config(&with_token("ops", "[\"admin\", \"auditor\"]")))
+        .expect("a valid table");
+    let (principal, id) = auth.by_token(TOKEN).expect("the token is known");
+    assert_eq!((&*principal.name, &**id), ("ops", "t1"));
+    assert_eq!(principal.roles, vec![Role::Admin, Role::Auditor]);
+    assert!(auth.by_token(&TOKEN[..TOKEN.len() - 1]).is_none());
+    assert!(auth.by_token("").is_none());
+}
+
+#[test]
+fn new_tokens_carry_the_prefix_and_differ() {
+    let (a, b) = (new_token(), new_token());
+    assert!(a.starts_with(TOKEN_PREFIX) && a.len() == TOKEN_PREFIX.len() + 64);
+    assert_ne!(a, b);
+}
+
+#[test]
+fn a_bad_table_is_refused_with_what_is_wrong() {
+    let unknown = "[[tokens]]\nid = \"t1\"\nprincipal = \"nobody\"\nsha256 = \"00\"\n";
+    let short = Authenticator::new(&config(unknown)).expect_err("refused");
+    assert_eq!(short, AuthConfigError::BadDigest("t1".into()));
+    let unknown = format!(
+        "[[tokens]]\nid = \"t1\"\nprincipal = \"nobody\"\nsha256 = \"{}\"\n",
+        digest_hex(TOKEN)
+    );
+    assert!(matches!(
+        Authenticator::new(&config(&unknown)),
+        Err(AuthConfigError::UnknownPrincipal { .. })
+    ));
+    let twice = format!(
+        "{}[[tokens]]\nid = \"t1\"\nprincipal = \"ops\"\nsha256 = \"{}\"\n",
+        with_token("ops", "[\"admin\"]"),
+        digest_hex("another")
+    );
+    assert_eq!(
+        Authenticator::new(&config(&twice)).expect_err("refused"),
+        AuthConfigError::Duplicate("t1".into())
+    );
+    let none = "[principals.ops]\nroles = []\n";
+    assert_eq!(
+        Authenticator::new(&config(none)).expect_err("refused"),
+        AuthConfigError::NoRoles("ops".into())
+    );
+    assert!(toml::from_str::<AuthConfig>("[principals.ops]\nroles = [\"root\"]\n").is_err());
+    assert!(toml::from_str::<AuthConfig>("colour = 1\n").is_err());
+}
+
+#[test]
+fn each_role_may_call_exactly_its_methods() {
+    let ledger = |m: &str| format!("/imageledger.v1.ImageLedger/{m}");
+    let gateway = [Role::Gateway];
+    assert!(allowed(&gateway, &ledger("ShareImage")));
+    assert!(allowed(&gateway, &ledger("DescribeImages")));
+    assert!(!allowed(&gateway, &ledger("RegisterAccount")));
+    assert!(!allowed(&gateway, &ledger("RegisterImage")));
+    assert!(!allowed(&gateway, &ledger("UpdateImageState")));
+    assert!(!allowed(&gateway, "/imageledger.v1.AuditLog/ReadEvents"));
+    let factory = [Role::ImageFactory];
+    assert!(allowed(&factory, &ledger("RegisterImage")));
+    assert!(allowed(&factory, &ledger("UpdateImageState")));
+    assert!(!allowed(&factory, &ledger("ShareImage")));
+    assert!(allowed(&[Role::Admin], &ledger("RegisterAccount")));
+    assert!(!allowed(&[Role::Admin], &ledger("ShareImage")));
+    assert!(allowed(
+        &[Role::Auditor],
+        "/imageledger.v1.AuditLog/Subscribe"
+    ));
+    assert!(!allowed(&[Role::Auditor], &ledger("DescribeImages")));
+    // Methods nobody lists are denied to everyone, even with every role.
+    let all = [
+        Role::Gateway,
+        Role::ImageFactory,
+        Role::Admin,
+        Role::Auditor,
+    ];
+    assert!(!allowed(&all, &ledger("ForgetEverything")));
+    assert!(!allowed(&all, "/imageledger.v2.ImageLedger/ShareImage"));
+    // Health and reflection are open.
+    assert!(allowed(&[], "/grpc.health.v1.Health/Check"));
+    assert!(allowed(
+        &[],
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    ));
+}
