@@ -795,3 +795,122 @@ async fn servers_given_one_key_seed_sign_heads_that_verify_with_one_public_key()
     assert!(LedgerKey::from_seed_hex("not hex").is_err());
     Ok(())
 }
+
+/// `lines` as a log written before record version 2 holds them: no
+/// principal member, schema version 1, chained afresh.
+fn as_version_1(lines: &[String]) -> Vec<String> {
+    let mut prev = [0u8; 32];
+    lines
+        .iter()
+        .map(|line| {
+            let envelope = Envelope::decode(line.as_bytes()).expect("decodes");
+            let meta = RecordMeta {
+                position: envelope.position,
+                aggregate_version: envelope.aggregate_version,
+                recorded_at: envelope.recorded_at,
+                actor: envelope.actor.as_deref(),
+                principal: None,
+                client_token: envelope.client_token.as_deref(),
+                request_hash: envelope.request_hash.as_deref(),
+                prev_hash: prev,
+            };
+            let event = envelope.event().expect("event");
+            let record = EncodedRecord::encode_version(&event, &meta, 1).expect("encodes");
+            prev = record.hash;
+            String::from_utf8(record.bytes).expect("utf-8")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_log_written_before_record_version_2_still_verifies_and_grows() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    history(&mut c).await;
+    let dir = server.stop().await;
+    let lines = export_lines(&open(dir.path()));
+    assert!(lines
+        .iter()
+        .all(|l| l.contains("\"schema_version\":2,") && l.contains("\"principal\":null,")));
+    let old = as_version_1(&lines);
+    assert!(old
+        .iter()
+        .all(|l| l.contains("\"schema_version\":1,") && !l.contains("principal")));
+
+    let parent = tempfile::tempdir()?;
+    let restored = parent.path().join("restored");
+    audit::import(
+        &mut Cursor::new(old.join("\n")),
+        &restored,
+        &Policy::default(),
+    )?;
+    {
+        let store = open(&restored);
+        let report = audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
+        assert_eq!(report.events, EVENTS);
+    }
+    // The server appends version 2 records after the old ones; the mixed
+    // log verifies.
+    let dir = tempfile::TempDir::new_in(parent.path())?;
+    std::fs::remove_dir(dir.path())?;
+    std::fs::rename(&restored, dir.path())?;
+    let server = TestServer::start_in(dir, Policy::default()).await;
+    let mut c = server.client();
+    register_roots(&mut c, &[HELPER]).await;
+    let dir = server.stop().await;
+    let store = open(dir.path());
+    let report = audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
+    assert_eq!(report.events, EVENTS + 1);
+    let mixed = export_lines(&store);
+    assert!(mixed[..EVENTS as usize]
+        .iter()
+        .all(|l| l.contains("\"schema_version\":1,")));
+    assert!(mixed[EVENTS as usize].contains("\"schema_version\":2,"));
+
+    // A version 1 record with a principal member is refused by its line.
+    let mut forged = old.clone();
+    forged[2] = forged[2].replace(
+        "\"client_token\"",
+        "\"principal\":\"gateway-1\",\"client_token\"",
+    );
+    let forged = rechain_raw(&forged);
+    let target = parent.path().join("forged");
+    let err = audit::import(
+        &mut Cursor::new(forged.join("\n")),
+        &target,
+        &Policy::default(),
+    )
+    .expect_err("refused");
+    match err {
+        AuditError::Line { line, what } => {
+            assert_eq!(line, 3, "{what}");
+            assert!(
+                what.contains("version 1 record has a principal member"),
+                "{what}"
+            );
+        }
+        other => panic!("expected a line error, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// Re-hashes edited lines byte for byte (only `prev_hash` and `hash`
+/// change), as a forger who controls the whole file would.
+fn rechain_raw(lines: &[String]) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let mut prev = [0u8; 32];
+    lines
+        .iter()
+        .map(|line| {
+            let at = line.find(",\"prev_hash\":\"").expect("a prev_hash member");
+            let body = format!("{},\"prev_hash\":\"{}\"}}", &line[..at], hex::encode(prev));
+            let hash: [u8; 32] = Sha256::digest(body.as_bytes()).into();
+            prev = hash;
+            format!(
+                "{},\"hash\":\"{}\"}}",
+                &body[..body.len() - 1],
+                hex::encode(hash)
+            )
+        })
+        .collect()
+}

@@ -232,6 +232,7 @@ fn read_signed_head(path: &Path) -> anyhow::Result<SignedHead> {
 }
 
 fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let bearer = args.source.bearer()?;
     let started = Instant::now();
     // A bar only when writing to a file: stdout may be the terminal itself.
     let bar = |last: u64| match &args.output {
@@ -245,7 +246,7 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     let (written, progress) = match args.source.addr {
         Some(addr) => runtime()?
             .block_on(async {
-                let mut client = AuditClient::connect(addr).await?;
+                let mut client = AuditClient::connect(addr, bearer.clone()).await?;
                 // The head at the start bounds the bar; records appended
                 // meanwhile are exported too.
                 let progress = bar(last(client.head_position().await?));
@@ -307,12 +308,13 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
 }
 
 fn history(args: HistoryArgs) -> anyhow::Result<()> {
+    let bearer = args.source.bearer()?;
     let records = match (&args.image, &args.account, args.source.addr) {
         (Some(image), _, Some(addr)) => {
             let image = ImageId::parse(image)?;
             runtime()?
                 .block_on(async {
-                    let mut client = AuditClient::connect(addr).await?;
+                    let mut client = AuditClient::connect(addr, bearer.clone()).await?;
                     client.image_history(&image).await
                 })
                 .map_err(Failure::from)?
@@ -347,6 +349,7 @@ fn history(args: HistoryArgs) -> anyhow::Result<()> {
 }
 
 fn access(args: AccessArgs) -> anyhow::Result<()> {
+    let bearer = args.source.bearer()?;
     let image = ImageId::parse(&args.image)?;
     let as_of = match (&args.at, args.position) {
         (Some(at), _) => AsOf::Time(
@@ -359,7 +362,7 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
     let access = match args.source.addr {
         Some(addr) => runtime()?
             .block_on(async {
-                let mut client = AuditClient::connect(addr).await?;
+                let mut client = AuditClient::connect(addr, bearer.clone()).await?;
                 client.access_as_of(&image, as_of).await
             })
             .map_err(Failure::from)?,
@@ -405,10 +408,11 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
 }
 
 fn head(args: HeadArgs) -> anyhow::Result<()> {
+    let bearer = args.source.bearer()?;
     let json = match args.source.addr {
         Some(addr) => runtime()?
             .block_on(async {
-                let mut client = AuditClient::connect(addr).await?;
+                let mut client = AuditClient::connect(addr, bearer.clone()).await?;
                 client.signed_head_json().await
             })
             .map_err(Failure::from)?,

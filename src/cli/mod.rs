@@ -2,6 +2,7 @@
 //! share; each group of commands has a module of its own.
 
 mod audit;
+mod auth;
 pub mod config_file;
 mod projections;
 mod remote;
@@ -68,6 +69,11 @@ pub enum Cmd {
         #[command(subcommand)]
         command: ProjectionsCmd,
     },
+    /// Make bearer tokens for the config file's [auth] table.
+    Auth {
+        #[command(subcommand)]
+        command: auth::AuthCmd,
+    },
     /// Call a running server: register accounts, see quotas.
     Account {
         #[command(subcommand)]
@@ -120,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Serve(args) => serve::serve(args),
         Cmd::Projections { command } => projections::run(command),
         Cmd::Audit { command } => audit::run(command),
+        Cmd::Auth { command } => auth::run(command),
         Cmd::Account { command } => remote::account::run_command(command),
         Cmd::Image { command } => remote::image::run_command(command),
     }
@@ -157,6 +164,17 @@ pub struct SourceArgs {
     /// Ask a running server at this address instead of reading the store.
     #[arg(long, conflicts_with_all = ["data_dir", "database_url"])]
     pub addr: Option<SocketAddr>,
+    /// With --addr: a file holding the bearer token to send
+    /// (IMAGE_LEDGER_TOKEN holds the token itself).
+    #[arg(long, env = "IMAGE_LEDGER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// The bearer token for `--addr`.
+    pub fn bearer(&self) -> anyhow::Result<image_ledger::grpc::Bearer> {
+        Ok(remote::bearer(self.token_file.as_deref())?)
+    }
 }
 
 /// The rules' limits, shared by `serve`, `audit verify` and `audit import`.

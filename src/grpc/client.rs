@@ -6,6 +6,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use thiserror::Error;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::access::{access_of, as_of_message};
@@ -37,21 +38,23 @@ const EXPORT_PAGE: u32 = 10_000;
 
 /// A connection to a running server's `AuditLog` service.
 pub struct AuditClient {
-    inner: AuditLogClient<Channel>,
+    inner: AuditLogClient<InterceptedService<Channel, Bearer>>,
 }
 
 impl AuditClient {
-    /// Connects over plaintext HTTP/2.
-    pub async fn connect(addr: SocketAddr) -> Result<Self, ClientError> {
-        Ok(Self {
-            inner: AuditLogClient::connect(format!("http://{addr}")).await?,
-        })
+    /// Connects over plaintext HTTP/2, sending `bearer`'s token.
+    pub async fn connect(addr: SocketAddr, bearer: Bearer) -> Result<Self, ClientError> {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|err| ClientError::Call(tonic::Status::invalid_argument(err.to_string())))?
+            .connect()
+            .await?;
+        Ok(Self::new(channel, bearer))
     }
 
     /// A client on a connection made elsewhere.
-    pub fn new(channel: Channel) -> Self {
+    pub fn new(channel: Channel, bearer: Bearer) -> Self {
         Self {
-            inner: AuditLogClient::new(channel),
+            inner: AuditLogClient::with_interceptor(channel, bearer),
         }
     }
 
@@ -182,5 +185,36 @@ impl AuditClient {
             .get_ledger_head(pb::GetLedgerHeadRequest {})
             .await?;
         Ok(reply.into_inner().signed_head_json)
+    }
+}
+
+/// Adds `authorization: Bearer …` to every call, when there is a token.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    /// The interceptor for `token` (none: calls go without credentials).
+    pub fn new(token: Option<&str>) -> Result<Self, String> {
+        match token {
+            None => Ok(Self(None)),
+            Some(token) => format!("Bearer {}", token.trim())
+                .parse()
+                .map(|value| Self(Some(value)))
+                .map_err(|_| "the bearer token has characters a header cannot carry".to_owned()),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
     }
 }

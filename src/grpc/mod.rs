@@ -25,7 +25,7 @@ pub mod pb {
 }
 
 pub use audit::{envelope_message, AuditService};
-pub use client::{AuditClient, ClientError};
+pub use client::{AuditClient, Bearer, ClientError};
 pub use consistency::DEFAULT_WAIT;
 pub use convert::{state_message, state_of, time_of, timestamp, Commanded};
 pub use page_cache::PageCache;

@@ -33,7 +33,10 @@ pub struct KeyArgs {
 /// every record as it is appended (Subscribe).
 pub fn follow(args: FollowArgs) -> anyhow::Result<()> {
     run(&args.remote, async {
-        let mut client = AuditClient::new(args.remote.channel_for_streams().await?);
+        let mut client = AuditClient::new(
+            args.remote.channel_for_streams().await?,
+            args.remote.bearer()?,
+        );
         let mut out = std::io::stdout().lock();
         let written = client.follow(args.from, args.count, &mut out).await?;
         out.flush()
@@ -46,7 +49,7 @@ pub fn follow(args: FollowArgs) -> anyhow::Result<()> {
 /// Prints the public key that signs this ledger's heads (GetLedgerPublicKey).
 pub fn key(args: KeyArgs) -> anyhow::Result<()> {
     run(&args.remote, async {
-        let key = AuditClient::new(args.remote.channel().await?)
+        let key = AuditClient::new(args.remote.channel().await?, args.remote.bearer()?)
             .public_key()
             .await?;
         args.remote

@@ -3,9 +3,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use image_ledger::grpc::pb;
-use image_ledger::grpc::pb::image_ledger_client::ImageLedgerClient;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::query::{AuthorizeArgs, ListArgs, SharesArgs};
 use super::{at_position, run, RemoteArgs, TokenArg};
@@ -383,7 +381,7 @@ pub fn run_command(command: ImageCmd) -> anyhow::Result<()> {
 /// `done` with it (or the position alone under `--json`).
 fn positioned<F, Fut>(remote: &RemoteArgs, call: F, done: String) -> anyhow::Result<()>
 where
-    F: FnOnce(ImageLedgerClient<Channel>) -> Fut,
+    F: FnOnce(super::Client) -> Fut,
     Fut: std::future::Future<Output = Result<u64, tonic::Status>>,
 {
     run(remote, async {

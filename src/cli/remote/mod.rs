@@ -15,15 +15,19 @@ use std::time::Duration;
 
 use clap::Args;
 use image_ledger::grpc::pb::image_ledger_client::ImageLedgerClient;
-use image_ledger::grpc::ClientError;
+use image_ledger::grpc::{Bearer, ClientError};
 use serde_json::json;
 use thiserror::Error;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 use tonic_types::StatusExt;
 
 pub use self::account::AccountCmd;
 pub use self::image::ImageCmd;
+
+/// The environment variable holding the bearer token.
+pub const TOKEN_VARIABLE: &str = "IMAGE_LEDGER_TOKEN";
 
 /// The exit code of a refusal by the ledger's rules (and of a denied
 /// `image authorize`).
@@ -46,12 +50,27 @@ pub struct RemoteArgs {
     /// Give up on a call after this many seconds.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
+    /// A file holding the bearer token to send (IMAGE_LEDGER_TOKEN holds
+    /// the token itself; never a flag, which `ps` would show).
+    #[arg(long, env = "IMAGE_LEDGER_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
+
+/// A client of `ImageLedger` that sends the bearer token, if any.
+pub type Client = ImageLedgerClient<InterceptedService<Channel, Bearer>>;
 
 impl RemoteArgs {
     /// A client of the server's `ImageLedger` service.
-    async fn connect(&self) -> Result<ImageLedgerClient<Channel>, Failure> {
-        Ok(ImageLedgerClient::new(self.channel().await?))
+    async fn connect(&self) -> Result<Client, Failure> {
+        Ok(ImageLedgerClient::with_interceptor(
+            self.channel().await?,
+            self.bearer()?,
+        ))
+    }
+
+    /// The bearer token: `--token-file`'s, else IMAGE_LEDGER_TOKEN's.
+    fn bearer(&self) -> Result<Bearer, Failure> {
+        bearer(self.token_file.as_deref())
     }
 
     /// A connection to the server.
@@ -259,12 +278,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         .unwrap_or(1)
 }
 
-/// `--token`, the client token that makes a retry safe.
+/// `--client-token`, the idempotency key that makes a retry safe.
 #[derive(Args, Clone)]
 pub struct TokenArg {
     /// A client token (at most 64 printable ASCII characters): a retry with
     /// the same token and parameters gets the first reply and changes nothing.
-    #[arg(long)]
+    #[arg(long = "client-token")]
     pub token: Option<String>,
 }
 
@@ -290,4 +309,18 @@ fn at_position(position: u64) -> String {
     } else {
         format!("position {position}")
     }
+}
+
+/// The bearer token in `token_file`, else in IMAGE_LEDGER_TOKEN, if any.
+pub fn bearer(token_file: Option<&std::path::Path>) -> Result<Bearer, Failure> {
+    let token = match token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|err| Failure::BadInput(format!("cannot read {}: {err}", path.display())))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var(TOKEN_VARIABLE).ok(),
+    };
+    Bearer::new(token.as_deref()).map_err(Failure::BadInput)
 }

@@ -1,0 +1,347 @@
+//! Who may call what: every RPC against every role, no credentials and a
+//! bad token; the principal in every record; a server that will not listen
+//! openly off loopback by mistake.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{GZ, OWNER};
+use http::uri::PathAndQuery;
+use image_ledger::auth::{digest_hex, AuthConfig, Authenticator};
+use image_ledger::config::Config;
+use image_ledger::grpc::pb;
+use image_ledger::server::{start, RunningServer};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const GATEWAY: &str = "ilt_gateway0000000000000000000000000000000000000000000000000000000";
+const FACTORY: &str = "ilt_factory0000000000000000000000000000000000000000000000000000000";
+const ADMIN: &str = "ilt_admin000000000000000000000000000000000000000000000000000000000";
+const AUDITOR: &str = "ilt_auditor0000000000000000000000000000000000000000000000000000000";
+
+fn auth_table() -> String {
+    let token = |id: &str, principal: &str, token: &str| {
+        format!(
+            "[[tokens]]\nid = \"{id}\"\nprincipal = \"{principal}\"\nsha256 = \"{}\"\n",
+            digest_hex(token)
+        )
+    };
+    format!(
+        "[principals.gateway-1]\nroles = [\"gateway\"]\n\
+         [principals.factory]\nroles = [\"image-factory\"]\n\
+         [principals.ops]\nroles = [\"admin\"]\n\
+         [principals.audit]\nroles = [\"auditor\"]\n{}{}{}{}",
+        token("gw-1", "gateway-1", GATEWAY),
+        token("factory-1", "factory", FACTORY),
+        token("ops-1", "ops", ADMIN),
+        token("audit-1", "audit", AUDITOR),
+    )
+}
+
+async fn serve_with_auth(dir: &std::path::Path) -> RunningServer {
+    let table: AuthConfig = toml::from_str(&auth_table()).expect("the table parses");
+    let mut config = Config::for_data_dir(dir);
+    config.cache_bytes = 16 * 1024 * 1024;
+    config.auth = Some(Arc::new(Authenticator::new(&table).expect("a valid table")));
+    start(config).await.expect("server starts")
+}
+
+/// Calls `path` with an empty request, as `token` (none: no credentials).
+async fn call(channel: &Channel, path: &'static str, token: Option<&str>) -> Result<(), Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unknown(e.to_string()))?;
+    let mut request = Request::new(());
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().expect("ascii");
+        request.metadata_mut().insert("authorization", value);
+    }
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let path = PathAndQuery::from_static(path);
+    if path.as_str().ends_with("/ReadEvents") || path.as_str().ends_with("/Subscribe") {
+        grpc.server_streaming(request, path, codec).await.map(drop)
+    } else {
+        grpc.unary(request, path, codec).await.map(drop)
+    }
+}
+
+const LEDGER: &[&str] = &[
+    "/imageledger.v1.ImageLedger/RegisterAccount",
+    "/imageledger.v1.ImageLedger/RegisterImage",
+    "/imageledger.v1.ImageLedger/UpdateImageState",
+    "/imageledger.v1.ImageLedger/ShareImage",
+    "/imageledger.v1.ImageLedger/CancelImageSharing",
+    "/imageledger.v1.ImageLedger/CopyImage",
+    "/imageledger.v1.ImageLedger/DeleteImage",
+    "/imageledger.v1.ImageLedger/ModifyImageAttribute",
+    "/imageledger.v1.ImageLedger/ModifyLighthouseSharePermission",
+    "/imageledger.v1.ImageLedger/AuthorizeImageUse",
+    "/imageledger.v1.ImageLedger/DescribeImages",
+    "/imageledger.v1.ImageLedger/DescribeImageSharePermission",
+    "/imageledger.v1.ImageLedger/DescribeImageQuota",
+];
+const AUDIT: &[&str] = &[
+    "/imageledger.v1.AuditLog/ReadEvents",
+    "/imageledger.v1.AuditLog/Subscribe",
+    "/imageledger.v1.AuditLog/GetImageHistory",
+    "/imageledger.v1.AuditLog/GetImageAccessAsOf",
+    "/imageledger.v1.AuditLog/GetLedgerHead",
+    "/imageledger.v1.AuditLog/GetLedgerPublicKey",
+];
+const HEALTH: &str = "/grpc.health.v1.Health/Check";
+
+/// Whom each method admits: the README's table of roles.
+fn admitted(path: &str, role: &str) -> bool {
+    let method = path.rsplit('/').next().unwrap_or_default();
+    match role {
+        "gateway" => {
+            path.contains("ImageLedger")
+                && !matches!(
+                    method,
+                    "RegisterAccount" | "RegisterImage" | "UpdateImageState"
+                )
+        }
+        "image-factory" => matches!(method, "RegisterImage" | "UpdateImageState"),
+        "admin" => method == "RegisterAccount",
+        "auditor" => path.contains("AuditLog"),
+        _ => false,
+    }
+}
+
+fn reason(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_admits_exactly_its_roles() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = serve_with_auth(dir.path()).await;
+    let channel = Channel::from_shared(format!("http://{}", server.local_addr()))?
+        .connect()
+        .await?;
+    let roles = [
+        ("gateway", GATEWAY),
+        ("image-factory", FACTORY),
+        ("admin", ADMIN),
+        ("auditor", AUDITOR),
+    ];
+    let mut checked = 0;
+    for &path in LEDGER.iter().chain(AUDIT) {
+        // No credentials, and a token nobody configured.
+        let none = call(&channel, path, None).await.expect_err("refused");
+        assert_eq!(
+            (none.code(), reason(&none).as_str()),
+            (Code::Unauthenticated, "AuthFailure.MissingCredentials"),
+            "{path}"
+        );
+        let bad = call(&channel, path, Some("ilt_not-a-token"))
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            (bad.code(), reason(&bad).as_str()),
+            (Code::Unauthenticated, "AuthFailure.InvalidToken"),
+            "{path}"
+        );
+        for (role, token) in roles {
+            let result = call(&channel, path, Some(token)).await;
+            if admitted(path, role) {
+                // Past the check: the empty request meets the service's
+                // own answer, never an authentication one.
+                if let Err(status) = &result {
+                    assert!(
+                        !reason(status).starts_with("AuthFailure."),
+                        "{role} on {path}: {status:?}"
+                    );
+                }
+            } else {
+                let status = result.expect_err("refused");
+                assert_eq!(
+                    (status.code(), reason(&status).as_str()),
+                    (Code::PermissionDenied, "AuthFailure.UnauthorizedOperation"),
+                    "{role} on {path}"
+                );
+                assert!(status.message().contains(path), "{}", status.message());
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, (LEDGER.len() + AUDIT.len()) * roles.len());
+    // Health needs no credentials, whoever asks.
+    for token in [None, Some("ilt_not-a-token"), Some(GATEWAY)] {
+        call(&channel, HEALTH, token).await?;
+    }
+    server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_names_the_principal_that_caused_it() -> TestResult {
+    use image_ledger::grpc::Bearer;
+    let dir = tempfile::tempdir()?;
+    let server = serve_with_auth(dir.path()).await;
+    let channel = Channel::from_shared(format!("http://{}", server.local_addr()))?
+        .connect()
+        .await?;
+    let as_who = |token: &str| Bearer::new(Some(token)).expect("a header value");
+    let ledger = |token: &str| {
+        pb::image_ledger_client::ImageLedgerClient::with_interceptor(channel.clone(), as_who(token))
+    };
+    for account in [OWNER, common::FRIEND] {
+        ledger(ADMIN)
+            .register_account(pb::RegisterAccountRequest {
+                account_id: account.into(),
+                kind: pb::AccountKind::Root as i32,
+                client_token: String::new(),
+            })
+            .await?;
+    }
+    let image = ledger(FACTORY)
+        .register_image(pb::RegisterImageRequest {
+            account_id: OWNER.into(),
+            region: GZ.into(),
+            image_name: "web".into(),
+            platform: "CentOS".into(),
+            os_name: "CentOS 7.9 64-bit".into(),
+            image_source: pb::ImageSource::CreateImage as i32,
+            license_type: pb::LicenseType::Tencentcloud as i32,
+            state: pb::ImageState::Normal as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .image_id;
+    ledger(GATEWAY)
+        .share_image(pb::ShareImageRequest {
+            account_id: OWNER.into(),
+            image_id: image.clone(),
+            account_ids: vec![common::FRIEND.into()],
+            ..Default::default()
+        })
+        .await?;
+
+    let mut audit =
+        pb::audit_log_client::AuditLogClient::with_interceptor(channel.clone(), as_who(AUDITOR));
+    let mut stream = audit
+        .read_events(pb::ReadEventsRequest {
+            from_position: 1,
+            limit: 10,
+        })
+        .await?
+        .into_inner();
+    let mut principals = Vec::new();
+    while let Some(record) = stream.message().await? {
+        assert_eq!(record.schema_version, 2);
+        let member = format!("\"principal\":\"{}\"", record.principal);
+        assert!(record.raw.contains(&member), "{}", record.raw);
+        principals.push(record.principal);
+    }
+    assert_eq!(principals, ["ops", "ops", "factory", "gateway-1"]);
+
+    // The CLI, as the auditor: the history says who acted, through whom.
+    let addr = server.local_addr().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+            .args(["audit", "history", "--image", &image, "--addr", &addr])
+            .env("IMAGE_LEDGER_TOKEN", AUDITOR)
+            .output()
+    })
+    .await??;
+    let history = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        history.contains(&format!("by {OWNER} via gateway-1")),
+        "{history}"
+    );
+    assert!(
+        history.contains(&format!("by {OWNER} via factory")),
+        "{history}"
+    );
+    server.stop().await?;
+    Ok(())
+}
+
+/// Runs `serve` with `args` and a config file holding `file`; the exit
+/// status and stderr, or `None` once it says it is listening.
+fn serve_outcome(args: &[&str], file: &str) -> Result<Option<String>, Box<dyn std::error::Error>> {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("ledger.toml");
+    std::fs::write(&config, file)?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
+    if line.starts_with("listening on ") {
+        child.kill()?;
+        child.wait()?;
+        return Ok(None);
+    }
+    let status = child.wait()?;
+    assert_eq!(status.code(), Some(1), "a refusal exits 1");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .ok_or("stderr")?
+        .read_to_string(&mut stderr)?;
+    Ok(Some(stderr))
+}
+
+#[test]
+fn off_loopback_it_needs_authentication_or_an_explicit_risk() -> TestResult {
+    let open = serve_outcome(&["--addr", "0.0.0.0:0"], "")?.ok_or("it must refuse")?;
+    assert!(
+        open.contains("refusing to serve 0.0.0.0:0 without authentication"),
+        "{open}"
+    );
+    assert!(
+        open.contains("--insecure-no-auth") && open.contains("[auth]"),
+        "{open}"
+    );
+    let open = serve_outcome(&["--addr", "[::]:0"], "")?.ok_or("it must refuse")?;
+    assert!(open.contains("without authentication"), "{open}");
+
+    // Accepting the risk serves, and says so.
+    assert_eq!(
+        serve_outcome(&["--addr", "0.0.0.0:0", "--insecure-no-auth"], "")?,
+        None
+    );
+    // Loopback, both families and the mapped form, serves without [auth].
+    for addr in ["127.0.0.1:0", "[::1]:0", "[::ffff:127.0.0.1]:0"] {
+        assert_eq!(serve_outcome(&["--addr", addr], "")?, None, "{addr}");
+    }
+    // Bearer tokens stay off the network while they would be plaintext.
+    let file = format!(
+        "[auth]\n{}",
+        auth_table()
+            .replace("[principals", "[auth.principals")
+            .replace("[[tokens]]", "[[auth.tokens]]")
+    );
+    let plain = serve_outcome(&["--addr", "0.0.0.0:0"], &file)?.ok_or("it must refuse")?;
+    assert!(
+        plain.contains("would cross the network in plaintext"),
+        "{plain}"
+    );
+    assert_eq!(serve_outcome(&["--addr", "127.0.0.1:0"], &file)?, None);
+    // A table that names an unknown principal is refused at start.
+    let wrong = file.replace("principal = \"ops\"", "principal = \"nobody\"");
+    let refused = serve_outcome(&["--addr", "127.0.0.1:0"], &wrong)?.ok_or("it must refuse")?;
+    assert!(refused.contains("\"nobody\""), "{refused}");
+    Ok(())
+}
