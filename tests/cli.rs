@@ -78,7 +78,7 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
         OWNER,
         "--to",
         FRIEND,
-        "--token",
+        "--client-token",
         "t-1",
     ];
     let out = cli(addr, &share).await;
