@@ -47,6 +47,8 @@ pub struct Config {
     pub auth: Option<std::sync::Arc<crate::auth::Authenticator>>,
     /// Serve a non-loopback address without authentication.
     pub insecure_no_auth: bool,
+    /// Speak TLS with these files; plaintext without.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// A setting that must not reach a log: `Debug` shows only that it is set.
@@ -89,6 +91,7 @@ impl Config {
             metrics_addr: None,
             auth: None,
             insecure_no_auth: false,
+            tls: None,
         }
     }
 }

@@ -13,3 +13,4 @@ pub mod progress;
 pub mod projection;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     cli::set_file_seed(args.signing_key_seed);
-    cli::set_file_auth(args.auth);
+    cli::set_file_tables(args.auth, args.tls);
     let cli = cli::Cli::parse_from(args.args);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

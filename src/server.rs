@@ -39,6 +39,9 @@ pub enum ServeError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The TLS files cannot be used.
+    #[error("cannot set up TLS: {0}")]
+    Tls(crate::tls::TlsError),
     /// A non-loopback address without authentication.
     #[error(
         "refusing to serve {0} without authentication: anyone who reaches it could act as any \
@@ -48,8 +51,8 @@ pub enum ServeError {
     Unprotected(SocketAddr),
     /// Bearer tokens on a non-loopback address without TLS.
     #[error(
-        "refusing to take bearer tokens on {0}: they would cross the network in plaintext. Serve \
-         on a loopback address behind a TLS-terminating proxy"
+        "refusing to take bearer tokens on {0}: they would cross the network in plaintext. \
+         Configure [tls] (README, \"Securing it\"), or serve on a loopback address"
     )]
     PlaintextTokens(SocketAddr),
     /// The reflection service could not be built from the descriptors.
@@ -73,6 +76,7 @@ impl From<StoreError> for ServeError {
 pub struct RunningServer {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    tls: Option<Arc<crate::tls::Tls>>,
     stop: Option<watch::Sender<bool>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -81,6 +85,11 @@ impl RunningServer {
     /// The address it listens on (with the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A handle that reloads the TLS files, when the server speaks TLS.
+    pub fn tls(&self) -> Option<Arc<crate::tls::Tls>> {
+        self.tls.clone()
     }
 
     /// The address metrics are served on, if they are.
@@ -231,8 +240,19 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         Arc::new(key),
         stopped.clone(),
     ));
+    let tls = match &config.tls {
+        Some(settings) => match crate::tls::Tls::load(settings.clone()) {
+            Ok(tls) => Some(tls),
+            Err(err) => {
+                stop_ledger(ledger).await;
+                return Err(ServeError::Tls(err));
+            }
+        },
+        None => None,
+    };
+    let tls_handle = tls.clone();
     let task = tokio::spawn(async move {
-        let serving = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .layer(crate::metrics::grpc::Layer::new(metrics.grpc.clone()))
             .layer(MapResponseLayer::new(
                 |response: http::Response<tonic::body::Body>| response.map(SmallFrames::new),
@@ -242,15 +262,23 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(service)
-            .add_service(audit)
-            .serve_with_incoming_shutdown(
-                // Without TCP_NODELAY, a response split over two segments waits
-                // for the client's delayed ACK: about 40 ms a call.
-                TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .map(|accepted| accepted.map(Unvectored)),
-                draining(stopped.clone(), health, drain),
-            );
+            .add_service(audit);
+        let until = draining(stopped.clone(), health, drain);
+        let serving: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match tls {
+            Some(tls) => Box::pin(
+                router.serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), until),
+            ),
+            None => Box::pin(
+                router.serve_with_incoming_shutdown(
+                    // Without TCP_NODELAY, a response split over two segments waits
+                    // for the client's delayed ACK: about 40 ms a call.
+                    TcpIncoming::from(listener)
+                        .with_nodelay(Some(true))
+                        .map(|accepted| accepted.map(Unvectored)),
+                    until,
+                ),
+            ),
+        };
         // Graceful shutdown waits for every client to close its connection;
         // one that never does must not keep the process alive forever.
         let served = tokio::select! {
@@ -281,6 +309,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
     Ok(RunningServer {
         addr,
         metrics_addr,
+        tls: tls_handle,
         stop: Some(stop),
         task,
     })
@@ -378,6 +407,7 @@ fn protection(config: &Config) -> Result<(), ServeError> {
     let local = is_loopback(&config.addr);
     match (&config.auth, local) {
         (Some(_), true) => Ok(()),
+        (Some(_), false) if config.tls.is_some() => Ok(()),
         (Some(_), false) => Err(ServeError::PlaintextTokens(config.addr)),
         (None, true) => {
             tracing::info!(addr = %config.addr, "no [auth] configured: every local caller may call everything");

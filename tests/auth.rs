@@ -6,15 +6,14 @@ mod common;
 
 use std::sync::Arc;
 
+use common::rpcs::{admitted, call, reason, AUDIT, HEALTH, LEDGER};
 use common::{GZ, OWNER};
-use http::uri::PathAndQuery;
 use image_ledger::auth::{digest_hex, AuthConfig, Authenticator};
 use image_ledger::config::Config;
 use image_ledger::grpc::pb;
 use image_ledger::server::{start, RunningServer};
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
-use tonic_types::StatusExt;
+use tonic::Code;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -48,76 +47,6 @@ async fn serve_with_auth(dir: &std::path::Path) -> RunningServer {
     config.cache_bytes = 16 * 1024 * 1024;
     config.auth = Some(Arc::new(Authenticator::new(&table).expect("a valid table")));
     start(config).await.expect("server starts")
-}
-
-/// Calls `path` with an empty request, as `token` (none: no credentials).
-async fn call(channel: &Channel, path: &'static str, token: Option<&str>) -> Result<(), Status> {
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unknown(e.to_string()))?;
-    let mut request = Request::new(());
-    if let Some(token) = token {
-        let value = format!("Bearer {token}").parse().expect("ascii");
-        request.metadata_mut().insert("authorization", value);
-    }
-    let codec = tonic_prost::ProstCodec::<(), ()>::default();
-    let path = PathAndQuery::from_static(path);
-    if path.as_str().ends_with("/ReadEvents") || path.as_str().ends_with("/Subscribe") {
-        grpc.server_streaming(request, path, codec).await.map(drop)
-    } else {
-        grpc.unary(request, path, codec).await.map(drop)
-    }
-}
-
-const LEDGER: &[&str] = &[
-    "/imageledger.v1.ImageLedger/RegisterAccount",
-    "/imageledger.v1.ImageLedger/RegisterImage",
-    "/imageledger.v1.ImageLedger/UpdateImageState",
-    "/imageledger.v1.ImageLedger/ShareImage",
-    "/imageledger.v1.ImageLedger/CancelImageSharing",
-    "/imageledger.v1.ImageLedger/CopyImage",
-    "/imageledger.v1.ImageLedger/DeleteImage",
-    "/imageledger.v1.ImageLedger/ModifyImageAttribute",
-    "/imageledger.v1.ImageLedger/ModifyLighthouseSharePermission",
-    "/imageledger.v1.ImageLedger/AuthorizeImageUse",
-    "/imageledger.v1.ImageLedger/DescribeImages",
-    "/imageledger.v1.ImageLedger/DescribeImageSharePermission",
-    "/imageledger.v1.ImageLedger/DescribeImageQuota",
-];
-const AUDIT: &[&str] = &[
-    "/imageledger.v1.AuditLog/ReadEvents",
-    "/imageledger.v1.AuditLog/Subscribe",
-    "/imageledger.v1.AuditLog/GetImageHistory",
-    "/imageledger.v1.AuditLog/GetImageAccessAsOf",
-    "/imageledger.v1.AuditLog/GetLedgerHead",
-    "/imageledger.v1.AuditLog/GetLedgerPublicKey",
-];
-const HEALTH: &str = "/grpc.health.v1.Health/Check";
-
-/// Whom each method admits: the README's table of roles.
-fn admitted(path: &str, role: &str) -> bool {
-    let method = path.rsplit('/').next().unwrap_or_default();
-    match role {
-        "gateway" => {
-            path.contains("ImageLedger")
-                && !matches!(
-                    method,
-                    "RegisterAccount" | "RegisterImage" | "UpdateImageState"
-                )
-        }
-        "image-factory" => matches!(method, "RegisterImage" | "UpdateImageState"),
-        "admin" => method == "RegisterAccount",
-        "auditor" => path.contains("AuditLog"),
-        _ => false,
-    }
-}
-
-fn reason(status: &Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|info| info.reason)
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

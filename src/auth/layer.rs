@@ -8,16 +8,20 @@ use std::task::{Context, Poll};
 use tonic::Code;
 
 use super::roles::is_open;
-use super::{allowed, Authenticator, INVALID_TOKEN, MISSING_CREDENTIALS, UNAUTHORIZED_OPERATION};
+use super::{
+    allowed, Authenticator, INVALID_CERTIFICATE, INVALID_TOKEN, MISSING_CREDENTIALS,
+    UNAUTHORIZED_OPERATION, UNKNOWN_CERTIFICATE,
+};
 use crate::grpc::refusal;
+use crate::tls::{ClientCert, PeerInfo};
 
 /// Who made a call, put in the request's extensions for the services.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The principal's name.
     pub principal: Arc<str>,
-    /// The id of the token it presented.
-    pub token_id: Arc<str>,
+    /// What it proved itself with: `token <id>` or `certificate <name>`.
+    pub credential: Arc<str>,
 }
 
 /// Authenticates calls with `authenticator`; `None` lets every call
@@ -74,7 +78,7 @@ where
                 Ok(Some(caller)) => {
                     let span = tracing::Span::current();
                     span.record("principal", &*caller.principal);
-                    span.record("token_id", &*caller.token_id);
+                    span.record("credential", &*caller.credential);
                     request.extensions_mut().insert(caller);
                 }
                 Ok(None) => {}
@@ -97,29 +101,36 @@ fn check<B>(
     if is_open(path) {
         return Ok(None);
     }
-    let header = request.headers().get(http::header::AUTHORIZATION);
-    let Some(header) = header else {
-        return Err(refusal(
-            Code::Unauthenticated,
-            "this server needs credentials: send `authorization: Bearer <token>`".into(),
-            MISSING_CREDENTIALS,
-        ));
-    };
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
-    let found = token.and_then(|token| authenticator.by_token(token));
-    let Some((principal, token_id)) = found else {
-        return Err(refusal(
-            Code::Unauthenticated,
-            "the bearer token is not one this server knows".into(),
-            INVALID_TOKEN,
-        ));
-    };
+    let certificate = request
+        .extensions()
+        .get::<PeerInfo>()
+        .map(|peer| &peer.client);
+    let (principal, credential) =
+        match certificate {
+            Some(ClientCert::Invalid(why)) => {
+                return Err(refusal(
+                    Code::Unauthenticated,
+                    format!("the client certificate is not accepted: {why}"),
+                    INVALID_CERTIFICATE,
+                ))
+            }
+            Some(ClientCert::Valid(names)) => match authenticator.by_certificate(names) {
+                Some((principal, name)) => (principal, format!("certificate {name}")),
+                None => return Err(refusal(
+                    Code::Unauthenticated,
+                    format!(
+                        "no principal is configured for the client certificate's names {names:?}"
+                    ),
+                    UNKNOWN_CERTIFICATE,
+                )),
+            },
+            _ => {
+                let (principal, id) = by_token(authenticator, request)?;
+                (principal, format!("token {id}"))
+            }
+        };
     if !allowed(&principal.roles, path) {
-        tracing::info!(principal = %principal.name, token_id = %token_id, method = path, "a call was refused: the principal's roles do not allow the method");
+        tracing::info!(principal = %principal.name, %credential, method = path, "a call was refused: the principal's roles do not allow the method");
         return Err(refusal(
             Code::PermissionDenied,
             format!(
@@ -131,6 +142,35 @@ fn check<B>(
     }
     Ok(Some(Caller {
         principal: Arc::clone(&principal.name),
-        token_id: Arc::clone(token_id),
+        credential: credential.into(),
     }))
+}
+
+/// The principal of the request's bearer token, and the token's id.
+fn by_token<'a, B>(
+    authenticator: &'a Authenticator,
+    request: &http::Request<B>,
+) -> Result<(&'a super::Principal, &'a Arc<str>), tonic::Status> {
+    let header = request.headers().get(http::header::AUTHORIZATION);
+    let Some(header) = header else {
+        return Err(refusal(
+            Code::Unauthenticated,
+            "this server needs credentials: a client certificate, or `authorization: Bearer <token>`"
+                .into(),
+            MISSING_CREDENTIALS,
+        ));
+    };
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    let found = token.and_then(|token| authenticator.by_token(token));
+    found.ok_or_else(|| {
+        refusal(
+            Code::Unauthenticated,
+            "the bearer token is not one this server knows".into(),
+            INVALID_TOKEN,
+        )
+    })
 }

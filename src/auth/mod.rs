@@ -1,4 +1,5 @@
-//! Who may call what: principals with roles, recognised by a bearer token
+//! Who may call what: principals with roles, recognised by a client
+//! certificate's URI or DNS name (over TLS) or a bearer token
 //! (`authorization: Bearer …`), and the per-method table of what each role
 //! may call. The configuration comes from the config file's `[auth]`
 //! table, never from flags; tokens are held only as SHA-256 digests.
@@ -21,6 +22,10 @@ pub use token::{digest_hex, new_token, TOKEN_PREFIX};
 pub const MISSING_CREDENTIALS: &str = "AuthFailure.MissingCredentials";
 /// The reason of a bearer token that names no principal.
 pub const INVALID_TOKEN: &str = "AuthFailure.InvalidToken";
+/// The reason of a client certificate that is not accepted.
+pub const INVALID_CERTIFICATE: &str = "AuthFailure.InvalidCertificate";
+/// The reason of a valid client certificate that names no principal.
+pub const UNKNOWN_CERTIFICATE: &str = "AuthFailure.UnknownCertificate";
 /// The reason of a principal whose roles may not call the method.
 pub const UNAUTHORIZED_OPERATION: &str = "AuthFailure.UnauthorizedOperation";
 
@@ -42,6 +47,10 @@ pub struct AuthConfig {
 pub struct PrincipalConfig {
     /// What it may call.
     pub roles: Vec<Role>,
+    /// Client certificate names (URI or DNS subject alternative names,
+    /// never the CN) that are this principal.
+    #[serde(default)]
+    pub sans: Vec<String>,
 }
 
 /// One bearer token: its id (what logs name), its principal and the hex
@@ -76,6 +85,9 @@ pub enum AuthConfigError {
     /// Two tokens with one id or one digest.
     #[error("auth token {0:?} is listed twice (by id or by digest)")]
     Duplicate(String),
+    /// One certificate name for two principals.
+    #[error("the certificate name {0:?} is listed for two principals")]
+    SharedName(String),
     /// A principal without roles.
     #[error("principal {0:?} has no roles")]
     NoRoles(String),
@@ -94,23 +106,28 @@ pub struct Principal {
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     tokens: Vec<([u8; 32], Arc<str>, Principal)>,
+    names: BTreeMap<String, Principal>,
 }
 
 impl Authenticator {
     /// Checks `config` and indexes its tokens.
     pub fn new(config: &AuthConfig) -> Result<Self, AuthConfigError> {
         let mut principals = BTreeMap::new();
+        let mut names = BTreeMap::new();
         for (name, principal) in &config.principals {
             if principal.roles.is_empty() {
                 return Err(AuthConfigError::NoRoles(name.clone()));
             }
-            principals.insert(
-                name.as_str(),
-                Principal {
-                    name: name.as_str().into(),
-                    roles: principal.roles.clone(),
-                },
-            );
+            let checked = Principal {
+                name: name.as_str().into(),
+                roles: principal.roles.clone(),
+            };
+            for san in &principal.sans {
+                if names.insert(san.clone(), checked.clone()).is_some() {
+                    return Err(AuthConfigError::SharedName(san.clone()));
+                }
+            }
+            principals.insert(name.as_str(), checked);
         }
         let mut tokens: Vec<([u8; 32], Arc<str>, Principal)> = Vec::new();
         for token in &config.tokens {
@@ -131,12 +148,19 @@ impl Authenticator {
             }
             tokens.push((digest, token.id.as_str().into(), principal.clone()));
         }
-        Ok(Self { tokens })
+        Ok(Self { tokens, names })
     }
 
-    /// Whether any credential can be accepted.
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
+    /// Whether any bearer token is configured.
+    pub fn has_tokens(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// The principal one of a certificate's names is, and that name.
+    pub fn by_certificate<'a>(&self, names: &'a [String]) -> Option<(&Principal, &'a str)> {
+        names
+            .iter()
+            .find_map(|name| self.names.get(name).map(|p| (p, name.as_str())))
     }
 
     /// The principal and token id of a bearer token, comparing its digest

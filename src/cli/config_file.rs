@@ -21,7 +21,7 @@ use super::Cli;
 const CONFIG_VARIABLE: &str = "IMAGE_LEDGER_CONFIG";
 
 /// Settings that are not flags: secrets, and tables.
-const NOT_FLAGS: &[&str] = &["signing_key_seed", "auth"];
+const NOT_FLAGS: &[&str] = &["signing_key_seed", "auth", "tls"];
 
 /// What the file adds to a command line.
 #[derive(Debug, Default)]
@@ -32,6 +32,8 @@ pub struct FromFile {
     pub signing_key_seed: Option<String>,
     /// The `[auth]` table, when the file has one.
     pub auth: Option<image_ledger::auth::AuthConfig>,
+    /// The `[tls]` table, when the file has one.
+    pub tls: Option<image_ledger::tls::TlsConfig>,
 }
 
 /// Reads the file `args` or the environment name, if any, and returns the
@@ -72,6 +74,7 @@ pub fn apply_text(
     }
     let mut seed = None;
     let mut auth = None;
+    let mut tls = None;
     let mut added = Vec::new();
     for (key, value) in &table {
         if key == "signing_key_seed" {
@@ -86,6 +89,14 @@ pub fn apply_text(
             auth = Some(table);
             continue;
         }
+        if key == "tls" {
+            let table: image_ledger::tls::TlsConfig = value
+                .clone()
+                .try_into()
+                .with_context(|| format!("the config file {}: [tls]", path.display()))?;
+            tls = Some(table);
+            continue;
+        }
         let flag = key.replace('_', "-");
         let known = |cmd: &clap::Command| {
             cmd.get_arguments()
@@ -95,7 +106,7 @@ pub fn apply_text(
         if known(serve).is_none() && !NOT_FLAGS.contains(&key.as_str()) {
             bail!(
                 "the config file {} has an unknown setting `{key}` (settings are serve's flags, \
-                 with _ for -, signing_key_seed and [auth])",
+                 with _ for -, signing_key_seed, [auth] and [tls])",
                 path.display()
             );
         }
@@ -118,6 +129,7 @@ pub fn apply_text(
         args,
         signing_key_seed: seed,
         auth,
+        tls,
     })
 }
 

@@ -92,10 +92,33 @@ static FILE_SEED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// The config file's `[auth]` table, when it has one.
 static FILE_AUTH: std::sync::OnceLock<image_ledger::auth::AuthConfig> = std::sync::OnceLock::new();
 
-/// Keeps the config file's `[auth]` table for `serve`.
-pub fn set_file_auth(auth: Option<image_ledger::auth::AuthConfig>) {
+/// The config file's `[tls]` table, when it has one.
+static FILE_TLS: std::sync::OnceLock<image_ledger::tls::TlsConfig> = std::sync::OnceLock::new();
+
+/// Keeps the config file's `[auth]` and `[tls]` tables for `serve`.
+pub fn set_file_tables(
+    auth: Option<image_ledger::auth::AuthConfig>,
+    tls: Option<image_ledger::tls::TlsConfig>,
+) {
     if let Some(auth) = auth {
         let _ = FILE_AUTH.set(auth);
+    }
+    if let Some(tls) = tls {
+        let _ = FILE_TLS.set(tls);
+    }
+}
+
+/// The TLS files: `IMAGE_LEDGER_TLS_CERT` and `IMAGE_LEDGER_TLS_KEY` (and
+/// `IMAGE_LEDGER_TLS_CLIENT_CA`), else the config file's `[tls]`.
+pub fn tls_settings() -> Option<image_ledger::tls::TlsConfig> {
+    let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
+    match (var("IMAGE_LEDGER_TLS_CERT"), var("IMAGE_LEDGER_TLS_KEY")) {
+        (Some(cert), Some(key)) => Some(image_ledger::tls::TlsConfig {
+            cert,
+            key,
+            client_ca: var("IMAGE_LEDGER_TLS_CLIENT_CA"),
+        }),
+        _ => FILE_TLS.get().cloned(),
     }
 }
 

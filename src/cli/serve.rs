@@ -82,6 +82,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => None,
         },
         insecure_no_auth: args.insecure_no_auth,
+        tls: super::tls_settings(),
     };
     let store = match &args.data.database_url {
         Some(_) => args.data.describe(),
@@ -97,6 +98,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(%addr, "serving metrics at /metrics");
         }
         std::io::stdout().flush().ok();
+        if let Some(tls) = server.tls() {
+            tokio::spawn(reload_on_hangup(tls));
+        }
         let stop = server.take_stop();
         let serving = tokio::spawn(server.wait());
         shutdown_signal().await;
@@ -105,6 +109,32 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         serving.await.context("the server task failed")??;
         Ok(())
     })
+}
+
+/// Reloads the TLS files at every SIGHUP; a reload that fails keeps the
+/// files in use and says why.
+async fn reload_on_hangup(tls: std::sync::Arc<image_ledger::tls::Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGHUP; the TLS files will not be reloaded");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("reloaded the TLS certificates and key"),
+                Err(err) => {
+                    tracing::error!(%err, "cannot reload the TLS files; keeping the certificates in use")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 async fn shutdown_signal() {

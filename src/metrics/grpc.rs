@@ -151,7 +151,7 @@ where
             method = %path,
             account = tracing::field::Empty,
             principal = tracing::field::Empty,
-            token_id = tracing::field::Empty,
+            credential = tracing::field::Empty,
             code = tracing::field::Empty
         );
         let metrics = Arc::clone(&self.metrics);

@@ -2,6 +2,9 @@
 //! call it and to check errors.
 #![allow(dead_code)]
 
+pub mod pki;
+pub mod rpcs;
+
 use std::path::Path;
 
 use image_ledger::config::Config;

@@ -54,6 +54,9 @@ pub struct RemoteArgs {
     /// the token itself; never a flag, which `ps` would show).
     #[arg(long, env = "IMAGE_LEDGER_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
+    /// Speak TLS, trusting the server certificates this CA (PEM) issued.
+    #[arg(long, env = "IMAGE_LEDGER_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// A client of `ImageLedger` that sends the bearer token, if any.
@@ -85,10 +88,15 @@ impl RemoteArgs {
     }
 
     async fn endpoint(&self, call_timeout: bool) -> Result<Channel, Failure> {
+        let scheme = if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let uri = if self.addr.contains("://") {
             self.addr.clone()
         } else {
-            format!("http://{}", self.addr)
+            format!("{scheme}://{}", self.addr)
         };
         let timeout = Duration::try_from_secs_f64(self.timeout)
             .ok()
@@ -101,6 +109,16 @@ impl RemoteArgs {
             .connect_timeout(timeout);
         if call_timeout {
             endpoint = endpoint.timeout(timeout);
+        }
+        if let Some(path) = &self.tls_ca {
+            let ca = std::fs::read(path).map_err(|err| {
+                Failure::BadInput(format!("cannot read {}: {err}", path.display()))
+            })?;
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|err| Failure::BadInput(format!("--tls-ca: {err}")))?;
         }
         endpoint.connect().await.map_err(|err| {
             Failure::Unreachable(format!(

@@ -1,0 +1,169 @@
+//! TLS for the gRPC port, with rustls: the server's certificate and key,
+//! and optionally a CA whose client certificates name callers. Everything
+//! is reloaded from the files on demand (SIGHUP) without dropping the
+//! connections already open; a reload that fails keeps what was in use.
+
+mod client;
+mod incoming;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use serde::Deserialize;
+use thiserror::Error;
+
+pub use client::{ClientCert, PeerInfo};
+pub use incoming::{incoming, TlsConn};
+
+/// The `[tls]` table of the config file (or `IMAGE_LEDGER_TLS_*`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
+    /// The CA, PEM, whose client certificates may name callers; without
+    /// it clients are not asked for certificates.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why the TLS files cannot be used.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// A file could not be read or holds no usable PEM.
+    #[error("{path}: {what}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// rustls refused the certificates or key (a key that does not match
+    /// the certificate, for one).
+    #[error("the TLS settings are refused: {0}")]
+    Refused(String),
+}
+
+/// What a connection is accepted with now.
+struct Loaded {
+    config: Arc<ServerConfig>,
+    /// The client-certificate check run after each handshake.
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+/// The server's TLS state, swapped whole by [`Tls::reload`].
+pub struct Tls {
+    settings: TlsConfig,
+    current: ArcSwap<Loaded>,
+}
+
+impl Tls {
+    /// Loads the files `settings` names.
+    pub fn load(settings: TlsConfig) -> Result<Arc<Self>, TlsError> {
+        let loaded = build(&settings)?;
+        Ok(Arc::new(Self {
+            settings,
+            current: ArcSwap::from_pointee(loaded),
+        }))
+    }
+
+    /// Reads the files again; new connections use what they hold from now
+    /// on. On an error the old ones stay in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let loaded = build(&self.settings)?;
+        self.current.store(Arc::new(loaded));
+        Ok(())
+    }
+
+    /// Whether clients are asked for certificates.
+    pub fn asks_for_client_certificates(&self) -> bool {
+        self.settings.client_ca.is_some()
+    }
+
+    fn acceptor(
+        &self,
+    ) -> (
+        tokio_rustls::TlsAcceptor,
+        Option<Arc<dyn ClientCertVerifier>>,
+    ) {
+        let loaded = self.current.load();
+        (
+            tokio_rustls::TlsAcceptor::from(Arc::clone(&loaded.config)),
+            loaded.verifier.clone(),
+        )
+    }
+}
+
+fn file_error(path: &Path, what: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        what: what.to_string(),
+    }
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+fn build(settings: &TlsConfig) -> Result<Loaded, TlsError> {
+    let certs = certificates(&settings.cert)?;
+    warn_if_readable_by_others(&settings.key);
+    let key =
+        PrivateKeyDer::from_pem_file(&settings.key).map_err(|e| file_error(&settings.key, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Refused(e.to_string()))?;
+    let (builder, verifier) = match &settings.client_ca {
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(path)? {
+                roots.add(cert).map_err(|e| file_error(path, e))?;
+            }
+            let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Refused(e.to_string()))?;
+            let deferred = Arc::new(client::Deferred::new(Arc::clone(&inner)));
+            (builder.with_client_cert_verifier(deferred), Some(inner))
+        }
+        None => (builder.with_no_client_auth(), None),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Refused(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Loaded {
+        config: Arc::new(config),
+        verifier,
+    })
+}
+
+/// A key file that group or others may read gets a warning.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the TLS key file is readable by group or others; chmod 600 it");
+            }
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! TLS and client certificates: each kind of certificate against the
+//! role table, bad ones refused with a reason of their own, tokens over
+//! TLS, a failed handshake that stops nothing, and a reload on SIGHUP.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::pki::{in_days, Ca, Leaf};
+use common::rpcs::{admitted, call, reason, AUDIT, HEALTH, LEDGER};
+use image_ledger::auth::{digest_hex, AuthConfig, Authenticator};
+use image_ledger::config::Config;
+use image_ledger::server::{start, RunningServer};
+use image_ledger::tls::TlsConfig;
+use rcgen::{ExtendedKeyUsagePurpose, SanType};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::Code;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const GATEWAY_URI: &str = "spiffe://test/gateway-1";
+const ADMIN: &str = "ilt_admin000000000000000000000000000000000000000000000000000000000";
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("writes");
+    path
+}
+
+fn tls_files(dir: &Path, ca: &Ca, server: &Leaf) -> TlsConfig {
+    TlsConfig {
+        cert: write(dir, "server.pem", &server.cert),
+        key: write(dir, "server.key", &server.key),
+        client_ca: Some(write(dir, "ca.pem", &ca.pem())),
+    }
+}
+
+async fn serve_tls(dir: &Path, tls: TlsConfig) -> RunningServer {
+    let table: AuthConfig = toml::from_str(&format!(
+        "[principals.gateway-1]\nroles = [\"gateway\"]\nsans = [\"{GATEWAY_URI}\"]\n\
+         [principals.ops]\nroles = [\"admin\"]\n\
+         [[tokens]]\nid = \"ops-1\"\nprincipal = \"ops\"\nsha256 = \"{}\"\n",
+        digest_hex(ADMIN)
+    ))
+    .expect("the table parses");
+    let mut config = Config::for_data_dir(dir.join("data"));
+    config.cache_bytes = 16 * 1024 * 1024;
+    config.auth = Some(Arc::new(Authenticator::new(&table).expect("a valid table")));
+    config.tls = Some(tls);
+    start(config).await.expect("server starts")
+}
+
+async fn connect(server: &RunningServer, ca: &Ca, me: Option<&Leaf>) -> Channel {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.pem()))
+        .domain_name("localhost");
+    if let Some(me) = me {
+        tls = tls.identity(Identity::from_pem(&me.cert, &me.key));
+    }
+    Channel::from_shared(format!("https://127.0.0.1:{}", server.local_addr().port()))
+        .expect("a URI")
+        .tls_config(tls)
+        .expect("a TLS config")
+        .connect()
+        .await
+        .expect("the handshake succeeds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_kind_of_credential_gets_exactly_its_answer() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let ca = Ca::new("ledger test CA");
+    let server = serve_tls(dir.path(), tls_files(dir.path(), &ca, &ca.server())).await;
+
+    // A gateway's certificate: exactly the gateway's methods.
+    let gateway = connect(&server, &ca, Some(&ca.client(GATEWAY_URI))).await;
+    for &path in LEDGER.iter().chain(AUDIT) {
+        let result = call(&gateway, path, None).await;
+        if admitted(path, "gateway") {
+            if let Err(status) = &result {
+                assert!(
+                    !reason(status).starts_with("AuthFailure."),
+                    "{path}: {status:?}"
+                );
+            }
+        } else {
+            let status = result.expect_err("refused");
+            assert_eq!(
+                (status.code(), reason(&status).as_str()),
+                (Code::PermissionDenied, "AuthFailure.UnauthorizedOperation"),
+                "{path}"
+            );
+        }
+    }
+
+    // Certificates that are not accepted, each with what is wrong.
+    let other_ca = Ca::new("someone else's CA");
+    let no_client_use = ca.leaf(
+        &[SanType::URI(GATEWAY_URI.try_into()?)],
+        &[ExtendedKeyUsagePurpose::ServerAuth],
+        in_days(30),
+    );
+    let expired = ca.leaf(
+        &[SanType::URI(GATEWAY_URI.try_into()?)],
+        &[ExtendedKeyUsagePurpose::ClientAuth],
+        in_days(-1),
+    );
+    let bad = [
+        ("another CA", other_ca.client(GATEWAY_URI), "issuer"),
+        ("expired", expired, "expired"),
+        (
+            "no client-auth usage",
+            no_client_use,
+            "extended key usage for client authentication",
+        ),
+    ];
+    let path = "/imageledger.v1.ImageLedger/DescribeImages";
+    for (what, leaf, says) in bad {
+        let channel = connect(&server, &ca, Some(&leaf)).await;
+        let status = call(&channel, path, None).await.expect_err("refused");
+        assert_eq!(
+            (status.code(), reason(&status).as_str()),
+            (Code::Unauthenticated, "AuthFailure.InvalidCertificate"),
+            "{what}"
+        );
+        assert!(
+            status.message().to_lowercase().contains(says),
+            "{what}: {}",
+            status.message()
+        );
+        // A bad certificate is not rescued by a good token.
+        let status = call(&channel, path, Some(ADMIN))
+            .await
+            .expect_err("refused");
+        assert_eq!(reason(&status), "AuthFailure.InvalidCertificate", "{what}");
+        // Health stays open to it.
+        call(&channel, HEALTH, None).await?;
+    }
+    // A good certificate whose names no principal has.
+    let stranger = connect(&server, &ca, Some(&ca.client("spiffe://test/stranger"))).await;
+    let status = call(&stranger, path, None).await.expect_err("refused");
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::Unauthenticated, "AuthFailure.UnknownCertificate")
+    );
+
+    // No certificate: a bearer token over TLS, or nothing.
+    let anonymous = connect(&server, &ca, None).await;
+    let register = "/imageledger.v1.ImageLedger/RegisterAccount";
+    let status = call(&anonymous, register, Some(ADMIN))
+        .await
+        .expect_err("an empty id");
+    assert_eq!(
+        reason(&status),
+        "InvalidAccountId.Malformed",
+        "past the check"
+    );
+    let status = call(&anonymous, path, Some(ADMIN))
+        .await
+        .expect_err("refused");
+    assert_eq!(reason(&status), "AuthFailure.UnauthorizedOperation");
+    let status = call(&anonymous, path, None).await.expect_err("refused");
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::Unauthenticated, "AuthFailure.MissingCredentials")
+    );
+
+    // A client speaking plaintext to the TLS port gets nowhere, and the
+    // server goes on serving the others.
+    let plain = Channel::from_shared(format!("http://{}", server.local_addr()))?
+        .connect()
+        .await?;
+    assert!(call(&plain, HEALTH, None).await.is_err());
+    call(&gateway, HEALTH, None).await?;
+    server.stop().await?;
+    Ok(())
+}
+
+/// The certificate the server at `port` shows in a handshake.
+async fn served_certificate(port: u16, ca: &Ca) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(
+        ca.pem().as_bytes(),
+    )?)?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into()?, tcp)
+        .await?;
+    let certs = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .ok_or("no certificate")?;
+    Ok(certs[0].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_and_a_broken_file_keeps_the_old() -> TestResult {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir()?;
+    let ca = Ca::new("ledger test CA");
+    let first = ca.server();
+    let files = tls_files(dir.path(), &ca, &first);
+    let config = write(
+        dir.path(),
+        "ledger.toml",
+        &format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n",
+            files.cert.display().to_string(),
+            files.key.display().to_string()
+        ),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
+    let port: u16 = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .ok_or("no address")?
+        .parse()?;
+    assert_eq!(served_certificate(port, &ca).await?, first.der);
+    // A connection opened before the reload outlives it.
+    let before = Channel::from_shared(format!("https://127.0.0.1:{port}"))?
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca.pem()))
+                .domain_name("localhost"),
+        )?
+        .connect()
+        .await?;
+
+    let hangup = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+    };
+    let second = ca.server();
+    std::fs::write(&files.cert, &second.cert)?;
+    std::fs::write(&files.key, &second.key)?;
+    assert!(hangup(child.id())?.success());
+    let mut shown = Vec::new();
+    for _ in 0..50 {
+        shown = served_certificate(port, &ca).await?;
+        if shown == second.der {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(shown, second.der, "new connections see the new certificate");
+    call(&before, HEALTH, None).await?;
+
+    // A broken file: the reload fails and the second certificate stays.
+    std::fs::write(&files.cert, "not a certificate")?;
+    assert!(hangup(child.id())?.success());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(served_certificate(port, &ca).await?, second.der);
+
+    child.kill()?;
+    child.wait()?;
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().ok_or("stderr")?, &mut logs)?;
+    assert!(
+        logs.contains("reloaded the TLS certificates and key"),
+        "{logs}"
+    );
+    assert!(logs.contains("keeping the certificates in use"), "{logs}");
+    Ok(())
+}
