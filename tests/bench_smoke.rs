@@ -22,6 +22,7 @@ fn every_scenario_runs_against_a_real_server_without_errors(
         connections: 2,
         cache_mb: 16,
         page_cache_mb: 16,
+        tls: false,
     };
     let report = run(&config)?;
     let names: Vec<&str> = report.results.iter().map(|r| r.scenario.name()).collect();
@@ -85,6 +86,7 @@ fn a_second_run_on_the_same_data_directory_has_no_errors(
         connections: 1,
         cache_mb: 16,
         page_cache_mb: 16,
+        tls: false,
     };
     for run_number in 1..=2 {
         let report = run(&config)?;
@@ -129,6 +131,7 @@ fn every_scenario_runs_against_two_replicas_on_a_database_without_errors(
         connections: 2,
         cache_mb: 16,
         page_cache_mb: 16,
+        tls: false,
     };
     let report = run(&config)?;
     assert_eq!(report.results.len(), Scenario::ALL.len());
@@ -145,5 +148,39 @@ fn every_scenario_runs_against_two_replicas_on_a_database_without_errors(
         "the log was filled: {}",
         report.events
     );
+    Ok(())
+}
+
+/// `--tls`: the same scenarios over TLS, without errors.
+#[test]
+fn a_tls_run_has_no_errors() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let config = BenchConfig {
+        binary: env!("CARGO_BIN_EXE_image-ledger").into(),
+        addr: None,
+        data_dir: None,
+        database_url: None,
+        replicas: 1,
+        accounts: 20,
+        images: 200,
+        log_events: 300,
+        scenarios: vec![Scenario::Health, Scenario::Share, Scenario::Authorize],
+        seconds: 0.3,
+        rounds: 1,
+        concurrency: 8,
+        connections: 2,
+        cache_mb: 16,
+        page_cache_mb: 16,
+        tls: true,
+    };
+    let report = run(&config)?;
+    assert_eq!(report.results.len(), 3);
+    for result in &report.results {
+        assert!(
+            result.ops > 0,
+            "{} completed no call",
+            result.scenario.name()
+        );
+        assert_eq!(result.errors, 0, "{} had failures", result.scenario.name());
+    }
     Ok(())
 }

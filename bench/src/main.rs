@@ -51,6 +51,10 @@ struct BenchArgs {
     /// connections over them, one after the other.
     #[arg(long, default_value_t = 1, requires = "database_url")]
     replicas: usize,
+    /// Speak TLS to the started server (one replica), with a certificate
+    /// made for the run.
+    #[arg(long, conflicts_with = "addr")]
+    tls: bool,
     /// Accounts to preload.
     #[arg(long, default_value_t = 1_000)]
     accounts: u64,
@@ -144,6 +148,10 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     anyhow::ensure!(args.replicas >= 1, "--replicas must be at least 1");
     anyhow::ensure!(
+        !args.tls || args.replicas == 1,
+        "--tls runs one replica (each would need the run's CA)"
+    );
+    anyhow::ensure!(
         args.replicas <= args.connections,
         "--replicas must not exceed --connections: each replica needs a connection"
     );
@@ -167,6 +175,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         connections: args.connections,
         cache_mb: args.cache_mb,
         page_cache_mb: args.page_cache_mb,
+        tls: args.tls,
     };
     let report = image_ledger_bench::run(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     report::print(&config, &report);

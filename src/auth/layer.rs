@@ -105,30 +105,31 @@ fn check<B>(
         .extensions()
         .get::<PeerInfo>()
         .map(|peer| &peer.client);
-    let (principal, credential) =
-        match certificate {
-            Some(ClientCert::Invalid(why)) => {
+    let (principal, credential) = match certificate {
+        Some(ClientCert::Invalid(why)) => {
+            return Err(refusal(
+                Code::Unauthenticated,
+                format!("the client certificate is not accepted: {why}"),
+                INVALID_CERTIFICATE,
+            ))
+        }
+        Some(ClientCert::Valid(names)) => match authenticator.by_certificate(names) {
+            Some((principal, name)) => (principal, format!("certificate {name}")),
+            None => {
                 return Err(refusal(
-                    Code::Unauthenticated,
-                    format!("the client certificate is not accepted: {why}"),
-                    INVALID_CERTIFICATE,
-                ))
-            }
-            Some(ClientCert::Valid(names)) => match authenticator.by_certificate(names) {
-                Some((principal, name)) => (principal, format!("certificate {name}")),
-                None => return Err(refusal(
                     Code::Unauthenticated,
                     format!(
                         "no principal is configured for the client certificate's names {names:?}"
                     ),
                     UNKNOWN_CERTIFICATE,
-                )),
-            },
-            _ => {
-                let (principal, id) = by_token(authenticator, request)?;
-                (principal, format!("token {id}"))
+                ))
             }
-        };
+        },
+        _ => {
+            let (principal, id) = by_token(authenticator, request)?;
+            (principal, format!("token {id}"))
+        }
+    };
     if !allowed(&principal.roles, path) {
         tracing::info!(principal = %principal.name, %credential, method = path, "a call was refused: the principal's roles do not allow the method");
         return Err(refusal(

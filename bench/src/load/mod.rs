@@ -118,6 +118,9 @@ pub struct BenchConfig {
     pub cache_mb: u64,
     /// The started server's `DescribeImages` page cache, MiB.
     pub page_cache_mb: u64,
+    /// Speak TLS to the started servers, with a certificate made for the
+    /// run.
+    pub tls: bool,
 }
 
 /// One scenario's measurements.
@@ -254,7 +257,11 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
         .enable_all()
         .build()?;
     let server_pid = server.first().map(|s| s.child.id());
-    let mut report = runtime.block_on(drive(config, &addrs, server_pid))?;
+    let ca = match (&dir, config.tls) {
+        (Some(dir), true) => Some(std::fs::read(dir.join(server::TLS_CA))?),
+        _ => None,
+    };
+    let mut report = runtime.block_on(drive(config, &addrs, server_pid, ca))?;
     report.startup = startup;
     if let Some(server) = server.first() {
         report.rss_bytes = rss_of(server.child.id());
@@ -271,15 +278,20 @@ async fn drive(
     config: &BenchConfig,
     addrs: &[SocketAddr],
     server_pid: Option<u32>,
+    ca: Option<Vec<u8>>,
 ) -> Result<BenchReport, BoxError> {
     let mut channels = Vec::new();
     for (_, addr) in (0..config.connections.max(1)).zip(addrs.iter().cycle()) {
         // Each connect() opens its own HTTP/2 connection.
-        channels.push(
-            Endpoint::from_shared(format!("http://{addr}"))?
-                .connect()
-                .await?,
-        );
+        let endpoint = match &ca {
+            Some(ca) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                    .domain_name("localhost"),
+            )?,
+            None => Endpoint::from_shared(format!("http://{addr}"))?,
+        };
+        channels.push(endpoint.connect().await?);
     }
     let workload = Arc::new(discover(config, channels[0].clone()).await?);
     eprintln!(

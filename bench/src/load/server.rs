@@ -32,12 +32,38 @@ impl Drop for Server {
     }
 }
 
+/// The CA file of a TLS run, in the first server's directory.
+pub(super) const TLS_CA: &str = "bench-ca.pem";
+
+/// A CA (in `TLS_CA`) and a server certificate for localhost signed by
+/// it, made for the run in `dir`.
+fn tls_files(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf), BoxError> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])?.signed_by(&key, &ca)?;
+    std::fs::write(dir.join(TLS_CA), ca.pem())?;
+    let (cert_path, key_path) = (dir.join("bench-server.pem"), dir.join("bench-server.key"));
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    Ok((cert_path, key_path))
+}
+
 pub(super) fn spawn_server(
     config: &BenchConfig,
     dir: &Path,
 ) -> Result<(Server, Duration), BoxError> {
+    let mut command = Command::new(&config.binary);
+    if config.tls {
+        let (cert, key) = tls_files(dir)?;
+        command
+            .env("IMAGE_LEDGER_TLS_CERT", cert)
+            .env("IMAGE_LEDGER_TLS_KEY", key);
+    }
     let started = Instant::now();
-    let mut child = Command::new(&config.binary)
+    let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0", "--image-quota", "1000000"])
         .args(["--cache-mb", &config.cache_mb.to_string()])
         .args(["--page-cache-mb", &config.page_cache_mb.to_string()])
