@@ -282,3 +282,55 @@ async fn sighup_reloads_the_certificate_and_a_broken_file_keeps_the_old() -> Tes
     assert!(logs.contains("keeping the certificates in use"), "{logs}");
     Ok(())
 }
+
+#[test]
+fn off_loopback_it_serves_with_authentication_over_tls() -> TestResult {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir()?;
+    let ca = Ca::new("ledger test CA");
+    let files = tls_files(dir.path(), &ca, &ca.server());
+    let config = write(
+        dir.path(),
+        "ledger.toml",
+        &format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n\
+             [auth.principals.ops]\nroles = [\"admin\"]\n\
+             [[auth.tokens]]\nid = \"ops-1\"\nprincipal = \"ops\"\nsha256 = \"{}\"\n",
+            files.cert.display().to_string(),
+            files.key.display().to_string(),
+            digest_hex(ADMIN)
+        ),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--addr", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info,image_ledger::metrics=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
+    assert!(line.starts_with("listening on 0.0.0.0:"), "{line:?}");
+    let port: u16 = line.trim().rsplit(':').next().ok_or("no port")?.parse()?;
+    // A call with the token, so the logs have something to leave out.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .args(["account", "register", "100000000001", "--tls-ca"])
+        .arg(dir.path().join("ca.pem"))
+        .args(["--addr", &format!("localhost:{port}")])
+        .env("IMAGE_LEDGER_TOKEN", ADMIN)
+        .output()?;
+    assert!(out.status.success(), "{out:?}");
+    child.kill()?;
+    child.wait()?;
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .ok_or("stderr")?
+        .read_to_string(&mut logs)?;
+    assert!(logs.contains("token ops-1"), "the token's id: {logs}");
+    assert!(!logs.contains(ADMIN), "never the token: {logs}");
+    Ok(())
+}

@@ -99,3 +99,36 @@ fn each_role_may_call_exactly_its_methods() {
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
     ));
 }
+
+#[test]
+fn a_principal_may_hold_several_tokens_to_rotate_them() {
+    let (old, new) = (new_token(), new_token());
+    let table = format!(
+        "[principals.ops]\nroles = [\"admin\"]\n\
+         [[tokens]]\nid = \"ops-old\"\nprincipal = \"ops\"\nsha256 = \"{}\"\n\
+         [[tokens]]\nid = \"ops-new\"\nprincipal = \"ops\"\nsha256 = \"{}\"\n",
+        digest_hex(&old),
+        digest_hex(&new)
+    );
+    let auth = Authenticator::new(&config(&table)).expect("a valid table");
+    let (principal, id) = auth.by_token(&old).expect("the old token still works");
+    assert_eq!((&*principal.name, &**id), ("ops", "ops-old"));
+    let (principal, id) = auth.by_token(&new).expect("the new token works");
+    assert_eq!((&*principal.name, &**id), ("ops", "ops-new"));
+}
+
+#[test]
+fn a_certificate_name_belongs_to_one_principal() {
+    let table = "[principals.a]\nroles = [\"gateway\"]\nsans = [\"spiffe://x/a\"]\n\
+                 [principals.b]\nroles = [\"admin\"]\nsans = [\"spiffe://x/a\"]\n";
+    assert_eq!(
+        Authenticator::new(&config(table)).expect_err("refused"),
+        AuthConfigError::SharedName("spiffe://x/a".into())
+    );
+    let table = "[principals.a]\nroles = [\"gateway\"]\nsans = [\"gw.internal\"]\n";
+    let auth = Authenticator::new(&config(table)).expect("a valid table");
+    let names = ["other.internal".to_owned(), "gw.internal".to_owned()];
+    let (principal, name) = auth.by_certificate(&names).expect("one name is known");
+    assert_eq!((&*principal.name, name), ("a", "gw.internal"));
+    assert!(auth.by_certificate(&names[..1]).is_none());
+}
