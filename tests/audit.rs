@@ -617,9 +617,10 @@ fn rehash(line: &str, prev_hash: [u8; 32]) -> String {
     encode_like(&envelope, prev_hash).0
 }
 
-fn encode_like(envelope: &Envelope, prev_hash: [u8; 32]) -> (String, [u8; 32]) {
-    let event = envelope.event().expect("event");
-    let meta = RecordMeta {
+/// The metadata of `envelope` (its principal left out), chained to
+/// `prev_hash`.
+fn meta_of(envelope: &Envelope, prev_hash: [u8; 32]) -> RecordMeta<'_> {
+    RecordMeta {
         position: envelope.position,
         aggregate_version: envelope.aggregate_version,
         recorded_at: envelope.recorded_at,
@@ -628,8 +629,12 @@ fn encode_like(envelope: &Envelope, prev_hash: [u8; 32]) -> (String, [u8; 32]) {
         client_token: envelope.client_token.as_deref(),
         request_hash: envelope.request_hash.as_deref(),
         prev_hash,
-    };
-    let record = EncodedRecord::encode(&event, &meta).expect("encodes");
+    }
+}
+
+fn encode_like(envelope: &Envelope, prev_hash: [u8; 32]) -> (String, [u8; 32]) {
+    let event = envelope.event().expect("event");
+    let record = EncodedRecord::encode(&event, &meta_of(envelope, prev_hash)).expect("encodes");
     (String::from_utf8(record.bytes).expect("utf-8"), record.hash)
 }
 
@@ -804,18 +809,9 @@ fn as_version_1(lines: &[String]) -> Vec<String> {
         .iter()
         .map(|line| {
             let envelope = Envelope::decode(line.as_bytes()).expect("decodes");
-            let meta = RecordMeta {
-                position: envelope.position,
-                aggregate_version: envelope.aggregate_version,
-                recorded_at: envelope.recorded_at,
-                actor: envelope.actor.as_deref(),
-                principal: None,
-                client_token: envelope.client_token.as_deref(),
-                request_hash: envelope.request_hash.as_deref(),
-                prev_hash: prev,
-            };
             let event = envelope.event().expect("event");
-            let record = EncodedRecord::encode_version(&event, &meta, 1).expect("encodes");
+            let record = EncodedRecord::encode_version(&event, &meta_of(&envelope, prev), 1)
+                .expect("encodes");
             prev = record.hash;
             String::from_utf8(record.bytes).expect("utf-8")
         })

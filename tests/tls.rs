@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::pki::{in_days, Ca, Leaf};
-use common::rpcs::{admitted, call, reason, AUDIT, HEALTH, LEDGER};
+use common::rpcs::{assert_role_decides, call, reason, AUDIT, HEALTH, LEDGER};
 use image_ledger::auth::{digest_hex, AuthConfig, Authenticator};
 use image_ledger::config::Config;
 use image_ledger::server::{start, RunningServer};
@@ -76,22 +76,7 @@ async fn each_kind_of_credential_gets_exactly_its_answer() -> TestResult {
     // A gateway's certificate: exactly the gateway's methods.
     let gateway = connect(&server, &ca, Some(&ca.client(GATEWAY_URI))).await;
     for &path in LEDGER.iter().chain(AUDIT) {
-        let result = call(&gateway, path, None).await;
-        if admitted(path, "gateway") {
-            if let Err(status) = &result {
-                assert!(
-                    !reason(status).starts_with("AuthFailure."),
-                    "{path}: {status:?}"
-                );
-            }
-        } else {
-            let status = result.expect_err("refused");
-            assert_eq!(
-                (status.code(), reason(&status).as_str()),
-                (Code::PermissionDenied, "AuthFailure.UnauthorizedOperation"),
-                "{path}"
-            );
-        }
+        assert_role_decides(&gateway, path, None, "gateway").await;
     }
 
     // Certificates that are not accepted, each with what is wrong.

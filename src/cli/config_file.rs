@@ -82,19 +82,11 @@ pub fn apply_text(
             continue;
         }
         if key == "auth" {
-            let table: image_ledger::auth::AuthConfig = value
-                .clone()
-                .try_into()
-                .with_context(|| format!("the config file {}: [auth]", path.display()))?;
-            auth = Some(table);
+            auth = Some(table_of(key, value, path)?);
             continue;
         }
         if key == "tls" {
-            let table: image_ledger::tls::TlsConfig = value
-                .clone()
-                .try_into()
-                .with_context(|| format!("the config file {}: [tls]", path.display()))?;
-            tls = Some(table);
+            tls = Some(table_of(key, value, path)?);
             continue;
         }
         let flag = key.replace('_', "-");
@@ -131,6 +123,18 @@ pub fn apply_text(
         auth,
         tls,
     })
+}
+
+/// The file's `[key]` table as `T`, refused with what is wrong in it.
+fn table_of<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &toml::Value,
+    path: &Path,
+) -> anyhow::Result<T> {
+    value
+        .clone()
+        .try_into()
+        .with_context(|| format!("the config file {}: [{key}]", path.display()))
 }
 
 /// A value as the flag would take it: lists joined by commas.

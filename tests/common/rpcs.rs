@@ -79,3 +79,35 @@ pub fn reason(status: &Status) -> String {
         .map(|info| info.reason)
         .unwrap_or_default()
 }
+
+/// Asserts that `path`, called as `token` on `channel`, is refused with
+/// PERMISSION_DENIED unless `role` may call it, and otherwise gets past
+/// the check (the empty request meets the service's own answer, never an
+/// authentication one).
+pub async fn assert_role_decides(
+    channel: &Channel,
+    path: &'static str,
+    token: Option<&str>,
+    role: &str,
+) {
+    let result = call(channel, path, token).await;
+    if admitted(path, role) {
+        if let Err(status) = &result {
+            assert!(
+                !reason(status).starts_with("AuthFailure."),
+                "{role} on {path}: {status:?}"
+            );
+        }
+    } else {
+        let status = result.expect_err("refused");
+        assert_eq!(
+            (status.code(), reason(&status).as_str()),
+            (
+                tonic::Code::PermissionDenied,
+                "AuthFailure.UnauthorizedOperation"
+            ),
+            "{role} on {path}"
+        );
+        assert!(status.message().contains(path), "{}", status.message());
+    }
+}
