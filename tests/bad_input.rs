@@ -320,3 +320,71 @@ on_every_backend!(
     huge_odd_and_out_of_range_values_are_refused,
     unknown_images_and_accounts_are_not_found,
 );
+
+#[tokio::test]
+async fn names_that_look_the_same_are_the_same_and_invisible_ones_are_refused() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER]).await;
+    // "café" with a precomposed é, then with e and a combining accent.
+    let composed = register_image(&mut c, OWNER, GZ, "caf\u{e9}").await;
+    assert_status(
+        c.register_image(image_request(OWNER, GZ, "cafe\u{301}"))
+            .await,
+        Code::AlreadyExists,
+        "InvalidImageName.Duplicate",
+    );
+    // The decomposed form is recorded composed: listing by it finds the image.
+    let other = register_image(&mut c, OWNER, GZ, "cre\u{300}me").await;
+    let listed = c
+        .describe_images(pb::DescribeImagesRequest {
+            account_id: OWNER.into(),
+            region: GZ.into(),
+            image_ids: vec![other.clone()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(listed.images[0].image_name, "cr\u{e8}me");
+    // Renaming to the other's name in another composition is a duplicate too.
+    assert_status(
+        c.modify_image_attribute(pb::ModifyImageAttributeRequest {
+            account_id: OWNER.into(),
+            image_id: other.clone(),
+            image_name: Some("cafe\u{301}".into()),
+            ..Default::default()
+        })
+        .await,
+        Code::AlreadyExists,
+        "InvalidImageName.Duplicate",
+    );
+    for invisible in [
+        "\u{200b}",
+        " \u{200b} ",
+        "\u{3000}",
+        "\u{2060}\u{feff}",
+        "\u{2800}",
+        "\u{115f}",
+    ] {
+        assert_status(
+            c.register_image(image_request(OWNER, GZ, invisible)).await,
+            Code::InvalidArgument,
+            "InvalidParameterValue",
+        );
+        assert_status(
+            c.modify_image_attribute(pb::ModifyImageAttributeRequest {
+                account_id: OWNER.into(),
+                image_id: composed.clone(),
+                image_name: Some(invisible.into()),
+                ..Default::default()
+            })
+            .await,
+            Code::InvalidArgument,
+            "InvalidParameterValue",
+        );
+    }
+    // A visible character among invisible ones is a name.
+    register_image(&mut c, OWNER, GZ, "\u{200b}web\u{200b}").await;
+    server.stop().await;
+    Ok(())
+}

@@ -160,12 +160,19 @@ impl ClientToken {
     }
 }
 
-/// Checks an image name: 1 to 60 characters, no control characters.
+/// Checks an image name: 1 to 60 characters, at least one of them
+/// visible, no control characters.
 pub fn validate_image_name(name: &str) -> Result<(), DomainError> {
-    if name.trim().is_empty() {
+    if name.is_empty() {
         return Err(DomainError::InvalidParameter(
             "image_name must not be empty".into(),
         ));
+    }
+    if name.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+        return Err(DomainError::InvalidParameter(format!(
+            "image_name {} has no visible character",
+            quoted(name)
+        )));
     }
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(DomainError::TooLarge(format!(
@@ -209,6 +216,39 @@ pub fn validate_label(field: &str, value: &str) -> Result<(), DomainError> {
         )));
     }
     reject_control_chars(field, value)
+}
+
+/// Characters that show nothing: Unicode's default-ignorable code points
+/// (zero-width spaces and joiners, direction marks, variation selectors,
+/// fillers, tags) and the blank braille pattern.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FEFF}' | '\u{FFA0}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// Whether two image names are the same name: equal after Unicode NFC, so
+/// "é" written as one code point or as "e" and a combining accent is one name.
+pub fn same_name(a: &str, b: &str) -> bool {
+    use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+    let quick = |s: &str| is_nfc_quick(s.chars()) == IsNormalized::Yes;
+    if quick(a) && quick(b) {
+        return a == b;
+    }
+    a.nfc().eq(b.nfc())
+}
+
+/// A name in NFC, the form the ledger records.
+pub fn normalized_name(name: String) -> String {
+    use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+    if is_nfc_quick(name.chars()) == IsNormalized::Yes {
+        name
+    } else {
+        name.nfc().collect()
+    }
 }
 
 fn reject_control_chars(field: &str, value: &str) -> Result<(), DomainError> {

@@ -18,8 +18,8 @@ pub use decide::{authorize, decide, registered, share_permission_view, Decision}
 pub use error::DomainError;
 pub use event::{Event, ImageAttributes, ImageRef};
 pub use ids::{
-    validate_image_description, validate_image_name, AccountId, ClientToken, ImageId, Region,
-    MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS,
+    normalized_name, same_name, validate_image_description, validate_image_name, AccountId,
+    ClientToken, ImageId, Region, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS,
 };
 pub use image::{Image, Relation, Share};
 pub use model::{

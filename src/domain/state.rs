@@ -365,7 +365,7 @@ impl LedgerState {
     /// The live image of `owner` in `region` called `name`, if any.
     pub fn image_named(&self, owner: &AccountId, region: &Region, name: &str) -> Option<&Image> {
         self.owned_in_region(owner, region)
-            .find(|image| image.attributes.image_name == name)
+            .find(|image| super::ids::same_name(&image.attributes.image_name, name))
     }
 
     /// Every registered account, in no particular order.

@@ -1055,3 +1055,21 @@ fn a_clone_of_the_state_does_not_see_later_changes() {
     assert_eq!(state.shared_count(&acct(OTHER), &region(GZ)), 1);
     assert_eq!(state.images_used(&acct(OWNER), &region(GZ)), 2);
 }
+
+#[test]
+fn names_are_compared_after_nfc_and_invisible_ones_are_refused() {
+    use super::{normalized_name, same_name, validate_image_name};
+    assert!(same_name("caf\u{e9}", "cafe\u{301}"));
+    assert!(!same_name("cafe", "caf\u{e9}"));
+    assert_eq!(normalized_name("cafe\u{301}".into()), "caf\u{e9}");
+    for invisible in ["\u{200b}", "\t", "\u{a0}\u{feff}", "\u{e0041}"] {
+        assert!(
+            matches!(
+                validate_image_name(invisible),
+                Err(DomainError::InvalidParameter(_))
+            ),
+            "{invisible:?}"
+        );
+    }
+    assert!(validate_image_name("\u{200b}a").is_ok());
+}

@@ -6,8 +6,9 @@ use time::OffsetDateTime;
 use super::pb;
 use crate::app::CommandOptions;
 use crate::domain::{
-    AccountId, AccountKind, ClientToken, Command, DomainError, ImageAttributes, ImageId, ImageRef,
-    ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission, NewImage, Region,
+    normalized_name, AccountId, AccountKind, ClientToken, Command, DomainError, ImageAttributes,
+    ImageId, ImageRef, ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission,
+    NewImage, Region,
 };
 use crate::projection::{ImageQuery, ImageTypeFilter};
 
@@ -115,7 +116,8 @@ impl TryFrom<pb::RegisterImageRequest> for Commanded {
                 owner_account_id: AccountId::parse(&req.account_id)?,
                 region: region(&req.region)?,
                 attributes: ImageAttributes {
-                    image_name: req.image_name,
+                    // One name, however its characters were composed.
+                    image_name: normalized_name(req.image_name),
                     image_description: req.image_description,
                     platform: req.platform,
                     os_name: req.os_name,
@@ -185,7 +187,7 @@ impl TryFrom<pb::CopyImageRequest> for Commanded {
                     .iter()
                     .map(|r| region(r))
                     .collect::<Result<_, _>>()?,
-                image_name: req.image_name,
+                image_name: req.image_name.map(normalized_name),
             },
             options: options(&req.client_token, req.dry_run)?,
         })
@@ -212,7 +214,7 @@ impl TryFrom<pb::ModifyImageAttributeRequest> for Commanded {
             command: Command::ModifyImageAttribute {
                 caller: AccountId::parse(&req.account_id)?,
                 image_id: ImageId::parse(&req.image_id)?,
-                image_name: req.image_name,
+                image_name: req.image_name.map(normalized_name),
                 image_description: req.image_description,
             },
             options: options(&req.client_token, false)?,
