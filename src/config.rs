@@ -49,6 +49,8 @@ pub struct Config {
     pub insecure_no_auth: bool,
     /// Speak TLS with these files; plaintext without.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Make a signing key even though the ledger has history.
+    pub new_signing_key: bool,
 }
 
 /// A setting that must not reach a log: `Debug` shows only that it is set.
@@ -92,6 +94,7 @@ impl Config {
             auth: None,
             insecure_no_auth: false,
             tls: None,
+            new_signing_key: false,
         }
     }
 }

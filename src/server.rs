@@ -39,6 +39,13 @@ pub enum ServeError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The ledger has history but its signing key is missing.
+    #[error(
+        "the signing key {0} is missing but the ledger is not empty: restore the key file \
+         (or give IMAGE_LEDGER_SIGNING_KEY_SEED), or pass --new-signing-key to sign with a new \
+         key from now on (heads signed before still verify with audit verify --head-key)"
+    )]
+    KeyMissing(std::path::PathBuf),
     /// The TLS files cannot be used.
     #[error("cannot set up TLS: {0}")]
     Tls(crate::tls::TlsError),
@@ -139,6 +146,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         .unwrap_or_else(|| LedgerKey::default_path(&config.data_dir));
     let database_url = config.database_url.clone();
     let seed = config.signing_key_seed.clone();
+    let new_key = config.new_signing_key;
     let (ledger, key, released) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
         let (store, released): (Arc<dyn Store>, _) = match &database_url {
             Some(url) => (Arc::new(PgStore::open(url)?), None),
@@ -150,7 +158,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         };
         let key = match &seed {
             Some(seed) => LedgerKey::from_seed_hex(&seed.0)?,
-            None => LedgerKey::load_or_create(&key_path)?,
+            None => {
+                // A ledger with history has a key already: a missing one was
+                // lost, and a new one would sign heads nobody pinned.
+                if !key_path.exists() && store.head()?.position > 0 && !new_key {
+                    return Err(ServeError::KeyMissing(key_path));
+                }
+                LedgerKey::load_or_create(&key_path)?
+            }
         };
         Ok((Ledger::open(store, policy, writer)?, key, released))
     })

@@ -163,8 +163,8 @@ async fn export_import_verify_round_trip_keeps_the_head_and_the_tokens() -> Test
     let server = TestServer::start().await;
     let mut c = server.client();
     let web = history(&mut c).await;
-    let dir = server.stop().await;
-    let store = open(dir.path());
+    let original = server.stop().await;
+    let store = open(original.path());
     let original_head = store.head()?;
     let mut file = Vec::new();
     let written = audit::export(&store, 1, None, &mut file)?;
@@ -197,6 +197,11 @@ async fn export_import_verify_round_trip_keeps_the_head_and_the_tokens() -> Test
     let dir = tempfile::TempDir::new_in(parent.path())?;
     std::fs::remove_dir(dir.path())?;
     std::fs::rename(&restored, dir.path())?;
+    // The key is not part of an export: the restore procedure copies it.
+    std::fs::copy(
+        LedgerKey::default_path(original.path()),
+        LedgerKey::default_path(dir.path()),
+    )?;
     let server = TestServer::start_in(dir, Policy::default()).await;
     let mut c = server.client();
     assert_eq!(shares_of(&mut c, OWNER, &web).await, vec![FRIEND]);
@@ -823,8 +828,8 @@ async fn a_log_written_before_record_version_2_still_verifies_and_grows() -> Tes
     let server = TestServer::start().await;
     let mut c = server.client();
     history(&mut c).await;
-    let dir = server.stop().await;
-    let lines = export_lines(&open(dir.path()));
+    let original = server.stop().await;
+    let lines = export_lines(&open(original.path()));
     assert!(lines
         .iter()
         .all(|l| l.contains("\"schema_version\":2,") && l.contains("\"principal\":null,")));
@@ -850,6 +855,11 @@ async fn a_log_written_before_record_version_2_still_verifies_and_grows() -> Tes
     let dir = tempfile::TempDir::new_in(parent.path())?;
     std::fs::remove_dir(dir.path())?;
     std::fs::rename(&restored, dir.path())?;
+    // The key is not part of an export: the restore procedure copies it.
+    std::fs::copy(
+        LedgerKey::default_path(original.path()),
+        LedgerKey::default_path(dir.path()),
+    )?;
     let server = TestServer::start_in(dir, Policy::default()).await;
     let mut c = server.client();
     register_roots(&mut c, &[HELPER]).await;
@@ -909,4 +919,76 @@ fn rechain_raw(lines: &[String]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+#[tokio::test]
+async fn a_lost_signing_key_is_refused_until_a_new_one_is_asked_for() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    history(&mut c).await;
+    let mut audit = audit_client(&server).await;
+    let pinned = audit
+        .get_ledger_head(pb::GetLedgerHeadRequest {})
+        .await?
+        .into_inner();
+    let dir = server.stop().await;
+    let head_file = dir.path().join("head.json");
+    std::fs::write(&head_file, &pinned.signed_head_json)?;
+    std::fs::remove_file(LedgerKey::default_path(dir.path()))?;
+
+    let mut config = image_ledger::config::Config::for_data_dir(dir.path());
+    config.cache_bytes = 16 * 1024 * 1024;
+    let refused = image_ledger::server::start(config.clone()).await;
+    match refused {
+        Err(err @ image_ledger::server::ServeError::KeyMissing(_)) => {
+            let said = err.to_string();
+            assert!(
+                said.contains("--new-signing-key") && said.contains("--head-key"),
+                "{said}"
+            );
+        }
+        Err(other) => panic!("expected KeyMissing, got {other}"),
+        Ok(_) => panic!("a ledger with history started without its key"),
+    }
+    assert!(
+        !LedgerKey::default_path(dir.path()).exists(),
+        "no key was made"
+    );
+
+    config.new_signing_key = true;
+    let server = image_ledger::server::start(config).await?;
+    server.stop().await?;
+    let new_key = LedgerKey::load(&LedgerKey::default_path(dir.path()))?;
+    assert_ne!(new_key.public_hex(), pinned.public_key);
+
+    // The old head is checked against the key that signed it.
+    let data = dir.path().to_str().ok_or("a UTF-8 path")?;
+    let head = head_file.to_str().ok_or("a UTF-8 path")?;
+    let err = ledger_cli(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        data,
+        "--against-head",
+        head,
+    ])
+    .expect_err("signed by another key than the ledger's");
+    let expected = format!(
+        "the head was signed by {} but the ledger's key is {}",
+        pinned.public_key,
+        new_key.public_hex()
+    );
+    assert!(err.contains(&expected), "{err}");
+    let out = ledger_cli(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        data,
+        "--against-head",
+        head,
+        "--head-key",
+        &pinned.public_key,
+    ])?;
+    assert!(out.contains("is a prefix of the log"), "{out}");
+    Ok(())
 }

@@ -56,6 +56,14 @@ pub fn fill(
         data_dir,
         image_ledger::config::DEFAULT_CACHE_MB * 1024 * 1024,
     )?;
+    // A ledger with history has a signing key; a server refuses one without.
+    image_ledger::audit::LedgerKey::load_or_create(&image_ledger::audit::LedgerKey::default_path(
+        data_dir,
+    ))
+    .map_err(|err| AppError::Start {
+        what: "the fill's signing key",
+        source: std::io::Error::other(err.to_string()),
+    })?;
     fill_store(Arc::new(store), plan, policy)
 }
 

@@ -51,6 +51,11 @@ pub struct VerifyArgs {
     /// still be a prefix of the log.
     #[arg(long)]
     pub against_head: Option<PathBuf>,
+    /// The public key (hex) that signed the pinned head, when the ledger's
+    /// key has changed since (a lost key replaced with --new-signing-key);
+    /// default: the ledger's key.
+    #[arg(long, requires = "against_head")]
+    pub head_key: Option<String>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -169,8 +174,10 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             None if key_path.exists() => Some(LedgerKey::load(&key_path)?),
             None => None,
         };
-        if let Some(key) = key {
-            pinned.check_signed_by(&key.public_hex())?;
+        match (&args.head_key, key) {
+            (Some(public), _) => pinned.check_signed_by(public)?,
+            (None, Some(key)) => pinned.check_signed_by(&key.public_hex())?,
+            (None, None) => {}
         }
     }
     let total = store.head()?.position;

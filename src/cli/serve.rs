@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// reaches the port can act as any account. Logged at every start.
     #[arg(long, env = "IMAGE_LEDGER_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Make a new signing key although the ledger has history and its key
+    /// is missing (a lost key): heads are signed with the new one from now on.
+    #[arg(long)]
+    pub new_signing_key: bool,
 }
 
 /// Runs the server until a signal asks it to stop.
@@ -83,6 +87,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         insecure_no_auth: args.insecure_no_auth,
         tls: super::tls_settings(),
+        new_signing_key: args.new_signing_key,
     };
     let store = match &args.data.database_url {
         Some(_) => args.data.describe(),

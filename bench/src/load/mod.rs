@@ -235,6 +235,8 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
             );
             let mut servers = Vec::new();
             let mut startup = None;
+            // Every replica of a run signs with one key, as a deployment's do.
+            let seed = hex_seed();
             for replica in 0..config.replicas.max(1) {
                 // Each replica's key lives in a directory of its own.
                 let home = match replica {
@@ -242,7 +244,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
                     n => dir.join(format!("replica-{n}")),
                 };
                 std::fs::create_dir_all(&home)?;
-                let (server, took) = spawn_server(config, &home)?;
+                let (server, took) = spawn_server(config, &home, &seed)?;
                 startup.get_or_insert(took);
                 servers.push(server);
             }
@@ -357,4 +359,15 @@ async fn drive(
         disk_bytes_per_event: None,
         listed: workload.listed,
     })
+}
+
+/// A random signing key seed, as 64 hex digits.
+fn hex_seed() -> String {
+    use std::fmt::Write;
+    let seed: [u8; 32] = rand::random();
+    seed.iter()
+        .fold(String::with_capacity(64), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
 }

@@ -54,8 +54,10 @@ fn tls_files(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf), Box
 pub(super) fn spawn_server(
     config: &BenchConfig,
     dir: &Path,
+    key_seed: &str,
 ) -> Result<(Server, Duration), BoxError> {
     let mut command = Command::new(&config.binary);
+    command.env("IMAGE_LEDGER_SIGNING_KEY_SEED", key_seed);
     if config.tls {
         let (cert, key) = tls_files(dir)?;
         command
