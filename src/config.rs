@@ -51,6 +51,10 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsConfig>,
     /// Make a signing key even though the ledger has history.
     pub new_signing_key: bool,
+    /// Most `Subscribe` streams open at once.
+    pub max_subscriptions: usize,
+    /// Most `Subscribe` streams open on one connection.
+    pub max_subscriptions_per_connection: usize,
 }
 
 /// A setting that must not reach a log: `Debug` shows only that it is set.
@@ -67,6 +71,12 @@ impl std::fmt::Debug for Secret {
 /// queries use lives outside it, so the cache only serves log reads (audit,
 /// history, subscriptions) and the pages a write touches.
 pub const DEFAULT_CACHE_MB: u64 = 32;
+
+/// Default cap on open `Subscribe` streams.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 10_000;
+
+/// Default cap on open `Subscribe` streams per connection.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 100;
 
 /// The `DescribeImages` page cache when no size is given, MiB: about
 /// 8,000 pages of 20 images.
@@ -95,6 +105,8 @@ impl Config {
             insecure_no_auth: false,
             tls: None,
             new_signing_key: false,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
         }
     }
 }

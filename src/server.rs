@@ -18,7 +18,9 @@ use crate::audit::{AuditError, LedgerKey};
 use crate::config::Config;
 use crate::grpc::pb::audit_log_server::AuditLogServer;
 use crate::grpc::pb::image_ledger_server::ImageLedgerServer;
-use crate::grpc::{pb, AuditService, LedgerService, PageCache, SmallFrames, Unvectored};
+use crate::grpc::{
+    pb, AuditService, LedgerService, PageCache, SmallFrames, Subscriptions, Unvectored,
+};
 use crate::metrics::Metrics;
 use crate::store::{PgStore, SledStore, Store, StoreError};
 
@@ -254,6 +256,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         ledger.clone(),
         Arc::new(key),
         stopped.clone(),
+        Subscriptions::new(
+            config.max_subscriptions,
+            config.max_subscriptions_per_connection,
+            Arc::clone(&metrics.ledger),
+        ),
     ));
     let tls = match &config.tls {
         Some(settings) => match crate::tls::Tls::load(settings.clone()) {

@@ -57,6 +57,12 @@ pub struct ServeArgs {
     /// reaches the port can act as any account. Logged at every start.
     #[arg(long, env = "IMAGE_LEDGER_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Most Subscribe streams open at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IMAGE_LEDGER_MAX_SUBSCRIPTIONS", default_value_t = image_ledger::config::DEFAULT_MAX_SUBSCRIPTIONS)]
+    pub max_subscriptions: usize,
+    /// Most Subscribe streams open on one connection.
+    #[arg(long, env = "IMAGE_LEDGER_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = image_ledger::config::DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION)]
+    pub max_subscriptions_per_connection: usize,
     /// Make a new signing key although the ledger has history and its key
     /// is missing (a lost key): heads are signed with the new one from now on.
     #[arg(long)]
@@ -88,6 +94,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         insecure_no_auth: args.insecure_no_auth,
         tls: super::tls_settings(),
         new_signing_key: args.new_signing_key,
+        max_subscriptions: args.max_subscriptions,
+        max_subscriptions_per_connection: args.max_subscriptions_per_connection,
     };
     let store = match &args.data.database_url {
         Some(_) => args.data.describe(),

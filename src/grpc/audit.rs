@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use super::convert::timestamp;
 use super::pb;
 use super::pb::audit_log_server::AuditLog;
+use super::subscriptions::{peer_of, Subscriptions, QUEUED, READ_AHEAD};
 use crate::app::Ledger;
 use crate::audit::{self, AuditError, LedgerKey};
 use crate::domain::{DomainError, ImageId};
@@ -27,16 +28,23 @@ pub struct AuditService {
     ledger: Ledger,
     key: Arc<LedgerKey>,
     stopping: watch::Receiver<bool>,
+    subscriptions: Arc<Subscriptions>,
 }
 
 impl AuditService {
-    /// Serves the log of `ledger`, signing heads with `key`; open streams end
-    /// when `stopping` turns true.
-    pub fn new(ledger: Ledger, key: Arc<LedgerKey>, stopping: watch::Receiver<bool>) -> Self {
+    /// Serves the log of `ledger`, signing heads with `key`, within the caps
+    /// of `subscriptions`; open streams end when `stopping` turns true.
+    pub fn new(
+        ledger: Ledger,
+        key: Arc<LedgerKey>,
+        stopping: watch::Receiver<bool>,
+        subscriptions: Arc<Subscriptions>,
+    ) -> Self {
         Self {
             ledger,
             key,
             stopping,
+            subscriptions,
         }
     }
 }
@@ -151,23 +159,29 @@ impl AuditLog for AuditService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let open = self.subscriptions.admit(peer_of(&request))?;
         let mut next = request.into_inner().from_position.max(1);
         let store = Arc::clone(self.ledger.store());
         let mut heads = self.ledger.watch_durable_head();
         let mut stopping = self.stopping.clone();
-        let (tx, rx) = mpsc::channel(256);
-        let open = OpenSubscription::new(Arc::clone(self.ledger.metrics()));
+        let subscriptions = Arc::clone(&self.subscriptions);
+        let (tx, rx) = mpsc::channel(QUEUED);
         tokio::spawn(async move {
             // Counted as open until the feeding task ends.
             let _open = open;
             loop {
                 let head = heads.borrow_and_update().position;
-                // Catch up from the log; the channel's bound keeps a slow
-                // subscriber from buffering without limit, and writers never
-                // wait for it: they only move the durable head.
+                // Catch up from the log a few records at a time: the next
+                // read waits until the subscriber took these, so one that
+                // never reads holds little; writers never wait for it: they
+                // only move the durable head.
                 while next <= head {
-                    let end = head.min(next + CHUNK - 1);
-                    match read_range(Arc::clone(&store), next, end).await {
+                    let end = head.min(next + READ_AHEAD - 1);
+                    let read = {
+                        let _turn = subscriptions.read_turn().await;
+                        read_range(Arc::clone(&store), next, end).await
+                    };
+                    match read {
                         Ok(records) => {
                             for record in records {
                                 if tx.send(Ok(record)).await.is_err() {
@@ -253,21 +267,5 @@ impl AuditLog for AuditService {
         Ok(Response::new(pb::GetLedgerPublicKeyResponse {
             public_key: self.key.public_hex(),
         }))
-    }
-}
-
-/// An open `Subscribe` stream, counted in the metrics while it lives.
-struct OpenSubscription(Arc<crate::metrics::LedgerMetrics>);
-
-impl OpenSubscription {
-    fn new(metrics: Arc<crate::metrics::LedgerMetrics>) -> Self {
-        metrics.subscriptions.inc();
-        Self(metrics)
-    }
-}
-
-impl Drop for OpenSubscription {
-    fn drop(&mut self) {
-        self.0.subscriptions.dec();
     }
 }

@@ -10,6 +10,7 @@ mod page;
 mod page_cache;
 mod service;
 mod status;
+mod subscriptions;
 mod transport;
 
 /// Types generated from `proto/imageledger/v1/ledger.proto`.
@@ -31,4 +32,5 @@ pub use convert::{state_message, state_of, time_of, timestamp, Commanded};
 pub use page_cache::PageCache;
 pub use service::LedgerService;
 pub use status::{code_of, refusal, ERROR_DOMAIN, INTERNAL_REASON, POSITION_NOT_REACHED_REASON};
+pub use subscriptions::{Subscriptions, TOO_MANY_SUBSCRIPTIONS};
 pub use transport::{SmallFrames, Unvectored};
