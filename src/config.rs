@@ -51,6 +51,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsConfig>,
     /// Make a signing key even though the ledger has history.
     pub new_signing_key: bool,
+    /// Most connections open at once (lowered to fit the open-file limit).
+    pub max_connections: usize,
     /// Most `Subscribe` streams open at once.
     pub max_subscriptions: usize,
     /// Most `Subscribe` streams open on one connection.
@@ -71,6 +73,9 @@ impl std::fmt::Debug for Secret {
 /// queries use lives outside it, so the cache only serves log reads (audit,
 /// history, subscriptions) and the pages a write touches.
 pub const DEFAULT_CACHE_MB: u64 = 32;
+
+/// Default cap on open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
 
 /// Default cap on open `Subscribe` streams.
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 10_000;
@@ -105,6 +110,7 @@ impl Config {
             insecure_no_auth: false,
             tls: None,
             new_signing_key: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
         }

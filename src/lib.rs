@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod idempotency;
+pub mod listener;
 pub mod metrics;
 pub mod progress;
 pub mod projection;

@@ -9,8 +9,8 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use tonic::transport::server::TcpIncoming;
 use tower::util::MapResponseLayer;
 
 use crate::app::{AppError, Ledger, WriterOptions};
@@ -273,8 +273,13 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         None => None,
     };
     let tls_handle = tls.clone();
+    let cap = crate::listener::connection_cap(config.max_connections);
     let task = tokio::spawn(async move {
         let router = tonic::transport::Server::builder()
+            // A peer that stops answering pings is closed, whatever it holds.
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .layer(crate::metrics::grpc::Layer::new(metrics.grpc.clone()))
             .layer(MapResponseLayer::new(
                 |response: http::Response<tonic::body::Body>| response.map(SmallFrames::new),
@@ -287,19 +292,16 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
             .add_service(audit);
         let until = draining(stopped.clone(), health, drain);
         let serving: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match tls {
-            Some(tls) => Box::pin(
-                router.serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), until),
-            ),
-            None => Box::pin(
-                router.serve_with_incoming_shutdown(
-                    // Without TCP_NODELAY, a response split over two segments waits
-                    // for the client's delayed ACK: about 40 ms a call.
-                    TcpIncoming::from(listener)
-                        .with_nodelay(Some(true))
-                        .map(|accepted| accepted.map(Unvectored)),
-                    until,
-                ),
-            ),
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                crate::tls::incoming(crate::listener::accept(listener, cap), tls),
+                until,
+            )),
+            None => Box::pin(router.serve_with_incoming_shutdown(
+                ReceiverStream::new(crate::listener::accept(listener, cap)).map(|accepted| {
+                    Ok::<_, std::io::Error>(Unvectored(accepted.stream, Some(accepted.permit)))
+                }),
+                until,
+            )),
         };
         // Graceful shutdown waits for every client to close its connection;
         // one that never does must not keep the process alive forever.
@@ -336,6 +338,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
         task,
     })
 }
+
+/// How often an idle connection is pinged, and how long an answer may take.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Calls open at once on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
 
 /// How long a stopped server waits for the last handle on its store.
 const RELEASE_PATIENCE: Duration = Duration::from_secs(5);

@@ -112,3 +112,71 @@ async fn a_subscriber_that_never_reads_holds_up_nobody() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+/// CPU time (user and system, in clock ticks) a process has used.
+fn cpu_ticks(pid: u32) -> Result<u64, Box<dyn std::error::Error>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command's name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').ok_or("no name")? + 2..]
+        .split(' ')
+        .collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_descriptor_limit_it_waits_instead_of_spinning_and_writes_go_on() -> TestResult {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir()?;
+    // A hard limit of 96 descriptors: the server cannot raise it.
+    let command = format!(
+        "ulimit -n 96 && exec {} serve --addr 127.0.0.1:0 --data-dir {}",
+        env!("CARGO_BIN_EXE_image-ledger"),
+        dir.path().join("data").display()
+    );
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", &command])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or("no address")?
+        .to_owned();
+    let mut client =
+        pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
+
+    // Far more idle connections than descriptors.
+    let mut idle = Vec::new();
+    // More than the descriptors, within what the kernel queues (somaxconn
+    // may be 128): the rest wait there, not in the server.
+    for _ in 0..150 {
+        idle.push(std::net::TcpStream::connect_timeout(
+            &addr.parse()?,
+            Duration::from_secs(5),
+        )?);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = cpu_ticks(child.id())?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = cpu_ticks(child.id())? - before;
+    // 2 s at 100 ticks a second: under 5 % of a core is under 10 ticks.
+    assert!(spent < 10, "the server spun: {spent} ticks in 2 s");
+
+    // The connection made before the flood still commits writes.
+    for account in ["100000000071", "100000000072"] {
+        client
+            .register_account(pb::RegisterAccountRequest {
+                account_id: account.into(),
+                kind: pb::AccountKind::Root as i32,
+                client_token: String::new(),
+            })
+            .await?;
+    }
+    drop(idle);
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}

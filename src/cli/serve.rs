@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// reaches the port can act as any account. Logged at every start.
     #[arg(long, env = "IMAGE_LEDGER_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Most connections open at once (lowered to fit the open-file limit);
+    /// more wait in the kernel's backlog.
+    #[arg(long, env = "IMAGE_LEDGER_MAX_CONNECTIONS", default_value_t = image_ledger::config::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Most Subscribe streams open at once; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "IMAGE_LEDGER_MAX_SUBSCRIPTIONS", default_value_t = image_ledger::config::DEFAULT_MAX_SUBSCRIPTIONS)]
     pub max_subscriptions: usize,
@@ -94,6 +98,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         insecure_no_auth: args.insecure_no_auth,
         tls: super::tls_settings(),
         new_signing_key: args.new_signing_key,
+        max_connections: args.max_connections,
         max_subscriptions: args.max_subscriptions,
         max_subscriptions_per_connection: args.max_subscriptions_per_connection,
     };

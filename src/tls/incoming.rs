@@ -9,13 +9,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use super::client::{check, PeerInfo};
 use super::Tls;
+use crate::listener::Accepted;
 
 /// Longest a client may take over its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,29 +25,30 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TlsConn {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
     info: PeerInfo,
+    _permit: OwnedSemaphorePermit,
 }
 
-/// The stream of connections accepted on `listener` with `tls`; it ends
-/// when tonic drops it.
-pub fn incoming(listener: TcpListener, tls: Arc<Tls>) -> ReceiverStream<io::Result<TlsConn>> {
+/// The TLS connections made of those `accepted` hands over; it ends when
+/// tonic drops it.
+pub fn incoming(
+    mut accepted: mpsc::Receiver<Accepted>,
+    tls: Arc<Tls>,
+) -> ReceiverStream<io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let next = tokio::select! {
+                next = accepted.recv() => next,
                 () = tx.closed() => return,
             };
-            let (tcp, remote) = match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of descriptors, for one: wait rather than spin.
-                    tracing::warn!(%err, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            let Some(Accepted {
+                stream: tcp,
+                remote,
+                permit,
+            }) = next
+            else {
+                return;
             };
-            // See server.rs: without it a split response waits ~40 ms.
-            let _ = tcp.set_nodelay(true);
             let (acceptor, verifier) = tls.acceptor();
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -58,7 +60,12 @@ pub fn incoming(listener: TcpListener, tls: Arc<Tls>) -> ReceiverStream<io::Resu
                             remote: Some(remote),
                             client,
                         };
-                        let _ = tx.send(Ok(TlsConn { stream, info })).await;
+                        let conn = TlsConn {
+                            stream,
+                            info,
+                            _permit: permit,
+                        };
+                        let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(err)) => tracing::debug!(%remote, %err, "a TLS handshake failed"),
                     Err(_) => tracing::debug!(%remote, "a TLS handshake timed out"),

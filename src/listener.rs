@@ -1,0 +1,108 @@
+//! Accepting TCP connections within bounds: at most a set number open at
+//! once (more wait in the kernel's backlog), a backoff instead of a spin
+//! when the process is out of descriptors (EMFILE, ENFILE), and the soft
+//! descriptor limit raised to the hard one at start, with the cap kept
+//! below it, so sockets never starve the store of descriptors.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// Descriptors kept for the store, logs and the rest, out of the limit.
+const RESERVED: u64 = 256;
+/// Longest wait between tries to accept while accepting fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// An accepted connection, counted against the cap until dropped.
+pub struct Accepted {
+    /// The connection.
+    pub stream: TcpStream,
+    /// Who is on the other end.
+    pub remote: SocketAddr,
+    /// Its place under the cap.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Raises the soft limit on open descriptors to the hard one, and returns
+/// the cap on connections that leaves room for everything else: `wanted`,
+/// or less when the limit is lower.
+pub fn connection_cap(wanted: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::warn!(%err, "cannot raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024)
+        }
+    };
+    let room = limit.saturating_sub(RESERVED.min(limit / 2)).max(1);
+    let cap = wanted.min(usize::try_from(room).unwrap_or(usize::MAX));
+    if cap < wanted {
+        tracing::info!(
+            limit,
+            cap,
+            "the open-file limit caps connections below --max-connections"
+        );
+    }
+    cap
+}
+
+/// Accepts connections on `listener`, at most `cap` open at once, until
+/// the receiver is dropped.
+pub fn accept(listener: TcpListener, cap: usize) -> mpsc::Receiver<Accepted> {
+    let (tx, rx) = mpsc::channel(16);
+    let places = Arc::new(Semaphore::new(cap));
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(10);
+        let mut failing = false;
+        loop {
+            if places.available_permits() == 0 {
+                tracing::debug!(cap, "at the connection cap; new connections wait");
+            }
+            let permit = tokio::select! {
+                permit = Arc::clone(&places).acquire_owned() => permit,
+                () = tx.closed() => return,
+            };
+            let Ok(permit) = permit else { return };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            match accepted {
+                Ok((stream, remote)) => {
+                    if failing {
+                        tracing::info!("accepting connections again");
+                    }
+                    (backoff, failing) = (Duration::from_millis(10), false);
+                    // Without TCP_NODELAY, a response split over two segments
+                    // waits for the client's delayed ACK: about 40 ms a call.
+                    let _ = stream.set_nodelay(true);
+                    let accepted = Accepted {
+                        stream,
+                        remote,
+                        permit,
+                    };
+                    if tx.send(accepted).await.is_err() {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    // Out of descriptors, for one: wait for some to close
+                    // rather than spin; say so once per episode.
+                    if !failing {
+                        tracing::warn!(%err, "cannot accept connections; backing off until it works");
+                        failing = true;
+                    }
+                    drop(permit);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    });
+    rx
+}
