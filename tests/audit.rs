@@ -14,6 +14,7 @@ use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
 use image_ledger::store::{EncodedRecord, Envelope, EventLog, RecordMeta, SledStore};
 use tonic::transport::Channel;
+use tonic::Code;
 
 async fn audit_client(server: &TestServer) -> AuditLogClient<Channel> {
     AuditLogClient::connect(format!("http://{}", server.server.local_addr()))
@@ -990,5 +991,58 @@ async fn a_lost_signing_key_is_refused_until_a_new_one_is_asked_for() -> TestRes
         &pinned.public_key,
     ])?;
     assert!(out.contains("is a prefix of the log"), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn reading_a_damaged_record_answers_data_loss_with_its_position() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    history(&mut c).await;
+    let dir = server.stop().await;
+    {
+        let store = open(dir.path());
+        let lines = export_lines(&store);
+        store.tamper_record(5, lines[4].replace(FRIEND, "100000000777").as_bytes())?;
+    }
+    let server = TestServer::start_in(dir, Policy::default()).await;
+    let mut audit = audit_client(&server).await;
+    let mut stream = audit
+        .read_events(pb::ReadEventsRequest {
+            from_position: 1,
+            limit: 100,
+        })
+        .await?
+        .into_inner();
+    let mut positions = Vec::new();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(record)) => positions.push(record.position),
+            Ok(None) => panic!("the stream ended without naming the damage"),
+            Err(status) => break status,
+        }
+    };
+    assert!(
+        positions.is_empty() || positions.iter().all(|p| *p < 5),
+        "{positions:?}"
+    );
+    assert_status::<()>(
+        Err(status.clone()),
+        Code::DataLoss,
+        "DataLoss.DamagedRecord",
+    );
+    assert!(
+        status.message().contains("position 5"),
+        "{}",
+        status.message()
+    );
+    // A subscriber meets the same answer.
+    let mut stream = audit
+        .subscribe(pb::SubscribeRequest { from_position: 5 })
+        .await?
+        .into_inner();
+    let status = stream.message().await.expect_err("the damage is named");
+    assert_status::<()>(Err(status), Code::DataLoss, "DataLoss.DamagedRecord");
+    server.stop().await;
     Ok(())
 }

@@ -17,6 +17,9 @@ use crate::audit::{self, AuditError, LedgerKey};
 use crate::domain::{DomainError, ImageId};
 use crate::store::{try_scan, Envelope, Store, StoreError};
 
+/// The reason of a read that met a damaged record.
+pub const DAMAGED_RECORD_REASON: &str = "DataLoss.DamagedRecord";
+
 /// Records read from the store per step of a stream.
 const CHUNK: u64 = 512;
 /// Default and largest `limit` of `ReadEvents`.
@@ -86,7 +89,10 @@ async fn read_range(
                 if position > to {
                     return Ok(false);
                 }
-                out.push(envelope_message(Envelope::decode(bytes)?, bytes));
+                let envelope = Envelope::decode(bytes).map_err(|err| {
+                    StoreError::Corrupt(format!("the record at position {position}: {err}"))
+                })?;
+                out.push(envelope_message(envelope, bytes));
                 Ok(true)
             },
         )?;
@@ -94,7 +100,21 @@ async fn read_range(
     })
     .await
     .map_err(|e| super::status::internal("a reader task failed", &e))?;
-    read.map_err(|err| Status::from(crate::app::AppError::Storage(err)))
+    read.map_err(|err| match err {
+        // Reading it again will not help: name the damage.
+        StoreError::Corrupt(what) => {
+            tracing::error!(%what, "a damaged record was read");
+            super::refusal(
+                tonic::Code::DataLoss,
+                format!(
+                    "{what}; the log is damaged there: restore it from a backup \
+                     (audit verify names every damaged record)"
+                ),
+                DAMAGED_RECORD_REASON,
+            )
+        }
+        err => Status::from(crate::app::AppError::Storage(err)),
+    })
 }
 
 async fn blocking<T: Send + 'static>(
