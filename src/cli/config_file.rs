@@ -112,7 +112,16 @@ pub fn apply_text(
             .and_then(|name| name.to_str())
             .is_some_and(&env_set);
         if !given && !from_env {
-            added.push(OsString::from(format!("--{flag}={}", scalar(key, value)?)));
+            match (arg.get_action(), value) {
+                // A switch (`--insecure-no-auth`) takes no value: given
+                // when true, left out when false.
+                (clap::ArgAction::SetTrue, toml::Value::Boolean(on)) => {
+                    if *on {
+                        added.push(OsString::from(format!("--{flag}")));
+                    }
+                }
+                _ => added.push(OsString::from(format!("--{flag}={}", scalar(key, value)?))),
+            }
         }
     }
     // After the subcommand's name, so they belong to it.
@@ -171,6 +180,7 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     fn line(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
@@ -216,6 +226,27 @@ mod tests {
                 "--regions=ap-guangzhou,ap-shanghai"
             ]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_switch_in_the_file_is_given_when_true_and_left_out_when_false() -> anyhow::Result<()> {
+        assert_eq!(
+            run(&["image-ledger", "serve"], "insecure_no_auth = true\n", &[])?,
+            ["image-ledger", "serve", "--insecure-no-auth"]
+        );
+        assert_eq!(
+            run(
+                &["image-ledger", "serve"],
+                "insecure_no_auth = false\n",
+                &[]
+            )?,
+            ["image-ledger", "serve"]
+        );
+        // The whole line parses as the command line it becomes.
+        let given = run(&["image-ledger", "serve"], "insecure_no_auth = true\n", &[])?;
+        let cli = Cli::try_parse_from(given)?;
+        assert!(matches!(cli.command, super::super::Cmd::Serve(args) if args.insecure_no_auth));
         Ok(())
     }
 
