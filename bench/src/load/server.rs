@@ -47,7 +47,15 @@ fn tls_files(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf), Box
     std::fs::write(dir.join(TLS_CA), ca.pem())?;
     let (cert_path, key_path) = (dir.join("bench-server.pem"), dir.join("bench-server.key"));
     std::fs::write(&cert_path, cert.pem())?;
-    std::fs::write(&key_path, key.serialize_pem())?;
+    // Readable by its owner only, as the server asks of a key file.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(
+        &mut options.open(&key_path)?,
+        key.serialize_pem().as_bytes(),
+    )?;
     Ok((cert_path, key_path))
 }
 
