@@ -19,8 +19,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    cli::set_file_seed(args.signing_key_seed);
-    cli::set_file_tables(args.auth, args.tls);
+    cli::keep_file_settings(cli::FileSettings {
+        signing_key_seed: args.signing_key_seed,
+        auth: args.auth,
+        tls: args.tls,
+    });
     let cli = cli::Cli::parse_from(args.args);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

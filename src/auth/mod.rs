@@ -151,11 +151,6 @@ impl Authenticator {
         Ok(Self { tokens, names })
     }
 
-    /// Whether any bearer token is configured.
-    pub fn has_tokens(&self) -> bool {
-        !self.tokens.is_empty()
-    }
-
     /// The principal one of a certificate's names is, and that name.
     pub fn by_certificate<'a>(&self, names: &'a [String]) -> Option<(&Principal, &'a str)> {
         names

@@ -86,26 +86,26 @@ pub enum Cmd {
     },
 }
 
-/// The signing key's seed from the config file, when it has one.
-static FILE_SEED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// What the config file holds that is not a flag: secrets and tables.
+#[derive(Default)]
+pub struct FileSettings {
+    /// `signing_key_seed`.
+    pub signing_key_seed: Option<String>,
+    /// `[auth]`.
+    pub auth: Option<image_ledger::auth::AuthConfig>,
+    /// `[tls]`.
+    pub tls: Option<image_ledger::tls::TlsConfig>,
+}
 
-/// The config file's `[auth]` table, when it has one.
-static FILE_AUTH: std::sync::OnceLock<image_ledger::auth::AuthConfig> = std::sync::OnceLock::new();
+static FILE_SETTINGS: std::sync::OnceLock<FileSettings> = std::sync::OnceLock::new();
 
-/// The config file's `[tls]` table, when it has one.
-static FILE_TLS: std::sync::OnceLock<image_ledger::tls::TlsConfig> = std::sync::OnceLock::new();
+/// Keeps what the config file holds beside flags, for the commands.
+pub fn keep_file_settings(settings: FileSettings) {
+    let _ = FILE_SETTINGS.set(settings);
+}
 
-/// Keeps the config file's `[auth]` and `[tls]` tables for `serve`.
-pub fn set_file_tables(
-    auth: Option<image_ledger::auth::AuthConfig>,
-    tls: Option<image_ledger::tls::TlsConfig>,
-) {
-    if let Some(auth) = auth {
-        let _ = FILE_AUTH.set(auth);
-    }
-    if let Some(tls) = tls {
-        let _ = FILE_TLS.set(tls);
-    }
+fn file_settings() -> &'static FileSettings {
+    FILE_SETTINGS.get_or_init(FileSettings::default)
 }
 
 /// The TLS files: `IMAGE_LEDGER_TLS_CERT` and `IMAGE_LEDGER_TLS_KEY` (and
@@ -118,27 +118,20 @@ pub fn tls_settings() -> Option<image_ledger::tls::TlsConfig> {
             key,
             client_ca: var("IMAGE_LEDGER_TLS_CLIENT_CA"),
         }),
-        _ => FILE_TLS.get().cloned(),
+        _ => file_settings().tls.clone(),
     }
 }
 
 /// The config file's `[auth]` table.
 pub fn file_auth() -> Option<&'static image_ledger::auth::AuthConfig> {
-    FILE_AUTH.get()
-}
-
-/// Keeps the config file's `signing_key_seed` for [`signing_key_seed`].
-pub fn set_file_seed(seed: Option<String>) {
-    if let Some(seed) = seed {
-        let _ = FILE_SEED.set(seed);
-    }
+    file_settings().auth.as_ref()
 }
 
 /// `IMAGE_LEDGER_SIGNING_KEY_SEED`, else the config file's.
 pub fn signing_key_seed() -> Option<String> {
     std::env::var(serve::SEED_VARIABLE)
         .ok()
-        .or_else(|| FILE_SEED.get().cloned())
+        .or_else(|| file_settings().signing_key_seed.clone())
 }
 
 pub use remote::exit_code;

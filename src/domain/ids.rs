@@ -234,9 +234,13 @@ fn is_invisible(c: char) -> bool {
 /// "é" written as one code point or as "e" and a combining accent is one name.
 pub fn same_name(a: &str, b: &str) -> bool {
     use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
-    let quick = |s: &str| is_nfc_quick(s.chars()) == IsNormalized::Yes;
+    if a == b {
+        return true;
+    }
+    // ASCII is its own NFC, and most names are ASCII.
+    let quick = |s: &str| s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes;
     if quick(a) && quick(b) {
-        return a == b;
+        return false;
     }
     a.nfc().eq(b.nfc())
 }

@@ -98,7 +98,7 @@ where
 /// A TCP connection that reports no vectored writes (see the module docs),
 /// holding its place under the connection cap while open.
 #[derive(Debug)]
-pub struct Unvectored(pub TcpStream, pub Option<tokio::sync::OwnedSemaphorePermit>);
+pub struct Unvectored(pub TcpStream, pub tokio::sync::OwnedSemaphorePermit);
 
 impl AsyncRead for Unvectored {
     fn poll_read(

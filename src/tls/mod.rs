@@ -83,11 +83,6 @@ impl Tls {
         Ok(())
     }
 
-    /// Whether clients are asked for certificates.
-    pub fn asks_for_client_certificates(&self) -> bool {
-        self.settings.client_ca.is_some()
-    }
-
     fn acceptor(
         &self,
     ) -> (
