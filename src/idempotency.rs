@@ -1,9 +1,17 @@
 //! Idempotency records: what the ledger keeps of a command run with a
 //! `client_token`, so a retry gets the first reply and appends nothing.
 //! One module for the key, the stored record, the request's fingerprint,
-//! loading them from the log's store, checking a retry, and deriving them
-//! from the log itself (what `audit verify` and `audit import` compare
-//! against and write).
+//! loading them from the log's store, checking a retry, expiring them, and
+//! deriving them from the log itself (what `audit verify` and `audit
+//! import` compare against and write).
+//!
+//! A record lives for the policy's
+//! [`token_retention`](crate::domain::Policy::token_retention) from its
+//! command's time: a retry after that runs as a new command, the token then
+//! belonging to it. Expired records are dropped from memory as they expire
+//! and from the store with the next append (or when the ledger loads), so
+//! both hold the rate of tokens times the retention, not the history. The
+//! log keeps every token in its envelope for good.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -20,6 +28,24 @@ pub struct TokenRecord {
     pub reply: Reply,
     /// The log position of the command's last event.
     pub position: u64,
+    /// The command's time (its records' `recorded_at`), in microseconds
+    /// since the Unix epoch: the record expires a retention later. 0 in
+    /// records stored before records had it; loading takes it from the log.
+    #[serde(default)]
+    pub recorded_at: i64,
+}
+
+/// A record time in microseconds since the Unix epoch.
+pub fn micros(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+impl TokenRecord {
+    /// Whether the record has expired at `now` (both in microseconds)
+    /// under a retention of `retention` microseconds.
+    pub fn expired(&self, now: i64, retention: i64) -> bool {
+        self.recorded_at <= now.saturating_sub(retention)
+    }
 }
 
 impl TokenRecord {
@@ -61,8 +87,67 @@ pub fn fingerprint(command: &Command) -> Result<String, StoreError> {
     Ok(hex::encode(Sha256::digest(bytes)))
 }
 
-/// The idempotency records the writer holds, by key.
-pub type Tokens = imbl::HashMap<Vec<u8>, TokenRecord>;
+/// The idempotency records the writer holds: by key, and by time, so the
+/// expired ones are found without looking at the others. Persistent maps:
+/// a copy per batch costs nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    by_key: imbl::HashMap<Vec<u8>, TokenRecord>,
+    by_time: imbl::OrdSet<(i64, Vec<u8>)>,
+}
+
+impl Tokens {
+    /// The record under `key`, expired or not.
+    pub fn get(&self, key: &[u8]) -> Option<&TokenRecord> {
+        self.by_key.get(key)
+    }
+
+    /// Adds a record, replacing the one under its key.
+    pub fn insert(&mut self, key: Vec<u8>, record: TokenRecord) {
+        let at = record.recorded_at;
+        if let Some(old) = self.by_key.insert(key.clone(), record) {
+            self.by_time.remove(&(old.recorded_at, key.clone()));
+        }
+        self.by_time.insert((at, key));
+    }
+
+    /// How many records are held.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Drops the records expired at `now` under `retention` (both in
+    /// microseconds) and returns their keys, oldest first.
+    pub fn expire(&mut self, now: i64, retention: i64) -> Vec<Vec<u8>> {
+        let cutoff = now.saturating_sub(retention);
+        let mut expired = Vec::new();
+        while let Some((at, _)) = self.by_time.get_min() {
+            if *at > cutoff {
+                break;
+            }
+            if let Some((_, key)) = self.by_time.remove_min() {
+                self.by_key.remove(&key);
+                expired.push(key);
+            }
+        }
+        expired
+    }
+}
+
+impl FromIterator<(Vec<u8>, TokenRecord)> for Tokens {
+    fn from_iter<I: IntoIterator<Item = (Vec<u8>, TokenRecord)>>(records: I) -> Self {
+        let mut tokens = Tokens::default();
+        for (key, record) in records {
+            tokens.insert(key, record);
+        }
+        tokens
+    }
+}
 
 /// What the store holds of the idempotency records.
 #[derive(Debug, Default)]
@@ -74,37 +159,65 @@ pub struct Stored {
     pub past: Vec<Vec<u8>>,
 }
 
-/// The stored idempotency records, split at `head`.
+/// The stored idempotency records, split at `head`. A record stored
+/// without its command's time gets it from the log.
 pub fn stored(log: &dyn EventLog, head: u64) -> Result<Stored, StoreError> {
     let mut kept = Vec::new();
     let mut past = Vec::new();
     for (key, value) in log.tokens()? {
-        let record = TokenRecord::decode(&value)?;
+        let mut record = TokenRecord::decode(&value)?;
         if record.position > head {
             past.push(key);
-        } else {
-            kept.push((key, record));
+            continue;
         }
+        if record.recorded_at == 0 {
+            let bytes = log.read_at(record.position)?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "an idempotency record points at position {}, which is not in the log",
+                    record.position
+                ))
+            })?;
+            record.recorded_at = micros(Envelope::decode(&bytes)?.recorded_at);
+        }
+        kept.push((key, record));
     }
     Ok(Stored { kept, past })
 }
 
-/// Loads the idempotency records of the log up to `head`, removing those
-/// past it, so a retry of their commands runs them.
-pub fn load(log: &dyn EventLog, head: u64) -> Result<Tokens, StoreError> {
-    let Stored { kept, past } = stored(log, head)?;
+/// Loads the idempotency records of the log up to `head` that have not
+/// expired at `now` under `retention` (both in microseconds), removing
+/// those past the head, so a retry of their commands runs them, and the
+/// expired ones.
+pub fn load(log: &dyn EventLog, head: u64, now: i64, retention: i64) -> Result<Tokens, StoreError> {
+    let Stored { kept, mut past } = stored(log, head)?;
+    let stale = past.len();
+    let (live, expired): (Vec<_>, Vec<_>) = kept
+        .into_iter()
+        .partition(|(_, record)| !record.expired(now, retention));
     // On a shared log those past the head were committed by another
     // replica since the head was read: the ledger takes them from the log
-    // when it follows it.
-    if !past.is_empty() && !log.shared() {
+    // when it follows it. Expired ones are left to the appends there,
+    // which are checked against the head: a removal here could meet a
+    // record another replica just wrote for the same token.
+    if !log.shared() && (!past.is_empty() || !expired.is_empty()) {
+        let expired_count = expired.len();
+        past.extend(expired.into_iter().map(|(key, _)| key));
         log.remove_tokens(&past)?;
-        tracing::warn!(
-            records = past.len(),
-            head,
-            "removed idempotency records past the head: an append a crash cut short"
-        );
+        if stale > 0 {
+            tracing::warn!(
+                records = stale,
+                head,
+                "removed idempotency records past the head: an append a crash cut short"
+            );
+        }
+        if expired_count > 0 {
+            tracing::info!(
+                records = expired_count,
+                "removed expired idempotency records"
+            );
+        }
     }
-    Ok(kept.into_iter().collect())
+    Ok(live.into_iter().collect())
 }
 
 /// A map of idempotency records by key, which [`record_from_log`] adds to:
@@ -127,7 +240,9 @@ impl TokenMap for std::collections::HashMap<Vec<u8>, TokenRecord> {
 
 impl TokenMap for Tokens {
     fn record_mut(&mut self, key: &[u8]) -> Option<&mut TokenRecord> {
-        self.get_mut(key)
+        // The record's time stays: `record_from_log` changes only its
+        // reply and position.
+        self.by_key.get_mut(key)
     }
     fn add(&mut self, key: Vec<u8>, record: TokenRecord) {
         self.insert(key, record);
@@ -154,11 +269,14 @@ pub enum TokenViolation {
 
 /// Adds what a stored record says of its token to `records`, the
 /// idempotency records of the log before it: how `audit verify` and
-/// `audit import` derive them from the log.
+/// `audit import` derive them from the log. A token used again after its
+/// first command's record expired (`retention` microseconds later) starts
+/// a record of its own.
 pub fn record_from_log(
     records: &mut impl TokenMap,
     envelope: &Envelope,
     event: &Event,
+    retention: i64,
 ) -> Result<(), TokenViolation> {
     let (token, request_hash) = match (&envelope.client_token, &envelope.request_hash) {
         (None, None) => return Ok(()),
@@ -166,16 +284,16 @@ pub fn record_from_log(
         _ => return Err(TokenViolation::Unpaired),
     };
     let key = token_key(envelope.actor.as_deref(), token);
+    let at = micros(envelope.recorded_at);
+    let fresh = TokenRecord {
+        fingerprint: request_hash.clone(),
+        reply: reply_of(Reply::Done, event),
+        position: envelope.position,
+        recorded_at: at,
+    };
     match records.record_mut(&key) {
         None => {
-            records.add(
-                key,
-                TokenRecord {
-                    fingerprint: request_hash.clone(),
-                    reply: reply_of(Reply::Done, event),
-                    position: envelope.position,
-                },
-            );
+            records.add(key, fresh);
             Ok(())
         }
         // One command that recorded several events (a copy to several regions).
@@ -186,6 +304,10 @@ pub fn record_from_log(
         {
             record.reply = reply_of(record.reply.clone(), event);
             record.position = envelope.position;
+            Ok(())
+        }
+        Some(record) if record.expired(at, retention) => {
+            records.add(key, fresh);
             Ok(())
         }
         Some(record) => Err(TokenViolation::Reused {

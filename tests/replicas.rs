@@ -350,7 +350,7 @@ async fn a_replica_whose_log_no_longer_continues_its_chain_stops_serving() -> Te
             .write(&AppendBatch {
                 expected_head: head,
                 records: vec![record],
-                tokens: Vec::new(),
+                ..AppendBatch::default()
             })
             .map_err(|e| e.to_string())
     })

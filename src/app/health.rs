@@ -1,5 +1,6 @@
-//! Whether the ledger can serve: its store reachable and the log still
-//! continuing its chain. The server's health service reports it.
+//! Whether the ledger can serve: its store reachable and taking writes,
+//! and the log still continuing its chain. The server's health service
+//! reports it.
 
 use tokio::sync::watch;
 
@@ -11,12 +12,15 @@ pub struct Condition {
     /// The log no longer continues this replica's chain (for good: restart
     /// it once the cause is known).
     pub broken: bool,
+    /// Writing to the store fails (a full disk, an I/O error): commands are
+    /// refused while the writer retries in the background.
+    pub failing: bool,
 }
 
 impl Condition {
     /// Whether the ledger serves.
     pub fn serving(&self) -> bool {
-        !self.unreachable && !self.broken
+        !self.unreachable && !self.broken && !self.failing
     }
 }
 
@@ -48,6 +52,24 @@ impl Health {
             tracing::info!("the store answers again: serving");
         } else if changed {
             tracing::warn!("the store does not answer: not serving until it does");
+        }
+    }
+
+    /// Records whether writes fail, and why; logs each change once.
+    pub(crate) fn failing(&self, why: Option<&crate::store::StoreError>) {
+        let changed = self.condition.send_if_modified(|condition| {
+            let changed = condition.failing != why.is_some();
+            condition.failing = why.is_some();
+            changed
+        });
+        match why {
+            Some(err) if changed => tracing::error!(
+                err = %crate::store::Chain(err),
+                "the store does not take writes: not serving; commands are refused \
+                 while the writer retries"
+            ),
+            None if changed => tracing::info!("the store takes writes again: serving"),
+            _ => {}
         }
     }
 

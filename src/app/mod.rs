@@ -8,6 +8,10 @@ mod replay;
 mod writer;
 
 #[cfg(test)]
+mod heal_tests;
+#[cfg(test)]
+mod retention_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
@@ -38,6 +42,11 @@ pub enum AppError {
     /// the same client token to learn it without applying it twice).
     #[error(transparent)]
     Storage(#[from] StoreError),
+    /// The store does not take writes at the moment (a full disk, an I/O
+    /// error): the command was refused before it was decided, nothing was
+    /// changed. The writer retries the store meanwhile.
+    #[error("the store does not take writes: {0}")]
+    Unwritable(StoreError),
     /// The ledger is shutting down; retry on another instance or later.
     #[error("the ledger is shutting down")]
     ShuttingDown,
@@ -176,7 +185,12 @@ impl Ledger {
         options: WriterOptions,
     ) -> Result<Self, AppError> {
         let (state, head) = load(store.as_ref())?;
-        let tokens = crate::idempotency::load(store.as_ref(), head.position)?;
+        let tokens = crate::idempotency::load(
+            store.as_ref(),
+            head.position,
+            crate::idempotency::micros(time::OffsetDateTime::now_utc()),
+            policy.token_retention_micros(),
+        )?;
         let policy = Arc::new(policy);
         let view = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));

@@ -13,14 +13,14 @@ use crate::domain::{
 use crate::projection::persist;
 use crate::store::{EventLog, MemoryStore, ProjectionStore, Store, StoreError};
 
-fn account(id: &str) -> Command {
+pub(super) fn account(id: &str) -> Command {
     Command::RegisterAccount {
         account_id: AccountId::parse(id).expect("account id"),
         kind: AccountKind::Root,
     }
 }
 
-fn image(owner: &str, name: &str) -> Command {
+pub(super) fn image(owner: &str, name: &str) -> Command {
     Command::RegisterImage(NewImage {
         owner_account_id: AccountId::parse(owner).expect("account id"),
         region: Region::new("ap-guangzhou"),

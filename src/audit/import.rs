@@ -249,6 +249,8 @@ impl Pending {
             expected_head: self.head,
             records: self.records,
             tokens,
+            // The ledger drops those expired when it loads.
+            expired_tokens: Vec::new(),
         };
         store.append(&batch)?;
         Ok(())

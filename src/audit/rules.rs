@@ -104,6 +104,11 @@ impl RuleChecker {
         }
     }
 
+    /// The limits the records are checked against.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// The state after the records checked so far.
     pub fn state(&self) -> &LedgerState {
         &self.state
@@ -156,7 +161,12 @@ impl RuleChecker {
                 last,
             });
         }
-        record_from_log(&mut self.tokens, envelope, event)?;
+        record_from_log(
+            &mut self.tokens,
+            envelope,
+            event,
+            self.policy.token_retention_micros(),
+        )?;
         self.check_rules(envelope, event)?;
         self.state.apply(event);
         self.head = Head {

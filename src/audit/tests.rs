@@ -226,11 +226,13 @@ async fn an_append_a_crash_stopped_before_its_head_verifies_and_its_retry_runs()
             fingerprint: crate::idempotency::fingerprint(&command)?,
             reply: decision.reply,
             position: head.position + 1,
+            recorded_at: 0,
         };
         let batch = crate::store::AppendBatch {
             expected_head: head,
             records: vec![record],
             tokens: vec![(key.clone(), serde_json::to_vec(&answer)?)],
+            expired_tokens: Vec::new(),
         };
         store.cut_next_append_short(2);
         assert!(store.append(&batch).is_err());

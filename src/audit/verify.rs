@@ -1,7 +1,7 @@
 //! `audit verify`: proves the log is whole, untampered and lawful, and that
 //! the stored read side equals a fresh replay. It never writes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -11,6 +11,7 @@ use super::signing::SignedHead;
 use super::AuditError;
 use crate::domain::Policy;
 use crate::domain::{Event, LedgerState};
+use crate::idempotency::TokenRecord;
 use crate::progress::Progress;
 use crate::projection::persist;
 use crate::store::{Envelope, EventLog, Head, Store};
@@ -279,19 +280,51 @@ fn check_projections(
     // Records past the head belong to an append a crash stopped before its
     // head: not part of the log (the next start removes them).
     let stored_tokens = crate::idempotency::stored(store, head.position)?.kept;
-    let mut fresh_tokens: Vec<_> = checker
-        .tokens()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    fresh_tokens.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    if let Some(key) = first_difference_sorted(&stored_tokens, &fresh_tokens) {
+    let now = crate::idempotency::micros(time::OffsetDateTime::now_utc());
+    if let Some(key) = first_token_off_the_log(
+        &stored_tokens,
+        checker.tokens(),
+        now,
+        checker.policy().token_retention_micros(),
+    ) {
         return Err(AuditError::Projections(format!(
             "the idempotency record {:?} differs from the one the log implies",
             String::from_utf8_lossy(&key).replace('\0', "/")
         )));
     }
     Ok(())
+}
+
+/// How far the clock of the server that expired the records may be ahead
+/// of this one's: a record this close to its expiry may be gone already.
+const CLOCK_SKEW_MICROS: i64 = 60_000_000;
+
+/// The first key (in key order) whose stored idempotency record is not the
+/// one the log implies, or whose record the log implies and that should
+/// still be stored at `now` under `retention` (both in microseconds) is
+/// missing; `None` when there is none. Expired records may be stored
+/// still: they leave the store with the next append.
+fn first_token_off_the_log(
+    stored: &[(Vec<u8>, TokenRecord)],
+    implied: &HashMap<Vec<u8>, TokenRecord>,
+    now: i64,
+    retention: i64,
+) -> Option<Vec<u8>> {
+    let wrong = stored
+        .iter()
+        .find(|(key, record)| implied.get(key) != Some(record))
+        .map(|(key, _)| key.clone());
+    let kept: HashSet<&[u8]> = stored.iter().map(|(key, _)| key.as_slice()).collect();
+    let missing = implied
+        .iter()
+        .filter(|(key, record)| {
+            !kept.contains(key.as_slice())
+                && !record.expired(now.saturating_add(CLOCK_SKEW_MICROS), retention)
+        })
+        .map(|(key, _)| key)
+        .min()
+        .cloned();
+    wrong.into_iter().chain(missing).min()
 }
 
 /// The first key at which `stored` is not what stepwise writes towards

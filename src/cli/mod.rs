@@ -208,6 +208,14 @@ pub struct PolicyArgs {
     /// Comma-separated regions; empty means the built-in list of public regions.
     #[arg(long, env = "IMAGE_LEDGER_REGIONS", default_value = "")]
     regions: String,
+    /// How long a client_token is remembered, in seconds: a retry within it
+    /// gets the first reply, one after it runs as a new command.
+    #[arg(
+        long,
+        env = "IMAGE_LEDGER_IDEMPOTENCY_RETENTION_SECS",
+        default_value_t = 86_400
+    )]
+    idempotency_retention_secs: u64,
 }
 
 impl PolicyArgs {
@@ -216,11 +224,16 @@ impl PolicyArgs {
             self.max_shares_per_image > 0 && self.max_accounts_per_call > 0,
             "the share limits must be at least 1"
         );
+        anyhow::ensure!(
+            self.idempotency_retention_secs > 0,
+            "--idempotency-retention-secs must be at least 1"
+        );
         Ok(Policy {
             max_shares_per_image: self.max_shares_per_image,
             max_accounts_per_call: self.max_accounts_per_call,
             image_quota: self.image_quota,
             regions: parse_regions(&self.regions).map_err(anyhow::Error::msg)?,
+            token_retention: std::time::Duration::from_secs(self.idempotency_retention_secs),
         })
     }
 }

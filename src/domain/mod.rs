@@ -24,6 +24,6 @@ pub use ids::{
 pub use image::{Image, Relation, Share};
 pub use model::{
     AccountKind, ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission, Policy,
-    DEFAULT_REGIONS,
+    DEFAULT_REGIONS, DEFAULT_TOKEN_RETENTION,
 };
 pub use state::{Account, LedgerState, Listed, ListingStamps, Stamp};

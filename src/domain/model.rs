@@ -109,7 +109,15 @@ pub struct Policy {
     pub image_quota: u32,
     /// The regions images may live in.
     pub regions: BTreeSet<Region>,
+    /// How long a command's `client_token` is remembered (its idempotency
+    /// record kept): a retry within it gets the first reply; one after it
+    /// runs as a new command. At least one second.
+    pub token_retention: std::time::Duration,
 }
+
+/// The default of [`Policy::token_retention`]: a day, as payment APIs keep
+/// idempotency keys.
+pub const DEFAULT_TOKEN_RETENTION: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// The public regions accepted when no list is configured.
 pub const DEFAULT_REGIONS: &[&str] = &[
@@ -138,11 +146,17 @@ impl Default for Policy {
             max_accounts_per_call: 50,
             image_quota: 500,
             regions: DEFAULT_REGIONS.iter().map(|r| Region::new(*r)).collect(),
+            token_retention: DEFAULT_TOKEN_RETENTION,
         }
     }
 }
 
 impl Policy {
+    /// The retention in microseconds, as record times are kept.
+    pub fn token_retention_micros(&self) -> i64 {
+        i64::try_from(self.token_retention.as_micros()).unwrap_or(i64::MAX)
+    }
+
     /// Checks that a region is one of the configured ones.
     pub fn check_region(&self, region: &Region) -> Result<(), DomainError> {
         if self.regions.contains(region) {

@@ -16,6 +16,9 @@ pub const ERROR_DOMAIN: &str = "imageledger";
 /// The reason code of storage failures.
 pub const INTERNAL_REASON: &str = "InternalError";
 
+/// The reason code of a command refused while the store takes no writes.
+pub const UNWRITABLE_REASON: &str = "ResourceUnavailable.StoreNotWritable";
+
 /// The reason code of a query whose `min_position` was not reached in time.
 pub const POSITION_NOT_REACHED_REASON: &str = "ResourceUnavailable.PositionNotReached";
 
@@ -101,6 +104,18 @@ impl From<AppError> for Status {
                      retry with the same client_token"
                         .into(),
                     INTERNAL_REASON,
+                )
+            }
+            // Said once in the log when writes began to fail, not per call.
+            AppError::Unwritable(err) => {
+                tracing::debug!(err = %Chain(&err), "refused: the store does not take writes");
+                with_reason(
+                    Code::Unavailable,
+                    "the ledger's store does not take writes at the moment (a full disk or an \
+                     I/O error; health says NOT_SERVING meanwhile); nothing was changed: retry \
+                     with the same client_token"
+                        .into(),
+                    UNWRITABLE_REASON,
                 )
             }
             AppError::ShuttingDown => with_reason(

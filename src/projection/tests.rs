@@ -23,6 +23,7 @@ fn policy() -> Policy {
         max_accounts_per_call: 2,
         image_quota: 3,
         regions: REGIONS.iter().map(|r| Region::new(*r)).collect(),
+        ..Policy::default()
     }
 }
 

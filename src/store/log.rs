@@ -16,6 +16,9 @@ pub struct AppendBatch {
     pub records: Vec<EncodedRecord>,
     /// Idempotency records: (key, value), see [`crate::idempotency`].
     pub tokens: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys of expired idempotency records to remove, before `tokens` are
+    /// written (one of which may take an expired record's key anew).
+    pub expired_tokens: Vec<Vec<u8>>,
 }
 
 /// An append-only event log.
@@ -46,6 +49,14 @@ pub trait EventLog: Send + Sync + 'static {
     /// Makes durable against power loss everything that
     /// [`flush_to_os`](Self::flush_to_os) handed over before this call.
     fn sync_to_disk(&self) -> Result<(), StoreError>;
+
+    /// After a failed write, flush or sync: returns once the store takes
+    /// writes again, or the reason it does not. The writer calls it with
+    /// backoff until it succeeds, then reloads its state from the store. A
+    /// backend whose handle a failure leaves unusable opens it afresh here.
+    fn recover(&self) -> Result<(), StoreError> {
+        self.flush()
+    }
 
     /// Writes a batch and returns once it is durable.
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {

@@ -75,6 +75,9 @@ impl EventLog for MemoryStore {
                 record.position,
             );
         }
+        for key in &batch.expired_tokens {
+            t.tokens.remove(key);
+        }
         for (key, value) in &batch.tokens {
             t.tokens.insert(key.clone(), value.clone());
         }
@@ -245,12 +248,23 @@ mod faults {
             flushes: AtomicUsize,
             syncs: AtomicUsize,
             append_delay_micros: AtomicUsize,
+            /// Every append, flush and sync fails, as on a full disk.
+            full: AtomicBool,
+            /// Calls that failed because of `full`.
+            refused_full: AtomicUsize,
             /// The next projection save fails after this many writes.
             projection_save: Mutex<Option<usize>>,
         }
 
         impl Faults {
             pub(in crate::store::memory) fn check(&self, call: Call) -> Result<(), StoreError> {
+                if self.full.load(Ordering::SeqCst) {
+                    self.refused_full.fetch_add(1, Ordering::SeqCst);
+                    return Err(StoreError::backend(
+                        format!("injected {call:?} failure"),
+                        std::io::Error::from_raw_os_error(28),
+                    ));
+                }
                 let count = match call {
                     Call::Append => {
                         let delay = self.append_delay_micros.load(Ordering::SeqCst);
@@ -287,6 +301,17 @@ mod faults {
             /// Makes the next `count` appends fail with a backend error, writing nothing.
             pub fn fail_next_appends(&self, count: usize) {
                 self.faults.appends.store(count, Ordering::SeqCst);
+            }
+
+            /// Makes every append, flush and sync fail from now on (`true`)
+            /// as on a full disk, or work again (`false`).
+            pub fn fill_disk(&self, full: bool) {
+                self.faults.full.store(full, Ordering::SeqCst);
+            }
+
+            /// How many calls failed because the disk was full.
+            pub fn refused_on_full_disk(&self) -> usize {
+                self.faults.refused_full.load(Ordering::SeqCst)
             }
 
             /// Makes the next append find the store corrupt, writing nothing.

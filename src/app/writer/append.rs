@@ -3,7 +3,7 @@
 //! the last one's flush runs. On a shared log it is also where a lost race
 //! is noticed and a new epoch starts (see [`super`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
@@ -18,8 +18,6 @@ use crate::store::{AppendBatch, Chain, Head, Store, StoreError};
 
 pub(super) struct Appender {
     pub(super) store: Arc<dyn Store>,
-    /// Tells the decide stage to reload before it decides more.
-    pub(super) failed: Arc<AtomicBool>,
     pub(super) control: Arc<Control>,
     /// The store's head after the last batch this stage wrote (or the
     /// head an epoch started at), and the state and idempotency records
@@ -107,7 +105,7 @@ impl Appender {
                     self.start_epoch(target, jobs);
                 }
                 Err(err) => {
-                    self.failed.store(true, Ordering::SeqCst);
+                    self.control.failed();
                     for staged in group {
                         refuse(staged.jobs, &err);
                     }
@@ -185,6 +183,9 @@ impl Appender {
         for staged in group.iter_mut() {
             combined.records.append(&mut staged.batch.records);
             combined.tokens.append(&mut staged.batch.tokens);
+            combined
+                .expired_tokens
+                .append(&mut staged.batch.expired_tokens);
         }
         let store = &self.store;
         if combined.records.is_empty() {

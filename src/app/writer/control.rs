@@ -1,5 +1,6 @@
-//! What later stages and the follower ask of the decide stage: decide
-//! jobs again after another replica's append, follow the log. The decide
+//! What later stages, the follower and the healer ask of the decide
+//! stage: decide jobs again after another replica's append, follow the
+//! log, reload after a failed batch, take writes again once the store does. The decide
 //! stage's queue carries the commands; this carries the rest, and a
 //! [`Request::Wake`] on the queue makes the decide stage look at it.
 
@@ -42,6 +43,8 @@ struct Asked {
     restart: Option<Restart>,
     retry: Vec<Job>,
     follow: bool,
+    failed: bool,
+    healed: bool,
 }
 
 /// The shared requests, and the way to wake the decide stage.
@@ -56,6 +59,11 @@ pub(super) struct Taken {
     pub(super) restart: Option<Restart>,
     pub(super) retry: Vec<Job>,
     pub(super) follow: bool,
+    /// A batch failed: the state may hold effects that never reached the
+    /// store.
+    pub(super) failed: bool,
+    /// The store takes writes again after a failure.
+    pub(super) healed: bool,
 }
 
 impl Control {
@@ -105,10 +113,32 @@ impl Control {
         }
     }
 
+    /// A batch failed: reload before deciding more.
+    pub(super) fn failed(&self) {
+        self.lock().failed = true;
+        self.wake();
+    }
+
+    /// The store takes writes again. `false` once the ledger is closing.
+    pub(super) fn healed(&self) -> bool {
+        self.lock().healed = true;
+        self.wake();
+        self.open()
+    }
+
+    /// Whether the ledger still takes commands.
+    pub(super) fn open(&self) -> bool {
+        self.wake.upgrade().is_some()
+    }
+
     /// Whether anything is asked.
     pub(super) fn pending(&self) -> bool {
         let asked = self.lock();
-        asked.restart.is_some() || !asked.retry.is_empty() || asked.follow
+        asked.restart.is_some()
+            || !asked.retry.is_empty()
+            || asked.follow
+            || asked.failed
+            || asked.healed
     }
 
     pub(super) fn take(&self) -> Taken {
@@ -117,6 +147,8 @@ impl Control {
             restart: asked.restart.take(),
             retry: std::mem::take(&mut asked.retry),
             follow: std::mem::take(&mut asked.follow),
+            failed: std::mem::take(&mut asked.failed),
+            healed: std::mem::take(&mut asked.healed),
         }
     }
 }

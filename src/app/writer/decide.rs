@@ -3,7 +3,7 @@
 //! every batch still in the pipeline, and hands each batch on. It starts
 //! the other stages and stops them when the command queue closes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -28,7 +28,7 @@ use crate::app::{AppError, Committed, Job};
 use crate::domain::{decide, Event, ImageId, LedgerState, Policy, Reply};
 use crate::idempotency::{self, fingerprint, token_key, TokenRecord, Tokens};
 use crate::projection::Touched;
-use crate::store::{AppendBatch, Chain, EncodedRecord, Head, RecordMeta, Store, StoreError};
+use crate::store::{AppendBatch, EncodedRecord, Head, RecordMeta, Store, StoreError};
 
 /// Decided batches that may wait for the append stage.
 const DECIDED_QUEUE: usize = 8;
@@ -62,9 +62,14 @@ pub(in crate::app) struct Decider {
     broken: Option<StoreError>,
     health: Arc<Health>,
     metrics: Arc<crate::metrics::LedgerMetrics>,
-    /// Set by a later stage when a batch failed: the state here may hold
-    /// effects that never reached the store, so it is reloaded first.
-    failed: Arc<AtomicBool>,
+    /// Keys of idempotency records expired in memory, to remove from the
+    /// store with the next batch that writes records.
+    expired: Vec<Vec<u8>>,
+    /// Writes fail: commands are refused with this until the healer finds
+    /// the store taking them again.
+    healing: Option<StoreError>,
+    /// The healer thread runs.
+    healer: bool,
     stages: Option<SyncSender<Message<Box<Staged>>>>,
     threads: Vec<JoinHandle<()>>,
     #[cfg(test)]
@@ -97,14 +102,12 @@ impl Decider {
         } = progress;
         let head = *durable.borrow();
         let state = view.load_full();
-        let failed = Arc::new(AtomicBool::new(false));
         let (to_append, appending) = sync_channel(DECIDED_QUEUE);
         let (to_flush, flushing) = sync_channel(WRITTEN_QUEUE);
         let (to_sync, syncing) = sync_channel(WRITTEN_QUEUE);
         written.store(head.position, Ordering::SeqCst);
         let appender = Appender {
             store: Arc::clone(&store),
-            failed: Arc::clone(&failed),
             control: Arc::clone(&control),
             applied: head,
             applied_state: Arc::clone(&state),
@@ -122,12 +125,12 @@ impl Decider {
         let flusher = Flusher {
             metrics: Arc::clone(&options.metrics),
             store: Arc::clone(&store),
-            failed: Arc::clone(&failed),
+            control: Arc::clone(&control),
             timing: StageTiming::default(),
         };
         let syncer = Syncer {
             store: Arc::clone(&store),
-            failed: Arc::clone(&failed),
+            control: Arc::clone(&control),
             view,
             durable,
             read_side: ReadSide::start(
@@ -161,7 +164,9 @@ impl Decider {
             broken: None,
             health,
             metrics: Arc::clone(&options.metrics),
-            failed,
+            expired: Vec::new(),
+            healing: None,
+            healer: false,
             stages: Some(to_append),
             threads,
             #[cfg(test)]
@@ -203,24 +208,29 @@ impl Decider {
                 }
                 jobs = Vec::new();
             }
-            if self.failed.swap(false, Ordering::SeqCst) {
-                if let Err(err) = self.reload() {
-                    tracing::error!(err = %Chain(&err), "cannot reload the state after a failed append");
-                    self.failed.store(true, Ordering::SeqCst);
-                    while jobs.len() < self.max_batch {
-                        match queue.try_recv() {
-                            Ok(Request::Command(job)) => jobs.push(job),
-                            Ok(Request::Wake) => {}
-                            Err(_) => break,
-                        }
+            if taken.healed {
+                self.healer = false;
+            }
+            // A later stage's batch failed (the state here may hold effects
+            // that never reached the store), the healer found the store
+            // well, or it could not be started.
+            if taken.failed || taken.healed || (self.healing.is_some() && !self.healer) {
+                self.heal(taken.healed);
+            }
+            if let Some(err) = &self.healing {
+                // Refused at once while the store does not take writes:
+                // the healer retries in the background.
+                while jobs.len() < self.max_batch {
+                    match queue.try_recv() {
+                        Ok(Request::Command(job)) => jobs.push(job),
+                        Ok(Request::Wake) => {}
+                        Err(_) => break,
                     }
-                    let err = match err {
-                        AppError::Storage(err) => err,
-                        other => StoreError::backend("cannot reload the state", other),
-                    };
-                    refuse(jobs, &err);
-                    continue;
                 }
+                for job in jobs {
+                    let _ = job.reply.send(Err(AppError::Unwritable(err.clone())));
+                }
+                continue;
             }
             if jobs.is_empty() && !std::mem::take(&mut self.restarted) {
                 continue;
@@ -271,6 +281,13 @@ impl Decider {
             expected_head: self.head,
             ..AppendBatch::default()
         };
+        // Records expired meanwhile leave memory now and the store with the
+        // next append.
+        let expired = self.tokens.expire(
+            idempotency::micros(OffsetDateTime::now_utc()),
+            self.policy.token_retention_micros(),
+        );
+        self.expired.extend(expired);
         let base_tokens = self.tokens.clone();
         let mut touched = std::mem::take(&mut self.caught_up);
         let mut jobs = Vec::with_capacity(first.len().max(64));
@@ -289,6 +306,9 @@ impl Decider {
             fates.push(self.decide_one(&job, &mut batch, &mut touched));
             jobs.push(job);
         }
+        if !batch.records.is_empty() {
+            batch.expired_tokens = std::mem::take(&mut self.expired);
+        }
         // O(1): the state's maps are persistent.
         let state = Arc::new(self.state.clone());
         Staged {
@@ -305,6 +325,40 @@ impl Decider {
         }
     }
 
+    /// After a failed write, or once the healer found the store taking
+    /// writes again (`healed`): asks the store whether it takes writes
+    /// (unless the healer just did), then reloads the state from it. When
+    /// either fails, commands are refused until the healer finds the store
+    /// well again; health says so meanwhile.
+    fn heal(&mut self, healed: bool) {
+        let recovered = if healed {
+            Ok(())
+        } else {
+            self.store.recover().map_err(AppError::Storage)
+        };
+        match recovered.and_then(|()| self.reload()) {
+            Ok(()) => {
+                self.healing = None;
+                self.health.failing(None);
+            }
+            Err(err) => {
+                let err = match err {
+                    AppError::Storage(err) => err,
+                    other => StoreError::backend("cannot reload the state", other),
+                };
+                self.health.failing(Some(&err));
+                self.healing = Some(err);
+                if !self.healer {
+                    match super::heal::start(Arc::clone(&self.store), Arc::clone(&self.control)) {
+                        Ok(()) => self.healer = true,
+                        // The next command tries again.
+                        Err(err) => tracing::error!(%err, "cannot start the healer thread"),
+                    }
+                }
+            }
+        }
+    }
+
     /// Waits for the pipeline to drain, then takes the state from the store.
     fn reload(&mut self) -> Result<(), AppError> {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -312,7 +366,12 @@ impl Decider {
             return Err(AppError::ShuttingDown);
         }
         let (state, head) = rx.recv().map_err(|_| AppError::ShuttingDown)??;
-        self.tokens = idempotency::load(self.store.as_ref(), head.position)?;
+        self.tokens = idempotency::load(
+            self.store.as_ref(),
+            head.position,
+            idempotency::micros(OffsetDateTime::now_utc()),
+            self.policy.token_retention_micros(),
+        )?;
         self.state = (*state).clone();
         self.published = state;
         self.head = head;
@@ -337,8 +396,15 @@ impl Decider {
             },
             None => None,
         };
+        let now = now_micros();
         if let Some((key, fingerprint)) = &token {
-            if let Some(record) = self.tokens.get(key) {
+            // An expired record is as good as none: the command runs anew.
+            let retention = self.policy.token_retention_micros();
+            let live = self
+                .tokens
+                .get(key)
+                .filter(|record| !record.expired(idempotency::micros(now), retention));
+            if let Some(record) = live {
                 let position = record.position;
                 return Pending::Answer(
                     record
@@ -348,7 +414,6 @@ impl Decider {
                 );
             }
         }
-        let now = now_micros();
         let decision = match decide(
             &self.state,
             &self.policy,
@@ -446,6 +511,7 @@ impl Decider {
                     fingerprint,
                     reply: reply.clone(),
                     position: head.position,
+                    recorded_at: idempotency::micros(now),
                 };
                 let bytes = record.encode()?;
                 Some((key, record, bytes))

@@ -3,10 +3,10 @@
 //! ([`EventLog::flush_to_os`](crate::store::EventLog::flush_to_os)), so the
 //! next batches are written out while the last ones' sync to the disk runs.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
+use super::control::Control;
 use super::drain::drain;
 use super::timing::StageTiming;
 use super::{refuse, writes_records, Flushed, Message, Staged};
@@ -15,8 +15,9 @@ use crate::store::{Chain, Store};
 
 pub(super) struct Flusher {
     pub(super) store: Arc<dyn Store>,
-    /// Tells the decide stage to reload before it decides more.
-    pub(super) failed: Arc<AtomicBool>,
+    /// Told when a batch failed, so the decide stage reloads before it
+    /// decides more.
+    pub(super) control: Arc<Control>,
     /// Its flushes.
     pub(super) timing: StageTiming,
     pub(super) metrics: Arc<crate::metrics::LedgerMetrics>,
@@ -53,7 +54,7 @@ impl Flusher {
             self.metrics.stage("flush", started.elapsed());
             if let Err(err) = flushed {
                 tracing::error!(err = %Chain(&err), "flushing failed; the commands of the batches are refused");
-                self.failed.store(true, Ordering::SeqCst);
+                self.control.failed();
                 let mut touched = Touched::default();
                 for staged in group {
                     touched.extend(staged.touched);

@@ -21,7 +21,9 @@
 //! durable yet) before its batch is synced. When a batch fails, every batch
 //! decided on top of it fails its head check and is refused with the same
 //! error, and the decide stage reloads the state from the store once the
-//! pipeline drained (a [`Message::Reload`] passed down every stage).
+//! pipeline drained (a [`Message::Reload`] passed down every stage). When
+//! the store keeps failing (a full disk), commands are refused at once
+//! while [`heal`] retries it with backoff; writes resume by themselves.
 //!
 //! On a log other replicas append to, a batch can meet a head another
 //! replica moved. That is no failure: the append stage takes its turn (the
@@ -39,6 +41,7 @@ mod decide;
 mod drain;
 mod flush;
 pub(super) mod follow;
+mod heal;
 mod sync;
 mod timing;
 

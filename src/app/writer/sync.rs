@@ -2,7 +2,6 @@
 //! flushed meanwhile, then the batches' states are published and their
 //! callers answered, in order; it also serves the reloads.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
@@ -10,6 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::super::readside::ReadSide;
+use super::control::Control;
 use super::drain::drain;
 use super::timing::StageTiming;
 use super::{refuse, writes_records, Flushed, Message, Pending, Staged};
@@ -20,8 +20,9 @@ use crate::store::{Chain, Head, Store};
 
 pub(super) struct Syncer {
     pub(super) store: Arc<dyn Store>,
-    /// Tells the decide stage to reload before it decides more.
-    pub(super) failed: Arc<AtomicBool>,
+    /// Told when a batch failed, so the decide stage reloads before it
+    /// decides more.
+    pub(super) control: Arc<Control>,
     pub(super) view: Arc<ArcSwap<LedgerState>>,
     /// Tells readers how far the log is durable; dropped when the writer stops.
     pub(super) durable: watch::Sender<Head>,
@@ -63,7 +64,7 @@ impl Syncer {
             self.metrics.stage("sync", started.elapsed());
             if let Err(err) = synced {
                 tracing::error!(err = %Chain(&err), "syncing failed; the commands of the batches are refused");
-                self.failed.store(true, Ordering::SeqCst);
+                self.control.failed();
                 for staged in ready {
                     self.unflushed.extend(staged.touched);
                     refuse(staged.jobs, &err);

@@ -68,6 +68,7 @@ pub(super) struct Rows {
     records: Vec<Vec<u8>>,
     keys: Vec<Vec<u8>>,
     values: Vec<Vec<u8>>,
+    expired: Vec<Vec<u8>>,
 }
 
 impl Rows {
@@ -92,6 +93,7 @@ impl Rows {
             records: batch.records.iter().map(|r| r.bytes.clone()).collect(),
             keys,
             values,
+            expired: batch.expired_tokens.clone(),
         })
     }
 
@@ -128,6 +130,16 @@ impl Rows {
                 ],
             )
             .map_err(failed("cannot insert the records"))?;
+        // Expired idempotency records first: a token of this append may
+        // take one's key anew.
+        if !self.expired.is_empty() {
+            client
+                .execute(
+                    "DELETE FROM ledger_tokens WHERE key = ANY($1)",
+                    &[&self.expired],
+                )
+                .map_err(failed("cannot remove expired idempotency records"))?;
+        }
         upsert(client, UPSERT_TOKENS, &self.keys, &self.values)
             .map_err(failed("cannot insert the idempotency records"))?;
         Ok(None)

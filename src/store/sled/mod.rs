@@ -9,15 +9,16 @@ mod chunk;
 mod durable;
 mod keys;
 mod projections;
+mod recover;
 mod release;
 mod stream_index;
 
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use ::sled::Tree;
 
@@ -35,15 +36,16 @@ pub use self::release::Released;
 
 /// The sled-backed event store.
 pub struct SledStore {
-    db: DurableDb,
-    tree: Tree,
+    dir: PathBuf,
+    cache_bytes: u64,
+    /// The open database; `None` only while it is opened afresh after a
+    /// failure (see [`recover`]).
+    open: RwLock<Option<Arc<Handles>>>,
     /// Serializes appends, so the head and stream checks and the batch that
     /// follows them cannot interleave with another append of this process
     /// (sled's directory lock keeps other processes out).
     /// It also owns the compressor, whose context is reused between chunks.
     append_lock: Mutex<zstd::bulk::Compressor<'static>>,
-    /// Where each aggregate's records are.
-    index: StreamIndex,
     /// An append failed part way: chunks past the head may be left.
     tail_left: AtomicBool,
     /// In tests, the next append stops after this many writes.
@@ -64,9 +66,18 @@ impl From<::sled::Error> for StoreError {
     }
 }
 
-impl SledStore {
-    /// Opens (or creates) the store in `dir`. `cache_bytes` sizes sled's page cache.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+/// One opening of sled's database.
+struct Handles {
+    db: DurableDb,
+    tree: Tree,
+    /// Where each aggregate's records are.
+    index: StreamIndex,
+}
+
+impl Handles {
+    /// Opens sled in `dir`, removing what an append a crash cut short left
+    /// past the head, and brings the stream index up to the head.
+    fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let config = ::sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -84,7 +95,7 @@ impl SledStore {
             tracing::warn!(
                 chunks = left,
                 head,
-                "removed chunks past the head: an append a crash cut short"
+                "removed chunks past the head: an append a crash or a write failure cut short"
             );
         }
         let index = StreamIndex::open(&db, &tree, head, |from, visit| {
@@ -92,18 +103,35 @@ impl SledStore {
                 visit(position, record).map(|()| true)
             })
         })?;
+        Ok(Self { db, tree, index })
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. `cache_bytes` sizes sled's page cache.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let handles = Handles::open(dir, cache_bytes)?;
         let compressor = zstd::bulk::Compressor::new(chunk::ZSTD_LEVEL)
             .map_err(|e| StoreError::backend("cannot start zstd", e))?;
         Ok(Self {
-            db,
-            tree,
+            dir: dir.to_path_buf(),
+            cache_bytes,
+            open: RwLock::new(Some(Arc::new(handles))),
             append_lock: Mutex::new(compressor),
-            index,
             tail_left: AtomicBool::new(false),
             #[cfg(test)]
             write_cut_short: Mutex::new(None),
             release: Release::new(dir.join(durable::LOG_FILE)),
         })
+    }
+
+    /// The open database, or why there is none.
+    fn handles(&self) -> Result<Arc<Handles>, StoreError> {
+        self.open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| StoreError::failed("the store is being opened afresh after a failure"))
     }
 
     /// A handle that tells when this store has been dropped and sled has
@@ -117,31 +145,35 @@ impl SledStore {
     #[cfg(any(test, feature = "test-hooks"))]
     pub fn tamper_record(&self, position: u64, bytes: &[u8]) -> Result<(), StoreError> {
         let mut compressor = self.lock()?;
-        let chunk = decoded_chunk_at(&self.tree, position)?
+        let handles = self.handles()?;
+        let chunk = decoded_chunk_at(&handles.tree, position)?
             .filter(|chunk| chunk.record(position).is_some())
             .ok_or_else(|| StoreError::Corrupt(format!("no record at position {position}")))?;
         let records: Vec<&[u8]> = chunk
             .records()
             .map(|(at, record)| if at == position { bytes } else { record })
             .collect();
-        self.tree.insert(
+        handles.tree.insert(
             log_key(chunk.first),
             chunk::encode(&mut compressor, &records)?,
         )?;
-        self.db.flush()?;
+        handles.db.flush()?;
         Ok(())
     }
 
     /// How many of sled's blob files the flushes synced (see [`durable`]).
     #[cfg(test)]
     pub(super) fn synced_blob_files(&self) -> usize {
-        self.db.synced_blob_files()
+        self.handles()
+            .map_or(0, |handles| handles.db.synced_blob_files())
     }
 
     /// Forgets the stream-index entries not yet stored, as a crash would.
     #[cfg(test)]
     pub(super) fn lose_queued_index(&self) {
-        self.index.lose_queued();
+        if let Ok(handles) = self.handles() {
+            handles.index.lose_queued();
+        }
     }
 
     /// Makes the next append write only its first `count` writes and then
@@ -217,7 +249,7 @@ fn read_head(tree: &Tree) -> Result<Head, StoreError> {
 
 impl EventLog for SledStore {
     fn head(&self) -> Result<Head, StoreError> {
-        read_head(&self.tree)
+        read_head(&self.handles()?.tree)
     }
 
     fn write(&self, batch: &AppendBatch) -> Result<(), StoreError> {
@@ -225,7 +257,8 @@ impl EventLog for SledStore {
             return Ok(());
         };
         let mut compressor = self.lock()?;
-        let head = self.head()?;
+        let handles = self.handles()?;
+        let head = read_head(&handles.tree)?;
         if head != batch.expected_head {
             return Err(StoreError::Conflict {
                 expected: batch.expected_head.position,
@@ -233,13 +266,19 @@ impl EventLog for SledStore {
             });
         }
         if self.tail_left.load(Ordering::SeqCst) {
-            chunk::remove_past(&self.tree, head.position)?;
+            chunk::remove_past(&handles.tree, head.position)?;
             self.tail_left.store(false, Ordering::SeqCst);
         }
         let writes = Self::append_writes(&mut compressor, batch, last)?;
+        // Expired idempotency records go first: a token of this batch may
+        // take one's key anew. Removing them is no part of the append (a
+        // crash may keep any of it): they are dropped when loaded anyway.
+        for key in &batch.expired_tokens {
+            handles.tree.remove(tagged(TOKEN, key))?;
+        }
         let (all, allowed) = (writes.len(), self.writes_allowed());
         for (key, value) in writes.into_iter().take(allowed) {
-            if let Err(err) = self.tree.insert(key, value) {
+            if let Err(err) = handles.tree.insert(key, value) {
                 // What got written is past the head: no reader sees it, and
                 // the next append removes it first.
                 self.tail_left.store(true, Ordering::SeqCst);
@@ -252,7 +291,7 @@ impl EventLog for SledStore {
                 "the append was cut short after {allowed} of its {all} writes"
             )));
         }
-        self.index.queue(
+        handles.index.queue(
             batch
                 .records
                 .iter()
@@ -262,32 +301,38 @@ impl EventLog for SledStore {
     }
 
     fn flush_to_os(&self) -> Result<(), StoreError> {
-        self.db.flush_to_os()
+        self.handles()?.db.flush_to_os()
     }
 
     fn sync_to_disk(&self) -> Result<(), StoreError> {
-        self.db.sync_to_disk()
+        self.handles()?.db.sync_to_disk()
+    }
+
+    fn recover(&self) -> Result<(), StoreError> {
+        recover::recover(self)
     }
 
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
         // Records past the head (of an append that failed part way) are
         // not part of the log.
-        let head = self.head()?.position;
-        chunk::scan(&self.tree, from, &mut |position, record| {
+        let handles = self.handles()?;
+        let head = read_head(&handles.tree)?.position;
+        chunk::scan(&handles.tree, from, &mut |position, record| {
             Ok(position <= head && visit(position, record))
         })
     }
 
     fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        if position > self.head()?.position {
+        let handles = self.handles()?;
+        if position > read_head(&handles.tree)?.position {
             return Ok(None);
         }
-        Ok(decoded_chunk_at(&self.tree, position)?
+        Ok(decoded_chunk_at(&handles.tree, position)?
             .and_then(|chunk| chunk.record(position).map(<[u8]>::to_vec)))
     }
 
     fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
-        self.index.version_at(aggregate_id, as_of)
+        self.handles()?.index.version_at(aggregate_id, as_of)
     }
 
     fn scan_stream(
@@ -297,10 +342,11 @@ impl EventLog for SledStore {
     ) -> Result<(), StoreError> {
         // Records of one stream often share a chunk: keep the last one.
         let mut last: Option<Chunk> = None;
-        self.index.positions(aggregate_id, &mut |position| {
+        let handles = self.handles()?;
+        handles.index.positions(aggregate_id, &mut |position| {
             let chunk = match last.take() {
                 Some(chunk) if chunk.record(position).is_some() => Some(chunk),
-                _ => decoded_chunk_at(&self.tree, position)?,
+                _ => decoded_chunk_at(&handles.tree, position)?,
             };
             let Some(record) = chunk.as_ref().and_then(|chunk| chunk.record(position)) else {
                 return Err(StoreError::Corrupt(format!(
@@ -314,14 +360,15 @@ impl EventLog for SledStore {
     }
 
     fn tokens(&self) -> Result<Entries, StoreError> {
-        scan_tagged(&self.tree, TOKEN, b"")
+        scan_tagged(&self.handles()?.tree, TOKEN, b"")
     }
 
     fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let handles = self.handles()?;
         for key in keys {
-            self.tree.remove(tagged(TOKEN, key))?;
+            handles.tree.remove(tagged(TOKEN, key))?;
         }
-        self.db.flush()
+        handles.db.flush()
     }
 }
 

@@ -12,7 +12,7 @@
 use ::sled::Batch;
 
 use super::keys::{decode_u64, decode_u64s, encode_u64s, tagged, CHECKPOINT, PENDING, PROJECTION};
-use super::{scan_tagged, SledStore};
+use super::{scan_tagged, Handles, SledStore};
 use crate::store::{Entries, ProjectionOp, ProjectionStore, StoreError};
 
 impl SledStore {
@@ -25,27 +25,28 @@ impl SledStore {
         checkpoint: u64,
         count: usize,
     ) -> Result<(), StoreError> {
+        let handles = self.handles()?;
         if !ops.is_empty() {
             let mut pending = self.projection_pending()?;
             if pending.last() != Some(&checkpoint) {
                 pending.push(checkpoint);
             }
-            self.tree.insert(PENDING, encode_u64s(&pending))?;
+            handles.tree.insert(PENDING, encode_u64s(&pending))?;
         }
         for op in ops.iter().take(count) {
             let key = tagged(PROJECTION, &op.key);
             match &op.value {
-                Some(value) => self.tree.insert(key, value.as_slice())?,
-                None => self.tree.remove(key)?,
+                Some(value) => handles.tree.insert(key, value.as_slice())?,
+                None => handles.tree.remove(key)?,
             };
         }
         if count >= ops.len() {
             let mut last = Batch::default();
             last.insert(CHECKPOINT, &checkpoint.to_be_bytes());
             last.remove(PENDING);
-            self.tree.apply_batch(last)?;
+            handles.tree.apply_batch(last)?;
         }
-        self.db.flush()
+        handles.db.flush()
     }
 
     /// A save of the projections that stops after `count` of `ops`, as a
@@ -63,14 +64,15 @@ impl SledStore {
 
 impl ProjectionStore for SledStore {
     fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
-        self.tree
+        self.handles()?
+            .tree
             .get(CHECKPOINT)?
             .map(|bytes| decode_u64(&bytes, "projection checkpoint"))
             .transpose()
     }
 
     fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        scan_tagged(&self.tree, PROJECTION, prefix)
+        scan_tagged(&self.handles()?.tree, PROJECTION, prefix)
     }
 
     fn save_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
@@ -78,7 +80,7 @@ impl ProjectionStore for SledStore {
     }
 
     fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
-        match self.tree.get(PENDING)? {
+        match self.handles()?.tree.get(PENDING)? {
             None => Ok(Vec::new()),
             Some(bytes) if bytes.is_empty() => Err(StoreError::Corrupt(
                 "the stored pending projection checkpoints are malformed".into(),
@@ -89,26 +91,27 @@ impl ProjectionStore for SledStore {
 
     fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
         let _guard = self.lock()?;
+        let Handles { db, tree, .. } = &*self.handles()?;
         // The checkpoint goes first and comes back last: a crash part way
         // leaves none, and a store without one is rebuilt from the log.
-        self.tree.remove(CHECKPOINT)?;
-        self.db.flush()?;
+        tree.remove(CHECKPOINT)?;
+        db.flush()?;
         let mut clear = Batch::default();
         clear.remove(PENDING);
-        for entry in self.tree.scan_prefix([PROJECTION]) {
+        for entry in tree.scan_prefix([PROJECTION]) {
             let (key, _) = entry?;
             clear.remove(key);
         }
-        self.tree.apply_batch(clear)?;
+        tree.apply_batch(clear)?;
         let mut writes = Batch::default();
         for op in ops {
             if let Some(value) = &op.value {
                 writes.insert(tagged(PROJECTION, &op.key), value.as_slice());
             }
         }
-        self.tree.apply_batch(writes)?;
-        self.db.flush()?;
-        self.tree.insert(CHECKPOINT, &checkpoint.to_be_bytes())?;
-        self.db.flush()
+        tree.apply_batch(writes)?;
+        db.flush()?;
+        tree.insert(CHECKPOINT, &checkpoint.to_be_bytes())?;
+        db.flush()
     }
 }

@@ -62,12 +62,14 @@ impl Release {
     }
 }
 
-impl Drop for Release {
-    fn drop(&mut self) {
+impl Release {
+    /// Waits (up to a bound) until sled's lock on the directory is gone:
+    /// every handle of a database opened there has been dropped.
+    pub(super) fn wait_unlocked(&self) -> Result<(), String> {
         let path = self.lock_file.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         // The lock is taken on a thread of its own so the wait is bounded.
-        let waiting = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("ledger-release".into())
             .spawn(move || {
                 let taken = match OpenOptions::new().read(true).write(true).open(&path) {
@@ -77,19 +79,22 @@ impl Drop for Release {
                     Err(err) => Err(err),
                 };
                 let _ = tx.send(taken);
-            });
-        let outcome = match waiting {
-            Ok(_) => rx.recv_timeout(PATIENCE).map_err(|e| e.to_string()),
-            Err(err) => Err(err.to_string()),
-        };
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(%err, path = %self.lock_file.display(), "cannot tell whether sled released its lock")
-            }
-            Err(err) => {
-                tracing::warn!(%err, path = %self.lock_file.display(), "sled still holds its lock after the store was closed")
-            }
+            })
+            .map_err(|err| err.to_string())?;
+        match rx.recv_timeout(PATIENCE) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(format!("cannot tell whether sled released its lock: {err}")),
+            Err(_) => Err(format!(
+                "sled still holds its lock {PATIENCE:?} after its database was closed"
+            )),
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Err(err) = self.wait_unlocked() {
+            tracing::warn!(%err, path = %self.lock_file.display(), "sled may still hold its directory");
         }
         *self.flag.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.flag.set.notify_all();

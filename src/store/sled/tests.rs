@@ -17,6 +17,8 @@ fn all_records(store: &SledStore) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
 
 fn chunks_past(store: &SledStore, position: u64) -> usize {
     store
+        .handles()
+        .expect("the store is open")
         .tree
         .range(log_key(position + 1)..=log_key(u64::MAX))
         .count()

@@ -1,7 +1,6 @@
 //! Starting an epoch: the decide stage's state caught up with the records
 //! another replica appended, checked against the chain (see [`super::super`]).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::Decider;
@@ -17,13 +16,16 @@ impl Decider {
         self.epoch = restart.epoch;
         self.restarted = true;
         let mut tokens = restart.tokens;
+        let retention = self.policy.token_retention_micros();
         let caught_up = replay::catch_up_to(
             self.store.as_ref(),
             (*restart.state).clone(),
             restart.base,
             restart.target,
             &mut |envelope, event| {
-                if let Err(violation) = idempotency::record_from_log(&mut tokens, envelope, event) {
+                if let Err(violation) =
+                    idempotency::record_from_log(&mut tokens, envelope, event, retention)
+                {
                     tracing::warn!(%violation, position = envelope.position, "a record's token does not fit the log before it");
                 }
             },
@@ -57,7 +59,7 @@ impl Decider {
             }
             Err(err) => {
                 tracing::warn!(err = %Chain(&err), "cannot catch up with the log; reloading");
-                self.failed.store(true, Ordering::SeqCst);
+                self.control.failed();
             }
         }
     }

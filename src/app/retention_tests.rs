@@ -1,0 +1,158 @@
+//! Idempotency retention: a record lives for the policy's retention, a
+//! retry after it runs as a new command, and expired records leave memory
+//! and the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::tests::{account, image};
+use super::{AppError, CommandOptions, Ledger, WriterOptions};
+use crate::audit::{verify, VerifyOptions};
+use crate::domain::{ClientToken, Policy, Reply};
+use crate::metrics::LedgerMetrics;
+use crate::store::{EventLog, MemoryStore, Store};
+
+const RETENTION: Duration = Duration::from_secs(1);
+
+fn with_token(token: &str) -> Result<CommandOptions, AppError> {
+    Ok(CommandOptions {
+        client_token: ClientToken::parse_optional(token)?,
+        ..CommandOptions::default()
+    })
+}
+
+fn policy() -> Policy {
+    Policy {
+        token_retention: RETENTION,
+        ..Policy::default()
+    }
+}
+
+fn open(store: &Arc<MemoryStore>, metrics: &Arc<LedgerMetrics>) -> Result<Ledger, AppError> {
+    let shared: Arc<dyn Store> = store.clone();
+    let options = WriterOptions {
+        metrics: Arc::clone(metrics),
+        ..WriterOptions::default()
+    };
+    Ledger::open(shared, policy(), options)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_retention_runs_anew_and_expired_records_leave_memory_and_store(
+) -> Result<(), AppError> {
+    let store = Arc::new(MemoryStore::new());
+    let metrics = Arc::new(LedgerMetrics::default());
+    let ledger = open(&store, &metrics)?;
+    ledger
+        .execute(account("1001"), CommandOptions::default())
+        .await?;
+    let first = ledger
+        .execute(image("1001", "web"), with_token("web-1")?)
+        .await?;
+    let Reply::ImageRegistered { .. } = &first else {
+        panic!("registering an image replies with its id: {first:?}");
+    };
+    // Within the retention a retry gets the first reply and appends nothing.
+    assert_eq!(
+        ledger
+            .execute(image("1001", "web"), with_token("web-1")?)
+            .await?,
+        first
+    );
+    for i in 0..100 {
+        ledger
+            .execute(
+                account(&format!("{}", 2000 + i)),
+                with_token(&format!("a-{i}"))?,
+            )
+            .await?;
+    }
+    assert_eq!(store.head()?.position, 102);
+    assert_eq!(store.tokens()?.len(), 101);
+    assert_eq!(metrics.tokens.get(), 101);
+
+    tokio::time::sleep(RETENTION + Duration::from_millis(200)).await;
+    // After it, the retry is a new command: the name is taken by the first.
+    let again = ledger
+        .execute(image("1001", "web"), with_token("web-1")?)
+        .await;
+    match again {
+        Err(AppError::Domain(err)) => assert_eq!(err.reason(), "InvalidImageName.Duplicate"),
+        other => panic!("the expired retry ran as a new command: {other:?}"),
+    }
+    // The token now belongs to whatever command uses it next.
+    let other = ledger
+        .execute(image("1001", "db"), with_token("web-1")?)
+        .await?;
+    assert_ne!(other, first);
+    assert_eq!(
+        ledger
+            .execute(image("1001", "db"), with_token("web-1")?)
+            .await?,
+        other
+    );
+    assert_eq!(store.head()?.position, 103);
+    // Memory and the store hold only the record made since.
+    assert_eq!(metrics.tokens.get(), 1);
+    assert_eq!(store.tokens()?.len(), 1);
+    ledger.shutdown();
+
+    // The log still holds every token; verify accepts the reuse after expiry.
+    let report = verify(store.as_ref(), &policy(), &VerifyOptions::default())
+        .map_err(|err| AppError::Storage(crate::store::StoreError::failed(err.to_string())))?;
+    assert_eq!(report.head_position, 103);
+    // Under a longer retention the reuse would have been a retry: verify
+    // names it.
+    let longer = Policy {
+        token_retention: Duration::from_secs(3_600),
+        ..Policy::default()
+    };
+    assert!(
+        verify(store.as_ref(), &longer, &VerifyOptions::default()).is_err(),
+        "a token used twice within the retention is refused"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_that_expired_while_the_ledger_was_stopped_are_not_loaded() -> Result<(), AppError>
+{
+    let store = Arc::new(MemoryStore::new());
+    let metrics = Arc::new(LedgerMetrics::default());
+    let ledger = open(&store, &metrics)?;
+    for i in 0..50 {
+        ledger
+            .execute(
+                account(&format!("{}", 2000 + i)),
+                with_token(&format!("a-{i}"))?,
+            )
+            .await?;
+    }
+    ledger.shutdown();
+    assert_eq!(store.tokens()?.len(), 50);
+
+    tokio::time::sleep(RETENTION + Duration::from_millis(200)).await;
+    let metrics = Arc::new(LedgerMetrics::default());
+    let ledger = open(&store, &metrics)?;
+    ledger
+        .execute(account("3000"), with_token("fresh")?)
+        .await?;
+    assert_eq!(
+        metrics.tokens.get(),
+        1,
+        "only the record made since is held"
+    );
+    assert_eq!(
+        store.tokens()?.len(),
+        1,
+        "the expired ones left the store when loaded"
+    );
+    // An expired retry runs anew: registering an account again changes nothing.
+    assert_eq!(
+        ledger.execute(account("2000"), with_token("a-0")?).await?,
+        Reply::Done
+    );
+    assert_eq!(store.head()?.position, 51);
+    ledger.shutdown();
+    Ok(())
+}
