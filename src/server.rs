@@ -28,7 +28,7 @@ use crate::store::{PgStore, SledStore, Store, StoreError};
 #[derive(Debug, Error)]
 pub enum ServeError {
     /// The data directory could not be opened or loaded.
-    #[error("cannot open the ledger: {0}")]
+    #[error("cannot open the ledger")]
     Open(#[from] AppError),
     /// The signing key could not be loaded or created.
     #[error("cannot load the signing key: {0}")]
@@ -138,6 +138,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let writer = WriterOptions {
         read_side_delay: config.read_side_delay,
+        scrub_rate: config.scrub_rate,
         metrics: Arc::clone(&metrics.ledger),
         ..WriterOptions::default()
     };
@@ -367,14 +368,16 @@ async fn draining(
 }
 
 /// The services whose health the server reports ("" is the server's).
-const SERVICES: [&str; 3] = [
-    "",
-    <ImageLedgerServer<LedgerService> as tonic::server::NamedService>::NAME,
-    <AuditLogServer<AuditService> as tonic::server::NamedService>::NAME,
-];
+const SERVICES: [&str; 3] = ["", LEDGER_SERVICE, AUDIT_SERVICE];
+const LEDGER_SERVICE: &str =
+    <ImageLedgerServer<LedgerService> as tonic::server::NamedService>::NAME;
+const AUDIT_SERVICE: &str = <AuditLogServer<AuditService> as tonic::server::NamedService>::NAME;
 
 /// Reports the ledger's condition in health until a stop is requested:
-/// NOT_SERVING while its store does not answer or its chain is broken.
+/// NOT_SERVING while its store does not answer or take writes, or its
+/// chain is broken; for `AuditLog` also once a damaged record was found.
+/// The server's own status ("") is the ledger's: a damaged old record
+/// does not stop commands.
 async fn report_condition(
     mut condition: watch::Receiver<crate::app::Condition>,
     health: tonic_health::server::HealthReporter,
@@ -388,13 +391,20 @@ async fn report_condition(
         if *stopped.borrow() {
             return;
         }
-        let status = if condition.borrow_and_update().serving() {
-            tonic_health::ServingStatus::Serving
-        } else {
-            tonic_health::ServingStatus::NotServing
+        let now = *condition.borrow_and_update();
+        let status = |serving: bool| {
+            if serving {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            }
         };
         for service in SERVICES {
-            health.set_service_status(service, status).await;
+            let serving = match service {
+                AUDIT_SERVICE => now.audit_serving(),
+                _ => now.serving(),
+            };
+            health.set_service_status(service, status(serving)).await;
         }
         tokio::select! {
             changed = condition.changed() => if changed.is_err() { return },

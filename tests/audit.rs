@@ -995,7 +995,10 @@ async fn a_lost_signing_key_is_refused_until_a_new_one_is_asked_for() -> TestRes
 }
 
 #[tokio::test]
-async fn reading_a_damaged_record_answers_data_loss_with_its_position() -> TestResult {
+async fn a_damaged_record_is_found_by_the_scrub_and_reading_it_answers_data_loss() -> TestResult {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
     let server = TestServer::start().await;
     let mut c = server.client();
     history(&mut c).await;
@@ -1005,7 +1008,38 @@ async fn reading_a_damaged_record_answers_data_loss_with_its_position() -> TestR
         let lines = export_lines(&store);
         store.tamper_record(5, lines[4].replace(FRIEND, "100000000777").as_bytes())?;
     }
+    // The start replays nothing (the read side is current): the scrub,
+    // running at the default rate, finds the record.
     let server = TestServer::start_in(dir, Policy::default()).await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.server.local_addr()))?
+            .connect()
+            .await?;
+    let mut health = HealthClient::new(channel);
+    let mut status = async move |service: &str| -> Result<ServingStatus, tonic::Status> {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await?;
+        Ok(reply.into_inner().status())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while status("imageledger.v1.AuditLog").await? != ServingStatus::NotServing {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scrub did not report the damaged record within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Commands and queries still serve: the damage is in old history.
+    assert_eq!(
+        status("imageledger.v1.ImageLedger").await?,
+        ServingStatus::Serving
+    );
+    assert_eq!(status("").await?, ServingStatus::Serving);
+    let mut c = server.client();
+    register(&mut c, "100000000888", pb::AccountKind::Root).await;
     let mut audit = audit_client(&server).await;
     let mut stream = audit
         .read_events(pb::ReadEventsRequest {

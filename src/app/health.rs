@@ -15,12 +15,21 @@ pub struct Condition {
     /// Writing to the store fails (a full disk, an I/O error): commands are
     /// refused while the writer retries in the background.
     pub failing: bool,
+    /// The first damaged record the scrub found: the log's readers
+    /// (`AuditLog`) do not serve until a restart after a restore.
+    pub damaged: Option<u64>,
 }
 
 impl Condition {
-    /// Whether the ledger serves.
+    /// Whether the ledger serves commands and queries.
     pub fn serving(&self) -> bool {
         !self.unreachable && !self.broken && !self.failing
+    }
+
+    /// Whether the log's readers serve: the ledger does and no damaged
+    /// record was found.
+    pub fn audit_serving(&self) -> bool {
+        self.serving() && self.damaged.is_none()
     }
 }
 
@@ -71,6 +80,17 @@ impl Health {
             None if changed => tracing::info!("the store takes writes again: serving"),
             _ => {}
         }
+    }
+
+    /// The scrub found a damaged record at `position`.
+    pub(crate) fn damaged(&self, position: u64) {
+        self.condition.send_if_modified(|condition| {
+            let first = condition.damaged.is_none_or(|at| position < at);
+            if first {
+                condition.damaged = Some(position);
+            }
+            first
+        });
     }
 
     /// The chain is broken.

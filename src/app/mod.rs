@@ -5,12 +5,15 @@
 mod health;
 mod readside;
 mod replay;
+mod scrub;
 mod writer;
 
 #[cfg(test)]
 mod heal_tests;
 #[cfg(test)]
 mod retention_tests;
+#[cfg(test)]
+mod scrub_tests;
 #[cfg(test)]
 mod tests;
 
@@ -84,6 +87,8 @@ pub struct WriterOptions {
     /// The longest a durable change waits before the stored read side is
     /// written (it is also written once enough events wait, and at stop).
     pub read_side_delay: std::time::Duration,
+    /// Records per second the background scrub checks (0: no scrub).
+    pub scrub_rate: u64,
     /// What the stages count.
     pub metrics: Arc<crate::metrics::LedgerMetrics>,
     /// Failures tests inject into the pipeline.
@@ -124,6 +129,7 @@ impl Default for WriterOptions {
             read_side_delay: std::time::Duration::from_millis(
                 crate::config::DEFAULT_READ_SIDE_DELAY_MS,
             ),
+            scrub_rate: 0,
             metrics: Arc::default(),
             #[cfg(test)]
             failpoints: Arc::default(),
@@ -173,6 +179,8 @@ struct Inner {
     /// On a shared store: follows the other replicas' appends, and reads
     /// the head for linearizable queries.
     follower: std::sync::Mutex<Option<Follower>>,
+    /// Checks the durable log in the background; dropped at shutdown.
+    scrub: std::sync::Mutex<Option<scrub::Scrub>>,
     fence: Option<Fence>,
 }
 
@@ -211,6 +219,23 @@ impl Ledger {
         )?;
         let follower = Follower::start(store.as_ref(), progress.clone())?;
         let fence = Fence::start(store.as_ref(), progress.clone())?;
+        let scrub = match options.scrub_rate {
+            0 => None,
+            rate => Some(
+                scrub::Scrubber {
+                    store: Arc::clone(&store),
+                    health: Arc::clone(&progress.health),
+                    metrics: Arc::clone(&options.metrics),
+                    durable: durable.clone(),
+                    rate,
+                }
+                .start()
+                .map_err(|source| AppError::Start {
+                    what: "the scrub thread",
+                    source,
+                })?,
+            ),
+        };
         let handle = std::thread::Builder::new()
             .name("ledger-decide".into())
             .spawn(move || writer.run(rx))
@@ -229,6 +254,7 @@ impl Ledger {
                 health: progress.health,
                 metrics: Arc::clone(&options.metrics),
                 follower: std::sync::Mutex::new(follower),
+                scrub: std::sync::Mutex::new(scrub),
                 fence,
             }),
         })
@@ -336,6 +362,9 @@ impl Ledger {
     pub fn shutdown(&self) {
         if let Ok(mut follower) = self.inner.follower.lock() {
             follower.take();
+        }
+        if let Ok(mut scrub) = self.inner.scrub.lock() {
+            scrub.take();
         }
         if let Ok(mut jobs) = self.inner.jobs.lock() {
             jobs.take();

@@ -254,11 +254,13 @@ pub fn open_store(data: &DataDirArg) -> anyhow::Result<Box<dyn Store>> {
     if !data_dir.exists() {
         bail!("{} does not exist", data_dir.display());
     }
-    let store = SledStore::open(data_dir, 64 * 1024 * 1024).with_context(|| {
-        format!(
-            "cannot open {} (a running server holds it: stop it, or use --addr)",
-            data_dir.display()
-        )
+    let store = SledStore::open(data_dir, 64 * 1024 * 1024).map_err(|err| {
+        let hint = match err {
+            // Damage is named by the error itself.
+            image_ledger::store::StoreError::Corrupt(_) => "",
+            _ => " (a running server holds it: stop it, or use --addr)",
+        };
+        anyhow::Error::new(err).context(format!("cannot open {}{hint}", data_dir.display()))
     })?;
     Ok(Box::new(store))
 }

@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Most Subscribe streams open on one connection.
     #[arg(long, env = "IMAGE_LEDGER_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = image_ledger::config::DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION)]
     pub max_subscriptions_per_connection: usize,
+    /// Records per second the background scrub reads the log at, checking
+    /// every hash and link, pass after pass (0: no scrub).
+    #[arg(long, env = "IMAGE_LEDGER_SCRUB_RATE", default_value_t = image_ledger::config::DEFAULT_SCRUB_RATE)]
+    pub scrub_rate: u64,
     /// Make a new signing key although the ledger has history and its key
     /// is missing (a lost key): heads are signed with the new one from now on.
     #[arg(long)]
@@ -101,6 +105,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         max_subscriptions: args.max_subscriptions,
         max_subscriptions_per_connection: args.max_subscriptions_per_connection,
+        scrub_rate: args.scrub_rate,
     };
     let store = match &args.data.database_url {
         Some(_) => args.data.describe(),

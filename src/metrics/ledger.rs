@@ -37,6 +37,11 @@ pub struct LedgerMetrics {
     pub page_misses: Counter,
     /// The position the stored read side was last written at.
     pub read_side_position: Gauge,
+    /// Damaged records the scrub found in its last pass (or the current
+    /// one, when more).
+    pub damaged_records: Gauge,
+    /// How far the scrub's current pass got.
+    pub scrub_position: Gauge,
 }
 
 /// Group-commit sizes: 1 to 4,096 commands.
@@ -97,6 +102,16 @@ impl LedgerMetrics {
             "DescribeImages pages built (not in the cache, or changed)",
             metrics.page_misses.clone(),
         );
+        registry.register(
+            "ledger_damaged_records",
+            "Damaged records the background scrub found in its last pass (or the current one, when more)",
+            metrics.damaged_records.clone(),
+        );
+        registry.register(
+            "ledger_scrub_position",
+            "How far the background scrub's current pass over the log got",
+            metrics.scrub_position.clone(),
+        );
         metrics
     }
 
@@ -112,6 +127,8 @@ impl LedgerMetrics {
             page_hits: Counter::default(),
             page_misses: Counter::default(),
             read_side_position: Gauge::default(),
+            damaged_records: Gauge::default(),
+            scrub_position: Gauge::default(),
         }
     }
 

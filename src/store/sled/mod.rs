@@ -8,6 +8,7 @@
 mod chunk;
 mod durable;
 mod keys;
+mod mark;
 mod projections;
 mod recover;
 mod release;
@@ -32,6 +33,8 @@ use super::{AppendBatch, EncodedRecord, Entries, EventLog, Head, StoreError};
 pub use self::chunk::CHUNK_RECORDS;
 #[cfg(test)]
 pub(crate) use self::durable::{BLOB_DIR, LOG_FILE};
+#[cfg(test)]
+pub(crate) use self::mark::MARK_FILE;
 pub use self::release::Released;
 
 /// The sled-backed event store.
@@ -86,9 +89,11 @@ impl Handles {
             .flush_every_ms(None);
         // A store dropped earlier (by this process or another) has released
         // the directory (see [`release`]): a held lock is another live store.
-        let db = DurableDb::new(config.open()?, dir)?;
+        let db = DurableDb::new(open_sled(&config, dir)?, dir)?;
         let tree = db.sled().open_tree("ledger")?;
-        let head = read_head(&tree)?.position;
+        let stored = read_head(&tree)?;
+        mark::check(dir, &tree, stored)?;
+        let head = stored.position;
         let left = chunk::remove_past(&tree, head)?;
         if left > 0 {
             db.flush()?;
@@ -236,6 +241,29 @@ impl SledStore {
         self.append_lock
             .lock()
             .map_err(|_| StoreError::failed("the append lock is poisoned"))
+    }
+}
+
+/// Opens sled. sled 0.34 panics, rather than fail, when its recovery meets
+/// damaged bytes in its files ("tried to serialize Uninitialized" for a
+/// zeroed stretch): that is named as damage.
+fn open_sled(config: &::sled::Config, dir: &Path) -> Result<::sled::Db, StoreError> {
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    match opened {
+        Ok(opened) => Ok(opened?),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(StoreError::Corrupt(format!(
+                "sled cannot recover its files in {}: they are damaged (sled stopped with \
+                 \"{what}\"); restore the directory from a backup, or import an export into \
+                 a new one (audit import)",
+                dir.display()
+            )))
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 use ::sled::Batch;
 
 use super::keys::{decode_u64, decode_u64s, encode_u64s, tagged, CHECKPOINT, PENDING, PROJECTION};
-use super::{scan_tagged, Handles, SledStore};
+use super::{mark, scan_tagged, Handles, SledStore};
 use crate::store::{Entries, ProjectionOp, ProjectionStore, StoreError};
 
 impl SledStore {
@@ -45,8 +45,17 @@ impl SledStore {
             last.insert(CHECKPOINT, &checkpoint.to_be_bytes());
             last.remove(PENDING);
             handles.tree.apply_batch(last)?;
+            handles.db.flush()?;
+            return self.mark(&handles.tree, checkpoint);
         }
         handles.db.flush()
+    }
+
+    /// Marks the log as having reached the checkpoint just saved (the head,
+    /// should the checkpoint be past it).
+    fn mark(&self, tree: &::sled::Tree, checkpoint: u64) -> Result<(), StoreError> {
+        let position = checkpoint.min(super::read_head(tree)?.position);
+        mark::write(&self.dir, mark::head_at(tree, position)?)
     }
 
     /// A save of the projections that stops after `count` of `ops`, as a
@@ -112,6 +121,7 @@ impl ProjectionStore for SledStore {
         tree.apply_batch(writes)?;
         db.flush()?;
         tree.insert(CHECKPOINT, &checkpoint.to_be_bytes())?;
-        db.flush()
+        db.flush()?;
+        self.mark(tree, checkpoint)
     }
 }

@@ -145,3 +145,36 @@ fn a_stepwise_projection_write_cut_short_leaves_a_prefix_and_names_its_target(
     assert_eq!(store.projection_checkpoint()?, Some(15));
     Ok(())
 }
+
+#[test]
+fn sled_files_damaged_in_the_middle_refuse_the_open_not_an_empty_log(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    {
+        let store = SledStore::open(dir.path(), 1 << 20)?;
+        let (mut head, mut versions) = (Head::default(), [0; 5]);
+        for _ in 0..200 {
+            store.append(&next_batch(&mut head, &mut versions, 100)?)?;
+        }
+        // What the read side's save leaves: the mark of its checkpoint.
+        store.save_projections(&[], head.position)?;
+        assert!(dir.path().join(MARK_FILE).exists());
+    }
+    // 64 KiB of zeros in the middle of sled's log file.
+    let path = dir.path().join(LOG_FILE);
+    let len = std::fs::metadata(&path)?.len();
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
+    std::io::Seek::seek(
+        &mut file,
+        std::io::SeekFrom::Start(len / 2 / 65_536 * 65_536),
+    )?;
+    std::io::Write::write_all(&mut file, &[0; 65_536])?;
+    file.sync_all()?;
+    drop(file);
+    match SledStore::open(dir.path(), 1 << 20) {
+        Err(StoreError::Corrupt(what)) => assert!(what.contains("damaged"), "{what}"),
+        Err(other) => panic!("damaged files opened with another error: {other:?}"),
+        Ok(store) => panic!("damaged files opened, the log ending at {:?}", store.head()),
+    }
+    Ok(())
+}
