@@ -299,7 +299,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
             )),
             None => Box::pin(router.serve_with_incoming_shutdown(
                 ReceiverStream::new(crate::listener::accept(listener, cap)).map(|accepted| {
-                    Ok::<_, std::io::Error>(Unvectored(accepted.stream, accepted.permit))
+                    Ok::<_, std::io::Error>(Unvectored::new(accepted.stream, accepted.permit))
                 }),
                 until,
             )),

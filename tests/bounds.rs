@@ -1,5 +1,6 @@
-//! Resource bounds: caps on open subscriptions, and a subscriber that
-//! never reads holding up nobody.
+//! Resource bounds: caps on open subscriptions, a subscriber that never
+//! reads holding up nobody, the accept loop at the descriptor limit, and a
+//! connection that never speaks closed.
 
 mod common;
 
@@ -178,5 +179,39 @@ async fn at_the_descriptor_limit_it_waits_instead_of_spinning_and_writes_go_on()
     drop(idle);
     child.kill()?;
     child.wait()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_its_preface_is_closed() -> TestResult {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start().await;
+    let mut silent = tokio::net::TcpStream::connect(server.server.local_addr()).await?;
+    let started = Instant::now();
+    // The server speaks first (its SETTINGS), then closes the connection:
+    // reading ends (with 0 bytes or a reset).
+    let closed = tokio::time::timeout(
+        image_ledger::grpc::FIRST_BYTES_TIMEOUT + Duration::from_secs(5),
+        async {
+            let mut buffer = [0u8; 256];
+            loop {
+                match silent.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        },
+    )
+    .await;
+    assert!(closed.is_ok(), "the silent connection is still open");
+    let waited = started.elapsed();
+    assert!(
+        waited >= image_ledger::grpc::FIRST_BYTES_TIMEOUT - Duration::from_millis(500),
+        "closed after only {waited:?}"
+    );
+    // Others are served meanwhile and after.
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER]).await;
+    server.stop().await;
     Ok(())
 }

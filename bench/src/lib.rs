@@ -1,10 +1,13 @@
 //! Benchmark tooling for image-ledger, apart from the product: a log
 //! filler that writes through the normal write path ([`fill`]), and a load
 //! generator that measures every scenario against a do-nothing gRPC call
-//! on the same server ([`run`]).
+//! on the same server ([`run`]), and a soak that tries the server's bounds
+//! under abuse and faults ([`soak`]).
 
 mod fill;
 mod load;
+mod soak;
 
 pub use fill::{account, fill, fill_store, FillPlan, FillReport};
 pub use load::{preload_events, run, BenchConfig, BenchReport, BoxError, Scenario, ScenarioResult};
+pub use soak::{soak, SoakConfig};

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use image_ledger::domain::Policy;
-use image_ledger_bench::{BenchConfig, FillPlan, Scenario};
+use image_ledger_bench::{BenchConfig, FillPlan, Scenario, SoakConfig};
 
 /// Measure image-ledger: each scenario against the health-check baseline.
 #[derive(Parser)]
@@ -29,6 +29,29 @@ struct Cli {
 enum BenchCmd {
     /// Fill a data directory with a lawful log through the normal write path.
     Fill(FillArgs),
+    /// Try the server's bounds: SIGKILLs under load, subscribers that never
+    /// read, half a million client tokens and their expiry.
+    Soak(SoakArgs),
+}
+
+/// `soak`
+#[derive(Args)]
+struct SoakArgs {
+    /// The `image-ledger` binary to start (default: the one next to this program).
+    #[arg(long)]
+    server_binary: Option<PathBuf>,
+    /// SIGKILLs under write load (0: skip).
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// Subscribers that never read (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: usize,
+    /// Unique client tokens (0: skip).
+    #[arg(long, default_value_t = 500_000)]
+    tokens: u64,
+    /// Their retention, seconds: the run waits it out.
+    #[arg(long, default_value_t = 60)]
+    token_retention_secs: u64,
 }
 
 /// The load generator's settings.
@@ -125,6 +148,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(BenchCmd::Fill(args)) => fill(args),
+        Some(BenchCmd::Soak(args)) => soak(args),
         None => bench(cli.args),
     };
     match result {
@@ -192,6 +216,21 @@ fn server_next_to_this_program() -> anyhow::Result<PathBuf> {
         server.display()
     );
     Ok(server)
+}
+
+fn soak(args: SoakArgs) -> anyhow::Result<()> {
+    let binary = match args.server_binary {
+        Some(binary) => binary,
+        None => server_next_to_this_program()?,
+    };
+    let config = SoakConfig {
+        binary,
+        kills: args.kills,
+        subscribers: args.subscribers,
+        tokens: args.tokens,
+        token_retention_secs: args.token_retention_secs,
+    };
+    image_ledger_bench::soak(&config).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn fill(args: FillArgs) -> anyhow::Result<()> {

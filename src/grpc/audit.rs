@@ -9,9 +9,11 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::timestamp;
+use super::feed::Feed;
 use super::pb;
 use super::pb::audit_log_server::AuditLog;
-use super::subscriptions::{peer_of, Subscriptions, QUEUED, READ_AHEAD};
+use super::subscriptions::{peer_of, Subscriptions};
+use super::tail::Tail;
 use crate::app::Ledger;
 use crate::audit::{self, AuditError, LedgerKey};
 use crate::domain::{DomainError, ImageId};
@@ -32,22 +34,27 @@ pub struct AuditService {
     key: Arc<LedgerKey>,
     stopping: watch::Receiver<bool>,
     subscriptions: Arc<Subscriptions>,
+    /// The last durable records, read once for every live subscriber.
+    tail: Arc<Tail>,
 }
 
 impl AuditService {
     /// Serves the log of `ledger`, signing heads with `key`, within the caps
     /// of `subscriptions`; open streams end when `stopping` turns true.
+    /// Starts the task that follows the log's tail (on the current runtime).
     pub fn new(
         ledger: Ledger,
         key: Arc<LedgerKey>,
         stopping: watch::Receiver<bool>,
         subscriptions: Arc<Subscriptions>,
     ) -> Self {
+        let tail = Tail::start(&ledger, stopping.clone());
         Self {
             ledger,
             key,
             stopping,
             subscriptions,
+            tail,
         }
     }
 }
@@ -75,7 +82,7 @@ pub fn envelope_message(envelope: Envelope, raw: &[u8]) -> pb::EventEnvelope {
 }
 
 /// Reads records `from..=to` off the async workers.
-async fn read_range(
+pub(super) async fn read_range(
     store: Arc<dyn Store>,
     from: u64,
     to: u64,
@@ -180,50 +187,15 @@ impl AuditLog for AuditService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let open = self.subscriptions.admit(peer_of(&request))?;
-        let mut next = request.into_inner().from_position.max(1);
-        let store = Arc::clone(self.ledger.store());
-        let mut heads = self.ledger.watch_durable_head();
-        let mut stopping = self.stopping.clone();
-        let subscriptions = Arc::clone(&self.subscriptions);
-        let (tx, rx) = mpsc::channel(QUEUED);
-        tokio::spawn(async move {
-            // Counted as open until the feeding task ends.
-            let _open = open;
-            loop {
-                let head = heads.borrow_and_update().position;
-                // Catch up from the log a few records at a time: the next
-                // read waits until the subscriber took these, so one that
-                // never reads holds little; writers never wait for it: they
-                // only move the durable head.
-                while next <= head {
-                    let end = head.min(next + READ_AHEAD - 1);
-                    let read = {
-                        let _turn = subscriptions.read_turn().await;
-                        read_range(Arc::clone(&store), next, end).await
-                    };
-                    match read {
-                        Ok(records) => {
-                            for record in records {
-                                if tx.send(Ok(record)).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        Err(status) => {
-                            let _ = tx.send(Err(status)).await;
-                            return;
-                        }
-                    }
-                    next = end + 1;
-                }
-                tokio::select! {
-                    changed = heads.changed() => if changed.is_err() { return },
-                    _ = stopping.wait_for(|stop| *stop) => return,
-                    () = tx.closed() => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let feed = Feed::new(
+            request.into_inner().from_position,
+            Arc::clone(self.ledger.store()),
+            Arc::clone(&self.tail),
+            self.stopping.clone(),
+            Arc::clone(&self.subscriptions),
+            open,
+        );
+        Ok(Response::new(Box::pin(feed.into_stream())))
     }
 
     async fn get_image_history(

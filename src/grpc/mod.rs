@@ -6,11 +6,13 @@ mod audit;
 mod client;
 mod consistency;
 mod convert;
+mod feed;
 mod page;
 mod page_cache;
 mod service;
 mod status;
 mod subscriptions;
+mod tail;
 mod transport;
 
 /// Types generated from `proto/imageledger/v1/ledger.proto`.
@@ -31,6 +33,8 @@ pub use consistency::DEFAULT_WAIT;
 pub use convert::{state_message, state_of, time_of, timestamp, Commanded};
 pub use page_cache::PageCache;
 pub use service::LedgerService;
-pub use status::{code_of, refusal, ERROR_DOMAIN, INTERNAL_REASON, POSITION_NOT_REACHED_REASON};
+pub use status::{
+    code_of, refusal, ERROR_DOMAIN, INTERNAL_REASON, POSITION_NOT_REACHED_REASON, UNWRITABLE_REASON,
+};
 pub use subscriptions::{Subscriptions, TOO_MANY_SUBSCRIPTIONS};
-pub use transport::{SmallFrames, Unvectored};
+pub use transport::{SmallFrames, Unvectored, FIRST_BYTES_TIMEOUT};

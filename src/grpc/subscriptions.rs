@@ -15,12 +15,6 @@ use crate::metrics::LedgerMetrics;
 /// The reason of a subscription over a cap.
 pub const TOO_MANY_SUBSCRIPTIONS: &str = "ResourceExhausted.TooManySubscriptions";
 
-/// Records read from the store per step of a subscription's catch-up: a
-/// subscriber that does not read holds at most this many, plus
-/// [`QUEUED`], plus what its HTTP/2 window lets through.
-pub const READ_AHEAD: u64 = 16;
-/// Records queued for a subscriber's stream.
-pub const QUEUED: usize = 4;
 /// Catch-up reads of the store running at once for all subscribers (each
 /// on a blocking thread), so many subscribers do not mean many threads.
 const READERS: usize = 4;

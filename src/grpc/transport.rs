@@ -15,7 +15,14 @@
 //! - [`SmallFrames`] splits each body chunk into DATA frames under that size.
 //!   Splitting costs no copy (`Bytes::split_to`) and the peer sees the same
 //!   gRPC message: HTTP/2 lets a message span frames.
+//!
+//! [`Unvectored`] also closes a plaintext connection whose client sends
+//! nothing within [`FIRST_BYTES_TIMEOUT`] of connecting (TLS connections
+//! have their handshake's timeout): HTTP/2 keepalive only starts once the
+//! connection is up, so a client that never sends its preface would hold
+//! its place for good.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -95,10 +102,30 @@ where
     }
 }
 
+/// How long a plaintext connection may stay silent after it is accepted.
+pub const FIRST_BYTES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A TCP connection that reports no vectored writes (see the module docs),
-/// holding its place under the connection cap while open.
+/// holding its place under the connection cap while open, and closed when
+/// its first bytes do not come in time.
 #[derive(Debug)]
-pub struct Unvectored(pub TcpStream, pub tokio::sync::OwnedSemaphorePermit);
+pub struct Unvectored {
+    stream: TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Until the first bytes arrive: when the connection is closed.
+    silent_until: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Unvectored {
+    /// Wraps an accepted connection and its place under the cap.
+    pub fn new(stream: TcpStream, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Self {
+            stream,
+            _permit: permit,
+            silent_until: Some(Box::pin(tokio::time::sleep(FIRST_BYTES_TIMEOUT))),
+        }
+    }
+}
 
 impl AsyncRead for Unvectored {
     fn poll_read(
@@ -106,7 +133,23 @@ impl AsyncRead for Unvectored {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if self.silent_until.is_some() {
+            if buf.filled().len() > before || !matches!(read, Poll::Pending) {
+                self.silent_until = None;
+            } else if self
+                .silent_until
+                .as_mut()
+                .is_some_and(|until| until.as_mut().poll(cx).is_ready())
+            {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client sent nothing within the first-bytes timeout",
+                )));
+            }
+        }
+        read
     }
 }
 
@@ -116,15 +159,15 @@ impl AsyncWrite for Unvectored {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -136,7 +179,7 @@ impl Connected for Unvectored {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.0.connect_info()
+        self.stream.connect_info()
     }
 }
 

@@ -1,0 +1,168 @@
+//! A server process of the soak: started on a data directory, its address
+//! read from its first line, its memory read from `/proc`, and its end, by
+//! SIGTERM or SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
+use image_ledger::grpc::pb::image_ledger_client::ImageLedgerClient;
+use tonic::transport::Channel;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A running server; killed when dropped.
+pub(super) struct Process {
+    child: Child,
+    pub(super) addr: SocketAddr,
+    /// From the spawn to its `listening on` line.
+    pub(super) startup: Duration,
+}
+
+impl Process {
+    /// Starts `binary serve` on `dir` with `args` besides.
+    pub(super) fn start(binary: &Path, dir: &Path, args: &[&str]) -> Result<Self, BoxError> {
+        let started = Instant::now();
+        let mut child = Command::new(binary)
+            .args(["serve", "--addr", "127.0.0.1:0", "--insecure-no-auth"])
+            .args(["--image-quota", "1000000"])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let startup = started.elapsed();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| format!("the server said {line:?} instead of its address"))?
+            .parse()?;
+        Ok(Self {
+            child,
+            addr,
+            startup,
+        })
+    }
+
+    /// Its resident memory, MiB.
+    pub(super) fn rss_mib(&self) -> Result<f64, BoxError> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or("no VmRSS")?
+            .parse()?;
+        Ok(kib / 1024.0)
+    }
+
+    /// Its threads.
+    pub(super) fn threads(&self) -> Result<usize, BoxError> {
+        Ok(std::fs::read_dir(format!("/proc/{}/task", self.child.id()))?.count())
+    }
+
+    /// A client of its `ImageLedger` on a connection of its own.
+    pub(super) async fn ledger(&self) -> Result<ImageLedgerClient<Channel>, BoxError> {
+        Ok(ImageLedgerClient::new(self.channel().await?))
+    }
+
+    /// A connection of its own.
+    pub(super) async fn channel(&self) -> Result<Channel, BoxError> {
+        Ok(Channel::from_shared(format!("http://{}", self.addr))?
+            .connect()
+            .await?)
+    }
+
+    /// A client of its `AuditLog` on `channel`.
+    pub(super) fn audit(channel: Channel) -> AuditLogClient<Channel> {
+        AuditLogClient::new(channel)
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would.
+    pub(super) fn kill(mut self) -> Result<(), BoxError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, and the wait for a clean exit.
+    pub(super) fn stop(mut self) -> Result<(), BoxError> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            return Err("cannot signal the server".into());
+        }
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(format!("the server stopped with {status}").into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The account ids the log of a stopped server's `dir` registered, read
+/// from `audit export`, after `audit verify` passed on it.
+pub(super) fn registered_accounts(
+    binary: &Path,
+    dir: &Path,
+) -> Result<std::collections::HashSet<String>, BoxError> {
+    let verify = Command::new(binary)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir)
+        .output()?;
+    if !verify.status.success() {
+        return Err(format!(
+            "audit verify failed: {}",
+            String::from_utf8_lossy(&verify.stderr)
+        )
+        .into());
+    }
+    let export = Command::new(binary)
+        .args(["audit", "export", "--data-dir"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .output()?;
+    if !export.status.success() {
+        return Err("audit export failed".into());
+    }
+    let mut accounts = std::collections::HashSet::new();
+    for line in String::from_utf8_lossy(&export.stdout).lines() {
+        if !line.contains("\"AccountRegistered\"") {
+            continue;
+        }
+        if let Some(rest) = line.split("\"account_id\":\"").nth(1) {
+            if let Some(id) = rest.split('"').next() {
+                accounts.insert(id.to_owned());
+            }
+        }
+    }
+    Ok(accounts)
+}
+
+/// The `q`-quantile of `samples` (sorted here), in milliseconds.
+pub(super) fn quantile_ms(samples: &mut [Duration], q: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_unstable();
+    let at = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+    samples[at].as_secs_f64() * 1_000.0
+}

@@ -1,0 +1,111 @@
+//! Half a million unique client tokens: what they cost while kept, and
+//! that once expired they cost nothing. Two logs of the same commands, one
+//! without tokens and one with a unique token each; the second's server
+//! is restarted while the tokens live, then after their retention (twice:
+//! the first start after expiry removes them from the store).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use image_ledger::grpc::pb;
+
+use super::process::{BoxError, Process};
+use super::SoakConfig;
+
+/// Writers in flight.
+const WRITERS: u64 = 64;
+
+/// A start's cost: seconds to `listening on`, and RSS once settled.
+struct Start {
+    seconds: f64,
+    rss_mib: f64,
+}
+
+pub(super) async fn run(config: &SoakConfig) -> Result<(), BoxError> {
+    let retention = config.token_retention_secs.to_string();
+    let args = ["--idempotency-retention-secs", retention.as_str()];
+
+    let plain = tempfile::tempdir()?;
+    let server = Process::start(&config.binary, plain.path(), &args)?;
+    write(&server, config.tokens, false).await?;
+    server.stop()?;
+    let none = start(config, plain.path(), &args).await?;
+
+    let tokened = tempfile::tempdir()?;
+    let server = Process::start(&config.binary, tokened.path(), &args)?;
+    let writing = Instant::now();
+    write(&server, config.tokens, true).await?;
+    let written = writing.elapsed();
+    let written_at = Instant::now();
+    server.stop()?;
+    let live = start(config, tokened.path(), &args).await?;
+    let expiry = Duration::from_secs(config.token_retention_secs + 1);
+    if let Some(left) = expiry.checked_sub(written_at.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    let first = start(config, tokened.path(), &args).await?;
+    let second = start(config, tokened.path(), &args).await?;
+
+    println!(
+        "tokens: {} commands in {:.1} s ({:.0}/s), retention {} s; start and RSS: \
+         without tokens {:.2} s / {:.0} MiB; tokens live {:.2} s / {:.0} MiB; expired, \
+         first start {:.2} s / {:.0} MiB, second start {:.2} s / {:.0} MiB",
+        config.tokens,
+        written.as_secs_f64(),
+        config.tokens as f64 / written.as_secs_f64(),
+        config.token_retention_secs,
+        none.seconds,
+        none.rss_mib,
+        live.seconds,
+        live.rss_mib,
+        first.seconds,
+        first.rss_mib,
+        second.seconds,
+        second.rss_mib,
+    );
+    // Equal within the noise of a shared machine.
+    if second.rss_mib > none.rss_mib * 1.15 + 10.0 || second.seconds > none.seconds * 1.5 + 0.1 {
+        return Err("after expiry, a start costs more than with no tokens".into());
+    }
+    Ok(())
+}
+
+/// Starts the server on `dir` once, measures, stops it.
+async fn start(config: &SoakConfig, dir: &Path, args: &[&str]) -> Result<Start, BoxError> {
+    let server = Process::start(&config.binary, dir, args)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let measured = Start {
+        seconds: server.startup.as_secs_f64(),
+        rss_mib: server.rss_mib()?,
+    };
+    server.stop()?;
+    Ok(measured)
+}
+
+/// Registers `count` accounts, each with a unique token when `tokens`.
+async fn write(server: &Process, count: u64, tokens: bool) -> Result<(), BoxError> {
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let mut client = server.ledger().await?;
+        writers.push(tokio::spawn(async move {
+            for n in (w..count).step_by(WRITERS as usize) {
+                client
+                    .register_account(pb::RegisterAccountRequest {
+                        account_id: format!("{}", 10_000_000 + n),
+                        kind: pb::AccountKind::Root as i32,
+                        client_token: if tokens {
+                            format!("unique-{n}")
+                        } else {
+                            String::new()
+                        },
+                    })
+                    .await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    Ok(())
+}
