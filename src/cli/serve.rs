@@ -115,6 +115,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut server = image_ledger::server::start(config)
             .await
             .with_context(|| format!("cannot start the server on {store}"))?;
+        let stop_asked = shutdown_signal();
         // A plain line on stdout for scripts that start the server on port 0.
         println!("listening on {}", server.local_addr());
         if let Some(addr) = server.metrics_addr() {
@@ -126,7 +127,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         let stop = server.take_stop();
         let serving = tokio::spawn(server.wait());
-        shutdown_signal().await;
+        stop_asked.await;
         tracing::info!("shutting down: finishing in-flight calls");
         drop(stop);
         serving.await.context("the server task failed")??;
@@ -160,29 +161,34 @@ async fn reload_on_hangup(tls: std::sync::Arc<image_ledger::tls::Tls>) {
     let _ = tls;
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
+/// Listens for SIGINT and SIGTERM from the moment it is made: made before
+/// the server says it listens, so a stop asked right after that is a clean
+/// stop, not the signal's default (the process killed).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let (mut interrupt, mut terminate) = match (interrupt, terminate) {
+                (Ok(interrupt), Ok(terminate)) => (interrupt, terminate),
+                (Err(err), _) | (_, Err(err)) => {
+                    tracing::error!(%err, "cannot listen for SIGINT and SIGTERM");
+                    return std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for SIGINT");
+            tracing::error!(%err, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
     }
 }
