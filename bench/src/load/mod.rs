@@ -6,7 +6,7 @@
 //! [`workload`] finds the preloaded images and sends the calls, and
 //! [`windows`] times the windows and turns them into results.
 
-mod server;
+pub(crate) mod server;
 mod windows;
 mod workload;
 

@@ -92,16 +92,21 @@ pub(super) fn spawn_server(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
+    let addr = listening_addr(&mut child)?;
+    Ok((Server { child, addr }, started.elapsed()))
+}
+
+/// The address a started server says it listens on, its first line on
+/// stdout (piped).
+pub(crate) fn listening_addr(child: &mut Child) -> Result<SocketAddr, BoxError> {
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
-    let startup = started.elapsed();
-    let addr = line
+    Ok(line
         .trim()
         .strip_prefix("listening on ")
         .ok_or_else(|| format!("the server said {line:?} instead of its address"))?
-        .parse()?;
-    Ok((Server { child, addr }, startup))
+        .parse()?)
 }
 
 /// CPU time by kind of thread.

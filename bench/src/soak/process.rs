@@ -2,7 +2,6 @@
 //! read from its first line, its memory read from `/proc`, and its end, by
 //! SIGTERM or SIGKILL.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -12,7 +11,7 @@ use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
 use image_ledger::grpc::pb::image_ledger_client::ImageLedgerClient;
 use tonic::transport::Channel;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::load::BoxError;
 
 /// A running server; killed when dropped.
 pub(super) struct Process {
@@ -36,15 +35,8 @@ impl Process {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = crate::load::server::listening_addr(&mut child)?;
         let startup = started.elapsed();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .ok_or_else(|| format!("the server said {line:?} instead of its address"))?
-            .parse()?;
         Ok(Self {
             child,
             addr,
