@@ -137,14 +137,8 @@ const STALLED: usize = 1_000;
 
 /// This process's resident memory, MiB.
 fn resident_mib() -> Result<f64, Box<dyn std::error::Error>> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .ok_or("no VmRSS")?
-        .parse()?;
-    Ok(kib / 1024.0)
+    let bytes = image_ledger_bench::rss_of(std::process::id()).ok_or("cannot read VmRSS")?;
+    Ok(bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// CPU time (user and system, in clock ticks) a process has used.

@@ -9,5 +9,6 @@ mod load;
 mod soak;
 
 pub use fill::{account, fill, fill_store, FillPlan, FillReport};
+pub use load::server::rss_of;
 pub use load::{preload_events, run, BenchConfig, BenchReport, BoxError, Scenario, ScenarioResult};
 pub use soak::{soak, SoakConfig};

@@ -179,10 +179,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         args.replicas <= args.connections,
         "--replicas must not exceed --connections: each replica needs a connection"
     );
-    let binary = match args.server_binary {
-        Some(binary) => binary,
-        None => server_next_to_this_program()?,
-    };
+    let binary = server_binary(args.server_binary)?;
     let config = BenchConfig {
         binary,
         addr: args.addr,
@@ -207,6 +204,11 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// The `image-ledger` binary that `cargo build` puts beside this one.
+/// The `image-ledger` binary given, or else the one next to this program.
+fn server_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    given.map_or_else(server_next_to_this_program, Ok)
+}
+
 fn server_next_to_this_program() -> anyhow::Result<PathBuf> {
     let this = std::env::current_exe().context("cannot find this program's path")?;
     let server = this.with_file_name(format!("image-ledger{}", std::env::consts::EXE_SUFFIX));
@@ -219,10 +221,7 @@ fn server_next_to_this_program() -> anyhow::Result<PathBuf> {
 }
 
 fn soak(args: SoakArgs) -> anyhow::Result<()> {
-    let binary = match args.server_binary {
-        Some(binary) => binary,
-        None => server_next_to_this_program()?,
-    };
+    let binary = server_binary(args.server_binary)?;
     let config = SoakConfig {
         binary,
         kills: args.kills,

@@ -43,20 +43,12 @@ pub(crate) fn catch_up_to(
                     position, head.position
                 )));
             }
-            let envelope = Envelope::decode(bytes)?;
-            if envelope.position != position || envelope.prev_hash_bytes()? != head.hash {
-                return Err(StoreError::Corrupt(format!(
-                    "record at position {position} does not continue the hash chain"
-                )));
-            }
+            let (envelope, hash) = check_record(position, bytes, Some(head.hash))?;
             let event = envelope.event()?;
             touched.record(&event);
             state.apply(&event);
             each(&envelope, &event);
-            head = Head {
-                position,
-                hash: envelope.hash_bytes()?,
-            };
+            head = Head { position, hash };
             Ok(position < to.position)
         })?;
     }
@@ -67,6 +59,28 @@ pub(crate) fn catch_up_to(
         )));
     }
     Ok((state, head, touched))
+}
+
+/// Checks a record stored at `position`: it decodes and matches its hash,
+/// says it is at `position`, and links to `prev`, the hash of the record
+/// before it (unless that is unknown: `None`). Returns it and its hash.
+pub(crate) fn check_record(
+    position: u64,
+    bytes: &[u8],
+    prev: Option<[u8; 32]>,
+) -> Result<(Envelope, [u8; 32]), StoreError> {
+    let envelope = Envelope::decode(bytes)?;
+    let linked = match prev {
+        Some(prev) => envelope.prev_hash_bytes()? == prev,
+        None => true,
+    };
+    if envelope.position != position || !linked {
+        return Err(StoreError::Corrupt(format!(
+            "record at position {position} does not continue the hash chain"
+        )));
+    }
+    let hash = envelope.hash_bytes()?;
+    Ok((envelope, hash))
 }
 
 /// The state after the records up to `position`, without the checks of

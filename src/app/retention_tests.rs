@@ -21,6 +21,17 @@ fn with_token(token: &str) -> Result<CommandOptions, AppError> {
     })
 }
 
+/// Registers accounts 2000, 2001, … with tokens a-0, a-1, …
+async fn register_with_tokens(ledger: &Ledger, count: u32) -> Result<(), AppError> {
+    for i in 0..count {
+        let id = format!("{}", 2000 + i);
+        ledger
+            .execute(account(&id), with_token(&format!("a-{i}"))?)
+            .await?;
+    }
+    Ok(())
+}
+
 fn policy() -> Policy {
     Policy {
         token_retention: RETENTION,
@@ -59,14 +70,7 @@ async fn a_retry_after_the_retention_runs_anew_and_expired_records_leave_memory_
             .await?,
         first
     );
-    for i in 0..100 {
-        ledger
-            .execute(
-                account(&format!("{}", 2000 + i)),
-                with_token(&format!("a-{i}"))?,
-            )
-            .await?;
-    }
+    register_with_tokens(&ledger, 100).await?;
     assert_eq!(store.head()?.position, 102);
     assert_eq!(store.tokens()?.len(), 101);
     assert_eq!(metrics.tokens.get(), 101);
@@ -120,14 +124,7 @@ async fn records_that_expired_while_the_ledger_was_stopped_are_not_loaded() -> R
     let store = Arc::new(MemoryStore::new());
     let metrics = Arc::new(LedgerMetrics::default());
     let ledger = open(&store, &metrics)?;
-    for i in 0..50 {
-        ledger
-            .execute(
-                account(&format!("{}", 2000 + i)),
-                with_token(&format!("a-{i}"))?,
-            )
-            .await?;
-    }
+    register_with_tokens(&ledger, 50).await?;
     ledger.shutdown();
     assert_eq!(store.tokens()?.len(), 50);
 

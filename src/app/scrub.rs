@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::health::Health;
+use super::replay::check_record;
 use crate::metrics::LedgerMetrics;
-use crate::store::{Chain, Envelope, Head, Store, StoreError};
+use crate::store::{Chain, Head, Store, StoreError};
 
 /// Records checked between two looks at the rate and at the stop flag.
 const STEP: u64 = 256;
@@ -178,12 +179,12 @@ impl Scrubber {
                     pass,
                 );
             }
-            match check(position, bytes, pass.link) {
-                Ok(hash) => {
+            match check_record(position, bytes, pass.link) {
+                Ok((_, hash)) => {
                     pass.link = Some(hash);
                     pass.next = position + 1;
                 }
-                Err(what) => bad(position, what, pass),
+                Err(err) => bad(position, err.to_string(), pass),
             }
             position < to
         });
@@ -206,23 +207,6 @@ impl Scrubber {
         }
         Ok(())
     }
-}
-
-/// Checks one stored record against its position and the hash of the
-/// record before it (unless that one was damaged); returns its hash.
-fn check(position: u64, bytes: &[u8], link: Option<[u8; 32]>) -> Result<[u8; 32], String> {
-    let envelope = Envelope::decode(bytes).map_err(|err| err.to_string())?;
-    if envelope.position != position {
-        return Err(format!(
-            "the record stored at {position} says it is at {}",
-            envelope.position
-        ));
-    }
-    let prev = envelope.prev_hash_bytes().map_err(|err| err.to_string())?;
-    if link.is_some_and(|link| link != prev) {
-        return Err("the record does not continue the hash chain".into());
-    }
-    envelope.hash_bytes().map_err(|err| err.to_string())
 }
 
 /// Sleeps for `wait` unless stopped meanwhile; `false` once stopped.

@@ -145,7 +145,8 @@ pub(super) fn thread_kind(name: &str) -> String {
     }
 }
 
-pub(super) fn rss_of(pid: u32) -> Option<u64> {
+/// The resident memory of process `pid`, in bytes.
+pub fn rss_of(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
 use image_ledger::grpc::pb::image_ledger_client::ImageLedgerClient;
 use tonic::transport::Channel;
@@ -46,14 +47,8 @@ impl Process {
 
     /// Its resident memory, MiB.
     pub(super) fn rss_mib(&self) -> Result<f64, BoxError> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .ok_or("no VmRSS")?
-            .parse()?;
-        Ok(kib / 1024.0)
+        let bytes = crate::rss_of(self.child.id()).ok_or("cannot read the server's memory")?;
+        Ok(bytes as f64 / (1024.0 * 1024.0))
     }
 
     /// Its threads.
@@ -108,6 +103,41 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Registers accounts `first` to `first + count - 1`, 64 callers at a
+/// time, each with a token of its own when `tokens`.
+pub(super) async fn register_accounts(
+    server: &Process,
+    first: u64,
+    count: u64,
+    tokens: bool,
+) -> Result<(), BoxError> {
+    const CALLERS: u64 = 64;
+    let mut callers = Vec::new();
+    for c in 0..CALLERS {
+        let mut client = server.ledger().await?;
+        callers.push(tokio::spawn(async move {
+            for n in (c..count).step_by(CALLERS as usize) {
+                client
+                    .register_account(pb::RegisterAccountRequest {
+                        account_id: (first + n).to_string(),
+                        kind: pb::AccountKind::Root as i32,
+                        client_token: if tokens {
+                            format!("unique-{n}")
+                        } else {
+                            String::new()
+                        },
+                    })
+                    .await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for caller in callers {
+        caller.await??;
+    }
+    Ok(())
 }
 
 /// The account ids the log of a stopped server's `dir` registered, read

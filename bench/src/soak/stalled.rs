@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use image_ledger::grpc::pb;
 use tonic::transport::Channel;
 
-use super::process::{quantile_ms, BoxError, Process};
+use super::process::{quantile_ms, register_accounts, BoxError, Process};
 use super::SoakConfig;
 
 /// Events in the log the subscribers start from.
@@ -27,7 +27,7 @@ pub(super) async fn run(config: &SoakConfig) -> Result<(), BoxError> {
         dir.path(),
         &["--max-subscriptions", &cap, "--max-connections", "4096"],
     )?;
-    fill(&server).await?;
+    register_accounts(&server, 1_000_000, LOG_EVENTS, false).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = server.rss_mib()?;
     let threads_before = server.threads()?;
@@ -83,30 +83,6 @@ pub(super) async fn run(config: &SoakConfig) -> Result<(), BoxError> {
     }
     if write_p99 > MAX_P99_MS || read_p99 > MAX_P99_MS {
         return Err(format!("other calls slowed: p99 {write_p99:.1} / {read_p99:.1} ms").into());
-    }
-    Ok(())
-}
-
-/// Registers `LOG_EVENTS` accounts, 64 at a time.
-async fn fill(server: &Process) -> Result<(), BoxError> {
-    let mut writers = Vec::new();
-    for w in 0..64u64 {
-        let mut client = server.ledger().await?;
-        writers.push(tokio::spawn(async move {
-            for n in (w..LOG_EVENTS).step_by(64) {
-                client
-                    .register_account(pb::RegisterAccountRequest {
-                        account_id: format!("{}", 1_000_000 + n),
-                        kind: pb::AccountKind::Root as i32,
-                        client_token: String::new(),
-                    })
-                    .await?;
-            }
-            Ok::<_, tonic::Status>(())
-        }));
-    }
-    for writer in writers {
-        writer.await??;
     }
     Ok(())
 }

@@ -7,13 +7,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use image_ledger::grpc::pb;
-
-use super::process::{BoxError, Process};
+use super::process::{register_accounts, BoxError, Process};
 use super::SoakConfig;
 
-/// Writers in flight.
-const WRITERS: u64 = 64;
+/// The first account registered.
+const FIRST_ACCOUNT: u64 = 10_000_000;
 
 /// A start's cost: seconds to `listening on`, and RSS once settled.
 struct Start {
@@ -27,14 +25,14 @@ pub(super) async fn run(config: &SoakConfig) -> Result<(), BoxError> {
 
     let plain = tempfile::tempdir()?;
     let server = Process::start(&config.binary, plain.path(), &args)?;
-    write(&server, config.tokens, false).await?;
+    register_accounts(&server, FIRST_ACCOUNT, config.tokens, false).await?;
     server.stop()?;
     let none = start(config, plain.path(), &args).await?;
 
     let tokened = tempfile::tempdir()?;
     let server = Process::start(&config.binary, tokened.path(), &args)?;
     let writing = Instant::now();
-    write(&server, config.tokens, true).await?;
+    register_accounts(&server, FIRST_ACCOUNT, config.tokens, true).await?;
     let written = writing.elapsed();
     let written_at = Instant::now();
     server.stop()?;
@@ -80,32 +78,4 @@ async fn start(config: &SoakConfig, dir: &Path, args: &[&str]) -> Result<Start, 
     };
     server.stop()?;
     Ok(measured)
-}
-
-/// Registers `count` accounts, each with a unique token when `tokens`.
-async fn write(server: &Process, count: u64, tokens: bool) -> Result<(), BoxError> {
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let mut client = server.ledger().await?;
-        writers.push(tokio::spawn(async move {
-            for n in (w..count).step_by(WRITERS as usize) {
-                client
-                    .register_account(pb::RegisterAccountRequest {
-                        account_id: format!("{}", 10_000_000 + n),
-                        kind: pb::AccountKind::Root as i32,
-                        client_token: if tokens {
-                            format!("unique-{n}")
-                        } else {
-                            String::new()
-                        },
-                    })
-                    .await?;
-            }
-            Ok::<_, tonic::Status>(())
-        }));
-    }
-    for writer in writers {
-        writer.await??;
-    }
-    Ok(())
 }

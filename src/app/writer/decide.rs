@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
-use rand::Rng;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
+mod command;
 mod restart;
 
 use super::super::readside::ReadSide;
@@ -22,13 +22,13 @@ use super::flush::Flusher;
 use super::follow::Progress;
 use super::sync::Syncer;
 use super::timing::StageTiming;
-use super::{refuse, spawn, Message, Pending, Staged};
+use super::{refuse, spawn, Message, Staged};
 use crate::app::health::Health;
-use crate::app::{AppError, Committed, Job};
-use crate::domain::{decide, Event, ImageId, LedgerState, Policy, Reply};
-use crate::idempotency::{self, fingerprint, token_key, TokenRecord, Tokens};
+use crate::app::{AppError, Job};
+use crate::domain::{LedgerState, Policy};
+use crate::idempotency::{self, Tokens};
 use crate::projection::Touched;
-use crate::store::{AppendBatch, EncodedRecord, Head, RecordMeta, Store, StoreError};
+use crate::store::{AppendBatch, Head, Store, StoreError};
 
 /// Decided batches that may wait for the append stage.
 const DECIDED_QUEUE: usize = 8;
@@ -74,13 +74,6 @@ pub(in crate::app) struct Decider {
     threads: Vec<JoinHandle<()>>,
     #[cfg(test)]
     failpoints: Arc<crate::app::Failpoints>,
-}
-
-/// A command's records and idempotency record, built whole before any of
-/// it joins the batch.
-struct Built {
-    records: Vec<EncodedRecord>,
-    token: Option<(Vec<u8>, TokenRecord, Vec<u8>)>,
 }
 
 impl Decider {
@@ -381,159 +374,4 @@ impl Decider {
         );
         Ok(())
     }
-
-    /// Decides one command on top of everything decided before it, adding
-    /// its records and idempotency record to `batch`: all of them, or, when
-    /// any fails to build, none.
-    fn decide_one(&mut self, job: &Job, batch: &mut AppendBatch, touched: &mut Touched) -> Pending {
-        let actor = job.command.actor().map(|a| a.as_str().to_owned());
-        // The key and the request's fingerprint, only for commands that
-        // carry a client token.
-        let token = match &job.options.client_token {
-            Some(token) => match fingerprint(&job.command) {
-                Ok(fp) => Some((token_key(actor.as_deref(), token.as_str()), fp)),
-                Err(err) => return Pending::Answer(Err(err.into())),
-            },
-            None => None,
-        };
-        let now = now_micros();
-        if let Some((key, fingerprint)) = &token {
-            // An expired record is as good as none: the command runs anew.
-            let retention = self.policy.token_retention_micros();
-            let live = self
-                .tokens
-                .get(key)
-                .filter(|record| !record.expired(idempotency::micros(now), retention));
-            if let Some(record) = live {
-                let position = record.position;
-                return Pending::Answer(
-                    record
-                        .answer(fingerprint)
-                        .map(|reply| Committed { reply, position })
-                        .map_err(AppError::from),
-                );
-            }
-        }
-        let decision = match decide(
-            &self.state,
-            &self.policy,
-            &job.command,
-            now,
-            &mut random_image_id,
-        ) {
-            Ok(decision) => decision,
-            Err(err) => return Pending::Answer(Err(err.into())),
-        };
-        if job.options.dry_run {
-            let reply = match decision.reply {
-                Reply::ImagesCopied { .. } => Reply::ImagesCopied { images: vec![] },
-                Reply::ImageRegistered { .. } | Reply::Done => Reply::Done,
-            };
-            return Pending::Answer(Ok(Committed::unrecorded(reply)));
-        }
-        if decision.events.is_empty() {
-            return Pending::Answer(Ok(Committed::unrecorded(decision.reply)));
-        }
-        let built = match self.build(
-            job,
-            actor.as_deref(),
-            token,
-            &decision.events,
-            &decision.reply,
-            now,
-        ) {
-            Ok(built) => built,
-            Err(err) => return Pending::Answer(Err(err.into())),
-        };
-        for event in &decision.events {
-            touched.record(event);
-            self.state.apply(event);
-        }
-        if let Some(last) = built.records.last() {
-            self.head = Head {
-                position: last.position,
-                hash: last.hash,
-            };
-        }
-        batch.records.extend(built.records);
-        if let Some((key, record, bytes)) = built.token {
-            batch.tokens.push((key.clone(), bytes));
-            self.tokens.insert(key, record);
-        }
-        Pending::Durable(Committed {
-            reply: decision.reply,
-            position: self.head.position,
-        })
-    }
-
-    /// Encodes a decision's records, continuing the head, and its
-    /// idempotency record, changing nothing.
-    fn build(
-        &self,
-        job: &Job,
-        actor: Option<&str>,
-        token: Option<(Vec<u8>, String)>,
-        events: &[Event],
-        reply: &Reply,
-        now: OffsetDateTime,
-    ) -> Result<Built, StoreError> {
-        let mut records: Vec<EncodedRecord> = Vec::with_capacity(events.len());
-        let mut head = self.head;
-        for (i, event) in events.iter().enumerate() {
-            // Events of one command may continue one stream: count those
-            // before this one, since the state has not applied them yet.
-            let earlier = events[..i]
-                .iter()
-                .filter(|e| e.aggregate_id() == event.aggregate_id())
-                .count() as u64;
-            let meta = RecordMeta {
-                position: head.position + 1,
-                aggregate_version: self.state.stream_version(event) + earlier + 1,
-                recorded_at: now,
-                actor,
-                principal: job.options.principal.as_deref(),
-                client_token: job.options.client_token.as_ref().map(|t| t.as_str()),
-                request_hash: token.as_ref().map(|(_, fp)| fp.as_str()),
-                prev_hash: head.hash,
-            };
-            #[cfg(test)]
-            self.failpoints.encoding(meta.position)?;
-            let record = EncodedRecord::encode(event, &meta)?;
-            head = Head {
-                position: record.position,
-                hash: record.hash,
-            };
-            records.push(record);
-        }
-        let token = match token {
-            Some((key, fingerprint)) => {
-                let record = TokenRecord {
-                    fingerprint,
-                    reply: reply.clone(),
-                    position: head.position,
-                    recorded_at: idempotency::micros(now),
-                };
-                let bytes = record.encode()?;
-                Some((key, record, bytes))
-            }
-            None => None,
-        };
-        Ok(Built { records, token })
-    }
-}
-
-/// The current time, cut to microseconds so it survives RFC 3339 and protobuf round trips.
-fn now_micros() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(now)
-}
-
-fn random_image_id() -> ImageId {
-    let mut rng = rand::rng();
-    let suffix: String = (0..ImageId::SUFFIX_LEN)
-        .map(|_| ImageId::ALPHABET[rng.random_range(0..ImageId::ALPHABET.len())] as char)
-        .collect();
-    // The suffix is drawn from the id alphabet, so this cannot fail.
-    ImageId::from_suffix(&suffix).unwrap_or_else(|_| ImageId::min())
 }
