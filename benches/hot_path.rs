@@ -19,7 +19,7 @@ use image_ledger::domain::{
 use image_ledger::grpc::pb::DescribeImagesResponse;
 use image_ledger::grpc::PageCache;
 use image_ledger::projection::{describe_images, ImageQuery};
-use image_ledger::store::{AppendBatch, EncodedRecord, EventLog, Head, RecordMeta, SledStore};
+use image_ledger::store::{AppendBatch, EncodedRecord, EventLogExt, Head, RecordMeta, SledStore};
 use time::OffsetDateTime;
 
 /// Runs a case when its name contains the first argument that is not an

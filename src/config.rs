@@ -93,8 +93,7 @@ pub const DEFAULT_PAGE_CACHE_MB: u64 = 32;
 /// a million records takes under two minutes, at a few percent of a core.
 pub const DEFAULT_SCRUB_RATE: u64 = 10_000;
 
-/// How long a durable change waits for the read side's writer by default, ms.
-pub const DEFAULT_READ_SIDE_DELAY_MS: u64 = 5_000;
+pub use crate::app::DEFAULT_READ_SIDE_DELAY_MS;
 
 impl Config {
     /// Defaults with the given data directory, listening on a free loopback port.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{Command, DomainError, Event, ImageRef, Reply};
-use crate::store::{Envelope, EventLog, StoreError};
+use crate::store::{AppendBatch, Envelope, EventLog, EventLogExt, Head, StoreError};
 
 /// What the ledger keeps of a command run with a client token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,8 +188,13 @@ pub fn stored(log: &dyn EventLog, head: u64) -> Result<Stored, StoreError> {
 /// expired at `now` under `retention` (both in microseconds), removing
 /// those past the head, so a retry of their commands runs them, and the
 /// expired ones.
-pub fn load(log: &dyn EventLog, head: u64, now: i64, retention: i64) -> Result<Tokens, StoreError> {
-    let Stored { kept, mut past } = stored(log, head)?;
+pub fn load(
+    log: &dyn EventLog,
+    head: Head,
+    now: i64,
+    retention: i64,
+) -> Result<Tokens, StoreError> {
+    let Stored { kept, mut past } = stored(log, head.position)?;
     let stale = past.len();
     let (live, expired): (Vec<_>, Vec<_>) = kept
         .into_iter()
@@ -199,14 +204,20 @@ pub fn load(log: &dyn EventLog, head: u64, now: i64, retention: i64) -> Result<T
     // when it follows it. Expired ones are left to the appends there,
     // which are checked against the head: a removal here could meet a
     // record another replica just wrote for the same token.
-    if !log.shared() && (!past.is_empty() || !expired.is_empty()) {
+    if log.shared().is_none() && (!past.is_empty() || !expired.is_empty()) {
         let expired_count = expired.len();
         past.extend(expired.into_iter().map(|(key, _)| key));
-        log.remove_tokens(&past)?;
+        // An append of no records, so the removal is checked against the
+        // head and made durable like any other.
+        log.append(&AppendBatch {
+            expected_head: head,
+            expired_tokens: past,
+            ..AppendBatch::default()
+        })?;
         if stale > 0 {
             tracing::warn!(
                 records = stale,
-                head,
+                head = head.position,
                 "removed idempotency records past the head: an append a crash cut short"
             );
         }

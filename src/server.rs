@@ -208,10 +208,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
             let bound = listener
                 .local_addr()
                 .map_err(|source| ServeError::Bind { addr, source })?;
+            let gauges = ledger.clone();
             tokio::spawn(crate::metrics::http::serve(
                 listener,
                 Arc::clone(&metrics),
-                ledger.clone(),
+                Arc::new(move || crate::metrics::Readings {
+                    durable_head: gauges.durable_head().position,
+                    queue_depth: gauges.queue_depth(),
+                }),
                 stopped.clone(),
             ));
             Some(bound)
@@ -285,7 +289,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
             .layer(MapResponseLayer::new(
                 |response: http::Response<tonic::body::Body>| response.map(SmallFrames::new),
             ))
-            .layer(crate::auth::Layer::new(auth))
+            .layer(crate::grpc::authenticate::Layer::new(auth))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

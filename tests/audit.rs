@@ -1001,7 +1001,7 @@ async fn a_damaged_record_is_found_by_the_scrub_and_reading_it_answers_data_loss
     use tonic_health::pb::HealthCheckRequest;
     let server = TestServer::start().await;
     let mut c = server.client();
-    history(&mut c).await;
+    let web = history(&mut c).await;
     let dir = server.stop().await;
     {
         let store = open(dir.path());
@@ -1077,6 +1077,20 @@ async fn a_damaged_record_is_found_by_the_scrub_and_reading_it_answers_data_loss
         .into_inner();
     let status = stream.message().await.expect_err("the damage is named");
     assert_status::<()>(Err(status), Code::DataLoss, "DataLoss.DamagedRecord");
+    // So do the reads of the image's stream, which holds the record.
+    let history = audit
+        .get_image_history(pb::GetImageHistoryRequest {
+            image_id: web.clone(),
+        })
+        .await;
+    assert_status(history, Code::DataLoss, "DataLoss.DamagedRecord");
+    let access = audit
+        .get_image_access_as_of(pb::GetImageAccessAsOfRequest {
+            image_id: web,
+            as_of: Some(pb::get_image_access_as_of_request::AsOf::AsOfPosition(9)),
+        })
+        .await;
+    assert_status(access, Code::DataLoss, "DataLoss.DamagedRecord");
     server.stop().await;
     Ok(())
 }

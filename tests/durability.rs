@@ -12,7 +12,8 @@ use image_ledger::app::{rebuild_projections, replay_log};
 use image_ledger::domain::Policy;
 use image_ledger::grpc::pb;
 use image_ledger::projection::persist;
-use image_ledger::store::{EventLog, ProjectionStore, SledStore};
+use image_ledger::store::ProjectionStoreExt;
+use image_ledger::store::{EventLog, SledStore};
 use tonic::Code;
 
 /// Everything a client can see of a small history, for before/after comparisons.

@@ -3,8 +3,7 @@
 //! replies once they are durable; queries read the last durable snapshot.
 
 mod health;
-mod readside;
-mod replay;
+mod log;
 mod scrub;
 mod writer;
 
@@ -30,10 +29,11 @@ use writer::follow::{Fence, Follower, Progress};
 use writer::{Control, Request};
 
 pub use health::Condition;
+pub use log::{LogReader, LogRecord};
 
 #[cfg(test)]
-pub(crate) use replay::state_at;
-pub use replay::{rebuild_projections, replay_log};
+pub(crate) use crate::projection::state_at;
+pub use crate::projection::{rebuild_projections, replay_log};
 
 /// Why a command or query failed.
 #[derive(Debug, Error)]
@@ -50,6 +50,13 @@ pub enum AppError {
     /// changed. The writer retries the store meanwhile.
     #[error("the store does not take writes: {0}")]
     Unwritable(StoreError),
+    /// A read met a damaged record (named in the text): reading it again
+    /// will not help; restore the log from a backup.
+    #[error("{0}")]
+    Damaged(String),
+    /// An audit read failed for a reason other than the store's.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// The ledger is shutting down; retry on another instance or later.
     #[error("the ledger is shutting down")]
     ShuttingDown,
@@ -121,14 +128,15 @@ impl Failpoints {
     }
 }
 
+/// How long a durable change waits for the read side's writer by default, ms.
+pub const DEFAULT_READ_SIDE_DELAY_MS: u64 = 5_000;
+
 impl Default for WriterOptions {
     fn default() -> Self {
         Self {
             max_batch: 512,
             queue_depth: 4096,
-            read_side_delay: std::time::Duration::from_millis(
-                crate::config::DEFAULT_READ_SIDE_DELAY_MS,
-            ),
+            read_side_delay: std::time::Duration::from_millis(DEFAULT_READ_SIDE_DELAY_MS),
             scrub_rate: 0,
             metrics: Arc::default(),
             #[cfg(test)]
@@ -192,10 +200,10 @@ impl Ledger {
         policy: Policy,
         options: WriterOptions,
     ) -> Result<Self, AppError> {
-        let (state, head) = load(store.as_ref())?;
+        let (state, head) = crate::projection::load_state(store.as_ref())?;
         let tokens = crate::idempotency::load(
             store.as_ref(),
-            head.position,
+            head,
             crate::idempotency::micros(time::OffsetDateTime::now_utc()),
             policy.token_retention_micros(),
         )?;
@@ -352,9 +360,15 @@ impl Ledger {
         &self.inner.metrics
     }
 
-    /// The store, for reading the log.
+    /// The store, for tools and tests that read it whole; readers that
+    /// serve callers use [`Self::log`].
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The durable log, for readers.
+    pub fn log(&self) -> LogReader {
+        LogReader::new(Arc::clone(&self.inner.store), self.inner.durable.clone())
     }
 
     /// Stops taking commands, lets the writer finish those already queued
@@ -376,50 +390,4 @@ impl Ledger {
             }
         }
     }
-}
-
-/// Loads the state: from the persisted projections, caught up with the
-/// records written after their checkpoint (and then saved again, so they are
-/// current), or, when they are missing or unreadable, by replaying the whole
-/// log and rewriting them.
-pub(crate) fn load(store: &dyn Store) -> Result<(LedgerState, Head), AppError> {
-    let head = store.head()?;
-    match store.projection_checkpoint()? {
-        Some(checkpoint) if checkpoint <= head.position => {
-            let loaded = crate::projection::persist::load(store).and_then(|state| {
-                let from = replay::head_at(store, checkpoint)?;
-                let (caught_up, now, touched) = replay::catch_up(store, state.clone(), from)?;
-                // This also ends a save a crash cut short.
-                if !touched.is_empty() || !store.projection_pending()?.is_empty() {
-                    let ops = crate::projection::persist::diff(&state, &caught_up, &touched)?;
-                    // On a shared store another replica may keep the read
-                    // side (or just have saved it): then this one leaves it.
-                    store.save_projections_from(&ops, checkpoint, now.position)?;
-                }
-                Ok((caught_up, now, head.position - checkpoint))
-            });
-            match loaded {
-                Ok((state, head, replayed)) => {
-                    tracing::info!(
-                        position = head.position,
-                        replayed,
-                        "loaded the state from the projections"
-                    );
-                    return Ok((state, head));
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "the projections do not load; rebuilding them from the log")
-                }
-            }
-        }
-        checkpoint => tracing::info!(
-            position = head.position,
-            ?checkpoint,
-            "no usable projections; rebuilding them from the log"
-        ),
-    }
-    Ok(rebuild_projections(
-        store,
-        &crate::progress::Progress::hidden(),
-    )?)
 }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::health::Health;
-use super::replay::check_record;
 use crate::metrics::LedgerMetrics;
+use crate::projection::check_record;
 use crate::store::{Chain, Head, Store, StoreError};
 
 /// Records checked between two looks at the rate and at the stop flag.

@@ -12,6 +12,7 @@ use crate::domain::{
 };
 use crate::projection::persist;
 use crate::store::{EventLog, MemoryStore, ProjectionStore, Store, StoreError};
+use crate::store::{EventLogExt, ProjectionStoreExt};
 
 pub(super) fn account(id: &str) -> Command {
     Command::RegisterAccount {
@@ -472,7 +473,7 @@ async fn a_read_side_write_cut_short_anywhere_loads_as_a_replay() -> Result<(), 
                     };
                 }
                 store.replace_projections(&whole(&stored), checkpoint)?;
-                let (loaded, loaded_head) = super::load(store.as_ref())?;
+                let (loaded, loaded_head) = crate::projection::load_state(store.as_ref())?;
                 let case = format!("checkpoint {checkpoint}, target {target}, {written} written");
                 assert_eq!(loaded, replayed, "{case}");
                 assert_eq!(loaded_head, head, "{case}");
@@ -517,9 +518,9 @@ async fn a_read_side_write_and_its_retry_both_failing_part_way_verify_and_load_a
                     );
                     store.replace_projections(&whole(from), checkpoint)?;
                     store.fail_next_projection_save_after(first_written);
-                    assert!(store.save_projections(&first_ops, first).is_err());
+                    assert!(store.update_projections(&first_ops, first).is_err());
                     store.fail_next_projection_save_after(retry_written);
-                    assert!(store.save_projections(&retry_ops, head.position).is_err());
+                    assert!(store.update_projections(&retry_ops, head.position).is_err());
                     let mut pending = vec![first, head.position];
                     pending.dedup();
                     assert_eq!(store.projection_pending()?, pending, "{case}");
@@ -533,7 +534,7 @@ async fn a_read_side_write_and_its_retry_both_failing_part_way_verify_and_load_a
                     let report = crate::audit::verify(store.as_ref(), &policy, &Default::default())
                         .map_err(|e| format!("{case}: {e}"))?;
                     assert_eq!(report.projections_pending, pending, "{case}");
-                    let (loaded, loaded_head) = super::load(store.as_ref())?;
+                    let (loaded, loaded_head) = crate::projection::load_state(store.as_ref())?;
                     assert_eq!(loaded, replayed, "{case}");
                     assert_eq!(loaded_head, head, "{case}");
                     assert_eq!(store.projection_pending()?, Vec::<u64>::new(), "{case}");

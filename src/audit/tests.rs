@@ -7,7 +7,8 @@ use super::{verify, AuditError, VerifyOptions};
 use crate::app::{replay_log, CommandOptions, Ledger, WriterOptions};
 use crate::domain::{AccountId, AccountKind, Command, Policy};
 use crate::projection::persist;
-use crate::store::{EventLog, ProjectionOp, ProjectionStore, SledStore, Store};
+use crate::store::{EventLog, ProjectionOp, SledStore, Store};
+use crate::store::{EventLogExt, ProjectionStoreExt};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -14,6 +14,7 @@ use crate::domain::{Event, LedgerState};
 use crate::idempotency::TokenRecord;
 use crate::progress::Progress;
 use crate::projection::persist;
+use crate::store::ProjectionStoreExt;
 use crate::store::{Envelope, EventLog, Head, Store};
 
 /// What a successful verification saw.

@@ -4,7 +4,6 @@
 //! may call. The configuration comes from the config file's `[auth]`
 //! table, never from flags; tokens are held only as SHA-256 digests.
 
-mod layer;
 mod roles;
 mod token;
 
@@ -14,9 +13,17 @@ use std::sync::Arc;
 use serde::Deserialize;
 use thiserror::Error;
 
-pub use layer::{Caller, Layer};
-pub use roles::{allowed, Role};
+pub use roles::{allowed, is_open, Role};
 pub use token::{digest_hex, new_token, TOKEN_PREFIX};
+
+/// Who made a call, put in the request's extensions for the services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The principal's name.
+    pub principal: Arc<str>,
+    /// What it proved itself with: `token <id>` or `certificate <name>`.
+    pub credential: Arc<str>,
+}
 
 /// The reason of a call without credentials.
 pub const MISSING_CREDENTIALS: &str = "AuthFailure.MissingCredentials";

@@ -8,19 +8,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::timestamp;
+use super::convert::{envelope_message, envelope_messages};
 use super::feed::Feed;
 use super::pb;
 use super::pb::audit_log_server::AuditLog;
 use super::subscriptions::{peer_of, Subscriptions};
 use super::tail::Tail;
 use crate::app::Ledger;
-use crate::audit::{self, AuditError, LedgerKey};
+use crate::audit::LedgerKey;
 use crate::domain::{DomainError, ImageId};
-use crate::store::{try_scan, Envelope, Store, StoreError};
-
-/// The reason of a read that met a damaged record.
-pub const DAMAGED_RECORD_REASON: &str = "DataLoss.DamagedRecord";
 
 /// Records read from the store per step of a stream.
 const CHUNK: u64 = 512;
@@ -61,78 +57,6 @@ impl AuditService {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::EventEnvelope, Status>> + Send>>;
 
-/// The stored record as the `EventEnvelope` message.
-pub fn envelope_message(envelope: Envelope, raw: &[u8]) -> pb::EventEnvelope {
-    pb::EventEnvelope {
-        position: envelope.position,
-        aggregate_id: envelope.aggregate_id,
-        aggregate_version: envelope.aggregate_version,
-        event_type: envelope.event_type,
-        schema_version: envelope.schema_version,
-        recorded_at: Some(timestamp(envelope.recorded_at)),
-        actor: envelope.actor.unwrap_or_default(),
-        client_token: envelope.client_token.unwrap_or_default(),
-        request_hash: envelope.request_hash.unwrap_or_default(),
-        payload_json: envelope.payload.get().to_owned(),
-        prev_hash: envelope.prev_hash,
-        hash: envelope.hash,
-        raw: String::from_utf8_lossy(raw).into_owned(),
-        principal: envelope.principal.flatten().unwrap_or_default(),
-    }
-}
-
-/// Reads records `from..=to` off the async workers.
-pub(super) async fn read_range(
-    store: Arc<dyn Store>,
-    from: u64,
-    to: u64,
-) -> Result<Vec<pb::EventEnvelope>, Status> {
-    let read = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-        let mut out = Vec::new();
-        try_scan(
-            store.as_ref(),
-            from,
-            |position, bytes| -> Result<bool, StoreError> {
-                if position > to {
-                    return Ok(false);
-                }
-                let envelope = Envelope::decode(bytes).map_err(|err| {
-                    StoreError::Corrupt(format!("the record at position {position}: {err}"))
-                })?;
-                out.push(envelope_message(envelope, bytes));
-                Ok(true)
-            },
-        )?;
-        Ok(out)
-    })
-    .await
-    .map_err(|e| super::status::internal("a reader task failed", &e))?;
-    read.map_err(|err| match err {
-        // Reading it again will not help: name the damage.
-        StoreError::Corrupt(what) => {
-            tracing::error!(%what, "a damaged record was read");
-            super::refusal(
-                tonic::Code::DataLoss,
-                format!(
-                    "{what}; the log is damaged there: restore it from a backup \
-                     (audit verify names every damaged record)"
-                ),
-                DAMAGED_RECORD_REASON,
-            )
-        }
-        err => Status::from(crate::app::AppError::Storage(err)),
-    })
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, AuditError> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| super::status::internal("a reader task failed", &e))?
-        .map_err(Status::from)
-}
-
 #[tonic::async_trait]
 impl AuditLog for AuditService {
     type ReadEventsStream = EventStream;
@@ -159,13 +83,17 @@ impl AuditLog for AuditService {
             .durable_head()
             .position
             .min(from.saturating_add(u64::from(limit)) - 1);
-        let store = Arc::clone(self.ledger.store());
+        let log = self.ledger.log();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let mut next = from;
             while next <= to {
                 let end = to.min(next + CHUNK - 1);
-                let batch = read_range(Arc::clone(&store), next, end).await;
+                let batch = log
+                    .read_range(next, end)
+                    .await
+                    .map(envelope_messages)
+                    .map_err(Status::from);
                 let failed = batch.is_err();
                 for item in batch.map_or_else(|e| vec![Err(e)], |v| v.into_iter().map(Ok).collect())
                 {
@@ -189,7 +117,7 @@ impl AuditLog for AuditService {
         let open = self.subscriptions.admit(peer_of(&request))?;
         let feed = Feed::new(
             request.into_inner().from_position,
-            Arc::clone(self.ledger.store()),
+            self.ledger.log(),
             Arc::clone(&self.tail),
             self.stopping.clone(),
             Arc::clone(&self.subscriptions),
@@ -203,13 +131,10 @@ impl AuditLog for AuditService {
         request: Request<pb::GetImageHistoryRequest>,
     ) -> Result<Response<pb::GetImageHistoryResponse>, Status> {
         let image = ImageId::parse(&request.into_inner().image_id)?;
-        let store = Arc::clone(self.ledger.store());
-        let limit = self.ledger.durable_head().position;
-        let events = blocking(move || audit::image_history(store.as_ref(), &image)).await?;
+        let events = self.ledger.log().image_history(image).await?;
         Ok(Response::new(pb::GetImageHistoryResponse {
             events: events
                 .into_iter()
-                .filter(|record| record.envelope.position <= limit)
                 .map(|record| envelope_message(record.envelope, &record.raw))
                 .collect(),
         }))
@@ -221,14 +146,11 @@ impl AuditLog for AuditService {
     ) -> Result<Response<pb::GetImageAccessAsOfResponse>, Status> {
         let request = request.into_inner();
         let image = ImageId::parse(&request.image_id)?;
-        let durable = self.ledger.durable_head().position;
         let as_of = super::access::as_of_from(request.as_of)?;
         if self.ledger.state().any_image(&image).is_none() {
             return Err(DomainError::ImageNotFound(format!("image {image} does not exist")).into());
         }
-        let store = Arc::clone(self.ledger.store());
-        let access =
-            blocking(move || audit::access_as_of(store.as_ref(), &image, as_of, durable)).await?;
+        let access = self.ledger.log().access_as_of(image, as_of).await?;
         Ok(Response::new(super::access::access_message(access)))
     }
 
@@ -236,10 +158,7 @@ impl AuditLog for AuditService {
         &self,
         _request: Request<pb::GetLedgerHeadRequest>,
     ) -> Result<Response<pb::GetLedgerHeadResponse>, Status> {
-        let head = self.ledger.durable_head();
-        let store = Arc::clone(self.ledger.store());
-        let key = Arc::clone(&self.key);
-        let signed = blocking(move || key.sign_head_of(store.as_ref(), head)).await?;
+        let signed = self.ledger.log().signed_head(Arc::clone(&self.key)).await?;
         let json = serde_json::to_string(&signed)
             .map_err(|e| super::status::internal("cannot encode the head", &e))?;
         Ok(Response::new(pb::GetLedgerHeadResponse {

@@ -4,13 +4,14 @@ use prost_types::Timestamp;
 use time::OffsetDateTime;
 
 use super::pb;
-use crate::app::CommandOptions;
+use crate::app::{CommandOptions, LogRecord};
 use crate::domain::{
     normalized_name, AccountId, AccountKind, ClientToken, Command, DomainError, ImageAttributes,
     ImageId, ImageRef, ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission,
     NewImage, Region,
 };
 use crate::projection::{ImageQuery, ImageTypeFilter};
+use crate::store::Envelope;
 
 /// A command with its options, as decoded from a request.
 #[derive(Debug, Clone)]
@@ -376,4 +377,32 @@ pub(super) fn license_value(license: LicenseType) -> i32 {
 /// The copies of a `CopyImage` reply.
 pub fn image_refs(refs: &[ImageRef]) -> Vec<pb::ImageRef> {
     refs.iter().map(image_ref).collect()
+}
+
+/// The stored record as the `EventEnvelope` message.
+pub fn envelope_message(envelope: Envelope, raw: &[u8]) -> pb::EventEnvelope {
+    pb::EventEnvelope {
+        position: envelope.position,
+        aggregate_id: envelope.aggregate_id,
+        aggregate_version: envelope.aggregate_version,
+        event_type: envelope.event_type,
+        schema_version: envelope.schema_version,
+        recorded_at: Some(timestamp(envelope.recorded_at)),
+        actor: envelope.actor.unwrap_or_default(),
+        client_token: envelope.client_token.unwrap_or_default(),
+        request_hash: envelope.request_hash.unwrap_or_default(),
+        payload_json: envelope.payload.get().to_owned(),
+        prev_hash: envelope.prev_hash,
+        hash: envelope.hash,
+        raw: String::from_utf8_lossy(raw).into_owned(),
+        principal: envelope.principal.flatten().unwrap_or_default(),
+    }
+}
+
+/// Records read from the log as `EventEnvelope` messages.
+pub fn envelope_messages(records: Vec<LogRecord>) -> Vec<pb::EventEnvelope> {
+    records
+        .into_iter()
+        .map(|(envelope, raw)| envelope_message(envelope, &raw))
+        .collect()
 }

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tonic::Status;
 
-use super::audit::read_range;
+use super::convert::envelope_messages;
 use super::pb;
 use super::subscriptions::{Permit, Subscriptions};
 use super::tail::Tail;
-use crate::store::Store;
+use crate::app::LogReader;
 
 /// Records taken per step, from the store or the tail: what a subscriber
 /// that does not read holds at most, besides its HTTP/2 window.
@@ -26,7 +26,7 @@ pub const READ_AHEAD: u64 = 8;
 pub struct Feed {
     next: u64,
     ready: VecDeque<pb::EventEnvelope>,
-    store: Arc<dyn Store>,
+    log: LogReader,
     tail: Arc<Tail>,
     /// How far the tail goes: durable records only.
     reached: watch::Receiver<u64>,
@@ -41,7 +41,7 @@ pub struct Feed {
 impl Feed {
     pub fn new(
         from: u64,
-        store: Arc<dyn Store>,
+        log: LogReader,
         tail: Arc<Tail>,
         stopping: watch::Receiver<bool>,
         subscriptions: Arc<Subscriptions>,
@@ -50,7 +50,7 @@ impl Feed {
         Self {
             next: from.max(1),
             ready: VecDeque::new(),
-            store,
+            log,
             reached: tail.watch(),
             tail,
             stopping,
@@ -101,15 +101,14 @@ impl Feed {
         let records = match self.tail.from(self.next, READ_AHEAD as usize) {
             Some(records) => records,
             None => {
-                let (store, subscriptions) =
-                    (Arc::clone(&self.store), Arc::clone(&self.subscriptions));
+                let (log, subscriptions) = (self.log.clone(), Arc::clone(&self.subscriptions));
                 let (from, end) = (self.next, reached.min(self.next + READ_AHEAD - 1));
                 // A task of its own: the connection stops polling this
                 // stream while the subscriber's window is shut, and the
                 // read's turn must be given back all the same.
                 tokio::spawn(async move {
                     let _turn = subscriptions.read_turn().await;
-                    read_range(store, from, end).await
+                    log.read_range(from, end).await.map(envelope_messages)
                 })
                 .await
                 .map_err(|err| super::status::internal("a subscription's read failed", &err))??
@@ -119,7 +118,7 @@ impl Feed {
             return Err(super::refusal(
                 tonic::Code::DataLoss,
                 format!("the log has no record at position {}", self.next),
-                super::audit::DAMAGED_RECORD_REASON,
+                super::status::DAMAGED_RECORD_REASON,
             ));
         };
         self.next = last.position + 1;

@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+pub mod authenticate;
 mod client;
 mod consistency;
 mod convert;
@@ -27,14 +28,15 @@ pub mod pb {
         tonic::include_file_descriptor_set!("imageledger_descriptor");
 }
 
-pub use audit::{envelope_message, AuditService};
+pub use audit::AuditService;
 pub use client::{AuditClient, Bearer, ClientError};
 pub use consistency::DEFAULT_WAIT;
-pub use convert::{state_message, state_of, time_of, timestamp, Commanded};
+pub use convert::{envelope_message, state_message, state_of, time_of, timestamp, Commanded};
 pub use page_cache::PageCache;
 pub use service::LedgerService;
 pub use status::{
-    code_of, refusal, ERROR_DOMAIN, INTERNAL_REASON, POSITION_NOT_REACHED_REASON, UNWRITABLE_REASON,
+    code_of, refusal, DAMAGED_RECORD_REASON, ERROR_DOMAIN, INTERNAL_REASON,
+    POSITION_NOT_REACHED_REASON, UNWRITABLE_REASON,
 };
 pub use subscriptions::{Subscriptions, TOO_MANY_SUBSCRIPTIONS};
 pub use transport::{SmallFrames, Unvectored, FIRST_BYTES_TIMEOUT};

@@ -19,6 +19,9 @@ pub const INTERNAL_REASON: &str = "InternalError";
 /// The reason code of a command refused while the store takes no writes.
 pub const UNWRITABLE_REASON: &str = "ResourceUnavailable.StoreNotWritable";
 
+/// The reason code of a read that met a damaged record.
+pub const DAMAGED_RECORD_REASON: &str = "DataLoss.DamagedRecord";
+
 /// The reason code of a query whose `min_position` was not reached in time.
 pub const POSITION_NOT_REACHED_REASON: &str = "ResourceUnavailable.PositionNotReached";
 
@@ -94,18 +97,34 @@ impl From<AppError> for Status {
             AppError::Domain(err) => err.into(),
             AppError::Storage(err) => {
                 tracing::error!(err = %Chain(&err), "storage failure");
-                let code = match err {
-                    StoreError::Corrupt(_) => Code::Internal,
-                    StoreError::Conflict { .. } | StoreError::Backend { .. } => Code::Unavailable,
-                };
+                match err {
+                    // Retrying meets the same damage: the log says where.
+                    StoreError::Corrupt(_) => with_reason(
+                        Code::Internal,
+                        "the ledger's store is damaged; see the server log".into(),
+                        INTERNAL_REASON,
+                    ),
+                    StoreError::Conflict { .. } | StoreError::Backend { .. } => with_reason(
+                        Code::Unavailable,
+                        "the ledger could not complete the request because of a storage \
+                         failure; retry with the same client_token"
+                            .into(),
+                        INTERNAL_REASON,
+                    ),
+                }
+            }
+            AppError::Damaged(what) => {
+                tracing::error!(%what, "a damaged record was read");
                 with_reason(
-                    code,
-                    "the ledger could not complete the request because of a storage failure; \
-                     retry with the same client_token"
-                        .into(),
-                    INTERNAL_REASON,
+                    Code::DataLoss,
+                    format!(
+                        "{what}; the log is damaged there: restore it from a backup \
+                         (audit verify names every damaged record)"
+                    ),
+                    DAMAGED_RECORD_REASON,
                 )
             }
+            AppError::Audit(err) => err.into(),
             // Said once in the log when writes began to fail, not per call.
             AppError::Unwritable(err) => {
                 tracing::debug!(err = %Chain(&err), "refused: the store does not take writes");
@@ -149,6 +168,7 @@ pub fn internal(what: &str, err: &dyn std::fmt::Display) -> Status {
 impl From<AuditError> for Status {
     fn from(err: AuditError) -> Self {
         match err {
+            AuditError::Store(StoreError::Corrupt(what)) => AppError::Damaged(what).into(),
             AuditError::Store(err) => AppError::Storage(err).into(),
             AuditError::Usage(what) => DomainError::InvalidParameter(what).into(),
             AuditError::Invalid { .. }

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use super::audit::read_range;
+use super::convert::envelope_messages;
 use super::pb;
 use crate::app::Ledger;
 
@@ -37,7 +37,7 @@ impl Tail {
             records: RwLock::new(VecDeque::with_capacity(KEPT)),
             last: watch::Sender::new(start),
         });
-        let store = Arc::clone(ledger.store());
+        let log = ledger.log();
         let follower = Arc::clone(&tail);
         tokio::spawn(async move {
             let mut next = start + 1;
@@ -50,12 +50,12 @@ impl Tail {
                 }
                 while next <= head {
                     let end = head.min(next + STEP - 1);
-                    match read_range(Arc::clone(&store), next, end).await {
-                        Ok(records) => follower.keep(records, end),
-                        Err(status) => {
+                    match log.read_range(next, end).await {
+                        Ok(records) => follower.keep(envelope_messages(records), end),
+                        Err(err) => {
                             // Subscribers meet the same record through the
                             // store and get the answer there.
-                            tracing::warn!(%status, position = next, "the tail cannot read the log");
+                            tracing::warn!(%err, position = next, "the tail cannot read the log");
                             follower.skip(end);
                         }
                     }

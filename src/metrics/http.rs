@@ -13,17 +13,17 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::Metrics;
-use crate::app::Ledger;
+use super::{Metrics, ReadGauges};
 
 /// The content type of the OpenMetrics text format.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves `metrics` of `ledger` on `listener` until `stop` turns true.
+/// Serves `metrics`, with the gauges `read` gives, on `listener` until
+/// `stop` turns true.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    ledger: Ledger,
+    read: ReadGauges,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -40,13 +40,13 @@ pub async fn serve(
                 continue;
             }
         };
-        let (metrics, ledger) = (Arc::clone(&metrics), ledger.clone());
+        let (metrics, read) = (Arc::clone(&metrics), Arc::clone(&read));
         tokio::spawn(async move {
             let service = service_fn(move |request: hyper::Request<Incoming>| {
                 let reply = if request.uri().path() == "/metrics" {
                     http::Response::builder()
                         .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
-                        .body(Full::new(Bytes::from(metrics.render(&ledger))))
+                        .body(Full::new(Bytes::from(metrics.render(read()))))
                 } else {
                     http::Response::builder()
                         .status(http::StatusCode::NOT_FOUND)

@@ -14,7 +14,18 @@ use prometheus_client::registry::Registry;
 
 pub use ledger::LedgerMetrics;
 
-use crate::app::Ledger;
+/// The gauges read off the ledger at each scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Readings {
+    /// The durable head's position.
+    pub durable_head: u64,
+    /// Commands waiting for the writer.
+    pub queue_depth: usize,
+}
+
+/// Reads the [`Readings`] now: how a scrape asks the ledger, which this
+/// module does not know.
+pub type ReadGauges = Arc<dyn Fn() -> Readings + Send + Sync>;
 
 /// Every metric of a server, registered under the names dashboards expect.
 pub struct Metrics {
@@ -61,11 +72,11 @@ impl Metrics {
         }
     }
 
-    /// The exposition of every metric, `ledger`'s gauges read now.
-    pub fn render(&self, ledger: &Ledger) -> String {
-        let head = ledger.durable_head().position;
+    /// The exposition of every metric, with the gauges read `now`.
+    pub fn render(&self, now: Readings) -> String {
+        let head = now.durable_head;
         self.head.set(as_gauge(head));
-        self.queue.set(as_gauge(ledger.queue_depth() as u64));
+        self.queue.set(as_gauge(now.queue_depth as u64));
         let stored = self.ledger.read_side_position.get().max(0) as u64;
         self.read_side_lag
             .set(as_gauge(head.saturating_sub(stored)));

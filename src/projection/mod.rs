@@ -1,11 +1,23 @@
-//! The read side: list queries over the in-memory state, and the projections
-//! persisted in the store with their rebuild.
+//! The read side, in one place: the state rebuilt from the log (replay),
+//! the projections stored beside the log (persist) and the thread that
+//! writes them behind it (writer), the state loaded at start (load), and
+//! the list queries over the in-memory state (query). Each backend's
+//! storage of them is the store's ([`crate::store::ProjectionStore`]).
 
+mod load;
 pub mod persist;
 pub mod query;
+mod replay;
+mod writer;
 
 #[cfg(test)]
 mod tests;
 
+pub use load::load_state;
 pub use persist::Touched;
 pub use query::{describe_images, ImagePage, ImageQuery, ImageTypeFilter, ListedImage};
+#[cfg(test)]
+pub(crate) use replay::state_at;
+pub use replay::{catch_up, head_at, rebuild_projections, replay_log};
+pub(crate) use replay::{catch_up_to, check_record};
+pub use writer::{ProjectionWriter, MAX_EVENTS};

@@ -21,7 +21,8 @@ pub struct AppendBatch {
     pub expired_tokens: Vec<Vec<u8>>,
 }
 
-/// An append-only event log.
+/// An append-only event log: nine methods every backend implements, and
+/// two capabilities with defaults (healing after a failure, replicas).
 ///
 /// An append is committed in three calls, so a writer can overlap them
 /// across batches: [`write`](Self::write) makes the batch visible,
@@ -39,7 +40,8 @@ pub trait EventLog: Send + Sync + 'static {
     /// check at once, and durable once [`flush_to_os`](Self::flush_to_os)
     /// then [`sync_to_disk`](Self::sync_to_disk) have returned after it.
     /// Fails with [`StoreError::Conflict`] when the head is not what the
-    /// batch expects.
+    /// batch expects. A batch of no records only removes its
+    /// `expired_tokens`, checked against the head all the same.
     fn write(&self, batch: &AppendBatch) -> Result<(), StoreError>;
 
     /// Everything written so far is in the operating system's hands (a
@@ -58,6 +60,66 @@ pub trait EventLog: Send + Sync + 'static {
         self.flush()
     }
 
+    /// The log's replica coordination, when other processes append to it
+    /// too (replicas sharing a database); `None` for a log only this
+    /// process appends to.
+    fn shared(&self) -> Option<&dyn SharedLog> {
+        None
+    }
+
+    /// Calls `visit` with each stored record from position `from` on, in order,
+    /// until the end of the log or until `visit` returns `false`.
+    fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
+
+    /// The stored record at `position`, if the log reaches it.
+    fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The version of the last record of each of `aggregate_ids`' streams
+    /// at or before log position `as_of`, in order; 0 for a stream with
+    /// none. Loading the read side asks it for every aggregate at once, so
+    /// a backend whose every call is a round trip answers it in one.
+    fn stream_versions(&self, aggregate_ids: &[&str], as_of: u64) -> Result<Vec<u64>, StoreError>;
+
+    /// Calls `visit` with the position and record of each event of one
+    /// aggregate's stream, in version order, until `visit` returns `false`.
+    fn scan_stream(
+        &self,
+        aggregate_id: &str,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
+
+    /// Every idempotency record, in key order. One whose position is past
+    /// the head was left by an append that a crash cut short; the ledger
+    /// removes those when it loads, with an append of no records whose
+    /// `expired_tokens` name them.
+    fn tokens(&self) -> Result<Entries, StoreError>;
+}
+
+/// What the writer does with a log that several processes append to: take
+/// turns with them, so a writer that lost a race cannot lose the next one,
+/// and follow their appends.
+pub trait SharedLog: Send + Sync {
+    /// Waits until no other process can append before this one's next
+    /// [`EventLog::write`], and returns the head then. The turn lasts until
+    /// that write or [`end_turn`](Self::end_turn).
+    fn take_turn(&self) -> Result<Head, StoreError>;
+
+    /// [`EventLog::write`], except that a head other than the expected one
+    /// is no error: the turn is taken (as by [`take_turn`](Self::take_turn))
+    /// and the head returned, nothing written. One step for a backend that
+    /// can lock the head where it found it moved.
+    fn write_or_take_turn(&self, batch: &AppendBatch) -> Result<Option<Head>, StoreError>;
+
+    /// Gives a turn back without writing.
+    fn end_turn(&self) -> Result<(), StoreError>;
+
+    /// A connection of its own that tells when anyone appended.
+    fn watcher(&self) -> Result<Box<dyn Watcher>, StoreError>;
+}
+
+/// Conveniences over any [`EventLog`], so backends and wrappers implement
+/// only the contract.
+pub trait EventLogExt: EventLog {
     /// Writes a batch and returns once it is durable.
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
         self.write(batch)?;
@@ -70,86 +132,17 @@ pub trait EventLog: Send + Sync + 'static {
         self.sync_to_disk()
     }
 
-    /// Whether other processes append to this log too (replicas sharing a
-    /// database): the ledger then follows their appends, takes turns with
-    /// them, and reads the head afresh for a linearizable query.
-    fn shared(&self) -> bool {
-        false
+    /// [`EventLog::stream_versions`] of one stream.
+    fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
+        Ok(self
+            .stream_versions(&[aggregate_id], as_of)?
+            .first()
+            .copied()
+            .unwrap_or(0))
     }
-
-    /// Waits until no other process can append before this one's next
-    /// [`write`](Self::write), and returns the head then. The turn lasts
-    /// until that write or [`end_turn`](Self::end_turn): a writer that lost
-    /// a race takes it, so it cannot lose the next one too. A log only this
-    /// process appends to returns its head.
-    fn take_turn(&self) -> Result<Head, StoreError> {
-        self.head()
-    }
-
-    /// [`write`](Self::write), except that a head other than the expected
-    /// one is no error: the turn is taken (as by
-    /// [`take_turn`](Self::take_turn)) and the head returned, nothing
-    /// written. One step for a backend that can lock the head where it
-    /// found it moved.
-    fn write_or_take_turn(&self, batch: &AppendBatch) -> Result<Option<Head>, StoreError> {
-        match self.write(batch) {
-            Ok(()) => Ok(None),
-            Err(StoreError::Conflict { .. }) if self.shared() => self.take_turn().map(Some),
-            Err(err) => Err(err),
-        }
-    }
-
-    /// Gives a turn back without writing.
-    fn end_turn(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// A connection of its own that tells when anyone appended, for a
-    /// [`shared`](Self::shared) log; `None` for a log only this process
-    /// appends to.
-    fn watcher(&self) -> Result<Option<Box<dyn Watcher>>, StoreError> {
-        Ok(None)
-    }
-
-    /// Calls `visit` with each stored record from position `from` on, in order,
-    /// until the end of the log or until `visit` returns `false`.
-    fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
-
-    /// The stored record at `position`, if the log reaches it.
-    fn read_at(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// The version of the last record of one aggregate's stream at or before
-    /// log position `as_of`; 0 when there is none.
-    fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError>;
-
-    /// [`stream_version`](Self::stream_version) of each of `aggregate_ids`,
-    /// in order: what loading the read side asks for every aggregate, so a
-    /// backend whose every call is a round trip answers it in one.
-    fn stream_versions(&self, aggregate_ids: &[&str], as_of: u64) -> Result<Vec<u64>, StoreError> {
-        aggregate_ids
-            .iter()
-            .map(|id| self.stream_version(id, as_of))
-            .collect()
-    }
-
-    /// Calls `visit` with the position and record of each event of one
-    /// aggregate's stream, in version order, until `visit` returns `false`.
-    fn scan_stream(
-        &self,
-        aggregate_id: &str,
-        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
-    ) -> Result<(), StoreError>;
-
-    /// Every idempotency record, in key order. One whose position is past
-    /// the head was left by an append that a crash cut short (see
-    /// [`remove_tokens`](Self::remove_tokens)).
-    fn tokens(&self) -> Result<Entries, StoreError>;
-
-    /// Removes idempotency records, durably: those an append wrote before a
-    /// crash stopped it short of its head, which the ledger removes when it
-    /// loads.
-    fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError>;
 }
+
+impl<T: EventLog + ?Sized> EventLogExt for T {}
 
 /// Sees the appends of every process to a shared log.
 pub trait Watcher: Send {

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{AppendBatch, Entries, EventLog, Head, ProjectionOp, ProjectionStore, StoreError};
+use super::{
+    AppendBatch, Entries, EventLog, Head, ProjectionOp, ProjectionSave, ProjectionStatus,
+    ProjectionStore, SaveMode, Saved, StoreError,
+};
 
 #[derive(Default)]
 struct Tables {
@@ -57,10 +60,9 @@ impl EventLog for MemoryStore {
     }
 
     fn write(&self, batch: &AppendBatch) -> Result<(), StoreError> {
-        let Some(last) = batch.records.last() else {
-            return Ok(());
-        };
-        self.injected(faults::Call::Append)?;
+        if !batch.records.is_empty() {
+            self.injected(faults::Call::Append)?;
+        }
         let mut t = self.tables()?;
         if t.head != batch.expected_head {
             return Err(StoreError::Conflict {
@@ -68,6 +70,12 @@ impl EventLog for MemoryStore {
                 found: t.head.position,
             });
         }
+        let Some(last) = batch.records.last() else {
+            for key in &batch.expired_tokens {
+                t.tokens.remove(key);
+            }
+            return Ok(());
+        };
         for record in &batch.records {
             t.log.insert(record.position, record.bytes.clone());
             t.stream_positions.insert(
@@ -112,14 +120,17 @@ impl EventLog for MemoryStore {
         Ok(self.tables()?.log.get(&position).cloned())
     }
 
-    fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
+    fn stream_versions(&self, aggregate_ids: &[&str], as_of: u64) -> Result<Vec<u64>, StoreError> {
         let t = self.tables()?;
-        let range = (aggregate_id.to_owned(), 0)..=(aggregate_id.to_owned(), u64::MAX);
-        Ok(t.stream_positions
-            .range(range)
-            .rev()
-            .find(|(_, position)| **position <= as_of)
-            .map_or(0, |((_, version), _)| *version))
+        let version = |aggregate_id: &str| {
+            let range = (aggregate_id.to_owned(), 0)..=(aggregate_id.to_owned(), u64::MAX);
+            t.stream_positions
+                .range(range)
+                .rev()
+                .find(|(_, position)| **position <= as_of)
+                .map_or(0, |((_, version), _)| *version)
+        };
+        Ok(aggregate_ids.iter().map(|id| version(id)).collect())
     }
 
     fn scan_stream(
@@ -152,19 +163,15 @@ impl EventLog for MemoryStore {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
-
-    fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
-        let mut t = self.tables()?;
-        for key in keys {
-            t.tokens.remove(key);
-        }
-        Ok(())
-    }
 }
 
 impl ProjectionStore for MemoryStore {
-    fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.tables()?.checkpoint)
+    fn projection_status(&self) -> Result<ProjectionStatus, StoreError> {
+        let t = self.tables()?;
+        Ok(ProjectionStatus {
+            checkpoint: t.checkpoint,
+            pending: t.pending.clone(),
+        })
     }
 
     fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
@@ -176,37 +183,34 @@ impl ProjectionStore for MemoryStore {
             .collect())
     }
 
-    fn save_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+    fn save_projections(&self, save: &ProjectionSave<'_>) -> Result<Saved, StoreError> {
+        let ProjectionSave {
+            ops,
+            checkpoint,
+            mode,
+        } = *save;
         #[cfg(test)]
-        if let Some(written) = self.faults.take_projection_failure() {
-            // As a disk error part way through a stepwise save leaves it.
-            let mut t = self.tables()?;
-            if !ops.is_empty() && t.pending.last() != Some(&checkpoint) {
-                t.pending.push(checkpoint);
+        if mode != SaveMode::Replace {
+            if let Some(written) = self.faults.take_projection_failure() {
+                // As a disk error part way through a stepwise save leaves it.
+                let mut t = self.tables()?;
+                if !ops.is_empty() && t.pending.last() != Some(&checkpoint) {
+                    t.pending.push(checkpoint);
+                }
+                apply_ops(&mut t.projections, &ops[..written.min(ops.len())]);
+                return Err(StoreError::failed(
+                    "injected failure part way through a projection save",
+                ));
             }
-            apply_ops(&mut t.projections, &ops[..written.min(ops.len())]);
-            return Err(StoreError::failed(
-                "injected failure part way through a projection save",
-            ));
         }
         let mut t = self.tables()?;
+        if mode == SaveMode::Replace {
+            t.projections.clear();
+        }
         apply_ops(&mut t.projections, ops);
         t.checkpoint = Some(checkpoint);
         t.pending.clear();
-        Ok(())
-    }
-
-    fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
-        Ok(self.tables()?.pending.clone())
-    }
-
-    fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
-        let mut t = self.tables()?;
-        t.projections.clear();
-        apply_ops(&mut t.projections, ops);
-        t.checkpoint = Some(checkpoint);
-        t.pending.clear();
-        Ok(())
+        Ok(Saved::Done)
     }
 }
 

@@ -21,9 +21,12 @@ pub use envelope::{
     EncodedRecord, Envelope, RecordMeta, FIRST_RECORD_VERSION, GENESIS_HASH, RECORD_VERSION,
 };
 pub use error::{Cause, Chain, StoreError};
-pub use log::{try_scan, try_scan_stream, AppendBatch, EventLog, Watcher};
+pub use log::{try_scan, try_scan_stream, AppendBatch, EventLog, EventLogExt, SharedLog, Watcher};
 pub use memory::MemoryStore;
-pub use projections::{ProjectionOp, ProjectionStore, Saved};
+pub use projections::{
+    ProjectionOp, ProjectionSave, ProjectionStatus, ProjectionStore, ProjectionStoreExt, SaveMode,
+    Saved,
+};
 
 /// Key/value pairs read from a side table, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;

@@ -8,6 +8,7 @@ use super::{
     StoreError,
 };
 use crate::domain::{AccountId, AccountKind, Event};
+use crate::store::EventLogExt;
 
 /// The next `size` records after `head`, rotating over five streams whose
 /// last versions are `versions` (both move on).

@@ -188,29 +188,30 @@ impl Appender {
                 .append(&mut staged.batch.expired_tokens);
         }
         let store = &self.store;
+        // A turn is only ever taken on a shared log.
+        let shared = store.shared();
         if combined.records.is_empty() {
-            if std::mem::take(&mut self.in_turn) {
-                if let Err(err) = store.end_turn() {
-                    tracing::warn!(err = %Chain(&err), "cannot give the log's turn back");
-                }
-            } else if store.shared() && group.iter().any(|staged| !staged.jobs.is_empty()) {
-                // Answers without records (refusals, dry runs, retries) were
-                // decided on this replica's state: they stand only if no
-                // other replica appended since, as a write's head check
-                // ensures for the answers that come with records.
-                if store.head()? != self.applied {
-                    return store.take_turn().map(Some);
+            if let Some(shared) = shared {
+                if std::mem::take(&mut self.in_turn) {
+                    if let Err(err) = shared.end_turn() {
+                        tracing::warn!(err = %Chain(&err), "cannot give the log's turn back");
+                    }
+                } else if group.iter().any(|staged| !staged.jobs.is_empty()) {
+                    // Answers without records (refusals, dry runs, retries)
+                    // were decided on this replica's state: they stand only
+                    // if no other replica appended since, as a write's head
+                    // check ensures for the answers that come with records.
+                    if store.head()? != self.applied {
+                        return shared.take_turn().map(Some);
+                    }
                 }
             }
         } else {
             self.in_turn = false;
             let started = std::time::Instant::now();
-            let written = self.timing.time(|| {
-                if store.shared() {
-                    store.write_or_take_turn(&combined)
-                } else {
-                    store.write(&combined).map(|()| None)
-                }
+            let written = self.timing.time(|| match shared {
+                Some(shared) => shared.write_or_take_turn(&combined),
+                None => store.write(&combined).map(|()| None),
             });
             match written {
                 Ok(None) => self.metrics.stage("append", started.elapsed()),

@@ -15,7 +15,6 @@ use tokio::sync::{mpsc, watch};
 mod command;
 mod restart;
 
-use super::super::readside::ReadSide;
 use super::append::Appender;
 use super::control::{Control, Request};
 use super::flush::Flusher;
@@ -27,6 +26,7 @@ use crate::app::health::Health;
 use crate::app::{AppError, Job};
 use crate::domain::{LedgerState, Policy};
 use crate::idempotency::{self, Tokens};
+use crate::projection::ProjectionWriter;
 use crate::projection::Touched;
 use crate::store::{AppendBatch, Head, Store, StoreError};
 
@@ -126,13 +126,17 @@ impl Decider {
             control: Arc::clone(&control),
             view,
             durable,
-            read_side: ReadSide::start(
+            read_side: ProjectionWriter::start(
                 Arc::clone(&store),
                 Arc::clone(&state),
                 head.position,
                 options.read_side_delay,
                 Arc::clone(&options.metrics),
-            )?,
+            )
+            .map_err(|source| AppError::Start {
+                what: "the read side's writer",
+                source,
+            })?,
             metrics: Arc::clone(&options.metrics),
             unflushed: Touched::default(),
             timing: StageTiming::default(),
@@ -361,7 +365,7 @@ impl Decider {
         let (state, head) = rx.recv().map_err(|_| AppError::ShuttingDown)??;
         self.tokens = idempotency::load(
             self.store.as_ref(),
-            head.position,
+            head,
             idempotency::micros(OffsetDateTime::now_utc()),
             self.policy.token_retention_micros(),
         )?;

@@ -66,9 +66,10 @@ impl Follower {
         store: &dyn Store,
         progress: Progress,
     ) -> Result<Option<Self>, AppError> {
-        let Some(mut watcher) = store.watcher()? else {
+        let Some(shared) = store.shared() else {
             return Ok(None);
         };
+        let mut watcher = shared.watcher()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         std::thread::Builder::new()
@@ -109,9 +110,10 @@ impl Fence {
         store: &dyn Store,
         progress: Progress,
     ) -> Result<Option<Self>, AppError> {
-        let Some(mut watcher) = store.watcher()? else {
+        let Some(shared) = store.shared() else {
             return Ok(None);
         };
+        let mut watcher = shared.watcher()?;
         let (requests, queue) = mpsc::channel::<HeadReply>();
         std::thread::Builder::new()
             .name("ledger-fence".into())

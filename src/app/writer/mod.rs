@@ -15,7 +15,7 @@
 //! 4. [`sync`] (`ledger-sync`): one sync to the disk for every batch flushed
 //!    meanwhile, then publishes the newest state to readers, answers the
 //!    callers, in order, and hands the state on to the read side's writer
-//!    ([`super::readside`]). The next batches are flushed while a sync runs.
+//!    ([`crate::projection::ProjectionWriter`]). The next batches are flushed while a sync runs.
 //!
 //! No caller hears anything (not even a refusal decided on state that is not
 //! durable yet) before its batch is synced. When a batch fails, every batch

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::super::readside::ReadSide;
 use super::control::Control;
 use super::drain::drain;
 use super::timing::StageTiming;
 use super::{refuse, writes_records, Flushed, Message, Pending, Staged};
 use crate::app::AppError;
 use crate::domain::LedgerState;
+use crate::projection::ProjectionWriter;
 use crate::projection::Touched;
 use crate::store::{Chain, Head, Store};
 
@@ -28,7 +28,7 @@ pub(super) struct Syncer {
     pub(super) durable: watch::Sender<Head>,
     /// The read side's writer: gets every durable state. It stops (after
     /// writing what waits) when this stage ends.
-    pub(super) read_side: ReadSide,
+    pub(super) read_side: ProjectionWriter,
     /// What refused batches changed: their records may be in the store
     /// all the same, and batches decided on top of them carry their effects,
     /// so the read side's next write must look at these aggregates too.
@@ -117,7 +117,7 @@ impl Syncer {
         // Loading catches the stored read side up, so its writer must have
         // finished with it first, and carry on from the loaded state after.
         self.read_side.sync();
-        let (state, head) = crate::app::load(self.store.as_ref())?;
+        let (state, head) = crate::projection::load_state(self.store.as_ref())?;
         self.unflushed = Touched::default();
         let published = Arc::new(state);
         self.view.store(Arc::clone(&published));

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use crate::domain::ids::quoted;
 use crate::domain::{
-    AccountId, AccountKind, DomainError, Image, ImageId, ImageState, LedgerState, Policy, Region,
-    Relation,
+    Account, AccountId, AccountKind, DomainError, Image, ImageId, ImageState, LedgerState, Policy,
+    Region, Relation,
 };
 
 pub(super) fn live_image<'a>(
@@ -29,7 +29,7 @@ pub(super) fn owned_image<'a>(
     caller: &AccountId,
     image_id: &ImageId,
 ) -> Result<&'a Image, DomainError> {
-    super::queries::registered(state, caller)?;
+    registered(state, caller)?;
     let image = live_image(state, image_id)?;
     if image.relation(caller) != Relation::Owner {
         return Err(not_owner(image, caller));
@@ -131,4 +131,14 @@ pub(super) fn kind_name(kind: AccountKind) -> &'static str {
         AccountKind::Root => "ROOT",
         AccountKind::Collaborator => "COLLABORATOR",
     }
+}
+
+/// Checks that an account is registered and returns it.
+pub fn registered<'a>(
+    state: &'a LedgerState,
+    account: &AccountId,
+) -> Result<&'a Account, DomainError> {
+    state
+        .account(account)
+        .ok_or_else(|| DomainError::AccountNotFound(format!("account {account} is not registered")))
 }

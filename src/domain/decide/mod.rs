@@ -12,10 +12,11 @@ use std::collections::BTreeSet;
 
 use time::OffsetDateTime;
 
+pub use self::checks::registered;
 use self::checks::{
     kind_name, live_image, name_free, not_owner, quota_free, require_normal, share_summary,
 };
-pub use self::queries::{authorize, registered, share_permission_view};
+pub use self::queries::{authorize, share_permission_view};
 use self::sharing::{cancel, lighthouse, share};
 
 use super::ids::{validate_image_description, validate_image_name, validate_label};

@@ -1,10 +1,9 @@
 //! The rules that answer questions without deciding a command: who may use
 //! an image, who may see its shares, whether an account is registered.
 
-use super::checks::{live_image, not_owner, owned_image, require_normal};
+use super::checks::{live_image, not_owner, owned_image, registered, require_normal};
 use crate::domain::{
-    Account, AccountId, DomainError, Image, ImageId, ImageUse, LedgerState, Policy, Region,
-    Relation,
+    AccountId, DomainError, Image, ImageId, ImageUse, LedgerState, Policy, Region, Relation,
 };
 
 /// Decides whether `account` may use `image_id` in `region` for `usage`.
@@ -46,14 +45,4 @@ pub fn share_permission_view<'a>(
     image_id: &ImageId,
 ) -> Result<&'a Image, DomainError> {
     owned_image(state, caller, image_id)
-}
-
-/// Checks that an account is registered and returns it.
-pub fn registered<'a>(
-    state: &'a LedgerState,
-    account: &AccountId,
-) -> Result<&'a Account, DomainError> {
-    state
-        .account(account)
-        .ok_or_else(|| DomainError::AccountNotFound(format!("account {account} is not registered")))
 }

@@ -2,8 +2,7 @@
 
 use time::OffsetDateTime;
 
-use super::checks::{check_account_list, owned_image, require_normal};
-use super::queries::registered;
+use super::checks::{check_account_list, owned_image, registered, require_normal};
 use super::Decision;
 use crate::domain::{
     AccountId, AccountKind, DomainError, Event, ImageId, ImageSource, LedgerState, LicenseType,

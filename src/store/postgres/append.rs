@@ -17,9 +17,7 @@ impl PgStore {
         batch: &AppendBatch,
         keep_turn: bool,
     ) -> Result<Option<Head>, StoreError> {
-        let Some(rows) = Rows::of(batch) else {
-            return Ok(None);
-        };
+        let rows = Rows::of(batch);
         self.log.run_in_session(move |session| {
             let client = &mut session.client;
             if !std::mem::take(&mut session.in_turn) {
@@ -72,13 +70,20 @@ pub(super) struct Rows {
 }
 
 impl Rows {
-    /// The rows of `batch`; `None` when it has no records.
-    fn of(batch: &AppendBatch) -> Option<Self> {
-        let last = batch.records.last()?;
+    /// The rows of `batch`. One of no records leaves the head where it is
+    /// (checked all the same) and only removes expired idempotency records.
+    fn of(batch: &AppendBatch) -> Self {
         let (keys, values) = batch.tokens.iter().cloned().unzip();
-        Some(Self {
+        let head = batch
+            .records
+            .last()
+            .map_or(batch.expected_head, |last| Head {
+                position: last.position,
+                hash: last.hash,
+            });
+        Self {
             expected: batch.expected_head,
-            head: (to_i64(last.position), last.hash.to_vec()),
+            head: (to_i64(head.position), head.hash.to_vec()),
             positions: batch.records.iter().map(|r| to_i64(r.position)).collect(),
             aggregates: batch
                 .records
@@ -94,7 +99,7 @@ impl Rows {
             keys,
             values,
             expired: batch.expired_tokens.clone(),
-        })
+        }
     }
 
     /// Moves the head, checked against the expected one, and inserts the

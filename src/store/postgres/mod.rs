@@ -28,7 +28,7 @@ use postgres::GenericClient;
 
 use self::append::lock_head;
 use self::connection::{failed, Connection};
-use super::{AppendBatch, Entries, EventLog, Head, StoreError, Watcher};
+use super::{AppendBatch, Entries, EventLog, Head, SharedLog, StoreError, Watcher};
 
 /// Any number, the same in every replica: the session lock of the replica
 /// that keeps the stored read side.
@@ -144,51 +144,8 @@ impl EventLog for PgStore {
         }
     }
 
-    fn write_or_take_turn(&self, batch: &AppendBatch) -> Result<Option<Head>, StoreError> {
-        self.append_in_turn(batch, true)
-    }
-
-    fn shared(&self) -> bool {
-        true
-    }
-
-    fn take_turn(&self) -> Result<Head, StoreError> {
-        self.log.run_in_session(|session| {
-            if std::mem::take(&mut session.in_turn) {
-                let _ = session.client.batch_execute("ROLLBACK");
-            }
-            let locked = session
-                .client
-                .batch_execute("BEGIN")
-                .map_err(failed("cannot start a turn"))
-                .and_then(|()| lock_head(&mut session.client));
-            match locked {
-                Ok(head) => {
-                    session.in_turn = true;
-                    Ok(head)
-                }
-                Err(err) => {
-                    let _ = session.client.batch_execute("ROLLBACK");
-                    Err(err)
-                }
-            }
-        })
-    }
-
-    fn end_turn(&self) -> Result<(), StoreError> {
-        self.log.run_in_session(|session| {
-            if std::mem::take(&mut session.in_turn) {
-                session
-                    .client
-                    .batch_execute("ROLLBACK")
-                    .map_err(failed("cannot end a turn"))?;
-            }
-            Ok(())
-        })
-    }
-
-    fn watcher(&self) -> Result<Option<Box<dyn Watcher>>, StoreError> {
-        Ok(Some(Box::new(watch::PgWatcher::open(&self.url)?)))
+    fn shared(&self) -> Option<&dyn SharedLog> {
+        Some(self)
     }
 
     fn flush_to_os(&self) -> Result<(), StoreError> {
@@ -235,21 +192,6 @@ impl EventLog for PgStore {
                 )
                 .map_err(failed("cannot read a record"))?
                 .map(|row| row.get(0)))
-        })
-    }
-
-    fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
-        let (aggregate_id, as_of) = (aggregate_id.to_owned(), to_i64(as_of));
-        self.connection.run(move |client| {
-            let version: Option<i64> = client
-                .query_one(
-                    "SELECT max(aggregate_version) FROM ledger_events \
-                     WHERE aggregate_id = $1 AND position <= $2",
-                    &[&aggregate_id, &as_of],
-                )
-                .map_err(failed("cannot read a stream's version"))?
-                .get(0);
-            to_u64(version.unwrap_or(0))
         })
     }
 
@@ -303,15 +245,51 @@ impl EventLog for PgStore {
             Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
         })
     }
+}
 
-    fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
-        let keys = keys.to_vec();
-        self.connection.run(move |client| {
-            client
-                .execute("DELETE FROM ledger_tokens WHERE key = ANY($1)", &[&keys])
-                .map_err(failed("cannot remove idempotency records"))?;
+/// Turns and watchers: how replicas that share the database take part.
+impl SharedLog for PgStore {
+    fn write_or_take_turn(&self, batch: &AppendBatch) -> Result<Option<Head>, StoreError> {
+        self.append_in_turn(batch, true)
+    }
+
+    fn take_turn(&self) -> Result<Head, StoreError> {
+        self.log.run_in_session(|session| {
+            if std::mem::take(&mut session.in_turn) {
+                let _ = session.client.batch_execute("ROLLBACK");
+            }
+            let locked = session
+                .client
+                .batch_execute("BEGIN")
+                .map_err(failed("cannot start a turn"))
+                .and_then(|()| lock_head(&mut session.client));
+            match locked {
+                Ok(head) => {
+                    session.in_turn = true;
+                    Ok(head)
+                }
+                Err(err) => {
+                    let _ = session.client.batch_execute("ROLLBACK");
+                    Err(err)
+                }
+            }
+        })
+    }
+
+    fn end_turn(&self) -> Result<(), StoreError> {
+        self.log.run_in_session(|session| {
+            if std::mem::take(&mut session.in_turn) {
+                session
+                    .client
+                    .batch_execute("ROLLBACK")
+                    .map_err(failed("cannot end a turn"))?;
+            }
             Ok(())
         })
+    }
+
+    fn watcher(&self) -> Result<Box<dyn Watcher>, StoreError> {
+        Ok(Box::new(watch::PgWatcher::open(&self.url)?))
     }
 }
 

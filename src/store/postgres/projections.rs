@@ -3,7 +3,10 @@
 
 use super::connection::failed;
 use super::{to_i64, to_u64, upsert, PgStore, READ_SIDE_LOCK};
-use crate::store::{Entries, ProjectionOp, ProjectionStore, Saved, StoreError};
+use crate::store::{
+    Entries, ProjectionOp, ProjectionSave, ProjectionStatus, ProjectionStore, SaveMode, Saved,
+    StoreError,
+};
 
 /// Inserts or replaces the projection entries `$1` → `$2`.
 const UPSERT_PROJECTIONS: &str = "INSERT INTO ledger_projections (key, value) \
@@ -58,13 +61,18 @@ fn set_checkpoint(tx: &mut postgres::Transaction<'_>, checkpoint: u64) -> Result
 }
 
 impl ProjectionStore for PgStore {
-    fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
-        self.connection.run(|client| {
+    fn projection_status(&self) -> Result<ProjectionStatus, StoreError> {
+        let checkpoint = self.connection.run(|client| {
             client
                 .query_opt("SELECT position FROM ledger_checkpoint", &[])
                 .map_err(failed("cannot read the checkpoint"))?
                 .map(|row| to_u64(row.get(0)))
                 .transpose()
+        })?;
+        // Every save is one transaction: none is ever left part way.
+        Ok(ProjectionStatus {
+            checkpoint,
+            pending: Vec::new(),
         })
     }
 
@@ -87,7 +95,19 @@ impl ProjectionStore for PgStore {
         })
     }
 
-    fn save_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+    fn save_projections(&self, save: &ProjectionSave<'_>) -> Result<Saved, StoreError> {
+        let (ops, checkpoint) = (save.ops, save.checkpoint);
+        match save.mode {
+            SaveMode::Update { from: None } => self.update(ops, checkpoint).map(|()| Saved::Done),
+            SaveMode::Update { from: Some(from) } => self.update_from(ops, from, checkpoint),
+            SaveMode::Replace => self.replace(ops, checkpoint).map(|()| Saved::Done),
+        }
+    }
+}
+
+impl PgStore {
+    /// Applies `ops` and moves the checkpoint, in one transaction.
+    fn update(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
         let ops = ops.to_vec();
         self.connection.run(move |client| {
             let mut tx = client
@@ -100,7 +120,9 @@ impl ProjectionStore for PgStore {
         })
     }
 
-    fn save_projections_from(
+    /// [`Self::update`] when this replica keeps the projections and they
+    /// are still at `from`.
+    fn update_from(
         &self,
         ops: &[ProjectionOp],
         from: u64,
@@ -137,12 +159,8 @@ impl ProjectionStore for PgStore {
         })
     }
 
-    fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
-        // Every save is one transaction: none is ever left part way.
-        Ok(Vec::new())
-    }
-
-    fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+    /// Drops every entry and writes `ops`, in one transaction.
+    fn replace(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
         let ops = ops.to_vec();
         self.connection.run(move |client| {
             let mut tx = client

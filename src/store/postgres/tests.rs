@@ -6,7 +6,10 @@
 use super::testing::Cluster;
 use super::PgStore;
 use crate::store::tests::{fill, next_batch, scan_all, streams_match};
-use crate::store::{EventLog, Head, MemoryStore, ProjectionOp, ProjectionStore, Saved, StoreError};
+use crate::store::{
+    AppendBatch, EventLog, EventLogExt, Head, MemoryStore, ProjectionOp, ProjectionStore,
+    ProjectionStoreExt, Saved, StoreError,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -75,7 +78,13 @@ fn an_append_on_a_stale_head_is_a_conflict_and_writes_nothing() -> TestResult {
     assert_eq!(pg.head()?, head);
     assert_eq!(scan_all(&pg, 1, usize::MAX).len(), 3);
     assert_eq!(pg.tokens()?, vec![(b"1001\0a".to_vec(), b"{}".to_vec())]);
-    pg.remove_tokens(&[b"1001\0a".to_vec()])?;
+    // An append of no records only removes idempotency records.
+    pg.append(&AppendBatch {
+        expected_head: head,
+        expired_tokens: vec![b"1001\0a".to_vec()],
+        ..AppendBatch::default()
+    })?;
+    assert_eq!(pg.head()?, head);
     assert_eq!(pg.tokens()?, Vec::new());
     Ok(())
 }
@@ -91,7 +100,7 @@ fn the_read_side_is_saved_whole_and_scanned_by_prefix() -> TestResult {
         value: Some(value.to_vec()),
     };
     assert_eq!(pg.projection_checkpoint()?, None);
-    pg.save_projections(
+    pg.update_projections(
         &[
             put(b"a1", b"x"),
             put(b"i1", b"y"),
@@ -108,7 +117,7 @@ fn the_read_side_is_saved_whole_and_scanned_by_prefix() -> TestResult {
     );
     assert_eq!(pg.projection_scan(b"\xff")?.len(), 1);
     assert_eq!(pg.projection_scan(b"")?.len(), 4);
-    pg.save_projections(
+    pg.update_projections(
         &[ProjectionOp {
             key: b"i1".to_vec(),
             value: None,
@@ -154,7 +163,10 @@ fn two_stores_on_one_database_take_turns_and_see_each_others_appends() -> TestRe
         PgStore::open(&cluster.url())?,
         PgStore::open(&cluster.url())?,
     );
-    let mut watcher = b.watcher()?.ok_or("a shared store has a watcher")?;
+    let mut watcher = b
+        .shared()
+        .ok_or("a PostgreSQL store is shared")?
+        .watcher()?;
     let (mut head, mut versions) = (Head::default(), [0u64; 5]);
     let first = next_batch(&mut head, &mut versions, 3)?;
     a.write(&first)?;
@@ -172,7 +184,7 @@ fn two_stores_on_one_database_take_turns_and_see_each_others_appends() -> TestRe
         other => return Err(format!("a stale batch wrote: {other:?}").into()),
     }
     // B's turn holds A's next append until B's own append commits.
-    assert_eq!(b.take_turn()?, head);
+    assert_eq!(b.shared().ok_or("shared")?.take_turn()?, head);
     let mut after_b = head;
     let b_batch = next_batch(&mut after_b, &mut versions, 2)?;
     let a_batch = next_batch(&mut head, &mut [versions[0]; 5], 1)?;
@@ -186,8 +198,8 @@ fn two_stores_on_one_database_take_turns_and_see_each_others_appends() -> TestRe
     }
     assert_eq!(b.head()?, after_b);
     // A turn given back without a write leaves the head as it was.
-    b.take_turn()?;
-    b.end_turn()?;
+    b.shared().ok_or("shared")?.take_turn()?;
+    b.shared().ok_or("shared")?.end_turn()?;
     assert_eq!(watcher.head()?, after_b);
     Ok(())
 }
@@ -243,7 +255,7 @@ fn a_turn_left_idle_is_ended_by_the_database_so_others_append_again() -> TestRes
     let (mut head, mut versions) = (Head::default(), [0u64; 5]);
     let batch = next_batch(&mut head, &mut versions, 2)?;
     // A replica that takes the turn and then stops (say, frozen).
-    holder.take_turn()?;
+    holder.shared().ok_or("shared")?.take_turn()?;
     let started = std::time::Instant::now();
     other.write(&batch)?;
     let waited = started.elapsed();

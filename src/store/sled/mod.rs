@@ -281,9 +281,6 @@ impl EventLog for SledStore {
     }
 
     fn write(&self, batch: &AppendBatch) -> Result<(), StoreError> {
-        let Some(last) = batch.records.last() else {
-            return Ok(());
-        };
         let mut compressor = self.lock()?;
         let handles = self.handles()?;
         let head = read_head(&handles.tree)?;
@@ -293,6 +290,12 @@ impl EventLog for SledStore {
                 found: head.position,
             });
         }
+        let Some(last) = batch.records.last() else {
+            for key in &batch.expired_tokens {
+                handles.tree.remove(tagged(TOKEN, key))?;
+            }
+            return Ok(());
+        };
         if self.tail_left.load(Ordering::SeqCst) {
             chunk::remove_past(&handles.tree, head.position)?;
             self.tail_left.store(false, Ordering::SeqCst);
@@ -359,8 +362,12 @@ impl EventLog for SledStore {
             .and_then(|chunk| chunk.record(position).map(<[u8]>::to_vec)))
     }
 
-    fn stream_version(&self, aggregate_id: &str, as_of: u64) -> Result<u64, StoreError> {
-        self.handles()?.index.version_at(aggregate_id, as_of)
+    fn stream_versions(&self, aggregate_ids: &[&str], as_of: u64) -> Result<Vec<u64>, StoreError> {
+        let handles = self.handles()?;
+        aggregate_ids
+            .iter()
+            .map(|id| handles.index.version_at(id, as_of))
+            .collect()
     }
 
     fn scan_stream(
@@ -389,14 +396,6 @@ impl EventLog for SledStore {
 
     fn tokens(&self) -> Result<Entries, StoreError> {
         scan_tagged(&self.handles()?.tree, TOKEN, b"")
-    }
-
-    fn remove_tokens(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
-        let handles = self.handles()?;
-        for key in keys {
-            handles.tree.remove(tagged(TOKEN, key))?;
-        }
-        handles.db.flush()
     }
 }
 

@@ -13,7 +13,11 @@ use ::sled::Batch;
 
 use super::keys::{decode_u64, decode_u64s, encode_u64s, tagged, CHECKPOINT, PENDING, PROJECTION};
 use super::{mark, scan_tagged, Handles, SledStore};
-use crate::store::{Entries, ProjectionOp, ProjectionStore, StoreError};
+use crate::store::ProjectionStoreExt;
+use crate::store::{
+    Entries, ProjectionOp, ProjectionSave, ProjectionStatus, ProjectionStore, SaveMode, Saved,
+    StoreError,
+};
 
 impl SledStore {
     /// Writes the first `count` of `ops` (all of them but in tests, which
@@ -72,33 +76,45 @@ impl SledStore {
 }
 
 impl ProjectionStore for SledStore {
-    fn projection_checkpoint(&self) -> Result<Option<u64>, StoreError> {
-        self.handles()?
+    fn projection_status(&self) -> Result<ProjectionStatus, StoreError> {
+        let handles = self.handles()?;
+        let checkpoint = handles
             .tree
             .get(CHECKPOINT)?
             .map(|bytes| decode_u64(&bytes, "projection checkpoint"))
-            .transpose()
+            .transpose()?;
+        let pending = match handles.tree.get(PENDING)? {
+            None => Vec::new(),
+            Some(bytes) if bytes.is_empty() => {
+                return Err(StoreError::Corrupt(
+                    "the stored pending projection checkpoints are malformed".into(),
+                ))
+            }
+            Some(bytes) => decode_u64s(&bytes, "pending projection checkpoints")?,
+        };
+        Ok(ProjectionStatus {
+            checkpoint,
+            pending,
+        })
     }
 
     fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         scan_tagged(&self.handles()?.tree, PROJECTION, prefix)
     }
 
-    fn save_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
-        self.save_steps(ops, checkpoint, usize::MAX)
-    }
-
-    fn projection_pending(&self) -> Result<Vec<u64>, StoreError> {
-        match self.handles()?.tree.get(PENDING)? {
-            None => Ok(Vec::new()),
-            Some(bytes) if bytes.is_empty() => Err(StoreError::Corrupt(
-                "the stored pending projection checkpoints are malformed".into(),
-            )),
-            Some(bytes) => decode_u64s(&bytes, "pending projection checkpoints"),
+    fn save_projections(&self, save: &ProjectionSave<'_>) -> Result<Saved, StoreError> {
+        // Only this process appends to the directory: it keeps the
+        // projections whatever `from` says.
+        match save.mode {
+            SaveMode::Update { .. } => self.save_steps(save.ops, save.checkpoint, usize::MAX)?,
+            SaveMode::Replace => self.replace(save.ops, save.checkpoint)?,
         }
+        Ok(Saved::Done)
     }
+}
 
-    fn replace_projections(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
+impl SledStore {
+    fn replace(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
         let _guard = self.lock()?;
         let Handles { db, tree, .. } = &*self.handles()?;
         // The checkpoint goes first and comes back last: a crash part way

@@ -4,6 +4,8 @@
 
 use super::*;
 use crate::store::tests::next_batch;
+use crate::store::EventLogExt;
+use crate::store::ProjectionStoreExt;
 use crate::store::{ProjectionOp, ProjectionStore};
 
 fn all_records(store: &SledStore) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -106,7 +108,7 @@ fn a_stepwise_projection_write_cut_short_leaves_a_prefix_and_names_its_target(
     let ops = ops(600);
     {
         let store = SledStore::open(dir.path(), 1 << 20)?;
-        store.save_projections(&[], 3)?;
+        store.update_projections(&[], 3)?;
         store.save_projections_cut_short(&ops, 9, 512)?;
     }
     // As a crash leaves it: 512 writes in, the old checkpoint, the target named.
@@ -129,7 +131,7 @@ fn a_stepwise_projection_write_cut_short_leaves_a_prefix_and_names_its_target(
     assert_eq!(store.projection_checkpoint()?, Some(3));
 
     // A whole stepwise write moves the checkpoint and clears the target.
-    store.save_projections(&ops, 9)?;
+    store.update_projections(&ops, 9)?;
     assert_eq!(store.projection_checkpoint()?, Some(9));
     assert_eq!(store.projection_pending()?, Vec::<u64>::new());
     assert_eq!(store.projection_scan(b"")?.len(), ops.len());
@@ -137,7 +139,7 @@ fn a_stepwise_projection_write_cut_short_leaves_a_prefix_and_names_its_target(
     // So does a save with no changes after a cut-short one, and a rebuild.
     store.save_projections_cut_short(&ops, 12, 1)?;
     assert_eq!(store.projection_pending()?, vec![12]);
-    store.save_projections(&[], 12)?;
+    store.update_projections(&[], 12)?;
     assert_eq!(store.projection_pending()?, Vec::<u64>::new());
     store.save_projections_cut_short(&ops, 15, 1)?;
     store.replace_projections(&[], 15)?;
@@ -157,7 +159,7 @@ fn sled_files_damaged_in_the_middle_refuse_the_open_not_an_empty_log(
             store.append(&next_batch(&mut head, &mut versions, 100)?)?;
         }
         // What the read side's save leaves: the mark of its checkpoint.
-        store.save_projections(&[], head.position)?;
+        store.update_projections(&[], head.position)?;
         assert!(dir.path().join(MARK_FILE).exists());
     }
     // 64 KiB of zeros in the middle of sled's log file.

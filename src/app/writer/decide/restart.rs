@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use super::Decider;
-use crate::app::replay;
 use crate::app::writer::control::Restart;
 use crate::idempotency;
+use crate::projection as replay;
 use crate::store::{Chain, StoreError};
 
 impl Decider {

@@ -1,6 +1,6 @@
-//! The stored read side, written behind the log.
+//! The stored projections, written behind the log.
 //!
-//! The flush stage hands every durable state here ([`ReadSide::durable`]),
+//! The sync stage hands every durable state here ([`ProjectionWriter::durable`]),
 //! which only notes it: the newest state, and which aggregates changed. A
 //! worker thread writes what changed since its last write to the store's
 //! projections once the oldest change waited the writer's
@@ -21,10 +21,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::AppError;
+use super::{persist, Touched};
 use crate::domain::LedgerState;
-use crate::projection::{persist, Touched};
-use crate::store::{ProjectionOp, Saved, Store, StoreError};
+use crate::store::{ProjectionOp, ProjectionStoreExt, Saved, Store, StoreError};
 
 /// A write starts once this many events are waiting, whatever their age.
 /// It bounds the replay at a start after a crash. It is twice the stream
@@ -33,7 +32,7 @@ pub const MAX_EVENTS: u64 = 131_072;
 
 /// The flush stage's handle on the read side's writer. Dropping it writes
 /// what is waiting and stops the worker.
-pub(super) struct ReadSide {
+pub struct ProjectionWriter {
     shared: Arc<Shared>,
     worker: Option<JoinHandle<()>>,
 }
@@ -60,7 +59,7 @@ struct Waiting {
     /// Someone else brought the stored read side to this state (a reload
     /// after a failure): carry on from it.
     reset: Option<(Arc<LedgerState>, u64)>,
-    /// Writes requested by [`ReadSide::sync`] and not yet done.
+    /// Writes requested by [`ProjectionWriter::sync`] and not yet done.
     syncs_asked: u64,
     syncs_done: u64,
     stop: bool,
@@ -80,16 +79,16 @@ impl Waiting {
     }
 }
 
-impl ReadSide {
+impl ProjectionWriter {
     /// Starts the writer for a store whose read side holds `state` at
     /// `position`, writing changes at most `max_age` after they came in.
-    pub(super) fn start(
+    pub fn start(
         store: Arc<dyn Store>,
         state: Arc<LedgerState>,
         position: u64,
         max_age: Duration,
         metrics: Arc<crate::metrics::LedgerMetrics>,
-    ) -> Result<Self, AppError> {
+    ) -> std::io::Result<Self> {
         metrics
             .read_side_position
             .set(i64::try_from(position).unwrap_or(i64::MAX));
@@ -110,11 +109,7 @@ impl ReadSide {
         };
         let worker = std::thread::Builder::new()
             .name("ledger-readside".into())
-            .spawn(move || worker.run())
-            .map_err(|source| AppError::Start {
-                what: "the read side's writer",
-                source,
-            })?;
+            .spawn(move || worker.run())?;
         Ok(Self {
             shared,
             worker: Some(worker),
@@ -123,7 +118,7 @@ impl ReadSide {
 
     /// Notes that `state`, after the record at `position`, is durable, and
     /// that `touched` changed since the last call.
-    pub(super) fn durable(&self, state: Arc<LedgerState>, position: u64, touched: Touched) {
+    pub fn durable(&self, state: Arc<LedgerState>, position: u64, touched: Touched) {
         let replaced = {
             let mut waiting = self.shared.lock();
             waiting.touched.extend(touched);
@@ -142,7 +137,7 @@ impl ReadSide {
 
     /// Writes what is waiting now, and returns once it is written (or the
     /// write failed).
-    pub(super) fn sync(&self) {
+    pub fn sync(&self) {
         let mut waiting = self.shared.lock();
         waiting.syncs_asked += 1;
         let asked = waiting.syncs_asked;
@@ -159,7 +154,7 @@ impl ReadSide {
     /// The stored read side now holds `state` at `position`, written by
     /// someone else after a [`sync`](Self::sync): forget what was waiting
     /// and carry on from there.
-    pub(super) fn reset(&self, state: Arc<LedgerState>, position: u64) {
+    pub fn reset(&self, state: Arc<LedgerState>, position: u64) {
         let mut waiting = self.shared.lock();
         waiting.latest = None;
         waiting.touched = Touched::default();
@@ -170,7 +165,7 @@ impl ReadSide {
     }
 }
 
-impl Drop for ReadSide {
+impl Drop for ProjectionWriter {
     fn drop(&mut self) {
         self.shared.lock().stop = true;
         self.shared.wake.notify_all();

@@ -7,22 +7,12 @@ use std::task::{Context, Poll};
 
 use tonic::Code;
 
-use super::roles::is_open;
-use super::{
-    allowed, Authenticator, INVALID_CERTIFICATE, INVALID_TOKEN, MISSING_CREDENTIALS,
-    UNAUTHORIZED_OPERATION, UNKNOWN_CERTIFICATE,
+use super::refusal;
+use crate::auth::{
+    allowed, is_open, Authenticator, Caller, Principal, INVALID_CERTIFICATE, INVALID_TOKEN,
+    MISSING_CREDENTIALS, UNAUTHORIZED_OPERATION, UNKNOWN_CERTIFICATE,
 };
-use crate::grpc::refusal;
 use crate::tls::{ClientCert, PeerInfo};
-
-/// Who made a call, put in the request's extensions for the services.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The principal's name.
-    pub principal: Arc<str>,
-    /// What it proved itself with: `token <id>` or `certificate <name>`.
-    pub credential: Arc<str>,
-}
 
 /// Authenticates calls with `authenticator`; `None` lets every call
 /// through unauthenticated (loopback without `[auth]`).
@@ -151,7 +141,7 @@ fn check<B>(
 fn by_token<'a, B>(
     authenticator: &'a Authenticator,
     request: &http::Request<B>,
-) -> Result<(&'a super::Principal, &'a Arc<str>), tonic::Status> {
+) -> Result<(&'a Principal, &'a Arc<str>), tonic::Status> {
     let header = request.headers().get(http::header::AUTHORIZATION);
     let Some(header) = header else {
         return Err(refusal(

@@ -1,9 +1,9 @@
 //! Rebuilding the state from the log, which stays the truth.
 
+use super::{persist, Touched};
 use crate::domain::{Event, LedgerState};
 use crate::progress::Progress;
-use crate::projection::{persist, Touched};
-use crate::store::{try_scan, Envelope, EventLog, Head, Store, StoreError};
+use crate::store::{try_scan, Envelope, EventLog, Head, ProjectionStoreExt, Store, StoreError};
 
 /// Replays the whole log into a fresh state, checking that positions are
 /// gap-free, every record matches its hash and the chain is unbroken.
