@@ -107,14 +107,16 @@ fn a_second_run_on_the_same_data_directory_has_no_errors(
 }
 
 /// The bench on a database with two replicas: every scenario runs over
-/// connections spread between them, without errors. Skipped without
-/// PostgreSQL (except under CI).
+/// connections spread between them, without errors. Ignored where
+/// PostgreSQL's server is not installed.
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[test]
 fn every_scenario_runs_against_two_replicas_on_a_database_without_errors(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let Some(cluster) = image_ledger::store::testing::Cluster::shared() else {
-        return Ok(());
-    };
+    let cluster = image_ledger_testkit::Cluster::shared();
     let config = BenchConfig {
         binary: env!("CARGO_BIN_EXE_image-ledger").into(),
         addr: None,

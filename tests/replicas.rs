@@ -2,7 +2,7 @@
 //! replicas only ever give the rules' answers, a query on one sees every
 //! write another acknowledged, a client token retried on another replica
 //! gets the first reply, and a subscriber on one sees the other's writes
-//! in order. Skipped without PostgreSQL (except under CI).
+//! in order. Ignored where PostgreSQL's server is not installed.
 
 mod common;
 
@@ -13,7 +13,7 @@ use image_ledger::config::Config;
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
 use image_ledger::server::{start, RunningServer};
-use image_ledger::store::testing::Cluster;
+use image_ledger_testkit::Cluster;
 use tonic::Code;
 
 /// Replicas of one ledger: each its own server and directory, one database.
@@ -23,10 +23,9 @@ struct Replicas {
 }
 
 impl Replicas {
-    /// `count` replicas on a fresh database; `None` when PostgreSQL is not
-    /// installed (the test is skipped, said once; under CI it fails).
-    async fn start(count: usize) -> Option<Self> {
-        let url = Cluster::shared()?
+    /// `count` replicas on a fresh database.
+    async fn start(count: usize) -> Self {
+        let url = Cluster::shared()
             .fresh_database()
             .expect("a fresh database");
         let mut servers = Vec::new();
@@ -36,7 +35,7 @@ impl Replicas {
             config.database_url = Some(url.clone());
             servers.push((dir, start(config).await.expect("replica starts")));
         }
-        Some(Self { url, servers })
+        Self { url, servers }
     }
 
     async fn client(&self, replica: usize) -> Client {
@@ -72,12 +71,14 @@ impl Replicas {
     }
 }
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[tokio::test]
 async fn fifty_racers_over_two_replicas_for_three_free_slots_leave_exactly_three_winners(
 ) -> TestResult {
-    let Some(replicas) = Replicas::start(2).await else {
-        return Ok(());
-    };
+    let replicas = Replicas::start(2).await;
     let (mut a, mut b) = (replicas.client(0).await, replicas.client(1).await);
     register_roots(&mut a, &[OWNER]).await;
     let first: Vec<String> = (0..47).map(|i| format!("3000000{i:05}")).collect();
@@ -119,11 +120,13 @@ async fn fifty_racers_over_two_replicas_for_three_free_slots_leave_exactly_three
     Ok(())
 }
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[tokio::test]
 async fn a_cancel_on_one_replica_is_seen_at_once_by_an_authorize_on_the_other() -> TestResult {
-    let Some(replicas) = Replicas::start(2).await else {
-        return Ok(());
-    };
+    let replicas = Replicas::start(2).await;
     let (mut a, mut b) = (replicas.client(0).await, replicas.client(1).await);
     register_roots(&mut a, &[OWNER, FRIEND]).await;
     let image = register_image(&mut a, OWNER, GZ, "web").await;
@@ -150,12 +153,14 @@ async fn a_cancel_on_one_replica_is_seen_at_once_by_an_authorize_on_the_other() 
     Ok(())
 }
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[tokio::test]
 async fn a_client_token_retried_on_another_replica_gets_the_first_reply_and_appends_nothing(
 ) -> TestResult {
-    let Some(replicas) = Replicas::start(2).await else {
-        return Ok(());
-    };
+    let replicas = Replicas::start(2).await;
     let (mut a, mut b) = (replicas.client(0).await, replicas.client(1).await);
     register_roots(&mut a, &[OWNER, FRIEND, OTHER]).await;
     let image = register_image(&mut a, OWNER, GZ, "web").await;
@@ -189,11 +194,13 @@ async fn a_client_token_retried_on_another_replica_gets_the_first_reply_and_appe
     Ok(())
 }
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[tokio::test]
 async fn a_subscriber_on_one_replica_sees_the_others_writes_in_order() -> TestResult {
-    let Some(replicas) = Replicas::start(2).await else {
-        return Ok(());
-    };
+    let replicas = Replicas::start(2).await;
     let mut a = replicas.client(0).await;
     let mut stream = replicas
         .audit(1)
@@ -237,11 +244,13 @@ async fn a_subscriber_on_one_replica_sees_the_others_writes_in_order() -> TestRe
     Ok(())
 }
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[tokio::test]
 async fn a_replica_killed_under_write_load_loses_nothing_the_other_does_not_have() -> TestResult {
-    let Some(cluster) = Cluster::shared() else {
-        return Ok(());
-    };
+    let cluster = Cluster::shared();
     let url = cluster.fresh_database()?;
     let (dirs, mut processes, mut clients) = (
         [tempfile::tempdir()?, tempfile::tempdir()?],
@@ -310,6 +319,10 @@ async fn a_replica_killed_under_write_load_loses_nothing_the_other_does_not_have
     Ok(())
 }
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[tokio::test]
 async fn a_replica_whose_log_no_longer_continues_its_chain_stops_serving() -> TestResult {
     use image_ledger::domain::{AccountId, AccountKind, Event};
@@ -317,9 +330,7 @@ async fn a_replica_whose_log_no_longer_continues_its_chain_stops_serving() -> Te
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
-    let Some(replicas) = Replicas::start(1).await else {
-        return Ok(());
-    };
+    let replicas = Replicas::start(1).await;
     let mut c = replicas.client(0).await;
     register_roots(&mut c, &[OWNER]).await;
     // Another writer appends a record whose prev_hash is not the head's:

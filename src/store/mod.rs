@@ -12,9 +12,6 @@ mod postgres;
 mod projections;
 mod sled;
 
-/// Throwaway PostgreSQL clusters for tests.
-#[cfg(any(test, feature = "test-hooks"))]
-pub use self::postgres::testing;
 pub use self::postgres::PgStore;
 pub use self::sled::{Released, SledStore};
 pub use envelope::{

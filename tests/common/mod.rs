@@ -12,7 +12,7 @@ use image_ledger::domain::Policy;
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::image_ledger_client::ImageLedgerClient;
 use image_ledger::server::{start, RunningServer};
-use image_ledger::store::testing::Cluster;
+use image_ledger_testkit::Cluster;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -70,7 +70,7 @@ pub async fn serve(dir: &Path, policy: Policy) -> RunningServer {
     config.policy = policy;
     config.cache_bytes = 16 * 1024 * 1024;
     if Backend::current() == Backend::Postgres {
-        let cluster = Cluster::shared().expect("Backend::run checked the cluster");
+        let cluster = Cluster::shared();
         config.database_url = Some(cluster.fresh_database().expect("a fresh database"));
     }
     start(config).await.expect("server starts")
@@ -97,12 +97,8 @@ impl Backend {
             .unwrap_or(Backend::Sled)
     }
 
-    /// Runs a test with every server it starts on this backend. Without
-    /// PostgreSQL the test is skipped (said once), except under CI.
+    /// Runs a test with every server it starts on this backend.
     pub async fn run(self, test: impl std::future::Future<Output = TestResult>) -> TestResult {
-        if self == Backend::Postgres && Cluster::shared().is_none() {
-            return Ok(());
-        }
         BACKEND.scope(self, test).await
     }
 }
@@ -122,6 +118,10 @@ macro_rules! on_every_backend {
         }
         mod postgres {
             $(
+                #[cfg_attr(
+                    not(postgres_installed),
+                    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+                )]
                 #[tokio::test]
                 async fn $test() -> $crate::common::TestResult {
                     $crate::common::Backend::Postgres.run(super::$test()).await

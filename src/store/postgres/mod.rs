@@ -311,8 +311,5 @@ pub(super) fn upsert(
     Ok(())
 }
 
-#[cfg(any(test, feature = "test-hooks"))]
-pub mod testing;
-
 #[cfg(test)]
 mod tests;

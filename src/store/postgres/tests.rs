@@ -3,21 +3,23 @@
 //! across a reconnect, saves the read side whole, refuses a schema newer
 //! than it knows, and lets several stores on one database take turns. Each test runs on a throwaway cluster of its own.
 
-use super::testing::Cluster;
 use super::PgStore;
 use crate::store::tests::{fill, next_batch, scan_all, streams_match};
 use crate::store::{
     AppendBatch, EventLog, EventLogExt, Head, MemoryStore, ProjectionOp, ProjectionStore,
     ProjectionStoreExt, Saved, StoreError,
 };
+use image_ledger_testkit::Cluster;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[test]
 fn the_postgres_store_reads_back_what_the_memory_store_does() -> TestResult {
-    let Some(cluster) = Cluster::start() else {
-        return Ok(());
-    };
+    let cluster = Cluster::start();
     let pg = PgStore::open(&cluster.url())?;
     let memory = MemoryStore::default();
     // Batches of every size, a scan page (1,000) crossed more than once.
@@ -55,11 +57,13 @@ fn the_postgres_store_reads_back_what_the_memory_store_does() -> TestResult {
     Ok(())
 }
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[test]
 fn an_append_on_a_stale_head_is_a_conflict_and_writes_nothing() -> TestResult {
-    let Some(cluster) = Cluster::start() else {
-        return Ok(());
-    };
+    let cluster = Cluster::start();
     let pg = PgStore::open(&cluster.url())?;
     let (mut head, mut versions) = (Head::default(), [0; 5]);
     let mut first = next_batch(&mut head, &mut versions, 3)?;
@@ -89,11 +93,13 @@ fn an_append_on_a_stale_head_is_a_conflict_and_writes_nothing() -> TestResult {
     Ok(())
 }
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[test]
 fn the_read_side_is_saved_whole_and_scanned_by_prefix() -> TestResult {
-    let Some(cluster) = Cluster::start() else {
-        return Ok(());
-    };
+    let cluster = Cluster::start();
     let pg = PgStore::open(&cluster.url())?;
     let put = |key: &[u8], value: &[u8]| ProjectionOp {
         key: key.to_vec(),
@@ -135,11 +141,13 @@ fn the_read_side_is_saved_whole_and_scanned_by_prefix() -> TestResult {
     Ok(())
 }
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[test]
 fn a_schema_newer_than_this_build_is_refused_with_its_version() -> TestResult {
-    let Some(cluster) = Cluster::start() else {
-        return Ok(());
-    };
+    let cluster = Cluster::start();
     drop(PgStore::open(&cluster.url())?);
     let mut client = postgres::Client::connect(&cluster.url(), postgres::NoTls)?;
     client.execute("UPDATE ledger_schema SET version = 99", &[])?;
@@ -154,11 +162,13 @@ fn a_schema_newer_than_this_build_is_refused_with_its_version() -> TestResult {
     Ok(())
 }
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[test]
 fn two_stores_on_one_database_take_turns_and_see_each_others_appends() -> TestResult {
-    let Some(cluster) = Cluster::start() else {
-        return Ok(());
-    };
+    let cluster = Cluster::start();
     let (a, b) = (
         PgStore::open(&cluster.url())?,
         PgStore::open(&cluster.url())?,
@@ -204,11 +214,13 @@ fn two_stores_on_one_database_take_turns_and_see_each_others_appends() -> TestRe
     Ok(())
 }
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[test]
 fn one_store_at_a_time_keeps_the_read_side_and_only_from_the_stored_checkpoint() -> TestResult {
-    let Some(cluster) = Cluster::start() else {
-        return Ok(());
-    };
+    let cluster = Cluster::start();
     let (a, b) = (
         PgStore::open(&cluster.url())?,
         PgStore::open(&cluster.url())?,
@@ -243,11 +255,13 @@ fn one_store_at_a_time_keeps_the_read_side_and_only_from_the_stored_checkpoint()
     Ok(())
 }
 
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
 #[test]
 fn a_turn_left_idle_is_ended_by_the_database_so_others_append_again() -> TestResult {
-    let Some(cluster) = Cluster::start() else {
-        return Ok(());
-    };
+    let cluster = Cluster::start();
     let (holder, other) = (
         PgStore::open(&cluster.url())?,
         PgStore::open(&cluster.url())?,

@@ -1,8 +1,12 @@
 //! A throwaway PostgreSQL cluster for tests, started from the installed
 //! server binaries in a temporary directory. PostgreSQL refuses to run as
-//! root, so as root the cluster runs as the `postgres` user. Under CI
-//! (`CI=true`) a cluster that cannot start fails the test; elsewhere the
-//! test is skipped with one line saying what to install.
+//! root, so as root the cluster runs as the `postgres` user.
+//!
+//! A test that needs one is marked
+//! `#[cfg_attr(not(postgres_installed), ignore = "…")]` (the crate's
+//! build script sets `postgres_installed` when the server binaries are
+//! there): without them it is reported ignored, never passed; with them a
+//! cluster that cannot start fails the test.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,16 +25,14 @@ pub struct Cluster {
 
 impl Cluster {
     /// One cluster for the whole test process, started on first use and
-    /// stopped when the process ends; `None` (said once) means skip.
-    pub fn shared() -> Option<&'static Cluster> {
-        static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
-        SHARED
-            .get_or_init(|| {
-                let cluster = Cluster::start()?;
-                cluster.stop_when_this_process_ends();
-                Some(cluster)
-            })
-            .as_ref()
+    /// stopped when the process ends.
+    pub fn shared() -> &'static Cluster {
+        static SHARED: OnceLock<Cluster> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = Cluster::start();
+            cluster.stop_when_this_process_ends();
+            cluster
+        })
     }
 
     /// A new, empty database in the cluster, and its URL.
@@ -57,15 +59,15 @@ impl Cluster {
         ))
     }
 
-    /// Starts a cluster, or says why not: `None` means skip the test.
-    pub fn start() -> Option<Self> {
-        Self::or_skip(Self::try_start())
+    /// Starts a cluster; panics, saying why, when it cannot.
+    pub fn start() -> Self {
+        or_panic(Self::try_start())
     }
 
     /// A primary whose commits wait for a synchronous standby
     /// (`synchronous_commit = on`, the default), and that standby,
-    /// streaming from it; `None` means skip, as for [`Cluster::start`].
-    pub fn start_with_standby() -> Option<(Self, Self)> {
+    /// streaming from it; panics as [`Cluster::start`] does.
+    pub fn start_with_standby() -> (Self, Self) {
         let started = Self::empty("-c wal_level=replica -c synchronous_standby_names='*'")
             .and_then(|primary| {
                 primary.init()?;
@@ -94,7 +96,7 @@ impl Cluster {
                 primary.wait_for_sync_standby()?;
                 Ok((primary, standby))
             });
-        Self::or_skip(started)
+        or_panic(started)
     }
 
     /// Promotes a standby to primary (`pg_ctl promote`, waiting for it).
@@ -128,21 +130,6 @@ impl Cluster {
         })
         .join()
         .map_err(|_| "the thread waiting for the standby panicked".to_string())?
-    }
-
-    fn or_skip<T>(started: Result<T, String>) -> Option<T> {
-        match started {
-            Ok(started) => Some(started),
-            Err(why) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-                panic!("cannot start PostgreSQL for the test under CI: {why}")
-            }
-            Err(why) => {
-                eprintln!(
-                    "skipped: {why}; install PostgreSQL (apt-get install postgresql) to run it"
-                );
-                None
-            }
-        }
     }
 
     fn try_start() -> Result<Self, String> {
@@ -327,4 +314,13 @@ fn free_port() -> Result<u16, String> {
         .local_addr()
         .map(|addr| addr.port())
         .map_err(|e| e.to_string())
+}
+
+/// The cluster, or a panic that says why it did not start: the test was
+/// meant to run (the server binaries are installed).
+fn or_panic<T>(started: Result<T, String>) -> T {
+    match started {
+        Ok(started) => started,
+        Err(why) => panic!("cannot start PostgreSQL for the test: {why}"),
+    }
 }
