@@ -1,64 +1,113 @@
-//! Settings of a server: where it listens, where its data lives, the limits.
+//! Settings of a server: the sections its parts own, put together.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::app::LedgerSettings;
 use crate::domain::{Policy, Region, DEFAULT_REGIONS};
+use crate::store::Location;
 
-/// Everything a server needs to start.
+/// Everything a server needs to start: the sections each part owns (whose
+/// flags `serve` takes as they are), and what only the config file or the
+/// environment gives (a secret, the `[auth]` and `[tls]` tables).
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to listen on; port 0 picks a free port.
-    pub addr: SocketAddr,
-    /// Directory of the sled store (and of the signing key, unless
-    /// `signing_key` says otherwise).
-    pub data_dir: PathBuf,
-    /// A PostgreSQL database to keep the ledger in instead of the sled
-    /// store in `data_dir`.
-    pub database_url: Option<String>,
+    /// Where it listens, its limits, how it stops, its signing key.
+    pub server: ServerSettings,
+    /// Where the ledger is kept.
+    pub store: Location,
     /// The rules' limits and regions.
     pub policy: Policy,
-    /// Size of sled's page cache in bytes.
-    pub cache_bytes: u64,
-    /// Bytes of encoded `DescribeImages` replies kept for reuse; 0 turns
-    /// the page cache off.
-    pub page_cache_bytes: u64,
-    /// How long a stopping server waits for clients to close their connections.
-    pub shutdown_grace: Duration,
-    /// How long a stopping server keeps serving after health turned
-    /// NOT_SERVING, so load balancers stop sending to it first.
-    pub shutdown_drain: Duration,
-    /// The Ed25519 key that signs heads; `None` means `ledger-signing.key` in
-    /// the data directory, created on first start.
-    pub signing_key: Option<PathBuf>,
+    /// The writer's and the background work's settings.
+    pub ledger: LedgerSettings,
     /// The signing key's secret seed itself (64 hex characters), in place
     /// of a key file: one key for every replica of a deployment.
     pub signing_key_seed: Option<Secret>,
-    /// The longest a durable change waits before the stored read side is
-    /// written: what a start after a crash replays at most (with a cap of
-    /// 131,072 events).
-    pub read_side_delay: Duration,
-    /// Where Prometheus metrics are served (`GET /metrics`); `None`: not at all.
-    pub metrics_addr: Option<SocketAddr>,
     /// Who may call what; `None` serves every caller (loopback only,
     /// unless `insecure_no_auth`).
     pub auth: Option<std::sync::Arc<crate::auth::Authenticator>>,
-    /// Serve a non-loopback address without authentication.
-    pub insecure_no_auth: bool,
     /// Speak TLS with these files; plaintext without.
     pub tls: Option<crate::tls::TlsConfig>,
-    /// Make a signing key even though the ledger has history.
-    pub new_signing_key: bool,
-    /// Most connections open at once (lowered to fit the open-file limit).
+}
+
+/// The server's own settings: `serve`'s flags that [`crate::server`] uses.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    #[arg(long, env = "IMAGE_LEDGER_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: SocketAddr,
+    /// Encoded DescribeImages replies kept for reuse while the listings
+    /// they show are unchanged, MiB (about 8,000 pages of 20 images at the
+    /// default); 0 turns the page cache off.
+    #[arg(long, env = "IMAGE_LEDGER_PAGE_CACHE_MB", default_value_t = 32)]
+    pub page_cache_mb: u64,
+    /// Seconds a stopping server waits for clients to close their connections.
+    #[arg(long, env = "IMAGE_LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// Milliseconds a stopping server keeps serving after its health turned
+    /// NOT_SERVING, so load balancers drain it first (match their health
+    /// check interval).
+    #[arg(long, env = "IMAGE_LEDGER_SHUTDOWN_DRAIN_MS", default_value_t = 0)]
+    pub shutdown_drain_ms: u64,
+    /// Ed25519 key file (64 hex characters) that signs heads; default
+    /// `ledger-signing.key` in the data directory, created on first start.
+    /// IMAGE_LEDGER_SIGNING_KEY_SEED (the 64 hex characters themselves, never
+    /// a flag) takes its place: one key for every replica of a deployment.
+    #[arg(long, env = "IMAGE_LEDGER_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`); off
+    /// unless set.
+    #[arg(long, env = "IMAGE_LEDGER_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Serve a non-loopback address without authentication: anyone who
+    /// reaches the port can act as any account. Logged at every start.
+    #[arg(long, env = "IMAGE_LEDGER_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Most connections open at once (lowered to fit the open-file limit);
+    /// more wait in the kernel's backlog.
+    #[arg(long, env = "IMAGE_LEDGER_MAX_CONNECTIONS", default_value_t = 4_096)]
     pub max_connections: usize,
-    /// Most `Subscribe` streams open at once.
+    /// Most Subscribe streams open at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IMAGE_LEDGER_MAX_SUBSCRIPTIONS", default_value_t = 10_000)]
     pub max_subscriptions: usize,
-    /// Most `Subscribe` streams open on one connection.
+    /// Most Subscribe streams open on one connection.
+    #[arg(
+        long,
+        env = "IMAGE_LEDGER_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value_t = 100
+    )]
     pub max_subscriptions_per_connection: usize,
-    /// Records the background scrub checks per second (0: no scrub).
-    pub scrub_rate: u64,
+    /// Make a new signing key although the ledger has history and its key
+    /// is missing (a lost key): heads are signed with the new one from now
+    /// on. A one-time decision, so a flag only, with no environment
+    /// variable.
+    #[arg(long)]
+    pub new_signing_key: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        crate::settings::defaults()
+    }
+}
+
+impl ServerSettings {
+    /// The page cache's size in bytes.
+    pub fn page_cache_bytes(&self) -> u64 {
+        self.page_cache_mb.saturating_mul(1024 * 1024)
+    }
+
+    /// How long a stopping server waits for clients to close their connections.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// How long a stopping server keeps serving after health turned NOT_SERVING.
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_millis(self.shutdown_drain_ms)
+    }
 }
 
 /// A setting that must not reach a log: `Debug` shows only that it is set.
@@ -71,54 +120,20 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// sled's page cache when no size is given, MiB. The state the commands and
-/// queries use lives outside it, so the cache only serves log reads (audit,
-/// history, subscriptions) and the pages a write touches.
-pub const DEFAULT_CACHE_MB: u64 = 32;
-
-/// Default cap on open connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
-
-/// Default cap on open `Subscribe` streams.
-pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 10_000;
-
-/// Default cap on open `Subscribe` streams per connection.
-pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 100;
-
-/// The `DescribeImages` page cache when no size is given, MiB: about
-/// 8,000 pages of 20 images.
-pub const DEFAULT_PAGE_CACHE_MB: u64 = 32;
-
-/// Records the background scrub checks per second by default: a pass over
-/// a million records takes under two minutes, at a few percent of a core.
-pub const DEFAULT_SCRUB_RATE: u64 = 10_000;
-
-pub use crate::app::DEFAULT_READ_SIDE_DELAY_MS;
-
 impl Config {
     /// Defaults with the given data directory, listening on a free loopback port.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: data_dir.into(),
-            database_url: None,
+            server: ServerSettings {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..ServerSettings::default()
+            },
+            store: Location::dir(data_dir),
             policy: Policy::default(),
-            cache_bytes: DEFAULT_CACHE_MB * 1024 * 1024,
-            page_cache_bytes: DEFAULT_PAGE_CACHE_MB * 1024 * 1024,
-            shutdown_grace: Duration::from_secs(10),
-            shutdown_drain: Duration::ZERO,
-            signing_key: None,
+            ledger: LedgerSettings::default(),
             signing_key_seed: None,
-            read_side_delay: Duration::from_millis(DEFAULT_READ_SIDE_DELAY_MS),
-            metrics_addr: None,
             auth: None,
-            insecure_no_auth: false,
             tls: None,
-            new_signing_key: false,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
-            max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
-            scrub_rate: DEFAULT_SCRUB_RATE,
         }
     }
 }

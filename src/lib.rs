@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod progress;
 pub mod projection;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod tls;

@@ -19,11 +19,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    cli::keep_file_settings(cli::FileSettings {
+    let file = cli::FileSettings {
         signing_key_seed: args.signing_key_seed,
         auth: args.auth,
         tls: args.tls,
-    });
+    };
     let cli = cli::Cli::parse_from(args.args);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -41,7 +41,7 @@ fn main() -> std::process::ExitCode {
             .init(),
         cli::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
     }
-    match cli::run(cli) {
+    match cli::run(cli, &file) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -942,7 +942,7 @@ async fn a_stopping_server_says_not_serving_while_it_drains_then_releases_its_di
 
     let dir = tempfile::tempdir()?;
     let mut config = image_ledger::config::Config::for_data_dir(dir.path());
-    config.shutdown_drain = std::time::Duration::from_millis(1500);
+    config.server.shutdown_drain_ms = 1500;
     let mut server = image_ledger::server::start(config).await?;
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))?
@@ -1138,7 +1138,7 @@ async fn a_database_that_goes_away_refuses_writes_keeps_reads_and_is_rejoined() 
     let cluster = Cluster::start();
     let dir = tempfile::tempdir()?;
     let mut config = image_ledger::config::Config::for_data_dir(dir.path());
-    config.database_url = Some(cluster.url());
+    config.store.database_url = Some(cluster.url());
     let server = image_ledger::server::start(config).await?;
     let mut c = connect(&server).await;
     let channel =

@@ -940,7 +940,7 @@ async fn a_lost_signing_key_is_refused_until_a_new_one_is_asked_for() -> TestRes
     std::fs::remove_file(LedgerKey::default_path(dir.path()))?;
 
     let mut config = image_ledger::config::Config::for_data_dir(dir.path());
-    config.cache_bytes = 16 * 1024 * 1024;
+    config.store.cache_mb = 16;
     let refused = image_ledger::server::start(config.clone()).await;
     match refused {
         Err(err @ image_ledger::server::ServeError::KeyMissing(_)) => {
@@ -958,7 +958,7 @@ async fn a_lost_signing_key_is_refused_until_a_new_one_is_asked_for() -> TestRes
         "no key was made"
     );
 
-    config.new_signing_key = true;
+    config.server.new_signing_key = true;
     let server = image_ledger::server::start(config).await?;
     server.stop().await?;
     let new_key = LedgerKey::load(&LedgerKey::default_path(dir.path()))?;

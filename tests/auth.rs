@@ -44,7 +44,7 @@ fn auth_table() -> String {
 async fn serve_with_auth(dir: &std::path::Path) -> RunningServer {
     let table: AuthConfig = toml::from_str(&auth_table()).expect("the table parses");
     let mut config = Config::for_data_dir(dir);
-    config.cache_bytes = 16 * 1024 * 1024;
+    config.store.cache_mb = 16;
     config.auth = Some(Arc::new(Authenticator::new(&table).expect("a valid table")));
     start(config).await.expect("server starts")
 }

@@ -20,8 +20,8 @@ fn every_scenario_runs_against_a_real_server_without_errors(
         rounds: 1,
         concurrency: 8,
         connections: 2,
-        cache_mb: 16,
-        page_cache_mb: 16,
+        cache_mb: Some(16),
+        page_cache_mb: Some(16),
         tls: false,
     };
     let report = run(&config)?;
@@ -84,8 +84,8 @@ fn a_second_run_on_the_same_data_directory_has_no_errors(
         rounds: 2,
         concurrency: 8,
         connections: 1,
-        cache_mb: 16,
-        page_cache_mb: 16,
+        cache_mb: Some(16),
+        page_cache_mb: Some(16),
         tls: false,
     };
     for run_number in 1..=2 {
@@ -131,8 +131,8 @@ fn every_scenario_runs_against_two_replicas_on_a_database_without_errors(
         rounds: 1,
         concurrency: 8,
         connections: 2,
-        cache_mb: 16,
-        page_cache_mb: 16,
+        cache_mb: Some(16),
+        page_cache_mb: Some(16),
         tls: false,
     };
     let report = run(&config)?;
@@ -170,8 +170,8 @@ fn a_tls_run_has_no_errors() -> Result<(), Box<dyn std::error::Error + Send + Sy
         rounds: 1,
         concurrency: 8,
         connections: 2,
-        cache_mb: 16,
-        page_cache_mb: 16,
+        cache_mb: Some(16),
+        page_cache_mb: Some(16),
         tls: true,
     };
     let report = run(&config)?;

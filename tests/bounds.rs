@@ -18,9 +18,9 @@ use tonic::Code;
 async fn subscriptions_are_capped_in_all_and_per_connection() -> TestResult {
     let dir = tempfile::tempdir()?;
     let mut config = Config::for_data_dir(dir.path());
-    config.cache_bytes = 16 * 1024 * 1024;
-    config.max_subscriptions = 3;
-    config.max_subscriptions_per_connection = 2;
+    config.store.cache_mb = 16;
+    config.server.max_subscriptions = 3;
+    config.server.max_subscriptions_per_connection = 2;
     let server = start(config).await?;
     let connect = || async {
         Channel::from_shared(format!("http://{}", server.local_addr()))

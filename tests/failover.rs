@@ -33,7 +33,7 @@ async fn a_failover_to_a_synchronous_standby_loses_no_acknowledged_write() -> Te
     for _ in 0..2 {
         let dir = tempfile::tempdir()?;
         let mut config = Config::for_data_dir(dir.path());
-        config.database_url = Some(url.clone());
+        config.store.database_url = Some(url.clone());
         config.policy = Policy {
             image_quota: 1_000_000,
             ..Policy::default()

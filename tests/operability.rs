@@ -42,7 +42,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 async fn a_scrape_shows_the_calls_and_the_ledger_moving() -> TestResult {
     let dir = tempfile::tempdir()?;
     let mut config = Config::for_data_dir(dir.path());
-    config.metrics_addr = Some("127.0.0.1:0".parse()?);
+    config.server.metrics_addr = Some("127.0.0.1:0".parse()?);
     let server = image_ledger::server::start(config).await?;
     let metrics = server.metrics_addr().ok_or("metrics are served")?;
     let mut c = connect(&server).await;

@@ -36,7 +36,11 @@ fn filled(dir: &Path, events: u64) -> TestResult {
         concurrency: 64,
         regions: 1,
     };
-    image_ledger_bench::fill(dir, &plan, Policy::default())?;
+    image_ledger_bench::fill(
+        &image_ledger::store::Location::dir(dir),
+        &plan,
+        Policy::default(),
+    )?;
     Ok(())
 }
 

@@ -32,7 +32,7 @@ impl Replicas {
         for _ in 0..count {
             let dir = tempfile::tempdir().expect("temporary directory");
             let mut config = Config::for_data_dir(dir.path());
-            config.database_url = Some(url.clone());
+            config.store.database_url = Some(url.clone());
             servers.push((dir, start(config).await.expect("replica starts")));
         }
         Self { url, servers }

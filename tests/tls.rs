@@ -45,7 +45,7 @@ async fn serve_tls(dir: &Path, tls: TlsConfig) -> RunningServer {
     ))
     .expect("the table parses");
     let mut config = Config::for_data_dir(dir.join("data"));
-    config.cache_bytes = 16 * 1024 * 1024;
+    config.store.cache_mb = 16;
     config.auth = Some(Arc::new(Authenticator::new(&table).expect("a valid table")));
     config.tls = Some(tls);
     start(config).await.expect("server starts")

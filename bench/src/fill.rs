@@ -12,7 +12,7 @@ use image_ledger::domain::{
     LicenseType, NewImage, Policy, Region, Reply,
 };
 use image_ledger::progress::{Progress, Unit};
-use image_ledger::store::{SledStore, Store};
+use image_ledger::store::{Location, Store};
 
 /// The shape of a generated log.
 #[derive(Debug, Clone)]
@@ -44,27 +44,21 @@ pub fn account(i: u64) -> AccountId {
     AccountId::parse(&format!("{:012}", 100_000_000_000 + i)).unwrap_or_else(|_| unreachable!())
 }
 
-/// Fills the sled store in `data_dir` (which may already hold a log made
-/// by this plan) until it holds `plan.events` events, with a bar on stderr
+/// Fills the store at `location` (which may already hold a log made by
+/// this plan) until it holds `plan.events` events, with a bar on stderr
 /// when it is a terminal.
-pub fn fill(
-    data_dir: &std::path::Path,
-    plan: &FillPlan,
-    policy: Policy,
-) -> Result<FillReport, AppError> {
-    let store = SledStore::open(
-        data_dir,
-        image_ledger::config::DEFAULT_CACHE_MB * 1024 * 1024,
-    )?;
-    // A ledger with history has a signing key; a server refuses one without.
-    image_ledger::audit::LedgerKey::load_or_create(&image_ledger::audit::LedgerKey::default_path(
-        data_dir,
-    ))
-    .map_err(|err| AppError::Start {
-        what: "the fill's signing key",
-        source: std::io::Error::other(err.to_string()),
-    })?;
-    fill_store(Arc::new(store), plan, policy)
+pub fn fill(location: &Location, plan: &FillPlan, policy: Policy) -> Result<FillReport, AppError> {
+    let opened = location.open()?;
+    if location.database_url.is_none() {
+        // A ledger with history has a signing key; a server refuses one
+        // without.
+        let key = image_ledger::audit::LedgerKey::default_path(&location.data_dir);
+        image_ledger::audit::LedgerKey::load_or_create(&key).map_err(|err| AppError::Start {
+            what: "the fill's signing key",
+            source: std::io::Error::other(err.to_string()),
+        })?;
+    }
+    fill_store(opened.store, plan, policy)
 }
 
 /// [`fill`] on any store: a PostgreSQL database, for instance.
@@ -273,10 +267,10 @@ mod tests {
         };
         let policy = Policy::default();
         let region = policy.regions.iter().next().cloned().ok_or("no region")?;
-        let report = fill(dir.path(), &plan, policy.clone())?;
+        let report = fill(&Location::dir(dir.path()), &plan, policy.clone())?;
         assert_eq!(report.events, 45);
 
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 8 << 20)?);
+        let store: Arc<dyn Store> = Location::dir(dir.path()).open()?.store;
         let ledger = Ledger::open(store, policy, WriterOptions::default())?;
         let state = ledger.state();
         assert_eq!(ledger.durable_head().position, 45);

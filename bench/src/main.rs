@@ -105,24 +105,21 @@ struct BenchArgs {
     /// HTTP/2 connections.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// sled cache of the started server, MiB.
-    #[arg(long, default_value_t = image_ledger::config::DEFAULT_CACHE_MB)]
-    cache_mb: u64,
+    /// sled cache of the started server, MiB (default: the server's).
+    #[arg(long)]
+    cache_mb: Option<u64>,
     /// DescribeImages page cache of the started server, MiB; 0 measures
-    /// every page built from the state.
-    #[arg(long, default_value_t = image_ledger::config::DEFAULT_PAGE_CACHE_MB)]
-    page_cache_mb: u64,
+    /// every page built from the state (default: the server's).
+    #[arg(long)]
+    page_cache_mb: Option<u64>,
 }
 
 /// `fill`
 #[derive(Args)]
 struct FillArgs {
-    /// Directory of the sled store to fill.
-    #[arg(long, default_value = "./data")]
-    data_dir: PathBuf,
-    /// Fill this PostgreSQL database instead.
-    #[arg(long, env = "IMAGE_LEDGER_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    /// The store to fill: a sled directory, or a PostgreSQL database.
+    #[command(flatten)]
+    location: image_ledger::store::Location,
     /// Events to reach.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
@@ -241,21 +238,8 @@ fn fill(args: FillArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         regions: usize::MAX,
     };
-    let (report, target) = match &args.database_url {
-        Some(url) => {
-            let store = image_ledger::store::PgStore::open(url)?;
-            let report = image_ledger_bench::fill_store(
-                std::sync::Arc::new(store),
-                &plan,
-                Policy::default(),
-            )?;
-            (report, "the PostgreSQL database".to_owned())
-        }
-        None => (
-            image_ledger_bench::fill(&args.data_dir, &plan, Policy::default())?,
-            args.data_dir.display().to_string(),
-        ),
-    };
+    let report = image_ledger_bench::fill(&args.location, &plan, Policy::default())?;
+    let target = args.location.describe();
     println!(
         "filled {} with {} events in {:.2?} ({:.0} events/s)",
         target,

@@ -84,6 +84,35 @@ pub struct CommandOptions {
     pub principal: Option<std::sync::Arc<str>>,
 }
 
+/// The ledger's settings an operator sets (`serve`'s flags).
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct LedgerSettings {
+    /// Longest a durable change waits before the stored read side is
+    /// written, ms: what a start after a crash replays at most (with a cap
+    /// of 131,072 events). Lower means more writes, and fewer merged.
+    #[arg(long, env = "IMAGE_LEDGER_READ_SIDE_DELAY_MS", default_value_t = 5_000)]
+    pub read_side_delay_ms: u64,
+    /// Records per second the background scrub reads the log at, checking
+    /// every hash and link, pass after pass (0: no scrub). A pass over a
+    /// million records takes under two minutes at the default, at a few
+    /// percent of a core.
+    #[arg(long, env = "IMAGE_LEDGER_SCRUB_RATE", default_value_t = 10_000)]
+    pub scrub_rate: u64,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        crate::settings::defaults()
+    }
+}
+
+impl LedgerSettings {
+    /// The read side's delay.
+    pub fn read_side_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.read_side_delay_ms)
+    }
+}
+
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
@@ -91,11 +120,8 @@ pub struct WriterOptions {
     pub max_batch: usize,
     /// Commands waiting for the writer before callers are pushed back on.
     pub queue_depth: usize,
-    /// The longest a durable change waits before the stored read side is
-    /// written (it is also written once enough events wait, and at stop).
-    pub read_side_delay: std::time::Duration,
-    /// Records per second the background scrub checks (0: no scrub).
-    pub scrub_rate: u64,
+    /// What an operator sets.
+    pub settings: LedgerSettings,
     /// What the stages count.
     pub metrics: Arc<crate::metrics::LedgerMetrics>,
     /// Failures tests inject into the pipeline.
@@ -128,16 +154,12 @@ impl Failpoints {
     }
 }
 
-/// How long a durable change waits for the read side's writer by default, ms.
-pub const DEFAULT_READ_SIDE_DELAY_MS: u64 = 5_000;
-
 impl Default for WriterOptions {
     fn default() -> Self {
         Self {
             max_batch: 512,
             queue_depth: 4096,
-            read_side_delay: std::time::Duration::from_millis(DEFAULT_READ_SIDE_DELAY_MS),
-            scrub_rate: 0,
+            settings: LedgerSettings::default(),
             metrics: Arc::default(),
             #[cfg(test)]
             failpoints: Arc::default(),
@@ -227,7 +249,7 @@ impl Ledger {
         )?;
         let follower = Follower::start(store.as_ref(), progress.clone())?;
         let fence = Fence::start(store.as_ref(), progress.clone())?;
-        let scrub = match options.scrub_rate {
+        let scrub = match options.settings.scrub_rate {
             0 => None,
             rate => Some(
                 scrub::Scrubber {

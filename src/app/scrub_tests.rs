@@ -44,7 +44,10 @@ async fn the_scrub_finds_a_damaged_record_and_only_the_audit_log_stops_serving()
     let metrics = Arc::new(LedgerMetrics::default());
     let shared: Arc<dyn Store> = store.clone();
     let options = WriterOptions {
-        scrub_rate: 100_000,
+        settings: crate::app::LedgerSettings {
+            scrub_rate: 100_000,
+            ..Default::default()
+        },
         metrics: Arc::clone(&metrics),
         ..WriterOptions::default()
     };

@@ -578,7 +578,10 @@ async fn the_read_side_is_written_while_running_and_recovers_from_a_write_cut_sh
             store,
             Policy::default(),
             WriterOptions {
-                read_side_delay: std::time::Duration::from_millis(200),
+                settings: crate::app::LedgerSettings {
+                    read_side_delay_ms: 200,
+                    ..Default::default()
+                },
                 ..WriterOptions::default()
             },
         )?

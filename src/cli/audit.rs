@@ -15,7 +15,8 @@ use image_ledger::grpc::{AuditClient, ClientError};
 use image_ledger::progress::{CountingReader, CountingWriter, Progress, Unit};
 
 use super::remote::Failure;
-use super::{open_store, output, runtime, DataDirArg, PolicyArgs, SourceArgs};
+use super::{open_store, output, runtime, FileSettings, PolicyArgs, SourceArgs};
+use image_ledger::store::Location;
 
 /// `audit …`
 #[derive(Subcommand)]
@@ -44,7 +45,7 @@ pub enum AuditCmd {
 #[derive(Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
-    pub data: DataDirArg,
+    pub data: Location,
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// A signed head saved earlier (`audit head`, `GetLedgerHead`) that must
@@ -146,20 +147,20 @@ pub struct HeadArgs {
 }
 
 /// Runs an `audit` command.
-pub fn run(command: AuditCmd) -> anyhow::Result<()> {
+pub fn run(command: AuditCmd, file: &FileSettings) -> anyhow::Result<()> {
     match command {
-        AuditCmd::Verify(args) => verify(args),
+        AuditCmd::Verify(args) => verify(args, file),
         AuditCmd::Export(args) => export(args),
         AuditCmd::Import(args) => import(args),
         AuditCmd::History(args) => history(args),
         AuditCmd::Access(args) => access(args),
-        AuditCmd::Head(args) => head(args),
+        AuditCmd::Head(args) => head(args, file),
         AuditCmd::Follow(args) => super::remote::audit::follow(args),
         AuditCmd::Key(args) => super::remote::audit::key(args),
     }
 }
 
-fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+fn verify(args: VerifyArgs, file: &FileSettings) -> anyhow::Result<()> {
     let policy = args.policy.policy()?;
     let against_head = match &args.against_head {
         Some(path) => Some(read_signed_head(path)?),
@@ -169,7 +170,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     if let Some(pinned) = &against_head {
         // The head must come from this ledger's key, when the key is here.
         let key_path = LedgerKey::default_path(&args.data.data_dir);
-        let key = match seed_from_environment()? {
+        let key = match seed_from_environment(file)? {
             Some(key) => Some(key),
             None if key_path.exists() => Some(LedgerKey::load(&key_path)?),
             None => None,
@@ -414,7 +415,7 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn head(args: HeadArgs) -> anyhow::Result<()> {
+fn head(args: HeadArgs, file: &FileSettings) -> anyhow::Result<()> {
     let bearer = args.source.bearer()?;
     let json = match args.source.addr {
         Some(addr) => runtime()?
@@ -426,7 +427,7 @@ fn head(args: HeadArgs) -> anyhow::Result<()> {
         None => {
             let data_dir = &args.source.data.data_dir;
             let store = open_store(&args.source.data)?;
-            let key = match seed_from_environment()? {
+            let key = match seed_from_environment(file)? {
                 Some(key) => key,
                 None => LedgerKey::load(
                     &args
@@ -443,8 +444,8 @@ fn head(args: HeadArgs) -> anyhow::Result<()> {
 
 /// The key whose seed `IMAGE_LEDGER_SIGNING_KEY_SEED` (or the config
 /// file's `signing_key_seed`) holds, as `serve` reads it, if one does.
-fn seed_from_environment() -> anyhow::Result<Option<LedgerKey>> {
-    match super::signing_key_seed() {
+fn seed_from_environment(file: &FileSettings) -> anyhow::Result<Option<LedgerKey>> {
+    match file.signing_key_seed() {
         Some(seed) => Ok(Some(LedgerKey::from_seed_hex(&seed)?)),
         None => Ok(None),
     }

@@ -246,7 +246,9 @@ mod tests {
         // The whole line parses as the command line it becomes.
         let given = run(&["image-ledger", "serve"], "insecure_no_auth = true\n", &[])?;
         let cli = Cli::try_parse_from(given)?;
-        assert!(matches!(cli.command, super::super::Cmd::Serve(args) if args.insecure_no_auth));
+        assert!(
+            matches!(cli.command, super::super::Cmd::Serve(args) if args.server.insecure_no_auth)
+        );
         Ok(())
     }
 

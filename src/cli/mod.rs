@@ -12,12 +12,13 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use image_ledger::config::parse_regions;
 use image_ledger::domain::Policy;
-use image_ledger::store::{PgStore, SledStore, Store};
+use image_ledger::store::{Location, Store, StoreError};
 
 use self::audit::AuditCmd;
 use self::projections::ProjectionsCmd;
@@ -86,6 +87,9 @@ pub enum Cmd {
     },
 }
 
+/// The environment variable that carries the signing key's seed.
+pub const SEED_VARIABLE: &str = "IMAGE_LEDGER_SIGNING_KEY_SEED";
+
 /// What the config file holds that is not a flag: secrets and tables.
 #[derive(Default)]
 pub struct FileSettings {
@@ -97,78 +101,40 @@ pub struct FileSettings {
     pub tls: Option<image_ledger::tls::TlsConfig>,
 }
 
-static FILE_SETTINGS: std::sync::OnceLock<FileSettings> = std::sync::OnceLock::new();
-
-/// Keeps what the config file holds beside flags, for the commands.
-pub fn keep_file_settings(settings: FileSettings) {
-    let _ = FILE_SETTINGS.set(settings);
-}
-
-fn file_settings() -> &'static FileSettings {
-    FILE_SETTINGS.get_or_init(FileSettings::default)
-}
-
-/// The TLS files: `IMAGE_LEDGER_TLS_CERT` and `IMAGE_LEDGER_TLS_KEY` (and
-/// `IMAGE_LEDGER_TLS_CLIENT_CA`), else the config file's `[tls]`.
-pub fn tls_settings() -> Option<image_ledger::tls::TlsConfig> {
-    let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
-    match (var("IMAGE_LEDGER_TLS_CERT"), var("IMAGE_LEDGER_TLS_KEY")) {
-        (Some(cert), Some(key)) => Some(image_ledger::tls::TlsConfig {
-            cert,
-            key,
-            client_ca: var("IMAGE_LEDGER_TLS_CLIENT_CA"),
-        }),
-        _ => file_settings().tls.clone(),
+impl FileSettings {
+    /// The TLS files: `IMAGE_LEDGER_TLS_CERT` and `IMAGE_LEDGER_TLS_KEY`
+    /// (and `IMAGE_LEDGER_TLS_CLIENT_CA`), else the config file's `[tls]`.
+    pub fn tls_settings(&self) -> Option<image_ledger::tls::TlsConfig> {
+        let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
+        match (var("IMAGE_LEDGER_TLS_CERT"), var("IMAGE_LEDGER_TLS_KEY")) {
+            (Some(cert), Some(key)) => Some(image_ledger::tls::TlsConfig {
+                cert,
+                key,
+                client_ca: var("IMAGE_LEDGER_TLS_CLIENT_CA"),
+            }),
+            _ => self.tls.clone(),
+        }
     }
-}
 
-/// The config file's `[auth]` table.
-pub fn file_auth() -> Option<&'static image_ledger::auth::AuthConfig> {
-    file_settings().auth.as_ref()
-}
-
-/// `IMAGE_LEDGER_SIGNING_KEY_SEED`, else the config file's.
-pub fn signing_key_seed() -> Option<String> {
-    std::env::var(serve::SEED_VARIABLE)
-        .ok()
-        .or_else(|| file_settings().signing_key_seed.clone())
+    /// `IMAGE_LEDGER_SIGNING_KEY_SEED`, else the config file's.
+    pub fn signing_key_seed(&self) -> Option<String> {
+        std::env::var(SEED_VARIABLE)
+            .ok()
+            .or_else(|| self.signing_key_seed.clone())
+    }
 }
 
 pub use remote::exit_code;
 
-/// Runs a parsed command.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a parsed command with what the config file held beside flags.
+pub fn run(cli: Cli, file: &FileSettings) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Serve(args) => serve::serve(args),
+        Cmd::Serve(args) => serve::serve(args, file),
         Cmd::Projections { command } => projections::run(command),
-        Cmd::Audit { command } => audit::run(command),
+        Cmd::Audit { command } => audit::run(command, file),
         Cmd::Auth { command } => auth::run(command),
         Cmd::Account { command } => remote::account::run_command(command),
         Cmd::Image { command } => remote::image::run_command(command),
-    }
-}
-
-/// `--data-dir` and `--database-url`: where the ledger is.
-#[derive(Args)]
-pub struct DataDirArg {
-    /// Directory of the sled store (and of the signing key).
-    #[arg(long, env = "IMAGE_LEDGER_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
-    /// Keep the ledger in this PostgreSQL database instead of the sled
-    /// store in --data-dir, which then holds only the signing key (a libpq
-    /// URL; several hosts with `target_session_attrs=read-write` follow a
-    /// failover).
-    #[arg(long, env = "IMAGE_LEDGER_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-}
-
-impl DataDirArg {
-    /// The store, for messages (never the URL, which may hold a password).
-    pub fn describe(&self) -> String {
-        match &self.database_url {
-            Some(_) => "the PostgreSQL database".into(),
-            None => self.data_dir.display().to_string(),
-        }
     }
 }
 
@@ -176,7 +142,7 @@ impl DataDirArg {
 #[derive(Args)]
 pub struct SourceArgs {
     #[command(flatten)]
-    pub data: DataDirArg,
+    pub data: Location,
     /// Ask a running server at this address instead of reading the store.
     #[arg(long, conflicts_with_all = ["data_dir", "database_url"])]
     pub addr: Option<SocketAddr>,
@@ -244,25 +210,19 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Opens the store: the database, or a stopped server's directory (a
 /// running server holds the directory's lock).
-pub fn open_store(data: &DataDirArg) -> anyhow::Result<Box<dyn Store>> {
-    if let Some(url) = &data.database_url {
-        return Ok(Box::new(
-            PgStore::open(url).context("cannot open the PostgreSQL database")?,
-        ));
+pub fn open_store(location: &Location) -> anyhow::Result<Arc<dyn Store>> {
+    if location.database_url.is_none() && !location.data_dir.exists() {
+        bail!("{} does not exist", location.data_dir.display());
     }
-    let data_dir = &data.data_dir;
-    if !data_dir.exists() {
-        bail!("{} does not exist", data_dir.display());
-    }
-    let store = SledStore::open(data_dir, 64 * 1024 * 1024).map_err(|err| {
-        let hint = match err {
+    let opened = location.open().map_err(|err| {
+        let hint = match (&err, &location.database_url) {
             // Damage is named by the error itself.
-            image_ledger::store::StoreError::Corrupt(_) => "",
+            (StoreError::Corrupt(_), _) | (_, Some(_)) => "",
             _ => " (a running server holds it: stop it, or use --addr)",
         };
-        anyhow::Error::new(err).context(format!("cannot open {}{hint}", data_dir.display()))
+        anyhow::Error::new(err).context(format!("cannot open {}{hint}", location.describe()))
     })?;
-    Ok(Box::new(store))
+    Ok(opened.store)
 }
 
 /// A buffered writer to `path`, or to standard output.

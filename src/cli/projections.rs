@@ -7,13 +7,15 @@ use clap::Subcommand;
 
 use image_ledger::progress::{Progress, Unit};
 
-use super::{open_store, DataDirArg};
+use image_ledger::store::Location;
+
+use super::open_store;
 
 /// `projections …`
 #[derive(Subcommand)]
 pub enum ProjectionsCmd {
     /// Drop the projections and rebuild them from the log (server stopped).
-    Rebuild(DataDirArg),
+    Rebuild(Location),
 }
 
 /// Runs a `projections` command.
@@ -23,7 +25,7 @@ pub fn run(command: ProjectionsCmd) -> anyhow::Result<()> {
     }
 }
 
-fn rebuild(args: DataDirArg) -> anyhow::Result<()> {
+fn rebuild(args: Location) -> anyhow::Result<()> {
     let started = Instant::now();
     let store = open_store(&args)?;
     let total = store.head()?.position;

@@ -6,6 +6,7 @@
 
 mod envelope;
 mod error;
+mod location;
 mod log;
 mod memory;
 mod postgres;
@@ -18,6 +19,7 @@ pub use envelope::{
     EncodedRecord, Envelope, RecordMeta, FIRST_RECORD_VERSION, GENESIS_HASH, RECORD_VERSION,
 };
 pub use error::{Cause, Chain, StoreError};
+pub use location::{Location, Opened};
 pub use log::{try_scan, try_scan_stream, AppendBatch, EventLog, EventLogExt, SharedLog, Watcher};
 pub use memory::MemoryStore;
 pub use projections::{

@@ -68,10 +68,10 @@ impl TestServer {
 pub async fn serve(dir: &Path, policy: Policy) -> RunningServer {
     let mut config = Config::for_data_dir(dir);
     config.policy = policy;
-    config.cache_bytes = 16 * 1024 * 1024;
+    config.store.cache_mb = 16;
     if Backend::current() == Backend::Postgres {
         let cluster = Cluster::shared();
-        config.database_url = Some(cluster.fresh_database().expect("a fresh database"));
+        config.store.database_url = Some(cluster.fresh_database().expect("a fresh database"));
     }
     start(config).await.expect("server starts")
 }

@@ -26,7 +26,8 @@ use tonic::transport::Endpoint;
 use self::server::{dir_size, rss_of, spawn_server};
 use self::windows::{bracketing_baselines, measure, plan_windows, summarize, Sample};
 use self::workload::discover;
-use crate::fill::{fill, fill_store, FillPlan};
+use crate::fill::{fill, FillPlan};
+use image_ledger::store::Location;
 
 /// What the load generator's functions fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -114,10 +115,11 @@ pub struct BenchConfig {
     pub concurrency: usize,
     /// HTTP/2 connections they share.
     pub connections: usize,
-    /// sled cache of the started server, MiB.
-    pub cache_mb: u64,
-    /// The started server's `DescribeImages` page cache, MiB.
-    pub page_cache_mb: u64,
+    /// sled cache of the started server, MiB; `None`: the server's default.
+    pub cache_mb: Option<u64>,
+    /// The started server's `DescribeImages` page cache, MiB; `None`: the
+    /// server's default.
+    pub page_cache_mb: Option<u64>,
     /// Speak TLS to the started servers, with a certificate made for the
     /// run.
     pub tls: bool,
@@ -222,13 +224,11 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
                 regions: 1,
             };
             eprintln!("filling the log to {needed} events");
-            let filled = match &config.database_url {
-                Some(url) => {
-                    let store = image_ledger::store::PgStore::open(url)?;
-                    fill_store(Arc::new(store), &plan, Policy::default())?
-                }
-                None => fill(&dir, &plan, Policy::default())?,
+            let location = Location {
+                database_url: config.database_url.clone(),
+                ..Location::dir(&dir)
             };
+            let filled = fill(&location, &plan, Policy::default())?;
             eprintln!(
                 "  {} events in {:.1?}; starting the server",
                 filled.events, filled.elapsed

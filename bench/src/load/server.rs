@@ -75,8 +75,12 @@ pub(super) fn spawn_server(
     let started = Instant::now();
     let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0", "--image-quota", "1000000"])
-        .args(["--cache-mb", &config.cache_mb.to_string()])
-        .args(["--page-cache-mb", &config.page_cache_mb.to_string()])
+        .args(config.cache_mb.map(|mb| format!("--cache-mb={mb}")))
+        .args(
+            config
+                .page_cache_mb
+                .map(|mb| format!("--page-cache-mb={mb}")),
+        )
         .arg("--data-dir")
         .arg(dir)
         .args(

@@ -186,8 +186,8 @@ fn the_log_is_filled_to_at_least_the_target_ending_on_a_round_of_shares() {
         rounds: 1,
         concurrency: 64,
         connections: 4,
-        cache_mb: 16,
-        page_cache_mb: 16,
+        cache_mb: Some(16),
+        page_cache_mb: Some(16),
         tls: false,
     };
     // Accounts, images, one round of shares.

@@ -130,7 +130,7 @@ impl Decider {
                 Arc::clone(&store),
                 Arc::clone(&state),
                 head.position,
-                options.read_side_delay,
+                options.settings.read_side_delay(),
                 Arc::clone(&options.metrics),
             )
             .map_err(|source| AppError::Start {

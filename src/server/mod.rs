@@ -1,0 +1,285 @@
+//! Wiring: the store, the ledger and the gRPC server with health and
+//! reflection, started and stopped as one. [`start`] opens the ledger
+//! ([`open`]), builds the routes ([`router`]) and serves them
+//! ([`serve`]); a failure part way stops what it had opened.
+
+mod open;
+mod router;
+mod serve;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::{AppError, Ledger};
+use crate::audit::AuditError;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{Released, StoreError};
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The data directory could not be opened or loaded.
+    #[error("cannot open the ledger")]
+    Open(#[from] AppError),
+    /// The signing key could not be loaded or created.
+    #[error("cannot load the signing key: {0}")]
+    Key(#[from] AuditError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The ledger has history but its signing key is missing.
+    #[error(
+        "the signing key {0} is missing but the ledger is not empty: restore the key file \
+         (or give IMAGE_LEDGER_SIGNING_KEY_SEED), or pass --new-signing-key to sign with a new \
+         key from now on (heads signed before still verify with audit verify --head-key)"
+    )]
+    KeyMissing(std::path::PathBuf),
+    /// The TLS files cannot be used.
+    #[error("cannot set up TLS: {0}")]
+    Tls(crate::tls::TlsError),
+    /// A non-loopback address without authentication.
+    #[error(
+        "refusing to serve {0} without authentication: anyone who reaches it could act as any \
+         account. Add an [auth] table to the config file (README, \"Securing it\"), serve on \
+         127.0.0.1, or pass --insecure-no-auth to accept the risk"
+    )]
+    Unprotected(SocketAddr),
+    /// Bearer tokens on a non-loopback address without TLS.
+    #[error(
+        "refusing to take bearer tokens on {0}: they would cross the network in plaintext. \
+         Configure [tls] (README, \"Securing it\"), or serve on a loopback address"
+    )]
+    PlaintextTokens(SocketAddr),
+    /// The reflection service could not be built from the descriptors.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+    /// A task of the server panicked or was cancelled.
+    #[error("{0}")]
+    Task(String),
+    /// The transport failed while serving.
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl From<StoreError> for ServeError {
+    fn from(err: StoreError) -> Self {
+        ServeError::Open(AppError::Storage(err))
+    }
+}
+
+/// A server that is accepting calls.
+pub struct RunningServer {
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    tls: Option<Arc<crate::tls::Tls>>,
+    stop: Option<watch::Sender<bool>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningServer {
+    /// The address it listens on (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that reloads the TLS files, when the server speaks TLS.
+    pub fn tls(&self) -> Option<Arc<crate::tls::Tls>> {
+        self.tls.clone()
+    }
+
+    /// The address metrics are served on, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Stops taking calls, lets in-flight calls finish, flushes and closes the store.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server stops on its own (after [`Self::stop`] or a failure).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(err) => Err(ServeError::Task(format!("the server task failed: {err}"))),
+        }
+    }
+
+    /// A handle that stops the server when it sends `true` or is dropped.
+    pub fn take_stop(&mut self) -> Option<watch::Sender<bool>> {
+        self.stop.take()
+    }
+}
+
+/// Opens the store `config.store` names, loads the ledger and starts
+/// serving on `config.server.addr`.
+pub async fn start(config: Config) -> Result<RunningServer, ServeError> {
+    start_on(config, None).await
+}
+
+/// [`start`], on `listener` when one is given (a test binds its own
+/// port and knows its address without reading it back).
+pub async fn start_on(
+    config: Config,
+    listener: Option<TcpListener>,
+) -> Result<RunningServer, ServeError> {
+    protection(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let opened = open::open_ledger(&config, &metrics).await?;
+    let ledger = opened.ledger.clone();
+    // Every failure from here on stops the ledger it opened, in one place.
+    match serving(config, opened, listener, metrics).await {
+        Ok(running) => Ok(running),
+        Err((err, released)) => {
+            stop_ledger(ledger, released).await;
+            Err(err)
+        }
+    }
+}
+
+/// Binds, builds the routes and spawns the serving task. On a failure,
+/// hands back the store's release handle with the error.
+async fn serving(
+    config: Config,
+    opened: open::Opened,
+    listener: Option<TcpListener>,
+    metrics: Arc<Metrics>,
+) -> Result<RunningServer, (ServeError, Option<Released>)> {
+    let open::Opened {
+        ledger,
+        key,
+        released,
+    } = opened;
+    let prepared = async {
+        let (listener, addr) = match listener {
+            Some(listener) => {
+                let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+                    addr: config.server.addr,
+                    source,
+                })?;
+                (listener, addr)
+            }
+            None => serve::bind(config.server.addr).await?,
+        };
+        let tls = match &config.tls {
+            Some(settings) => {
+                Some(crate::tls::Tls::load(settings.clone()).map_err(ServeError::Tls)?)
+            }
+            None => None,
+        };
+        let (stop, stopped) = watch::channel(false);
+        let metrics_addr = serve_metrics(&config, &metrics, &ledger, stopped.clone()).await?;
+        let served =
+            router::router(&config.server, &ledger, key, &metrics, stopped.clone()).await?;
+        Ok((listener, addr, tls, stop, stopped, metrics_addr, served))
+    };
+    let (listener, addr, tls, stop, stopped, metrics_addr, served) = match prepared.await {
+        Ok(prepared) => prepared,
+        Err(err) => return Err((err, released)),
+    };
+    let task = tokio::spawn(
+        serve::Serving {
+            routes: served.routes,
+            health: served.health,
+            listener,
+            tls: tls.clone(),
+            ledger,
+            released,
+            metrics,
+            stopped,
+        }
+        .run(config),
+    );
+    tracing::info!(%addr, "serving");
+    Ok(RunningServer {
+        addr,
+        metrics_addr,
+        tls,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// Serves Prometheus metrics on `config.server.metrics_addr`, if set, and
+/// returns the bound address.
+async fn serve_metrics(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    ledger: &Ledger,
+    stopped: watch::Receiver<bool>,
+) -> Result<Option<SocketAddr>, ServeError> {
+    let Some(addr) = config.server.metrics_addr else {
+        return Ok(None);
+    };
+    let (listener, bound) = serve::bind(addr).await?;
+    let gauges = ledger.clone();
+    tokio::spawn(crate::metrics::http::serve(
+        listener,
+        Arc::clone(metrics),
+        Arc::new(move || crate::metrics::Readings {
+            durable_head: gauges.durable_head().position,
+            queue_depth: gauges.queue_depth(),
+        }),
+        stopped,
+    ));
+    Ok(Some(bound))
+}
+
+/// Stops the writer (flushing and closing the log), then waits for the
+/// store's directory to be released.
+async fn stop_ledger(ledger: Ledger, released: Option<Released>) {
+    if tokio::task::spawn_blocking(move || ledger.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::error!("stopping the writer failed");
+    }
+    if let Some(released) = released {
+        serve::released(released).await;
+    }
+}
+
+/// Whether `addr` reaches only this machine (`::ffff:127.0.0.1` too).
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
+/// Safe by default: no open server off loopback unless asked for, and no
+/// bearer tokens in plaintext off loopback.
+fn protection(config: &Config) -> Result<(), ServeError> {
+    let addr = config.server.addr;
+    let local = is_loopback(&addr);
+    match (&config.auth, local) {
+        (Some(_), true) => Ok(()),
+        (Some(_), false) if config.tls.is_some() => Ok(()),
+        (Some(_), false) => Err(ServeError::PlaintextTokens(addr)),
+        (None, true) => {
+            tracing::info!(%addr, "no [auth] configured: every local caller may call everything");
+            Ok(())
+        }
+        (None, false) if config.server.insecure_no_auth => {
+            tracing::warn!(%addr, "--insecure-no-auth: anyone who reaches this address may act as any account");
+            Ok(())
+        }
+        (None, false) => Err(ServeError::Unprotected(addr)),
+    }
+}

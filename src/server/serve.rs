@@ -1,0 +1,198 @@
+//! Serving the routes until a stop: the transport with its layers, TLS or
+//! plaintext, health kept to the ledger's condition, and the order of a
+//! graceful stop (NOT_SERVING, drain, in-flight calls, the writer, the
+//! store's directory).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
+use tower::util::MapResponseLayer;
+
+use super::{stop_ledger, ServeError};
+use crate::app::Ledger;
+use crate::config::Config;
+use crate::grpc::pb::audit_log_server::AuditLogServer;
+use crate::grpc::pb::image_ledger_server::ImageLedgerServer;
+use crate::grpc::{AuditService, LedgerService, SmallFrames, Unvectored};
+use crate::metrics::Metrics;
+use crate::store::Released;
+
+/// How often an idle connection is pinged, and how long an answer may take.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Calls open at once on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
+
+/// How long a stopped server waits for the last handle on its store.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What a serving task needs.
+pub(super) struct Serving {
+    pub(super) routes: Routes,
+    pub(super) health: HealthReporter,
+    pub(super) listener: TcpListener,
+    pub(super) tls: Option<Arc<crate::tls::Tls>>,
+    pub(super) ledger: Ledger,
+    pub(super) released: Option<Released>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) stopped: watch::Receiver<bool>,
+}
+
+impl Serving {
+    /// Serves until a stop is asked for, then stops in order.
+    pub(super) async fn run(self, config: Config) -> Result<(), ServeError> {
+        let Serving {
+            routes,
+            health,
+            listener,
+            tls,
+            ledger,
+            released,
+            metrics,
+            stopped,
+        } = self;
+        let settings = &config.server;
+        let (grace, drain) = (settings.shutdown_grace(), settings.shutdown_drain());
+        tokio::spawn(report_condition(
+            ledger.condition(),
+            health.clone(),
+            stopped.clone(),
+        ));
+        let router = tonic::transport::Server::builder()
+            // A peer that stops answering pings is closed, whatever it holds.
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .layer(crate::metrics::grpc::Layer::new(metrics.grpc.clone()))
+            .layer(MapResponseLayer::new(
+                |response: http::Response<tonic::body::Body>| response.map(SmallFrames::new),
+            ))
+            .layer(crate::grpc::authenticate::Layer::new(config.auth.clone()))
+            .add_routes(routes);
+        let until = draining(stopped.clone(), health, drain);
+        let cap = crate::listener::connection_cap(settings.max_connections);
+        let accepted = crate::listener::accept(listener, cap);
+        let serving: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match tls {
+            Some(tls) => Box::pin(
+                router.serve_with_incoming_shutdown(crate::tls::incoming(accepted, tls), until),
+            ),
+            None => Box::pin(router.serve_with_incoming_shutdown(
+                ReceiverStream::new(accepted).map(|accepted| {
+                    Ok::<_, std::io::Error>(Unvectored::new(accepted.stream, accepted.permit))
+                }),
+                until,
+            )),
+        };
+        // Graceful shutdown waits for every client to close its connection;
+        // one that never does must not keep the process alive forever.
+        let served = tokio::select! {
+            served = serving => served,
+            () = async {
+                stop_requested(stopped).await;
+                tokio::time::sleep(drain + grace).await;
+            } => {
+                tracing::warn!(?grace, "connections still open after the grace period; closing them");
+                Ok(())
+            }
+        };
+        // No call is running any more; drain the writer so the log is
+        // flushed and closed.
+        stop_ledger(ledger, released).await;
+        tracing::info!("stopped");
+        served.map_err(ServeError::from)
+    }
+}
+
+/// Waits until the store's directory is released after a stop: connection
+/// tasks may drop their handles on the ledger a moment after the transport
+/// returns.
+pub(super) async fn released(released: Released) {
+    let closed = tokio::task::spawn_blocking(move || released.wait(RELEASE_PATIENCE)).await;
+    if !matches!(closed, Ok(true)) {
+        tracing::warn!("the store is still referenced after the stop");
+    }
+}
+
+/// Resolves when the server should stop accepting calls: a stop was
+/// requested, health has said NOT_SERVING for every service since, and
+/// `drain` has passed, so load balancers that watch health send no more.
+async fn draining(stop: watch::Receiver<bool>, health: HealthReporter, drain: Duration) {
+    stop_requested(stop).await;
+    for service in SERVICES {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    tracing::info!(?drain, "stopping: health says NOT_SERVING; draining");
+    tokio::time::sleep(drain).await;
+}
+
+/// The services whose health the server reports ("" is the server's).
+const SERVICES: [&str; 3] = ["", LEDGER_SERVICE, AUDIT_SERVICE];
+const LEDGER_SERVICE: &str =
+    <ImageLedgerServer<LedgerService> as tonic::server::NamedService>::NAME;
+const AUDIT_SERVICE: &str = <AuditLogServer<AuditService> as tonic::server::NamedService>::NAME;
+
+/// Reports the ledger's condition in health until a stop is requested:
+/// NOT_SERVING while its store does not answer or take writes, or its
+/// chain is broken; for `AuditLog` also once a damaged record was found.
+/// The server's own status ("") is the ledger's: a damaged old record
+/// does not stop commands.
+async fn report_condition(
+    mut condition: watch::Receiver<crate::app::Condition>,
+    health: HealthReporter,
+    stop: watch::Receiver<bool>,
+) {
+    let stopped = stop.clone();
+    let stopping = stop_requested(stop);
+    tokio::pin!(stopping);
+    loop {
+        // Once stopping, draining owns health: never turn it back.
+        if *stopped.borrow() {
+            return;
+        }
+        let now = *condition.borrow_and_update();
+        let status = |serving: bool| {
+            if serving {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            }
+        };
+        for service in SERVICES {
+            let serving = match service {
+                AUDIT_SERVICE => now.audit_serving(),
+                _ => now.serving(),
+            };
+            health.set_service_status(service, status(serving)).await;
+        }
+        tokio::select! {
+            changed = condition.changed() => if changed.is_err() { return },
+            () = &mut stopping => return,
+        }
+    }
+}
+
+/// Resolves once a stop is requested (or the stop handle is dropped).
+pub(super) async fn stop_requested(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Binds `addr`, or says which address could not be bound.
+pub(super) async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let bind_error = |source| ServeError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
+}

@@ -1,0 +1,83 @@
+//! Where a ledger is kept (a PostgreSQL database, else a sled directory)
+//! with its flags, and the one place that opens the store it names.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{PgStore, Released, SledStore, Store, StoreError};
+
+/// `--data-dir`, `--database-url` and `--cache-mb`: where the ledger is.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// Directory of the sled store (and of the signing key).
+    #[arg(long, env = "IMAGE_LEDGER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Keep the ledger in this PostgreSQL database instead of the sled
+    /// store in --data-dir, which then holds only the signing key (a libpq
+    /// URL; several hosts with `target_session_attrs=read-write` follow a
+    /// failover).
+    #[arg(long, env = "IMAGE_LEDGER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// sled page cache size in MiB. The state the commands and queries use
+    /// lives outside it, so it only serves log reads (audit, history,
+    /// subscriptions) and the pages a write touches.
+    #[arg(long, env = "IMAGE_LEDGER_CACHE_MB", default_value_t = 32)]
+    pub cache_mb: u64,
+}
+
+/// An opened store, and for sled the handle that tells when its directory
+/// is released after the last reference is dropped.
+pub struct Opened {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// For sled: resolves once the directory's lock is given back.
+    pub released: Option<Released>,
+}
+
+impl Location {
+    /// The sled directory `data_dir` with the default cache.
+    pub fn dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            ..crate::settings::defaults()
+        }
+    }
+
+    /// The sled page cache in bytes.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mb.saturating_mul(1024 * 1024)
+    }
+
+    /// Where the signing key is kept by default (in the data directory,
+    /// whichever store holds the log).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The store, for messages (never the URL, which may hold a password).
+    pub fn describe(&self) -> String {
+        match &self.database_url {
+            Some(_) => "the PostgreSQL database".into(),
+            None => format!("data directory {}", self.data_dir.display()),
+        }
+    }
+
+    /// Opens the store: the database when a URL is given, else the sled
+    /// store in the directory (created when missing).
+    pub fn open(&self) -> Result<Opened, StoreError> {
+        match &self.database_url {
+            Some(url) => Ok(Opened {
+                store: Arc::new(PgStore::open(url)?),
+                released: None,
+            }),
+            None => {
+                let store = SledStore::open(&self.data_dir, self.cache_bytes())?;
+                let released = Some(store.released());
+                Ok(Opened {
+                    store: Arc::new(store),
+                    released,
+                })
+            }
+        }
+    }
+}
