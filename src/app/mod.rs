@@ -2,6 +2,7 @@
 //! against the current state, appends their events in group commits and
 //! replies once they are durable; queries read the last durable snapshot.
 
+mod fence;
 mod health;
 mod log;
 mod scrub;
@@ -25,8 +26,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{ClientToken, Command, DomainError, LedgerState, Policy, Reply};
 use crate::store::{Head, Store, StoreError};
-use writer::follow::{Fence, Follower, Progress};
-use writer::{Control, Request};
+use fence::Fence;
+use writer::{Control, Follower, Request, WriterLink};
 
 pub use health::Condition;
 pub use log::{LogReader, LogRecord};
@@ -233,28 +234,27 @@ impl Ledger {
         let view = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
         let (durable_tx, durable) = watch::channel(head);
-        let progress = Progress {
+        let link = WriterLink {
             control: Control::new(&tx),
             written: Arc::default(),
             health: Arc::new(health::Health::new()),
         };
-        let writer = writer::Decider::start(
-            Arc::clone(&store),
-            Arc::clone(&policy),
-            Arc::clone(&view),
-            durable_tx,
+        let loaded = writer::pipeline::Loaded {
+            store: Arc::clone(&store),
+            policy: Arc::clone(&policy),
+            view: Arc::clone(&view),
+            durable: durable_tx,
             tokens,
-            progress.clone(),
-            &options,
-        )?;
-        let follower = Follower::start(store.as_ref(), progress.clone())?;
-        let fence = Fence::start(store.as_ref(), progress.clone())?;
+        };
+        let handle = writer::pipeline::start(loaded, link.clone(), &options, rx)?;
+        let follower = Follower::start(store.as_ref(), link.clone())?;
+        let fence = Fence::start(store.as_ref(), link.clone())?;
         let scrub = match options.settings.scrub_rate {
             0 => None,
             rate => Some(
                 scrub::Scrubber {
                     store: Arc::clone(&store),
-                    health: Arc::clone(&progress.health),
+                    health: Arc::clone(&link.health),
                     metrics: Arc::clone(&options.metrics),
                     durable: durable.clone(),
                     rate,
@@ -266,13 +266,6 @@ impl Ledger {
                 })?,
             ),
         };
-        let handle = std::thread::Builder::new()
-            .name("ledger-decide".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|source| AppError::Start {
-                what: "the writer thread",
-                source,
-            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 jobs: std::sync::Mutex::new(Some(tx)),
@@ -281,7 +274,7 @@ impl Ledger {
                 durable,
                 policy,
                 writer: std::sync::Mutex::new(Some(handle)),
-                health: progress.health,
+                health: link.health,
                 metrics: Arc::clone(&options.metrics),
                 follower: std::sync::Mutex::new(follower),
                 scrub: std::sync::Mutex::new(scrub),

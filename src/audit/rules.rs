@@ -281,8 +281,20 @@ fn actor(envelope: &Envelope) -> Result<AccountId, String> {
 
 /// The command a record's event answers, and the time it was decided at.
 fn command_for(envelope: &Envelope, event: &Event) -> Result<(Command, OffsetDateTime), String> {
+    match creation_for(envelope, event)? {
+        Some(found) => Ok(found),
+        None => change_for(envelope, event),
+    }
+}
+
+/// [`command_for`] of an event that creates an account or an image, whose
+/// time is the one it records; `None` for any other event.
+fn creation_for(
+    envelope: &Envelope,
+    event: &Event,
+) -> Result<Option<(Command, OffsetDateTime)>, String> {
     let at = envelope.recorded_at;
-    Ok(match event {
+    Ok(Some(match event {
         Event::AccountRegistered { account_id, kind } => {
             same_actor(envelope, account_id)?;
             (
@@ -331,6 +343,14 @@ fn command_for(envelope: &Envelope, event: &Event) -> Result<(Command, OffsetDat
                 *created_time,
             )
         }
+        _ => return Ok(None),
+    }))
+}
+
+/// [`command_for`] of an event that changes an image.
+fn change_for(envelope: &Envelope, event: &Event) -> Result<(Command, OffsetDateTime), String> {
+    let at = envelope.recorded_at;
+    Ok(match event {
         Event::ImageStateChanged { image_id, to, .. } => {
             if envelope.actor.is_some() {
                 return Err("ImageStateChanged comes from the system, not an account".into());
@@ -398,6 +418,14 @@ fn command_for(envelope: &Envelope, event: &Event) -> Result<(Command, OffsetDat
             },
             at,
         ),
+        Event::AccountRegistered { .. }
+        | Event::ImageRegistered { .. }
+        | Event::ImageCopied { .. } => {
+            return Err(format!(
+                "{} creates; it changes nothing",
+                envelope.event_type
+            ))
+        }
     })
 }
 

@@ -1,42 +1,27 @@
-//! The decide stage (`ledger-decide`, the thread [`super::super::Ledger`]
-//! starts): decides commands in arrival order against the state including
-//! every batch still in the pipeline, and hands each batch on. It starts
-//! the other stages and stops them when the command queue closes.
+//! The decide stage (`ledger-decide`): decides commands in arrival order
+//! against the state including every batch still in the pipeline, and
+//! hands each batch on. [`super::pipeline`] builds and starts it.
 
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
-use arc_swap::ArcSwap;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 mod command;
 mod restart;
 
-use super::append::Appender;
 use super::control::{Control, Request};
-use super::flush::Flusher;
-use super::follow::Progress;
-use super::sync::Syncer;
-use super::timing::StageTiming;
-use super::{refuse, spawn, Message, Staged};
+use super::{refuse, Message, Staged};
 use crate::app::health::Health;
 use crate::app::{AppError, Job};
 use crate::domain::{LedgerState, Policy};
 use crate::idempotency::{self, Tokens};
-use crate::projection::ProjectionWriter;
 use crate::projection::Touched;
 use crate::store::{AppendBatch, Head, Store, StoreError};
 
-/// Decided batches that may wait for the append stage.
-const DECIDED_QUEUE: usize = 8;
-/// Written batches that may wait for the flush and sync stages.
-const WRITTEN_QUEUE: usize = 16;
-
-/// The decide stage, and the owner of the pipeline's other threads.
-pub(in crate::app) struct Decider {
+/// The decide stage.
+pub(super) struct Decider {
     store: Arc<dyn Store>,
     policy: Arc<Policy>,
     /// The state, head and idempotency records after every command decided
@@ -71,109 +56,55 @@ pub(in crate::app) struct Decider {
     /// The healer thread runs.
     healer: bool,
     stages: Option<SyncSender<Message<Box<Staged>>>>,
-    threads: Vec<JoinHandle<()>>,
     #[cfg(test)]
     failpoints: Arc<crate::app::Failpoints>,
 }
 
+/// What the decide stage starts from.
+pub(super) struct DecideStart {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) policy: Arc<Policy>,
+    /// The state the ledger loaded, its head and idempotency records.
+    pub(super) state: Arc<LedgerState>,
+    pub(super) head: Head,
+    pub(super) tokens: Tokens,
+    pub(super) control: Arc<Control>,
+    pub(super) health: Arc<Health>,
+    /// Where decided batches go: the append stage.
+    pub(super) stages: SyncSender<Message<Box<Staged>>>,
+}
+
 impl Decider {
-    /// Starts the later stages on the state the ledger loaded (published
-    /// in `view`, durable at `durable`'s head).
-    pub(in crate::app) fn start(
-        store: Arc<dyn Store>,
-        policy: Arc<Policy>,
-        view: Arc<ArcSwap<LedgerState>>,
-        durable: watch::Sender<Head>,
-        tokens: Tokens,
-        progress: Progress,
-        options: &crate::app::WriterOptions,
-    ) -> Result<Self, AppError> {
-        let Progress {
-            control,
-            written,
-            health,
-        } = progress;
-        let head = *durable.borrow();
-        let state = view.load_full();
-        let (to_append, appending) = sync_channel(DECIDED_QUEUE);
-        let (to_flush, flushing) = sync_channel(WRITTEN_QUEUE);
-        let (to_sync, syncing) = sync_channel(WRITTEN_QUEUE);
-        written.store(head.position, Ordering::SeqCst);
-        let appender = Appender {
-            store: Arc::clone(&store),
-            control: Arc::clone(&control),
-            applied: head,
-            applied_state: Arc::clone(&state),
-            applied_tokens: tokens.clone(),
-            written,
-            epoch: 0,
-            restarting: false,
-            in_turn: false,
-            carried: Touched::default(),
-            metrics: Arc::clone(&options.metrics),
-            failure: None,
-            restart: false,
-            timing: StageTiming::default(),
-        };
-        let flusher = Flusher {
-            metrics: Arc::clone(&options.metrics),
-            store: Arc::clone(&store),
-            control: Arc::clone(&control),
-            timing: StageTiming::default(),
-        };
-        let syncer = Syncer {
-            store: Arc::clone(&store),
-            control: Arc::clone(&control),
-            view,
-            durable,
-            read_side: ProjectionWriter::start(
-                Arc::clone(&store),
-                Arc::clone(&state),
-                head.position,
-                options.settings.read_side_delay(),
-                Arc::clone(&options.metrics),
-            )
-            .map_err(|source| AppError::Start {
-                what: "the read side's writer",
-                source,
-            })?,
-            metrics: Arc::clone(&options.metrics),
-            unflushed: Touched::default(),
-            timing: StageTiming::default(),
-        };
-        let threads = vec![
-            spawn("ledger-append", move || appender.run(appending, to_flush))?,
-            spawn("ledger-flush", move || flusher.run(flushing, to_sync))?,
-            spawn("ledger-sync", move || syncer.run(syncing))?,
-        ];
-        Ok(Self {
-            store,
-            policy,
-            state: (*state).clone(),
-            head,
-            tokens,
-            published: state,
+    /// The decide stage on the state the ledger loaded.
+    pub(super) fn new(start: DecideStart, options: &crate::app::WriterOptions) -> Self {
+        Self {
+            store: start.store,
+            policy: start.policy,
+            state: (*start.state).clone(),
+            head: start.head,
+            tokens: start.tokens,
+            published: start.state,
             max_batch: options.max_batch.max(1),
-            control,
+            control: start.control,
             epoch: 0,
             restarted: false,
             caught_up: Touched::default(),
             broken: None,
-            health,
+            health: start.health,
             metrics: Arc::clone(&options.metrics),
             expired: Vec::new(),
             healing: None,
             healer: false,
-            stages: Some(to_append),
-            threads,
+            stages: Some(start.stages),
             #[cfg(test)]
             failpoints: Arc::clone(&options.failpoints),
-        })
+        }
     }
 
-    /// Decides commands until the queue closes, then stops the other stages
-    /// once they have finished what they hold.
-    pub(in crate::app) fn run(mut self, mut queue: mpsc::Receiver<Request>) {
+    /// Decides commands until the queue closes; returns how many batches
+    /// and commands it decided. Dropping it closes the append stage's
+    /// channel, so the later stages finish what they hold and stop.
+    pub(super) fn run(mut self, mut queue: mpsc::Receiver<Request>) -> (u64, u64) {
         let (mut batches, mut commands) = (0u64, 0u64);
         loop {
             let mut jobs = Vec::new();
@@ -243,19 +174,7 @@ impl Decider {
                 break;
             }
         }
-        // Closing the channel lets the later stages finish what they hold.
-        self.stages = None;
-        for thread in self.threads.drain(..) {
-            if thread.join().is_err() {
-                tracing::error!("a writer stage panicked");
-            }
-        }
-        tracing::info!(
-            batches,
-            commands,
-            mean_batch = commands as f64 / batches.max(1) as f64,
-            "the writer stopped"
-        );
+        (batches, commands)
     }
 
     fn hand_on(&self, message: Message<Box<Staged>>) -> bool {

@@ -1,7 +1,7 @@
 //! The single writer. It owns the only mutable copy of the state, so racing
 //! commands are decided one after the other. It is a pipeline of four
 //! stages, each a thread named after it, so deciding, writing and waiting
-//! for the disk overlap:
+//! for the disk overlap; [`pipeline`] builds, starts and joins them:
 //!
 //! 1. [`decide`] (`ledger-decide`): decides the commands that queued up, and
 //!    those that arrive meanwhile (up to `max_batch`), against the state
@@ -40,8 +40,10 @@ mod control;
 mod decide;
 mod drain;
 mod flush;
-pub(super) mod follow;
+mod follow;
 mod heal;
+mod link;
+pub(super) mod pipeline;
 mod sync;
 mod timing;
 
@@ -54,7 +56,8 @@ use crate::projection::Touched;
 use crate::store::{AppendBatch, Head, StoreError};
 
 pub(super) use control::{Control, Request};
-pub(super) use decide::Decider;
+pub(super) use follow::Follower;
+pub(super) use link::WriterLink;
 
 /// A command's fate within a batch, before the batch is durable.
 enum Pending {

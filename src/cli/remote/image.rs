@@ -250,131 +250,149 @@ pub struct LighthouseArgs {
 pub fn run_command(command: ImageCmd) -> anyhow::Result<()> {
     match command {
         ImageCmd::Register(args) => register(args),
-        ImageCmd::SetState(args) => {
-            let request = pb::UpdateImageStateRequest {
-                image_id: args.image.clone(),
-                state: args.state.value(),
-                client_token: args.token.value(),
-            };
-            let state = super::render::enum_name::<pb::ImageState>(args.state.value());
-            positioned(
-                &args.remote,
-                |mut c| async move {
-                    c.update_image_state(request)
-                        .await
-                        .map(|r| r.into_inner().position)
-                },
-                format!("{} is {state}", args.image),
-            )
-        }
-        ImageCmd::Share(args) => {
-            let a = &args.acting;
-            let request = pb::ShareImageRequest {
-                account_id: a.account.clone(),
-                image_id: args.image.clone(),
-                account_ids: args.to.clone(),
-                client_token: a.token.value(),
-                dry_run: args.dry_run,
-            };
-            let done = changed(args.dry_run, "shared", "could be shared");
-            positioned(
-                &a.remote,
-                |mut c| async move {
-                    c.share_image(request)
-                        .await
-                        .map(|r| r.into_inner().position)
-                },
-                format!("{} {done} with {}", args.image, args.to.join(", ")),
-            )
-        }
-        ImageCmd::Unshare(args) => {
-            let a = &args.acting;
-            let request = pb::CancelImageSharingRequest {
-                account_id: a.account.clone(),
-                image_id: args.image.clone(),
-                account_ids: args.from.clone(),
-                client_token: a.token.value(),
-                dry_run: args.dry_run,
-            };
-            let done = changed(args.dry_run, "is no longer shared", "could be unshared");
-            positioned(
-                &a.remote,
-                |mut c| async move {
-                    c.cancel_image_sharing(request)
-                        .await
-                        .map(|r| r.into_inner().position)
-                },
-                format!("{} {done} with {}", args.image, args.from.join(", ")),
-            )
-        }
+        ImageCmd::SetState(args) => set_state(args),
+        ImageCmd::Share(args) => share(args),
+        ImageCmd::Unshare(args) => unshare(args),
         ImageCmd::Copy(args) => copy(args),
-        ImageCmd::Delete(args) => {
-            let a = &args.acting;
-            let request = pb::DeleteImageRequest {
-                account_id: a.account.clone(),
-                image_id: args.image.clone(),
-                client_token: a.token.value(),
-                dry_run: args.dry_run,
-            };
-            let done = changed(args.dry_run, "deleted", "could be deleted");
-            positioned(
-                &a.remote,
-                |mut c| async move {
-                    c.delete_image(request)
-                        .await
-                        .map(|r| r.into_inner().position)
-                },
-                format!("{} {done}", args.image),
-            )
-        }
-        ImageCmd::Modify(args) => {
-            let a = &args.acting;
-            let request = pb::ModifyImageAttributeRequest {
-                account_id: a.account.clone(),
-                image_id: args.image.clone(),
-                image_name: args.name.clone(),
-                image_description: args.description.clone(),
-                client_token: a.token.value(),
-            };
-            positioned(
-                &a.remote,
-                |mut c| async move {
-                    c.modify_image_attribute(request)
-                        .await
-                        .map(|r| r.into_inner().position)
-                },
-                format!("{} modified", args.image),
-            )
-        }
-        ImageCmd::Lighthouse(args) => {
-            let a = &args.acting;
-            let (permission, done) = match args.permission {
-                Permission::Share => (pb::LighthousePermission::Share, "shared with Lighthouse"),
-                Permission::Cancel => (
-                    pb::LighthousePermission::Cancel,
-                    "withdrawn from Lighthouse",
-                ),
-            };
-            let request = pb::ModifyLighthouseSharePermissionRequest {
-                account_id: a.account.clone(),
-                image_id: args.image.clone(),
-                permission: permission as i32,
-                client_token: a.token.value(),
-            };
-            positioned(
-                &a.remote,
-                |mut c| async move {
-                    c.modify_lighthouse_share_permission(request)
-                        .await
-                        .map(|r| r.into_inner().position)
-                },
-                format!("{} {done}", args.image),
-            )
-        }
+        ImageCmd::Delete(args) => delete(args),
+        ImageCmd::Modify(args) => modify(args),
+        ImageCmd::Lighthouse(args) => lighthouse(args),
         ImageCmd::Authorize(args) => super::query::authorize(args),
         ImageCmd::List(args) => super::query::list(args),
         ImageCmd::Shares(args) => super::query::shares(args),
     }
+}
+
+/// `image set-state`.
+fn set_state(args: SetStateArgs) -> anyhow::Result<()> {
+    let request = pb::UpdateImageStateRequest {
+        image_id: args.image.clone(),
+        state: args.state.value(),
+        client_token: args.token.value(),
+    };
+    let state = super::render::enum_name::<pb::ImageState>(args.state.value());
+    positioned(
+        &args.remote,
+        |mut c| async move {
+            c.update_image_state(request)
+                .await
+                .map(|r| r.into_inner().position)
+        },
+        format!("{} is {state}", args.image),
+    )
+}
+
+/// `image share`.
+fn share(args: ShareArgs) -> anyhow::Result<()> {
+    let a = &args.acting;
+    let request = pb::ShareImageRequest {
+        account_id: a.account.clone(),
+        image_id: args.image.clone(),
+        account_ids: args.to.clone(),
+        client_token: a.token.value(),
+        dry_run: args.dry_run,
+    };
+    let done = changed(args.dry_run, "shared", "could be shared");
+    positioned(
+        &a.remote,
+        |mut c| async move {
+            c.share_image(request)
+                .await
+                .map(|r| r.into_inner().position)
+        },
+        format!("{} {done} with {}", args.image, args.to.join(", ")),
+    )
+}
+
+/// `image unshare`.
+fn unshare(args: UnshareArgs) -> anyhow::Result<()> {
+    let a = &args.acting;
+    let request = pb::CancelImageSharingRequest {
+        account_id: a.account.clone(),
+        image_id: args.image.clone(),
+        account_ids: args.from.clone(),
+        client_token: a.token.value(),
+        dry_run: args.dry_run,
+    };
+    let done = changed(args.dry_run, "is no longer shared", "could be unshared");
+    positioned(
+        &a.remote,
+        |mut c| async move {
+            c.cancel_image_sharing(request)
+                .await
+                .map(|r| r.into_inner().position)
+        },
+        format!("{} {done} with {}", args.image, args.from.join(", ")),
+    )
+}
+
+/// `image delete`.
+fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let a = &args.acting;
+    let request = pb::DeleteImageRequest {
+        account_id: a.account.clone(),
+        image_id: args.image.clone(),
+        client_token: a.token.value(),
+        dry_run: args.dry_run,
+    };
+    let done = changed(args.dry_run, "deleted", "could be deleted");
+    positioned(
+        &a.remote,
+        |mut c| async move {
+            c.delete_image(request)
+                .await
+                .map(|r| r.into_inner().position)
+        },
+        format!("{} {done}", args.image),
+    )
+}
+
+/// `image modify`.
+fn modify(args: ModifyArgs) -> anyhow::Result<()> {
+    let a = &args.acting;
+    let request = pb::ModifyImageAttributeRequest {
+        account_id: a.account.clone(),
+        image_id: args.image.clone(),
+        image_name: args.name.clone(),
+        image_description: args.description.clone(),
+        client_token: a.token.value(),
+    };
+    positioned(
+        &a.remote,
+        |mut c| async move {
+            c.modify_image_attribute(request)
+                .await
+                .map(|r| r.into_inner().position)
+        },
+        format!("{} modified", args.image),
+    )
+}
+
+/// `image lighthouse`.
+fn lighthouse(args: LighthouseArgs) -> anyhow::Result<()> {
+    let a = &args.acting;
+    let (permission, done) = match args.permission {
+        Permission::Share => (pb::LighthousePermission::Share, "shared with Lighthouse"),
+        Permission::Cancel => (
+            pb::LighthousePermission::Cancel,
+            "withdrawn from Lighthouse",
+        ),
+    };
+    let request = pb::ModifyLighthouseSharePermissionRequest {
+        account_id: a.account.clone(),
+        image_id: args.image.clone(),
+        permission: permission as i32,
+        client_token: a.token.value(),
+    };
+    positioned(
+        &a.remote,
+        |mut c| async move {
+            c.modify_lighthouse_share_permission(request)
+                .await
+                .map(|r| r.into_inner().position)
+        },
+        format!("{} {done}", args.image),
+    )
 }
 
 /// Runs a command whose reply carries only its position, and prints

@@ -21,8 +21,8 @@ use self::sharing::{cancel, lighthouse, share};
 
 use super::ids::{validate_image_description, validate_image_name, validate_label};
 use super::{
-    AccountId, Command, DomainError, Event, ImageId, ImageRef, ImageState, LedgerState, NewImage,
-    Policy, Region, Relation, Reply,
+    AccountId, AccountKind, Command, DomainError, Event, ImageId, ImageRef, ImageState,
+    LedgerState, NewImage, Policy, Region, Relation, Reply,
 };
 
 /// The outcome of an accepted command: the events to append (possibly none,
@@ -60,32 +60,12 @@ pub fn decide(
         }
     };
     match command {
-        Command::RegisterAccount { account_id, kind } => match state.account(account_id) {
-            Some(existing) if existing.kind == *kind => Ok(Decision::of(vec![])),
-            Some(existing) => Err(DomainError::InvalidParameter(format!(
-                "account {account_id} is already registered as {}",
-                kind_name(existing.kind)
-            ))),
-            None => Ok(Decision::of(vec![Event::AccountRegistered {
-                account_id: account_id.clone(),
-                kind: *kind,
-            }])),
-        },
+        Command::RegisterAccount { account_id, kind } => register_account(state, account_id, *kind),
         Command::RegisterImage(new) => register_image(state, policy, new, now, fresh_id),
         Command::UpdateImageState {
             image_id,
             state: to,
-        } => {
-            let image = live_image(state, image_id)?;
-            if image.state == *to {
-                return Ok(Decision::of(vec![]));
-            }
-            Ok(Decision::of(vec![Event::ImageStateChanged {
-                image_id: image_id.clone(),
-                from: image.state,
-                to: *to,
-            }]))
-        }
+        } => update_state(state, image_id, *to),
         Command::ShareImage {
             caller,
             image_id,
@@ -111,35 +91,7 @@ pub fn decide(
             now,
             fresh_id,
         ),
-        Command::DeleteImage { caller, image_id } => {
-            registered(state, caller)?;
-            let image = live_image(state, image_id)?;
-            match image.relation(caller) {
-                Relation::Owner => {}
-                Relation::Recipient => {
-                    return Err(DomainError::DeleteSharedImage(format!(
-                        "image {image_id} is shared with account {caller} by account {}; only its owner can delete it",
-                        image.owner_account_id
-                    )))
-                }
-                Relation::Stranger => return Err(not_owner(image, caller)),
-            }
-            if image.state.is_transient() {
-                return Err(DomainError::DeleteInTransientState(format!(
-                    "image {image_id} is {} and cannot be deleted until that finishes",
-                    image.state.name()
-                )));
-            }
-            if image.is_shared() {
-                return Err(DomainError::StillShared(format!(
-                    "image {image_id} is still shared with {}; cancel every share first",
-                    share_summary(image)
-                )));
-            }
-            Ok(Decision::of(vec![Event::ImageDeleted {
-                image_id: image_id.clone(),
-            }]))
-        }
+        Command::DeleteImage { caller, image_id } => delete(state, caller, image_id),
         Command::ModifyImageAttribute {
             caller,
             image_id,
@@ -158,6 +110,74 @@ pub fn decide(
             permission,
         } => lighthouse(state, caller, image_id, *permission),
     }
+}
+
+fn register_account(
+    state: &LedgerState,
+    account_id: &AccountId,
+    kind: AccountKind,
+) -> Result<Decision, DomainError> {
+    match state.account(account_id) {
+        Some(existing) if existing.kind == kind => Ok(Decision::of(vec![])),
+        Some(existing) => Err(DomainError::InvalidParameter(format!(
+            "account {account_id} is already registered as {}",
+            kind_name(existing.kind)
+        ))),
+        None => Ok(Decision::of(vec![Event::AccountRegistered {
+            account_id: account_id.clone(),
+            kind,
+        }])),
+    }
+}
+
+fn update_state(
+    state: &LedgerState,
+    image_id: &ImageId,
+    to: ImageState,
+) -> Result<Decision, DomainError> {
+    let image = live_image(state, image_id)?;
+    if image.state == to {
+        return Ok(Decision::of(vec![]));
+    }
+    Ok(Decision::of(vec![Event::ImageStateChanged {
+        image_id: image_id.clone(),
+        from: image.state,
+        to,
+    }]))
+}
+
+fn delete(
+    state: &LedgerState,
+    caller: &AccountId,
+    image_id: &ImageId,
+) -> Result<Decision, DomainError> {
+    registered(state, caller)?;
+    let image = live_image(state, image_id)?;
+    match image.relation(caller) {
+        Relation::Owner => {}
+        Relation::Recipient => {
+            return Err(DomainError::DeleteSharedImage(format!(
+                "image {image_id} is shared with account {caller} by account {}; only its owner can delete it",
+                image.owner_account_id
+            )))
+        }
+        Relation::Stranger => return Err(not_owner(image, caller)),
+    }
+    if image.state.is_transient() {
+        return Err(DomainError::DeleteInTransientState(format!(
+            "image {image_id} is {} and cannot be deleted until that finishes",
+            image.state.name()
+        )));
+    }
+    if image.is_shared() {
+        return Err(DomainError::StillShared(format!(
+            "image {image_id} is still shared with {}; cancel every share first",
+            share_summary(image)
+        )));
+    }
+    Ok(Decision::of(vec![Event::ImageDeleted {
+        image_id: image_id.clone(),
+    }]))
 }
 
 fn register_image(

@@ -1,0 +1,64 @@
+//! Linearizable reads on a shared log: the fence (`ledger-fence`) reads the
+//! head for every query that asks for it, one read for all the queries
+//! that arrived while the last read ran, on a connection of its own. Each
+//! query gets a head read after it arrived, so waiting until the state
+//! reaches it sees every write acknowledged before the query.
+
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use super::writer::WriterLink;
+use super::AppError;
+use crate::store::{Store, StoreError};
+
+type HeadReply = oneshot::Sender<Result<u64, StoreError>>;
+
+/// The fence's handle; the thread stops when the last handle is dropped.
+pub(in crate::app) struct Fence {
+    requests: mpsc::Sender<HeadReply>,
+}
+
+impl Fence {
+    /// Starts the fence of `store`, if other processes append to it.
+    pub(in crate::app) fn start(
+        store: &dyn Store,
+        link: WriterLink,
+    ) -> Result<Option<Self>, AppError> {
+        let Some(shared) = store.shared() else {
+            return Ok(None);
+        };
+        let mut watcher = shared.watcher()?;
+        let (requests, queue) = mpsc::channel::<HeadReply>();
+        std::thread::Builder::new()
+            .name("ledger-fence".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(queue.try_iter());
+                    let head = watcher.head();
+                    link.health.reachable(head.is_ok());
+                    if let Ok(head) = &head {
+                        link.saw(head.position);
+                    }
+                    for reply in waiting {
+                        let _ = reply.send(head.clone().map(|head| head.position));
+                    }
+                }
+            })
+            .map_err(|source| AppError::Start {
+                what: "the fence thread",
+                source,
+            })?;
+        Ok(Some(Self { requests }))
+    }
+
+    /// The log's head position, read after this call began.
+    pub(in crate::app) async fn head(&self) -> Result<u64, AppError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(reply)
+            .map_err(|_| AppError::ShuttingDown)?;
+        Ok(answer.await.map_err(|_| AppError::ShuttingDown)??)
+    }
+}
