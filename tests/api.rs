@@ -941,9 +941,10 @@ async fn a_stopping_server_says_not_serving_while_it_drains_then_releases_its_di
     use tonic_health::pb::HealthCheckRequest;
 
     let dir = tempfile::tempdir()?;
-    let mut config = image_ledger::config::Config::for_data_dir(dir.path());
-    config.server.shutdown_drain_ms = 1500;
-    let mut server = image_ledger::server::start(config).await?;
+    let mut server = InProcess::new(dir.path())
+        .with(|config| config.server.shutdown_drain_ms = 1500)
+        .start()
+        .await?;
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))?
             .connect()
@@ -1137,9 +1138,11 @@ async fn a_database_that_goes_away_refuses_writes_keeps_reads_and_is_rejoined() 
     use tonic_health::pb::HealthCheckRequest;
     let cluster = Cluster::start();
     let dir = tempfile::tempdir()?;
-    let mut config = image_ledger::config::Config::for_data_dir(dir.path());
-    config.store.database_url = Some(cluster.url());
-    let server = image_ledger::server::start(config).await?;
+    let url = cluster.url();
+    let server = InProcess::new(dir.path())
+        .with(|config| config.store.database_url = Some(url))
+        .start()
+        .await?;
     let mut c = connect(&server).await;
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))?

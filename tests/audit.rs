@@ -782,9 +782,11 @@ async fn servers_given_one_key_seed_sign_heads_that_verify_with_one_public_key()
     let public = LedgerKey::from_seed_hex(&seed)?.public_hex();
     for _ in 0..2 {
         let dir = tempfile::tempdir()?;
-        let mut config = image_ledger::config::Config::for_data_dir(dir.path());
-        config.signing_key_seed = Some(image_ledger::config::Secret(seed.clone()));
-        let server = image_ledger::server::start(config).await?;
+        let secret = image_ledger::config::Secret(seed.clone());
+        let server = InProcess::new(dir.path())
+            .with(|config| config.signing_key_seed = Some(secret))
+            .start()
+            .await?;
         let channel =
             tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))?
                 .connect()
@@ -939,9 +941,8 @@ async fn a_lost_signing_key_is_refused_until_a_new_one_is_asked_for() -> TestRes
     std::fs::write(&head_file, &pinned.signed_head_json)?;
     std::fs::remove_file(LedgerKey::default_path(dir.path()))?;
 
-    let mut config = image_ledger::config::Config::for_data_dir(dir.path());
-    config.store.cache_mb = 16;
-    let refused = image_ledger::server::start(config.clone()).await;
+    let server = InProcess::new(dir.path());
+    let refused = server.start().await;
     match refused {
         Err(err @ image_ledger::server::ServeError::KeyMissing(_)) => {
             let said = err.to_string();
@@ -958,8 +959,10 @@ async fn a_lost_signing_key_is_refused_until_a_new_one_is_asked_for() -> TestRes
         "no key was made"
     );
 
-    config.server.new_signing_key = true;
-    let server = image_ledger::server::start(config).await?;
+    let server = server
+        .with(|config| config.server.new_signing_key = true)
+        .start()
+        .await?;
     server.stop().await?;
     let new_key = LedgerKey::load(&LedgerKey::default_path(dir.path()))?;
     assert_ne!(new_key.public_hex(), pinned.public_key);

@@ -7,11 +7,12 @@ mod common;
 use std::sync::Arc;
 
 use common::rpcs::{assert_role_decides, call, reason, AUDIT, HEALTH, LEDGER};
-use common::{GZ, OWNER};
+use common::{InProcess, GZ, OWNER};
 use image_ledger::auth::{digest_hex, AuthConfig, Authenticator};
-use image_ledger::config::Config;
+
 use image_ledger::grpc::pb;
-use image_ledger::server::{start, RunningServer};
+use image_ledger::server::RunningServer;
+use image_ledger_testkit::{ServerCommand, StartError, Stderr};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -43,10 +44,12 @@ fn auth_table() -> String {
 
 async fn serve_with_auth(dir: &std::path::Path) -> RunningServer {
     let table: AuthConfig = toml::from_str(&auth_table()).expect("the table parses");
-    let mut config = Config::for_data_dir(dir);
-    config.store.cache_mb = 16;
-    config.auth = Some(Arc::new(Authenticator::new(&table).expect("a valid table")));
-    start(config).await.expect("server starts")
+    let auth = Arc::new(Authenticator::new(&table).expect("a valid table"));
+    InProcess::new(dir)
+        .with(|config| config.auth = Some(auth))
+        .start()
+        .await
+        .expect("server starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,36 +185,25 @@ async fn every_record_names_the_principal_that_caused_it() -> TestResult {
 /// Runs `serve` with `args` and a config file holding `file`; the exit
 /// status and stderr, or `None` once it says it is listening.
 fn serve_outcome(args: &[&str], file: &str) -> Result<Option<String>, Box<dyn std::error::Error>> {
-    use std::io::{BufRead, BufReader, Read};
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("ledger.toml");
     std::fs::write(&config, file)?;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
+    let started = ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .global("--config")
+        .global(&config)
+        .addr(None)
         .args(args)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
-    if line.starts_with("listening on ") {
-        child.kill()?;
-        child.wait()?;
-        return Ok(None);
+        .data_dir(dir.path().join("data"))
+        .stderr(Stderr::Capture)
+        .spawn();
+    match started {
+        Ok(_listening) => Ok(None),
+        Err(StartError::Refused { status, stderr, .. }) => {
+            assert_eq!(status.and_then(|s| s.code()), Some(1), "a refusal exits 1");
+            Ok(Some(stderr))
+        }
+        Err(err) => Err(err.into()),
     }
-    let status = child.wait()?;
-    assert_eq!(status.code(), Some(1), "a refusal exits 1");
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .ok_or("stderr")?
-        .read_to_string(&mut stderr)?;
-    Ok(Some(stderr))
 }
 
 #[test]

@@ -7,21 +7,22 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use image_ledger::config::Config;
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
-use image_ledger::server::start;
+use image_ledger_testkit::ServerCommand;
 use tonic::transport::Channel;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_are_capped_in_all_and_per_connection() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let mut config = Config::for_data_dir(dir.path());
-    config.store.cache_mb = 16;
-    config.server.max_subscriptions = 3;
-    config.server.max_subscriptions_per_connection = 2;
-    let server = start(config).await?;
+    let server = InProcess::new(dir.path())
+        .with(|config| {
+            config.server.max_subscriptions = 3;
+            config.server.max_subscriptions_per_connection = 2;
+        })
+        .start()
+        .await?;
     let connect = || async {
         Channel::from_shared(format!("http://{}", server.local_addr()))
             .expect("a URI")
@@ -153,28 +154,14 @@ fn cpu_ticks(pid: u32) -> Result<u64, Box<dyn std::error::Error>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_it_waits_instead_of_spinning_and_writes_go_on() -> TestResult {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir()?;
     // A hard limit of 96 descriptors: the server cannot raise it.
-    let command = format!(
-        "ulimit -n 96 && exec {} serve --addr 127.0.0.1:0 --data-dir {}",
-        env!("CARGO_BIN_EXE_image-ledger"),
-        dir.path().join("data").display()
-    );
-    let mut child = std::process::Command::new("bash")
-        .args(["-c", &command])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+    let server = ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .data_dir(dir.path().join("data"))
+        .open_files_limit(96)
         .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .ok_or("no address")?
-        .to_owned();
-    let mut client =
-        pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
+    let addr = server.addr().to_string();
+    let mut client = pb::image_ledger_client::ImageLedgerClient::connect(server.url()).await?;
 
     // Far more idle connections than descriptors.
     let mut idle = Vec::new();
@@ -187,9 +174,9 @@ async fn at_the_descriptor_limit_it_waits_instead_of_spinning_and_writes_go_on()
         )?);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = cpu_ticks(child.id())?;
+    let before = cpu_ticks(server.pid())?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let spent = cpu_ticks(child.id())? - before;
+    let spent = cpu_ticks(server.pid())? - before;
     // 2 s at 100 ticks a second: under 5 % of a core is under 10 ticks.
     assert!(spent < 10, "the server spun: {spent} ticks in 2 s");
 
@@ -204,8 +191,7 @@ async fn at_the_descriptor_limit_it_waits_instead_of_spinning_and_writes_go_on()
             .await?;
     }
     drop(idle);
-    child.kill()?;
-    child.wait()?;
+    drop(server);
     Ok(())
 }
 

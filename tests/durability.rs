@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use common::*;
@@ -253,9 +252,8 @@ struct Killed {
 /// and kills it (SIGKILL) while they run.
 async fn kill_under_writes(extra: &[&str]) -> Result<Killed, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let (mut process, addr) = spawn_binary_with(dir.path(), extra)?;
-    let mut c =
-        pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
+    let mut process = binary(dir.path()).args(extra).spawn()?;
+    let mut c = pb::image_ledger_client::ImageLedgerClient::connect(process.url()).await?;
     register_roots(&mut c, &[OWNER]).await;
     // Writers keep going while the process is killed; every OK must survive.
     let mut tasks = Vec::new();
@@ -284,8 +282,7 @@ async fn kill_under_writes(extra: &[&str]) -> Result<Killed, Box<dyn std::error:
         }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    process.0.kill()?;
-    process.0.wait()?;
+    process.kill()?;
     let mut acked = Vec::new();
     for task in tasks {
         acked.extend(task.await?);
@@ -317,9 +314,8 @@ fn verify_crashed(
 /// Restarts the binary on the crashed directory and checks that every
 /// acknowledged image is listed.
 async fn restart_finds_every_acknowledged_image(killed: &Killed) -> TestResult {
-    let (_process, addr) = spawn_binary(killed.dir.path())?;
-    let mut c =
-        pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
+    let process = binary(killed.dir.path()).spawn()?;
+    let mut c = pb::image_ledger_client::ImageLedgerClient::connect(process.url()).await?;
     let present = listed_images(&mut c, OWNER, GZ).await?;
     let lost: Vec<&String> = killed
         .acked
@@ -379,28 +375,19 @@ async fn a_server_killed_while_writing_its_read_side_loses_nothing() -> TestResu
 #[tokio::test]
 async fn sigterm_stops_the_server_cleanly_and_keeps_everything() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let (mut process, addr) = spawn_binary(dir.path())?;
-    let mut c =
-        pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
+    let mut process = binary(dir.path()).spawn()?;
+    let mut c = pb::image_ledger_client::ImageLedgerClient::connect(process.url()).await?;
     register_roots(&mut c, &[OWNER]).await;
     let image = register_image(&mut c, OWNER, GZ, "web").await;
-    let status = Command::new("kill")
-        .args(["-TERM", &process.0.id().to_string()])
-        .status()?;
-    assert!(status.success());
-    // Wait off the runtime so the client stays responsive during the graceful stop.
-    let (exit, process) = tokio::task::spawn_blocking(move || {
-        let exit = process.0.wait();
-        (exit, process)
-    })
-    .await?;
-    let exit = exit?;
+    // SIGTERM, waited for off the runtime so the client stays responsive
+    // during the graceful stop.
+    let exit =
+        tokio::task::spawn_blocking(move || process.terminate(std::time::Duration::from_secs(60)))
+            .await??;
     assert!(exit.success(), "a clean stop exits 0, got {exit:?}");
-    drop(process);
 
-    let (_process, addr) = spawn_binary(dir.path())?;
-    let mut c =
-        pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
+    let process = binary(dir.path()).spawn()?;
+    let mut c = pb::image_ledger_client::ImageLedgerClient::connect(process.url()).await?;
     assert_eq!(visible(&mut c, OWNER, GZ).await, vec![image]);
     Ok(())
 }

@@ -10,9 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use image_ledger::config::Config;
 use image_ledger::domain::Policy;
-use image_ledger::server::start;
 use image_ledger::store::PgStore;
 use image_ledger_testkit::Cluster;
 use tokio::sync::watch;
@@ -32,13 +30,15 @@ async fn a_failover_to_a_synchronous_standby_loses_no_acknowledged_write() -> Te
     let mut servers = Vec::new();
     for _ in 0..2 {
         let dir = tempfile::tempdir()?;
-        let mut config = Config::for_data_dir(dir.path());
-        config.store.database_url = Some(url.clone());
-        config.policy = Policy {
-            image_quota: 1_000_000,
-            ..Policy::default()
-        };
-        servers.push((dir, start(config).await?));
+        let server = InProcess::new(dir.path())
+            .with(|config| config.store.database_url = Some(url.clone()))
+            .policy(Policy {
+                image_quota: 1_000_000,
+                ..Policy::default()
+            })
+            .start()
+            .await?;
+        servers.push((dir, server));
     }
     let mut first = connect(&servers[0].1).await;
     register_roots(&mut first, &[OWNER]).await;

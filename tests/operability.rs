@@ -6,9 +6,10 @@
 mod common;
 
 use common::*;
-use image_ledger::config::Config;
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
+use image_ledger_testkit::{ServerCommand, StartError, Stderr};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// GETs `path` from `addr`: (status line, body).
@@ -41,9 +42,11 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 #[tokio::test]
 async fn a_scrape_shows_the_calls_and_the_ledger_moving() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let mut config = Config::for_data_dir(dir.path());
-    config.server.metrics_addr = Some("127.0.0.1:0".parse()?);
-    let server = image_ledger::server::start(config).await?;
+    let metrics = "127.0.0.1:0".parse()?;
+    let server = InProcess::new(dir.path())
+        .with(|config| config.server.metrics_addr = Some(metrics))
+        .start()
+        .await?;
     let metrics = server.metrics_addr().ok_or("metrics are served")?;
     let mut c = connect(&server).await;
 
@@ -152,31 +155,16 @@ async fn a_scrape_shows_the_calls_and_the_ledger_moving() -> TestResult {
 // the client's connection closes on another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_a_line_with_the_calls_span() -> TestResult {
-    use std::io::{BufRead, BufReader, Read};
     let dir = tempfile::tempdir()?;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
+    let mut server = ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .global("--log-format")
+        .global("json")
+        .data_dir(dir.path())
         .env("RUST_LOG", "debug,h2=info,tower=info,hyper=info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(Stderr::Capture)
         .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .ok_or("no address")?
-        .to_owned();
-    let mut c =
-        pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?;
+    let addr = server.addr().to_string();
+    let mut c = pb::image_ledger_client::ImageLedgerClient::connect(server.url()).await?;
     register(&mut c, OWNER, pb::AccountKind::Root).await;
     c.register_account(pb::RegisterAccountRequest {
         account_id: FRIEND.into(),
@@ -192,17 +180,8 @@ async fn json_logs_are_one_object_a_line_with_the_calls_span() -> TestResult {
     .await?;
     // A stopping server waits for open connections to close.
     drop(c);
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    assert!(status.success());
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .ok_or("stderr")?
-        .read_to_string(&mut logs)?;
-    assert!(child.wait()?.success());
+    assert!(server.terminate(Duration::from_secs(30))?.success());
+    let logs = server.logs();
     let lines: Vec<serde_json::Value> = logs
         .lines()
         .map(|line| serde_json::from_str(line).map_err(|e| format!("{e}: {line}")))
@@ -247,34 +226,19 @@ fn listens_on(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<String, Box<dyn std::error::Error>> {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("ledger.toml");
     std::fs::write(&config, file)?;
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"));
-    command
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir.path())
+    let mut command = ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .addr(None)
+        .data_dir(dir.path())
         .args(args)
         .env("IMAGE_LEDGER_CONFIG", &config)
-        .env_remove("IMAGE_LEDGER_ADDR")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
+        .env_remove("IMAGE_LEDGER_ADDR");
     for (name, value) in env {
-        command.env(name, value);
+        command = command.env(name, value);
     }
-    let mut child = command.spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
-    child.kill()?;
-    child.wait()?;
-    Ok(line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or(&line)
-        .trim()
-        .to_owned())
+    Ok(command.spawn()?.addr().to_string())
 }
 
 fn free_addr() -> Result<String, Box<dyn std::error::Error>> {
@@ -304,14 +268,16 @@ fn a_config_file_with_an_unknown_setting_is_refused_by_its_name() -> TestResult 
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("ledger.toml");
     std::fs::write(&config, "addr = \"127.0.0.1:0\"\nmax_shares = 10\n")?;
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()?;
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let refused = ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .addr(None)
+        .args(["--config".as_ref(), config.as_os_str()])
+        .data_dir(dir.path())
+        .stderr(Stderr::Capture)
+        .spawn();
+    let Err(StartError::Refused { status, stderr, .. }) = refused else {
+        panic!("a config file with an unknown setting started a server");
+    };
+    assert_eq!(status.and_then(|status| status.code()), Some(2));
     assert!(stderr.contains("unknown setting `max_shares`"), "{stderr}");
     Ok(())
 }

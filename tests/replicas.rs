@@ -9,10 +9,9 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use image_ledger::config::Config;
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
-use image_ledger::server::{start, RunningServer};
+use image_ledger::server::RunningServer;
 use image_ledger_testkit::Cluster;
 use tonic::Code;
 
@@ -31,9 +30,12 @@ impl Replicas {
         let mut servers = Vec::new();
         for _ in 0..count {
             let dir = tempfile::tempdir().expect("temporary directory");
-            let mut config = Config::for_data_dir(dir.path());
-            config.store.database_url = Some(url.clone());
-            servers.push((dir, start(config).await.expect("replica starts")));
+            let server = InProcess::new(dir.path())
+                .with(|config| config.store.database_url = Some(url.clone()))
+                .start()
+                .await
+                .expect("replica starts");
+            servers.push((dir, server));
         }
         Self { url, servers }
     }
@@ -258,11 +260,9 @@ async fn a_replica_killed_under_write_load_loses_nothing_the_other_does_not_have
         Vec::new(),
     );
     for dir in &dirs {
-        let (process, addr) = spawn_binary_with(dir.path(), &["--database-url", &url])?;
+        let process = binary(dir.path()).args(["--database-url", &url]).spawn()?;
+        clients.push(pb::image_ledger_client::ImageLedgerClient::connect(process.url()).await?);
         processes.push(process);
-        clients.push(
-            pb::image_ledger_client::ImageLedgerClient::connect(format!("http://{addr}")).await?,
-        );
     }
     register_roots(&mut clients[0], &[OWNER]).await;
     // Four writers on each replica; the one on the killed replica stop at
@@ -295,8 +295,7 @@ async fn a_replica_killed_under_write_load_loses_nothing_the_other_does_not_have
         }
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    processes[0].0.kill()?;
-    processes[0].0.wait()?;
+    processes[0].kill()?;
     let mut acked = Vec::new();
     for task in tasks {
         acked.extend(task.await?);

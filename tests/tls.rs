@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use common::pki::{in_days, Ca, Leaf};
 use common::rpcs::{assert_role_decides, call, reason, AUDIT, HEALTH, LEDGER};
+use common::InProcess;
 use image_ledger::auth::{digest_hex, AuthConfig, Authenticator};
-use image_ledger::config::Config;
-use image_ledger::server::{start, RunningServer};
+use image_ledger::server::RunningServer;
 use image_ledger::tls::TlsConfig;
+use image_ledger_testkit::{ServerCommand, Stderr};
 use rcgen::{ExtendedKeyUsagePurpose, SanType};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Code;
@@ -44,11 +45,15 @@ async fn serve_tls(dir: &Path, tls: TlsConfig) -> RunningServer {
         digest_hex(ADMIN)
     ))
     .expect("the table parses");
-    let mut config = Config::for_data_dir(dir.join("data"));
-    config.store.cache_mb = 16;
-    config.auth = Some(Arc::new(Authenticator::new(&table).expect("a valid table")));
-    config.tls = Some(tls);
-    start(config).await.expect("server starts")
+    let auth = Arc::new(Authenticator::new(&table).expect("a valid table"));
+    InProcess::new(dir.join("data"))
+        .with(|config| {
+            config.auth = Some(auth);
+            config.tls = Some(tls);
+        })
+        .start()
+        .await
+        .expect("server starts")
 }
 
 async fn connect(server: &RunningServer, ca: &Ca, me: Option<&Leaf>) -> Channel {
@@ -189,7 +194,6 @@ async fn served_certificate(port: u16, ca: &Ca) -> Result<Vec<u8>, Box<dyn std::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_certificate_and_a_broken_file_keeps_the_old() -> TestResult {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir()?;
     let ca = Ca::new("ledger test CA");
     let first = ca.server();
@@ -203,22 +207,13 @@ async fn sighup_reloads_the_certificate_and_a_broken_file_keeps_the_old() -> Tes
             files.key.display().to_string()
         ),
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
-        .arg("--config")
-        .arg(&config)
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    let mut server = ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .global("--config")
+        .global(&config)
+        .data_dir(dir.path().join("data"))
+        .stderr(Stderr::Capture)
         .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
-    let port: u16 = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .ok_or("no address")?
-        .parse()?;
+    let port = server.addr().port();
     assert_eq!(served_certificate(port, &ca).await?, first.der);
     // A connection opened before the reload outlives it.
     let before = Channel::from_shared(format!("https://127.0.0.1:{port}"))?
@@ -238,7 +233,7 @@ async fn sighup_reloads_the_certificate_and_a_broken_file_keeps_the_old() -> Tes
     let second = ca.server();
     std::fs::write(&files.cert, &second.cert)?;
     std::fs::write(&files.key, &second.key)?;
-    assert!(hangup(child.id())?.success());
+    assert!(hangup(server.pid())?.success());
     let mut shown = Vec::new();
     for _ in 0..50 {
         shown = served_certificate(port, &ca).await?;
@@ -252,14 +247,12 @@ async fn sighup_reloads_the_certificate_and_a_broken_file_keeps_the_old() -> Tes
 
     // A broken file: the reload fails and the second certificate stays.
     std::fs::write(&files.cert, "not a certificate")?;
-    assert!(hangup(child.id())?.success());
+    assert!(hangup(server.pid())?.success());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(served_certificate(port, &ca).await?, second.der);
 
-    child.kill()?;
-    child.wait()?;
-    let mut logs = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().ok_or("stderr")?, &mut logs)?;
+    server.kill()?;
+    let logs = server.logs();
     assert!(
         logs.contains("reloaded the TLS certificates and key"),
         "{logs}"
@@ -270,7 +263,6 @@ async fn sighup_reloads_the_certificate_and_a_broken_file_keeps_the_old() -> Tes
 
 #[test]
 fn off_loopback_it_serves_with_authentication_over_tls() -> TestResult {
-    use std::io::{BufRead, BufReader, Read};
     let dir = tempfile::tempdir()?;
     let ca = Ca::new("ledger test CA");
     let files = tls_files(dir.path(), &ca, &ca.server());
@@ -286,19 +278,16 @@ fn off_loopback_it_serves_with_authentication_over_tls() -> TestResult {
             digest_hex(ADMIN)
         ),
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
-        .arg("--config")
-        .arg(&config)
-        .args(["serve", "--addr", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path().join("data"))
+    let mut server = ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .global("--config")
+        .global(&config)
+        .addr(Some("0.0.0.0:0"))
+        .data_dir(dir.path().join("data"))
         .env("RUST_LOG", "info,image_ledger::metrics=debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(Stderr::Capture)
         .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
-    assert!(line.starts_with("listening on 0.0.0.0:"), "{line:?}");
-    let port: u16 = line.trim().rsplit(':').next().ok_or("no port")?.parse()?;
+    assert!(server.addr().ip().is_unspecified(), "{}", server.addr());
+    let port = server.addr().port();
     // A call with the token, so the logs have something to leave out.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
         .args(["account", "register", "100000000001", "--tls-ca"])
@@ -307,14 +296,8 @@ fn off_loopback_it_serves_with_authentication_over_tls() -> TestResult {
         .env("IMAGE_LEDGER_TOKEN", ADMIN)
         .output()?;
     assert!(out.status.success(), "{out:?}");
-    child.kill()?;
-    child.wait()?;
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .ok_or("stderr")?
-        .read_to_string(&mut logs)?;
+    server.kill()?;
+    let logs = server.logs();
     assert!(logs.contains("token ops-1"), "the token's id: {logs}");
     assert!(!logs.contains(ADMIN), "never the token: {logs}");
     Ok(())

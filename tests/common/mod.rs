@@ -12,7 +12,7 @@ use image_ledger::domain::Policy;
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::image_ledger_client::ImageLedgerClient;
 use image_ledger::server::{start, RunningServer};
-use image_ledger_testkit::Cluster;
+use image_ledger_testkit::{Cluster, ServerCommand};
 use tempfile::TempDir;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -66,14 +66,49 @@ impl TestServer {
 }
 
 pub async fn serve(dir: &Path, policy: Policy) -> RunningServer {
-    let mut config = Config::for_data_dir(dir);
-    config.policy = policy;
-    config.store.cache_mb = 16;
-    if Backend::current() == Backend::Postgres {
-        let cluster = Cluster::shared();
-        config.store.database_url = Some(cluster.fresh_database().expect("a fresh database"));
+    InProcess::new(dir)
+        .policy(policy)
+        .start()
+        .await
+        .expect("server starts")
+}
+
+/// A server in the test's own process: how every test that runs one
+/// starts it. On the test's backend (a fresh database of the shared
+/// cluster for the `postgres` half of [`on_every_backend!`]), with a small
+/// cache, on a free loopback port.
+#[derive(Clone)]
+pub struct InProcess {
+    config: Config,
+}
+
+impl InProcess {
+    /// A server whose data directory is `dir`.
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
+        let mut config = Config::for_data_dir(dir);
+        config.store.cache_mb = 16;
+        if Backend::current() == Backend::Postgres {
+            let cluster = Cluster::shared();
+            config.store.database_url = Some(cluster.fresh_database().expect("a fresh database"));
+        }
+        Self { config }
     }
-    start(config).await.expect("server starts")
+
+    /// With these rules' limits.
+    pub fn policy(self, policy: Policy) -> Self {
+        self.with(|config| config.policy = policy)
+    }
+
+    /// With `change` made to its settings.
+    pub fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    /// Starts it.
+    pub async fn start(&self) -> Result<RunningServer, image_ledger::server::ServeError> {
+        start(self.config.clone()).await
+    }
 }
 
 /// Where the servers a test starts keep their ledger.
@@ -298,53 +333,13 @@ pub async fn authorize(
     (reply.allowed, reply.reason)
 }
 
-/// A server process, killed when dropped.
-pub struct Process(pub std::process::Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the real binary on port 0 and returns it with its address.
-pub fn spawn_binary(
-    dir: &std::path::Path,
-) -> Result<(Process, String), Box<dyn std::error::Error>> {
-    spawn_binary_with(dir, &[])
-}
-
-/// Starts the server binary on `dir` with `extra` flags.
-pub fn spawn_binary_with(
-    dir: &std::path::Path,
-    extra: &[&str],
-) -> Result<(Process, String), Box<dyn std::error::Error>> {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--image-quota",
-            "1000000",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .args(extra)
+/// The server binary on `dir`, as the process tests run it: a free
+/// loopback port, a quota that never gets in the way, warnings only.
+pub fn binary(dir: &Path) -> ServerCommand {
+    ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .data_dir(dir)
+        .args(["--image-quota", "1000000"])
         .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("stdout")?;
-    let process = Process(child);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .ok_or_else(|| format!("unexpected first line {line:?}"))?
-        .to_owned();
-    Ok((process, addr))
 }
 
 /// Every image `account` lists in `region`, page by page.

@@ -253,12 +253,12 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
     };
     let addrs: Vec<SocketAddr> = match config.addr {
         Some(addr) => vec![addr],
-        None => server.iter().map(|s| s.addr).collect(),
+        None => server.iter().map(|s| s.0.addr()).collect(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let server_pid = server.first().map(|s| s.child.id());
+    let server_pid = server.first().map(|s| s.0.pid());
     let ca = match (&dir, config.tls) {
         (Some(dir), true) => Some(std::fs::read(dir.join(server::TLS_CA))?),
         _ => None,
@@ -266,7 +266,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
     let mut report = runtime.block_on(drive(config, &addrs, server_pid, ca))?;
     report.startup = startup;
     if let Some(server) = server.first() {
-        report.rss_bytes = rss_of(server.child.id());
+        report.rss_bytes = rss_of(server.0.pid());
     }
     if let (Some(dir), None) = (&dir, &config.database_url) {
         let bytes = dir_size(dir)?;

@@ -2,33 +2,20 @@
 //! data directory, and read from `/proc` (CPU time by thread, memory).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use image_ledger_testkit::{ServerCommand, ServerProcess, Stderr};
 
 use super::{BenchConfig, BoxError};
 
-pub(super) struct Server {
-    pub(super) child: Child,
-    pub(super) addr: SocketAddr,
-}
+/// A started server; asked to stop (SIGTERM, then SIGKILL after 15 s)
+/// when dropped.
+pub(super) struct Server(pub(super) ServerProcess);
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.terminate(Duration::from_secs(15));
     }
 }
 
@@ -64,25 +51,16 @@ pub(super) fn spawn_server(
     dir: &Path,
     key_seed: &str,
 ) -> Result<(Server, Duration), BoxError> {
-    let mut command = Command::new(&config.binary);
-    command.env("IMAGE_LEDGER_SIGNING_KEY_SEED", key_seed);
-    if config.tls {
-        let (cert, key) = tls_files(dir)?;
-        command
-            .env("IMAGE_LEDGER_TLS_CERT", cert)
-            .env("IMAGE_LEDGER_TLS_KEY", key);
-    }
-    let started = Instant::now();
-    let mut child = command
-        .args(["serve", "--addr", "127.0.0.1:0", "--image-quota", "1000000"])
+    let mut command = ServerCommand::new(&config.binary)
+        .env("IMAGE_LEDGER_SIGNING_KEY_SEED", key_seed)
+        .args(["--image-quota", "1000000"])
         .args(config.cache_mb.map(|mb| format!("--cache-mb={mb}")))
         .args(
             config
                 .page_cache_mb
                 .map(|mb| format!("--page-cache-mb={mb}")),
         )
-        .arg("--data-dir")
-        .arg(dir)
+        .data_dir(dir)
         .args(
             config
                 .database_url
@@ -93,24 +71,16 @@ pub(super) fn spawn_server(
             "RUST_LOG",
             std::env::var("IMAGE_LEDGER_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
         )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let addr = listening_addr(&mut child)?;
-    Ok((Server { child, addr }, started.elapsed()))
-}
-
-/// The address a started server says it listens on, its first line on
-/// stdout (piped).
-pub(crate) fn listening_addr(child: &mut Child) -> Result<SocketAddr, BoxError> {
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    Ok(line
-        .trim()
-        .strip_prefix("listening on ")
-        .ok_or_else(|| format!("the server said {line:?} instead of its address"))?
-        .parse()?)
+        .stderr(Stderr::Inherit);
+    if config.tls {
+        let (cert, key) = tls_files(dir)?;
+        command = command
+            .env("IMAGE_LEDGER_TLS_CERT", cert)
+            .env("IMAGE_LEDGER_TLS_KEY", key);
+    }
+    let server = command.spawn()?;
+    let startup = server.startup();
+    Ok((Server(server), startup))
 }
 
 /// CPU time by kind of thread.

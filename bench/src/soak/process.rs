@@ -4,19 +4,20 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
 use image_ledger::grpc::pb::image_ledger_client::ImageLedgerClient;
+use image_ledger_testkit::{ServerCommand, ServerProcess, Stderr};
 use tonic::transport::Channel;
 
 pub use crate::load::BoxError;
 
 /// A running server; killed when dropped.
 pub(super) struct Process {
-    child: Child,
+    server: ServerProcess,
     pub(super) addr: SocketAddr,
     /// From the spawn to its `listening on` line.
     pub(super) startup: Duration,
@@ -25,35 +26,29 @@ pub(super) struct Process {
 impl Process {
     /// Starts `binary serve` on `dir` with `args` besides.
     pub(super) fn start(binary: &Path, dir: &Path, args: &[&str]) -> Result<Self, BoxError> {
-        let started = Instant::now();
-        let mut child = Command::new(binary)
-            .args(["serve", "--addr", "127.0.0.1:0", "--insecure-no-auth"])
-            .args(["--image-quota", "1000000"])
-            .arg("--data-dir")
-            .arg(dir)
+        let server = ServerCommand::new(binary)
+            .args(["--insecure-no-auth", "--image-quota", "1000000"])
+            .data_dir(dir)
             .args(args)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stderr::Inherit)
             .spawn()?;
-        let addr = crate::load::server::listening_addr(&mut child)?;
-        let startup = started.elapsed();
         Ok(Self {
-            child,
-            addr,
-            startup,
+            addr: server.addr(),
+            startup: server.startup(),
+            server,
         })
     }
 
     /// Its resident memory, MiB.
     pub(super) fn rss_mib(&self) -> Result<f64, BoxError> {
-        let bytes = crate::rss_of(self.child.id()).ok_or("cannot read the server's memory")?;
+        let bytes = crate::rss_of(self.server.pid()).ok_or("cannot read the server's memory")?;
         Ok(bytes as f64 / (1024.0 * 1024.0))
     }
 
     /// Its threads.
     pub(super) fn threads(&self) -> Result<usize, BoxError> {
-        Ok(std::fs::read_dir(format!("/proc/{}/task", self.child.id()))?.count())
+        Ok(std::fs::read_dir(format!("/proc/{}/task", self.server.pid()))?.count())
     }
 
     /// A client of its `ImageLedger` on a connection of its own.
@@ -75,20 +70,12 @@ impl Process {
 
     /// SIGKILL, as a crash or the OOM killer would.
     pub(super) fn kill(mut self) -> Result<(), BoxError> {
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
+        Ok(self.server.kill()?)
     }
 
     /// SIGTERM, and the wait for a clean exit.
     pub(super) fn stop(mut self) -> Result<(), BoxError> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        if !status.success() {
-            return Err("cannot signal the server".into());
-        }
-        let status = self.child.wait()?;
+        let status = self.server.terminate(STOP_PATIENCE)?;
         if !status.success() {
             return Err(format!("the server stopped with {status}").into());
         }
@@ -96,14 +83,8 @@ impl Process {
     }
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+/// How long a clean stop may take before the server is killed.
+const STOP_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Registers accounts `first` to `first + count - 1`, 64 callers at a
 /// time, each with a token of its own when `tokens`.
