@@ -55,12 +55,48 @@ def is_test_file(path):
     return name == "tests.rs" or name.endswith("_tests.rs") or f"{os.sep}tests{os.sep}" in path
 
 
+RAW = re.compile(r'r(#*)"')
+CHAR = re.compile(r"'(\\.[^']*|[^'\\\n])'")
+
+
+def literals_and_comments_out(text):
+    """`text` with comments gone and string and char literals emptied,
+    newlines kept (so line numbers hold)."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out.append("\n" * text.count("\n", i, j))
+            i = j
+        elif c == "r" and RAW.match(text, i) and not (i and (text[i - 1].isalnum() or text[i - 1] == "_")):
+            hashes = RAW.match(text, i).group(1)
+            end = text.find('"' + hashes, i + 2 + len(hashes))
+            end = n if end < 0 else end + 1 + len(hashes)
+            out.append('""' + "\n" * text.count("\n", i, end))
+            i = end
+        elif c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append('""' + "\n" * text.count("\n", i, j))
+            i = j + 1
+        elif c == "'" and CHAR.match(text, i):
+            out.append("''")
+            i = CHAR.match(text, i).end()
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def strip(text):
-    """Code without comments, string literals and `#[cfg(test)]` blocks."""
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    text = re.sub(r'r#*"(?:.|\n)*?"#*', '""', text)
-    text = re.sub(r'"(\\.|[^"\\])*"', '""', text)
-    text = re.sub(r"//[^\n]*", "", text)
+    """Code without comments, literals and `#[cfg(test)]` blocks."""
+    text = literals_and_comments_out(text)
     out, i = [], 0
     for m in re.finditer(r"#\[cfg\(test\)\]\s*(pub(\([^)]*\))?\s+)?mod\s+\w+\s*(;|\{)", text):
         if m.start() < i:
