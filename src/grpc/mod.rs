@@ -28,6 +28,7 @@ pub mod pb {
         tonic::include_file_descriptor_set!("imageledger_descriptor");
 }
 
+pub use crate::listener::FIRST_BYTES_TIMEOUT;
 pub use audit::AuditService;
 pub use client::{AuditClient, Bearer, ClientError};
 pub use consistency::DEFAULT_WAIT;
@@ -39,4 +40,4 @@ pub use status::{
     POSITION_NOT_REACHED_REASON, UNWRITABLE_REASON,
 };
 pub use subscriptions::{Subscriptions, TOO_MANY_SUBSCRIPTIONS};
-pub use transport::{SmallFrames, Unvectored, FIRST_BYTES_TIMEOUT};
+pub use transport::{SmallFrames, Unvectored};

@@ -9,29 +9,21 @@
 //!
 //! Two adjustments let h2 batch larger responses:
 //!
-//! - [`Unvectored`] tells h2 that the socket does not do vectored writes. h2
-//!   then copies frames under 1 KiB (instead of 256 bytes) and writes its
-//!   buffer with one plain `write`.
+//! - [`crate::listener::Held`], the connection tonic serves (plaintext,
+//!   [`Unvectored`], or TLS), tells h2 that the socket does not do vectored
+//!   writes. h2 then copies frames under 1 KiB (instead of 256 bytes) and
+//!   writes its buffer with one plain `write`.
 //! - [`SmallFrames`] splits each body chunk into DATA frames under that size.
 //!   Splitting costs no copy (`Bytes::split_to`) and the peer sees the same
 //!   gRPC message: HTTP/2 lets a message span frames.
-//!
-//! [`Unvectored`] also closes a plaintext connection whose client sends
-//! nothing within [`FIRST_BYTES_TIMEOUT`] of connecting (TLS connections
-//! have their handshake's timeout): HTTP/2 keepalive only starts once the
-//! connection is up, so a client that never sends its preface would hold
-//! its place for good.
 
-use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::TcpConnectInfo;
 
 /// Largest DATA frame a response is sent in. h2 chains (and writes on its
 /// own) a frame of 1,024 bytes or more when the socket is not vectored.
@@ -102,86 +94,8 @@ where
     }
 }
 
-/// How long a plaintext connection may stay silent after it is accepted.
-pub const FIRST_BYTES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// A TCP connection that reports no vectored writes (see the module docs),
-/// holding its place under the connection cap while open, and closed when
-/// its first bytes do not come in time.
-#[derive(Debug)]
-pub struct Unvectored {
-    stream: TcpStream,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    /// Until the first bytes arrive: when the connection is closed.
-    silent_until: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Unvectored {
-    /// Wraps an accepted connection and its place under the cap.
-    pub fn new(stream: TcpStream, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
-        Self {
-            stream,
-            _permit: permit,
-            silent_until: Some(Box::pin(tokio::time::sleep(FIRST_BYTES_TIMEOUT))),
-        }
-    }
-}
-
-impl AsyncRead for Unvectored {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if self.silent_until.is_some() {
-            if buf.filled().len() > before || !matches!(read, Poll::Pending) {
-                self.silent_until = None;
-            } else if self
-                .silent_until
-                .as_mut()
-                .is_some_and(|until| until.as_mut().poll(cx).is_ready())
-            {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the client sent nothing within the first-bytes timeout",
-                )));
-            }
-        }
-        read
-    }
-}
-
-impl AsyncWrite for Unvectored {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        false
-    }
-}
-
-impl Connected for Unvectored {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
-    }
-}
+/// A plaintext connection as h2 sees it (see [`crate::listener::Held`]).
+pub type Unvectored = crate::listener::Held<TcpStream, TcpConnectInfo>;
 
 #[cfg(test)]
 mod tests {

@@ -83,12 +83,13 @@ impl Serving {
             Some(tls) => Box::pin(
                 router.serve_with_incoming_shutdown(crate::tls::incoming(accepted, tls), until),
             ),
-            None => Box::pin(router.serve_with_incoming_shutdown(
-                ReceiverStream::new(accepted).map(|accepted| {
-                    Ok::<_, std::io::Error>(Unvectored::new(accepted.stream, accepted.permit))
-                }),
-                until,
-            )),
+            None => Box::pin(
+                router.serve_with_incoming_shutdown(
+                    ReceiverStream::new(accepted)
+                        .map(|accepted| Ok::<_, std::io::Error>(Unvectored::plaintext(accepted))),
+                    until,
+                ),
+            ),
         };
         // Graceful shutdown waits for every client to close its connection;
         // one that never does must not keep the process alive forever.

@@ -3,30 +3,22 @@
 //! failed handshake never holds up the others or stops the server.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::Connected;
 
 use super::client::{check, PeerInfo};
 use super::Tls;
-use crate::listener::Accepted;
+use crate::listener::{Accepted, Held};
 
 /// Longest a client may take over its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection after its handshake.
-pub struct TlsConn {
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
-    info: PeerInfo,
-    _permit: OwnedSemaphorePermit,
-}
+pub type TlsConn = Held<tokio_rustls::server::TlsStream<TcpStream>, PeerInfo>;
 
 /// The TLS connections made of those `accepted` hands over; it ends when
 /// tonic drops it.
@@ -60,11 +52,7 @@ pub fn incoming(
                             remote: Some(remote),
                             client,
                         };
-                        let conn = TlsConn {
-                            stream,
-                            info,
-                            _permit: permit,
-                        };
+                        let conn = TlsConn::new(stream, info, permit);
                         let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(err)) => tracing::debug!(%remote, %err, "a TLS handshake failed"),
@@ -74,46 +62,4 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
-}
-
-impl Connected for TlsConn {
-    type ConnectInfo = PeerInfo;
-
-    fn connect_info(&self) -> PeerInfo {
-        self.info.clone()
-    }
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    // As for plaintext (grpc/transport.rs): h2 then gathers small frames
-    // into one write, which here is one TLS record.
-    fn is_write_vectored(&self) -> bool {
-        false
-    }
 }

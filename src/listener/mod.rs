@@ -4,12 +4,16 @@
 //! descriptor limit raised to the hard one at start, with the cap kept
 //! below it, so sockets never starve the store of descriptors.
 
+mod held;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+pub use held::{Held, FIRST_BYTES_TIMEOUT};
 
 /// Descriptors kept for the store, logs and the rest, out of the limit.
 const RESERVED: u64 = 256;
