@@ -34,13 +34,13 @@ pub fn export(
             }
             out.write_all(bytes)
                 .and_then(|()| out.write_all(b"\n"))
-                .map_err(|err| AuditError::Io(format!("cannot write the export: {err}")))?;
+                .map_err(|err| AuditError::io("cannot write the export", err))?;
             written += 1;
             Ok(true)
         },
     )?;
     out.flush()
-        .map_err(|e| AuditError::Io(format!("cannot write the export: {e}")))?;
+        .map_err(|e| AuditError::io("cannot write the export", e))?;
     Ok(written)
 }
 
@@ -71,7 +71,7 @@ pub fn import(
     let staging = staging_dir(data_dir)?;
     if staging.exists() {
         std::fs::remove_dir_all(&staging)
-            .map_err(|e| AuditError::Io(format!("cannot clear {}: {e}", staging.display())))?;
+            .map_err(|e| AuditError::io(format!("cannot clear {}", staging.display()), e))?;
     }
     let result = (|| {
         let store = SledStore::open(&staging, 64 * 1024 * 1024)?;
@@ -83,15 +83,18 @@ pub fn import(
         Ok(report) => {
             if data_dir.exists() {
                 std::fs::remove_dir(data_dir).map_err(|e| {
-                    AuditError::Io(format!("cannot replace {}: {e}", data_dir.display()))
+                    AuditError::io(format!("cannot replace {}", data_dir.display()), e)
                 })?;
             }
             std::fs::rename(&staging, data_dir).map_err(|e| {
-                AuditError::Io(format!(
-                    "cannot move {} to {}: {e}",
-                    staging.display(),
-                    data_dir.display()
-                ))
+                AuditError::io(
+                    format!(
+                        "cannot move {} to {}",
+                        staging.display(),
+                        data_dir.display()
+                    ),
+                    e,
+                )
             })?;
             Ok(report)
         }
@@ -141,10 +144,10 @@ fn check_target(data_dir: &Path) -> Result<(), AuditError> {
             Ok(())
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(AuditError::Io(format!(
-            "cannot read {}: {err}",
-            data_dir.display()
-        ))),
+        Err(err) => Err(AuditError::io(
+            format!("cannot read {}", data_dir.display()),
+            err,
+        )),
     }
 }
 
@@ -171,7 +174,7 @@ fn load_into(
         line.clear();
         let read = input
             .read_until(b'\n', &mut line)
-            .map_err(|e| AuditError::Io(format!("cannot read the import file: {e}")))?;
+            .map_err(|e| AuditError::io("cannot read the import file", e))?;
         if read == 0 {
             break;
         }

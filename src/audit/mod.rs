@@ -55,15 +55,32 @@ pub enum AuditError {
     /// The store could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A file could not be read or written.
+    /// A file could not be read or written: what was tried, and why not.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was tried (`cannot read /srv/ledger/ledger-signing.key`).
+        what: String,
+        /// The operating system's answer.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread of the audit tool itself failed (a reader panicked).
     #[error("{0}")]
-    Io(String),
+    Task(String),
     /// The request itself is not usable (bad id, bad time, target not empty).
     #[error("{0}")]
     Usage(String),
 }
 
 impl AuditError {
+    /// An [`AuditError::Io`]: `what` was tried and `source` said no.
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        AuditError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
     pub(crate) fn at(position: u64, what: impl Into<String>) -> Self {
         AuditError::Invalid {
             position,

@@ -37,24 +37,27 @@ impl LedgerKey {
                 let mut seed = [0u8; 32];
                 rand::fill(&mut seed);
                 write_private(path, hex::encode(seed).as_bytes()).map_err(|e| {
-                    AuditError::Key(format!("cannot write {}: {e}", path.display()))
+                    AuditError::io(
+                        format!("cannot write the signing key to {}", path.display()),
+                        e,
+                    )
                 })?;
                 tracing::info!(path = %path.display(), "generated the ledger signing key");
                 Ok(Self {
                     key: SigningKey::from_bytes(&seed),
                 })
             }
-            Err(err) => Err(AuditError::Key(format!(
-                "cannot read {}: {err}",
-                path.display()
-            ))),
+            Err(err) => Err(AuditError::io(
+                format!("cannot read {}", path.display()),
+                err,
+            )),
         }
     }
 
     /// Loads an existing key, failing if there is none.
     pub fn load(path: &Path) -> Result<Self, AuditError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| AuditError::Key(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| AuditError::io(format!("cannot read {}", path.display()), e))?;
         Self::parse(text.trim())
             .map_err(|what| AuditError::Key(format!("{}: {what}", path.display())))
     }

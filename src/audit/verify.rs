@@ -182,7 +182,7 @@ fn check_log(
         drop(rx);
         let read = reader
             .join()
-            .map_err(|_| AuditError::Io("the reader thread panicked".into()))?;
+            .map_err(|_| AuditError::Task("the reader thread panicked".into()))?;
         checked?;
         read
     })?;
@@ -253,7 +253,7 @@ fn check_projections(
         let fresh = persist::entries(&projected);
         let stored = stored
             .join()
-            .map_err(|_| AuditError::Io("the projection reader panicked".into()));
+            .map_err(|_| AuditError::Task("the projection reader panicked".into()));
         (stored, fresh)
     });
     let (stored, fresh) = (stored??, fresh?);

@@ -175,7 +175,8 @@ impl From<AuditError> for Status {
             | AuditError::Line { .. }
             | AuditError::Projections(_)
             | AuditError::Key(_)
-            | AuditError::Io(_) => {
+            | AuditError::Io { .. }
+            | AuditError::Task(_) => {
                 tracing::error!(%err, "audit read failed");
                 with_reason(
                     Code::Internal,
