@@ -7,8 +7,7 @@ use super::{AppError, CommandOptions, Ledger, WriterOptions};
 use crate::app::replay_log;
 use crate::audit::first_key_off_the_writes;
 use crate::domain::{
-    AccountId, AccountKind, ClientToken, Command, ImageAttributes, ImageSource, ImageState,
-    LicenseType, NewImage, Policy, Region, Reply,
+    AccountId, AccountKind, ClientToken, Command, ImageState, NewImage, Policy, Region, Reply,
 };
 use crate::projection::persist;
 use crate::store::{EventLog, MemoryStore, ProjectionStore, Store, StoreError};
@@ -25,17 +24,7 @@ pub(super) fn image(owner: &str, name: &str) -> Command {
     Command::RegisterImage(NewImage {
         owner_account_id: AccountId::parse(owner).expect("account id"),
         region: Region::new("ap-guangzhou"),
-        attributes: ImageAttributes {
-            image_name: name.into(),
-            image_description: String::new(),
-            platform: "Ubuntu".into(),
-            os_name: "Ubuntu 24.04".into(),
-            image_source: ImageSource::CreateImage,
-            license_type: LicenseType::Tencentcloud,
-            encrypted: false,
-            whole_instance: false,
-            supports_cloudinit: true,
-        },
+        attributes: crate::domain::tests::attributes(name),
         state: ImageState::Normal,
     })
 }

@@ -9,8 +9,8 @@ use time::macros::datetime;
 use super::persist::{diff, full, Touched};
 use super::query::{describe_images, ImageQuery, ImageTypeFilter};
 use crate::domain::{
-    decide, AccountId, AccountKind, Command, ImageAttributes, ImageId, ImageSource, ImageState,
-    LedgerState, LicenseType, LighthousePermission, NewImage, Policy, Region,
+    decide, AccountId, AccountKind, Command, ImageId, ImageState, LedgerState,
+    LighthousePermission, NewImage, Policy, Region,
 };
 use crate::store::ProjectionOp;
 
@@ -52,17 +52,7 @@ fn command(op: u8, a: u8, b: u8, c: u8, images: &[ImageId]) -> Command {
         1 => Command::RegisterImage(NewImage {
             owner_account_id: account(a),
             region: region(b),
-            attributes: ImageAttributes {
-                image_name: format!("n{}", c % 3),
-                image_description: String::new(),
-                platform: "p".into(),
-                os_name: "o".into(),
-                image_source: ImageSource::CreateImage,
-                license_type: LicenseType::Tencentcloud,
-                encrypted: false,
-                whole_instance: false,
-                supports_cloudinit: true,
-            },
+            attributes: crate::domain::tests::attributes(&format!("n{}", c % 3)),
             state: ImageState::Normal,
         }),
         2 | 3 => Command::ShareImage {

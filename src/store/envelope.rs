@@ -340,15 +340,11 @@ mod tests {
 
     fn attributes(name: &str) -> ImageAttributes {
         ImageAttributes {
-            image_name: name.into(),
             image_description: "line one\nline \"two\" \\ tab\t and \u{1} é 中文 🙂".into(),
-            platform: "CentOS".into(),
-            os_name: "CentOS 7.9 64-bit".into(),
             image_source: ImageSource::ExternalImport,
             license_type: LicenseType::Byol,
             encrypted: true,
-            whole_instance: false,
-            supports_cloudinit: true,
+            ..crate::domain::tests::attributes(name)
         }
     }
 

@@ -260,8 +260,7 @@ fn worst_text(rng: &mut impl rand::Rng, chars: usize) -> String {
 fn a_flush_syncs_the_log_file_and_every_blob_file() -> Result<(), Box<dyn std::error::Error>> {
     use crate::domain::ids::MAX_LABEL_CHARS;
     use crate::domain::{
-        ImageAttributes, ImageId, ImageSource, ImageState, LicenseType, Region,
-        MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS,
+        ImageAttributes, ImageId, ImageState, Region, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS,
     };
     use rand::SeedableRng;
 
@@ -291,11 +290,7 @@ fn a_flush_syncs_the_log_file_and_every_blob_file() -> Result<(), Box<dyn std::e
                     image_description: worst_text(&mut rng, MAX_DESCRIPTION_CHARS),
                     platform: worst_text(&mut rng, MAX_LABEL_CHARS),
                     os_name: worst_text(&mut rng, MAX_LABEL_CHARS),
-                    image_source: ImageSource::CreateImage,
-                    license_type: LicenseType::Tencentcloud,
-                    encrypted: false,
-                    whole_instance: false,
-                    supports_cloudinit: true,
+                    ..crate::domain::tests::attributes("")
                 },
                 state: ImageState::Normal,
                 created_time: OffsetDateTime::UNIX_EPOCH,
