@@ -9,7 +9,7 @@ use super::tests::account;
 use super::{AppError, CommandOptions, Ledger, WriterOptions};
 use crate::app::replay_log;
 use crate::domain::{AccountId, ClientToken, Policy, Reply};
-use crate::store::{EventLog, MemoryStore, Store};
+use crate::store::{EventLog, Faulty, MemoryStore, Store};
 
 /// Waits up to `within` for the ledger's condition to say `failing`.
 async fn until_failing(ledger: &Ledger, failing: bool, within: Duration) -> bool {
@@ -21,7 +21,7 @@ async fn until_failing(ledger: &Ledger, failing: bool, within: Duration) -> bool
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_resume_by_themselves_once_a_full_disk_has_room() -> Result<(), AppError> {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(Faulty::new(MemoryStore::new()));
     let shared: Arc<dyn Store> = store.clone();
     let ledger = Ledger::open(shared, Policy::default(), WriterOptions::default())?;
     ledger

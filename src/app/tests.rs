@@ -10,7 +10,7 @@ use crate::domain::{
     AccountId, AccountKind, ClientToken, Command, ImageState, NewImage, Policy, Region, Reply,
 };
 use crate::projection::persist;
-use crate::store::{EventLog, MemoryStore, ProjectionStore, Store, StoreError};
+use crate::store::{EventLog, Faulty, MemoryStore, ProjectionStore, Store, StoreError};
 use crate::store::{EventLogExt, ProjectionStoreExt};
 
 pub(super) fn account(id: &str) -> Command {
@@ -29,14 +29,14 @@ pub(super) fn image(owner: &str, name: &str) -> Command {
     })
 }
 
-fn open(store: &Arc<MemoryStore>) -> Ledger {
+fn open(store: &Arc<Faulty<MemoryStore>>) -> Ledger {
     let store: Arc<dyn Store> = store.clone();
     Ledger::open(store, Policy::default(), WriterOptions::default()).expect("ledger opens")
 }
 
 #[tokio::test]
 async fn a_failed_append_refuses_the_batch_and_changes_nothing() -> Result<(), AppError> {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(Faulty::new(MemoryStore::new()));
     let ledger = open(&store);
     ledger
         .execute(account("1001"), CommandOptions::default())
@@ -81,7 +81,7 @@ async fn a_failed_append_refuses_the_batch_and_changes_nothing() -> Result<(), A
 
 #[tokio::test]
 async fn commands_queued_together_are_committed_together_in_order() -> Result<(), AppError> {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(Faulty::new(MemoryStore::new()));
     let ledger = open(&store);
     ledger
         .execute(account("1001"), CommandOptions::default())
@@ -117,7 +117,7 @@ async fn commands_queued_together_are_committed_together_in_order() -> Result<()
 
 #[tokio::test]
 async fn a_shut_down_ledger_refuses_commands() {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(Faulty::new(MemoryStore::new()));
     let ledger = open(&store);
     ledger.shutdown();
     let refused = ledger
@@ -137,7 +137,7 @@ struct Raced {
     refused: Vec<String>,
     /// The state replayed from the log after the round.
     replayed: crate::domain::LedgerState,
-    store: Arc<MemoryStore>,
+    store: Arc<Faulty<MemoryStore>>,
 }
 
 /// On a fresh ledger, registers accounts 2000 to 2299 from concurrent
@@ -148,10 +148,10 @@ struct Raced {
 /// the log, and shuts it down.
 async fn race_registrations(
     delay: std::time::Duration,
-    inject: impl Fn(&MemoryStore),
+    inject: impl Fn(&Faulty<MemoryStore>),
     round: usize,
 ) -> Result<Raced, AppError> {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(Faulty::new(MemoryStore::new()));
     let ledger = open(&store);
     ledger
         .execute(account("1001"), CommandOptions::default())
@@ -241,7 +241,7 @@ async fn a_failure_in_the_pipeline_refuses_exactly_what_is_not_stored() -> Resul
 #[tokio::test]
 async fn a_read_side_behind_the_head_is_caught_up_with_the_right_versions(
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(Faulty::new(MemoryStore::new()));
     let ledger = open(&store);
     for id in ["1001", "1002"] {
         ledger
@@ -312,7 +312,7 @@ async fn a_failed_sync_answers_nothing_ok_that_is_not_stored_and_the_ledger_reco
 
 /// Five rounds of racing registrations with `inject` run among them.
 async fn failure_answers_nothing_ok_that_is_not_stored(
-    inject: impl Fn(&MemoryStore),
+    inject: impl Fn(&Faulty<MemoryStore>),
 ) -> Result<(), AppError> {
     for round in 0..5 {
         // The store keeps the unflushed appends (their outcome was unknown),
@@ -347,7 +347,7 @@ async fn run(
 
 /// A history that touches every kind of projection entry, with accounts
 /// registered late, an image changed and one deleted.
-async fn varied_history(store: &Arc<MemoryStore>) -> Result<(), AppError> {
+async fn varied_history(store: &Arc<Faulty<MemoryStore>>) -> Result<(), AppError> {
     let ledger = open(store);
     for account_id in ["1001", "1002"] {
         run(&ledger, account(account_id)).await?;
@@ -436,14 +436,14 @@ fn whole(entries: &Entries) -> Vec<crate::store::ProjectionOp> {
 }
 
 /// The projection entries of a read side written whole at `position`, by key.
-fn entries_at(store: &MemoryStore, position: u64) -> Result<Entries, AppError> {
+fn entries_at(store: &Faulty<MemoryStore>, position: u64) -> Result<Entries, AppError> {
     let state = crate::app::state_at(store, position)?;
     Ok(persist::entries(&state)?.into_iter().collect())
 }
 
 #[tokio::test]
 async fn a_read_side_write_cut_short_anywhere_loads_as_a_replay() -> Result<(), AppError> {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(Faulty::new(MemoryStore::new()));
     varied_history(&store).await?;
     let (replayed, head) = replay_log(store.as_ref())?;
     let mut cases = 0;
@@ -484,7 +484,7 @@ async fn a_read_side_write_cut_short_anywhere_loads_as_a_replay() -> Result<(), 
 #[tokio::test]
 async fn a_read_side_write_and_its_retry_both_failing_part_way_verify_and_load_as_a_replay(
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(Faulty::new(MemoryStore::new()));
     varied_history(&store).await?;
     let (replayed, head) = replay_log(store.as_ref())?;
     let policy = Policy::default();
@@ -543,7 +543,7 @@ async fn a_read_side_write_and_its_retry_both_failing_part_way_verify_and_load_a
 }
 
 /// Waits up to 5 s for the stored read side to reach the log's head.
-async fn read_side_reaches_the_head(store: &MemoryStore) -> Result<(), AppError> {
+async fn read_side_reaches_the_head(store: &Faulty<MemoryStore>) -> Result<(), AppError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while store.projection_checkpoint()? != Some(store.head()?.position) {
         assert!(
@@ -560,7 +560,7 @@ async fn read_side_reaches_the_head(store: &MemoryStore) -> Result<(), AppError>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_side_is_written_while_running_and_recovers_from_a_write_cut_short(
 ) -> Result<(), AppError> {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(Faulty::new(MemoryStore::new()));
     let ledger = {
         let store: Arc<dyn Store> = store.clone();
         Ledger::open(
@@ -628,7 +628,7 @@ async fn the_read_side_is_written_while_running_and_recovers_from_a_write_cut_sh
 #[tokio::test]
 async fn a_command_whose_second_record_fails_to_encode_commits_none_of_its_records(
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(Faulty::new(MemoryStore::new()));
     let options = WriterOptions::default();
     let failpoints = Arc::clone(&options.failpoints);
     let ledger = Ledger::open(store.clone(), Policy::default(), options)?;

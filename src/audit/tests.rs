@@ -7,6 +7,7 @@ use super::{verify, AuditError, VerifyOptions};
 use crate::app::{replay_log, CommandOptions, Ledger, WriterOptions};
 use crate::domain::{AccountId, AccountKind, Command, Policy};
 use crate::projection::persist;
+use crate::store::CutShort;
 use crate::store::{EventLog, ProjectionOp, SledStore, Store};
 use crate::store::{EventLogExt, ProjectionStoreExt};
 
@@ -43,7 +44,7 @@ async fn register_accounts(store: Arc<SledStore>) -> TestResult {
 /// Writes one entry as the first of a write towards `pending` that stops
 /// there, leaving the checkpoint alone.
 fn overwrite(store: &SledStore, op: ProjectionOp, pending: u64) -> TestResult {
-    store.save_projections_cut_short(&[op.clone(), op], pending, 1)?;
+    store.save_cut_short(&[op.clone(), op], pending, 1)?;
     Ok(())
 }
 
@@ -72,7 +73,7 @@ async fn a_read_side_write_cut_short_verifies_and_the_next_start_finishes_it() -
     assert!(changes.len() > 300, "{} changes", changes.len());
     let whole: Vec<ProjectionOp> = at_checkpoint.iter().map(put).collect();
     store.replace_projections(&whole, checkpoint)?;
-    store.save_projections_cut_short(&changes, head, 256)?;
+    store.save_cut_short(&changes, head, 256)?;
     assert_eq!(store.projection_pending()?, vec![head]);
     assert_eq!(store.projection_checkpoint()?, Some(checkpoint));
 

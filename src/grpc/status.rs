@@ -212,10 +212,13 @@ mod tests {
 
     /// Runs one registration on a ledger whose store fails as `fail` asks,
     /// and returns the status the caller gets.
-    async fn status_of_failed_write(fail: impl FnOnce(&crate::store::MemoryStore)) -> Status {
+    async fn status_of_failed_write(
+        fail: impl FnOnce(&crate::store::Faulty<crate::store::MemoryStore>),
+    ) -> Status {
         use crate::app::{CommandOptions, Ledger, WriterOptions};
         use crate::domain::{AccountId, AccountKind, Command, Policy};
-        let store = std::sync::Arc::new(crate::store::MemoryStore::new());
+        let store =
+            std::sync::Arc::new(crate::store::Faulty::new(crate::store::MemoryStore::new()));
         let ledger = Ledger::open(store.clone(), Policy::default(), WriterOptions::default())
             .expect("ledger opens");
         fail(&store);
@@ -246,9 +249,9 @@ mod tests {
     #[tokio::test]
     async fn a_failed_write_reaches_the_caller_as_unavailable_without_its_cause() {
         for fail in [
-            crate::store::MemoryStore::fail_next_appends,
-            crate::store::MemoryStore::fail_next_flushes,
-            crate::store::MemoryStore::fail_next_syncs,
+            crate::store::Faulty::fail_next_appends,
+            crate::store::Faulty::fail_next_flushes,
+            crate::store::Faulty::fail_next_syncs,
         ] {
             let status = status_of_failed_write(|store| fail(store, 1)).await;
             assert_eq!(status.code(), Code::Unavailable);

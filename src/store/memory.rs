@@ -1,6 +1,6 @@
 //! An in-memory store with the same contract as the sled one: the
-//! reference the sled store is tested against, and, in tests, a store that
-//! fails on demand.
+//! reference the sled store is tested against (wrapped in
+//! [`super::Faulty`], the store tests make fail on demand).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -26,8 +26,6 @@ struct Tables {
 #[derive(Default)]
 pub struct MemoryStore {
     tables: Mutex<Tables>,
-    #[cfg(test)]
-    faults: faults::Faults,
 }
 
 impl MemoryStore {
@@ -41,17 +39,6 @@ impl MemoryStore {
             .lock()
             .map_err(|_| StoreError::failed("the memory store lock is poisoned"))
     }
-
-    /// A failure a test asked `what` to fail with, if any.
-    #[cfg(test)]
-    fn injected(&self, what: faults::Call) -> Result<(), StoreError> {
-        self.faults.check(what)
-    }
-
-    #[cfg(not(test))]
-    fn injected(&self, _: faults::Call) -> Result<(), StoreError> {
-        Ok(())
-    }
 }
 
 impl EventLog for MemoryStore {
@@ -60,9 +47,6 @@ impl EventLog for MemoryStore {
     }
 
     fn write(&self, batch: &AppendBatch) -> Result<(), StoreError> {
-        if !batch.records.is_empty() {
-            self.injected(faults::Call::Append)?;
-        }
         let mut t = self.tables()?;
         if t.head != batch.expected_head {
             return Err(StoreError::Conflict {
@@ -98,12 +82,12 @@ impl EventLog for MemoryStore {
 
     fn flush_to_os(&self) -> Result<(), StoreError> {
         // Nothing to hand over: the tables are all there is.
-        self.injected(faults::Call::Flush)
+        Ok(())
     }
 
     fn sync_to_disk(&self) -> Result<(), StoreError> {
         // No disk: nothing survives the process anyway.
-        self.injected(faults::Call::Sync)
+        Ok(())
     }
 
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
@@ -189,20 +173,6 @@ impl ProjectionStore for MemoryStore {
             checkpoint,
             mode,
         } = *save;
-        #[cfg(test)]
-        if mode != SaveMode::Replace {
-            if let Some(written) = self.faults.take_projection_failure() {
-                // As a disk error part way through a stepwise save leaves it.
-                let mut t = self.tables()?;
-                if !ops.is_empty() && t.pending.last() != Some(&checkpoint) {
-                    t.pending.push(checkpoint);
-                }
-                apply_ops(&mut t.projections, &ops[..written.min(ops.len())]);
-                return Err(StoreError::failed(
-                    "injected failure part way through a projection save",
-                ));
-            }
-        }
         let mut t = self.tables()?;
         if mode == SaveMode::Replace {
             t.projections.clear();
@@ -223,144 +193,20 @@ fn apply_ops(table: &mut BTreeMap<Vec<u8>, Vec<u8>>, ops: &[ProjectionOp]) {
     }
 }
 
-/// Failures tests ask for, and the slow disk they simulate.
-mod faults {
-    /// A call that can be made to fail.
-    #[derive(Debug, Clone, Copy)]
-    pub(super) enum Call {
-        Append,
-        Flush,
-        Sync,
-    }
-
-    #[cfg(test)]
-    pub(super) use imp::Faults;
-
-    #[cfg(test)]
-    mod imp {
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        use std::sync::Mutex;
-
-        use super::super::MemoryStore;
-        use super::Call;
-        use crate::store::StoreError;
-
-        #[derive(Default)]
-        pub(in crate::store::memory) struct Faults {
-            appends: AtomicUsize,
-            corrupt_appends: AtomicBool,
-            flushes: AtomicUsize,
-            syncs: AtomicUsize,
-            append_delay_micros: AtomicUsize,
-            /// Every append, flush and sync fails, as on a full disk.
-            full: AtomicBool,
-            /// Calls that failed because of `full`.
-            refused_full: AtomicUsize,
-            /// The next projection save fails after this many writes.
-            projection_save: Mutex<Option<usize>>,
+#[cfg(any(test, feature = "test-hooks"))]
+impl super::faulty::CutShort for MemoryStore {
+    fn save_cut_short(
+        &self,
+        ops: &[ProjectionOp],
+        checkpoint: u64,
+        count: usize,
+    ) -> Result<(), StoreError> {
+        // As a disk error part way through a stepwise save leaves it.
+        let mut t = self.tables()?;
+        if !ops.is_empty() && t.pending.last() != Some(&checkpoint) {
+            t.pending.push(checkpoint);
         }
-
-        impl Faults {
-            pub(in crate::store::memory) fn check(&self, call: Call) -> Result<(), StoreError> {
-                if self.full.load(Ordering::SeqCst) {
-                    self.refused_full.fetch_add(1, Ordering::SeqCst);
-                    return Err(StoreError::backend(
-                        format!("injected {call:?} failure"),
-                        std::io::Error::from_raw_os_error(28),
-                    ));
-                }
-                let count = match call {
-                    Call::Append => {
-                        let delay = self.append_delay_micros.load(Ordering::SeqCst);
-                        if delay > 0 {
-                            std::thread::sleep(std::time::Duration::from_micros(delay as u64));
-                        }
-                        if self.corrupt_appends.swap(false, Ordering::SeqCst) {
-                            return Err(StoreError::Corrupt(
-                                "injected: the stored head does not decode".into(),
-                            ));
-                        }
-                        &self.appends
-                    }
-                    Call::Flush => &self.flushes,
-                    Call::Sync => &self.syncs,
-                };
-                let failing = count.load(Ordering::SeqCst);
-                if failing > 0 {
-                    count.store(failing - 1, Ordering::SeqCst);
-                    return Err(StoreError::backend(
-                        format!("injected {call:?} failure"),
-                        std::io::Error::other("No space left on device at /srv/ledger"),
-                    ));
-                }
-                Ok(())
-            }
-
-            pub(in crate::store::memory) fn take_projection_failure(&self) -> Option<usize> {
-                self.projection_save.lock().ok()?.take()
-            }
-        }
-
-        impl MemoryStore {
-            /// Makes the next `count` appends fail with a backend error, writing nothing.
-            pub fn fail_next_appends(&self, count: usize) {
-                self.faults.appends.store(count, Ordering::SeqCst);
-            }
-
-            /// Makes every append, flush and sync fail from now on (`true`)
-            /// as on a full disk, or work again (`false`).
-            pub fn fill_disk(&self, full: bool) {
-                self.faults.full.store(full, Ordering::SeqCst);
-            }
-
-            /// How many calls failed because the disk was full.
-            pub fn refused_on_full_disk(&self) -> usize {
-                self.faults.refused_full.load(Ordering::SeqCst)
-            }
-
-            /// Makes the next append find the store corrupt, writing nothing.
-            pub fn corrupt_next_append(&self) {
-                self.faults.corrupt_appends.store(true, Ordering::SeqCst);
-            }
-
-            /// Makes the next `count` flushes fail. What was appended stays (as
-            /// after a disk error, nobody knows whether it reached the disk).
-            pub fn fail_next_flushes(&self, count: usize) {
-                self.faults.flushes.store(count, Ordering::SeqCst);
-            }
-
-            /// Makes the next `count` syncs to the disk fail.
-            pub fn fail_next_syncs(&self, count: usize) {
-                self.faults.syncs.store(count, Ordering::SeqCst);
-            }
-
-            /// Makes the next projection save fail after its first
-            /// `written` writes, leaving those in place and the checkpoint
-            /// as it was, as a disk error part way through a stepwise save
-            /// would.
-            pub fn fail_next_projection_save_after(&self, written: usize) {
-                if let Ok(mut failing) = self.faults.projection_save.lock() {
-                    *failing = Some(written);
-                }
-            }
-
-            /// Whether a failure set by
-            /// [`fail_next_projection_save_after`](Self::fail_next_projection_save_after)
-            /// is still to happen.
-            pub fn projection_save_failure_pending(&self) -> bool {
-                self.faults
-                    .projection_save
-                    .lock()
-                    .is_ok_and(|failing| failing.is_some())
-            }
-
-            /// Makes every append take at least `delay`, as a slow disk would, so
-            /// tests can have batches queue up behind it.
-            pub fn slow_appends(&self, delay: std::time::Duration) {
-                self.faults
-                    .append_delay_micros
-                    .store(delay.as_micros() as usize, Ordering::SeqCst);
-            }
-        }
+        apply_ops(&mut t.projections, &ops[..count.min(ops.len())]);
+        Ok(())
     }
 }

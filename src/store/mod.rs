@@ -6,6 +6,8 @@
 
 mod envelope;
 mod error;
+#[cfg(any(test, feature = "test-hooks"))]
+mod faulty;
 mod location;
 mod log;
 mod memory;
@@ -19,6 +21,8 @@ pub use envelope::{
     EncodedRecord, Envelope, RecordMeta, FIRST_RECORD_VERSION, GENESIS_HASH, RECORD_VERSION,
 };
 pub use error::{Cause, Chain, StoreError};
+#[cfg(any(test, feature = "test-hooks"))]
+pub use faulty::{CutShort, Faulty};
 pub use location::{Location, Opened};
 pub use log::{try_scan, try_scan_stream, AppendBatch, EventLog, EventLogExt, SharedLog, Watcher};
 pub use memory::MemoryStore;

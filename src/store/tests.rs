@@ -4,11 +4,10 @@
 use time::OffsetDateTime;
 
 use super::{
-    AppendBatch, EncodedRecord, EventLog, Head, MemoryStore, RecordMeta, SledStore, Store,
-    StoreError,
+    AppendBatch, CutShort, EncodedRecord, EventLog, EventLogExt, Faulty, Head, MemoryStore,
+    ProjectionOp, ProjectionStore, ProjectionStoreExt, RecordMeta, SledStore, Store, StoreError,
 };
 use crate::domain::{AccountId, AccountKind, Event};
-use crate::store::EventLogExt;
 
 /// The next `size` records after `head`, rotating over five streams whose
 /// last versions are `versions` (both move on).
@@ -338,5 +337,58 @@ fn a_flush_syncs_the_log_file_and_every_blob_file() -> Result<(), Box<dyn std::e
     let reopened = open(&dir)?;
     assert_eq!(reopened.head()?, head);
     assert_eq!(scan_all(&reopened, 1, usize::MAX), written);
+    Ok(())
+}
+
+/// One scenario of injected failures on any backend behind [`Faulty`]:
+/// a failed append writes nothing, a full disk refuses flushes and heals,
+/// and a projection save cut short leaves its target pending (`pending`
+/// says whether the backend saves in steps).
+pub(crate) fn faults_behave_alike<S: Store + CutShort>(
+    store: &Faulty<S>,
+    pending: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    fill(&[store], &[3])?;
+    let head = store.head()?;
+    let mut versions = [1, 1, 1, 0, 0];
+    let batch = next_batch(&mut head.clone(), &mut versions, 2)?;
+    store.fail_next_appends(1);
+    assert!(matches!(
+        store.append(&batch),
+        Err(StoreError::Backend { .. })
+    ));
+    assert_eq!(store.head()?, head, "a failed append writes nothing");
+    store.append(&batch)?;
+    assert_eq!(store.head()?.position, 5);
+
+    store.fill_disk(true);
+    assert!(store.flush().is_err());
+    assert!(store.recover().is_err());
+    assert_eq!(store.refused_on_full_disk(), 2);
+    store.fill_disk(false);
+    store.recover()?;
+
+    let op = |key: &[u8]| ProjectionOp {
+        key: key.to_vec(),
+        value: Some(b"v".to_vec()),
+    };
+    store.fail_next_projection_save_after(1);
+    assert!(store.update_projections(&[op(b"a"), op(b"b")], 5).is_err());
+    assert!(!store.projection_save_failure_pending());
+    let status = store.projection_status()?;
+    assert_eq!(status.checkpoint, None);
+    assert_eq!(status.pending, if pending { vec![5] } else { vec![] });
+    store.update_projections(&[op(b"a"), op(b"b")], 5)?;
+    assert_eq!(store.projection_checkpoint()?, Some(5));
+    assert_eq!(store.projection_scan(b"")?.len(), 2);
+    Ok(())
+}
+
+#[test]
+fn injected_failures_work_alike_on_the_memory_and_the_sled_store(
+) -> Result<(), Box<dyn std::error::Error>> {
+    faults_behave_alike(&Faulty::new(MemoryStore::new()), true)?;
+    let dir = tempfile::tempdir()?;
+    faults_behave_alike(&Faulty::new(open(&dir)?), true)?;
     Ok(())
 }

@@ -283,3 +283,16 @@ fn a_turn_left_idle_is_ended_by_the_database_so_others_append_again() -> TestRes
     assert!(holder.write(&stale).is_err());
     Ok(())
 }
+
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
+#[test]
+fn injected_failures_work_on_postgres_as_on_the_other_stores() -> TestResult {
+    let cluster = Cluster::start();
+    let pg = crate::store::Faulty::new(PgStore::open(&cluster.url())?);
+    // A save is one transaction: cut short, it leaves nothing pending.
+    crate::store::tests::faults_behave_alike(&pg, false)?;
+    Ok(())
+}

@@ -61,18 +61,6 @@ impl SledStore {
         let position = checkpoint.min(super::read_head(tree)?.position);
         mark::write(&self.dir, mark::head_at(tree, position)?)
     }
-
-    /// A save of the projections that stops after `count` of `ops`, as a
-    /// crash would.
-    #[cfg(test)]
-    pub(crate) fn save_projections_cut_short(
-        &self,
-        ops: &[ProjectionOp],
-        checkpoint: u64,
-        count: usize,
-    ) -> Result<(), StoreError> {
-        self.save_steps(ops, checkpoint, count)
-    }
 }
 
 impl ProjectionStore for SledStore {
@@ -139,5 +127,19 @@ impl SledStore {
         tree.insert(CHECKPOINT, &checkpoint.to_be_bytes())?;
         db.flush()?;
         self.mark(tree, checkpoint)
+    }
+}
+
+/// A save of the projections that stops after `count` of `ops`, as a crash
+/// or a disk error part way would.
+#[cfg(any(test, feature = "test-hooks"))]
+impl crate::store::CutShort for SledStore {
+    fn save_cut_short(
+        &self,
+        ops: &[ProjectionOp],
+        checkpoint: u64,
+        count: usize,
+    ) -> Result<(), StoreError> {
+        self.save_steps(ops, checkpoint, count)
     }
 }

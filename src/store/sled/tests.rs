@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::store::tests::next_batch;
+use crate::store::CutShort;
 use crate::store::EventLogExt;
 use crate::store::ProjectionStoreExt;
 use crate::store::{ProjectionOp, ProjectionStore};
@@ -109,7 +110,7 @@ fn a_stepwise_projection_write_cut_short_leaves_a_prefix_and_names_its_target(
     {
         let store = SledStore::open(dir.path(), 1 << 20)?;
         store.update_projections(&[], 3)?;
-        store.save_projections_cut_short(&ops, 9, 512)?;
+        store.save_cut_short(&ops, 9, 512)?;
     }
     // As a crash leaves it: 512 writes in, the old checkpoint, the target named.
     let store = SledStore::open(dir.path(), 1 << 20)?;
@@ -125,8 +126,8 @@ fn a_stepwise_projection_write_cut_short_leaves_a_prefix_and_names_its_target(
 
     // A later write that stops part way too is named after it, once
     // however often it is retried.
-    store.save_projections_cut_short(&ops, 11, 3)?;
-    store.save_projections_cut_short(&ops, 11, 2)?;
+    store.save_cut_short(&ops, 11, 3)?;
+    store.save_cut_short(&ops, 11, 2)?;
     assert_eq!(store.projection_pending()?, vec![9, 11]);
     assert_eq!(store.projection_checkpoint()?, Some(3));
 
@@ -137,11 +138,11 @@ fn a_stepwise_projection_write_cut_short_leaves_a_prefix_and_names_its_target(
     assert_eq!(store.projection_scan(b"")?.len(), ops.len());
 
     // So does a save with no changes after a cut-short one, and a rebuild.
-    store.save_projections_cut_short(&ops, 12, 1)?;
+    store.save_cut_short(&ops, 12, 1)?;
     assert_eq!(store.projection_pending()?, vec![12]);
     store.update_projections(&[], 12)?;
     assert_eq!(store.projection_pending()?, Vec::<u64>::new());
-    store.save_projections_cut_short(&ops, 15, 1)?;
+    store.save_cut_short(&ops, 15, 1)?;
     store.replace_projections(&[], 15)?;
     assert_eq!(store.projection_pending()?, Vec::<u64>::new());
     assert_eq!(store.projection_checkpoint()?, Some(15));
