@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::writer::WriterLink;
 use super::AppError;
-use crate::store::{Store, StoreError};
+use crate::store::{SharedLog, StoreError};
 
 type HeadReply = oneshot::Sender<Result<u64, StoreError>>;
 
@@ -20,14 +20,11 @@ pub(in crate::app) struct Fence {
 }
 
 impl Fence {
-    /// Starts the fence of `store`, if other processes append to it.
+    /// Starts the fence of a shared log, on a watcher of its own.
     pub(in crate::app) fn start(
-        store: &dyn Store,
+        shared: &dyn SharedLog,
         link: WriterLink,
-    ) -> Result<Option<Self>, AppError> {
-        let Some(shared) = store.shared() else {
-            return Ok(None);
-        };
+    ) -> Result<Self, AppError> {
         let mut watcher = shared.watcher()?;
         let (requests, queue) = mpsc::channel::<HeadReply>();
         std::thread::Builder::new()
@@ -50,7 +47,7 @@ impl Fence {
                 what: "the fence thread",
                 source,
             })?;
-        Ok(Some(Self { requests }))
+        Ok(Self { requests })
     }
 
     /// The log's head position, read after this call began.

@@ -247,8 +247,15 @@ impl Ledger {
             tokens,
         };
         let handle = writer::pipeline::start(loaded, link.clone(), &options, rx)?;
-        let follower = Follower::start(store.as_ref(), link.clone())?;
-        let fence = Fence::start(store.as_ref(), link.clone())?;
+        // Replicas sharing the log follow each other's appends and read
+        // its head for linearizable queries.
+        let (follower, fence) = match store.shared() {
+            Some(shared) => (
+                Some(Follower::start(shared, link.clone())?),
+                Some(Fence::start(shared, link.clone())?),
+            ),
+            None => (None, None),
+        };
         let scrub = match options.settings.scrub_rate {
             0 => None,
             rate => Some(

@@ -70,11 +70,6 @@ impl<S> Faulty<S> {
         }
     }
 
-    /// The wrapped store.
-    pub fn inner(&self) -> &S {
-        &self.inner
-    }
-
     /// Makes the next `count` appends fail with a backend error, writing nothing.
     pub fn fail_next_appends(&self, count: usize) {
         self.appends.store(count, Ordering::SeqCst);

@@ -1,7 +1,7 @@
 //! Where a ledger is kept (a PostgreSQL database, else a sled directory)
 //! with its flags, and the one place that opens the store it names.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{PgStore, Released, SledStore, Store, StoreError};
@@ -46,12 +46,6 @@ impl Location {
     /// The sled page cache in bytes.
     pub fn cache_bytes(&self) -> u64 {
         self.cache_mb.saturating_mul(1024 * 1024)
-    }
-
-    /// Where the signing key is kept by default (in the data directory,
-    /// whichever store holds the log).
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
     }
 
     /// The store, for messages (never the URL, which may hold a password).

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::link::WriterLink;
 use crate::app::AppError;
-use crate::store::{Chain, Store};
+use crate::store::{Chain, SharedLog};
 
 /// The longest the follower waits without a notification before it reads
 /// the head anyway.
@@ -33,14 +33,11 @@ impl Drop for Follower {
 }
 
 impl Follower {
-    /// Starts following `store`, if other processes append to it.
+    /// Starts following a shared log, on a watcher of its own.
     pub(in crate::app) fn start(
-        store: &dyn Store,
+        shared: &dyn SharedLog,
         link: WriterLink,
-    ) -> Result<Option<Self>, AppError> {
-        let Some(shared) = store.shared() else {
-            return Ok(None);
-        };
+    ) -> Result<Self, AppError> {
         let mut watcher = shared.watcher()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
@@ -65,6 +62,6 @@ impl Follower {
                 what: "the follower thread",
                 source,
             })?;
-        Ok(Some(Self { stop }))
+        Ok(Self { stop })
     }
 }
