@@ -6,7 +6,6 @@
 //! durable, and can throw the copy away if the write fails.
 
 use std::cmp::Reverse;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use imbl::shared_ptr::DefaultSharedPtr;
@@ -26,21 +25,30 @@ type Index = Map<(AccountId, Region), Listing>;
 /// Names what one listing shows at one moment: its entries and every field
 /// of their images that a page carries.
 ///
-/// A listing gets a new stamp whenever that changes, and stamps come from
-/// one counter for the whole process, so no two contents ever share a stamp,
-/// whichever copy of the state (published snapshot, the writer's private
-/// copy, a state reloaded from the store) they belong to. Two listings with
-/// the same stamp show the same images: a cached page of one is a page of
-/// the other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Stamp(u64);
+/// A listing gets a new stamp whenever that changes. A stamp is an
+/// allocation of its own and two stamps are equal only when they are the
+/// same allocation, so no two contents ever share a stamp, whichever copy
+/// of the state (published snapshot, the writer's private copy, a state
+/// reloaded from the store) they belong to, with no counter shared by
+/// them; and whoever holds a stamp keeps its allocation, so its address is
+/// never reused for another. Two listings with the same stamp show the
+/// same images: a cached page of one is a page of the other.
+#[derive(Debug, Clone)]
+pub struct Stamp(Arc<()>);
 
 impl Stamp {
     fn fresh() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+        Self(Arc::new(()))
     }
 }
+
+impl PartialEq for Stamp {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Stamp {}
 
 /// One account's images in one region, and the stamp of what they show.
 #[derive(Debug, Clone)]
@@ -90,7 +98,7 @@ impl Listed {
 }
 
 /// The stamps of an account's two listings in one region (see [`Stamp`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListingStamps {
     /// Its own images.
     pub owned: Option<Stamp>,
@@ -126,7 +134,7 @@ fn index_insert(index: &mut Index, account: &AccountId, region: &Region, image: 
         .entry((account.clone(), region.clone()))
         .or_insert_with(|| Listing {
             entries: OrdSet::new(),
-            stamp,
+            stamp: stamp.clone(),
         });
     listing.entries.insert(image.clone());
     listing.stamp = stamp;
@@ -300,8 +308,8 @@ impl LedgerState {
     pub fn listing_stamps(&self, account: &AccountId, region: &Region) -> ListingStamps {
         let key = (account.clone(), region.clone());
         ListingStamps {
-            owned: self.owned.get(&key).map(|listing| listing.stamp),
-            shared: self.shared.get(&key).map(|listing| listing.stamp),
+            owned: self.owned.get(&key).map(|listing| listing.stamp.clone()),
+            shared: self.shared.get(&key).map(|listing| listing.stamp.clone()),
         }
     }
 

@@ -139,64 +139,27 @@ pub async fn start_on(
 ) -> Result<RunningServer, ServeError> {
     protection(&config)?;
     let metrics = Arc::new(Metrics::new());
-    let opened = open::open_ledger(&config, &metrics).await?;
-    let ledger = opened.ledger.clone();
-    // Every failure from here on stops the ledger it opened, in one place.
-    match serving(config, opened, listener, metrics).await {
-        Ok(running) => Ok(running),
-        Err((err, released)) => {
-            stop_ledger(ledger, released).await;
-            Err(err)
-        }
-    }
-}
-
-/// Binds, builds the routes and spawns the serving task. On a failure,
-/// hands back the store's release handle with the error.
-async fn serving(
-    config: Config,
-    opened: open::Opened,
-    listener: Option<TcpListener>,
-    metrics: Arc<Metrics>,
-) -> Result<RunningServer, (ServeError, Option<Released>)> {
     let open::Opened {
         ledger,
         key,
         released,
-    } = opened;
-    let prepared = async {
-        let (listener, addr) = match listener {
-            Some(listener) => {
-                let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-                    addr: config.server.addr,
-                    source,
-                })?;
-                (listener, addr)
-            }
-            None => serve::bind(config.server.addr).await?,
-        };
-        let tls = match &config.tls {
-            Some(settings) => {
-                Some(crate::tls::Tls::load(settings.clone()).map_err(ServeError::Tls)?)
-            }
-            None => None,
-        };
-        let (stop, stopped) = watch::channel(false);
-        let metrics_addr = serve_metrics(&config, &metrics, &ledger, stopped.clone()).await?;
-        let served =
-            router::router(&config.server, &ledger, key, &metrics, stopped.clone()).await?;
-        Ok((listener, addr, tls, stop, stopped, metrics_addr, served))
-    };
-    let (listener, addr, tls, stop, stopped, metrics_addr, served) = match prepared.await {
+    } = open::open_ledger(&config, &metrics).await?;
+    let (stop, stopped) = watch::channel(false);
+    // Every failure from here on stops the ledger it opened, in one place.
+    let prepared = match prepare(&config, &ledger, key, &metrics, listener, &stopped).await {
         Ok(prepared) => prepared,
-        Err(err) => return Err((err, released)),
+        Err(err) => {
+            stop_ledger(ledger, released).await;
+            return Err(err);
+        }
     };
+    let addr = prepared.addr;
     let task = tokio::spawn(
         serve::Serving {
-            routes: served.routes,
-            health: served.health,
-            listener,
-            tls: tls.clone(),
+            routes: prepared.served.routes,
+            health: prepared.served.health,
+            listener: prepared.listener,
+            tls: prepared.tls.clone(),
             ledger,
             released,
             metrics,
@@ -207,10 +170,54 @@ async fn serving(
     tracing::info!(%addr, "serving");
     Ok(RunningServer {
         addr,
-        metrics_addr,
-        tls,
+        metrics_addr: prepared.metrics_addr,
+        tls: prepared.tls,
         stop: Some(stop),
         task,
+    })
+}
+
+/// What serving needs besides the ledger, made before anything is served.
+struct Prepared {
+    listener: TcpListener,
+    addr: SocketAddr,
+    tls: Option<Arc<crate::tls::Tls>>,
+    metrics_addr: Option<SocketAddr>,
+    served: router::Served,
+}
+
+/// Binds (unless `listener` was bound already), loads the TLS files,
+/// starts the metrics endpoint and builds the routes.
+async fn prepare(
+    config: &Config,
+    ledger: &Ledger,
+    key: crate::audit::LedgerKey,
+    metrics: &Arc<Metrics>,
+    listener: Option<TcpListener>,
+    stopped: &watch::Receiver<bool>,
+) -> Result<Prepared, ServeError> {
+    let (listener, addr) = match listener {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+                addr: config.server.addr,
+                source,
+            })?;
+            (listener, addr)
+        }
+        None => serve::bind(config.server.addr).await?,
+    };
+    let tls = match &config.tls {
+        Some(settings) => Some(crate::tls::Tls::load(settings.clone()).map_err(ServeError::Tls)?),
+        None => None,
+    };
+    let metrics_addr = serve_metrics(config, metrics, ledger, stopped.clone()).await?;
+    let served = router::router(&config.server, ledger, key, metrics, stopped.clone()).await?;
+    Ok(Prepared {
+        listener,
+        addr,
+        tls,
+        metrics_addr,
+        served,
     })
 }
 
