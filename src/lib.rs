@@ -5,6 +5,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod deferred;
 pub mod domain;
 pub mod grpc;
 pub mod idempotency;

@@ -17,11 +17,11 @@
 //! brings, and catches it up (see [`crate::projection::persist`]).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{persist, Touched};
+use crate::deferred::{Deferred, Shared};
 use crate::domain::LedgerState;
 use crate::store::{ProjectionOp, ProjectionStoreExt, Saved, Store, StoreError};
 
@@ -30,17 +30,10 @@ use crate::store::{ProjectionOp, ProjectionStoreExt, Saved, Store, StoreError};
 /// index's bound, so the two background writes seldom run together.
 pub const MAX_EVENTS: u64 = 131_072;
 
-/// The flush stage's handle on the read side's writer. Dropping it writes
+/// The sync stage's handle on the read side's writer. Dropping it writes
 /// what is waiting and stops the worker.
 pub struct ProjectionWriter {
-    shared: Arc<Shared>,
-    worker: Option<JoinHandle<()>>,
-}
-
-struct Shared {
-    waiting: Mutex<Waiting>,
-    /// Wakes the worker, and whoever waits for a write to end.
-    wake: Condvar,
+    deferred: Deferred<Waiting>,
 }
 
 /// What the worker has not written yet.
@@ -52,8 +45,6 @@ struct Waiting {
     touched: Touched,
     /// When the oldest unwritten change came in.
     since: Option<Instant>,
-    /// How long a change may wait.
-    max_age: Duration,
     /// The position the stored read side is at (or being written to).
     stored_at: u64,
     /// Someone else brought the stored read side to this state (a reload
@@ -65,17 +56,23 @@ struct Waiting {
     stop: bool,
 }
 
-impl Waiting {
-    fn due(&self) -> bool {
+impl crate::deferred::Waiting for Waiting {
+    fn since(&self) -> Option<Instant> {
+        self.since.filter(|_| self.latest.is_some())
+    }
+
+    fn due_now(&self) -> bool {
         self.stop
             || self.syncs_asked > self.syncs_done
             || self.reset.is_some()
-            || self.latest.as_ref().is_some_and(|(_, position)| {
-                position.saturating_sub(self.stored_at) >= MAX_EVENTS
-                    || self
-                        .since
-                        .is_some_and(|since| since.elapsed() >= self.max_age)
-            })
+            || self
+                .latest
+                .as_ref()
+                .is_some_and(|(_, position)| position.saturating_sub(self.stored_at) >= MAX_EVENTS)
+    }
+
+    fn stop(&mut self) {
+        self.stop = true;
     }
 }
 
@@ -92,42 +89,35 @@ impl ProjectionWriter {
         metrics
             .read_side_position
             .set(i64::try_from(position).unwrap_or(i64::MAX));
-        let shared = Arc::new(Shared {
-            waiting: Mutex::new(Waiting {
-                stored_at: position,
-                max_age,
-                ..Waiting::default()
-            }),
-            wake: Condvar::new(),
-        });
+        let waiting = Waiting {
+            stored_at: position,
+            ..Waiting::default()
+        };
         let worker = Worker {
             store,
-            shared: Arc::clone(&shared),
             stored: vec![state],
             position,
             metrics,
         };
-        let worker = std::thread::Builder::new()
-            .name("ledger-readside".into())
-            .spawn(move || worker.run())?;
-        Ok(Self {
-            shared,
-            worker: Some(worker),
-        })
+        let deferred = Deferred::start("ledger-readside", waiting, max_age, move |shared| {
+            worker.run(shared)
+        })?;
+        Ok(Self { deferred })
     }
 
     /// Notes that `state`, after the record at `position`, is durable, and
     /// that `touched` changed since the last call.
     pub fn durable(&self, state: Arc<LedgerState>, position: u64, touched: Touched) {
+        let shared = self.deferred.shared();
         let replaced = {
-            let mut waiting = self.shared.lock();
+            let mut waiting = shared.lock();
             waiting.touched.extend(touched);
             // The worker sleeps while nothing waits: the first change starts
             // its clock.
             let first = waiting.since.is_none();
             waiting.since.get_or_insert_with(Instant::now);
             if first || position.saturating_sub(waiting.stored_at) >= MAX_EVENTS {
-                self.shared.wake.notify_all();
+                shared.notify();
             }
             waiting.latest.replace((state, position))
         };
@@ -138,56 +128,33 @@ impl ProjectionWriter {
     /// Writes what is waiting now, and returns once it is written (or the
     /// write failed).
     pub fn sync(&self) {
-        let mut waiting = self.shared.lock();
+        let shared = self.deferred.shared();
+        let mut waiting = shared.lock();
         waiting.syncs_asked += 1;
         let asked = waiting.syncs_asked;
-        self.shared.wake.notify_all();
-        while waiting.syncs_done < asked && !waiting.stop {
-            waiting = self
-                .shared
-                .wake
-                .wait(waiting)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
+        shared.notify();
+        drop(shared.wait_while(waiting, |waiting| {
+            waiting.syncs_done < asked && !waiting.stop
+        }));
     }
 
     /// The stored read side now holds `state` at `position`, written by
     /// someone else after a [`sync`](Self::sync): forget what was waiting
     /// and carry on from there.
     pub fn reset(&self, state: Arc<LedgerState>, position: u64) {
-        let mut waiting = self.shared.lock();
+        let shared = self.deferred.shared();
+        let mut waiting = shared.lock();
         waiting.latest = None;
         waiting.touched = Touched::default();
         waiting.since = None;
         waiting.stored_at = position;
         waiting.reset = Some((state, position));
-        self.shared.wake.notify_all();
-    }
-}
-
-impl Drop for ProjectionWriter {
-    fn drop(&mut self) {
-        self.shared.lock().stop = true;
-        self.shared.wake.notify_all();
-        if let Some(worker) = self.worker.take() {
-            if worker.join().is_err() {
-                tracing::error!("the read side's writer panicked");
-            }
-        }
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Waiting> {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        shared.notify();
     }
 }
 
 struct Worker {
     store: Arc<dyn Store>,
-    shared: Arc<Shared>,
     /// The states the stored entries may hold, entry by entry: the last one
     /// written whole, then the target of each write since that failed part
     /// way.
@@ -198,28 +165,10 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self) {
+    fn run(mut self, shared: &Shared<Waiting>) {
         loop {
             let (taken, syncs, stop) = {
-                let mut waiting = self.shared.lock();
-                while !waiting.due() {
-                    waiting = match waiting.since {
-                        // Nothing waits: sleep until something asks.
-                        None => self
-                            .shared
-                            .wake
-                            .wait(waiting)
-                            .unwrap_or_else(|p| p.into_inner()),
-                        Some(since) => {
-                            let left = waiting.max_age.saturating_sub(since.elapsed());
-                            self.shared
-                                .wake
-                                .wait_timeout(waiting, left)
-                                .map(|(guard, _)| guard)
-                                .unwrap_or_else(|poisoned| poisoned.into_inner().0)
-                        }
-                    };
-                }
+                let mut waiting = shared.wait_due();
                 if let Some((state, position)) = waiting.reset.take() {
                     self.stored = vec![state];
                     self.position = position;
@@ -241,16 +190,16 @@ impl Worker {
                     // from the log.
                     tracing::error!(%err, "writing the read side failed; retrying later");
                     self.stored.push(Arc::clone(&state));
-                    let mut waiting = self.shared.lock();
+                    let mut waiting = shared.lock();
                     waiting.touched.extend(touched);
                     waiting.latest.get_or_insert((state, position));
                     waiting.since = Some(Instant::now());
                     waiting.stored_at = self.position;
                 }
             }
-            let mut waiting = self.shared.lock();
+            let mut waiting = shared.lock();
             waiting.syncs_done = syncs;
-            self.shared.wake.notify_all();
+            shared.notify();
             if stop {
                 return;
             }

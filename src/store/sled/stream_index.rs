@@ -32,14 +32,14 @@
 //! per bulk write.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::sled::Tree;
 
 use super::durable::DurableDb;
 use super::keys::{decode_u64, stream_first_version, stream_key, stream_prefix, INDEXED};
+use crate::deferred::{Deferred, Shared};
 use crate::store::StoreError;
 
 /// Queued entries are written after at most this long.
@@ -93,27 +93,24 @@ struct Pending {
     stop: bool,
 }
 
-struct Shared {
-    tree: Tree,
-    db: DurableDb,
-    pending: Mutex<Pending>,
-    wake: Condvar,
-}
+impl crate::deferred::Waiting for Pending {
+    fn since(&self) -> Option<Instant> {
+        self.since
+    }
 
-impl Shared {
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        // A panic while holding the lock cannot leave the entries half
-        // changed in a way readers would misread, so a poisoned lock is used.
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn due_now(&self) -> bool {
+        self.stop || self.queued.count >= MAX_QUEUED
+    }
+
+    fn stop(&mut self) {
+        self.stop = true;
     }
 }
 
 /// The stream index of one sled store.
 pub struct StreamIndex {
-    shared: Arc<Shared>,
-    worker: Option<JoinHandle<()>>,
+    tree: Tree,
+    deferred: Deferred<Pending>,
 }
 
 impl StreamIndex {
@@ -161,36 +158,32 @@ impl StreamIndex {
             write(tree, &missing)?;
             db.flush()?;
         }
-        let shared = Arc::new(Shared {
-            tree: tree.clone(),
-            db: db.clone(),
-            pending: Mutex::new(Pending::default()),
-            wake: Condvar::new(),
-        });
-        let worker = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("ledger-index".into())
-                .spawn(move || run(&shared))
-                .map_err(|e| StoreError::backend("cannot start the index thread", e))?
-        };
+        let (worker_tree, worker_db) = (tree.clone(), db.clone());
+        let deferred =
+            Deferred::start("ledger-index", Pending::default(), MAX_AGE, move |shared| {
+                run(shared, &worker_tree, &worker_db)
+            })
+            .map_err(|e| StoreError::backend("cannot start the index thread", e))?;
         Ok(Self {
-            shared,
-            worker: Some(worker),
+            tree: tree.clone(),
+            deferred,
         })
     }
 
     /// Queues the entries of records just written to the tree.
     pub fn queue<'a>(&self, records: impl Iterator<Item = (&'a str, u64, u64)>) {
-        let mut pending = self.shared.pending();
+        let shared = self.deferred.shared();
+        let mut pending = shared.lock();
         for (aggregate_id, version, position) in records {
             pending.queued.push(aggregate_id, version, position);
         }
-        if pending.queued.count > 0 && pending.since.is_none() {
+        let first = pending.queued.count > 0 && pending.since.is_none();
+        if first {
+            // The worker sleeps while nothing waits: this starts its clock.
             pending.since = Some(Instant::now());
         }
-        if pending.queued.count >= MAX_QUEUED {
-            self.shared.wake.notify_one();
+        if first || pending.queued.count >= MAX_QUEUED {
+            shared.notify();
         }
     }
 
@@ -205,7 +198,7 @@ impl StreamIndex {
         // tree when the tree is read.
         let (writing, queued) = self.in_memory(aggregate_id);
         let mut next = 1u64;
-        for entry in self.shared.tree.scan_prefix(stream_prefix(aggregate_id)) {
+        for entry in self.tree.scan_prefix(stream_prefix(aggregate_id)) {
             let (key, positions) = entry?;
             let first = stream_first_version(&key, aggregate_id)?;
             for (i, position) in positions.chunks(8).enumerate() {
@@ -242,12 +235,7 @@ impl StreamIndex {
         if let Some((version, _)) = newest_in_memory {
             return Ok(*version);
         }
-        for entry in self
-            .shared
-            .tree
-            .scan_prefix(stream_prefix(aggregate_id))
-            .rev()
-        {
+        for entry in self.tree.scan_prefix(stream_prefix(aggregate_id)).rev() {
             let (key, positions) = entry?;
             let first = stream_first_version(&key, aggregate_id)?;
             let mut found = None;
@@ -266,7 +254,7 @@ impl StreamIndex {
     /// Forgets the queued entries, as a crash would.
     #[cfg(test)]
     pub fn lose_queued(&self) {
-        let mut pending = self.shared.pending();
+        let mut pending = self.deferred.shared().lock();
         pending.queued = Entries::default();
         pending.since = None;
     }
@@ -274,7 +262,7 @@ impl StreamIndex {
     /// The in-memory entries of one stream: those being written, then the
     /// queued ones.
     fn in_memory(&self, aggregate_id: &str) -> (Stream, Stream) {
-        let pending = self.shared.pending();
+        let pending = self.deferred.shared().lock();
         let of = |entries: &Entries| {
             entries
                 .streams
@@ -286,41 +274,12 @@ impl StreamIndex {
     }
 }
 
-impl Drop for StreamIndex {
-    fn drop(&mut self) {
-        self.shared.pending().stop = true;
-        self.shared.wake.notify_one();
-        if let Some(worker) = self.worker.take() {
-            if worker.join().is_err() {
-                tracing::error!("the stream index thread panicked");
-            }
-        }
-    }
-}
-
 /// The worker: writes the queued entries when they are old or many enough,
 /// and everything when the store closes.
-fn run(shared: &Shared) {
+fn run(shared: &Shared<Pending>, tree: &Tree, db: &DurableDb) {
     loop {
         let (writing, stop) = {
-            let mut pending = shared.pending();
-            loop {
-                let due = pending.queued.count >= MAX_QUEUED
-                    || pending
-                        .since
-                        .is_some_and(|since| since.elapsed() >= MAX_AGE);
-                if pending.stop || due {
-                    break;
-                }
-                let wait = pending
-                    .since
-                    .map_or(MAX_AGE, |since| MAX_AGE.saturating_sub(since.elapsed()));
-                pending = shared
-                    .wake
-                    .wait_timeout(pending, wait)
-                    .map(|(guard, _)| guard)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner().0);
-            }
+            let mut pending = shared.wait_due();
             let writing = Arc::new(std::mem::take(&mut pending.queued));
             pending.since = None;
             pending.writing = Arc::clone(&writing);
@@ -330,7 +289,7 @@ fn run(shared: &Shared) {
             Ok(())
         } else {
             let started = Instant::now();
-            let written = write(&shared.tree, &writing).and_then(|()| shared.db.flush());
+            let written = write(tree, &writing).and_then(|()| db.flush());
             tracing::debug!(
                 entries = writing.count,
                 streams = writing.streams.len(),
@@ -339,7 +298,7 @@ fn run(shared: &Shared) {
             );
             written
         };
-        let mut pending = shared.pending();
+        let mut pending = shared.lock();
         match written {
             Ok(()) => pending.writing = Arc::default(),
             Err(err) => {
@@ -360,7 +319,7 @@ fn run(shared: &Shared) {
         }
         if stop {
             drop(pending);
-            if let Err(err) = shared.db.flush() {
+            if let Err(err) = db.flush() {
                 tracing::error!(%err, "flushing the stream index at close failed");
             }
             return;
