@@ -6,6 +6,8 @@ mod fence;
 mod health;
 mod log;
 mod scrub;
+#[cfg(test)]
+pub(crate) mod testing;
 mod writer;
 
 #[cfg(test)]
@@ -127,32 +129,7 @@ pub struct WriterOptions {
     pub metrics: Arc<crate::metrics::LedgerMetrics>,
     /// Failures tests inject into the pipeline.
     #[cfg(test)]
-    pub(crate) failpoints: Arc<Failpoints>,
-}
-
-/// Failures tests inject into the writer, each at most once.
-#[cfg(test)]
-#[derive(Debug, Default)]
-pub(crate) struct Failpoints {
-    /// Encoding the record at this position fails (0: none).
-    pub(crate) encode_at: std::sync::atomic::AtomicU64,
-}
-
-#[cfg(test)]
-impl Failpoints {
-    /// Fails once when a record at `position` is encoded, if asked to.
-    pub(crate) fn encoding(&self, position: u64) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering;
-        match self
-            .encode_at
-            .compare_exchange(position, 0, Ordering::SeqCst, Ordering::SeqCst)
-        {
-            Ok(_) => Err(StoreError::failed(format!(
-                "injected: the record at position {position} does not encode"
-            ))),
-            Err(_) => Ok(()),
-        }
-    }
+    pub(crate) failpoints: Arc<testing::Failpoints>,
 }
 
 impl Default for WriterOptions {

@@ -57,7 +57,7 @@ pub(super) struct Decider {
     healer: bool,
     stages: Option<SyncSender<Message<Box<Staged>>>>,
     #[cfg(test)]
-    failpoints: Arc<crate::app::Failpoints>,
+    failpoints: Arc<crate::app::testing::Failpoints>,
 }
 
 /// What the decide stage starts from.
