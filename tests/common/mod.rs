@@ -11,7 +11,7 @@ use image_ledger::config::Config;
 use image_ledger::domain::Policy;
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::image_ledger_client::ImageLedgerClient;
-use image_ledger::server::{start, RunningServer};
+use image_ledger::server::{start, start_on, RunningServer};
 use image_ledger_testkit::{Cluster, ServerCommand};
 use tempfile::TempDir;
 use tonic::transport::Channel;
@@ -105,9 +105,24 @@ impl InProcess {
         self
     }
 
-    /// Starts it.
+    /// Starts it on a listener bound here (unless the settings name
+    /// another address), so the test knows its port without asking.
     pub async fn start(&self) -> Result<RunningServer, image_ledger::server::ServeError> {
-        start(self.config.clone()).await
+        let config = self.config.clone();
+        if config.server.addr != std::net::SocketAddr::from(([127, 0, 0, 1], 0)) {
+            return start(config).await;
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free loopback port");
+        let bound = listener.local_addr().expect("the bound address");
+        let server = start_on(config, Some(listener)).await?;
+        assert_eq!(
+            server.local_addr(),
+            bound,
+            "it serves on the listener given"
+        );
+        Ok(server)
     }
 }
 
