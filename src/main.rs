@@ -19,12 +19,8 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let file = cli::FileSettings {
-        signing_key_seed: args.signing_key_seed,
-        auth: args.auth,
-        tls: args.tls,
-    };
-    let cli = cli::Cli::parse_from(args.args);
+    let cli::config_file::FromFile { args, file } = args;
+    let cli = cli::Cli::parse_from(args);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()

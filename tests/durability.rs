@@ -11,8 +11,7 @@ use image_ledger::app::{rebuild_projections, replay_log};
 use image_ledger::domain::Policy;
 use image_ledger::grpc::pb;
 use image_ledger::projection::persist;
-use image_ledger::store::ProjectionStoreExt;
-use image_ledger::store::{EventLog, SledStore};
+use image_ledger::store::{EventLog, ProjectionStoreExt, SledStore};
 use tonic::Code;
 
 /// Everything a client can see of a small history, for before/after comparisons.

@@ -359,12 +359,6 @@ impl Ledger {
         &self.inner.metrics
     }
 
-    /// The store, for tools and tests that read it whole; readers that
-    /// serve callers use [`Self::log`].
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
-    }
-
     /// The durable log, for readers.
     pub fn log(&self) -> LogReader {
         LogReader::new(Arc::clone(&self.inner.store), self.inner.durable.clone())

@@ -8,8 +8,7 @@ use super::tests::account;
 use super::{AppError, CommandOptions, Ledger, WriterOptions};
 use crate::domain::Policy;
 use crate::metrics::LedgerMetrics;
-use crate::store::ProjectionStoreExt;
-use crate::store::{EventLog, SledStore, Store, StoreError};
+use crate::store::{EventLog, ProjectionStoreExt, SledStore, Store, StoreError};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

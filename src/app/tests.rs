@@ -10,8 +10,10 @@ use crate::domain::{
     AccountId, AccountKind, ClientToken, Command, ImageState, NewImage, Policy, Region, Reply,
 };
 use crate::projection::persist;
-use crate::store::{EventLog, Faulty, MemoryStore, ProjectionStore, Store, StoreError};
-use crate::store::{EventLogExt, ProjectionStoreExt};
+use crate::store::{
+    EventLog, EventLogExt, Faulty, MemoryStore, ProjectionStore, ProjectionStoreExt, Store,
+    StoreError,
+};
 
 pub(super) fn account(id: &str) -> Command {
     Command::RegisterAccount {

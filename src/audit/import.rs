@@ -11,8 +11,10 @@ use super::AuditError;
 use crate::domain::Policy;
 use crate::idempotency::token_key;
 use crate::projection::persist;
-use crate::store::{try_scan, AppendBatch, EncodedRecord, EventLog, PgStore, SledStore, Store};
-use crate::store::{EventLogExt, ProjectionStoreExt};
+use crate::store::{
+    try_scan, AppendBatch, EncodedRecord, EventLog, EventLogExt, PgStore, ProjectionStoreExt,
+    SledStore, Store,
+};
 
 /// Writes records `from..=to` (bounded by the head) as JSON lines, one
 /// envelope per line exactly as stored. Returns how many were written.

@@ -7,9 +7,9 @@ use super::{verify, AuditError, VerifyOptions};
 use crate::app::{replay_log, CommandOptions, Ledger, WriterOptions};
 use crate::domain::{AccountId, AccountKind, Command, Policy};
 use crate::projection::persist;
-use crate::store::CutShort;
-use crate::store::{EventLog, ProjectionOp, SledStore, Store};
-use crate::store::{EventLogExt, ProjectionStoreExt};
+use crate::store::{
+    CutShort, EventLog, EventLogExt, ProjectionOp, ProjectionStoreExt, SledStore, Store,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

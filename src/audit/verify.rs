@@ -14,8 +14,7 @@ use crate::domain::{Event, LedgerState};
 use crate::idempotency::TokenRecord;
 use crate::progress::Progress;
 use crate::projection::persist;
-use crate::store::ProjectionStoreExt;
-use crate::store::{Envelope, EventLog, Head, Store};
+use crate::store::{Envelope, EventLog, Head, ProjectionStatus, Store};
 
 /// What a successful verification saw.
 #[derive(Debug, Clone, Serialize)]
@@ -65,8 +64,10 @@ pub fn verify(
         head.check_signature()?;
     }
     let mut checker = RuleChecker::new(policy.clone());
-    let checkpoint = store.projection_checkpoint()?;
-    let pending = store.projection_pending()?;
+    let ProjectionStatus {
+        checkpoint,
+        pending,
+    } = store.projection_status()?;
     let positions: Vec<Option<u64>> = std::iter::once(checkpoint)
         .chain(pending.iter().copied().map(Some))
         .collect();

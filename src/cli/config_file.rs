@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::CommandFactory;
 
-use super::Cli;
+use super::{Cli, FileSettings};
 
 /// The environment variable naming the file.
 const CONFIG_VARIABLE: &str = "IMAGE_LEDGER_CONFIG";
@@ -24,16 +24,12 @@ const CONFIG_VARIABLE: &str = "IMAGE_LEDGER_CONFIG";
 const NOT_FLAGS: &[&str] = &["signing_key_seed", "auth", "tls"];
 
 /// What the file adds to a command line.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FromFile {
     /// The command line with the file's settings added as flags.
     pub args: Vec<OsString>,
-    /// `signing_key_seed`, when the file has it.
-    pub signing_key_seed: Option<String>,
-    /// The `[auth]` table, when the file has one.
-    pub auth: Option<image_ledger::auth::AuthConfig>,
-    /// The `[tls]` table, when the file has one.
-    pub tls: Option<image_ledger::tls::TlsConfig>,
+    /// What the file holds that is not a flag.
+    pub file: FileSettings,
 }
 
 /// Reads the file `args` or the environment name, if any, and returns the
@@ -128,9 +124,11 @@ pub fn apply_text(
     args.extend(added);
     Ok(FromFile {
         args,
-        signing_key_seed: seed,
-        auth,
-        tls,
+        file: FileSettings {
+            signing_key_seed: seed,
+            auth,
+            tls,
+        },
     })
 }
 
@@ -282,7 +280,7 @@ mod tests {
             Path::new("ledger.toml"),
             |_| false,
         )?;
-        assert_eq!(given.signing_key_seed.as_deref(), Some("ab"));
+        assert_eq!(given.file.signing_key_seed.as_deref(), Some("ab"));
         assert_eq!(given.args, line(&["image-ledger", "serve"]));
         Ok(())
     }

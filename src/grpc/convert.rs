@@ -403,6 +403,11 @@ pub fn envelope_message(envelope: Envelope, raw: &[u8]) -> pb::EventEnvelope {
 pub fn envelope_messages(records: Vec<LogRecord>) -> Vec<pb::EventEnvelope> {
     records
         .into_iter()
-        .map(|(envelope, raw)| envelope_message(envelope, &raw))
+        .map(|(envelope, raw)| pb::EventEnvelope {
+            // The record's bytes become the field without another copy.
+            raw: String::from_utf8(raw)
+                .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned()),
+            ..envelope_message(envelope, &[])
+        })
         .collect()
 }

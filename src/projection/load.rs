@@ -14,13 +14,14 @@ use crate::store::{Head, ProjectionStoreExt, Store, StoreError};
 /// log and rewriting them.
 pub fn load_state(store: &dyn Store) -> Result<(LedgerState, Head), StoreError> {
     let head = store.head()?;
-    match store.projection_checkpoint()? {
+    let status = store.projection_status()?;
+    match status.checkpoint {
         Some(checkpoint) if checkpoint <= head.position => {
             let loaded = persist::load(store).and_then(|state| {
                 let from = head_at(store, checkpoint)?;
                 let (caught_up, now, touched) = catch_up(store, state.clone(), from)?;
                 // This also ends a save a crash cut short.
-                if !touched.is_empty() || !store.projection_pending()?.is_empty() {
+                if !touched.is_empty() || !status.pending.is_empty() {
                     let ops = persist::diff(&state, &caught_up, &touched)?;
                     // On a shared store another replica may keep the read
                     // side (or just have saved it): then this one leaves it.

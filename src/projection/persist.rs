@@ -30,8 +30,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::{Account, AccountId, Event, Image, ImageId, LedgerState, Share};
-use crate::store::ProjectionStoreExt;
-use crate::store::{Entries, ProjectionOp, Store, StoreError};
+use crate::store::{Entries, ProjectionOp, ProjectionStoreExt, Store, StoreError};
 
 /// A hash set with a fast, per-process randomly seeded hasher.
 type Set<T> = HashSet<T, foldhash::fast::RandomState>;

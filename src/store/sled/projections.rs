@@ -13,10 +13,9 @@ use ::sled::Batch;
 
 use super::keys::{decode_u64, decode_u64s, encode_u64s, tagged, CHECKPOINT, PENDING, PROJECTION};
 use super::{mark, scan_tagged, Handles, SledStore};
-use crate::store::ProjectionStoreExt;
 use crate::store::{
-    Entries, ProjectionOp, ProjectionSave, ProjectionStatus, ProjectionStore, SaveMode, Saved,
-    StoreError,
+    Entries, ProjectionOp, ProjectionSave, ProjectionStatus, ProjectionStore, ProjectionStoreExt,
+    SaveMode, Saved, StoreError,
 };
 
 impl SledStore {

@@ -4,10 +4,7 @@
 
 use super::*;
 use crate::store::tests::next_batch;
-use crate::store::CutShort;
-use crate::store::EventLogExt;
-use crate::store::ProjectionStoreExt;
-use crate::store::{ProjectionOp, ProjectionStore};
+use crate::store::{CutShort, EventLogExt, ProjectionOp, ProjectionStore, ProjectionStoreExt};
 
 fn all_records(store: &SledStore) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
     let mut records = Vec::new();
