@@ -32,7 +32,7 @@ LAYERS = [
     ["app"],
     ["tls", "auth"],
     ["config"],
-    ["grpc"],
+    ["grpc", "cloud"],
     ["server"],
     ["cli"],
 ]

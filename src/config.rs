@@ -30,6 +30,9 @@ pub struct Config {
     pub auth: Option<std::sync::Arc<crate::auth::Authenticator>>,
     /// Speak TLS with these files; plaintext without.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// The keys requests to the cloud API door are signed with
+    /// (`[[cloud_api.keys]]`), swapped whole at a reload.
+    pub cloud_keys: std::sync::Arc<crate::auth::CloudKeys>,
 }
 
 /// The server's own settings: `serve`'s flags that [`crate::server`] uses.
@@ -57,6 +60,11 @@ pub struct ServerSettings {
     /// a flag) takes its place: one key for every replica of a deployment.
     #[arg(long, env = "IMAGE_LEDGER_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
+    /// Serve the Tencent Cloud API (CVM 2017-03-12 and Lighthouse
+    /// 2020-03-24 image-sharing actions, signed with the config file's
+    /// [[cloud_api.keys]]) over HTTP/1.1 on this address; off unless set.
+    #[arg(long, env = "IMAGE_LEDGER_CLOUD_API_ADDR")]
+    pub cloud_api_addr: Option<SocketAddr>,
     /// Serve Prometheus metrics on this address (`GET /metrics`); off
     /// unless set.
     #[arg(long, env = "IMAGE_LEDGER_METRICS_ADDR")]
@@ -134,6 +142,7 @@ impl Config {
             signing_key_seed: None,
             auth: None,
             tls: None,
+            cloud_keys: std::sync::Arc::default(),
         }
     }
 }

@@ -4,15 +4,21 @@
 //! may call. The configuration comes from the config file's `[auth]`
 //! table, never from flags; tokens are held only as SHA-256 digests.
 
+mod cloud_keys;
 mod roles;
 mod token;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::domain::AccountId;
+pub use cloud_keys::{
+    key_table, new_cloud_key, CloudApiConfig, CloudKey, CloudKeyConfig, CloudKeyError, CloudKeys,
+    KeyTable, SECRET_ID_PREFIX,
+};
 pub use roles::{allowed, is_open, Role};
 pub use token::{digest_hex, new_token, TOKEN_PREFIX};
 
@@ -23,6 +29,18 @@ pub struct Caller {
     pub principal: Arc<str>,
     /// What it proved itself with: `token <id>` or `certificate <name>`.
     pub credential: Arc<str>,
+    /// The only accounts it may act for; `None`: any (a gateway that
+    /// authenticated its users itself).
+    pub accounts: Option<Arc<BTreeSet<AccountId>>>,
+}
+
+impl Caller {
+    /// Whether the caller may act for `account`.
+    pub fn may_act_for(&self, account: &AccountId) -> bool {
+        self.accounts
+            .as_ref()
+            .is_none_or(|accounts| accounts.contains(account))
+    }
 }
 
 /// The reason of a call without credentials.
@@ -35,6 +53,9 @@ pub const INVALID_CERTIFICATE: &str = "AuthFailure.InvalidCertificate";
 pub const UNKNOWN_CERTIFICATE: &str = "AuthFailure.UnknownCertificate";
 /// The reason of a principal whose roles may not call the method.
 pub const UNAUTHORIZED_OPERATION: &str = "AuthFailure.UnauthorizedOperation";
+/// The reason of a call that acts for an account its principal's
+/// `accounts` does not list.
+pub const ACCOUNT_NOT_ALLOWED: &str = "AuthFailure.AccountNotAllowed";
 
 /// The `[auth]` table of the config file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -58,6 +79,9 @@ pub struct PrincipalConfig {
     /// never the CN) that are this principal.
     #[serde(default)]
     pub sans: Vec<String>,
+    /// The only accounts it may act for; without it, any.
+    #[serde(default)]
+    pub accounts: Option<Vec<String>>,
 }
 
 /// One bearer token: its id (what logs name), its principal and the hex
@@ -98,6 +122,14 @@ pub enum AuthConfigError {
     /// A principal without roles.
     #[error("principal {0:?} has no roles")]
     NoRoles(String),
+    /// An entry of a principal's `accounts` that is not an account id.
+    #[error("principal {principal:?}: accounts lists {account:?}, which is not a string of at most 20 digits")]
+    BadAccount {
+        /// The principal.
+        principal: String,
+        /// The entry.
+        account: String,
+    },
 }
 
 /// An authenticated caller: its name and roles.
@@ -107,6 +139,8 @@ pub struct Principal {
     pub name: Arc<str>,
     /// What it may call.
     pub roles: Vec<Role>,
+    /// The only accounts it may act for; `None`: any.
+    pub accounts: Option<Arc<BTreeSet<AccountId>>>,
 }
 
 /// The checked `[auth]` table: token digests to principals.
@@ -125,9 +159,24 @@ impl Authenticator {
             if principal.roles.is_empty() {
                 return Err(AuthConfigError::NoRoles(name.clone()));
             }
+            let accounts = match &principal.accounts {
+                None => None,
+                Some(listed) => Some(Arc::new(
+                    listed
+                        .iter()
+                        .map(|account| {
+                            AccountId::parse(account).map_err(|_| AuthConfigError::BadAccount {
+                                principal: name.clone(),
+                                account: account.clone(),
+                            })
+                        })
+                        .collect::<Result<BTreeSet<_>, _>>()?,
+                )),
+            };
             let checked = Principal {
                 name: name.as_str().into(),
                 roles: principal.roles.clone(),
+                accounts,
             };
             for san in &principal.sans {
                 if names.insert(san.clone(), checked.clone()).is_some() {

@@ -21,7 +21,7 @@ use super::{Cli, FileSettings};
 const CONFIG_VARIABLE: &str = "IMAGE_LEDGER_CONFIG";
 
 /// Settings that are not flags: secrets, and tables.
-const NOT_FLAGS: &[&str] = &["signing_key_seed", "auth", "tls"];
+const NOT_FLAGS: &[&str] = &["signing_key_seed", "auth", "tls", "cloud_api"];
 
 /// What the file adds to a command line.
 #[derive(Default)]
@@ -71,6 +71,7 @@ pub fn apply_text(
     let mut seed = None;
     let mut auth = None;
     let mut tls = None;
+    let mut cloud_api = None;
     let mut added = Vec::new();
     for (key, value) in &table {
         if key == "signing_key_seed" {
@@ -85,6 +86,10 @@ pub fn apply_text(
             tls = Some(table_of(key, value, path)?);
             continue;
         }
+        if key == "cloud_api" {
+            cloud_api = Some(table_of(key, value, path)?);
+            continue;
+        }
         let flag = key.replace('_', "-");
         let known = |cmd: &clap::Command| {
             cmd.get_arguments()
@@ -94,7 +99,7 @@ pub fn apply_text(
         if known(serve).is_none() && !NOT_FLAGS.contains(&key.as_str()) {
             bail!(
                 "the config file {} has an unknown setting `{key}` (settings are serve's flags, \
-                 with _ for -, signing_key_seed, [auth] and [tls])",
+                 with _ for -, signing_key_seed, [auth], [tls] and [cloud_api])",
                 path.display()
             );
         }
@@ -128,8 +133,23 @@ pub fn apply_text(
             signing_key_seed: seed,
             auth,
             tls,
+            cloud_api,
+            path: Some(path.to_owned()),
         },
     })
+}
+
+/// The `[cloud_api]` table of the config file at `path`, read anew (a
+/// reload).
+pub fn cloud_api_of(path: &Path) -> anyhow::Result<Option<image_ledger::auth::CloudApiConfig>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("the config file {} is not valid TOML", path.display()))?;
+    table
+        .get("cloud_api")
+        .map(|value| table_of("cloud_api", value, path))
+        .transpose()
 }
 
 /// The file's `[key]` table as `T`, refused with what is wrong in it.

@@ -70,7 +70,7 @@ pub enum Cmd {
         #[command(subcommand)]
         command: ProjectionsCmd,
     },
-    /// Make bearer tokens for the config file's [auth] table.
+    /// Make bearer tokens ([auth]) and cloud API keys ([cloud_api]) for the config file.
     Auth {
         #[command(subcommand)]
         command: auth::AuthCmd,
@@ -99,6 +99,11 @@ pub struct FileSettings {
     pub auth: Option<image_ledger::auth::AuthConfig>,
     /// `[tls]`.
     pub tls: Option<image_ledger::tls::TlsConfig>,
+    /// `[cloud_api]`.
+    pub cloud_api: Option<image_ledger::auth::CloudApiConfig>,
+    /// The file itself, when there is one: key files are relative to its
+    /// folder, and a reload reads it again.
+    pub path: Option<PathBuf>,
 }
 
 impl FileSettings {
@@ -114,6 +119,18 @@ impl FileSettings {
             }),
             _ => self.tls.clone(),
         }
+    }
+
+    /// The checked `[[cloud_api.keys]]`, key files read relative to the
+    /// config file's folder.
+    pub fn cloud_keys(&self) -> anyhow::Result<image_ledger::auth::KeyTable> {
+        let base = self
+            .path
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        let config = self.cloud_api.clone().unwrap_or_default();
+        image_ledger::auth::key_table(&config, base).context("the config file's [cloud_api] table")
     }
 
     /// `IMAGE_LEDGER_SIGNING_KEY_SEED`, else the config file's.

@@ -1,10 +1,13 @@
 //! `image-ledger serve`: the server in the foreground until SIGINT or SIGTERM.
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use image_ledger::app::LedgerSettings;
+use image_ledger::auth::CloudKeys;
 use image_ledger::config::{Config, Secret, ServerSettings};
 use image_ledger::store::Location;
 
@@ -32,14 +35,17 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
         ledger: args.ledger,
         signing_key_seed: file.signing_key_seed().map(Secret),
         auth: match &file.auth {
-            Some(table) => Some(std::sync::Arc::new(
+            Some(table) => Some(Arc::new(
                 image_ledger::auth::Authenticator::new(table)
                     .context("the config file's [auth] table")?,
             )),
             None => None,
         },
         tls: file.tls_settings(),
+        cloud_keys: Arc::new(CloudKeys::new(file.cloud_keys()?)),
     };
+    let keys = Arc::clone(&config.cloud_keys);
+    let file_path = file.path.clone();
     let store = config.store.describe();
     runtime()?.block_on(async move {
         let mut server = image_ledger::server::start(config)
@@ -48,13 +54,14 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
         let stop_asked = shutdown_signal();
         // A plain line on stdout for scripts that start the server on port 0.
         println!("listening on {}", server.local_addr());
+        if let Some(addr) = server.cloud_api_addr() {
+            println!("cloud api listening on {addr}");
+        }
         if let Some(addr) = server.metrics_addr() {
             tracing::info!(%addr, "serving metrics at /metrics");
         }
         std::io::stdout().flush().ok();
-        if let Some(tls) = server.tls() {
-            tokio::spawn(reload_on_hangup(tls));
-        }
+        tokio::spawn(reload_on_hangup(server.tls(), keys, file_path));
         let stop = server.take_stop();
         let serving = tokio::spawn(server.wait());
         stop_asked.await;
@@ -65,30 +72,61 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
     })
 }
 
-/// Reloads the TLS files at every SIGHUP; a reload that fails keeps the
-/// files in use and says why.
-async fn reload_on_hangup(tls: std::sync::Arc<image_ledger::tls::Tls>) {
+/// Reloads the TLS files and the cloud API keys at every SIGHUP; a reload
+/// that fails keeps what is in use and says why.
+async fn reload_on_hangup(
+    tls: Option<Arc<image_ledger::tls::Tls>>,
+    keys: Arc<CloudKeys>,
+    file: Option<PathBuf>,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hangups = match signal(SignalKind::hangup()) {
             Ok(hangups) => hangups,
             Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGHUP; the TLS files will not be reloaded");
+                tracing::error!(%err, "cannot listen for SIGHUP; nothing will be reloaded");
                 return;
             }
         };
         while hangups.recv().await.is_some() {
-            match tls.reload() {
-                Ok(()) => tracing::info!("reloaded the TLS certificates and key"),
-                Err(err) => {
-                    tracing::error!(%err, "cannot reload the TLS files; keeping the certificates in use")
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("reloaded the TLS certificates and key"),
+                    Err(err) => {
+                        tracing::error!(%err, "cannot reload the TLS files; keeping the certificates in use")
+                    }
+                }
+            }
+            if let Some(path) = &file {
+                match reload_keys(path) {
+                    Ok(table) => {
+                        let count = table.len();
+                        keys.replace(table);
+                        tracing::info!(keys = count, "reloaded the cloud API keys");
+                    }
+                    Err(err) => {
+                        tracing::error!(
+                            err = format!("{err:#}"),
+                            "cannot reload the cloud API keys; keeping the keys in use"
+                        )
+                    }
                 }
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = tls;
+    let _ = (tls, keys, file);
+}
+
+/// The config file's `[[cloud_api.keys]]`, read again.
+fn reload_keys(path: &std::path::Path) -> anyhow::Result<image_ledger::auth::KeyTable> {
+    let file = FileSettings {
+        cloud_api: super::config_file::cloud_api_of(path)?,
+        path: Some(path.to_owned()),
+        ..FileSettings::default()
+    };
+    file.cloud_keys()
 }
 
 /// Listens for SIGINT and SIGTERM from the moment it is made: made before

@@ -134,6 +134,7 @@ fn check<B>(
     Ok(Some(Caller {
         principal: Arc::clone(&principal.name),
         credential: credential.into(),
+        accounts: principal.accounts.clone(),
     }))
 }
 

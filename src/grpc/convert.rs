@@ -297,6 +297,7 @@ impl TryFrom<pb::DescribeImagesRequest> for ImageQuery {
                 .map(|id| ImageId::parse(id))
                 .collect::<Result<_, _>>()?,
             image_name: req.image_name,
+            conditions: Vec::new(),
             offset: req.offset,
             limit: req.limit,
         })

@@ -132,7 +132,7 @@ impl PageKey {
     /// The key of an unfiltered query; `None` for one that is filtered or
     /// incomplete (which is never cached).
     fn of(query: &ImageQuery) -> Option<Self> {
-        if !query.image_ids.is_empty() || !query.image_name.is_empty() {
+        if query.is_filtered() {
             return None;
         }
         Some(Self {

@@ -1,7 +1,5 @@
 //! The `ImageLedger` service: decode, call the ledger, encode.
 
-use std::sync::Arc;
-
 use tonic::{Request, Response, Status};
 
 use super::consistency::reached;
@@ -30,20 +28,42 @@ impl LedgerService {
     where
         Commanded: TryFrom<T, Error = DomainError>,
     {
-        let principal = request
-            .extensions()
-            .get::<Caller>()
-            .map(|caller| Arc::clone(&caller.principal));
+        let caller = request.extensions().get::<Caller>().cloned();
         let Commanded {
             command,
             mut options,
         } = Commanded::try_from(request.into_inner())?;
-        options.principal = principal;
         if let Some(actor) = command.actor() {
             on_span(actor);
+            confined(caller.as_ref(), actor)?;
         }
+        options.principal = caller.map(|caller| caller.principal);
         Ok(self.ledger.commit(command, options).await?)
     }
+}
+
+/// Refuses a call that acts for an account its principal's `accounts`
+/// does not list.
+fn confined(caller: Option<&Caller>, account: &AccountId) -> Result<(), Status> {
+    match caller {
+        Some(caller) if !caller.may_act_for(account) => {
+            tracing::info!(principal = %caller.principal, %account, "a call was refused: the principal may not act for the account");
+            Err(super::refusal(
+                tonic::Code::PermissionDenied,
+                format!(
+                    "principal {} may not act for account {account}: its [auth] entry lists the accounts it may",
+                    caller.principal
+                ),
+                crate::auth::ACCOUNT_NOT_ALLOWED,
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The caller of a query, if the call was authenticated.
+fn caller_of<T>(request: &Request<T>) -> Option<Caller> {
+    request.extensions().get::<Caller>().cloned()
 }
 
 /// Names the account a call acts for on the call's span (see
@@ -145,10 +165,12 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::AuthorizeImageUseRequest>,
     ) -> Answer<pb::AuthorizeImageUseResponse> {
+        let caller = caller_of(&request);
         let (metadata, _, request) = request.into_parts();
         let min_position = request.min_position;
         let query = AuthorizeQuery::try_from(request)?;
         on_span(&query.account_id);
+        confined(caller.as_ref(), &query.account_id)?;
         let policy = self.ledger.policy();
         // A region outside the list is bad input, not a denial.
         policy.check_region(&query.region)?;
@@ -178,11 +200,13 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::DescribeImagesRequest>,
     ) -> Answer<pb::DescribeImagesResponse> {
+        let caller = caller_of(&request);
         let (metadata, _, request) = request.into_parts();
         let min_position = request.min_position;
         let query = ImageQuery::try_from(request)?;
         if let Some(account) = &query.account_id {
             on_span(account);
+            confined(caller.as_ref(), account)?;
         }
         reached(&self.ledger, min_position, &metadata).await?;
         let state = self.ledger.state();
@@ -197,9 +221,11 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::DescribeImageSharePermissionRequest>,
     ) -> Answer<pb::DescribeImageSharePermissionResponse> {
+        let principal = caller_of(&request);
         let (metadata, _, request) = request.into_parts();
         let caller = AccountId::parse(&request.account_id)?;
         on_span(&caller);
+        confined(principal.as_ref(), &caller)?;
         let image_id = ImageId::parse(&request.image_id)?;
         reached(&self.ledger, request.min_position, &metadata).await?;
         let state = self.ledger.state();
@@ -226,9 +252,11 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::DescribeImageQuotaRequest>,
     ) -> Answer<pb::DescribeImageQuotaResponse> {
+        let caller = caller_of(&request);
         let (metadata, _, request) = request.into_parts();
         let account = AccountId::parse(&request.account_id)?;
         on_span(&account);
+        confined(caller.as_ref(), &account)?;
         let region = domain::Region::new(request.region);
         let policy = self.ledger.policy();
         policy.check_region(&region)?;

@@ -3,6 +3,7 @@
 //! off the ledger at each scrape, and the HTTP endpoint that serves them
 //! ([`http`]). Text in the OpenMetrics format, which Prometheus reads.
 
+pub mod cloud;
 pub mod grpc;
 pub mod http;
 mod ledger;
@@ -32,6 +33,8 @@ pub struct Metrics {
     registry: Registry,
     /// Counted by the gRPC layer.
     pub grpc: grpc::GrpcMetrics,
+    /// Counted by the cloud API door.
+    pub cloud: cloud::CloudMetrics,
     /// Counted by the ledger.
     pub ledger: Arc<LedgerMetrics>,
     /// Read off the ledger at each scrape.
@@ -45,6 +48,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let grpc = grpc::GrpcMetrics::register(&mut registry);
+        let cloud = cloud::CloudMetrics::register(&mut registry);
         let ledger = Arc::new(LedgerMetrics::register(&mut registry));
         let (head, queue, read_side_lag) = (Gauge::default(), Gauge::default(), Gauge::default());
         registry.register(
@@ -65,6 +69,7 @@ impl Metrics {
         Self {
             registry,
             grpc,
+            cloud,
             ledger,
             head,
             queue,

@@ -15,7 +15,7 @@ mod tests;
 
 pub use load::load_state;
 pub use persist::Touched;
-pub use query::{describe_images, ImagePage, ImageQuery, ImageTypeFilter, ListedImage};
+pub use query::{describe_images, Condition, ImagePage, ImageQuery, ImageTypeFilter, ListedImage};
 #[cfg(test)]
 pub(crate) use replay::state_at;
 pub use replay::{catch_up, head_at, rebuild_projections, replay_log};

@@ -46,10 +46,44 @@ pub struct ImageQuery {
     pub image_ids: Vec<ImageId>,
     /// Only names containing this, when not empty.
     pub image_name: String,
+    /// Further conditions, all of which an image must meet (the cloud
+    /// API's filters).
+    pub conditions: Vec<Condition>,
     /// Entries to skip.
     pub offset: u32,
     /// Page size; 0 means [`DEFAULT_LIMIT`].
     pub limit: u32,
+}
+
+/// A condition on a listed image beyond the id and name filters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Condition {
+    /// Its name contains one of these.
+    NameContainsAny(Vec<String>),
+    /// Its platform contains one of these.
+    PlatformContainsAny(Vec<String>),
+    /// Nothing matches (a filter on what the ledger does not keep, such
+    /// as tags, or public images).
+    Nothing,
+}
+
+impl Condition {
+    fn holds(&self, image: &Image) -> bool {
+        let any =
+            |field: &str, wanted: &[String]| wanted.iter().any(|w| field.contains(w.as_str()));
+        match self {
+            Condition::NameContainsAny(names) => any(&image.attributes.image_name, names),
+            Condition::PlatformContainsAny(platforms) => any(&image.attributes.platform, platforms),
+            Condition::Nothing => false,
+        }
+    }
+}
+
+impl ImageQuery {
+    /// Whether it filters beyond type and region (such pages are not cached).
+    pub fn is_filtered(&self) -> bool {
+        !self.image_ids.is_empty() || !self.image_name.is_empty() || !self.conditions.is_empty()
+    }
 }
 
 /// One listed image (borrowed from the state snapshot) and whether the caller owns it.
@@ -116,8 +150,7 @@ pub fn describe_images<'a>(
             .any_image(listed.image_id())
             .map(|image| ListedImage { image, shared })
     };
-    let filtered = !query.image_ids.is_empty() || !query.image_name.is_empty();
-    let (images, total_count) = if filtered {
+    let (images, total_count) = if query.is_filtered() {
         let wanted = |listed: &ListedImage<'_>| {
             (query.image_ids.is_empty() || query.image_ids.contains(&listed.image.image_id))
                 && listed
@@ -125,6 +158,7 @@ pub fn describe_images<'a>(
                     .attributes
                     .image_name
                     .contains(&query.image_name)
+                && query.conditions.iter().all(|c| c.holds(listed.image))
         };
         let mut total = 0u32;
         let mut matches = listing

@@ -283,6 +283,7 @@ proptest! {
                                 image_type,
                                 image_ids: ids,
                                 image_name: name.into(),
+                                conditions: Vec::new(),
                                 offset,
                                 limit,
                             };

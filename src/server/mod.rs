@@ -3,6 +3,7 @@
 //! ([`open`]), builds the routes ([`router`]) and serves them
 //! ([`serve`]); a failure part way stops what it had opened.
 
+mod cloud;
 mod open;
 mod router;
 mod serve;
@@ -61,6 +62,19 @@ pub enum ServeError {
          Configure [tls] (README, \"Securing it\"), or serve on a loopback address"
     )]
     PlaintextTokens(SocketAddr),
+    /// The cloud API door off loopback without TLS.
+    #[error(
+        "refusing to serve the cloud API on {0} without TLS: its requests and answers would \
+         cross the network in plaintext. Configure [tls] (README, \"Securing it\"), or serve it \
+         on a loopback address"
+    )]
+    PlaintextCloudApi(SocketAddr),
+    /// The cloud API door without a key to check signatures with.
+    #[error(
+        "--cloud-api-addr is set but the config file lists no [[cloud_api.keys]]: every request \
+         would be refused. Make a key with `image-ledger auth new-cloud-key --account ACCOUNT`"
+    )]
+    NoCloudKeys,
     /// The reflection service could not be built from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
@@ -82,6 +96,7 @@ impl From<StoreError> for ServeError {
 pub struct RunningServer {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    cloud_api_addr: Option<SocketAddr>,
     tls: Option<Arc<crate::tls::Tls>>,
     stop: Option<watch::Sender<bool>>,
     task: JoinHandle<Result<(), ServeError>>,
@@ -96,6 +111,11 @@ impl RunningServer {
     /// A handle that reloads the TLS files, when the server speaks TLS.
     pub fn tls(&self) -> Option<Arc<crate::tls::Tls>> {
         self.tls.clone()
+    }
+
+    /// The address the cloud API door listens on, if it does.
+    pub fn cloud_api_addr(&self) -> Option<SocketAddr> {
+        self.cloud_api_addr
     }
 
     /// The address metrics are served on, if they are.
@@ -138,6 +158,7 @@ pub async fn start_on(
     listener: Option<TcpListener>,
 ) -> Result<RunningServer, ServeError> {
     protection(&config)?;
+    cloud::protection(&config)?;
     let metrics = Arc::new(Metrics::new());
     let open::Opened {
         ledger,
@@ -154,12 +175,14 @@ pub async fn start_on(
         }
     };
     let addr = prepared.addr;
+    let cloud_api_addr = prepared.cloud.as_ref().map(|(addr, _)| *addr);
     let task = tokio::spawn(
         serve::Serving {
             routes: prepared.served.routes,
             health: prepared.served.health,
             listener: prepared.listener,
             tls: prepared.tls.clone(),
+            cloud: prepared.cloud.map(|(_, serving)| serving),
             ledger,
             released,
             metrics,
@@ -171,6 +194,7 @@ pub async fn start_on(
     Ok(RunningServer {
         addr,
         metrics_addr: prepared.metrics_addr,
+        cloud_api_addr,
         tls: prepared.tls,
         stop: Some(stop),
         task,
@@ -183,6 +207,7 @@ struct Prepared {
     addr: SocketAddr,
     tls: Option<Arc<crate::tls::Tls>>,
     metrics_addr: Option<SocketAddr>,
+    cloud: Option<(SocketAddr, crate::cloud::Serving)>,
     served: router::Served,
 }
 
@@ -211,12 +236,14 @@ async fn prepare(
         None => None,
     };
     let metrics_addr = serve_metrics(config, metrics, ledger, stopped.clone()).await?;
+    let cloud = cloud::prepare(config, ledger, metrics, tls.clone()).await?;
     let served = router::router(&config.server, ledger, key, metrics, stopped.clone()).await?;
     Ok(Prepared {
         listener,
         addr,
         tls,
         metrics_addr,
+        cloud,
         served,
     })
 }

@@ -39,6 +39,7 @@ pub(super) struct Serving {
     pub(super) health: HealthReporter,
     pub(super) listener: TcpListener,
     pub(super) tls: Option<Arc<crate::tls::Tls>>,
+    pub(super) cloud: Option<crate::cloud::Serving>,
     pub(super) ledger: Ledger,
     pub(super) released: Option<Released>,
     pub(super) metrics: Arc<Metrics>,
@@ -53,6 +54,7 @@ impl Serving {
             health,
             listener,
             tls,
+            cloud,
             ledger,
             released,
             metrics,
@@ -60,6 +62,15 @@ impl Serving {
         } = self;
         let settings = &config.server;
         let (grace, drain) = (settings.shutdown_grace(), settings.shutdown_drain());
+        // The door stops taking requests when the gRPC port does: after
+        // the drain.
+        let cloud = cloud.map(|serving| {
+            let stopped = stopped.clone();
+            tokio::spawn(crate::cloud::serve(serving, async move {
+                stop_requested(stopped).await;
+                tokio::time::sleep(drain).await;
+            }))
+        });
         tokio::spawn(report_condition(
             ledger.condition(),
             health.clone(),
@@ -103,6 +114,12 @@ impl Serving {
                 Ok(())
             }
         };
+        // The door bounds its own wait by the grace period.
+        if let Some(cloud) = cloud {
+            if cloud.await.is_err() {
+                tracing::error!("the cloud API task failed");
+            }
+        }
         // No call is running any more; drain the writer so the log is
         // flushed and closed.
         stop_ledger(ledger, released).await;

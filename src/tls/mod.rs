@@ -1,4 +1,4 @@
-//! TLS for the gRPC port, with rustls: the server's certificate and key,
+//! TLS for the gRPC port and the cloud API's, with rustls: the server's certificate and key,
 //! and optionally a CA whose client certificates name callers. Everything
 //! is reloaded from the files on demand (SIGHUP) without dropping the
 //! connections already open; a reload that fails keeps what was in use.
@@ -55,6 +55,8 @@ pub enum TlsError {
 /// What a connection is accepted with now.
 struct Loaded {
     config: Arc<ServerConfig>,
+    /// The same, offering HTTP/1.1 rather than h2 (the cloud API door).
+    http1: Arc<ServerConfig>,
     /// The client-certificate check run after each handshake.
     verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
@@ -81,6 +83,12 @@ impl Tls {
         let loaded = build(&self.settings)?;
         self.current.store(Arc::new(loaded));
         Ok(())
+    }
+
+    /// An acceptor for the HTTP/1.1 port (the cloud API door), with the
+    /// certificate and key in use now.
+    pub fn http1_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.current.load().http1))
     }
 
     fn acceptor(
@@ -142,9 +150,12 @@ fn build(settings: &TlsConfig) -> Result<Loaded, TlsError> {
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Refused(e.to_string()))?;
+    let mut http1 = config.clone();
+    http1.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Loaded {
         config: Arc::new(config),
+        http1: Arc::new(http1),
         verifier,
     })
 }

@@ -1,0 +1,147 @@
+//! An image's life as its owner drives it: `DeleteImages`,
+//! `ModifyImageAttribute`, `SyncImages` (copies), and the quota they count
+//! against, `DescribeImageQuota`.
+
+use serde_json::{json, Map, Value};
+
+use super::{image_ids, Call};
+use crate::app::Ledger;
+use crate::cloud::envelope::ApiError;
+use crate::domain::{self, Command, ImageRef, Region, Reply};
+
+/// `DeleteImages`: every image or none (checked together first).
+pub async fn delete_images(
+    ledger: &Ledger,
+    call: &Call<'_>,
+) -> Result<Map<String, Value>, ApiError> {
+    let params = call.params(&["ImageIds", "DeleteBindedSnap", "DryRun"])?;
+    let ids = image_ids("ImageIds", &params.strings("ImageIds")?)?;
+    // The ledger keeps no snapshots: there are none to delete with it.
+    params.boolean("DeleteBindedSnap", false)?;
+    let dry_run = params.boolean("DryRun", false)?;
+    let state = ledger.state();
+    for id in &ids {
+        call.in_region(&state, id)?;
+    }
+    let commands = ids
+        .into_iter()
+        .map(|image_id| Command::DeleteImage {
+            caller: call.key.account.clone(),
+            image_id,
+        })
+        .collect();
+    call.commit_all(ledger, commands, dry_run).await?;
+    Ok(Map::new())
+}
+
+/// `ModifyImageAttribute`: name and description. Image families and
+/// deprecation are not kept by the ledger: setting them is refused, and
+/// the values every image has (no family, not deprecated) are accepted.
+pub async fn modify_attribute(
+    ledger: &Ledger,
+    call: &Call<'_>,
+) -> Result<Map<String, Value>, ApiError> {
+    let params = call.params(&[
+        "ImageId",
+        "ImageName",
+        "ImageDescription",
+        "ImageFamily",
+        "ImageDeprecated",
+    ])?;
+    let image_id = domain::ImageId::parse(&params.string("ImageId")?)?;
+    let image_name = params.opt_string("ImageName")?;
+    let image_description = params.opt_string("ImageDescription")?;
+    let family = params.opt_string("ImageFamily")?;
+    let deprecated = params.boolean("ImageDeprecated", false)?;
+    if family.is_some_and(|family| !family.is_empty()) || deprecated {
+        return Err(ApiError::new(
+            "UnsupportedOperation",
+            "this ledger keeps no image families and no deprecation: ImageFamily and \
+             ImageDeprecated can only be left out (or empty and false)",
+        ));
+    }
+    call.in_region(&ledger.state(), &image_id)?;
+    let command = Command::ModifyImageAttribute {
+        caller: call.key.account.clone(),
+        image_id,
+        image_name,
+        image_description,
+    };
+    call.commit(ledger, command, false).await?;
+    Ok(Map::new())
+}
+
+/// `SyncImages`: copies of each image into each destination region (the
+/// owner), or of a shared image into the caller's own account in its
+/// region (a recipient). With `ImageSetRequired`, the new images.
+pub async fn sync_images(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Value>, ApiError> {
+    let params = call.params(&[
+        "ImageIds",
+        "DestinationRegions",
+        "DryRun",
+        "ImageName",
+        "ImageSetRequired",
+        "Encrypt",
+        "KmsKeyId",
+    ])?;
+    let ids = image_ids("ImageIds", &params.strings("ImageIds")?)?;
+    let regions = params.strings("DestinationRegions")?;
+    let dry_run = params.boolean("DryRun", false)?;
+    let image_name = params.opt_string("ImageName")?;
+    let wants_set = params.boolean("ImageSetRequired", false)?;
+    let encrypt = params.boolean("Encrypt", false)?;
+    params.opt_string("KmsKeyId")?;
+    if encrypt {
+        return Err(ApiError::new(
+            "UnsupportedOperation.EncryptedImagesNotSupported",
+            "this ledger makes no encrypted copies: leave Encrypt out or false",
+        ));
+    }
+    if regions.is_empty() {
+        return Err(ApiError::new(
+            "InvalidParameterValue",
+            "`DestinationRegions` is empty; name at least one region",
+        ));
+    }
+    let destination_regions: Vec<Region> = regions.iter().map(Region::new).collect();
+    let state = ledger.state();
+    for id in &ids {
+        call.in_region(&state, id)?;
+    }
+    let commands = ids
+        .into_iter()
+        .map(|image_id| Command::CopyImage {
+            caller: call.key.account.clone(),
+            image_id,
+            destination_regions: destination_regions.clone(),
+            image_name: image_name.clone(),
+        })
+        .collect();
+    let done = call.commit_all(ledger, commands, dry_run).await?;
+    let mut fields = Map::new();
+    if wants_set {
+        let set: Vec<Value> = done
+            .iter()
+            .flat_map(|committed| match &committed.reply {
+                Reply::ImagesCopied { images } => images.clone(),
+                _ => Vec::new(),
+            })
+            .map(|ImageRef { image_id, region }| {
+                json!({ "ImageId": image_id.as_str(), "Region": region.as_str() })
+            })
+            .collect();
+        fields.insert("ImageSet".into(), Value::Array(set));
+    }
+    Ok(fields)
+}
+
+/// `DescribeImageQuota`: how many custom images the account may own in
+/// the region.
+pub fn quota(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Value>, ApiError> {
+    call.params(&[])?;
+    let state = ledger.state();
+    domain::registered(&state, &call.key.account)?;
+    let mut fields = Map::new();
+    fields.insert("ImageNumQuota".into(), json!(ledger.policy().image_quota));
+    Ok(fields)
+}

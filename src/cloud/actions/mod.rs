@@ -1,0 +1,215 @@
+//! The actions of the door: which API version serves which, and the
+//! helpers every action shares (the acting account, the region check,
+//! running a command as the key's principal, dry runs).
+
+mod images;
+mod lifecycle;
+mod shares;
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::envelope::ApiError;
+use super::params::Params;
+use crate::app::{CommandOptions, Committed, Ledger};
+use crate::auth::CloudKey;
+use crate::domain::{Command, ImageId, LedgerState, Region};
+
+/// The two APIs this door speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// CVM, version 2017-03-12.
+    Cvm,
+    /// Lighthouse, version 2020-03-24.
+    Lighthouse,
+}
+
+impl Api {
+    /// The API of a credential scope's service and `X-TC-Version`:
+    /// `Err` with the code for an unknown pair.
+    pub fn of(service: &str, version: &str) -> Result<Self, ApiError> {
+        match (service, version) {
+            ("cvm", "2017-03-12") => Ok(Api::Cvm),
+            ("lighthouse", "2020-03-24") => Ok(Api::Lighthouse),
+            ("cvm" | "lighthouse", _) => Err(ApiError::new(
+                "NoSuchVersion",
+                format!(
+                    "the version {version:?} of {service} is not served here (cvm: 2017-03-12, lighthouse: 2020-03-24)"
+                ),
+            )),
+            _ => Err(ApiError::new(
+                "AuthFailure.InvalidAuthorization",
+                format!("the credential's service {service:?} is not served here (cvm, lighthouse)"),
+            )),
+        }
+    }
+
+    /// The service name, as metrics and logs give it.
+    pub fn service(self) -> &'static str {
+        match self {
+            Api::Cvm => "cvm",
+            Api::Lighthouse => "lighthouse",
+        }
+    }
+
+    /// The actions served, by name.
+    pub fn actions(self) -> &'static [&'static str] {
+        match self {
+            Api::Cvm => &[
+                "DescribeImages",
+                "DescribeImageSharePermission",
+                "ModifyImageSharePermission",
+                "DeleteImages",
+                "ModifyImageAttribute",
+                "SyncImages",
+                "DescribeImageQuota",
+            ],
+            Api::Lighthouse => &["ModifyImageSharePermission"],
+        }
+    }
+
+    /// The action's name as served (a `'static` for metrics), or
+    /// `InvalidAction`.
+    pub fn action(self, name: &str) -> Result<&'static str, ApiError> {
+        self.actions()
+            .iter()
+            .find(|served| **served == name)
+            .copied()
+            .ok_or_else(|| {
+                ApiError::new(
+                    "InvalidAction",
+                    format!(
+                        "the action {name:?} is not served for {} here (it serves {})",
+                        self.service(),
+                        self.actions().join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+/// One authenticated call.
+pub struct Call<'a> {
+    /// The API.
+    pub api: Api,
+    /// The action, one of [`Api::actions`].
+    pub action: &'static str,
+    /// `X-TC-Region`, checked against the configured regions.
+    pub region: Region,
+    /// The key that signed it: its account acts.
+    pub key: &'a CloudKey,
+    /// The JSON body.
+    pub body: &'a [u8],
+}
+
+/// Runs `call` on `ledger` and returns the reply's fields.
+pub async fn run(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Value>, ApiError> {
+    match (call.api, call.action) {
+        (Api::Cvm, "DescribeImages") => images::describe_images(ledger, call),
+        (Api::Cvm, "DescribeImageSharePermission") => shares::describe(ledger, call),
+        (Api::Cvm, "ModifyImageSharePermission") => shares::modify(ledger, call).await,
+        (Api::Cvm, "DeleteImages") => lifecycle::delete_images(ledger, call).await,
+        (Api::Cvm, "ModifyImageAttribute") => lifecycle::modify_attribute(ledger, call).await,
+        (Api::Cvm, "SyncImages") => lifecycle::sync_images(ledger, call).await,
+        (Api::Cvm, "DescribeImageQuota") => lifecycle::quota(ledger, call),
+        (Api::Lighthouse, "ModifyImageSharePermission") => shares::lighthouse(ledger, call).await,
+        (api, action) => Err(ApiError::new(
+            "InvalidAction",
+            format!("the action {action:?} is not served for {}", api.service()),
+        )),
+    }
+}
+
+impl Call<'_> {
+    /// The body's parameters, of those `takes` names.
+    fn params(&self, takes: &[&str]) -> Result<Params, ApiError> {
+        Params::parse(self.body, self.action, takes)
+    }
+
+    /// Runs `command` as the key's principal.
+    async fn commit(
+        &self,
+        ledger: &Ledger,
+        command: Command,
+        dry_run: bool,
+    ) -> Result<Committed, ApiError> {
+        let options = CommandOptions {
+            client_token: None,
+            dry_run,
+            principal: Some(Arc::clone(&self.key.principal)),
+        };
+        Ok(ledger.commit(command, options).await?)
+    }
+
+    /// Runs every command as a dry run first, then (unless `dry_run`) each
+    /// for real: a refusal of any changes nothing, as one request should.
+    /// A dry run that passes answers `DryRunOperation`, as Tencent does.
+    async fn commit_all(
+        &self,
+        ledger: &Ledger,
+        commands: Vec<Command>,
+        dry_run: bool,
+    ) -> Result<Vec<Committed>, ApiError> {
+        if let ([_], false) = (commands.as_slice(), dry_run) {
+            // One command is decided whole: no rehearsal needed.
+            let mut done = Vec::with_capacity(1);
+            for command in commands {
+                done.push(self.commit(ledger, command, false).await?);
+            }
+            return Ok(done);
+        }
+        for command in &commands {
+            self.commit(ledger, command.clone(), true).await?;
+        }
+        if dry_run {
+            return Err(ApiError::new(
+                "DryRunOperation",
+                "the request would have succeeded; DryRun is set, so nothing was changed",
+            ));
+        }
+        let mut done = Vec::with_capacity(commands.len());
+        for command in commands {
+            done.push(self.commit(ledger, command, false).await?);
+        }
+        Ok(done)
+    }
+
+    /// Refuses an image that lives in another region than the call's, as
+    /// Tencent does (to it the image is not there). Images that do not
+    /// exist are left to the rules, which name them.
+    fn in_region(&self, state: &LedgerState, image_id: &ImageId) -> Result<(), ApiError> {
+        match state.live_image(image_id) {
+            Some(image) if image.region != self.region => Err(ApiError::new(
+                "InvalidImageId.NotFound",
+                format!(
+                    "the image {image_id} is not in the region {} (sharing is per region: call the image's own region)",
+                    self.region
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Parses image ids, refusing an empty list or one with duplicates.
+fn image_ids(name: &str, raw: &[String]) -> Result<Vec<ImageId>, ApiError> {
+    if raw.is_empty() {
+        return Err(ApiError::new(
+            "InvalidParameterValue",
+            format!("`{name}` is empty; name at least one image"),
+        ));
+    }
+    let mut ids: Vec<ImageId> = Vec::with_capacity(raw.len());
+    for id in raw {
+        let id = ImageId::parse(id)?;
+        if ids.contains(&id) {
+            return Err(ApiError::new(
+                "InvalidParameterValue",
+                format!("`{name}` names {id} twice"),
+            ));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
