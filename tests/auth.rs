@@ -248,3 +248,116 @@ fn off_loopback_it_needs_authentication_or_an_explicit_risk() -> TestResult {
     assert!(refused.contains("\"nobody\""), "{refused}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_with_accounts_acts_for_those_accounts_only() -> TestResult {
+    use image_ledger::grpc::Bearer;
+    const TENANT: &str = "ilt_tenant00000000000000000000000000000000000000000000000000000000";
+    let table = format!(
+        "{}[principals.tenant-a]\nroles = [\"gateway\"]\naccounts = [\"{OWNER}\"]\n\
+         [[tokens]]\nid = \"tenant-1\"\nprincipal = \"tenant-a\"\nsha256 = \"{}\"\n",
+        auth_table(),
+        digest_hex(TENANT)
+    );
+    let table: AuthConfig = toml::from_str(&table)?;
+    let auth = Arc::new(Authenticator::new(&table)?);
+    let dir = tempfile::tempdir()?;
+    let server = InProcess::new(dir.path())
+        .with(|config| config.auth = Some(auth))
+        .start()
+        .await?;
+    let channel = Channel::from_shared(format!("http://{}", server.local_addr()))?
+        .connect()
+        .await?;
+    let as_who = |token: &str| Bearer::new(Some(token)).expect("a header value");
+    let ledger = |token: &str| {
+        pb::image_ledger_client::ImageLedgerClient::with_interceptor(channel.clone(), as_who(token))
+    };
+    for account in [OWNER, common::FRIEND] {
+        ledger(ADMIN)
+            .register_account(pb::RegisterAccountRequest {
+                account_id: account.into(),
+                kind: pb::AccountKind::Root as i32,
+                client_token: String::new(),
+            })
+            .await?;
+    }
+    let image = |owner: &str| {
+        let mut factory = ledger(FACTORY);
+        let request = common::image_request(owner, GZ, &format!("web-{owner}"));
+        async move {
+            factory
+                .register_image(request)
+                .await
+                .map(|r| r.into_inner().image_id)
+        }
+    };
+    let own = image(OWNER).await?;
+    let theirs = image(common::FRIEND).await?;
+    let mut tenant = ledger(TENANT);
+    // Its own account: as a gateway.
+    tenant
+        .share_image(common::share_request(OWNER, &own, &[common::FRIEND]))
+        .await?;
+    tenant
+        .describe_images(common::describe_request(OWNER, GZ))
+        .await?;
+    // Any other: refused before the rules, with a reason of its own.
+    let denied = |result: Result<(), tonic::Status>, what: &str| {
+        let status = result.expect_err(what);
+        assert_eq!(
+            (status.code(), reason(&status).as_str()),
+            (Code::PermissionDenied, "AuthFailure.AccountNotAllowed"),
+            "{what}: {status:?}"
+        );
+    };
+    denied(
+        tenant
+            .share_image(common::share_request(common::FRIEND, &theirs, &[OWNER]))
+            .await
+            .map(drop),
+        "share as another account",
+    );
+    denied(
+        tenant
+            .describe_images(common::describe_request(common::FRIEND, GZ))
+            .await
+            .map(drop),
+        "list as another account",
+    );
+    denied(
+        tenant
+            .authorize_image_use(pb::AuthorizeImageUseRequest {
+                account_id: common::FRIEND.into(),
+                image_id: own.clone(),
+                region: GZ.into(),
+                r#use: pb::ImageUse::CreateInstance as i32,
+                min_position: 0,
+            })
+            .await
+            .map(drop),
+        "authorize as another account",
+    );
+    denied(
+        tenant
+            .describe_image_quota(pb::DescribeImageQuotaRequest {
+                account_id: common::FRIEND.into(),
+                region: GZ.into(),
+                min_position: 0,
+            })
+            .await
+            .map(drop),
+        "quota of another account",
+    );
+    // The unscoped gateway still acts for anyone.
+    ledger(GATEWAY)
+        .share_image(common::share_request(common::FRIEND, &theirs, &[OWNER]))
+        .await?;
+    // A bad account in the table is refused with the principal's name.
+    let bad: AuthConfig =
+        toml::from_str("[principals.x]\nroles = [\"gateway\"]\naccounts = [\"12a\"]\n")?;
+    let err = Authenticator::new(&bad).expect_err("refused");
+    assert!(err.to_string().contains("principal \"x\""), "{err}");
+    server.stop().await?;
+    Ok(())
+}

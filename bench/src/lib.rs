@@ -4,6 +4,7 @@
 //! on the same server ([`run`]), and a soak that tries the server's bounds
 //! under abuse and faults ([`soak`]).
 
+pub mod cloud;
 mod fill;
 mod load;
 mod soak;

@@ -132,3 +132,116 @@ fn a_certificate_name_belongs_to_one_principal() {
     assert_eq!((&*principal.name, name), ("a", "gw.internal"));
     assert!(auth.by_certificate(&names[..1]).is_none());
 }
+
+fn cloud(text: &str) -> CloudApiConfig {
+    toml::from_str(text).expect("the table parses")
+}
+
+#[test]
+fn cloud_keys_are_checked_and_bound_to_their_account() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let file = dir.path().join("a2");
+    std::fs::write(&file, "  key-two\n").expect("written");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let table = key_table(
+        &cloud(
+            "[[keys]]\nsecret_id = \"AKIDone\"\nsecret_key = \"key-one\"\naccount_id = \"1001\"\n\
+             [[keys]]\nsecret_id = \"AKIDtwo\"\nsecret_key_file = \"a2\"\naccount_id = \"1001\"\n",
+        ),
+        dir.path(),
+    )
+    .expect("a valid table");
+    let keys = CloudKeys::new(table);
+    let two = keys.get("AKIDtwo").expect("the second key");
+    assert_eq!(
+        (two.secret(), two.account.as_str()),
+        (&b"key-two"[..], "1001")
+    );
+    assert_eq!(&*two.principal, "cloud key AKIDtwo");
+    assert!(keys.get("AKIDthree").is_none());
+    // Debug never shows a key.
+    assert!(!format!("{two:?}").contains("key-two"));
+    let config =
+        cloud("[[keys]]\nsecret_id = \"AKIDone\"\nsecret_key = \"key-one\"\naccount_id = \"1\"\n");
+    assert!(!format!("{config:?}").contains("key-one"));
+}
+
+#[test]
+fn a_bad_cloud_key_is_refused_with_what_is_wrong() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let refused = |text: &str| key_table(&cloud(text), dir.path()).expect_err("refused");
+    assert_eq!(
+        refused("[[keys]]\nsecret_id = \"AKIDa\"\naccount_id = \"1\"\n"),
+        CloudKeyError::KeySource("AKIDa".into())
+    );
+    assert_eq!(
+        refused("[[keys]]\nsecret_id = \"AKIDa\"\nsecret_key = \"k\"\nsecret_key_file = \"f\"\naccount_id = \"1\"\n"),
+        CloudKeyError::KeySource("AKIDa".into())
+    );
+    assert_eq!(
+        refused("[[keys]]\nsecret_id = \"AKID a\"\nsecret_key = \"k\"\naccount_id = \"1\"\n"),
+        CloudKeyError::Malformed("AKID a".into())
+    );
+    assert_eq!(
+        refused("[[keys]]\nsecret_id = \"AKIDa\"\nsecret_key = \" \"\naccount_id = \"1\"\n"),
+        CloudKeyError::Malformed("AKIDa".into())
+    );
+    assert_eq!(
+        refused("[[keys]]\nsecret_id = \"AKIDa\"\nsecret_key = \"k\"\naccount_id = \"one\"\n"),
+        CloudKeyError::Account {
+            id: "AKIDa".into(),
+            account: "one".into()
+        }
+    );
+    assert_eq!(
+        refused(
+            "[[keys]]\nsecret_id = \"AKIDa\"\nsecret_key = \"k\"\naccount_id = \"1\"\n\
+             [[keys]]\nsecret_id = \"AKIDa\"\nsecret_key = \"j\"\naccount_id = \"2\"\n"
+        ),
+        CloudKeyError::Duplicate("AKIDa".into())
+    );
+    assert!(matches!(
+        refused(
+            "[[keys]]\nsecret_id = \"AKIDa\"\nsecret_key_file = \"missing\"\naccount_id = \"1\"\n"
+        ),
+        CloudKeyError::Unreadable { .. }
+    ));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let file = dir.path().join("open");
+        std::fs::write(&file, "k").expect("written");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(
+            refused(
+                "[[keys]]\nsecret_id = \"AKIDa\"\nsecret_key_file = \"open\"\naccount_id = \"1\"\n"
+            ),
+            CloudKeyError::Exposed {
+                id: "AKIDa".into(),
+                path: file,
+                mode: 0o644
+            }
+        );
+    }
+    assert!(toml::from_str::<CloudApiConfig>(
+        "[[keys]]\nsecret_id = \"a\"\nsecret = \"k\"\naccount_id = \"1\"\n"
+    )
+    .is_err());
+}
+
+#[test]
+fn made_cloud_keys_look_like_tencents_and_differ() {
+    let (id, key) = new_cloud_key();
+    let (id2, key2) = new_cloud_key();
+    assert!(id.starts_with(SECRET_ID_PREFIX) && id.len() == 36, "{id}");
+    assert_eq!(key.len(), 32);
+    assert!(id
+        .bytes()
+        .chain(key.bytes())
+        .all(|b| b.is_ascii_alphanumeric()));
+    assert!(id != id2 && key != key2);
+}

@@ -215,7 +215,7 @@ impl ServerCommand {
             child,
             addr,
             startup: started.elapsed(),
-            _stdout: stdout,
+            stdout,
             logs,
         })
     }
@@ -227,7 +227,7 @@ pub struct ServerProcess {
     addr: SocketAddr,
     startup: Duration,
     /// Kept open: the server must never meet a closed stdout.
-    _stdout: BufReader<ChildStdout>,
+    stdout: BufReader<ChildStdout>,
     logs: Option<JoinHandle<String>>,
 }
 
@@ -235,6 +235,22 @@ impl ServerProcess {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The cloud API door's address: the `cloud api listening on ADDR`
+    /// line a server started with `--cloud-api-addr` prints next. Call it
+    /// once.
+    pub fn cloud_api_addr(&mut self) -> std::io::Result<SocketAddr> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        line.trim()
+            .strip_prefix("cloud api listening on ")
+            .and_then(|addr| addr.parse().ok())
+            .ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "the server said {line:?}, not `cloud api listening on ADDR`"
+                ))
+            })
     }
 
     /// `http://ADDR`, for a client.

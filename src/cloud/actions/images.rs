@@ -130,13 +130,15 @@ fn apply_filters(query: &mut ImageQuery, filters: &[Filter]) -> Result<(), ApiEr
             // No image here carries tags.
             "tag-key" | "tag-value" => query.conditions.push(Condition::Nothing),
             name if name.starts_with("tag:") => query.conditions.push(Condition::Nothing),
-            other => return Err(ApiError::new(
-                "InvalidFilter",
-                format!(
+            other => {
+                return Err(ApiError::new(
+                    "InvalidFilter",
+                    format!(
                     "the filter {other:?} is not one DescribeImages takes (image-id, image-type, \
                          image-name, platform, tag-key, tag-value, tag:<key>)"
                 ),
-            )),
+                ))
+            }
         }
     }
     query.image_type = match types.unwrap_or((true, true)) {
