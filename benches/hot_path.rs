@@ -17,7 +17,7 @@ use image_ledger::domain::{
     ImageState, LedgerState, LicenseType, Policy, Region,
 };
 use image_ledger::grpc::pb::DescribeImagesResponse;
-use image_ledger::grpc::PageCache;
+use image_ledger::projection::PageCache;
 use image_ledger::projection::{describe_images, ImageQuery};
 use image_ledger::store::{AppendBatch, EncodedRecord, EventLogExt, Head, RecordMeta, SledStore};
 use time::OffsetDateTime;
@@ -227,7 +227,7 @@ fn main() {
     });
     // The same pages once the page cache holds them all: the cost of a hit
     // (the listings' stamps, the cache's lookup) and of encoding the reply.
-    let pages = PageCache::new(256 * 1024 * 1024);
+    let pages = PageCache::<DescribeImagesResponse>::new(256 * 1024 * 1024);
     let cached = |query: &ImageQuery| {
         pages
             .reply(&large, query, || {

@@ -43,7 +43,8 @@ pub struct ServerSettings {
     pub addr: SocketAddr,
     /// Encoded DescribeImages replies kept for reuse while the listings
     /// they show are unchanged, MiB (about 8,000 pages of 20 images at the
-    /// default); 0 turns the page cache off.
+    /// default); the cloud API door keeps as much again of its JSON pages;
+    /// 0 turns the page caches off.
     #[arg(long, env = "IMAGE_LEDGER_PAGE_CACHE_MB", default_value_t = 32)]
     pub page_cache_mb: u64,
     /// Seconds a stopping server waits for clients to close their connections.

@@ -135,6 +135,13 @@ impl Connection {
         self.send("POST", &headers, call.body.clone()).await
     }
 
+    /// [`Self::call`], the answer's body left as bytes (the load
+    /// generator does not spend its share of the machine parsing it).
+    pub async fn call_raw(&mut self, key: &Key, call: &Call<'_>) -> Result<Bytes, BoxError> {
+        let headers = call.signed(key, &self.addr.to_string(), now());
+        Ok(self.exchange("POST", &headers, call.body.clone()).await?.2)
+    }
+
     /// Sends a request with exactly these headers and body.
     pub async fn send(
         &mut self,
@@ -142,6 +149,26 @@ impl Connection {
         headers: &[(String, String)],
         body: Vec<u8>,
     ) -> Result<Reply, BoxError> {
+        let (status, content_type, bytes) = self.exchange(method, headers, body).await?;
+        let body = serde_json::from_slice(&bytes).map_err(|err| {
+            format!(
+                "the door answered {:?}: {err}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })?;
+        Ok(Reply {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    async fn exchange(
+        &mut self,
+        method: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<(u16, String, Bytes), BoxError> {
         let mut request = http::Request::builder().method(method).uri("/");
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
@@ -157,17 +184,7 @@ impl Connection {
             .unwrap_or_default()
             .to_owned();
         let bytes = response.into_body().collect().await?.to_bytes();
-        let body = serde_json::from_slice(&bytes).map_err(|err| {
-            format!(
-                "the door answered {:?}: {err}",
-                String::from_utf8_lossy(&bytes)
-            )
-        })?;
-        Ok(Reply {
-            status,
-            content_type,
-            body,
-        })
+        Ok((status, content_type, bytes))
     }
 }
 
@@ -176,4 +193,28 @@ pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs() as i64)
+}
+
+/// The key the load generator signs as preloaded account `k` with.
+pub fn bench_key(k: u64) -> Key {
+    Key {
+        id: format!("AKIDbench{k}"),
+        secret: format!("bench-secret-{k}"),
+    }
+}
+
+/// The config file giving each of the first `accounts` preloaded accounts
+/// its [`bench_key`].
+pub fn bench_keys(accounts: u64) -> String {
+    let mut text = String::new();
+    for k in 0..accounts {
+        let key = bench_key(k);
+        text.push_str(&format!(
+            "[[cloud_api.keys]]\nsecret_id = \"{}\"\nsecret_key = \"{}\"\naccount_id = \"{}\"\n",
+            key.id,
+            key.secret,
+            crate::account(k)
+        ));
+    }
+    text
 }

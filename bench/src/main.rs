@@ -88,7 +88,9 @@ struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     log_events: u64,
     /// Comma-separated scenarios: share, authorize, authorize-applied,
-    /// describe, mixed, health.
+    /// describe, mixed, health, and through the cloud API door (signed,
+    /// one kept-alive HTTP/1.1 connection per request in flight)
+    /// cloud-describe and cloud-share.
     #[arg(long, default_value = "share,authorize,describe,mixed")]
     scenarios: String,
     /// Measured seconds per scenario and round (after a short warm-up).

@@ -3,8 +3,11 @@
 //! error in any other) and `{"Response": {…, "RequestId": "<uuid>"}}`,
 //! an error being `"Error": {"Code", "Message"}` inside it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::json;
 
 use crate::app::AppError;
 use crate::domain::DomainError;
@@ -64,15 +67,74 @@ impl From<AppError> for ApiError {
     }
 }
 
-/// A new RequestId.
+/// An answer's fields, each serialized when it is put: the answer is
+/// then written in one pass, with no tree of values in between.
+#[derive(Debug, Default)]
+pub struct Fields(Vec<(&'static str, Arc<str>)>);
+
+impl Fields {
+    /// No fields.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With `name` set to `value`.
+    pub fn with<T: Serialize + ?Sized>(self, name: &'static str, value: &T) -> Self {
+        // The answers' types (strings, numbers, lists and structs of them)
+        // always serialize.
+        match serde_json::to_string(value) {
+            Ok(json) => self.with_json(name, json.into()),
+            Err(err) => {
+                tracing::error!(%err, field = name, "a cloud API answer field did not serialize");
+                self
+            }
+        }
+    }
+
+    /// With `name` set to `json`, JSON text already (a cached page).
+    pub fn with_json(mut self, name: &'static str, json: Arc<str>) -> Self {
+        self.0.push((name, json));
+        self
+    }
+
+    /// The value of `name`, as JSON text.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(field, _)| *field == name)
+            .map(|(_, json)| &**json)
+    }
+}
+
+/// A new RequestId: a version 4 UUID from the thread's generator (no
+/// system call per request).
 pub fn request_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 /// The body of a success: `fields` and the RequestId.
-pub fn success(mut fields: Map<String, Value>, request_id: &str) -> Bytes {
-    fields.insert("RequestId".into(), Value::String(request_id.to_owned()));
-    body(&json!({ "Response": fields }))
+pub fn success(fields: Fields, request_id: &str) -> Bytes {
+    let size: usize = fields
+        .0
+        .iter()
+        .map(|(name, json)| name.len() + json.len() + 4)
+        .sum();
+    let mut out = Vec::with_capacity(size + request_id.len() + 32);
+    out.extend_from_slice(b"{\"Response\":{");
+    // Field names are identifiers and the values JSON already.
+    for (name, json) in &fields.0 {
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(json.as_bytes());
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"RequestId\":");
+    out.extend_from_slice(json!(request_id).to_string().as_bytes());
+    out.extend_from_slice(b"}}");
+    Bytes::from(out)
 }
 
 /// The body of a refusal.
@@ -85,7 +147,7 @@ pub fn failure(err: &ApiError, request_id: &str) -> Bytes {
     }))
 }
 
-fn body(value: &Value) -> Bytes {
+fn body(value: &serde_json::Value) -> Bytes {
     // A `Value` of strings and maps always serializes.
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())
 }

@@ -20,14 +20,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use serde_json::{Map, Value};
 
 use self::actions::{Api, Call};
-use self::envelope::ApiError;
+use self::envelope::{ApiError, Fields};
 use crate::app::Ledger;
 use crate::auth::{CloudKey, CloudKeys};
 use crate::domain::Region;
 use crate::metrics::cloud::{CloudMetrics, RequestLabels};
+use crate::projection::PageCache;
 
 pub use serve::{serve, Serving, MAX_BODY_BYTES};
 
@@ -35,15 +35,23 @@ pub use serve::{serve, Serving, MAX_BODY_BYTES};
 pub struct Door {
     ledger: Ledger,
     keys: Arc<CloudKeys>,
+    pages: PageCache<actions::JsonPage>,
     metrics: CloudMetrics,
 }
 
 impl Door {
-    /// A door on `ledger` for the holders of `keys`.
-    pub fn new(ledger: Ledger, keys: Arc<CloudKeys>, metrics: CloudMetrics) -> Self {
+    /// A door on `ledger` for the holders of `keys`, keeping its
+    /// `DescribeImages` pages in `pages`.
+    pub fn new(
+        ledger: Ledger,
+        keys: Arc<CloudKeys>,
+        pages: PageCache<actions::JsonPage>,
+        metrics: CloudMetrics,
+    ) -> Self {
         Self {
             ledger,
             keys,
+            pages,
             metrics,
         }
     }
@@ -91,7 +99,7 @@ impl Door {
         body: &[u8],
         peer: Option<SocketAddr>,
         labels: &mut RequestLabels,
-    ) -> Result<Map<String, Value>, ApiError> {
+    ) -> Result<Fields, ApiError> {
         if head.method != http::Method::POST {
             return Err(ApiError::new(
                 "InvalidParameter",
@@ -132,7 +140,7 @@ impl Door {
             key: &key,
             body,
         };
-        actions::run(&self.ledger, &call).await
+        actions::run(&self.ledger, &self.pages, &call).await
     }
 
     /// Checks the request's signature: the key it was signed with, and the

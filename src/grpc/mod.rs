@@ -9,7 +9,6 @@ mod consistency;
 mod convert;
 mod feed;
 mod page;
-mod page_cache;
 mod service;
 mod status;
 mod subscriptions;
@@ -33,7 +32,6 @@ pub use audit::AuditService;
 pub use client::{AuditClient, Bearer, ClientError};
 pub use consistency::DEFAULT_WAIT;
 pub use convert::{envelope_message, state_message, state_of, time_of, timestamp, Commanded};
-pub use page_cache::PageCache;
 pub use service::LedgerService;
 pub use status::{
     code_of, refusal, DAMAGED_RECORD_REASON, ERROR_DOMAIN, INTERNAL_REASON,

@@ -190,3 +190,9 @@ impl prost::Message for DescribeImagesResponse {
 
 #[cfg(test)]
 mod tests;
+
+impl crate::projection::EncodedPage for super::pb::DescribeImagesResponse {
+    fn encoded_bytes(&self) -> u64 {
+        prost::Message::encoded_len(self) as u64
+    }
+}

@@ -4,23 +4,22 @@ use tonic::{Request, Response, Status};
 
 use super::consistency::reached;
 use super::convert::{image_refs, timestamp, AuthorizeQuery, Commanded};
-use super::page_cache::PageCache;
 use super::pb;
 use super::pb::image_ledger_server::ImageLedger;
 use crate::app::{Committed, Ledger};
 use crate::auth::Caller;
 use crate::domain::{self, AccountId, DomainError, ImageId, Reply};
-use crate::projection::{describe_images, ImageQuery};
+use crate::projection::{describe_images, ImageQuery, PageCache};
 
 /// The gRPC face of a [`Ledger`].
 pub struct LedgerService {
     ledger: Ledger,
-    pages: PageCache,
+    pages: PageCache<pb::DescribeImagesResponse>,
 }
 
 impl LedgerService {
     /// Serves `ledger`, keeping `DescribeImages` pages in `pages`.
-    pub fn new(ledger: Ledger, pages: PageCache) -> Self {
+    pub fn new(ledger: Ledger, pages: PageCache<pb::DescribeImagesResponse>) -> Self {
         Self { ledger, pages }
     }
 

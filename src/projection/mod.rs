@@ -5,6 +5,7 @@
 //! storage of them is the store's ([`crate::store::ProjectionStore`]).
 
 mod load;
+mod page_cache;
 pub mod persist;
 pub mod query;
 mod replay;
@@ -14,6 +15,7 @@ mod writer;
 mod tests;
 
 pub use load::load_state;
+pub use page_cache::{EncodedPage, PageCache};
 pub use persist::Touched;
 pub use query::{describe_images, Condition, ImagePage, ImageQuery, ImageTypeFilter, ListedImage};
 #[cfg(test)]

@@ -24,9 +24,13 @@ pub(super) async fn prepare(
         return Err(ServeError::NoCloudKeys);
     }
     let (listener, bound) = bind(addr).await?;
+    // Its own pages (JSON), as large as the gRPC port's.
+    let pages = crate::projection::PageCache::new(config.server.page_cache_bytes())
+        .counting(Arc::clone(&metrics.ledger));
     let door = Door::new(
         ledger.clone(),
         Arc::clone(&config.cloud_keys),
+        pages,
         metrics.cloud.clone(),
     );
     tracing::info!(

@@ -13,8 +13,9 @@ use crate::audit::LedgerKey;
 use crate::config::ServerSettings;
 use crate::grpc::pb::audit_log_server::AuditLogServer;
 use crate::grpc::pb::image_ledger_server::ImageLedgerServer;
-use crate::grpc::{pb, AuditService, LedgerService, PageCache, Subscriptions};
+use crate::grpc::{pb, AuditService, LedgerService, Subscriptions};
 use crate::metrics::Metrics;
+use crate::projection::PageCache;
 
 /// The routes, and the health they report.
 pub(super) struct Served {

@@ -129,6 +129,9 @@ async fn sharing_through_the_door_follows_every_rule() -> TestResult {
     let spare_refs: Vec<&str> = spares.iter().map(String::as_str).collect();
     register_roots(&mut door.grpc, &spare_refs).await;
 
+    // The friend's page, read (and kept by the page cache) before the share.
+    let before = door.cvm(&door.friend, "DescribeImages", json!({})).await;
+    assert_eq!(answered(&before)["TotalCount"], json!(0));
     answered(
         &door
             .share(&door.owner, &door.image, &[FRIEND], "SHARE")
@@ -137,6 +140,12 @@ async fn sharing_through_the_door_follows_every_rule() -> TestResult {
     assert_eq!(
         shares_of(&mut door.grpc, OWNER, &door.image).await,
         [FRIEND]
+    );
+    let after = door.cvm(&door.friend, "DescribeImages", json!({})).await;
+    assert_eq!(answered(&after)["TotalCount"], json!(1), "a stale page");
+    assert_eq!(
+        after.response()["ImageSet"][0]["ImageId"],
+        json!(door.image)
     );
     let reply = door
         .cvm(
@@ -333,6 +342,14 @@ async fn copies_attributes_quota_and_lighthouse() -> TestResult {
     }
     assert_eq!(common::visible(&mut door.grpc, OWNER, SH).await.len(), 2);
 
+    let names = |reply: &Reply| -> Vec<Value> {
+        answered(reply)["ImageSet"]
+            .as_array()
+            .map(|set| set.iter().map(|image| image["ImageName"].clone()).collect())
+            .unwrap_or_default()
+    };
+    let page = door.cvm(&door.owner, "DescribeImages", json!({})).await;
+    assert_eq!(names(&page), [json!("api"), json!("web")]);
     answered(
         &door
             .cvm(
@@ -342,6 +359,9 @@ async fn copies_attributes_quota_and_lighthouse() -> TestResult {
             )
             .await,
     );
+    // The page the cache kept before the rename is not served after it.
+    let page = door.cvm(&door.owner, "DescribeImages", json!({})).await;
+    assert_eq!(names(&page), [json!("api"), json!("web-2")]);
     let reply = door
         .cvm(
             &door.owner,

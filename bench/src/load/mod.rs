@@ -48,17 +48,26 @@ pub enum Scenario {
     Describe,
     /// 90% reads (authorize and describe), 10% writes (share and cancel).
     Mixed,
+    /// CVM `DescribeImages` (a page of 20) through the cloud API door,
+    /// signed, over kept-alive HTTP/1.1: one connection per request in
+    /// flight.
+    CloudDescribe,
+    /// CVM `ModifyImageSharePermission` SHARE then CANCEL through the door,
+    /// as `share` does over gRPC.
+    CloudShare,
 }
 
 impl Scenario {
     /// Every scenario, baseline first.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Health,
         Scenario::Share,
         Scenario::Authorize,
         Scenario::AuthorizeApplied,
         Scenario::Describe,
         Scenario::Mixed,
+        Scenario::CloudDescribe,
+        Scenario::CloudShare,
     ];
 
     /// The scenario's name on the command line and in reports.
@@ -70,7 +79,14 @@ impl Scenario {
             Scenario::AuthorizeApplied => "authorize-applied",
             Scenario::Describe => "describe",
             Scenario::Mixed => "mixed",
+            Scenario::CloudDescribe => "cloud-describe",
+            Scenario::CloudShare => "cloud-share",
         }
+    }
+
+    /// Whether it goes through the cloud API door.
+    pub fn is_cloud(self) -> bool {
+        matches!(self, Scenario::CloudDescribe | Scenario::CloudShare)
     }
 
     /// Parses a scenario name.
@@ -204,6 +220,9 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
     if config.accounts < 2 || config.images == 0 {
         return Err("preload at least 2 accounts and 1 image".into());
     }
+    if config.addr.is_some() && config.scenarios.iter().any(|s| s.is_cloud()) {
+        return Err("the cloud-* scenarios need a server this tool starts (with its keys): leave out --addr".into());
+    }
     let temp;
     let (server, startup, dir) = match config.addr {
         Some(_) => (Vec::new(), None, None),
@@ -263,7 +282,8 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
         (Some(dir), true) => Some(std::fs::read(dir.join(server::TLS_CA))?),
         _ => None,
     };
-    let mut report = runtime.block_on(drive(config, &addrs, server_pid, ca))?;
+    let cloud = server.first().and_then(|s| s.1);
+    let mut report = runtime.block_on(drive(config, &addrs, cloud, server_pid, ca))?;
     report.startup = startup;
     if let Some(server) = server.first() {
         report.rss_bytes = rss_of(server.0.pid());
@@ -279,6 +299,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BoxError> {
 async fn drive(
     config: &BenchConfig,
     addrs: &[SocketAddr],
+    cloud: Option<SocketAddr>,
     server_pid: Option<u32>,
     ca: Option<Vec<u8>>,
 ) -> Result<BenchReport, BoxError> {
@@ -295,7 +316,7 @@ async fn drive(
         };
         channels.push(endpoint.connect().await?);
     }
-    let workload = Arc::new(discover(config, channels[0].clone()).await?);
+    let workload = Arc::new(discover(config, channels[0].clone(), cloud).await?);
     eprintln!(
         "{} images of {} accounts in {}; each account lists {} to {} (own and shared)",
         workload.images.len(),

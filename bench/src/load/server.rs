@@ -9,9 +9,12 @@ use image_ledger_testkit::{ServerCommand, ServerProcess, Stderr};
 
 use super::{BenchConfig, BoxError};
 
-/// A started server; asked to stop (SIGTERM, then SIGKILL after 15 s)
-/// when dropped.
-pub(super) struct Server(pub(super) ServerProcess);
+/// A started server and its cloud API door's address, if it serves one;
+/// asked to stop (SIGTERM, then SIGKILL after 15 s) when dropped.
+pub(super) struct Server(
+    pub(super) ServerProcess,
+    pub(super) Option<std::net::SocketAddr>,
+);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -78,9 +81,23 @@ pub(super) fn spawn_server(
             .env("IMAGE_LEDGER_TLS_CERT", cert)
             .env("IMAGE_LEDGER_TLS_KEY", key);
     }
-    let server = command.spawn()?;
+    let cloud = config.scenarios.iter().any(|s| s.is_cloud());
+    if cloud {
+        let keys = dir.join("bench-cloud-keys.toml");
+        std::fs::write(&keys, crate::cloud::bench_keys(config.accounts))?;
+        command = command
+            .global("--config")
+            .global(keys.as_os_str())
+            .args(["--cloud-api-addr", "127.0.0.1:0"]);
+    }
+    let mut server = command.spawn()?;
     let startup = server.startup();
-    Ok((Server(server), startup))
+    let cloud_addr = if cloud {
+        Some(server.cloud_api_addr()?)
+    } else {
+        None
+    };
+    Ok((Server(server, cloud_addr), startup))
 }
 
 /// CPU time by kind of thread.

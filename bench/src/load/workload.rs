@@ -16,6 +16,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use super::{BenchConfig, BoxError, Scenario};
+use crate::cloud::{bench_key, Call, Connection};
 use crate::fill::account;
 
 /// The account that receives every share of the share scenario; it takes
@@ -41,10 +42,16 @@ pub(super) struct Workload {
     pub(super) shared: Vec<AtomicBool>,
     /// The fewest and the most images a preloaded account lists.
     pub(super) listed: (u64, u64),
+    /// The cloud API door, when the server serves one.
+    pub(super) cloud: Option<std::net::SocketAddr>,
 }
 
 /// Finds the preloaded images and registers the share scenario's recipient.
-pub(super) async fn discover(config: &BenchConfig, channel: Channel) -> Result<Workload, BoxError> {
+pub(super) async fn discover(
+    config: &BenchConfig,
+    channel: Channel,
+    cloud: Option<std::net::SocketAddr>,
+) -> Result<Workload, BoxError> {
     let mut client = ImageLedgerClient::new(channel);
     let region = bench_region();
     let registered = client
@@ -93,6 +100,7 @@ pub(super) async fn discover(config: &BenchConfig, channel: Channel) -> Result<W
         images,
         shared,
         listed,
+        cloud,
     })
 }
 
@@ -189,6 +197,15 @@ pub(super) async fn worker(
     let mut next_own = 0usize;
     let mut latencies = Vec::new();
     let mut errors = 0;
+    // HTTP/1.1 carries one request at a time: a connection per task,
+    // opened before the window.
+    let mut door = match (scenario.is_cloud(), workload.cloud) {
+        (true, Some(addr)) => match Connection::open(addr).await {
+            Ok(connection) => Some(connection),
+            Err(_) => return (latencies, 1),
+        },
+        _ => None,
+    };
     loop {
         let now = Instant::now();
         if now >= end {
@@ -258,6 +275,15 @@ pub(super) async fn worker(
                     .await
                     .is_ok_and(|r| r.into_inner().allowed)
             }
+            Scenario::CloudDescribe | Scenario::CloudShare => {
+                let Some(door) = door.as_mut() else { break };
+                if kind == Scenario::CloudShare && own.is_empty() {
+                    break;
+                }
+                let image = own.get(next_own % own.len().max(1)).copied().unwrap_or(0);
+                next_own += 1;
+                cloud_call(kind, door, &workload, &mut rng, image).await
+            }
             Scenario::Describe | Scenario::Mixed => {
                 let (_, owner) = &workload.images[rng.random_range(0..workload.images.len())];
                 let request = pb::DescribeImagesRequest {
@@ -281,4 +307,71 @@ pub(super) async fn worker(
         }
     }
     (latencies, errors)
+}
+
+/// One request of a cloud scenario: a page of `DescribeImages` for a
+/// random owner, or the SHARE or CANCEL of image `own` (this task's) with
+/// [`RECIPIENT`], signed with the acting account's key.
+async fn cloud_call(
+    kind: Scenario,
+    door: &mut Connection,
+    workload: &Workload,
+    rng: &mut StdRng,
+    own: usize,
+) -> bool {
+    let region = workload.region.as_str();
+    match kind {
+        Scenario::CloudShare => {
+            let (image, owner) = &workload.images[own];
+            let shared = workload.shared[own].load(Ordering::Relaxed);
+            let body = serde_json::json!({
+                "ImageId": image,
+                "AccountIds": [RECIPIENT],
+                "Permission": if shared { "CANCEL" } else { "SHARE" },
+            });
+            let call = Call::cvm("ModifyImageSharePermission", region, &body);
+            let ok = door
+                .call_raw(&bench_key(*owner), &call)
+                .await
+                .is_ok_and(|answer| !contains(&answer, b"\"Error\""));
+            if ok {
+                workload.shared[own].store(!shared, Ordering::Relaxed);
+            }
+            ok
+        }
+        _ => {
+            let (_, owner) = &workload.images[rng.random_range(0..workload.images.len())];
+            let body = serde_json::json!({ "Limit": PAGE_SIZE });
+            let call = Call::cvm("DescribeImages", region, &body);
+            // As `describe` counts encoded images, count them by their ids.
+            door.call_raw(&bench_key(*owner), &call)
+                .await
+                .is_ok_and(|answer| {
+                    let total = total_count(&answer).unwrap_or(0);
+                    !contains(&answer, b"\"Error\"")
+                        && count(&answer, b"\"ImageId\"") == PAGE_SIZE.min(total) as usize
+                })
+        }
+    }
+}
+
+/// `TotalCount` of a `DescribeImages` answer, read off its text.
+fn total_count(answer: &[u8]) -> Option<u32> {
+    let key = b"\"TotalCount\":";
+    let at = memchr::memmem::find(answer, key)? + key.len();
+    let digits: Vec<u8> = answer[at..]
+        .iter()
+        .copied()
+        .skip_while(u8::is_ascii_whitespace)
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(haystack, needle).is_some()
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    memchr::memmem::find_iter(haystack, needle).count()
 }

@@ -2,14 +2,18 @@
 //! the call's region, with Tencent's filters and paging, each image in
 //! Tencent's `Image` shape.
 
-use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+use serde::Serialize;
 
 use super::{image_ids, Call};
 use crate::app::Ledger;
-use crate::cloud::envelope::ApiError;
+use crate::cloud::envelope::{ApiError, Fields};
 use crate::cloud::params::Filter;
 use crate::domain::{Image, ImageSource, LicenseType};
-use crate::projection::{describe_images as list, Condition, ImageQuery, ImageTypeFilter};
+use crate::projection::{
+    describe_images as list, Condition, EncodedPage, ImageQuery, ImageTypeFilter, PageCache,
+};
 
 /// Most filters in one call, and values in one filter.
 const MAX_FILTERS: usize = 10;
@@ -18,8 +22,26 @@ const MAX_FILTER_VALUES: usize = 5;
 const DEFAULT_LIMIT: u64 = 20;
 const MAX_LIMIT: u64 = 100;
 
+/// A page of `DescribeImages` as the door sends it: the `ImageSet` as JSON
+/// text, and the `TotalCount`. Kept in the door's page cache.
+#[derive(Debug, Clone)]
+pub struct JsonPage {
+    set: Arc<str>,
+    total: u32,
+}
+
+impl EncodedPage for JsonPage {
+    fn encoded_bytes(&self) -> u64 {
+        self.set.len() as u64
+    }
+}
+
 /// `DescribeImages`.
-pub fn describe_images(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Value>, ApiError> {
+pub fn describe_images(
+    ledger: &Ledger,
+    pages: &PageCache<JsonPage>,
+    call: &Call<'_>,
+) -> Result<Fields, ApiError> {
     let params = call.params(&["ImageIds", "Filters", "Offset", "Limit", "InstanceType"])?;
     let ids = params.opt_strings("ImageIds")?;
     let filters = params.opt_filters()?;
@@ -53,16 +75,26 @@ pub fn describe_images(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, V
         (None, None) => {}
     }
     let state = ledger.state();
-    let page = list(&state, ledger.policy(), &query)?;
-    let images: Vec<Value> = page
-        .images
-        .iter()
-        .map(|listed| image(listed.image, listed.shared))
-        .collect();
-    let mut fields = Map::new();
-    fields.insert("ImageSet".into(), Value::Array(images));
-    fields.insert("TotalCount".into(), json!(page.total_count));
-    Ok(fields)
+    let page = pages.reply(&state, &query, || {
+        let page = list(&state, ledger.policy(), &query)?;
+        let images: Vec<ImageView<'_>> = page
+            .images
+            .iter()
+            .map(|listed| ImageView::of(listed.image, listed.shared))
+            .collect();
+        let set = serde_json::to_string(&images).map_err(|err| {
+            crate::domain::DomainError::InvalidParameter(format!(
+                "the page cannot be written: {err}"
+            ))
+        })?;
+        Ok(JsonPage {
+            set: set.into(),
+            total: page.total_count,
+        })
+    })?;
+    Ok(Fields::new()
+        .with_json("ImageSet", page.set)
+        .with("TotalCount", &page.total))
 }
 
 /// Turns Tencent's filters into the query's: filters are ANDed, the
@@ -153,38 +185,70 @@ fn apply_filters(query: &mut ImageQuery, filters: &[Filter]) -> Result<(), ApiEr
     Ok(())
 }
 
-/// An image as Tencent's `Image` structure. The ledger does not keep an
-/// image's size, architecture, snapshots, tags or family: those are
-/// given as for an image without them (0, "", [], [], "").
-pub fn image(image: &Image, shared: bool) -> Value {
-    let a = &image.attributes;
-    json!({
-        "ImageId": image.image_id.as_str(),
-        "OsName": a.os_name,
-        "ImageType": if shared { "SHARED_IMAGE" } else { "PRIVATE_IMAGE" },
-        "CreatedTime": created_time(image.created_time),
-        "ImageName": a.image_name,
-        "ImageDescription": a.image_description,
-        "ImageSize": 0,
-        "Architecture": "",
-        "ImageState": image.state.name(),
-        "Platform": a.platform,
-        "ImageCreator": image.owner_account_id.as_str(),
-        "ImageSource": match a.image_source {
-            ImageSource::CreateImage => "CREATE_IMAGE",
-            ImageSource::ExternalImport => "EXTERNAL_IMPORT",
-        },
-        "SyncPercent": Value::Null,
-        "IsSupportCloudinit": a.supports_cloudinit,
-        "SnapshotSet": [],
-        "Tags": [],
-        "LicenseType": match a.license_type {
-            LicenseType::Tencentcloud => "TencentCloud",
-            LicenseType::Byol => "BYOL",
-        },
-        "ImageFamily": "",
-        "ImageDeprecated": false,
-    })
+/// An image as Tencent's `Image` structure, borrowed from the state. The
+/// ledger does not keep an image's size, architecture, snapshots, tags or
+/// family: those are given as for an image without them (0, "", [], [],
+/// ""), and its sync progress as null (not syncing).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageView<'a> {
+    image_id: &'a str,
+    os_name: &'a str,
+    image_type: &'static str,
+    created_time: String,
+    image_name: &'a str,
+    image_description: &'a str,
+    image_size: u64,
+    architecture: &'static str,
+    image_state: &'static str,
+    platform: &'a str,
+    image_creator: &'a str,
+    image_source: &'static str,
+    sync_percent: Option<u32>,
+    is_support_cloudinit: bool,
+    snapshot_set: [(); 0],
+    tags: [(); 0],
+    license_type: &'static str,
+    image_family: &'static str,
+    image_deprecated: bool,
+}
+
+impl<'a> ImageView<'a> {
+    /// `image` as the caller sees it: its own, or `shared` with it.
+    pub fn of(image: &'a Image, shared: bool) -> Self {
+        let a = &image.attributes;
+        Self {
+            image_id: image.image_id.as_str(),
+            os_name: &a.os_name,
+            image_type: if shared {
+                "SHARED_IMAGE"
+            } else {
+                "PRIVATE_IMAGE"
+            },
+            created_time: created_time(image.created_time),
+            image_name: &a.image_name,
+            image_description: &a.image_description,
+            image_size: 0,
+            architecture: "",
+            image_state: image.state.name(),
+            platform: &a.platform,
+            image_creator: image.owner_account_id.as_str(),
+            image_source: match a.image_source {
+                ImageSource::CreateImage => "CREATE_IMAGE",
+                ImageSource::ExternalImport => "EXTERNAL_IMPORT",
+            },
+            sync_percent: None,
+            is_support_cloudinit: a.supports_cloudinit,
+            snapshot_set: [],
+            tags: [],
+            license_type: match a.license_type {
+                LicenseType::Tencentcloud => "TencentCloud",
+                LicenseType::Byol => "BYOL",
+            },
+            image_family: "",
+            image_deprecated: false,
+        }
+    }
 }
 
 /// `YYYY-MM-DDThh:mm:ssZ`, in UTC, as Tencent writes times.

@@ -2,18 +2,15 @@
 //! `ModifyImageAttribute`, `SyncImages` (copies), and the quota they count
 //! against, `DescribeImageQuota`.
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
 use super::{image_ids, Call};
 use crate::app::Ledger;
-use crate::cloud::envelope::ApiError;
+use crate::cloud::envelope::{ApiError, Fields};
 use crate::domain::{self, Command, ImageRef, Region, Reply};
 
 /// `DeleteImages`: every image or none (checked together first).
-pub async fn delete_images(
-    ledger: &Ledger,
-    call: &Call<'_>,
-) -> Result<Map<String, Value>, ApiError> {
+pub async fn delete_images(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, ApiError> {
     let params = call.params(&["ImageIds", "DeleteBindedSnap", "DryRun"])?;
     let ids = image_ids("ImageIds", &params.strings("ImageIds")?)?;
     // The ledger keeps no snapshots: there are none to delete with it.
@@ -31,16 +28,13 @@ pub async fn delete_images(
         })
         .collect();
     call.commit_all(ledger, commands, dry_run).await?;
-    Ok(Map::new())
+    Ok(Fields::new())
 }
 
 /// `ModifyImageAttribute`: name and description. Image families and
 /// deprecation are not kept by the ledger: setting them is refused, and
 /// the values every image has (no family, not deprecated) are accepted.
-pub async fn modify_attribute(
-    ledger: &Ledger,
-    call: &Call<'_>,
-) -> Result<Map<String, Value>, ApiError> {
+pub async fn modify_attribute(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, ApiError> {
     let params = call.params(&[
         "ImageId",
         "ImageName",
@@ -68,13 +62,13 @@ pub async fn modify_attribute(
         image_description,
     };
     call.commit(ledger, command, false).await?;
-    Ok(Map::new())
+    Ok(Fields::new())
 }
 
 /// `SyncImages`: copies of each image into each destination region (the
 /// owner), or of a shared image into the caller's own account in its
 /// region (a recipient). With `ImageSetRequired`, the new images.
-pub async fn sync_images(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Value>, ApiError> {
+pub async fn sync_images(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, ApiError> {
     let params = call.params(&[
         "ImageIds",
         "DestinationRegions",
@@ -118,30 +112,39 @@ pub async fn sync_images(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String,
         })
         .collect();
     let done = call.commit_all(ledger, commands, dry_run).await?;
-    let mut fields = Map::new();
-    if wants_set {
-        let set: Vec<Value> = done
-            .iter()
-            .flat_map(|committed| match &committed.reply {
-                Reply::ImagesCopied { images } => images.clone(),
-                _ => Vec::new(),
-            })
-            .map(|ImageRef { image_id, region }| {
-                json!({ "ImageId": image_id.as_str(), "Region": region.as_str() })
-            })
-            .collect();
-        fields.insert("ImageSet".into(), Value::Array(set));
+    if !wants_set {
+        return Ok(Fields::new());
     }
-    Ok(fields)
+    let copies: Vec<ImageRef> = done
+        .iter()
+        .flat_map(|committed| match &committed.reply {
+            Reply::ImagesCopied { images } => images.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let set: Vec<SyncImage<'_>> = copies
+        .iter()
+        .map(|copy| SyncImage {
+            image_id: copy.image_id.as_str(),
+            region: copy.region.as_str(),
+        })
+        .collect();
+    Ok(Fields::new().with("ImageSet", &set))
+}
+
+/// Tencent's `SyncImage`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SyncImage<'a> {
+    image_id: &'a str,
+    region: &'a str,
 }
 
 /// `DescribeImageQuota`: how many custom images the account may own in
 /// the region.
-pub fn quota(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Value>, ApiError> {
+pub fn quota(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, ApiError> {
     call.params(&[])?;
     let state = ledger.state();
     domain::registered(&state, &call.key.account)?;
-    let mut fields = Map::new();
-    fields.insert("ImageNumQuota".into(), json!(ledger.policy().image_quota));
-    Ok(fields)
+    Ok(Fields::new().with("ImageNumQuota", &ledger.policy().image_quota))
 }

@@ -8,13 +8,14 @@ mod shares;
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
-use super::envelope::ApiError;
+use super::envelope::{ApiError, Fields};
 use super::params::Params;
 use crate::app::{CommandOptions, Committed, Ledger};
 use crate::auth::CloudKey;
 use crate::domain::{Command, ImageId, LedgerState, Region};
+use crate::projection::PageCache;
+
+pub use images::JsonPage;
 
 /// The two APIs this door speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +104,15 @@ pub struct Call<'a> {
     pub body: &'a [u8],
 }
 
-/// Runs `call` on `ledger` and returns the reply's fields.
-pub async fn run(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Value>, ApiError> {
+/// Runs `call` on `ledger` and returns the reply's fields; `pages` keeps
+/// the door's `DescribeImages` pages.
+pub async fn run(
+    ledger: &Ledger,
+    pages: &PageCache<JsonPage>,
+    call: &Call<'_>,
+) -> Result<Fields, ApiError> {
     match (call.api, call.action) {
-        (Api::Cvm, "DescribeImages") => images::describe_images(ledger, call),
+        (Api::Cvm, "DescribeImages") => images::describe_images(ledger, pages, call),
         (Api::Cvm, "DescribeImageSharePermission") => shares::describe(ledger, call),
         (Api::Cvm, "ModifyImageSharePermission") => shares::modify(ledger, call).await,
         (Api::Cvm, "DeleteImages") => lifecycle::delete_images(ledger, call).await,

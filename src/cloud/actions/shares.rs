@@ -2,12 +2,12 @@
 //! `DescribeImageSharePermission`, and Lighthouse's
 //! `ModifyImageSharePermission`.
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
 use super::images::created_time;
 use super::Call;
 use crate::app::Ledger;
-use crate::cloud::envelope::ApiError;
+use crate::cloud::envelope::{ApiError, Fields};
 use crate::domain::{self, AccountId, Command, ImageId, LighthousePermission};
 
 /// SHARE or CANCEL.
@@ -29,7 +29,7 @@ fn permission(raw: &str) -> Result<Permission, ApiError> {
 }
 
 /// CVM `ModifyImageSharePermission`.
-pub async fn modify(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Value>, ApiError> {
+pub async fn modify(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, ApiError> {
     let params = call.params(&["ImageId", "AccountIds", "Permission"])?;
     let image_id = params.string("ImageId")?;
     let accounts = params.strings("AccountIds")?;
@@ -54,11 +54,11 @@ pub async fn modify(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Valu
         },
     };
     call.commit(ledger, command, false).await?;
-    Ok(Map::new())
+    Ok(Fields::new())
 }
 
 /// CVM `DescribeImageSharePermission`: the accounts, oldest share first.
-pub fn describe(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Value>, ApiError> {
+pub fn describe(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, ApiError> {
     let params = call.params(&["ImageId"])?;
     let image_id = ImageId::parse(&params.string("ImageId")?)?;
     let state = ledger.state();
@@ -70,18 +70,22 @@ pub fn describe(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Value>, 
             .cmp(&b.created_time)
             .then_with(|| a_id.cmp(b_id))
     });
-    let set: Vec<Value> = shares
+    let set: Vec<SharePermission<'_>> = shares
         .into_iter()
-        .map(|(account, share)| {
-            json!({
-                "CreatedTime": created_time(share.created_time),
-                "AccountId": account.as_str(),
-            })
+        .map(|(account, share)| SharePermission {
+            created_time: created_time(share.created_time),
+            account_id: account.as_str(),
         })
         .collect();
-    let mut fields = Map::new();
-    fields.insert("SharePermissionSet".into(), Value::Array(set));
-    Ok(fields)
+    Ok(Fields::new().with("SharePermissionSet", &set))
+}
+
+/// Tencent's `SharePermission`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SharePermission<'a> {
+    created_time: String,
+    account_id: &'a str,
 }
 
 /// Lighthouse `ModifyImageSharePermission`: share a CVM image with
@@ -89,14 +93,14 @@ pub fn describe(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Value>, 
 /// blueprint a share makes is named after the image (`lhbp-` and the
 /// image id's suffix), so a share, a cancel and a share again give the
 /// same id.
-pub async fn lighthouse(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, Value>, ApiError> {
+pub async fn lighthouse(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, ApiError> {
     let params = call.params(&["ImageId", "Permission"])?;
     let image_id = ImageId::parse(&params.string("ImageId")?)?;
     let permission = permission(&params.string("Permission")?)?;
     call.in_region(&ledger.state(), &image_id)?;
     let blueprint = match permission {
-        Permission::Share => Value::String(blueprint_id(&image_id)),
-        Permission::Cancel => Value::Null,
+        Permission::Share => Some(blueprint_id(&image_id)),
+        Permission::Cancel => None,
     };
     let command = Command::ModifyLighthouseSharePermission {
         caller: call.key.account.clone(),
@@ -107,9 +111,7 @@ pub async fn lighthouse(ledger: &Ledger, call: &Call<'_>) -> Result<Map<String, 
         },
     };
     call.commit(ledger, command, false).await?;
-    let mut fields = Map::new();
-    fields.insert("BlueprintId".into(), blueprint);
-    Ok(fields)
+    Ok(Fields::new().with("BlueprintId", &blueprint))
 }
 
 /// The Lighthouse blueprint id of a shared image.

@@ -1,5 +1,6 @@
 //! Encoded `DescribeImages` pages, sent again while what they show is
-//! unchanged.
+//! unchanged: each door keeps its own, of its own encoding (protobuf for
+//! gRPC, JSON for the cloud API).
 //!
 //! Building a page walks the account's listings and looks up each image on
 //! the page: data scattered over the heap, so a page costs a chain of cache
@@ -16,13 +17,23 @@
 //! (`--page-cache-mb`); when full, quick_cache's S3-FIFO policy drops pages
 //! read once before pages read again.
 
-use prost::Message;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::Weighter;
 
-use super::pb::DescribeImagesResponse;
+use super::{ImageQuery, ImageTypeFilter};
 use crate::domain::{AccountId, DomainError, LedgerState, ListingStamps, Region};
-use crate::projection::{ImageQuery, ImageTypeFilter};
+
+/// An encoded page: what it costs to keep.
+pub trait EncodedPage: Clone + Send + Sync + 'static {
+    /// Its size in bytes.
+    fn encoded_bytes(&self) -> u64;
+}
+
+impl EncodedPage for bytes::Bytes {
+    fn encoded_bytes(&self) -> u64 {
+        self.len() as u64
+    }
+}
 
 /// What names one page of one account's listings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -36,9 +47,9 @@ struct PageKey {
 
 /// A reply and the stamps of the listings it was cut from.
 #[derive(Debug, Clone)]
-struct CachedPage {
+struct CachedPage<R> {
     stamps: ListingStamps,
-    reply: DescribeImagesResponse,
+    reply: R,
 }
 
 /// Bytes a cached page holds: its reply plus the key and bookkeeping.
@@ -48,9 +59,9 @@ struct ByBytes;
 /// Counted for an entry on top of its reply's bytes.
 const ENTRY_OVERHEAD: u64 = 128;
 
-impl Weighter<PageKey, CachedPage> for ByBytes {
-    fn weight(&self, _key: &PageKey, page: &CachedPage) -> u64 {
-        page.reply.encoded_len() as u64 + ENTRY_OVERHEAD
+impl<R: EncodedPage> Weighter<PageKey, CachedPage<R>> for ByBytes {
+    fn weight(&self, _key: &PageKey, page: &CachedPage<R>) -> u64 {
+        page.reply.encoded_bytes() + ENTRY_OVERHEAD
     }
 }
 
@@ -58,14 +69,14 @@ impl Weighter<PageKey, CachedPage> for ByBytes {
 const TYPICAL_PAGE: u64 = 4096;
 
 /// The encoded pages of `DescribeImages`; see the module docs.
-pub struct PageCache {
+pub struct PageCache<R: EncodedPage> {
     /// `None` when caching is off (a capacity of 0).
-    pages: Option<Cache<PageKey, CachedPage, ByBytes, foldhash::fast::RandomState>>,
+    pages: Option<Cache<PageKey, CachedPage<R>, ByBytes, foldhash::fast::RandomState>>,
     /// Hits and misses.
     metrics: std::sync::Arc<crate::metrics::LedgerMetrics>,
 }
 
-impl PageCache {
+impl<R: EncodedPage> PageCache<R> {
     /// A cache holding up to `capacity_bytes` of replies; 0 turns it off.
     pub fn new(capacity_bytes: u64) -> Self {
         let pages = (capacity_bytes > 0).then(|| {
@@ -101,8 +112,8 @@ impl PageCache {
         &self,
         state: &LedgerState,
         query: &ImageQuery,
-        build: impl FnOnce() -> Result<DescribeImagesResponse, DomainError>,
-    ) -> Result<DescribeImagesResponse, DomainError> {
+        build: impl FnOnce() -> Result<R, DomainError>,
+    ) -> Result<R, DomainError> {
         let Some((pages, key)) = self.pages.as_ref().zip(PageKey::of(query)) else {
             return build();
         };

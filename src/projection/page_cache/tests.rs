@@ -4,6 +4,7 @@
 use std::cell::Cell;
 
 use prost::Message;
+
 use time::OffsetDateTime;
 
 use super::PageCache;
@@ -96,7 +97,7 @@ fn built(state: &LedgerState, query: &ImageQuery) -> Result<DescribeImagesRespon
 
 /// Asks the cache, checks the reply against the built page, and says
 /// whether the cache had to build it.
-fn ask(cache: &PageCache, state: &LedgerState, query: &ImageQuery) -> bool {
+fn ask(cache: &PageCache<DescribeImagesResponse>, state: &LedgerState, query: &ImageQuery) -> bool {
     let called = Cell::new(false);
     let reply = cache
         .reply(state, query, || {
@@ -118,7 +119,7 @@ fn ask(cache: &PageCache, state: &LedgerState, query: &ImageQuery) -> bool {
 type Read = (u64, &'static str, ImageTypeFilter);
 
 /// Every (account, region, filter) whose pages were built on this pass.
-fn rebuilt(cache: &PageCache, state: &LedgerState) -> Vec<Read> {
+fn rebuilt(cache: &PageCache<DescribeImagesResponse>, state: &LedgerState) -> Vec<Read> {
     let mut out = Vec::new();
     for account_n in ACCOUNTS {
         for region in [GZ, SH] {
@@ -156,7 +157,7 @@ fn each_change_rebuilds_exactly_the_pages_that_show_it() {
     ] {
         state.apply(&event);
     }
-    let cache = PageCache::new(1 << 20);
+    let cache = PageCache::<DescribeImagesResponse>::new(1 << 20);
     assert_eq!(
         rebuilt(&cache, &state).len(),
         ACCOUNTS.len() * 2 * FILTERS.len()
@@ -255,7 +256,7 @@ fn a_page_of_one_copy_of_the_state_is_never_sent_for_another() {
     let mut other = older.clone();
     other.apply(&renamed(0, "other"));
 
-    let cache = PageCache::new(1 << 20);
+    let cache = PageCache::<DescribeImagesResponse>::new(1 << 20);
     let q = query(1, GZ, ImageTypeFilter::Both, (0, 0));
     assert!(ask(&cache, &newer, &q));
     assert!(ask(&cache, &older, &q));
@@ -277,7 +278,7 @@ fn a_page_of_one_copy_of_the_state_is_never_sent_for_another() {
 fn filtered_queries_failures_and_a_cache_of_zero_always_build() {
     let mut state = with_accounts(&[1]);
     state.apply(&registered(0, 1, GZ));
-    let cache = PageCache::new(1 << 20);
+    let cache = PageCache::<DescribeImagesResponse>::new(1 << 20);
     let by_name = ImageQuery {
         image_name: "image".into(),
         ..query(1, GZ, ImageTypeFilter::Both, (0, 0))
@@ -306,7 +307,7 @@ fn filtered_queries_failures_and_a_cache_of_zero_always_build() {
         assert!(called.get());
     }
 
-    let off = PageCache::new(0);
+    let off = PageCache::<DescribeImagesResponse>::new(0);
     let q = query(1, GZ, ImageTypeFilter::Both, (0, 0));
     assert!(ask(&off, &state, &q));
     assert!(ask(&off, &state, &q));
@@ -319,7 +320,7 @@ fn the_cache_holds_no_more_than_its_capacity() {
         state.apply(&registered(n, 1, GZ));
     }
     let capacity = 16 * 1024;
-    let cache = PageCache::new(capacity);
+    let cache = PageCache::<DescribeImagesResponse>::new(capacity);
     for offset in 0..200 {
         ask(
             &cache,
