@@ -34,7 +34,9 @@ fn every_scenario_runs_against_a_real_server_without_errors(
             "authorize",
             "authorize-applied",
             "describe",
-            "mixed"
+            "mixed",
+            "cloud-describe",
+            "cloud-share"
         ]
     );
     for result in &report.results {

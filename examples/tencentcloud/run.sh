@@ -6,8 +6,10 @@
 #
 #   examples/tencentcloud/run.sh [IMAGE_LEDGER_BINARY]
 #
-# Needs python3 with tencentcloud-sdk-python-cvm and -lighthouse (and
-# tccli, for its part; skipped with a note when it is not installed).
+# Needs python3 with requirements.txt's packages, and tccli (from
+# requirements-tccli.txt, in a virtual environment of its own) for its
+# part, which is skipped with a note without it (an error when
+# TCCLI_REQUIRED is set).
 # Exits 1 at the first reply that is not what the README says.
 set -euo pipefail
 
@@ -67,6 +69,10 @@ grep -q "cloud key $(key_of owner.key SecretId)" history.txt ||
 echo "ok: audit history names the key behind each change"
 
 if ! command -v tccli >/dev/null; then
+  if [[ -n "${TCCLI_REQUIRED:-}" ]]; then
+    echo "run.sh: tccli is not installed (pip install -r examples/tencentcloud/requirements-tccli.txt)" >&2
+    exit 1
+  fi
   echo "note: tccli is not installed; its part is skipped"
   exit 0
 fi

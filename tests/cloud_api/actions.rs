@@ -38,27 +38,17 @@ async fn describe_images_answers_in_tencents_shape_with_its_filters() -> TestRes
     assert!(is_tencent_time(&web["CreatedTime"]), "{web}");
 
     // Filters AND, values OR; paging; ImageIds.
-    let names = |reply: &Reply| -> Vec<String> {
-        reply.response()["ImageSet"]
-            .as_array()
-            .map(|set| {
-                set.iter()
-                    .map(|image| image["ImageName"].as_str().unwrap_or_default().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let filtered =
         |filters: Value| door.cvm(&door.owner, "DescribeImages", json!({"Filters": filters}));
     let reply = filtered(json!([{"Name": "image-name", "Values": ["ap", "zz"]}])).await;
-    assert_eq!(names(&reply), ["api"]);
+    assert_eq!(image_names(&reply), ["api"]);
     let reply = filtered(json!([
         {"Name": "image-name", "Values": ["w"]},
         {"Name": "platform", "Values": ["Cent"]},
         {"Name": "image-type", "Values": ["PRIVATE_IMAGE"]}
     ]))
     .await;
-    assert_eq!(names(&reply), ["web"]);
+    assert_eq!(image_names(&reply), ["web"]);
     let reply = filtered(json!([{"Name": "image-type", "Values": ["SHARED_IMAGE"]}])).await;
     assert_eq!(answered(&reply)["TotalCount"], json!(0));
     let reply = filtered(json!([{"Name": "image-type", "Values": ["PUBLIC_IMAGE"]}])).await;
@@ -66,7 +56,7 @@ async fn describe_images_answers_in_tencents_shape_with_its_filters() -> TestRes
     let reply = filtered(json!([{"Name": "tag:team", "Values": ["web"]}])).await;
     assert_eq!(answered(&reply)["TotalCount"], json!(0));
     let reply = filtered(json!([{"Name": "image-id", "Values": [door.other_image]}])).await;
-    assert_eq!(names(&reply), ["api"]);
+    assert_eq!(image_names(&reply), ["api"]);
     let reply = door
         .cvm(
             &door.owner,
@@ -75,7 +65,7 @@ async fn describe_images_answers_in_tencents_shape_with_its_filters() -> TestRes
         )
         .await;
     assert_eq!(answered(&reply)["TotalCount"], json!(2));
-    assert_eq!(names(&reply).len(), 1);
+    assert_eq!(image_names(&reply).len(), 1);
     let reply = door
         .cvm(
             &door.owner,
@@ -83,7 +73,7 @@ async fn describe_images_answers_in_tencents_shape_with_its_filters() -> TestRes
             json!({"ImageIds": [door.image]}),
         )
         .await;
-    assert_eq!(names(&reply), ["web"]);
+    assert_eq!(image_names(&reply), ["web"]);
 
     for (body, code) in [
         (
@@ -342,14 +332,8 @@ async fn copies_attributes_quota_and_lighthouse() -> TestResult {
     }
     assert_eq!(common::visible(&mut door.grpc, OWNER, SH).await.len(), 2);
 
-    let names = |reply: &Reply| -> Vec<Value> {
-        answered(reply)["ImageSet"]
-            .as_array()
-            .map(|set| set.iter().map(|image| image["ImageName"].clone()).collect())
-            .unwrap_or_default()
-    };
     let page = door.cvm(&door.owner, "DescribeImages", json!({})).await;
-    assert_eq!(names(&page), [json!("api"), json!("web")]);
+    assert_eq!(image_names(&page), ["api", "web"]);
     answered(
         &door
             .cvm(
@@ -361,7 +345,7 @@ async fn copies_attributes_quota_and_lighthouse() -> TestResult {
     );
     // The page the cache kept before the rename is not served after it.
     let page = door.cvm(&door.owner, "DescribeImages", json!({})).await;
-    assert_eq!(names(&page), [json!("api"), json!("web-2")]);
+    assert_eq!(image_names(&page), ["api", "web-2"]);
     let reply = door
         .cvm(
             &door.owner,

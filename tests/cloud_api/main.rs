@@ -155,6 +155,18 @@ pub(crate) fn answered(reply: &Reply) -> &Value {
     reply.response()
 }
 
+/// The `ImageName`s of a `DescribeImages` answer, in order.
+pub(crate) fn image_names(reply: &Reply) -> Vec<String> {
+    answered(reply)["ImageSet"]
+        .as_array()
+        .map(|set| {
+            set.iter()
+                .map(|image| image["ImageName"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(crate) fn assert_request_id(reply: &Reply) {
     let id = reply.response()["RequestId"].as_str().unwrap_or_default();
     assert!(
