@@ -52,6 +52,10 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot start the server on {store}"))?;
         let stop_asked = shutdown_signal();
+        // Listening for SIGHUP from before the server says it listens: a
+        // reload asked right after that (systemd's ExecReload, a script)
+        // must reload, not end the process as SIGHUP's default does.
+        let reloads = reload_on_hangup(server.tls(), keys, file_path);
         // A plain line on stdout for scripts that start the server on port 0.
         println!("listening on {}", server.local_addr());
         if let Some(addr) = server.cloud_api_addr() {
@@ -61,7 +65,7 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
             tracing::info!(%addr, "serving metrics at /metrics");
         }
         std::io::stdout().flush().ok();
-        tokio::spawn(reload_on_hangup(server.tls(), keys, file_path));
+        tokio::spawn(reloads);
         let stop = server.take_stop();
         let serving = tokio::spawn(server.wait());
         stop_asked.await;
@@ -72,51 +76,63 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
     })
 }
 
-/// Reloads the TLS files and the cloud API keys at every SIGHUP; a reload
+/// Listens for SIGHUP from the moment it is called, and returns the task
+/// that reloads the TLS files and the cloud API keys at each one; a reload
 /// that fails keeps what is in use and says why.
-async fn reload_on_hangup(
+fn reload_on_hangup(
+    tls: Option<Arc<image_ledger::tls::Tls>>,
+    keys: Arc<CloudKeys>,
+    file: Option<PathBuf>,
+) -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        reload_at_each(hangups, tls, keys, file).await;
+        #[cfg(not(unix))]
+        let _ = (tls, keys, file);
+    }
+}
+
+#[cfg(unix)]
+async fn reload_at_each(
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
     tls: Option<Arc<image_ledger::tls::Tls>>,
     keys: Arc<CloudKeys>,
     file: Option<PathBuf>,
 ) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGHUP; nothing will be reloaded");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            if let Some(tls) = &tls {
-                match tls.reload() {
-                    Ok(()) => tracing::info!("reloaded the TLS certificates and key"),
-                    Err(err) => {
-                        tracing::error!(%err, "cannot reload the TLS files; keeping the certificates in use")
-                    }
+    let mut hangups = match hangups {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::error!(%err, "cannot listen for SIGHUP; nothing will be reloaded");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("reloaded the TLS certificates and key"),
+                Err(err) => {
+                    tracing::error!(%err, "cannot reload the TLS files; keeping the certificates in use")
                 }
             }
-            if let Some(path) = &file {
-                match reload_keys(path) {
-                    Ok(table) => {
-                        let count = table.len();
-                        keys.replace(table);
-                        tracing::info!(keys = count, "reloaded the cloud API keys");
-                    }
-                    Err(err) => {
-                        tracing::error!(
-                            err = format!("{err:#}"),
-                            "cannot reload the cloud API keys; keeping the keys in use"
-                        )
-                    }
+        }
+        if let Some(path) = &file {
+            match reload_keys(path) {
+                Ok(table) => {
+                    let count = table.len();
+                    keys.replace(table);
+                    tracing::info!(keys = count, "reloaded the cloud API keys");
+                }
+                Err(err) => {
+                    tracing::error!(
+                        err = format!("{err:#}"),
+                        "cannot reload the cloud API keys; keeping the keys in use"
+                    )
                 }
             }
         }
     }
-    #[cfg(not(unix))]
-    let _ = (tls, keys, file);
 }
 
 /// The config file's `[[cloud_api.keys]]`, read again.

@@ -81,6 +81,13 @@ pub enum Command {
         /// Share or cancel.
         permission: LighthousePermission,
     },
+    /// Several commands of one caller decided as one: each against the
+    /// state the ones before it leave, all applied or none (a request for
+    /// several images, such as Tencent's `DeleteImages`). Not nested.
+    Together {
+        /// The commands, in order.
+        commands: Vec<Command>,
+    },
 }
 
 impl Command {
@@ -96,6 +103,7 @@ impl Command {
             | Command::DeleteImage { caller, .. }
             | Command::ModifyImageAttribute { caller, .. }
             | Command::ModifyLighthouseSharePermission { caller, .. } => Some(caller),
+            Command::Together { commands } => commands.first().and_then(Command::actor),
         }
     }
 }

@@ -1073,3 +1073,69 @@ fn names_are_compared_after_nfc_and_invisible_ones_are_refused() {
     }
     assert!(validate_image_name("\u{200b}a").is_ok());
 }
+
+fn together(commands: Vec<Command>) -> Command {
+    Command::Together { commands }
+}
+
+#[test]
+fn commands_together_are_decided_in_order_and_all_or_none() {
+    const OTHER_IMG: &str = "img-bbbbbbbb";
+    let two = || base().into_iter().chain([registered(OTHER_IMG, OWNER, GZ)]);
+    // Deleting both when the second is shared deletes neither.
+    let one_shared = given(two().chain([shared(OTHER_IMG, &[FRIEND])]));
+    assert_eq!(
+        one_shared.then_reason(together(vec![delete(OWNER, IMG), delete(OWNER, OTHER_IMG)])),
+        "InvalidImageId.InShared"
+    );
+    // Each is decided against what the ones before it did.
+    let scenario = given(two());
+    assert_eq!(
+        scenario.then_reason(together(vec![delete(OWNER, IMG), delete(OWNER, IMG)])),
+        "InvalidImageId.NotFound"
+    );
+    let deleted =
+        scenario.then_events(together(vec![delete(OWNER, IMG), delete(OWNER, OTHER_IMG)]));
+    assert_eq!(
+        deleted,
+        [
+            Event::ImageDeleted { image_id: img(IMG) },
+            Event::ImageDeleted {
+                image_id: img(OTHER_IMG)
+            }
+        ]
+    );
+    // Copies share the destination's quota: one fits, the second does not.
+    let tight = given(two()).with_policy(|p| p.image_quota = 1);
+    assert!(tight.when(copy(OWNER, IMG, &[SH])).is_ok());
+    assert_eq!(
+        tight.then_reason(together(vec![
+            copy(OWNER, IMG, &[SH]),
+            copy(OWNER, OTHER_IMG, &[SH])
+        ])),
+        "ImageQuotaLimitExceeded"
+    );
+    let copied = scenario
+        .when(together(vec![
+            copy(OWNER, IMG, &[SH]),
+            copy(OWNER, OTHER_IMG, &[SH]),
+        ]))
+        .expect("both copied");
+    match &copied.reply {
+        Reply::ImagesCopied { images } => {
+            assert_eq!(images.len(), 2);
+            assert_ne!(images[0].image_id, images[1].image_id);
+            assert!(images.iter().all(|copy| copy.region == region(SH)));
+        }
+        other => panic!("expected the copies, got {other:?}"),
+    }
+    assert_eq!(copied.events.len(), 2);
+    // One caller, at least one command, no nesting.
+    for refused in [
+        together(vec![]),
+        together(vec![delete(OWNER, IMG), delete(FRIEND, OTHER_IMG)]),
+        together(vec![together(vec![delete(OWNER, IMG)])]),
+    ] {
+        assert_eq!(scenario.then_reason(refused), "InvalidParameterValue");
+    }
+}

@@ -283,9 +283,20 @@ async fn sharing_through_the_door_follows_every_rule() -> TestResult {
         "DryRunOperation",
     );
     assert_eq!(common::visible(&mut door.grpc, OWNER, GZ).await.len(), 2);
+    let position = door.server_head().await?;
     answered(&door.cvm(&door.owner, "DeleteImages", both).await);
     assert!(common::visible(&mut door.grpc, OWNER, GZ).await.is_empty());
+    // One request, one command: both deletions recorded together.
+    assert_eq!(door.server_head().await?, position + 2);
     door.server.stop().await?;
+    // And the history the door wrote re-decides lawfully.
+    let store = image_ledger::store::SledStore::open(door.dir.path(), 8 * 1024 * 1024)?;
+    let report = image_ledger::audit::verify(
+        &store,
+        &image_ledger::domain::Policy::default(),
+        &image_ledger::audit::VerifyOptions::default(),
+    )?;
+    assert_eq!(report.head_position, position + 2);
     Ok(())
 }
 

@@ -28,7 +28,7 @@ type TestResult = Result<(), image_ledger_bench::BoxError>;
 /// A server with the door, the owner's and the friend's keys, and two
 /// images of the owner in Guangzhou.
 pub(crate) struct Door {
-    _dir: TempDir,
+    dir: TempDir,
     server: RunningServer,
     grpc: Client,
     addr: SocketAddr,
@@ -85,7 +85,7 @@ pub(crate) async fn door_with(change: impl FnOnce(&mut image_ledger::config::Con
     let image = register_image(&mut grpc, OWNER, GZ, "web").await;
     let other_image = register_image(&mut grpc, OWNER, GZ, "api").await;
     Door {
-        _dir: dir,
+        dir,
         server,
         grpc,
         addr,
@@ -122,6 +122,19 @@ impl Door {
             .send(method, headers, body.to_vec())
             .await
             .expect("an answer")
+    }
+
+    /// The log's durable head, over gRPC.
+    async fn server_head(&self) -> Result<u64, image_ledger_bench::BoxError> {
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://{}", self.server.local_addr()))?
+                .connect()
+                .await?;
+        Ok(pb::audit_log_client::AuditLogClient::new(channel)
+            .get_ledger_head(pb::GetLedgerHeadRequest {})
+            .await?
+            .into_inner()
+            .position)
     }
 
     fn host(&self) -> String {

@@ -9,7 +9,7 @@ use crate::app::Ledger;
 use crate::cloud::envelope::{ApiError, Fields};
 use crate::domain::{self, Command, ImageRef, Region, Reply};
 
-/// `DeleteImages`: every image or none (checked together first).
+/// `DeleteImages`: every image or none, in one commit.
 pub async fn delete_images(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, ApiError> {
     let params = call.params(&["ImageIds", "DeleteBindedSnap", "DryRun"])?;
     let ids = image_ids("ImageIds", &params.strings("ImageIds")?)?;
@@ -67,7 +67,8 @@ pub async fn modify_attribute(ledger: &Ledger, call: &Call<'_>) -> Result<Fields
 
 /// `SyncImages`: copies of each image into each destination region (the
 /// owner), or of a shared image into the caller's own account in its
-/// region (a recipient). With `ImageSetRequired`, the new images.
+/// region (a recipient), all or none. With `ImageSetRequired`, the new
+/// images.
 pub async fn sync_images(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, ApiError> {
     let params = call.params(&[
         "ImageIds",
@@ -115,13 +116,10 @@ pub async fn sync_images(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, Api
     if !wants_set {
         return Ok(Fields::new());
     }
-    let copies: Vec<ImageRef> = done
-        .iter()
-        .flat_map(|committed| match &committed.reply {
-            Reply::ImagesCopied { images } => images.clone(),
-            _ => Vec::new(),
-        })
-        .collect();
+    let copies: Vec<ImageRef> = match done.reply {
+        Reply::ImagesCopied { images } => images,
+        _ => Vec::new(),
+    };
     let set: Vec<SyncImage<'_>> = copies
         .iter()
         .map(|copy| SyncImage {

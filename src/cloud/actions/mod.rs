@@ -148,37 +148,27 @@ impl Call<'_> {
         Ok(ledger.commit(command, options).await?)
     }
 
-    /// Runs every command as a dry run first, then (unless `dry_run`) each
-    /// for real: a refusal of any changes nothing, as one request should.
-    /// A dry run that passes answers `DryRunOperation`, as Tencent does.
+    /// Runs `commands` as one (`Command::Together`): every one applied or
+    /// none, in one commit. A dry run that would succeed answers
+    /// `DryRunOperation`, as Tencent does.
     async fn commit_all(
         &self,
         ledger: &Ledger,
-        commands: Vec<Command>,
+        mut commands: Vec<Command>,
         dry_run: bool,
-    ) -> Result<Vec<Committed>, ApiError> {
-        if let ([_], false) = (commands.as_slice(), dry_run) {
-            // One command is decided whole: no rehearsal needed.
-            let mut done = Vec::with_capacity(1);
-            for command in commands {
-                done.push(self.commit(ledger, command, false).await?);
-            }
-            return Ok(done);
-        }
-        for command in &commands {
-            self.commit(ledger, command.clone(), true).await?;
-        }
+    ) -> Result<Committed, ApiError> {
+        let command = match commands.len() {
+            1 => commands.remove(0),
+            _ => Command::Together { commands },
+        };
+        let committed = self.commit(ledger, command, dry_run).await?;
         if dry_run {
             return Err(ApiError::new(
                 "DryRunOperation",
                 "the request would have succeeded; DryRun is set, so nothing was changed",
             ));
         }
-        let mut done = Vec::with_capacity(commands.len());
-        for command in commands {
-            done.push(self.commit(ledger, command, false).await?);
-        }
-        Ok(done)
+        Ok(committed)
     }
 
     /// Refuses an image that lives in another region than the call's, as

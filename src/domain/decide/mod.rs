@@ -109,7 +109,53 @@ pub fn decide(
             image_id,
             permission,
         } => lighthouse(state, caller, image_id, *permission),
+        Command::Together { commands } => together(state, policy, commands, now, new_image_id),
     }
+}
+
+/// Decides `commands` in order, each against the state the ones before it
+/// leave (a quota two copies share, an id the first one took), as one
+/// decision: the first refusal refuses them all.
+fn together(
+    state: &LedgerState,
+    policy: &Policy,
+    commands: &[Command],
+    now: OffsetDateTime,
+    new_image_id: &mut dyn FnMut() -> ImageId,
+) -> Result<Decision, DomainError> {
+    let actors: BTreeSet<Option<&AccountId>> = commands.iter().map(Command::actor).collect();
+    if commands.is_empty() || actors.len() > 1 {
+        return Err(DomainError::InvalidParameter(
+            "commands decided together must be at least one, all of one caller".into(),
+        ));
+    }
+    // Applying to a copy of a persistent state copies a few nodes per change.
+    let mut scratch = state.clone();
+    let mut events = Vec::new();
+    let mut copies = Vec::new();
+    for command in commands {
+        if matches!(command, Command::Together { .. }) {
+            return Err(DomainError::InvalidParameter(
+                "commands decided together cannot nest".into(),
+            ));
+        }
+        let decision = decide(&scratch, policy, command, now, new_image_id)?;
+        for event in &decision.events {
+            scratch.apply(event);
+        }
+        events.extend(decision.events);
+        if let Reply::ImagesCopied { images } = decision.reply {
+            copies.extend(images);
+        }
+    }
+    Ok(Decision {
+        events,
+        reply: if copies.is_empty() {
+            Reply::Done
+        } else {
+            Reply::ImagesCopied { images: copies }
+        },
+    })
 }
 
 fn register_account(
