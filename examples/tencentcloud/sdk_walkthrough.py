@@ -218,6 +218,14 @@ owner.DeleteImages(request(cvm.DeleteImagesRequest, ImageIds=[image_a]))
 reply = owner.DescribeImages(cvm.DescribeImagesRequest())
 check("the deleted image is gone", [i.ImageId for i in reply.ImageSet] == [image_b], reply.to_json_string())
 
+# A client that leaves the body out of the signature (X-TC-Content-SHA256:
+# UNSIGNED-PAYLOAD), as the SDK can.
+unsigned_profile = profile()
+unsigned_profile.unsignedPayload = True
+unsigned = cvm_client.CvmClient(credential.Credential(*owner_cred), GZ, unsigned_profile)
+reply = unsigned.DescribeImageQuota(cvm.DescribeImageQuotaRequest())
+check("an unsigned payload is accepted", reply.ImageNumQuota == 500, reply.to_json_string())
+
 # The envelope's own refusals.
 refused("a wrong SecretKey", "AuthFailure.SignatureFailure",
         lambda: cvm_for((owner_cred[0], "not-the-key")).DescribeImageQuota(cvm.DescribeImageQuotaRequest()))

@@ -145,6 +145,48 @@ async fn every_signature_failure_is_refused_with_its_code_and_changes_nothing() 
     );
     expect_refusal(&door, yesterday, &call.body, "AuthFailure.SignatureExpire").await;
 
+    // With X-TC-Content-SHA256: UNSIGNED-PAYLOAD the body is not signed
+    // (the SDKs' option); the header itself must then be sent.
+    let unsigned = {
+        let date = image_ledger::cloud::signature::utc_date(now()).ok_or("a date")?;
+        let signature = image_ledger::cloud::signature::signature(
+            door.owner.secret.as_bytes(),
+            &date,
+            "cvm",
+            now(),
+            &image_ledger::cloud::signature::Signed {
+                method: "POST",
+                path: "/",
+                query: "",
+                headers: vec![("content-type", "application/json"), ("host", &host)],
+                body: None,
+            },
+        );
+        let mut headers = good.clone();
+        replace(
+            &mut headers,
+            "authorization",
+            format!(
+                "TC3-HMAC-SHA256 Credential={}/{date}/cvm/tc3_request, SignedHeaders=content-type;host, Signature={signature}",
+                door.owner.id
+            ),
+        );
+        headers
+    };
+    expect_refusal(
+        &door,
+        unsigned.clone(),
+        &call.body,
+        "AuthFailure.SignatureFailure",
+    )
+    .await;
+    let mut quota = unsigned;
+    quota.push(("X-TC-Content-SHA256".into(), "UNSIGNED-PAYLOAD".into()));
+    replace(&mut quota, "x-tc-action", "DescribeImageQuota".into());
+    assert_eq!(
+        answered(&door.raw("POST", &quota, b"{}").await)["ImageNumQuota"],
+        json!(500)
+    );
     assert!(shares_of(&mut door.grpc, OWNER, &door.image)
         .await
         .is_empty());
@@ -156,7 +198,7 @@ async fn every_signature_failure_is_refused_with_its_code_and_changes_nothing() 
     );
     let text = metrics_page(metrics).await?;
     for (code, count) in [
-        ("AuthFailure.SignatureFailure", 3),
+        ("AuthFailure.SignatureFailure", 4),
         ("AuthFailure.SecretIdNotFound", 1),
         ("AuthFailure.SignatureExpire", 3),
         ("AuthFailure.InvalidAuthorization", 6),
