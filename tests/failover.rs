@@ -140,3 +140,189 @@ async fn a_failover_to_a_synchronous_standby_loses_no_acknowledged_write() -> Te
     assert_eq!(report.events, 1 + acked.len() as u64);
     Ok(())
 }
+
+/// Cancels, on `url`'s server, every backend waiting for the synchronous
+/// standby, once one is; errs when none waits within 5 s.
+fn cancel_synchronous_waits(url: String) -> Result<usize, String> {
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+    for _ in 0..100 {
+        let rows = admin
+            .query(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+                &[],
+            )
+            .map_err(|e| e.to_string())?;
+        let cancelled = rows.iter().filter(|row| row.get::<_, bool>(0)).count();
+        if cancelled > 0 {
+            return Ok(cancelled);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err("no commit waited for the synchronous standby".into())
+}
+
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_synchronous_wait_was_cancelled_is_never_acknowledged() -> TestResult {
+    let (primary, standby) = Cluster::start_with_standby();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write&connect_timeout=2",
+        primary.port(),
+        standby.port()
+    );
+    let dir = tempfile::tempdir()?;
+    let server = InProcess::new(dir.path())
+        .with(|config| config.store.database_url = Some(url.clone()))
+        .start()
+        .await?;
+    let mut client = connect(&server).await;
+    register_roots(&mut client, &[OWNER]).await;
+
+    // The standby goes away: the next commit waits for it, and the wait is
+    // cancelled on the primary, which then commits locally with a WARNING.
+    standby.crash()?;
+    let mut request = image_request(OWNER, GZ, "waited");
+    request.client_token = "waited-1".into();
+    let waiting = {
+        let mut client = client.clone();
+        let request = request.clone();
+        tokio::spawn(async move { client.register_image(request).await })
+    };
+    let primary_url = primary.url();
+    let cancelled =
+        tokio::task::spawn_blocking(move || cancel_synchronous_waits(primary_url)).await??;
+    assert!(cancelled >= 1);
+    let status = waiting
+        .await?
+        .expect_err("a commit the standby never confirmed was acknowledged");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(common::rpcs::reason(&status), "InternalError");
+
+    // A retry with the token before the standby is back is not answered
+    // OK either: the record is on the primary only.
+    let mut early = request.clone();
+    early.client_token = request.client_token.clone();
+    let mut retry = tonic::Request::new(early);
+    retry.set_timeout(Duration::from_secs(2));
+    assert!(
+        client.register_image(retry).await.is_err(),
+        "a retry was answered from a record the standby does not hold"
+    );
+
+    primary.crash()?;
+    fail_over_and_check(standby, server, client, request, dir.path()).await
+}
+
+/// Promotes `standby` (whose primary was stopped, and which never received
+/// the record `request` may have left there), retries `request` for up to
+/// 10 s, and checks on a fresh replica of the new primary that whatever was
+/// acknowledged is there, and that the command was applied at most once.
+async fn fail_over_and_check(
+    standby: Cluster,
+    server: image_ledger::server::RunningServer,
+    mut client: Client,
+    request: image_ledger::grpc::pb::RegisterImageRequest,
+    dir: &std::path::Path,
+) -> TestResult {
+    standby.resume()?;
+    standby.promote()?;
+    let mut acknowledged = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && acknowledged.is_empty() {
+        let mut retry = tonic::Request::new(request.clone());
+        retry.set_timeout(Duration::from_secs(2));
+        match client.register_image(retry).await {
+            Ok(reply) => acknowledged.push(reply.into_inner().image_id),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    server.stop().await?;
+    // The same directory: its signing key.
+    let standby_url = format!("postgres://postgres@127.0.0.1:{}/postgres", standby.port());
+    let truth = InProcess::new(dir)
+        .with(|config| config.store.database_url = Some(standby_url))
+        .start()
+        .await?;
+    let listed = listed_images(&mut connect(&truth).await, OWNER, GZ).await?;
+    for id in &acknowledged {
+        assert!(listed.contains(id), "{id} was acknowledged and is lost");
+    }
+    assert!(listed.len() <= 1, "applied more than once: {listed:?}");
+    eprintln!(
+        "after the failover: {} acknowledged, {} on the new primary",
+        acknowledged.len(),
+        listed.len()
+    );
+    truth.stop().await?;
+    Ok(())
+}
+
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_not_acknowledged_from_a_record_only_crash_recovery_holds() -> TestResult {
+    let (primary, standby) = Cluster::start_with_standby();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write&connect_timeout=2",
+        primary.port(),
+        standby.port()
+    );
+    let dir = tempfile::tempdir()?;
+    let server = InProcess::new(dir.path())
+        .with(|config| config.store.database_url = Some(url.clone()))
+        .start()
+        .await?;
+    let mut client = connect(&server).await;
+    register_roots(&mut client, &[OWNER]).await;
+    // A second replica, which takes the retries: it did not fail the
+    // write, so it answers from what it reads of the log.
+    let other_dir = tempfile::tempdir()?;
+    // One signing key for both, as a deployment's replicas share one.
+    std::fs::copy(
+        dir.path().join(image_ledger::audit::KEY_FILE),
+        other_dir.path().join(image_ledger::audit::KEY_FILE),
+    )?;
+    let other = InProcess::new(other_dir.path())
+        .with(|config| config.store.database_url = Some(url.clone()))
+        .start()
+        .await?;
+    let mut other_client = connect(&other).await;
+
+    // The standby goes away; the primary is killed while a commit waits
+    // for it, and restarted: crash recovery makes the record visible,
+    // though the standby never received it.
+    standby.crash()?;
+    let mut request = image_request(OWNER, GZ, "recovered");
+    request.client_token = "recovered-1".into();
+    let waiting = {
+        let mut client = client.clone();
+        let request = request.clone();
+        tokio::spawn(async move { client.register_image(request).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    primary.crash()?;
+    assert!(
+        waiting.await?.is_err(),
+        "a commit the standby never confirmed was acknowledged"
+    );
+    primary.resume()?;
+    // Retried on the other replica against the recovered primary: the
+    // record is found, but the standby cannot confirm it, so no OK.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let mut retry = tonic::Request::new(request.clone());
+        retry.set_timeout(Duration::from_millis(500));
+        assert!(
+            other_client.register_image(retry).await.is_err(),
+            "a retry was answered from a record only the primary holds"
+        );
+    }
+    primary.crash()?;
+    other.stop().await?;
+    fail_over_and_check(standby, server, client, request, dir.path()).await
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::control::{Control, Restart};
 use super::drain::drain;
 use super::timing::StageTiming;
-use super::{refuse, Message, Staged};
+use super::{refuse, Message, Pending, Staged};
 use crate::domain::LedgerState;
 use crate::idempotency::Tokens;
 use crate::projection::Touched;
@@ -35,6 +35,12 @@ pub(super) struct Appender {
     pub(super) restarting: bool,
     /// This stage holds the log's turn until its next write.
     pub(super) in_turn: bool,
+    /// The position up to which the log is known durable where it is
+    /// kept: on a shared log, the head of this replica's last
+    /// acknowledged commit (records read from the database may be on its
+    /// primary only, after a crash or a cancelled synchronous wait); on a
+    /// store of its own, everything it wrote or loaded.
+    pub(super) confirmed: u64,
     /// What batches handed back changed (they carry what a catch-up
     /// changed, too): the next batch written takes it to the read side.
     pub(super) carried: Touched,
@@ -190,7 +196,14 @@ impl Appender {
         let store = &self.store;
         // A turn is only ever taken on a shared log.
         let shared = store.shared();
-        if combined.records.is_empty() {
+        let confirming = group.iter().any(|staged| {
+            staged
+                .fates
+                .iter()
+                .any(|f| matches!(f, Pending::Confirmed(_)))
+        });
+        let fence = shared.is_some() && confirming && self.confirmed < self.applied.position;
+        if combined.records.is_empty() && !fence {
             if let Some(shared) = shared {
                 if std::mem::take(&mut self.in_turn) {
                     if let Err(err) = shared.end_turn() {
@@ -207,6 +220,9 @@ impl Appender {
                 }
             }
         } else {
+            // With no records on a shared log this is a fence: an empty
+            // commit behind the head check, acknowledged only once the
+            // standby holds the log up to it.
             self.in_turn = false;
             let started = std::time::Instant::now();
             let written = self.timing.time(|| match shared {
@@ -221,6 +237,9 @@ impl Appender {
                     self.failure = Some(err.clone());
                     return Err(err);
                 }
+            }
+            if let Some(last) = group.last() {
+                self.confirmed = last.head.position;
             }
         }
         if let Some(last) = group.last() {

@@ -61,10 +61,16 @@ pub(super) use link::WriterLink;
 
 /// A command's fate within a batch, before the batch is durable.
 enum Pending {
-    /// Known without writing anything (a refusal, a dry run, a retry).
+    /// Known without writing anything (a refusal, a dry run).
     Answer(Result<Committed, AppError>),
     /// Accepted, once the batch's records are durable.
     Durable(Committed),
+    /// Accepted on the strength of records already in the log (a retry
+    /// with a client token, a command that changes nothing): said once
+    /// the log up to them is known to be durable — on a shared log, once
+    /// a commit of this replica after them was acknowledged, since the
+    /// synchronous standby receives the log in order.
+    Confirmed(Committed),
 }
 
 /// One decided batch on its way through the pipeline.

@@ -71,6 +71,7 @@ pub(in crate::app) fn start(
         epoch: 0,
         restarting: false,
         in_turn: false,
+        confirmed: confirmed_at_start(store.as_ref()),
         carried: Touched::default(),
         metrics: Arc::clone(&options.metrics),
         failure: None,
@@ -135,4 +136,15 @@ pub(in crate::app) fn start(
             "the writer stopped"
         );
     })
+}
+
+/// What of the log is known durable at start: everything a store of its
+/// own loaded; nothing of a shared log's, until this replica's first
+/// acknowledged commit confirms it.
+fn confirmed_at_start(store: &dyn Store) -> u64 {
+    if store.shared().is_some() {
+        0
+    } else {
+        u64::MAX
+    }
 }

@@ -94,7 +94,7 @@ impl Syncer {
             for (job, fate) in staged.jobs.into_iter().zip(staged.fates) {
                 let answer = match fate {
                     Pending::Answer(answer) => answer,
-                    Pending::Durable(reply) => Ok(reply),
+                    Pending::Durable(reply) | Pending::Confirmed(reply) => Ok(reply),
                 };
                 // A caller that gave up no longer listens; nothing to do then.
                 let _ = job.reply.send(answer);

@@ -26,17 +26,17 @@ impl PgStore {
                     .map_err(failed("cannot start an append"))?;
             }
             let result = rows.insert(client);
-            let end = match &result {
-                Ok(None) => "COMMIT",
+            let ended = match &result {
+                Ok(None) => session.commit("cannot commit an append"),
                 Ok(Some(_)) if keep_turn => {
                     session.in_turn = true;
                     return result;
                 }
-                _ => "ROLLBACK",
+                _ => session
+                    .client
+                    .batch_execute("ROLLBACK")
+                    .map_err(failed("cannot roll an append back")),
             };
-            let ended = client
-                .batch_execute(end)
-                .map_err(failed("cannot commit an append"));
             match (result, ended) {
                 (Err(err), _) | (Ok(_), Err(err)) => Err(err),
                 (Ok(found), Ok(())) => Ok(found),

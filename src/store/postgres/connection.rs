@@ -6,7 +6,7 @@
 //! lost, and sends the job's result back.
 
 use std::sync::mpsc::{channel, sync_channel, Sender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use postgres::{Client, NoTls};
@@ -15,9 +15,34 @@ use crate::store::StoreError;
 
 type Job = Box<dyn FnOnce(&mut Option<Session>) + Send>;
 
+/// The WARNINGs the database sent on one connection, kept until taken. A
+/// COMMIT that comes with one did not end cleanly: PostgreSQL warns when
+/// it stops waiting for the synchronous standby (a cancel, a timeout) and
+/// reports the commit as done, though only this node may hold it.
+#[derive(Clone, Default)]
+pub(super) struct Warnings(Arc<Mutex<Vec<String>>>);
+
+impl Warnings {
+    /// The warnings received since the last take.
+    pub(super) fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut warnings| std::mem::take(&mut *warnings))
+            .unwrap_or_default()
+    }
+
+    fn push(&self, warning: String) {
+        if let Ok(mut warnings) = self.0.lock() {
+            warnings.push(warning);
+        }
+    }
+}
+
 /// A live connection and what it holds beyond one call.
 pub(super) struct Session {
     pub(super) client: Client,
+    /// What the database warned about on it.
+    pub(super) warnings: Warnings,
     /// A transaction holding the head row's lock is open (see
     /// [`EventLog::take_turn`](crate::store::EventLog::take_turn)).
     pub(super) in_turn: bool,
@@ -32,15 +57,42 @@ pub(super) struct Session {
 /// VM) must not hold every other replica's appends for longer than this.
 const IDLE_IN_TRANSACTION: &str = "5s";
 
-/// Connects to `url`.
-pub(super) fn connect(url: &str) -> Result<Client, StoreError> {
-    let mut client = Client::connect(url, NoTls).map_err(failed("cannot connect"))?;
+/// Connects to `url`, keeping the session's WARNINGs in `warnings`
+/// (other notices go to the debug log).
+pub(super) fn connect_noting(url: &str, warnings: Warnings) -> Result<Client, StoreError> {
+    let mut config: postgres::Config = url.parse().map_err(failed("cannot read the URL"))?;
+    config.notice_callback(move |notice| {
+        use postgres::error::Severity;
+        if notice.parsed_severity() == Some(Severity::Warning) {
+            tracing::warn!(
+                message = notice.message(),
+                detail = notice.detail(),
+                "postgres warned"
+            );
+            warnings.push(match notice.detail() {
+                Some(detail) => format!("{} ({detail})", notice.message()),
+                None => notice.message().to_owned(),
+            });
+        } else {
+            tracing::debug!(
+                severity = notice.severity(),
+                message = notice.message(),
+                "postgres notice"
+            );
+        }
+    });
+    let mut client = config.connect(NoTls).map_err(failed("cannot connect"))?;
     client
         .batch_execute(&format!(
             "SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'"
         ))
         .map_err(failed("cannot configure the session"))?;
     Ok(client)
+}
+
+/// Connects to `url`, its warnings logged only.
+pub(super) fn connect(url: &str) -> Result<Client, StoreError> {
+    connect_noting(url, Warnings::default())
 }
 
 /// A handle on the connection's thread. Dropping it closes the connection
@@ -65,10 +117,10 @@ impl Connection {
         let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                let mut session = match connect(&url) {
-                    Ok(client) => {
+                let mut session = match Session::open(&url) {
+                    Ok(session) => {
                         let _ = ready.send(Ok(()));
-                        Some(Session::new(client))
+                        Some(session)
                     }
                     Err(err) => {
                         let _ = ready.send(Err(err));
@@ -77,10 +129,10 @@ impl Connection {
                 };
                 while let Ok(job) = queue.recv() {
                     if session.as_ref().is_none_or(|s| s.client.is_closed()) {
-                        session = match connect(&url) {
-                            Ok(client) => {
+                        session = match Session::open(&url) {
+                            Ok(session) => {
                                 tracing::info!("reconnected to postgres");
-                                Some(Session::new(client))
+                                Some(session)
                             }
                             Err(err) => {
                                 tracing::warn!(err = %crate::store::Chain(&err), "cannot reconnect to postgres");
@@ -136,11 +188,30 @@ impl Connection {
 }
 
 impl Session {
-    fn new(client: Client) -> Self {
-        Self {
-            client,
+    fn open(url: &str) -> Result<Self, StoreError> {
+        let warnings = Warnings::default();
+        Ok(Self {
+            client: connect_noting(url, warnings.clone())?,
+            warnings,
             in_turn: false,
             keeps_read_side: false,
+        })
+    }
+
+    /// Ends the session's transaction with COMMIT, and fails unless it
+    /// ended cleanly: an error, or a WARNING with it (the synchronous
+    /// standby's wait cancelled), leaves the outcome unknown.
+    pub(super) fn commit(&mut self, what: &str) -> Result<(), StoreError> {
+        self.warnings.take();
+        self.client.batch_execute("COMMIT").map_err(failed(what))?;
+        let warnings = self.warnings.take();
+        if warnings.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::failed(format!(
+                "postgres: {what}: the commit was not confirmed (it may be on this node only): {}",
+                warnings.join("; ")
+            )))
         }
     }
 }

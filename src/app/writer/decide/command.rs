@@ -50,12 +50,10 @@ impl Decider {
                 .filter(|record| !record.expired(idempotency::micros(now), retention));
             if let Some(record) = live {
                 let position = record.position;
-                return Pending::Answer(
-                    record
-                        .answer(fingerprint)
-                        .map(|reply| Committed { reply, position })
-                        .map_err(AppError::from),
-                );
+                return match record.answer(fingerprint) {
+                    Ok(reply) => Pending::Confirmed(Committed { reply, position }),
+                    Err(err) => Pending::Answer(Err(AppError::from(err))),
+                };
             }
         }
         let decision = match decide(
@@ -76,7 +74,7 @@ impl Decider {
             return Pending::Answer(Ok(Committed::unrecorded(reply)));
         }
         if decision.events.is_empty() {
-            return Pending::Answer(Ok(Committed::unrecorded(decision.reply)));
+            return Pending::Confirmed(Committed::unrecorded(decision.reply));
         }
         let built = match self.build(
             job,
