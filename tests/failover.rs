@@ -213,7 +213,7 @@ async fn a_commit_whose_synchronous_wait_was_cancelled_is_never_acknowledged() -
     );
 
     primary.crash()?;
-    fail_over_and_check(standby, server, client, request, dir.path()).await
+    fail_over_and_check(standby, server, client, request, dir.path(), None).await
 }
 
 /// Promotes `standby` (whose primary was stopped, and which never received
@@ -226,18 +226,80 @@ async fn fail_over_and_check(
     mut client: Client,
     request: image_ledger::grpc::pb::RegisterImageRequest,
     dir: &std::path::Path,
+    forked: Option<Forked<'_>>,
 ) -> TestResult {
     standby.resume()?;
     standby.promote()?;
+    let promoted = Instant::now();
     let mut acknowledged = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && acknowledged.is_empty() {
+        // A linearizable read never shows the record the new primary lost;
+        // while the replica reloads, it is UNAVAILABLE, never INTERNAL.
+        if let Some(Forked { client, lost, .. }) = &forked {
+            let mut client = (*client).clone();
+            match client.describe_images(describe_request(OWNER, GZ)).await {
+                Ok(page) => assert!(
+                    page.into_inner()
+                        .images
+                        .iter()
+                        .all(|image| image.image_id != **lost),
+                    "a read showed {lost}, which the database lost"
+                ),
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}")
+                }
+            }
+        }
         let mut retry = tonic::Request::new(request.clone());
         retry.set_timeout(Duration::from_secs(2));
         match client.register_image(retry).await {
             Ok(reply) => acknowledged.push(reply.into_inner().image_id),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
         }
+    }
+    // The replica serves again without a restart, and the retry was applied.
+    assert_eq!(
+        acknowledged.len(),
+        1,
+        "the retry was never acknowledged after the failover"
+    );
+    eprintln!(
+        "the retry was acknowledged {:?} after the promotion",
+        promoted.elapsed()
+    );
+    if let Some(Forked {
+        client,
+        lost,
+        metrics,
+    }) = &forked
+    {
+        // The replica that read the lost record serves again, without it.
+        let mut client = (*client).clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listed = loop {
+            match client.describe_images(describe_request(OWNER, GZ)).await {
+                Ok(page) => break page.into_inner().images,
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "the forked replica never served again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        assert!(listed.iter().all(|image| image.image_id != *lost));
+        let text = metrics_page(*metrics).await?;
+        let forks = text
+            .lines()
+            .find_map(|line| line.strip_prefix("ledger_chain_forks_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok());
+        assert_eq!(forks, Some(1.0), "the fork was not counted once");
     }
     server.stop().await?;
     // The same directory: its signing key.
@@ -287,8 +349,12 @@ async fn a_retry_is_not_acknowledged_from_a_record_only_crash_recovery_holds() -
         dir.path().join(image_ledger::audit::KEY_FILE),
         other_dir.path().join(image_ledger::audit::KEY_FILE),
     )?;
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let other = InProcess::new(other_dir.path())
-        .with(|config| config.store.database_url = Some(url.clone()))
+        .with(|config| {
+            config.store.database_url = Some(url.clone());
+            config.server.metrics_addr = Some(metrics);
+        })
         .start()
         .await?;
     let mut other_client = connect(&other).await;
@@ -322,7 +388,43 @@ async fn a_retry_is_not_acknowledged_from_a_record_only_crash_recovery_holds() -
             "a retry was answered from a record only the primary holds"
         );
     }
+    // The record the recovered primary holds, as the other replica sees it.
+    let mut read = describe_request(OWNER, GZ);
+    read.min_position = 1;
+    let seen = other_client
+        .describe_images(read)
+        .await?
+        .into_inner()
+        .images;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let lost = seen[0].image_id.clone();
     primary.crash()?;
+    let forked = Forked {
+        client: &other_client,
+        lost: &lost,
+        metrics,
+    };
+    fail_over_and_check(standby, server, client, request, dir.path(), Some(forked)).await?;
     other.stop().await?;
-    fail_over_and_check(standby, server, client, request, dir.path()).await
+    Ok(())
+}
+
+/// A replica that read a record the failover lost: its client, the
+/// record's image, its metrics.
+struct Forked<'a> {
+    client: &'a Client,
+    lost: &'a str,
+    metrics: std::net::SocketAddr,
+}
+
+/// The metrics page, by hand over HTTP/1.1.
+async fn metrics_page(addr: std::net::SocketAddr) -> Result<String, Box<dyn std::error::Error>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: ledger\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text)
 }

@@ -10,9 +10,9 @@ use tokio::sync::oneshot;
 
 use super::writer::WriterLink;
 use super::AppError;
-use crate::store::{SharedLog, StoreError};
+use crate::store::{Head, SharedLog, StoreError};
 
-type HeadReply = oneshot::Sender<Result<u64, StoreError>>;
+type HeadReply = oneshot::Sender<Result<Head, StoreError>>;
 
 /// The fence's handle; the thread stops when the last handle is dropped.
 pub(in crate::app) struct Fence {
@@ -39,7 +39,7 @@ impl Fence {
                         link.saw(head.position);
                     }
                     for reply in waiting {
-                        let _ = reply.send(head.clone().map(|head| head.position));
+                        let _ = reply.send(head.clone());
                     }
                 }
             })
@@ -50,8 +50,8 @@ impl Fence {
         Ok(Self { requests })
     }
 
-    /// The log's head position, read after this call began.
-    pub(in crate::app) async fn head(&self) -> Result<u64, AppError> {
+    /// The log's head, read after this call began.
+    pub(in crate::app) async fn head(&self) -> Result<Head, AppError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(reply)

@@ -12,6 +12,10 @@ pub struct Condition {
     /// The log no longer continues this replica's chain (for good: restart
     /// it once the cause is known).
     pub broken: bool,
+    /// The database's history is not this replica's (it holds records the
+    /// database lost in a failover): not serving until it has reloaded
+    /// itself from the database.
+    pub forked: bool,
     /// Writing to the store fails (a full disk, an I/O error): commands are
     /// refused while the writer retries in the background.
     pub failing: bool,
@@ -23,7 +27,7 @@ pub struct Condition {
 impl Condition {
     /// Whether the ledger serves commands and queries.
     pub fn serving(&self) -> bool {
-        !self.unreachable && !self.broken && !self.failing
+        !self.unreachable && !self.broken && !self.failing && !self.forked
     }
 
     /// Whether the log's readers serve: the ledger does and no damaged
@@ -91,6 +95,18 @@ impl Health {
             }
             first
         });
+    }
+
+    /// The replica found (`true`) or left (`false`) a forked history.
+    pub(crate) fn forked(&self, forked: bool) {
+        self.condition.send_if_modified(|condition| {
+            std::mem::replace(&mut condition.forked, forked) != forked
+        });
+    }
+
+    /// Whether it is forked now.
+    pub(crate) fn is_forked(&self) -> bool {
+        self.condition.borrow().forked
     }
 
     /// The chain is broken.

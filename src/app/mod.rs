@@ -63,6 +63,10 @@ pub enum AppError {
     /// The ledger is shutting down; retry on another instance or later.
     #[error("the ledger is shutting down")]
     ShuttingDown,
+    /// This replica holds history the database does not (lost in a
+    /// failover) and is reloading itself; retry shortly, or on another.
+    #[error("this replica is reloading its history from the database")]
+    Forked,
     /// A thread or runtime the ledger needs could not be started (the
     /// process is out of threads or memory); nothing was changed.
     #[error("cannot start {what}")]
@@ -190,6 +194,8 @@ struct Inner {
     /// Checks the durable log in the background; dropped at shutdown.
     scrub: std::sync::Mutex<Option<scrub::Scrub>>,
     fence: Option<Fence>,
+    /// What the fence tells the writer (a fork).
+    link: WriterLink,
 }
 
 impl Ledger {
@@ -215,6 +221,7 @@ impl Ledger {
             control: Control::new(&tx),
             written: Arc::default(),
             health: Arc::new(health::Health::new()),
+            metrics: Arc::clone(&options.metrics),
         };
         let loaded = writer::pipeline::Loaded {
             store: Arc::clone(&store),
@@ -258,11 +265,12 @@ impl Ledger {
                 durable,
                 policy,
                 writer: std::sync::Mutex::new(Some(handle)),
-                health: link.health,
+                health: Arc::clone(&link.health),
                 metrics: Arc::clone(&options.metrics),
                 follower: std::sync::Mutex::new(follower),
                 scrub: std::sync::Mutex::new(scrub),
                 fence,
+                link,
             }),
         })
     }
@@ -329,9 +337,30 @@ impl Ledger {
     /// write any of them acknowledged before is at or below it); the
     /// durable head otherwise.
     pub async fn fence(&self) -> Result<u64, AppError> {
-        match &self.inner.fence {
-            Some(fence) => fence.head().await,
-            None => Ok(self.durable_head().position),
+        let Some(fence) = &self.inner.fence else {
+            return Ok(self.durable_head().position);
+        };
+        self.readable()?;
+        // Read before the database's head: everything this replica made
+        // durable is in the database by then, unless its history forked.
+        let ours = self.durable_head();
+        let theirs = fence.head().await?;
+        let forked = theirs.position < ours.position
+            || (theirs.position == ours.position && theirs.hash != ours.hash);
+        if forked {
+            self.inner.link.forked(ours, theirs);
+            return Err(AppError::Forked);
+        }
+        Ok(theirs.position)
+    }
+
+    /// Refuses a read while this replica's history is forked from the
+    /// database's (until it has reloaded itself).
+    pub fn readable(&self) -> Result<(), AppError> {
+        if self.inner.link.health.is_forked() {
+            Err(AppError::Forked)
+        } else {
+            Ok(())
         }
     }
 

@@ -49,6 +49,10 @@ impl From<AppError> for ApiError {
                 "ResourceUnavailable",
                 "the ledger is shutting down; retry on another instance or later",
             ),
+            AppError::Forked => Self::new(
+                "ResourceUnavailable",
+                "this replica is reloading the history the database holds; retry shortly",
+            ),
             // The store failed part way: whether the change was made is
             // unknown, and this API has no token to retry it safely with.
             AppError::Storage(err) => {

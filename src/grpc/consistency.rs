@@ -27,7 +27,10 @@ pub(super) async fn reached(
 ) -> Result<(), Status> {
     let min_position = match min_position {
         0 => ledger.fence().await.map_err(Status::from)?,
-        wanted => wanted,
+        wanted => {
+            ledger.readable().map_err(Status::from)?;
+            wanted
+        }
     };
     if ledger.durable_head().position >= min_position {
         return Ok(());

@@ -18,6 +18,9 @@ pub const INTERNAL_REASON: &str = "InternalError";
 
 /// The reason code of a command refused while the store takes no writes.
 pub const UNWRITABLE_REASON: &str = "ResourceUnavailable.StoreNotWritable";
+/// The reason of a call to a replica whose history forked from the
+/// database's, while it reloads.
+pub const FORKED_REASON: &str = "ResourceUnavailable.ReplicaForked";
 
 /// The reason code of a read that met a damaged record.
 pub const DAMAGED_RECORD_REASON: &str = "DataLoss.DamagedRecord";
@@ -137,6 +140,14 @@ impl From<AppError> for Status {
                     UNWRITABLE_REASON,
                 )
             }
+            AppError::Forked => with_reason(
+                Code::Unavailable,
+                "this replica held history the database lost in a failover and is reloading \
+                 it from the database; retry (with the same client_token), here shortly or on \
+                 another replica"
+                    .into(),
+                FORKED_REASON,
+            ),
             AppError::ShuttingDown => with_reason(
                 Code::Unavailable,
                 "the ledger is shutting down; retry with the same client_token".into(),

@@ -42,6 +42,8 @@ pub struct LedgerMetrics {
     pub damaged_records: Gauge,
     /// How far the scrub's current pass got.
     pub scrub_position: Gauge,
+    /// Times this replica found its history forked from the database's.
+    pub chain_forks: Counter,
 }
 
 /// Group-commit sizes: 1 to 4,096 commands.
@@ -112,6 +114,11 @@ impl LedgerMetrics {
             "How far the background scrub's current pass over the log got",
             metrics.scrub_position.clone(),
         );
+        registry.register(
+            "ledger_chain_forks",
+            "Times this replica found its history was not the database's (records lost in a failover) and reloaded",
+            metrics.chain_forks.clone(),
+        );
         metrics
     }
 
@@ -129,6 +136,7 @@ impl LedgerMetrics {
             read_side_position: Gauge::default(),
             damaged_records: Gauge::default(),
             scrub_position: Gauge::default(),
+            chain_forks: Counter::default(),
         }
     }
 

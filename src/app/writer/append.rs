@@ -117,7 +117,8 @@ impl Appender {
                     }
                 }
             }
-            if follow && !self.restarting && self.failure.is_none() {
+            // Until a batch brings the reloaded head, `applied` is stale.
+            if follow && !self.restarting && self.failure.is_none() && !self.restart {
                 self.follow();
             }
             if let Some(reply) = reload {

@@ -256,6 +256,16 @@ impl Decider {
             Ok(()) => {
                 self.healing = None;
                 self.health.failing(None);
+                if self.health.is_forked() {
+                    tracing::info!(
+                        position = self.head.position,
+                        "reloaded the database's history after a fork: serving"
+                    );
+                    self.health.forked(false);
+                }
+                // A batch, even with no job, takes the reloaded head to
+                // the append stage, which follows the log from there.
+                self.restarted = true;
             }
             Err(err) => {
                 let err = match err {

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use super::Decider;
 use crate::app::writer::control::Restart;
+use crate::app::writer::link::report_fork;
+use crate::domain::LedgerState;
 use crate::idempotency;
 use crate::projection as replay;
-use crate::store::{Chain, StoreError};
+use crate::store::{Chain, Envelope, Head, StoreError};
 
 impl Decider {
     /// Starts an epoch: the state becomes the restart's base caught up with
@@ -15,6 +17,12 @@ impl Decider {
     pub(super) fn restart(&mut self, restart: Restart) {
         self.epoch = restart.epoch;
         self.restarted = true;
+        // The database's log is shorter than this replica's: it lost
+        // records this replica holds.
+        if restart.target.position < restart.base.position {
+            self.fork(&restart.state, restart.base, restart.target);
+            return;
+        }
         let mut tokens = restart.tokens;
         let retention = self.policy.token_retention_micros();
         let caught_up = replay::catch_up_to(
@@ -43,6 +51,9 @@ impl Decider {
                 self.tokens = tokens;
                 self.caught_up.extend(touched);
             }
+            Err(StoreError::Corrupt(_)) if self.forked_at(restart.base) => {
+                self.fork(&restart.state, restart.base, restart.target);
+            }
             Err(err @ StoreError::Corrupt(_)) => {
                 tracing::error!(
                     err = %Chain(&err),
@@ -62,5 +73,36 @@ impl Decider {
                 self.control.failed();
             }
         }
+    }
+
+    /// Whether the database's record at `base` is not this replica's: its
+    /// history forked there (a record lost in a failover, another written
+    /// in its place), rather than the database's chain being damaged after
+    /// it.
+    fn forked_at(&self, base: Head) -> bool {
+        if base.position == 0 {
+            return false;
+        }
+        match self.store.read_at(base.position) {
+            Ok(Some(bytes)) => Envelope::decode(&bytes)
+                .and_then(|envelope| envelope.hash_bytes())
+                .is_ok_and(|hash| hash != base.hash),
+            Ok(None) => true,
+            Err(err) => {
+                tracing::warn!(err = %Chain(&err), "cannot read the record a catch-up started from");
+                false
+            }
+        }
+    }
+
+    /// This replica's history forked from the database's: says so and
+    /// reloads from the database (the state stays the epoch's base until
+    /// then, and no command is decided on it).
+    fn fork(&mut self, base_state: &Arc<LedgerState>, base: Head, theirs: Head) {
+        report_fork(&self.health, &self.metrics, base, theirs);
+        self.state = (**base_state).clone();
+        self.published = Arc::clone(base_state);
+        self.head = base;
+        self.control.failed();
     }
 }
