@@ -6,6 +6,7 @@
 mod actions;
 #[path = "../common/mod.rs"]
 mod common;
+mod replicas;
 mod requests;
 mod settings;
 

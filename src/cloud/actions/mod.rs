@@ -112,13 +112,22 @@ pub async fn run(
     call: &Call<'_>,
 ) -> Result<Fields, ApiError> {
     match (call.api, call.action) {
-        (Api::Cvm, "DescribeImages") => images::describe_images(ledger, pages, call),
-        (Api::Cvm, "DescribeImageSharePermission") => shares::describe(ledger, call),
+        (Api::Cvm, "DescribeImages") => {
+            linearizable(ledger).await?;
+            images::describe_images(ledger, pages, call)
+        }
+        (Api::Cvm, "DescribeImageSharePermission") => {
+            linearizable(ledger).await?;
+            shares::describe(ledger, call)
+        }
         (Api::Cvm, "ModifyImageSharePermission") => shares::modify(ledger, call).await,
         (Api::Cvm, "DeleteImages") => lifecycle::delete_images(ledger, call).await,
         (Api::Cvm, "ModifyImageAttribute") => lifecycle::modify_attribute(ledger, call).await,
         (Api::Cvm, "SyncImages") => lifecycle::sync_images(ledger, call).await,
-        (Api::Cvm, "DescribeImageQuota") => lifecycle::quota(ledger, call),
+        (Api::Cvm, "DescribeImageQuota") => {
+            linearizable(ledger).await?;
+            lifecycle::quota(ledger, call)
+        }
         (Api::Lighthouse, "ModifyImageSharePermission") => shares::lighthouse(ledger, call).await,
         (api, action) => Err(ApiError::new(
             "InvalidAction",
@@ -185,6 +194,40 @@ impl Call<'_> {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+/// How long a query waits for the state to include every write
+/// acknowledged before it (this API has no deadline header).
+const LINEARIZABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Returns once the state includes every write any replica acknowledged
+/// before the call (on a shared log: the database's head read after it
+/// arrived; see `Ledger::fence`), as the gRPC queries without
+/// `min_position` do.
+async fn linearizable(ledger: &Ledger) -> Result<(), ApiError> {
+    let position = ledger.fence().await?;
+    let mut heads = ledger.watch_durable_head();
+    let reached = tokio::time::timeout(LINEARIZABLE_WAIT, async {
+        loop {
+            if heads.borrow_and_update().position >= position {
+                return true;
+            }
+            if heads.changed().await.is_err() {
+                return false;
+            }
+        }
+    })
+    .await;
+    match reached {
+        Ok(true) => Ok(()),
+        _ => Err(ApiError::new(
+            "ResourceUnavailable",
+            format!(
+                "this replica has not caught up with the log's position {position} in {} s; retry",
+                LINEARIZABLE_WAIT.as_secs()
+            ),
+        )),
     }
 }
 
