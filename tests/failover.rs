@@ -428,3 +428,56 @@ async fn metrics_page(addr: std::net::SocketAddr) -> Result<String, Box<dyn std:
     stream.read_to_string(&mut text).await?;
     Ok(text)
 }
+
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_fails_no_write_on_either_replica() -> TestResult {
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let mut servers = Vec::new();
+    for (n, dir) in dirs.iter().enumerate() {
+        if n > 0 {
+            // One signing key for both, as a deployment's replicas share one.
+            std::fs::copy(
+                dirs[0].path().join(image_ledger::audit::KEY_FILE),
+                dir.path().join(image_ledger::audit::KEY_FILE),
+            )?;
+        }
+        let server = InProcess::new(dir.path())
+            .with(|config| config.store.database_url = Some(url.clone()))
+            .start()
+            .await?;
+        servers.push(server);
+    }
+    let mut clients = Vec::new();
+    for server in &servers {
+        clients.push(connect(server).await);
+    }
+    register_roots(&mut clients[0], &[OWNER]).await;
+    for (n, client) in clients.iter_mut().enumerate() {
+        client
+            .register_image(image_request(OWNER, GZ, &format!("before-{n}")))
+            .await?;
+    }
+    // Restarted while the replicas are idle; then one write on each, at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.crash()?;
+    cluster.resume()?;
+    for (n, client) in clients.iter_mut().enumerate() {
+        let written = client
+            .register_image(image_request(OWNER, GZ, &format!("after-{n}")))
+            .await;
+        assert!(
+            written.is_ok(),
+            "replica {n}'s first write after the restart failed: {written:?}"
+        );
+    }
+    for server in servers {
+        server.stop().await?;
+    }
+    Ok(())
+}

@@ -133,10 +133,16 @@ impl From<AppError> for Status {
                 tracing::debug!(err = %Chain(&err), "refused: the store does not take writes");
                 with_reason(
                     Code::Unavailable,
-                    "the ledger's store does not take writes at the moment (a full disk or an \
-                     I/O error; health says NOT_SERVING meanwhile); nothing was changed: retry \
-                     with the same client_token"
-                        .into(),
+                    format!(
+                        "the ledger's store does not take writes at the moment ({}; health \
+                         says NOT_SERVING meanwhile); nothing was changed: retry with the same \
+                         client_token",
+                        if err.to_string().contains("postgres: ") {
+                            "its PostgreSQL database cannot be reached or refuses writes"
+                        } else {
+                            "a full disk or an I/O error"
+                        }
+                    ),
                     UNWRITABLE_REASON,
                 )
             }

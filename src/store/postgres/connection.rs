@@ -8,6 +8,7 @@
 use std::sync::mpsc::{channel, sync_channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
 
@@ -49,6 +50,8 @@ pub(super) struct Session {
     /// This session holds the lock of the replica that keeps the stored
     /// read side.
     pub(super) keeps_read_side: bool,
+    /// When its last job ended.
+    used: Instant,
 }
 
 /// How long a session may sit in a transaction between statements before
@@ -56,6 +59,11 @@ pub(super) struct Session {
 /// milliseconds; a replica stopped while it holds one (a SIGSTOP, a frozen
 /// VM) must not hold every other replica's appends for longer than this.
 const IDLE_IN_TRANSACTION: &str = "5s";
+
+/// A connection unused for this long is checked before its next job.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+/// How long that check may take.
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connects to `url`, keeping the session's WARNINGs in `warnings`
 /// (other notices go to the debug log).
@@ -128,6 +136,15 @@ impl Connection {
                     }
                 };
                 while let Ok(job) = queue.recv() {
+                    // After a pause the connection may have died with the
+                    // database (a restart, a failover) without the client
+                    // knowing yet: a round trip finds out before the job does.
+                    if let Some(idle) = session.as_mut().filter(|s| s.idle()) {
+                        if let Err(err) = idle.client.is_valid(VALIDATION_TIMEOUT) {
+                            tracing::info!(%err, "the postgres connection died while idle; reconnecting");
+                            session = None;
+                        }
+                    }
                     if session.as_ref().is_none_or(|s| s.client.is_closed()) {
                         session = match Session::open(&url) {
                             Ok(session) => {
@@ -141,6 +158,9 @@ impl Connection {
                         };
                     }
                     job(&mut session);
+                    if let Some(session) = session.as_mut() {
+                        session.used = Instant::now();
+                    }
                 }
             })
             .map_err(|e| StoreError::backend("cannot start the postgres connection thread", e))?;
@@ -195,7 +215,14 @@ impl Session {
             warnings,
             in_turn: false,
             keeps_read_side: false,
+            used: Instant::now(),
         })
+    }
+
+    /// Whether it has been unused long enough that the database may have
+    /// gone away meanwhile.
+    fn idle(&self) -> bool {
+        self.used.elapsed() >= IDLE_CHECK
     }
 
     /// Ends the session's transaction with COMMIT, and fails unless it
