@@ -349,15 +349,27 @@ async fn a_retry_is_not_acknowledged_from_a_record_only_crash_recovery_holds() -
         dir.path().join(image_ledger::audit::KEY_FILE),
         other_dir.path().join(image_ledger::audit::KEY_FILE),
     )?;
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let other = InProcess::new(other_dir.path())
+        .with(|config| config.store.database_url = Some(url.clone()))
+        .start()
+        .await?;
+    let mut other_client = connect(&other).await;
+    // A third that only reads: it holds what it follows, and no write of
+    // its own fails, so only the fork can tell it its history is gone.
+    let reader_dir = tempfile::tempdir()?;
+    std::fs::copy(
+        dir.path().join(image_ledger::audit::KEY_FILE),
+        reader_dir.path().join(image_ledger::audit::KEY_FILE),
+    )?;
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let reader = InProcess::new(reader_dir.path())
         .with(|config| {
             config.store.database_url = Some(url.clone());
             config.server.metrics_addr = Some(metrics);
         })
         .start()
         .await?;
-    let mut other_client = connect(&other).await;
+    let mut reader_client = connect(&reader).await;
 
     // The standby goes away; the primary is killed while a commit waits
     // for it, and restarted: crash recovery makes the record visible,
@@ -388,10 +400,10 @@ async fn a_retry_is_not_acknowledged_from_a_record_only_crash_recovery_holds() -
             "a retry was answered from a record only the primary holds"
         );
     }
-    // The record the recovered primary holds, as the other replica sees it.
+    // The record the recovered primary holds, as the reader sees it.
     let mut read = describe_request(OWNER, GZ);
     read.min_position = 1;
-    let seen = other_client
+    let seen = reader_client
         .describe_images(read)
         .await?
         .into_inner()
@@ -399,13 +411,14 @@ async fn a_retry_is_not_acknowledged_from_a_record_only_crash_recovery_holds() -
     assert_eq!(seen.len(), 1, "{seen:?}");
     let lost = seen[0].image_id.clone();
     primary.crash()?;
+    other.stop().await?;
     let forked = Forked {
-        client: &other_client,
+        client: &reader_client,
         lost: &lost,
         metrics,
     };
     fail_over_and_check(standby, server, client, request, dir.path(), Some(forked)).await?;
-    other.stop().await?;
+    reader.stop().await?;
     Ok(())
 }
 

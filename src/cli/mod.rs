@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 pub mod config_file;
+mod migrate;
 mod projections;
 mod remote;
 mod serve;
@@ -65,6 +66,8 @@ pub enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// Create or migrate the PostgreSQL schema (as the database's owner).
+    Migrate(migrate::MigrateArgs),
     /// Maintain the read side.
     Projections {
         #[command(subcommand)]
@@ -147,6 +150,7 @@ pub use remote::exit_code;
 pub fn run(cli: Cli, file: &FileSettings) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve(args) => serve::serve(args, file),
+        Cmd::Migrate(args) => migrate::run(args),
         Cmd::Projections { command } => projections::run(command),
         Cmd::Audit { command } => audit::run(command, file),
         Cmd::Auth { command } => auth::run(command),
@@ -225,13 +229,15 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("cannot start the async runtime")
 }
 
-/// Opens the store: the database, or a stopped server's directory (a
-/// running server holds the directory's lock).
+/// Opens the store: the database (its schema current already: nothing is
+/// created, so an auditor's read-only role or a hot standby will do), or a
+/// stopped server's directory (a running server holds the directory's
+/// lock).
 pub fn open_store(location: &Location) -> anyhow::Result<Arc<dyn Store>> {
     if location.database_url.is_none() && !location.data_dir.exists() {
         bail!("{} does not exist", location.data_dir.display());
     }
-    let opened = location.open().map_err(|err| {
+    let opened = location.open_existing().map_err(|err| {
         let hint = match (&err, &location.database_url) {
             // Damage is named by the error itself.
             (StoreError::Corrupt(_), _) | (_, Some(_)) => "",

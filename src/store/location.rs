@@ -56,12 +56,27 @@ impl Location {
         }
     }
 
-    /// Opens the store: the database when a URL is given, else the sled
-    /// store in the directory (created when missing).
+    /// Opens the store: the database when a URL is given (its schema
+    /// created or migrated when needed), else the sled store in the
+    /// directory (created when missing).
     pub fn open(&self) -> Result<Opened, StoreError> {
+        self.open_as(PgStore::open)
+    }
+
+    /// [`Self::open`], but a database's schema must be current already and
+    /// is not changed: for tools that read (audit, on an auditor's role or
+    /// a hot standby) or write only rows.
+    pub fn open_existing(&self) -> Result<Opened, StoreError> {
+        self.open_as(PgStore::open_existing)
+    }
+
+    fn open_as(
+        &self,
+        database: impl FnOnce(&str) -> Result<PgStore, StoreError>,
+    ) -> Result<Opened, StoreError> {
         match &self.database_url {
             Some(url) => Ok(Opened {
-                store: Arc::new(PgStore::open(url)?),
+                store: Arc::new(database(url)?),
                 released: None,
             }),
             None => {

@@ -246,7 +246,7 @@ impl Decider {
     /// (unless the healer just did), then reloads the state from it. When
     /// either fails, commands are refused until the healer finds the store
     /// well again; health says so meanwhile.
-    fn heal(&mut self, healed: bool) {
+    pub(super) fn heal(&mut self, healed: bool) {
         let recovered = if healed {
             Ok(())
         } else {

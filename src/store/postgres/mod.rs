@@ -55,7 +55,26 @@ impl PgStore {
     /// Refuses a schema newer than this build knows.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let connection = Connection::open(url, "ledger-postgres")?;
-        connection.run(schema::migrate)?;
+        connection.run(|client| schema::migrate(client).map(drop))?;
+        Self::with(url, connection)
+    }
+
+    /// Connects to a database whose schema is current, changing nothing
+    /// in it (no DDL): what a role with DML rights only, an auditor's
+    /// SELECT-only role, or a hot standby can open.
+    pub fn open_existing(url: &str) -> Result<Self, StoreError> {
+        let connection = Connection::open(url, "ledger-postgres")?;
+        connection.run(schema::check)?;
+        Self::with(url, connection)
+    }
+
+    /// Creates or migrates the schema of the database at `url`; returns
+    /// how many migrations it applied (0 when it was current).
+    pub fn migrate(url: &str) -> Result<usize, StoreError> {
+        Connection::open(url, "ledger-postgres-migrate")?.run(schema::migrate)
+    }
+
+    fn with(url: &str, connection: Connection) -> Result<Self, StoreError> {
         let log = Connection::open(url, "ledger-postgres-log")?;
         Ok(Self {
             url: url.to_owned(),

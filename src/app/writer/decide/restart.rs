@@ -96,13 +96,14 @@ impl Decider {
     }
 
     /// This replica's history forked from the database's: says so and
-    /// reloads from the database (the state stays the epoch's base until
-    /// then, and no command is decided on it).
+    /// reloads from the database now, before the jobs handed back with the
+    /// restart are decided again (on failure they are refused until the
+    /// healer finds the database well).
     fn fork(&mut self, base_state: &Arc<LedgerState>, base: Head, theirs: Head) {
         report_fork(&self.health, &self.metrics, base, theirs);
         self.state = (**base_state).clone();
         self.published = Arc::clone(base_state);
         self.head = base;
-        self.control.failed();
+        self.heal(false);
     }
 }
