@@ -175,3 +175,48 @@ async fn the_owner_migrates_the_app_role_serves_the_auditor_audits() -> TestResu
     assert!(written.is_err(), "the auditor role could write");
     Ok(())
 }
+
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_commands_run_on_a_hot_standby() -> TestResult {
+    let (primary, standby) = Cluster::start_with_standby();
+    let dir = tempfile::tempdir()?;
+    let server = InProcess::new(dir.path())
+        .with(|config| config.store.database_url = Some(primary.url()))
+        .start()
+        .await?;
+    let mut client = connect(&server).await;
+    register_roots(&mut client, &[OWNER]).await;
+    let image = client
+        .register_image(image_request(OWNER, GZ, "web"))
+        .await?
+        .into_inner()
+        .image_id;
+    server.stop().await?;
+    // Synchronous: the standby holds every acknowledged record.
+    let standby_url = standby.url();
+    for args in [
+        vec!["audit", "verify", "--database-url", &standby_url],
+        vec![
+            "audit",
+            "history",
+            "--database-url",
+            &standby_url,
+            "--image",
+            &image,
+        ],
+        vec!["audit", "export", "--database-url", &standby_url],
+    ] {
+        let out = cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains("postgres notice"), "{args:?}: {stderr}");
+    }
+    let out = cli(&["audit", "verify", "--database-url", &standby_url]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("OK: 2 events"), "{stdout}");
+    Ok(())
+}
