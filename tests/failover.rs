@@ -22,11 +22,7 @@ use tokio::sync::watch;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_to_a_synchronous_standby_loses_no_acknowledged_write() -> TestResult {
     let (primary, standby) = Cluster::start_with_standby();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write&connect_timeout=2",
-        primary.port(),
-        standby.port()
-    );
+    let url = failover_url(&primary, &standby);
     let mut servers = Vec::new();
     for _ in 0..2 {
         let dir = tempfile::tempdir()?;
@@ -141,6 +137,40 @@ async fn a_failover_to_a_synchronous_standby_loses_no_acknowledged_write() -> Te
     Ok(())
 }
 
+/// The multi-host URL replicas are given for a primary and its standby.
+fn failover_url(primary: &Cluster, standby: &Cluster) -> String {
+    format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write&connect_timeout=2",
+        primary.port(),
+        standby.port()
+    )
+}
+
+/// A replica on `url` in a directory of its own, holding the signing key
+/// of the replica in `key_of` (replicas of a deployment share one), with
+/// `change` made to its settings.
+async fn replica(
+    url: &str,
+    key_of: Option<&std::path::Path>,
+    change: impl FnOnce(&mut image_ledger::config::Config),
+) -> Result<(tempfile::TempDir, image_ledger::server::RunningServer), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    if let Some(first) = key_of {
+        std::fs::copy(
+            first.join(image_ledger::audit::KEY_FILE),
+            dir.path().join(image_ledger::audit::KEY_FILE),
+        )?;
+    }
+    let server = InProcess::new(dir.path())
+        .with(|config| {
+            config.store.database_url = Some(url.to_owned());
+            change(config);
+        })
+        .start()
+        .await?;
+    Ok((dir, server))
+}
+
 /// Cancels, on `url`'s server, every backend waiting for the synchronous
 /// standby, once one is; errs when none waits within 5 s.
 fn cancel_synchronous_waits(url: String) -> Result<usize, String> {
@@ -168,16 +198,8 @@ fn cancel_synchronous_waits(url: String) -> Result<usize, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_synchronous_wait_was_cancelled_is_never_acknowledged() -> TestResult {
     let (primary, standby) = Cluster::start_with_standby();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write&connect_timeout=2",
-        primary.port(),
-        standby.port()
-    );
-    let dir = tempfile::tempdir()?;
-    let server = InProcess::new(dir.path())
-        .with(|config| config.store.database_url = Some(url.clone()))
-        .start()
-        .await?;
+    let url = failover_url(&primary, &standby);
+    let (dir, server) = replica(&url, None, |_| {}).await?;
     let mut client = connect(&server).await;
     register_roots(&mut client, &[OWNER]).await;
 
@@ -294,7 +316,9 @@ async fn fail_over_and_check(
             }
         };
         assert!(listed.iter().all(|image| image.image_id != *lost));
-        let text = metrics_page(*metrics).await?;
+        let text = common::metrics_page(*metrics)
+            .await
+            .map_err(|e| e.to_string())?;
         let forks = text
             .lines()
             .find_map(|line| line.strip_prefix("ledger_chain_forks_total "))
@@ -329,46 +353,21 @@ async fn fail_over_and_check(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_is_not_acknowledged_from_a_record_only_crash_recovery_holds() -> TestResult {
     let (primary, standby) = Cluster::start_with_standby();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write&connect_timeout=2",
-        primary.port(),
-        standby.port()
-    );
-    let dir = tempfile::tempdir()?;
-    let server = InProcess::new(dir.path())
-        .with(|config| config.store.database_url = Some(url.clone()))
-        .start()
-        .await?;
+    let url = failover_url(&primary, &standby);
+    let (dir, server) = replica(&url, None, |_| {}).await?;
     let mut client = connect(&server).await;
     register_roots(&mut client, &[OWNER]).await;
     // A second replica, which takes the retries: it did not fail the
     // write, so it answers from what it reads of the log.
-    let other_dir = tempfile::tempdir()?;
-    // One signing key for both, as a deployment's replicas share one.
-    std::fs::copy(
-        dir.path().join(image_ledger::audit::KEY_FILE),
-        other_dir.path().join(image_ledger::audit::KEY_FILE),
-    )?;
-    let other = InProcess::new(other_dir.path())
-        .with(|config| config.store.database_url = Some(url.clone()))
-        .start()
-        .await?;
+    let (_other_dir, other) = replica(&url, Some(dir.path()), |_| {}).await?;
     let mut other_client = connect(&other).await;
     // A third that only reads: it holds what it follows, and no write of
     // its own fails, so only the fork can tell it its history is gone.
-    let reader_dir = tempfile::tempdir()?;
-    std::fs::copy(
-        dir.path().join(image_ledger::audit::KEY_FILE),
-        reader_dir.path().join(image_ledger::audit::KEY_FILE),
-    )?;
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let reader = InProcess::new(reader_dir.path())
-        .with(|config| {
-            config.store.database_url = Some(url.clone());
-            config.server.metrics_addr = Some(metrics);
-        })
-        .start()
-        .await?;
+    let (_reader_dir, reader) = replica(&url, Some(dir.path()), |config| {
+        config.server.metrics_addr = Some(metrics)
+    })
+    .await?;
     let mut reader_client = connect(&reader).await;
 
     // The standby goes away; the primary is killed while a commit waits
@@ -430,18 +429,6 @@ struct Forked<'a> {
     metrics: std::net::SocketAddr,
 }
 
-/// The metrics page, by hand over HTTP/1.1.
-async fn metrics_page(addr: std::net::SocketAddr) -> Result<String, Box<dyn std::error::Error>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: ledger\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    Ok(text)
-}
-
 #[cfg_attr(
     not(postgres_installed),
     ignore = "needs PostgreSQL's server (apt-get install postgresql)"
@@ -450,22 +437,9 @@ async fn metrics_page(addr: std::net::SocketAddr) -> Result<String, Box<dyn std:
 async fn a_database_restart_fails_no_write_on_either_replica() -> TestResult {
     let cluster = Cluster::start();
     let url = cluster.url();
-    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
-    let mut servers = Vec::new();
-    for (n, dir) in dirs.iter().enumerate() {
-        if n > 0 {
-            // One signing key for both, as a deployment's replicas share one.
-            std::fs::copy(
-                dirs[0].path().join(image_ledger::audit::KEY_FILE),
-                dir.path().join(image_ledger::audit::KEY_FILE),
-            )?;
-        }
-        let server = InProcess::new(dir.path())
-            .with(|config| config.store.database_url = Some(url.clone()))
-            .start()
-            .await?;
-        servers.push(server);
-    }
+    let (first_dir, first) = replica(&url, None, |_| {}).await?;
+    let (_second_dir, second) = replica(&url, Some(first_dir.path()), |_| {}).await?;
+    let servers = [first, second];
     let mut clients = Vec::new();
     for server in &servers {
         clients.push(connect(server).await);

@@ -3,6 +3,30 @@
 
 use super::*;
 
+/// An `Authorization` for a CVM request signed now with `key` over this
+/// content type and body (`None`: UNSIGNED-PAYLOAD), built from the parts.
+fn by_hand(
+    key: &Key,
+    host: &str,
+    content_type: &str,
+    body: Option<&[u8]>,
+) -> Result<String, image_ledger_bench::BoxError> {
+    use image_ledger::cloud::signature::{signature, utc_date, Signed};
+    let date = utc_date(now()).ok_or("a date")?;
+    let signed = Signed {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: vec![("content-type", content_type), ("host", host)],
+        body,
+    };
+    let signature = signature(key.secret.as_bytes(), &date, "cvm", now(), &signed);
+    Ok(format!(
+        "TC3-HMAC-SHA256 Credential={}/{date}/cvm/tc3_request, SignedHeaders=content-type;host, Signature={signature}",
+        key.id
+    ))
+}
+
 /// Sends a SHARE of the image with the friend signed as `headers` say,
 /// and expects `code`.
 async fn expect_refusal(door: &Door, headers: Vec<(String, String)>, body: &[u8], code: &str) {
@@ -148,29 +172,9 @@ async fn every_signature_failure_is_refused_with_its_code_and_changes_nothing() 
     // With X-TC-Content-SHA256: UNSIGNED-PAYLOAD the body is not signed
     // (the SDKs' option); the header itself must then be sent.
     let unsigned = {
-        let date = image_ledger::cloud::signature::utc_date(now()).ok_or("a date")?;
-        let signature = image_ledger::cloud::signature::signature(
-            door.owner.secret.as_bytes(),
-            &date,
-            "cvm",
-            now(),
-            &image_ledger::cloud::signature::Signed {
-                method: "POST",
-                path: "/",
-                query: "",
-                headers: vec![("content-type", "application/json"), ("host", &host)],
-                body: None,
-            },
-        );
         let mut headers = good.clone();
-        replace(
-            &mut headers,
-            "authorization",
-            format!(
-                "TC3-HMAC-SHA256 Credential={}/{date}/cvm/tc3_request, SignedHeaders=content-type;host, Signature={signature}",
-                door.owner.id
-            ),
-        );
+        let signed = by_hand(&door.owner, &host, "application/json", None)?;
+        replace(&mut headers, "authorization", signed);
         headers
     };
     expect_refusal(
@@ -196,7 +200,7 @@ async fn every_signature_failure_is_refused_with_its_code_and_changes_nothing() 
         shares_of(&mut door.grpc, OWNER, &door.image).await,
         [FRIEND]
     );
-    let text = metrics_page(metrics).await?;
+    let text = common::metrics_page(metrics).await?;
     for (code, count) in [
         ("AuthFailure.SignatureFailure", 4),
         ("AuthFailure.SecretIdNotFound", 1),
@@ -214,18 +218,6 @@ async fn every_signature_failure_is_refused_with_its_code_and_changes_nothing() 
     );
     door.server.stop().await?;
     Ok(())
-}
-
-/// The metrics page, by hand over HTTP/1.1.
-async fn metrics_page(addr: SocketAddr) -> Result<String, image_ledger_bench::BoxError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: ledger\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    Ok(text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,29 +296,9 @@ async fn malformed_requests_get_their_codes_and_change_nothing() -> TestResult {
             ..Call::cvm("ModifyImageSharePermission", GZ, &json!({}))
         };
         // Signed as text/plain, so only the type is wrong.
-        let date = image_ledger::cloud::signature::utc_date(now()).ok_or("a date")?;
-        let signature = image_ledger::cloud::signature::signature(
-            door.owner.secret.as_bytes(),
-            &date,
-            "cvm",
-            now(),
-            &image_ledger::cloud::signature::Signed {
-                method: "POST",
-                path: "/",
-                query: "",
-                headers: vec![("content-type", "text/plain"), ("host", &host)],
-                body: Some(&call.body),
-            },
-        );
         let mut headers = with("Content-Type", "text/plain");
-        replace(
-            &mut headers,
-            "authorization",
-            format!(
-                "TC3-HMAC-SHA256 Credential={}/{date}/cvm/tc3_request, SignedHeaders=content-type;host, Signature={signature}",
-                door.owner.id
-            ),
-        );
+        let signed = by_hand(&door.owner, &host, "text/plain", Some(&call.body))?;
+        replace(&mut headers, "authorization", signed);
         headers
     };
     expect_refusal(&door, text, &body, "InvalidParameter").await;

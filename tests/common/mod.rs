@@ -381,3 +381,17 @@ pub async fn listed_images(
         present.extend(page.images.into_iter().map(|image| image.image_id));
     }
 }
+
+/// The metrics page of a server's `--metrics-addr`, by hand over HTTP/1.1.
+pub async fn metrics_page(
+    addr: std::net::SocketAddr,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: ledger\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text)
+}
