@@ -167,6 +167,23 @@ async fn the_owner_migrates_the_app_role_serves_the_auditor_audits() -> TestResu
     ] {
         audits_quietly(&args);
     }
+    let out = cli(&[
+        "projections",
+        "rebuild",
+        "--check",
+        "--database-url",
+        &auditor,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("the stored projections equal a fresh replay up to their checkpoint 2"),
+        "{stdout}"
+    );
     // ... and nothing that writes.
     let store = tokio::task::spawn_blocking(move || PgStore::open_existing(&auditor)).await??;
     let written = tokio::task::spawn_blocking(move || {
@@ -218,6 +235,13 @@ async fn the_audit_commands_run_on_a_hot_standby() -> TestResult {
     ] {
         audits_quietly(&args);
     }
+    audits_quietly(&[
+        "projections",
+        "rebuild",
+        "--check",
+        "--database-url",
+        &standby_url,
+    ]);
     let out = cli(&["audit", "verify", "--database-url", &standby_url]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("OK: 2 events"), "{stdout}");

@@ -683,3 +683,43 @@ async fn a_command_whose_second_record_fails_to_encode_commits_none_of_its_recor
     ledger.shutdown();
     Ok(())
 }
+
+#[tokio::test]
+async fn the_projections_check_finds_a_stored_entry_a_replay_would_not_write(
+) -> Result<(), AppError> {
+    use crate::projection::{check_projections, ProjectionCheck};
+    use crate::store::{ProjectionOp, ProjectionStoreExt};
+    let store = Arc::new(Faulty::new(MemoryStore::new()));
+    let ledger = open(&store);
+    ledger
+        .execute(account("1001"), CommandOptions::default())
+        .await?;
+    ledger
+        .execute(image("1001", "web"), CommandOptions::default())
+        .await?;
+    ledger.shutdown();
+    let head = store.head()?.position;
+    crate::projection::rebuild_projections(store.as_ref(), &crate::progress::Progress::hidden())?;
+    assert_eq!(
+        check_projections(store.as_ref(), &mut |_| {})?,
+        ProjectionCheck::Equal {
+            checkpoint: head,
+            head
+        }
+    );
+    // An entry no replay writes, slipped in behind the ledger's back.
+    let mut ops =
+        crate::projection::persist::full(&crate::projection::replay_log(store.as_ref())?.0)?;
+    ops.push(ProjectionOp {
+        key: b"zz-forged".to_vec(),
+        value: Some(b"{}".to_vec()),
+    });
+    store.replace_projections(&ops, head)?;
+    assert_eq!(
+        check_projections(store.as_ref(), &mut |_| {})?,
+        ProjectionCheck::Differs {
+            key: b"zz-forged".to_vec()
+        }
+    );
+    Ok(())
+}

@@ -20,6 +20,8 @@ pub use persist::Touched;
 pub use query::{describe_images, Condition, ImagePage, ImageQuery, ImageTypeFilter, ListedImage};
 #[cfg(test)]
 pub(crate) use replay::state_at;
-pub use replay::{catch_up, head_at, rebuild_projections, replay_log};
+pub use replay::{
+    catch_up, check_projections, head_at, rebuild_projections, replay_log, ProjectionCheck,
+};
 pub(crate) use replay::{catch_up_to, check_record};
 pub use writer::{ProjectionWriter, MAX_EVENTS};

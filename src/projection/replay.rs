@@ -133,3 +133,79 @@ pub fn rebuild_projections(
     store.replace_projections(&persist::full(&state)?, head.position)?;
     Ok((state, head))
 }
+
+/// What `projections rebuild --check` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectionCheck {
+    /// The stored read side is exactly a fresh replay up to its
+    /// checkpoint (the head may be past it: the next start catches up).
+    Equal {
+        /// The stored read side's position.
+        checkpoint: u64,
+        /// The log's head.
+        head: u64,
+    },
+    /// It differs from a fresh replay, first at this key.
+    Differs {
+        /// The first key that differs.
+        key: Vec<u8>,
+    },
+    /// A stepwise write of it was cut short, towards these positions: the
+    /// next start finishes it (`audit verify` checks what it left).
+    Unfinished {
+        /// Where the writes were going.
+        pending: Vec<u64>,
+    },
+    /// There is none stored: the next start builds it.
+    Missing,
+}
+
+/// Compares the stored read side with a fresh replay of the log up to its
+/// checkpoint, reading only: what an auditor's role or a hot standby can
+/// run. `progress` sees the positions replayed.
+pub fn check_projections(
+    store: &dyn Store,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ProjectionCheck, StoreError> {
+    let pending = store.projection_pending()?;
+    if !pending.is_empty() {
+        return Ok(ProjectionCheck::Unfinished { pending });
+    }
+    let Some(checkpoint) = store.projection_checkpoint()? else {
+        return Ok(ProjectionCheck::Missing);
+    };
+    let head = store.head()?.position;
+    let to = head_at(store, checkpoint)?;
+    let (state, _, _) = catch_up_to(
+        store,
+        LedgerState::default(),
+        Head::default(),
+        to,
+        &mut |envelope, _| {
+            if envelope.position % 1024 == 0 {
+                progress(envelope.position);
+            }
+        },
+    )?;
+    let fresh = super::persist::entries(&state)?;
+    let stored = store.projection_scan(b"")?;
+    let differs = fresh
+        .iter()
+        .zip(&stored)
+        .find(|(a, b)| a != b)
+        .map(|(a, b)| a.0.clone().min(b.0.clone()))
+        .or_else(|| {
+            (fresh.len() != stored.len()).then(|| {
+                let shorter = fresh.len().min(stored.len());
+                fresh
+                    .get(shorter)
+                    .or_else(|| stored.get(shorter))
+                    .map(|entry| entry.0.clone())
+                    .unwrap_or_default()
+            })
+        });
+    Ok(match differs {
+        Some(key) => ProjectionCheck::Differs { key },
+        None => ProjectionCheck::Equal { checkpoint, head },
+    })
+}
