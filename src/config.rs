@@ -74,8 +74,9 @@ pub struct ServerSettings {
     /// reaches the port can act as any account. Logged at every start.
     #[arg(long, env = "IMAGE_LEDGER_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
-    /// Most connections open at once (lowered to fit the open-file limit);
-    /// more wait in the kernel's backlog.
+    /// Most connections open at once, the gRPC port and the cloud API door
+    /// together (lowered to fit the open-file limit); more wait in the
+    /// kernel's backlog.
     #[arg(long, env = "IMAGE_LEDGER_MAX_CONNECTIONS", default_value_t = 4_096)]
     pub max_connections: usize,
     /// Most Subscribe streams open at once; more get RESOURCE_EXHAUSTED.

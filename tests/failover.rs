@@ -156,10 +156,7 @@ async fn replica(
 ) -> Result<(tempfile::TempDir, image_ledger::server::RunningServer), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     if let Some(first) = key_of {
-        std::fs::copy(
-            first.join(image_ledger::audit::KEY_FILE),
-            dir.path().join(image_ledger::audit::KEY_FILE),
-        )?;
+        common::share_signing_key(first, dir.path())?;
     }
     let server = InProcess::new(dir.path())
         .with(|config| {

@@ -42,27 +42,16 @@ fn audits_quietly(args: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_migrates_the_app_role_serves_the_auditor_audits() -> TestResult {
     let cluster = Cluster::start();
-    tokio::task::spawn_blocking({
-        let url = cluster.url();
-        move || -> Result<(), String> {
-            let mut admin =
-                postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
-            // One statement each: CREATE DATABASE cannot run in the
-            // implicit transaction of several.
-            for statement in [
-                "CREATE ROLE ledger_owner LOGIN",
-                "CREATE ROLE ledger_app LOGIN",
-                "CREATE ROLE ledger_auditor LOGIN",
-                "CREATE DATABASE ledger OWNER ledger_owner",
-            ] {
-                admin
-                    .batch_execute(statement)
-                    .map_err(|e| format!("{statement}: {e:?}"))?;
-            }
-            Ok(())
-        }
-    })
-    .await??;
+    common::sql(
+        &cluster.url(),
+        &[
+            "CREATE ROLE ledger_owner LOGIN",
+            "CREATE ROLE ledger_app LOGIN",
+            "CREATE ROLE ledger_auditor LOGIN",
+            "CREATE DATABASE ledger OWNER ledger_owner",
+        ],
+    )
+    .await?;
     let (owner, app, auditor) = (
         url(&cluster, "ledger_owner"),
         url(&cluster, "ledger_app"),
@@ -97,29 +86,17 @@ async fn the_owner_migrates_the_app_role_serves_the_auditor_audits() -> TestResu
         String::from_utf8_lossy(&out.stdout).trim(),
         "the schema is current; nothing to do"
     );
-    tokio::task::spawn_blocking({
-        let owner = owner.clone();
-        move || -> Result<(), String> {
-            let mut client = postgres::Client::connect(&owner, postgres::NoTls).map_err(|e| e.to_string())?;
-            client
-                .batch_execute(
-                    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ledger_app; \
-                     GRANT SELECT ON ALL TABLES IN SCHEMA public TO ledger_auditor",
-                )
-                .map_err(|e| format!("{e:?}"))
-        }
-    })
-    .await??;
+    common::sql(
+        &owner,
+        &[
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ledger_app",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO ledger_auditor",
+        ],
+    )
+    .await?;
 
     // The application role: no DDL, and the server runs on it.
-    let ddl = tokio::task::spawn_blocking({
-        let app = app.clone();
-        move || {
-            postgres::Client::connect(&app, postgres::NoTls)
-                .and_then(|mut client| client.batch_execute("CREATE TABLE sneaky (a int)"))
-        }
-    })
-    .await?;
+    let ddl = common::sql(&app, &["CREATE TABLE sneaky (a int)"]).await;
     assert!(ddl.is_err(), "the application role could create a table");
     let server = InProcess::new(dir.path())
         .with(|config| config.store.database_url = Some(app.clone()))

@@ -354,6 +354,33 @@ impl Ledger {
         Ok(theirs.position)
     }
 
+    /// Waits until the published state includes `position`, for at most
+    /// `budget`; `false` when it did not in time. (The state is published
+    /// before the durable head moves, so a head at the position means the
+    /// state includes it.)
+    pub async fn reaches(
+        &self,
+        position: u64,
+        budget: std::time::Duration,
+    ) -> Result<bool, AppError> {
+        let mut heads = self.watch_durable_head();
+        let reached = tokio::time::timeout(budget, async {
+            loop {
+                if heads.borrow_and_update().position >= position {
+                    return Ok(());
+                }
+                if heads.changed().await.is_err() {
+                    return Err(AppError::ShuttingDown);
+                }
+            }
+        })
+        .await;
+        match reached {
+            Ok(result) => result.map(|()| true),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Refuses a read while this replica's history is forked from the
     /// database's (until it has reloaded itself).
     pub fn readable(&self) -> Result<(), AppError> {

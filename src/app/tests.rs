@@ -701,7 +701,7 @@ async fn the_projections_check_finds_a_stored_entry_a_replay_would_not_write(
     let head = store.head()?.position;
     crate::projection::rebuild_projections(store.as_ref(), &crate::progress::Progress::hidden())?;
     assert_eq!(
-        check_projections(store.as_ref(), &mut |_| {})?,
+        check_projections(store.as_ref(), &crate::progress::Progress::hidden())?,
         ProjectionCheck::Equal {
             checkpoint: head,
             head
@@ -716,7 +716,7 @@ async fn the_projections_check_finds_a_stored_entry_a_replay_would_not_write(
     });
     store.replace_projections(&ops, head)?;
     assert_eq!(
-        check_projections(store.as_ref(), &mut |_| {})?,
+        check_projections(store.as_ref(), &crate::progress::Progress::hidden())?,
         ProjectionCheck::Differs {
             key: b"zz-forged".to_vec()
         }

@@ -259,7 +259,7 @@ fn check_projections(
     });
     let (stored, fresh) = (stored??, fresh?);
     if targets.is_empty() {
-        if let Some(key) = first_difference_sorted(&stored, &fresh) {
+        if let Some(key) = persist::first_difference_sorted(&stored, &fresh) {
             return Err(AuditError::Projections(format!(
                 "the stored read side differs from a fresh replay at key {:?}",
                 String::from_utf8_lossy(&key)
@@ -373,21 +373,4 @@ pub(crate) fn first_key_off_the_writes(
         }
     }
     None
-}
-
-/// The first key at which two key-sorted entry lists differ.
-fn first_difference_sorted<V: PartialEq>(
-    a: &[(Vec<u8>, V)],
-    b: &[(Vec<u8>, V)],
-) -> Option<Vec<u8>> {
-    for (x, y) in a.iter().zip(b) {
-        if x != y {
-            return Some(x.0.clone().min(y.0.clone()));
-        }
-    }
-    match a.len().cmp(&b.len()) {
-        std::cmp::Ordering::Less => Some(b[a.len()].0.clone()),
-        std::cmp::Ordering::Greater => Some(a[b.len()].0.clone()),
-        std::cmp::Ordering::Equal => None,
-    }
 }

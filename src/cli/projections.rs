@@ -44,7 +44,7 @@ fn check(location: &Location) -> anyhow::Result<()> {
     let store = open_store(location)?;
     let total = store.projection_checkpoint()?.unwrap_or(0);
     let progress = Progress::on_terminal("replaying", Unit::Events, Some(total));
-    let checked = check_projections(store.as_ref(), &mut |at| progress.set(at));
+    let checked = check_projections(store.as_ref(), &progress);
     progress.finish();
     match checked.context("checking the projections failed")? {
         ProjectionCheck::Equal { checkpoint, head } => println!(

@@ -100,14 +100,6 @@ impl Fields {
         self.0.push((name, json));
         self
     }
-
-    /// The value of `name`, as JSON text.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(field, _)| *field == name)
-            .map(|(_, json)| &**json)
-    }
 }
 
 /// A new RequestId: a version 4 UUID from the thread's generator (no

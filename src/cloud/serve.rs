@@ -1,5 +1,5 @@
-//! Serving the door over HTTP/1.1 with keep-alive, plaintext or TLS: the
-//! same connection cap and descriptor backoff as the gRPC port, a bound
+//! Serving the door over HTTP/1.1 with keep-alive, plaintext or TLS: one
+//! connection cap with the gRPC port and the same descriptor backoff, a bound
 //! on how long a client may take over its headers and its handshake, a
 //! bound on the body, and a graceful stop (connections finish the request
 //! they are on, then close).
@@ -30,8 +30,6 @@ pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// Longest a client may take to send a request's headers (and, on a
 /// kept-alive connection, to start its next request).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the door serves with.
 pub struct Serving {
@@ -41,8 +39,8 @@ pub struct Serving {
     pub door: Arc<Door>,
     /// TLS, when the server speaks it.
     pub tls: Option<Arc<Tls>>,
-    /// Most connections open at once.
-    pub cap: usize,
+    /// The server's places under its connection cap.
+    pub places: crate::listener::Places,
     /// How long connections get to finish once stopping.
     pub grace: Duration,
 }
@@ -54,11 +52,11 @@ pub async fn serve(serving: Serving, stopping: impl std::future::Future<Output =
         listener,
         door,
         tls,
-        cap,
+        places,
         grace,
     } = serving;
     let (stop, stopped) = watch::channel(false);
-    let mut accepted = crate::listener::accept(listener, cap);
+    let mut accepted = crate::listener::accept(listener, places);
     let mut connections = JoinSet::new();
     tokio::pin!(stopping);
     loop {
@@ -104,14 +102,10 @@ async fn connection(
     } = accepted;
     match tls {
         None => http(stream, remote, door, stopped).await,
-        Some(tls) => {
-            let acceptor = tls.http1_acceptor();
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => http(stream, remote, door, stopped).await,
-                Ok(Err(err)) => tracing::debug!(%remote, %err, "a cloud API TLS handshake failed"),
-                Err(_) => tracing::debug!(%remote, "a cloud API TLS handshake timed out"),
-            }
-        }
+        Some(tls) => match tls.accept_http1(stream).await {
+            Ok(stream) => http(stream, remote, door, stopped).await,
+            Err(err) => tracing::debug!(%remote, %err, "a cloud API TLS handshake failed"),
+        },
     }
     drop(permit);
 }

@@ -12,7 +12,7 @@ use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use super::status::position_not_reached;
-use crate::app::{AppError, Ledger};
+use crate::app::Ledger;
 
 /// How long a query waits for its position when the call has no deadline.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
@@ -39,26 +39,17 @@ pub(super) async fn reached(
         // Answer before the deadline cuts the call off.
         deadline.saturating_sub((deadline / 5).min(Duration::from_millis(100)))
     });
-    // The state is published before the durable head moves, so a head at
-    // the position means the state includes it.
-    let mut heads = ledger.watch_durable_head();
-    let waited = tokio::time::timeout(budget, async {
-        loop {
-            if heads.borrow_and_update().position >= min_position {
-                return Ok(());
-            }
-            if heads.changed().await.is_err() {
-                return Err(Status::from(AppError::ShuttingDown));
-            }
-        }
-    })
-    .await;
-    match waited {
-        Ok(result) => result,
-        Err(_) => Err(position_not_reached(
+    if ledger
+        .reaches(min_position, budget)
+        .await
+        .map_err(Status::from)?
+    {
+        Ok(())
+    } else {
+        Err(position_not_reached(
             min_position,
             ledger.durable_head().position,
-        )),
+        ))
     }
 }
 

@@ -133,16 +133,11 @@ impl From<AppError> for Status {
                 tracing::debug!(err = %Chain(&err), "refused: the store does not take writes");
                 with_reason(
                     Code::Unavailable,
-                    format!(
-                        "the ledger's store does not take writes at the moment ({}; health \
-                         says NOT_SERVING meanwhile); nothing was changed: retry with the same \
-                         client_token",
-                        if err.to_string().contains("postgres: ") {
-                            "its PostgreSQL database cannot be reached or refuses writes"
-                        } else {
-                            "a full disk or an I/O error"
-                        }
-                    ),
+                    "the ledger's store does not take writes at the moment (on sled a full \
+                     disk or an I/O error, on PostgreSQL a database that cannot be reached or \
+                     refuses writes; health says NOT_SERVING meanwhile); nothing was changed: \
+                     retry with the same client_token"
+                        .into(),
                     UNWRITABLE_REASON,
                 )
             }

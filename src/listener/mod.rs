@@ -55,17 +55,26 @@ pub fn connection_cap(wanted: usize) -> usize {
     cap
 }
 
-/// Accepts connections on `listener`, at most `cap` open at once, until
-/// the receiver is dropped.
-pub fn accept(listener: TcpListener, cap: usize) -> mpsc::Receiver<Accepted> {
+/// The places under the connection cap, shared by every port of a server
+/// (the gRPC port and the cloud API door): the cap keeps all of them
+/// together under the descriptor limit.
+pub type Places = Arc<Semaphore>;
+
+/// [`connection_cap`]`(wanted)` places.
+pub fn places(wanted: usize) -> Places {
+    Arc::new(Semaphore::new(connection_cap(wanted)))
+}
+
+/// Accepts connections on `listener`, each holding one of `places` while
+/// open, until the receiver is dropped.
+pub fn accept(listener: TcpListener, places: Places) -> mpsc::Receiver<Accepted> {
     let (tx, rx) = mpsc::channel(16);
-    let places = Arc::new(Semaphore::new(cap));
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(10);
         let mut failing = false;
         loop {
             if places.available_permits() == 0 {
-                tracing::debug!(cap, "at the connection cap; new connections wait");
+                tracing::debug!("at the connection cap; new connections wait");
             }
             let permit = tokio::select! {
                 permit = Arc::clone(&places).acquire_owned() => permit,

@@ -249,3 +249,20 @@ fn rfc3339(time: time::OffsetDateTime) -> Result<Vec<u8>, StoreError> {
         .map(String::into_bytes)
         .map_err(|e| StoreError::backend("cannot format a time", e))
 }
+
+/// The first key at which two key-sorted entry lists differ.
+pub fn first_difference_sorted<V: PartialEq>(
+    a: &[(Vec<u8>, V)],
+    b: &[(Vec<u8>, V)],
+) -> Option<Vec<u8>> {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return Some(x.0.clone().min(y.0.clone()));
+        }
+    }
+    match a.len().cmp(&b.len()) {
+        std::cmp::Ordering::Less => Some(b[a.len()].0.clone()),
+        std::cmp::Ordering::Greater => Some(a[b.len()].0.clone()),
+        std::cmp::Ordering::Equal => None,
+    }
+}

@@ -118,7 +118,17 @@ pub fn rebuild_projections(
     store: &dyn Store,
     progress: &Progress,
 ) -> Result<(LedgerState, Head), StoreError> {
-    let to = store.head()?;
+    let (state, head) = replay_to(store, store.head()?, progress)?;
+    store.replace_projections(&persist::full(&state)?, head.position)?;
+    Ok((state, head))
+}
+
+/// A fresh state replayed from the log up to `to`, moving `progress`.
+fn replay_to(
+    store: &dyn Store,
+    to: Head,
+    progress: &Progress,
+) -> Result<(LedgerState, Head), StoreError> {
     let (state, head, _) = catch_up_to(
         store,
         LedgerState::default(),
@@ -130,7 +140,6 @@ pub fn rebuild_projections(
             }
         },
     )?;
-    store.replace_projections(&persist::full(&state)?, head.position)?;
     Ok((state, head))
 }
 
@@ -162,10 +171,10 @@ pub enum ProjectionCheck {
 
 /// Compares the stored read side with a fresh replay of the log up to its
 /// checkpoint, reading only: what an auditor's role or a hot standby can
-/// run. `progress` sees the positions replayed.
+/// run. `progress` moves by the records replayed.
 pub fn check_projections(
     store: &dyn Store,
-    progress: &mut dyn FnMut(u64),
+    progress: &Progress,
 ) -> Result<ProjectionCheck, StoreError> {
     let pending = store.projection_pending()?;
     if !pending.is_empty() {
@@ -175,35 +184,10 @@ pub fn check_projections(
         return Ok(ProjectionCheck::Missing);
     };
     let head = store.head()?.position;
-    let to = head_at(store, checkpoint)?;
-    let (state, _, _) = catch_up_to(
-        store,
-        LedgerState::default(),
-        Head::default(),
-        to,
-        &mut |envelope, _| {
-            if envelope.position % 1024 == 0 {
-                progress(envelope.position);
-            }
-        },
-    )?;
+    let (state, _) = replay_to(store, head_at(store, checkpoint)?, progress)?;
     let fresh = super::persist::entries(&state)?;
     let stored = store.projection_scan(b"")?;
-    let differs = fresh
-        .iter()
-        .zip(&stored)
-        .find(|(a, b)| a != b)
-        .map(|(a, b)| a.0.clone().min(b.0.clone()))
-        .or_else(|| {
-            (fresh.len() != stored.len()).then(|| {
-                let shorter = fresh.len().min(stored.len());
-                fresh
-                    .get(shorter)
-                    .or_else(|| stored.get(shorter))
-                    .map(|entry| entry.0.clone())
-                    .unwrap_or_default()
-            })
-        });
+    let differs = super::persist::first_difference_sorted(&stored, &fresh);
     Ok(match differs {
         Some(key) => ProjectionCheck::Differs { key },
         None => ProjectionCheck::Equal { checkpoint, head },

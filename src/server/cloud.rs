@@ -16,6 +16,7 @@ pub(super) async fn prepare(
     ledger: &Ledger,
     metrics: &Metrics,
     tls: Option<Arc<crate::tls::Tls>>,
+    places: &crate::listener::Places,
 ) -> Result<Option<(SocketAddr, Serving)>, ServeError> {
     let Some(addr) = config.server.cloud_api_addr else {
         return Ok(None);
@@ -45,7 +46,7 @@ pub(super) async fn prepare(
             listener,
             door: Arc::new(door),
             tls,
-            cap: crate::listener::connection_cap(config.server.max_connections),
+            places: Arc::clone(places),
             grace: config.server.shutdown_grace(),
         },
     )))

@@ -181,6 +181,7 @@ pub async fn start_on(
             routes: prepared.served.routes,
             health: prepared.served.health,
             listener: prepared.listener,
+            places: prepared.places,
             tls: prepared.tls.clone(),
             cloud: prepared.cloud.map(|(_, serving)| serving),
             ledger,
@@ -208,6 +209,8 @@ struct Prepared {
     tls: Option<Arc<crate::tls::Tls>>,
     metrics_addr: Option<SocketAddr>,
     cloud: Option<(SocketAddr, crate::cloud::Serving)>,
+    /// One connection cap for both ports.
+    places: crate::listener::Places,
     served: router::Served,
 }
 
@@ -236,7 +239,8 @@ async fn prepare(
         None => None,
     };
     let metrics_addr = serve_metrics(config, metrics, ledger, stopped.clone()).await?;
-    let cloud = cloud::prepare(config, ledger, metrics, tls.clone()).await?;
+    let places = crate::listener::places(config.server.max_connections);
+    let cloud = cloud::prepare(config, ledger, metrics, tls.clone(), &places).await?;
     let served = router::router(&config.server, ledger, key, metrics, stopped.clone()).await?;
     Ok(Prepared {
         listener,
@@ -244,6 +248,7 @@ async fn prepare(
         tls,
         metrics_addr,
         cloud,
+        places,
         served,
     })
 }

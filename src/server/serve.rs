@@ -38,6 +38,7 @@ pub(super) struct Serving {
     pub(super) routes: Routes,
     pub(super) health: HealthReporter,
     pub(super) listener: TcpListener,
+    pub(super) places: crate::listener::Places,
     pub(super) tls: Option<Arc<crate::tls::Tls>>,
     pub(super) cloud: Option<crate::cloud::Serving>,
     pub(super) ledger: Ledger,
@@ -53,6 +54,7 @@ impl Serving {
             routes,
             health,
             listener,
+            places,
             tls,
             cloud,
             ledger,
@@ -88,8 +90,7 @@ impl Serving {
             .layer(crate::grpc::authenticate::Layer::new(config.auth.clone()))
             .add_routes(routes);
         let until = draining(stopped.clone(), health, drain);
-        let cap = crate::listener::connection_cap(settings.max_connections);
-        let accepted = crate::listener::accept(listener, cap);
+        let accepted = crate::listener::accept(listener, places);
         let serving: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match tls {
             Some(tls) => Box::pin(
                 router.serve_with_incoming_shutdown(crate::tls::incoming(accepted, tls), until),

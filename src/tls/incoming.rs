@@ -15,7 +15,7 @@ use super::Tls;
 use crate::listener::{Accepted, Held};
 
 /// Longest a client may take over its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection after its handshake.
 pub type TlsConn = Held<tokio_rustls::server::TlsStream<TcpStream>, PeerInfo>;

@@ -85,10 +85,19 @@ impl Tls {
         Ok(())
     }
 
-    /// An acceptor for the HTTP/1.1 port (the cloud API door), with the
-    /// certificate and key in use now.
-    pub fn http1_acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.current.load().http1))
+    /// The handshake of a connection to the HTTP/1.1 port (the cloud API
+    /// door), with the certificate and key in use now, under the same
+    /// timeout as the gRPC port's.
+    pub async fn accept_http1(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&self.current.load().http1));
+        tokio::time::timeout(incoming::HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "the TLS handshake timed out")
+            })?
     }
 
     fn acceptor(

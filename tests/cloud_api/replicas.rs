@@ -20,11 +20,7 @@ async fn a_query_through_one_replicas_door_sees_a_write_through_anothers() -> Te
             .first()
             .map(|(dir, _): &(std::path::PathBuf, RunningServer)| dir.clone())
         {
-            // One signing key for both, as a deployment's replicas share one.
-            std::fs::copy(
-                first.join(image_ledger::audit::KEY_FILE),
-                dir.path().join(image_ledger::audit::KEY_FILE),
-            )?;
+            common::share_signing_key(&first, dir.path())?;
         }
         let server = InProcess::new(dir.path())
             .with(|config| {

@@ -395,3 +395,32 @@ pub async fn metrics_page(
     stream.read_to_string(&mut text).await?;
     Ok(text)
 }
+
+/// Gives the server in `to` the signing key of the one in `from`: replicas
+/// of a deployment sign with one key.
+pub fn share_signing_key(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::copy(
+        from.join(image_ledger::audit::KEY_FILE),
+        to.join(image_ledger::audit::KEY_FILE),
+    )
+    .map(drop)
+}
+
+/// Runs each of `statements` on its own (CREATE DATABASE cannot share the
+/// implicit transaction of several) against `url`, off the async runtime.
+pub async fn sql(url: &str, statements: &[&str]) -> Result<(), String> {
+    let url = url.to_owned();
+    let statements: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut client =
+            postgres::Client::connect(&url, postgres::NoTls).map_err(|e| format!("{e:?}"))?;
+        for statement in &statements {
+            client
+                .batch_execute(statement)
+                .map_err(|e| format!("{statement}: {e:?}"))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}

@@ -207,27 +207,16 @@ const LINEARIZABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5)
 /// `min_position` do.
 async fn linearizable(ledger: &Ledger) -> Result<(), ApiError> {
     let position = ledger.fence().await?;
-    let mut heads = ledger.watch_durable_head();
-    let reached = tokio::time::timeout(LINEARIZABLE_WAIT, async {
-        loop {
-            if heads.borrow_and_update().position >= position {
-                return true;
-            }
-            if heads.changed().await.is_err() {
-                return false;
-            }
-        }
-    })
-    .await;
-    match reached {
-        Ok(true) => Ok(()),
-        _ => Err(ApiError::new(
+    if ledger.reaches(position, LINEARIZABLE_WAIT).await? {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             "ResourceUnavailable",
             format!(
                 "this replica has not caught up with the log's position {position} in {} s; retry",
                 LINEARIZABLE_WAIT.as_secs()
             ),
-        )),
+        ))
     }
 }
 
