@@ -13,6 +13,8 @@ const DPKG_STATUS: &str = "/var/lib/dpkg/status";
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo::rustc-check-cfg=cfg(postgres_installed)");
     println!("cargo::rerun-if-changed=build.rs");
+    // A directory is watched as a whole: any change to the contract recompiles it.
+    println!("cargo::rerun-if-changed=proto");
     // Only paths that exist: a missing one would rerun this every build.
     for watched in [POSTGRES_LIB, DPKG_STATUS] {
         if Path::new(watched).exists() {

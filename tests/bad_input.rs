@@ -87,6 +87,66 @@ async fn empty_requests_name_the_missing_field() -> TestResult {
         BAD,
         "InvalidAccountId.Malformed",
     );
+    let malformed = "InvalidAccountId.Malformed";
+    assert_status(
+        c.leave_image_share(pb::LeaveImageShareRequest::default()).await,
+        BAD,
+        malformed,
+    );
+    assert_status(
+        c.disable_image(pb::DisableImageRequest::default()).await,
+        BAD,
+        malformed,
+    );
+    assert_status(
+        c.enable_image(pb::EnableImageRequest::default()).await,
+        BAD,
+        malformed,
+    );
+    assert_status(
+        c.modify_image_deletion_protection(pb::ModifyImageDeletionProtectionRequest::default())
+            .await,
+        BAD,
+        malformed,
+    );
+    assert_status(
+        c.deprecate_image(pb::DeprecateImageRequest::default()).await,
+        BAD,
+        malformed,
+    );
+    assert_status(
+        c.undeprecate_image(pb::UndeprecateImageRequest::default()).await,
+        BAD,
+        malformed,
+    );
+    assert_status(
+        c.set_trusted_image_owners(pb::SetTrustedImageOwnersRequest::default())
+            .await,
+        BAD,
+        malformed,
+    );
+    assert_status(
+        c.describe_trusted_image_owners(pb::DescribeTrustedImageOwnersRequest::default())
+            .await,
+        BAD,
+        malformed,
+    );
+    assert_status(
+        c.get_image_lineage(pb::GetImageLineageRequest::default())
+            .await,
+        BAD,
+        malformed,
+    );
+    assert_status(
+        c.set_trusted_image_owners(pb::SetTrustedImageOwnersRequest {
+            account_id: OWNER.into(),
+            mode: 9,
+            ..Default::default()
+        })
+        .await,
+        BAD,
+        "InvalidParameterValue",
+    );
     server.stop().await;
     Ok(())
 }

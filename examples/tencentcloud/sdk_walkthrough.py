@@ -193,6 +193,15 @@ owner.ModifyImageAttribute(request(cvm.ModifyImageAttributeRequest, ImageId=imag
 reply = owner.DescribeImages(request(cvm.DescribeImagesRequest, ImageIds=[image_b]))
 check("the rename shows", (reply.ImageSet[0].ImageName, reply.ImageSet[0].ImageDescription)
       == ("api-v2", "the API, second cut"), reply.to_json_string())
+owner.ModifyImageAttribute(request(cvm.ModifyImageAttributeRequest, ImageId=image_b, ImageDeprecated=True))
+reply = owner.DescribeImages(request(cvm.DescribeImagesRequest, ImageIds=[image_b]))
+check("a deprecated image shows as such", reply.ImageSet[0].ImageDeprecated is True, reply.to_json_string())
+refused("sharing a deprecated image", "UnsupportedOperation.ImageDeprecated",
+        lambda: owner.ModifyImageSharePermission(request(cvm.ModifyImageSharePermissionRequest,
+                                                         ImageId=image_b, AccountIds=[recipient_id], Permission="SHARE")))
+owner.ModifyImageAttribute(request(cvm.ModifyImageAttributeRequest, ImageId=image_b, ImageDeprecated=False))
+reply = owner.DescribeImages(request(cvm.DescribeImagesRequest, ImageIds=[image_b]))
+check("and no longer once undeprecated", reply.ImageSet[0].ImageDeprecated is False, reply.to_json_string())
 reply = owner.DescribeImageQuota(cvm.DescribeImageQuotaRequest())
 check("the quota", reply.ImageNumQuota == 500, reply.to_json_string())
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::AuditError;
-use crate::domain::{AccountId, Event, Image, ImageId, ImageState};
+use crate::domain::{AccountId, Event, Image, ImageId, ImageState, TrustedOwners};
 use crate::store::{try_scan, try_scan_stream, Envelope, EventLog};
 
 /// A record as decoded, with its stored bytes.
@@ -50,7 +50,13 @@ pub fn account_history(
                     owner_account_id, ..
                 } => owner_account_id == account,
                 Event::ImageShared { account_ids, .. }
-                | Event::ShareCancelled { account_ids, .. } => account_ids.contains(account),
+                | Event::ShareCancelled { account_ids, .. }
+                | Event::ImageDisabled {
+                    cancelled_account_ids: account_ids,
+                    ..
+                } => account_ids.contains(account),
+                Event::ShareLeft { account_id, .. }
+                | Event::TrustedImageOwnersSet { account_id, .. } => account_id == account,
                 _ => false,
             };
         if involved {
@@ -127,6 +133,49 @@ fn summary(event: &Event) -> String {
         Event::LighthouseShared { .. } => "shared with Lighthouse".into(),
         Event::LighthouseShareCancelled { .. } => "Lighthouse share cancelled".into(),
         Event::ImageDeleted { .. } => "deleted".into(),
+        Event::ShareLeft { account_id, .. } => format!("account {account_id} left its share"),
+        Event::ImageDisabled {
+            cancelled_account_ids,
+            lighthouse_cancelled,
+            ..
+        } => {
+            let mut cancelled = list(cancelled_account_ids);
+            if *lighthouse_cancelled {
+                cancelled = match cancelled.is_empty() {
+                    true => "Lighthouse".into(),
+                    false => format!("{cancelled}, Lighthouse"),
+                };
+            }
+            match cancelled.is_empty() {
+                true => "disabled".into(),
+                false => format!("disabled; shares cancelled for {cancelled}"),
+            }
+        }
+        Event::ImageEnabled { .. } => "enabled".into(),
+        Event::DeletionProtectionEnabled { .. } => "deletion protection on".into(),
+        Event::DeletionProtectionDisabled {
+            delete_allowed_after,
+            ..
+        } => match delete_allowed_after {
+            Some(after) => format!(
+                "deletion protection off; delete refused until {}",
+                after
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            ),
+            None => "deletion protection off".into(),
+        },
+        Event::ImageDeprecated { .. } => "deprecated".into(),
+        Event::ImageUndeprecated { .. } => "undeprecated".into(),
+        Event::TrustedImageOwnersSet {
+            mode,
+            owner_account_ids,
+            ..
+        } => format!(
+            "trusted image owners {}: [{}]",
+            mode.name(),
+            list(owner_account_ids)
+        ),
     }
 }
 
@@ -176,8 +225,15 @@ pub struct Access {
     pub deleted: bool,
     /// Whether Lighthouse of the owner's account could use it.
     pub lighthouse_shared: bool,
+    /// Whether its owner had disabled it (then nobody could use it).
+    pub disabled: bool,
+    /// Whether its owner had deprecated it.
+    pub deprecated: bool,
     /// The accounts that could use it (empty when nobody could).
     pub accounts: Vec<AccessEntry>,
+    /// Recipients that could not, because they enforced a list of trusted
+    /// owners without the image's owner.
+    pub untrusted_recipients: Vec<String>,
     /// Why nobody could, when `accounts` is empty.
     pub reason: Option<String>,
 }
@@ -194,12 +250,7 @@ pub fn access_as_of(
     let mut state: Option<Image> = None;
     let mut position = 0;
     for Record { envelope, .. } in image_history(store, image)? {
-        let counts = envelope.position <= durable
-            && match as_of {
-                AsOf::Position(limit) => envelope.position <= limit,
-                AsOf::Time(at) => envelope.recorded_at <= at,
-            };
-        if !counts {
+        if !counts(&envelope, as_of, durable) {
             break;
         }
         let event = envelope.event()?;
@@ -218,12 +269,18 @@ pub fn access_as_of(
         lighthouse_shared: state
             .as_ref()
             .is_some_and(|i| i.lighthouse_shared && !i.deleted),
+        disabled: state.as_ref().is_some_and(|i| i.disabled),
+        deprecated: state.as_ref().is_some_and(|i| i.deprecated),
         accounts: Vec::new(),
+        untrusted_recipients: Vec::new(),
         reason: None,
     };
     match &state {
         None => access.reason = Some("the image did not exist yet".into()),
         Some(image) if image.deleted => access.reason = Some("the image was deleted".into()),
+        Some(image) if image.disabled => {
+            access.reason = Some("the image was disabled by its owner".into())
+        }
         Some(image) if image.state != ImageState::Normal => {
             access.reason = Some(format!("the image was {}", image.state.name()))
         }
@@ -235,14 +292,61 @@ pub fn access_as_of(
             });
             let mut shares: Vec<_> = image.shares.iter().collect();
             shares.sort_by_key(|(id, share)| (share.created_time, (*id).clone()));
-            access
-                .accounts
-                .extend(shares.into_iter().map(|(account, share)| AccessEntry {
+            for (account, share) in shares {
+                let refused = trust_as_of(store, account, as_of, durable)?
+                    .is_some_and(|list| {
+                        list.judge(&image.owner_account_id)
+                            == Some(crate::domain::TrustMode::Enforce)
+                    });
+                if refused {
+                    access.untrusted_recipients.push(account.to_string());
+                    continue;
+                }
+                access.accounts.push(AccessEntry {
                     account_id: account.to_string(),
                     role: Role::Recipient,
                     since: share.created_time,
-                }));
+                });
+            }
         }
     }
     Ok(access)
+}
+
+/// Whether a record counts for a moment: made by then and durable.
+fn counts(envelope: &Envelope, as_of: AsOf, durable: u64) -> bool {
+    envelope.position <= durable
+        && match as_of {
+            AsOf::Position(limit) => envelope.position <= limit,
+            AsOf::Time(at) => envelope.recorded_at <= at,
+        }
+}
+
+/// The trusted owners `account` had set at `as_of`, from its stream.
+fn trust_as_of(
+    store: &dyn EventLog,
+    account: &AccountId,
+    as_of: AsOf,
+    durable: u64,
+) -> Result<Option<TrustedOwners>, AuditError> {
+    let mut found = None;
+    try_scan_stream(store, account.as_str(), |_, bytes| {
+        let envelope = Envelope::decode(bytes)?;
+        if !counts(&envelope, as_of, durable) {
+            return Ok::<_, AuditError>(false);
+        }
+        if let Event::TrustedImageOwnersSet {
+            mode,
+            owner_account_ids,
+            ..
+        } = envelope.event()?
+        {
+            found = Some(TrustedOwners {
+                mode,
+                owner_account_ids,
+            });
+        }
+        Ok(true)
+    })?;
+    Ok(found)
 }

@@ -2,6 +2,7 @@
 //! import (backup and restore), history and point-in-time access, and the
 //! signed heads that pin history.
 
+mod commands;
 mod history;
 mod import;
 mod rules;

@@ -33,6 +33,15 @@ const GATEWAY: &[&str] = &[
     "DescribeImages",
     "DescribeImageSharePermission",
     "DescribeImageQuota",
+    "LeaveImageShare",
+    "DisableImage",
+    "EnableImage",
+    "ModifyImageDeletionProtection",
+    "DeprecateImage",
+    "UndeprecateImage",
+    "SetTrustedImageOwners",
+    "DescribeTrustedImageOwners",
+    "GetImageLineage",
 ];
 
 /// Whether `path` (`/package.Service/Method`) needs no credentials:

@@ -412,6 +412,12 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
     if access.lighthouse_shared {
         println!("  Lighthouse of the owner's account could use it too");
     }
+    for account in &access.untrusted_recipients {
+        println!("  {account:<20} shared with, but could not use it: it enforced trusted owners without the owner");
+    }
+    if access.deprecated {
+        println!("  (deprecated: it could not be shared or copied)");
+    }
     Ok(())
 }
 

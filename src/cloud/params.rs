@@ -93,9 +93,14 @@ impl Params {
 
     /// A boolean, `default` when left out.
     pub fn boolean(&self, name: &str, default: bool) -> Result<bool, ApiError> {
+        Ok(self.opt_boolean(name)?.unwrap_or(default))
+    }
+
+    /// A boolean, `None` when left out.
+    pub fn opt_boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
         match self.get(name) {
-            None => Ok(default),
-            Some(Value::Bool(on)) => Ok(*on),
+            None => Ok(None),
+            Some(Value::Bool(on)) => Ok(Some(*on)),
             Some(other) => Err(wrong_type(name, "a Boolean", other)),
         }
     }

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AccountId, AccountKind, ImageId, ImageRef, ImageState, LighthousePermission, Region};
+use super::{
+    AccountId, AccountKind, ImageId, ImageRef, ImageState, LighthousePermission, Region, TrustMode,
+};
 
 /// A request to change the ledger. Field formats (ids, lengths, enums) are
 /// already checked when one is built; the rules are checked by [`decide`](super::decide).
@@ -81,6 +83,52 @@ pub enum Command {
         /// Share or cancel.
         permission: LighthousePermission,
     },
+    /// A recipient gives up its share of an image.
+    LeaveImageShare {
+        /// The recipient.
+        caller: AccountId,
+        /// The image.
+        image_id: ImageId,
+    },
+    /// Disable an image (cancelling every share) or enable it again.
+    SetImageDisabled {
+        /// The caller, who must own the image.
+        caller: AccountId,
+        /// The image.
+        image_id: ImageId,
+        /// Disable (`true`) or enable.
+        disabled: bool,
+    },
+    /// Turn deletion protection on or off.
+    ModifyDeletionProtection {
+        /// The caller, who must own the image.
+        caller: AccountId,
+        /// The image.
+        image_id: ImageId,
+        /// On (`true`) or off.
+        enabled: bool,
+        /// When turning it off: keep refusing delete for
+        /// [`DELETION_PROTECTION_COOLDOWN`](super::DELETION_PROTECTION_COOLDOWN).
+        with_cooldown: bool,
+    },
+    /// Deprecate an image or undo its deprecation.
+    SetImageDeprecated {
+        /// The caller, who must own the image.
+        caller: AccountId,
+        /// The image.
+        image_id: ImageId,
+        /// Deprecate (`true`) or undeprecate.
+        deprecated: bool,
+    },
+    /// Set the owners whose shared images the caller accepts.
+    SetTrustedImageOwners {
+        /// The account setting its list.
+        caller: AccountId,
+        /// How the list applies.
+        mode: TrustMode,
+        /// The trusted owner accounts.
+        owner_account_ids: Vec<AccountId>,
+    },
     /// Several commands of one caller decided as one: each against the
     /// state the ones before it leave, all applied or none (a request for
     /// several images, such as Tencent's `DeleteImages`). Not nested.
@@ -102,7 +150,12 @@ impl Command {
             | Command::CopyImage { caller, .. }
             | Command::DeleteImage { caller, .. }
             | Command::ModifyImageAttribute { caller, .. }
-            | Command::ModifyLighthouseSharePermission { caller, .. } => Some(caller),
+            | Command::ModifyLighthouseSharePermission { caller, .. }
+            | Command::LeaveImageShare { caller, .. }
+            | Command::SetImageDisabled { caller, .. }
+            | Command::ModifyDeletionProtection { caller, .. }
+            | Command::SetImageDeprecated { caller, .. }
+            | Command::SetTrustedImageOwners { caller, .. } => Some(caller),
             Command::Together { commands } => commands.first().and_then(Command::actor),
         }
     }

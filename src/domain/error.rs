@@ -95,6 +95,25 @@ pub enum DomainError {
     /// The client token was used before by this account with other parameters.
     #[error("{0}")]
     IdempotencyMismatch(String),
+    /// The image is disabled: nobody may use, share, copy or change it
+    /// until its owner enables it.
+    #[error("{0}")]
+    ImageDisabled(String),
+    /// The image is deprecated: it cannot be shared or copied until its
+    /// owner undeprecates it.
+    #[error("{0}")]
+    ImageDeprecated(String),
+    /// Deletion protection is on. Its owner must turn it off first.
+    #[error("{0}")]
+    DeletionProtected(String),
+    /// Deletion protection was turned off with a cooldown that has not
+    /// ended. Retry after the time in the message.
+    #[error("{0}")]
+    DeletionCooldown(String),
+    /// The recipient enforces a list of trusted owners that does not name
+    /// the image's owner.
+    #[error("{0}")]
+    UntrustedOwner(String),
 }
 
 impl DomainError {
@@ -131,6 +150,11 @@ impl DomainError {
             LighthouseAlreadyShared(_) => "UnsupportedOperation.ImageAlreadyShared",
             LighthouseUnableToShare(_) => "UnsupportedOperation.ImageUnableToShare",
             IdempotencyMismatch(_) => "IdempotentParameterMismatch",
+            ImageDisabled(_) => "UnsupportedOperation.ImageDisabled",
+            ImageDeprecated(_) => "UnsupportedOperation.ImageDeprecated",
+            DeletionProtected(_) => "FailedOperation.DeletionProtectionEnabled",
+            DeletionCooldown(_) => "FailedOperation.DeletionProtectionCooldown",
+            UntrustedOwner(_) => "UnauthorizedOperation.UntrustedImageOwner",
         }
     }
 }

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{AccountId, AccountKind, ImageId, ImageSource, ImageState, LicenseType, Region};
+use super::{
+    AccountId, AccountKind, ImageId, ImageSource, ImageState, LicenseType, Region, TrustMode,
+};
 
 /// An image id together with its region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +139,66 @@ pub enum Event {
         /// The image.
         image_id: ImageId,
     },
+    /// A recipient gave up its share of the image.
+    ShareLeft {
+        /// The image.
+        image_id: ImageId,
+        /// The recipient that left.
+        account_id: AccountId,
+    },
+    /// The owner disabled the image: nobody may use it, and every share
+    /// was cancelled in the same decision.
+    ImageDisabled {
+        /// The image.
+        image_id: ImageId,
+        /// The accounts whose shares this cancelled, in order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cancelled_account_ids: Vec<AccountId>,
+        /// Whether this withdrew it from Lighthouse.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        lighthouse_cancelled: bool,
+    },
+    /// The owner enabled a disabled image again (for itself; shares are not restored).
+    ImageEnabled {
+        /// The image.
+        image_id: ImageId,
+    },
+    /// The owner turned deletion protection on.
+    DeletionProtectionEnabled {
+        /// The image.
+        image_id: ImageId,
+    },
+    /// The owner turned deletion protection off.
+    DeletionProtectionDisabled {
+        /// The image.
+        image_id: ImageId,
+        /// With a cooldown: delete stays refused until then.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "time::serde::rfc3339::option"
+        )]
+        delete_allowed_after: Option<OffsetDateTime>,
+    },
+    /// The owner deprecated the image: it can no longer be shared or copied.
+    ImageDeprecated {
+        /// The image.
+        image_id: ImageId,
+    },
+    /// The owner undid the image's deprecation.
+    ImageUndeprecated {
+        /// The image.
+        image_id: ImageId,
+    },
+    /// An account set whose shared images it accepts.
+    TrustedImageOwnersSet {
+        /// The account.
+        account_id: AccountId,
+        /// How the list applies.
+        mode: TrustMode,
+        /// The trusted owners, sorted.
+        owner_account_ids: Vec<AccountId>,
+    },
 }
 
 impl Event {
@@ -153,13 +215,30 @@ impl Event {
             Event::LighthouseShared { .. } => "LighthouseShared",
             Event::LighthouseShareCancelled { .. } => "LighthouseShareCancelled",
             Event::ImageDeleted { .. } => "ImageDeleted",
+            Event::ShareLeft { .. } => "ShareLeft",
+            Event::ImageDisabled { .. } => "ImageDisabled",
+            Event::ImageEnabled { .. } => "ImageEnabled",
+            Event::DeletionProtectionEnabled { .. } => "DeletionProtectionEnabled",
+            Event::DeletionProtectionDisabled { .. } => "DeletionProtectionDisabled",
+            Event::ImageDeprecated { .. } => "ImageDeprecated",
+            Event::ImageUndeprecated { .. } => "ImageUndeprecated",
+            Event::TrustedImageOwnersSet { .. } => "TrustedImageOwnersSet",
+        }
+    }
+
+    /// The account whose stream the event belongs to; `None` for image events.
+    pub fn account_id(&self) -> Option<&AccountId> {
+        match self {
+            Event::AccountRegistered { account_id, .. }
+            | Event::TrustedImageOwnersSet { account_id, .. } => Some(account_id),
+            _ => None,
         }
     }
 
     /// The image the event belongs to; `None` for account events.
     pub fn image_id(&self) -> Option<&ImageId> {
         match self {
-            Event::AccountRegistered { .. } => None,
+            Event::AccountRegistered { .. } | Event::TrustedImageOwnersSet { .. } => None,
             Event::ImageRegistered { image_id, .. }
             | Event::ImageCopied { image_id, .. }
             | Event::ImageStateChanged { image_id, .. }
@@ -168,14 +247,22 @@ impl Event {
             | Event::ShareCancelled { image_id, .. }
             | Event::LighthouseShared { image_id }
             | Event::LighthouseShareCancelled { image_id }
-            | Event::ImageDeleted { image_id } => Some(image_id),
+            | Event::ImageDeleted { image_id }
+            | Event::ShareLeft { image_id, .. }
+            | Event::ImageDisabled { image_id, .. }
+            | Event::ImageEnabled { image_id }
+            | Event::DeletionProtectionEnabled { image_id }
+            | Event::DeletionProtectionDisabled { image_id, .. }
+            | Event::ImageDeprecated { image_id }
+            | Event::ImageUndeprecated { image_id } => Some(image_id),
         }
     }
 
     /// The id of the aggregate (stream) the event belongs to: an account id or an image id.
     pub fn aggregate_id(&self) -> &str {
         match (self, self.image_id()) {
-            (Event::AccountRegistered { account_id, .. }, _) => account_id.as_str(),
+            (Event::AccountRegistered { account_id, .. }, _)
+            | (Event::TrustedImageOwnersSet { account_id, .. }, _) => account_id.as_str(),
             (_, Some(image_id)) => image_id.as_str(),
             (_, None) => "",
         }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{AccountId, Event, ImageAttributes, ImageId, ImageRef, ImageState, Region};
+use super::{
+    AccountId, DeletionProtection, Event, ImageAttributes, ImageId, ImageRef, ImageState, Region,
+};
 
 /// The state of one image, rebuilt from its stream of events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +39,15 @@ pub struct Image {
     pub lighthouse_shared: bool,
     /// Whether it was deleted (kept so the id is never reused).
     pub deleted: bool,
+    /// Whether its owner disabled it: nobody may use it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// Whether its owner deprecated it: it cannot be shared or copied.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deprecated: bool,
+    /// Whether delete is refused.
+    #[serde(default, skip_serializing_if = "DeletionProtection::is_off")]
+    pub deletion_protection: DeletionProtection,
     /// Number of events in its stream (persisted on its own).
     #[serde(skip)]
     pub version: u64,
@@ -111,6 +122,9 @@ impl Image {
             shares: BTreeMap::new(),
             lighthouse_shared: false,
             deleted: false,
+            disabled: false,
+            deprecated: false,
+            deletion_protection: DeletionProtection::default(),
             version: 1,
         })
     }
@@ -153,7 +167,34 @@ impl Image {
             Event::LighthouseShared { .. } => self.lighthouse_shared = true,
             Event::LighthouseShareCancelled { .. } => self.lighthouse_shared = false,
             Event::ImageDeleted { .. } => self.deleted = true,
+            Event::ShareLeft { account_id, .. } => {
+                self.shares.remove(account_id);
+            }
+            Event::ImageDisabled { .. } => {
+                self.disabled = true;
+                self.shares.clear();
+                self.lighthouse_shared = false;
+            }
+            Event::ImageEnabled { .. } => self.disabled = false,
+            Event::DeletionProtectionEnabled { .. } => {
+                self.deletion_protection = DeletionProtection {
+                    enabled: true,
+                    delete_allowed_after: None,
+                }
+            }
+            Event::DeletionProtectionDisabled {
+                delete_allowed_after,
+                ..
+            } => {
+                self.deletion_protection = DeletionProtection {
+                    enabled: false,
+                    delete_allowed_after: *delete_allowed_after,
+                }
+            }
+            Event::ImageDeprecated { .. } => self.deprecated = true,
+            Event::ImageUndeprecated { .. } => self.deprecated = false,
             Event::AccountRegistered { .. }
+            | Event::TrustedImageOwnersSet { .. }
             | Event::ImageRegistered { .. }
             | Event::ImageCopied { .. } => {}
         }

@@ -2,6 +2,7 @@
 //! async, nothing of the storage or transport layers.
 
 mod command;
+mod controls;
 mod decide;
 mod error;
 mod event;
@@ -14,7 +15,11 @@ mod state;
 pub(crate) mod tests;
 
 pub use command::{Command, NewImage, Reply};
-pub use decide::{authorize, decide, registered, share_permission_view, Decision};
+pub use controls::{
+    DeletionProtection, Lineage, LineageLink, TrustMode, TrustedOwners,
+    DELETION_PROTECTION_COOLDOWN, MAX_TRUSTED_OWNERS,
+};
+pub use decide::{authorize, decide, lineage, registered, share_permission_view, Allowed, Decision};
 pub use error::DomainError;
 pub use event::{Event, ImageAttributes, ImageRef};
 pub use ids::{

@@ -13,7 +13,7 @@ use imbl::{GenericHashMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{AccountId, AccountKind, Event, Image, ImageId, Region};
+use super::{AccountId, AccountKind, Event, Image, ImageId, Region, TrustedOwners};
 
 /// A persistent hash map with a fast, per-process randomly seeded hasher.
 type Map<K, V> = GenericHashMap<K, V, foldhash::fast::RandomState, DefaultSharedPtr>;
@@ -107,12 +107,15 @@ pub struct ListingStamps {
 }
 
 /// A registered account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// Root or collaborator.
     pub kind: AccountKind,
     /// Number of events in its stream.
     pub version: u64,
+    /// The owners whose shared images it accepts, once it set them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_owners: Option<Arc<TrustedOwners>>,
 }
 
 /// Every aggregate's state and the indexes derived from them.
@@ -203,8 +206,22 @@ impl LedgerState {
                     Account {
                         kind: *kind,
                         version,
+                        trusted_owners: None,
                     },
                 );
+            }
+            Event::TrustedImageOwnersSet {
+                account_id,
+                mode,
+                owner_account_ids,
+            } => {
+                if let Some(account) = self.accounts.get_mut(account_id) {
+                    account.trusted_owners = Some(Arc::new(TrustedOwners {
+                        mode: *mode,
+                        owner_account_ids: owner_account_ids.clone(),
+                    }));
+                    account.version += 1;
+                }
             }
             Event::ImageRegistered { .. } | Event::ImageCopied { .. } => {
                 if let Some(image) = Image::from_creation(event) {
@@ -225,6 +242,12 @@ impl LedgerState {
                     return;
                 };
                 let image = Arc::make_mut(image);
+                // Disabling cancels every share: the listings they were in
+                // are those of the shares before it.
+                let cancelled: Vec<AccountId> = match event {
+                    Event::ImageDisabled { .. } => image.shares.keys().cloned().collect(),
+                    _ => Vec::new(),
+                };
                 image.apply(event);
                 let region = &image.region;
                 let listed = Listed::of(image);
@@ -238,6 +261,15 @@ impl LedgerState {
                         for account in account_ids {
                             index_remove(&mut self.shared, account, region, &listed);
                         }
+                    }
+                    Event::ShareLeft { account_id, .. } => {
+                        index_remove(&mut self.shared, account_id, region, &listed);
+                    }
+                    Event::ImageDisabled { .. } => {
+                        for account in &cancelled {
+                            index_remove(&mut self.shared, account, region, &listed);
+                        }
+                        index_restamp(&mut self.owned, &image.owner_account_id, region);
                     }
                     Event::ImageDeleted { .. } => {
                         for account in image.shares.keys() {
@@ -263,7 +295,8 @@ impl LedgerState {
     /// The version of the stream `event` belongs to, before the event.
     pub fn stream_version(&self, event: &Event) -> u64 {
         match event {
-            Event::AccountRegistered { account_id, .. } => {
+            Event::AccountRegistered { account_id, .. }
+            | Event::TrustedImageOwnersSet { account_id, .. } => {
                 self.account(account_id).map_or(0, |a| a.version)
             }
             _ => event

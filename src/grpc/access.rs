@@ -55,6 +55,9 @@ pub(super) fn access_message(access: Access) -> pb::GetImageAccessAsOfResponse {
             })
             .collect(),
         reason: access.reason.unwrap_or_default(),
+        disabled: access.disabled,
+        deprecated: access.deprecated,
+        untrusted_recipients: access.untrusted_recipients,
     }
 }
 
@@ -88,5 +91,8 @@ pub(super) fn access_of(reply: pb::GetImageAccessAsOfResponse) -> Access {
             })
             .collect(),
         reason: (!reply.reason.is_empty()).then_some(reply.reason),
+        disabled: reply.disabled,
+        deprecated: reply.deprecated,
+        untrusted_recipients: reply.untrusted_recipients,
     }
 }

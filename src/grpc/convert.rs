@@ -22,7 +22,7 @@ pub struct Commanded {
     pub options: CommandOptions,
 }
 
-fn options(client_token: &str, dry_run: bool) -> Result<CommandOptions, DomainError> {
+pub(super) fn options(client_token: &str, dry_run: bool) -> Result<CommandOptions, DomainError> {
     Ok(CommandOptions {
         client_token: ClientToken::parse_optional(client_token)?,
         dry_run,
@@ -30,11 +30,11 @@ fn options(client_token: &str, dry_run: bool) -> Result<CommandOptions, DomainEr
     })
 }
 
-fn accounts(raw: &[String]) -> Result<Vec<AccountId>, DomainError> {
+pub(super) fn accounts(raw: &[String]) -> Result<Vec<AccountId>, DomainError> {
     raw.iter().map(|id| AccountId::parse(id)).collect()
 }
 
-fn bad_enum(field: &str, value: i32) -> DomainError {
+pub(super) fn bad_enum(field: &str, value: i32) -> DomainError {
     DomainError::InvalidParameter(format!("{field} has no valid value (got {value})"))
 }
 
@@ -349,6 +349,10 @@ pub fn image_message(image: &crate::domain::Image, shared: bool) -> pb::Image {
         supports_cloudinit: a.supports_cloudinit,
         created_time: Some(timestamp(image.created_time)),
         copied_from: image.copied_from.as_ref().map(image_ref),
+        disabled: image.disabled,
+        deprecated: image.deprecated,
+        deletion_protection: image.deletion_protection.enabled,
+        delete_allowed_after: image.deletion_protection.delete_allowed_after.map(timestamp),
     }
 }
 

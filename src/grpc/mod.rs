@@ -6,6 +6,7 @@ mod audit;
 pub mod authenticate;
 mod client;
 mod consistency;
+mod controls;
 mod convert;
 mod feed;
 mod page;

@@ -116,6 +116,13 @@ fn encode_image_fields(image: &Image, shared: bool, buf: &mut BytesMut) {
     if let Some(source) = &image.copied_from {
         encoding::message::encode(16, &image_ref(source), buf);
     }
+    put_bool(17, image.disabled, buf);
+    put_bool(18, image.deprecated, buf);
+    let protection = image.deletion_protection;
+    put_bool(19, protection.enabled, buf);
+    if let Some(after) = protection.delete_allowed_after {
+        encoding::message::encode(20, &timestamp(after), buf);
+    }
 }
 
 fn put_str(tag: u32, value: &str, buf: &mut BytesMut) {

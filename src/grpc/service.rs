@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::consistency::reached;
+use super::controls::{lineage_message, trusted_owners_message};
 use super::convert::{image_refs, timestamp, AuthorizeQuery, Commanded};
 use super::pb;
 use super::pb::image_ledger_server::ImageLedger;
@@ -184,13 +185,18 @@ impl ImageLedger for LedgerService {
             query.usage,
         );
         Ok(Response::new(match verdict {
-            Ok(()) => pb::AuthorizeImageUseResponse {
+            Ok(allowed) => pb::AuthorizeImageUseResponse {
                 allowed: true,
                 reason: String::new(),
+                audit_reason: allowed
+                    .would_refuse
+                    .map(|refusal| refusal.reason().to_owned())
+                    .unwrap_or_default(),
             },
             Err(err) => pb::AuthorizeImageUseResponse {
                 allowed: false,
                 reason: err.reason().to_owned(),
+                audit_reason: String::new(),
             },
         }))
     }
@@ -266,5 +272,96 @@ impl ImageLedger for LedgerService {
             quota: policy.image_quota,
             used: state.images_used(&account, &region),
         }))
+    }
+
+    async fn leave_image_share(
+        &self,
+        request: Request<pb::LeaveImageShareRequest>,
+    ) -> Answer<pb::LeaveImageShareResponse> {
+        let position = self.run(request).await?.position;
+        Ok(Response::new(pb::LeaveImageShareResponse { position }))
+    }
+
+    async fn disable_image(
+        &self,
+        request: Request<pb::DisableImageRequest>,
+    ) -> Answer<pb::DisableImageResponse> {
+        let position = self.run(request).await?.position;
+        Ok(Response::new(pb::DisableImageResponse { position }))
+    }
+
+    async fn enable_image(
+        &self,
+        request: Request<pb::EnableImageRequest>,
+    ) -> Answer<pb::EnableImageResponse> {
+        let position = self.run(request).await?.position;
+        Ok(Response::new(pb::EnableImageResponse { position }))
+    }
+
+    async fn modify_image_deletion_protection(
+        &self,
+        request: Request<pb::ModifyImageDeletionProtectionRequest>,
+    ) -> Answer<pb::ModifyImageDeletionProtectionResponse> {
+        let position = self.run(request).await?.position;
+        Ok(Response::new(pb::ModifyImageDeletionProtectionResponse {
+            position,
+        }))
+    }
+
+    async fn deprecate_image(
+        &self,
+        request: Request<pb::DeprecateImageRequest>,
+    ) -> Answer<pb::DeprecateImageResponse> {
+        let position = self.run(request).await?.position;
+        Ok(Response::new(pb::DeprecateImageResponse { position }))
+    }
+
+    async fn undeprecate_image(
+        &self,
+        request: Request<pb::UndeprecateImageRequest>,
+    ) -> Answer<pb::UndeprecateImageResponse> {
+        let position = self.run(request).await?.position;
+        Ok(Response::new(pb::UndeprecateImageResponse { position }))
+    }
+
+    async fn set_trusted_image_owners(
+        &self,
+        request: Request<pb::SetTrustedImageOwnersRequest>,
+    ) -> Answer<pb::SetTrustedImageOwnersResponse> {
+        let position = self.run(request).await?.position;
+        Ok(Response::new(pb::SetTrustedImageOwnersResponse { position }))
+    }
+
+    async fn describe_trusted_image_owners(
+        &self,
+        request: Request<pb::DescribeTrustedImageOwnersRequest>,
+    ) -> Answer<pb::DescribeTrustedImageOwnersResponse> {
+        let caller = caller_of(&request);
+        let (metadata, _, request) = request.into_parts();
+        let account = AccountId::parse(&request.account_id)?;
+        on_span(&account);
+        confined(caller.as_ref(), &account)?;
+        reached(&self.ledger, request.min_position, &metadata).await?;
+        let state = self.ledger.state();
+        let account = domain::registered(&state, &account)?;
+        Ok(Response::new(trusted_owners_message(
+            account.trusted_owners.as_deref(),
+        )))
+    }
+
+    async fn get_image_lineage(
+        &self,
+        request: Request<pb::GetImageLineageRequest>,
+    ) -> Answer<pb::GetImageLineageResponse> {
+        let principal = caller_of(&request);
+        let (metadata, _, request) = request.into_parts();
+        let caller = AccountId::parse(&request.account_id)?;
+        on_span(&caller);
+        confined(principal.as_ref(), &caller)?;
+        let image_id = ImageId::parse(&request.image_id)?;
+        reached(&self.ledger, request.min_position, &metadata).await?;
+        let state = self.ledger.state();
+        let lineage = domain::lineage(&state, &caller, &image_id)?;
+        Ok(Response::new(lineage_message(lineage)))
     }
 }

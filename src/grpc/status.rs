@@ -52,7 +52,7 @@ pub fn code_of(err: &DomainError) -> Code {
         | TooLarge(_)
         | RegionNotFound(_) => Code::InvalidArgument,
         ImageNotFound(_) | AccountNotFound(_) => Code::NotFound,
-        NotOwner(_) => Code::PermissionDenied,
+        NotOwner(_) | UntrustedOwner(_) => Code::PermissionDenied,
         ShareLimitExceeded(_) | ImageQuotaExceeded(_) => Code::ResourceExhausted,
         DuplicateName(_) | IdempotencyMismatch(_) => Code::AlreadyExists,
         ShareWithSelf(_)
@@ -70,7 +70,11 @@ pub fn code_of(err: &DomainError) -> Code {
         | ExportSharedImage(_)
         | InvalidCopyRegion(_)
         | LighthouseAlreadyShared(_)
-        | LighthouseUnableToShare(_) => Code::FailedPrecondition,
+        | LighthouseUnableToShare(_)
+        | ImageDisabled(_)
+        | ImageDeprecated(_)
+        | DeletionProtected(_)
+        | DeletionCooldown(_) => Code::FailedPrecondition,
     }
 }
 

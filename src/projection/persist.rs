@@ -66,15 +66,10 @@ impl Touched {
 
     /// Notes the aggregate an event changes.
     pub fn record(&mut self, event: &Event) {
-        match event {
-            Event::AccountRegistered { account_id, .. } => {
-                self.accounts.insert(account_id.clone());
-            }
-            _ => {
-                if let Some(id) = event.image_id() {
-                    self.images.insert(id.clone());
-                }
-            }
+        if let Some(id) = event.account_id() {
+            self.accounts.insert(id.clone());
+        } else if let Some(id) = event.image_id() {
+            self.images.insert(id.clone());
         }
     }
 }
@@ -128,6 +123,9 @@ fn same_apart_from_shares(a: &Image, b: &Image) -> bool {
         && a.copied_from == b.copied_from
         && a.lighthouse_shared == b.lighthouse_shared
         && a.deleted == b.deleted
+        && a.disabled == b.disabled
+        && a.deprecated == b.deprecated
+        && a.deletion_protection == b.deletion_protection
 }
 
 /// Every projection entry of `state`, for a rebuild.

@@ -408,6 +408,45 @@ mod tests {
             Event::LighthouseShareCancelled {
                 image_id: image_id.clone(),
             },
+            Event::ShareLeft {
+                image_id: image_id.clone(),
+                account_id: owner.clone(),
+            },
+            Event::ImageDisabled {
+                image_id: image_id.clone(),
+                cancelled_account_ids: vec![owner.clone()],
+                lighthouse_cancelled: true,
+            },
+            Event::ImageDisabled {
+                image_id: image_id.clone(),
+                cancelled_account_ids: vec![],
+                lighthouse_cancelled: false,
+            },
+            Event::ImageEnabled {
+                image_id: image_id.clone(),
+            },
+            Event::DeletionProtectionEnabled {
+                image_id: image_id.clone(),
+            },
+            Event::DeletionProtectionDisabled {
+                image_id: image_id.clone(),
+                delete_allowed_after: Some(when),
+            },
+            Event::DeletionProtectionDisabled {
+                image_id: image_id.clone(),
+                delete_allowed_after: None,
+            },
+            Event::ImageDeprecated {
+                image_id: image_id.clone(),
+            },
+            Event::ImageUndeprecated {
+                image_id: image_id.clone(),
+            },
+            Event::TrustedImageOwnersSet {
+                account_id: owner.clone(),
+                mode: crate::domain::TrustMode::Enforce,
+                owner_account_ids: vec![owner.clone()],
+            },
             Event::ImageDeleted { image_id },
         ]
     }
@@ -451,7 +490,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 33);
+        assert_eq!(checked, 63);
     }
 
     #[test]

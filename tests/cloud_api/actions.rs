@@ -369,12 +369,51 @@ async fn copies_attributes_quota_and_lighthouse() -> TestResult {
         reply.response()["ImageSet"][0]["ImageDescription"],
         json!("second")
     );
+    // Deprecation, alone or with a rename, is one decision that
+    // DescribeImages shows; families are refused.
+    let deprecated = |on: bool| json!({"ImageId": door.image, "ImageDeprecated": on});
+    answered(
+        &door
+            .cvm(&door.owner, "ModifyImageAttribute", deprecated(true))
+            .await,
+    );
+    let shown = door
+        .cvm(
+            &door.owner,
+            "DescribeImages",
+            json!({"ImageIds": [door.image]}),
+        )
+        .await;
+    assert_eq!(answered(&shown)["ImageSet"][0]["ImageDeprecated"], json!(true));
     refused(
         &door
             .cvm(
                 &door.owner,
                 "ModifyImageAttribute",
-                json!({"ImageId": door.image, "ImageDeprecated": true}),
+                json!({"ImageId": door.image, "ImageDeprecated": false, "ImageName": "api"}),
+            )
+            .await,
+        "InvalidImageName.Duplicate",
+    );
+    let still = door
+        .cvm(
+            &door.owner,
+            "DescribeImages",
+            json!({"ImageIds": [door.image]}),
+        )
+        .await;
+    assert_eq!(answered(&still)["ImageSet"][0]["ImageDeprecated"], json!(true));
+    answered(
+        &door
+            .cvm(&door.owner, "ModifyImageAttribute", deprecated(false))
+            .await,
+    );
+    refused(
+        &door
+            .cvm(
+                &door.owner,
+                "ModifyImageAttribute",
+                json!({"ImageId": door.image, "ImageFamily": "web"}),
             )
             .await,
         "UnsupportedOperation",

@@ -44,6 +44,15 @@ pub const LEDGER: &[&str] = &[
     "/imageledger.v1.ImageLedger/DescribeImages",
     "/imageledger.v1.ImageLedger/DescribeImageSharePermission",
     "/imageledger.v1.ImageLedger/DescribeImageQuota",
+    "/imageledger.v1.ImageLedger/LeaveImageShare",
+    "/imageledger.v1.ImageLedger/DisableImage",
+    "/imageledger.v1.ImageLedger/EnableImage",
+    "/imageledger.v1.ImageLedger/ModifyImageDeletionProtection",
+    "/imageledger.v1.ImageLedger/DeprecateImage",
+    "/imageledger.v1.ImageLedger/UndeprecateImage",
+    "/imageledger.v1.ImageLedger/SetTrustedImageOwners",
+    "/imageledger.v1.ImageLedger/DescribeTrustedImageOwners",
+    "/imageledger.v1.ImageLedger/GetImageLineage",
 ];
 pub const AUDIT: &[&str] = &[
     "/imageledger.v1.AuditLog/ReadEvents",

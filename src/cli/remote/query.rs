@@ -116,7 +116,13 @@ pub fn authorize(args: AuthorizeArgs) -> anyhow::Result<()> {
         if args.remote.json {
             println!(
                 "{}",
-                json!({"allowed": reply.allowed, "reason": reply.reason})
+                json!({"allowed": reply.allowed, "reason": reply.reason,
+                       "audit_reason": reply.audit_reason})
+            );
+        } else if reply.allowed && !reply.audit_reason.is_empty() {
+            println!(
+                "allowed (enforcing its trusted owners would deny: {})",
+                reply.audit_reason
             );
         } else if reply.allowed {
             println!("allowed");

@@ -188,7 +188,8 @@ fn apply_filters(query: &mut ImageQuery, filters: &[Filter]) -> Result<(), ApiEr
 /// An image as Tencent's `Image` structure, borrowed from the state. The
 /// ledger does not keep an image's size, architecture, snapshots, tags or
 /// family: those are given as for an image without them (0, "", [], [],
-/// ""), and its sync progress as null (not syncing).
+/// ""), and its sync progress as null (not syncing). Tencent has no field
+/// for a disabled image: its owner sees it as it is otherwise.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ImageView<'a> {
@@ -246,7 +247,7 @@ impl<'a> ImageView<'a> {
                 LicenseType::Byol => "BYOL",
             },
             image_family: "",
-            image_deprecated: false,
+            image_deprecated: image.deprecated,
         }
     }
 }

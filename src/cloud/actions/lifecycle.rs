@@ -31,9 +31,9 @@ pub async fn delete_images(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, A
     Ok(Fields::new())
 }
 
-/// `ModifyImageAttribute`: name and description. Image families and
-/// deprecation are not kept by the ledger: setting them is refused, and
-/// the values every image has (no family, not deprecated) are accepted.
+/// `ModifyImageAttribute`: name, description and deprecation, as one
+/// decision. Image families are not kept by the ledger: setting one is
+/// refused, and the value every image has (no family) is accepted.
 pub async fn modify_attribute(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, ApiError> {
     let params = call.params(&[
         "ImageId",
@@ -46,22 +46,34 @@ pub async fn modify_attribute(ledger: &Ledger, call: &Call<'_>) -> Result<Fields
     let image_name = params.opt_string("ImageName")?;
     let image_description = params.opt_string("ImageDescription")?;
     let family = params.opt_string("ImageFamily")?;
-    let deprecated = params.boolean("ImageDeprecated", false)?;
-    if family.is_some_and(|family| !family.is_empty()) || deprecated {
+    let deprecated = params.opt_boolean("ImageDeprecated")?;
+    if family.is_some_and(|family| !family.is_empty()) {
         return Err(ApiError::new(
             "UnsupportedOperation",
-            "this ledger keeps no image families and no deprecation: ImageFamily and \
-             ImageDeprecated can only be left out (or empty and false)",
+            "this ledger keeps no image families: ImageFamily can only be left out (or empty)",
         ));
     }
     call.in_region(&ledger.state(), &image_id)?;
-    let command = Command::ModifyImageAttribute {
-        caller: call.key.account.clone(),
-        image_id,
-        image_name,
-        image_description,
-    };
-    call.commit(ledger, command, false).await?;
+    let caller = call.key.account.clone();
+    let mut commands = Vec::new();
+    // Deprecation alone is a change of its own; with neither, the rules
+    // name what is missing.
+    if image_name.is_some() || image_description.is_some() || deprecated.is_none() {
+        commands.push(Command::ModifyImageAttribute {
+            caller: caller.clone(),
+            image_id: image_id.clone(),
+            image_name,
+            image_description,
+        });
+    }
+    if let Some(deprecated) = deprecated {
+        commands.push(Command::SetImageDeprecated {
+            caller,
+            image_id,
+            deprecated,
+        });
+    }
+    call.commit_all(ledger, commands, false).await?;
     Ok(Fields::new())
 }
 

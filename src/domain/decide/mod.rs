@@ -5,6 +5,8 @@
 //! several of them check.
 
 mod checks;
+mod controls;
+mod lineage;
 mod queries;
 mod sharing;
 
@@ -16,7 +18,12 @@ pub use self::checks::registered;
 use self::checks::{
     kind_name, live_image, name_free, not_owner, quota_free, require_normal, share_summary,
 };
-pub use self::queries::{authorize, share_permission_view};
+use self::controls::{
+    deletable, deletion_protection, leave, not_deprecated, not_disabled, set_deprecated,
+    set_disabled, set_trusted_owners, trusted,
+};
+pub use self::lineage::lineage;
+pub use self::queries::{authorize, share_permission_view, Allowed};
 use self::sharing::{cancel, lighthouse, share};
 
 use super::ids::{validate_image_description, validate_image_name, validate_label};
@@ -91,7 +98,7 @@ pub fn decide(
             now,
             fresh_id,
         ),
-        Command::DeleteImage { caller, image_id } => delete(state, caller, image_id),
+        Command::DeleteImage { caller, image_id } => delete(state, caller, image_id, now),
         Command::ModifyImageAttribute {
             caller,
             image_id,
@@ -109,6 +116,28 @@ pub fn decide(
             image_id,
             permission,
         } => lighthouse(state, caller, image_id, *permission),
+        Command::LeaveImageShare { caller, image_id } => leave(state, caller, image_id),
+        Command::SetImageDisabled {
+            caller,
+            image_id,
+            disabled,
+        } => set_disabled(state, caller, image_id, *disabled),
+        Command::ModifyDeletionProtection {
+            caller,
+            image_id,
+            enabled,
+            with_cooldown,
+        } => deletion_protection(state, caller, image_id, *enabled, *with_cooldown, now),
+        Command::SetImageDeprecated {
+            caller,
+            image_id,
+            deprecated,
+        } => set_deprecated(state, caller, image_id, *deprecated),
+        Command::SetTrustedImageOwners {
+            caller,
+            mode,
+            owner_account_ids,
+        } => set_trusted_owners(state, caller, *mode, owner_account_ids),
         Command::Together { commands } => together(state, policy, commands, now, new_image_id),
     }
 }
@@ -196,6 +225,7 @@ fn delete(
     state: &LedgerState,
     caller: &AccountId,
     image_id: &ImageId,
+    now: OffsetDateTime,
 ) -> Result<Decision, DomainError> {
     registered(state, caller)?;
     let image = live_image(state, image_id)?;
@@ -215,6 +245,7 @@ fn delete(
             image.state.name()
         )));
     }
+    deletable(image, now)?;
     if image.is_shared() {
         return Err(DomainError::StillShared(format!(
             "image {image_id} is still shared with {}; cancel every share first",
@@ -290,6 +321,11 @@ fn copy(
     let relation = image.relation(caller);
     if relation == Relation::Stranger {
         return Err(not_owner(image, caller));
+    }
+    not_disabled(image, "copied")?;
+    not_deprecated(image, "copied")?;
+    if relation == Relation::Recipient {
+        trusted(state, caller, image)?;
     }
     require_normal(image, "copied")?;
     if image.attributes.encrypted {
@@ -375,6 +411,7 @@ fn modify(
         }
         Relation::Stranger => return Err(not_owner(image, caller)),
     }
+    not_disabled(image, "changed")?;
     let new_name = image_name.filter(|name| *name != image.attributes.image_name);
     let new_description =
         image_description.filter(|text| *text != image.attributes.image_description);

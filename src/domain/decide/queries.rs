@@ -2,12 +2,21 @@
 //! an image, who may see its shares, whether an account is registered.
 
 use super::checks::{live_image, not_owner, owned_image, registered, require_normal};
+use super::controls::{not_disabled, trusted};
 use crate::domain::{
     AccountId, DomainError, Image, ImageId, ImageUse, LedgerState, Policy, Region, Relation,
 };
 
+/// A use that is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    /// When the account audits its trusted owners: the refusal enforcing
+    /// them would give.
+    pub would_refuse: Option<DomainError>,
+}
+
 /// Decides whether `account` may use `image_id` in `region` for `usage`.
-/// `Ok(())` allows it; the error names why not.
+/// The error names why not.
 pub fn authorize(
     state: &LedgerState,
     policy: &Policy,
@@ -15,7 +24,7 @@ pub fn authorize(
     image_id: &ImageId,
     region: &Region,
     usage: ImageUse,
-) -> Result<(), DomainError> {
+) -> Result<Allowed, DomainError> {
     policy.check_region(region)?;
     registered(state, account)?;
     let image = live_image(state, image_id)?;
@@ -29,13 +38,19 @@ pub fn authorize(
             image.region
         )));
     }
+    not_disabled(image, "used")?;
     require_normal(image, "used")?;
-    if relation == Relation::Recipient && usage == ImageUse::Export {
+    if relation == Relation::Owner {
+        return Ok(Allowed { would_refuse: None });
+    }
+    if usage == ImageUse::Export {
         return Err(DomainError::ExportSharedImage(format!(
             "image {image_id} is shared with account {account}; shared images cannot be exported"
         )));
     }
-    Ok(())
+    Ok(Allowed {
+        would_refuse: trusted(state, account, image)?,
+    })
 }
 
 /// Checks that `caller` may see the share list of `image_id` and returns the image.

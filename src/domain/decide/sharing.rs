@@ -3,6 +3,7 @@
 use time::OffsetDateTime;
 
 use super::checks::{check_account_list, owned_image, registered, require_normal};
+use super::controls::{not_deprecated, not_disabled};
 use super::Decision;
 use crate::domain::{
     AccountId, AccountKind, DomainError, Event, ImageId, ImageSource, LedgerState, LicenseType,
@@ -19,6 +20,8 @@ pub(super) fn share(
 ) -> Result<Decision, DomainError> {
     check_account_list(policy, account_ids)?;
     let image = owned_image(state, caller, image_id)?;
+    not_disabled(image, "shared")?;
+    not_deprecated(image, "shared")?;
     require_normal(image, "shared")?;
     if image.attributes.encrypted {
         return Err(DomainError::EncryptedNotSupported(format!(
@@ -107,6 +110,8 @@ pub(super) fn lighthouse(
                     "image {image_id} is already shared with Lighthouse"
                 )));
             }
+            not_disabled(image, "shared with Lighthouse")?;
+            not_deprecated(image, "shared with Lighthouse")?;
             require_normal(image, "shared with Lighthouse")?;
             let attributes = &image.attributes;
             let unable = if attributes.image_source == ImageSource::ExternalImport {

@@ -101,6 +101,24 @@ fn state() -> LedgerState {
             }
         };
         state.apply(&event);
+        // Account 1's own images carry each control in turn.
+        let control = match n % 4 {
+            1 => Some(Event::ImageDisabled {
+                image_id: image(n),
+                cancelled_account_ids: vec![],
+                lighthouse_cancelled: false,
+            }),
+            2 => Some(Event::ImageDeprecated { image_id: image(n) }),
+            3 if n % 8 == 3 => Some(Event::DeletionProtectionEnabled { image_id: image(n) }),
+            3 => Some(Event::DeletionProtectionDisabled {
+                image_id: image(n),
+                delete_allowed_after: Some(created_time + time::Duration::hours(24)),
+            }),
+            _ => None,
+        };
+        if let Some(control) = control.filter(|_| n < 12) {
+            state.apply(&control);
+        }
         if n >= 12 {
             state.apply(&Event::ImageShared {
                 image_id: image(n),
@@ -183,6 +201,10 @@ fn the_page_covers_every_field_value_the_check_relies_on() {
     assert!(images
         .iter()
         .any(|i| i.created_time.is_some_and(|t| t.nanos != 0)));
+    assert!(images.iter().any(|i| i.disabled) && images.iter().any(|i| !i.disabled));
+    assert!(images.iter().any(|i| i.deprecated) && images.iter().any(|i| !i.deprecated));
+    assert!(images.iter().any(|i| i.deletion_protection));
+    assert!(images.iter().any(|i| i.delete_allowed_after.is_some()));
 }
 
 #[test]

@@ -267,7 +267,7 @@ fn a_page_of_one_copy_of_the_state_is_never_sent_for_another() {
     // A state rebuilt from the same aggregates has new stamps, so nothing
     // cached before is taken for it, though it lists the same images.
     let restored = LedgerState::restore(
-        newer.accounts().map(|(id, a)| (id.clone(), *a)),
+        newer.accounts().map(|(id, a)| (id.clone(), a.clone())),
         newer.images().cloned(),
     );
     assert_eq!(restored, newer);

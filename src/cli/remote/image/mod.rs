@@ -2,11 +2,13 @@
 //! subcommand each, and their arguments; what each does is in [`run`],
 //! the queries are in [`super::query`].
 
+mod controls;
 mod run;
 
 use clap::{Args, Subcommand, ValueEnum};
 use image_ledger::grpc::pb;
 
+use self::controls::{Control, ControlArgs, LineageArgs, ProtectionArgs};
 use super::query::{AuthorizeArgs, ListArgs, SharesArgs};
 use super::{RemoteArgs, TokenArg};
 
@@ -42,6 +44,25 @@ pub enum ImageCmd {
     /// The accounts an image is shared with, oldest first, and its
     /// Lighthouse share (DescribeImageSharePermission).
     Shares(SharesArgs),
+    /// Give up an image shared with the account (LeaveImageShare); the
+    /// owner's slot is freed.
+    Leave(ControlArgs),
+    /// Disable an image (DisableImage): every share is cancelled and
+    /// nobody may use, share, copy or change it.
+    Disable(ControlArgs),
+    /// Enable a disabled image for its owner again (EnableImage); shares
+    /// are not restored.
+    Enable(ControlArgs),
+    /// Turn deletion protection on or off (ModifyImageDeletionProtection).
+    Protection(ProtectionArgs),
+    /// Deprecate an image shared with nobody (DeprecateImage): it can no
+    /// longer be shared or copied.
+    Deprecate(ControlArgs),
+    /// Undo an image's deprecation (UndeprecateImage).
+    Undeprecate(ControlArgs),
+    /// The chain of copies back to the first image, as far as the account
+    /// may see it (GetImageLineage).
+    Lineage(LineageArgs),
 }
 
 /// `--account`, `--token` and the server, which most image commands take.
@@ -262,5 +283,12 @@ pub fn run_command(command: ImageCmd) -> anyhow::Result<()> {
         ImageCmd::Authorize(args) => super::query::authorize(args),
         ImageCmd::List(args) => super::query::list(args),
         ImageCmd::Shares(args) => super::query::shares(args),
+        ImageCmd::Leave(args) => controls::control(Control::Leave, args),
+        ImageCmd::Disable(args) => controls::control(Control::Disable, args),
+        ImageCmd::Enable(args) => controls::control(Control::Enable, args),
+        ImageCmd::Protection(args) => controls::protection(args),
+        ImageCmd::Deprecate(args) => controls::control(Control::Deprecate, args),
+        ImageCmd::Undeprecate(args) => controls::control(Control::Undeprecate, args),
+        ImageCmd::Lineage(args) => controls::lineage(args),
     }
 }

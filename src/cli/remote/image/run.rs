@@ -144,7 +144,7 @@ pub(super) fn lighthouse(args: LighthouseArgs) -> anyhow::Result<()> {
 
 /// Runs a command whose reply carries only its position, and prints
 /// `done` with it (or the position alone under `--json`).
-fn positioned<F, Fut>(remote: &RemoteArgs, call: F, done: String) -> anyhow::Result<()>
+pub(super) fn positioned<F, Fut>(remote: &RemoteArgs, call: F, done: String) -> anyhow::Result<()>
 where
     F: FnOnce(super::super::Client) -> Fut,
     Fut: std::future::Future<Output = Result<u64, tonic::Status>>,
@@ -248,7 +248,7 @@ pub(super) fn copy(args: CopyArgs) -> anyhow::Result<()> {
 }
 
 /// What a command did, or would have done in a dry run.
-fn changed(dry_run: bool, done: &'static str, would: &'static str) -> &'static str {
+pub(super) fn changed(dry_run: bool, done: &'static str, would: &'static str) -> &'static str {
     if dry_run {
         would
     } else {
