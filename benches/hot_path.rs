@@ -91,6 +91,7 @@ fn populated_with(accounts: u64, images: u64) -> LedgerState {
             created_time: OffsetDateTime::UNIX_EPOCH,
         });
         state.apply(&Event::ImageShared {
+            expires_at: None,
             image_id: image(i),
             account_ids: (1..=5).map(|k| account((owner + k) % accounts)).collect(),
             shared_time: OffsetDateTime::UNIX_EPOCH,
@@ -106,7 +107,8 @@ fn describe_and_encode(
     query: &ImageQuery,
     out: &mut Vec<u8>,
 ) {
-    let page = describe_images(state, policy, query).expect("lists");
+    let page =
+        describe_images(state, policy, query, time::OffsetDateTime::now_utc()).expect("lists");
     out.clear();
     DescribeImagesResponse::from_page(&page)
         .encode(out)
@@ -117,6 +119,7 @@ fn describe_and_encode(
 fn share_command(i: u64) -> Command {
     let owner = i % 1_000;
     Command::ShareImage {
+        expires_at: None,
         caller: account(owner),
         image_id: image(i % 10_000),
         account_ids: vec![account((owner + 10) % 1_000)],
@@ -159,6 +162,7 @@ fn main() {
     });
     for i in 0..5_000 {
         working.apply(&Event::ImageShared {
+            expires_at: None,
             image_id: image(i),
             account_ids: vec![hot.clone()],
             shared_time: now,
@@ -174,6 +178,7 @@ fn main() {
             let image_id = image(5_000 + (i / 2) % 5_000);
             let event = if i % 2 == 1 {
                 Event::ImageShared {
+                    expires_at: None,
                     image_id,
                     account_ids: vec![hot.clone()],
                     shared_time: now,
@@ -196,10 +201,11 @@ fn main() {
         region: Some(Region::new("ap-guangzhou")),
         ..ImageQuery::default()
     };
-    let listed = describe_images(&state, &policy, &query).expect("lists");
+    let listed =
+        describe_images(&state, &policy, &query, time::OffsetDateTime::now_utc()).expect("lists");
     assert_eq!((listed.images.len(), listed.total_count), (20, 60));
     measure("describe a page of 20 (query only)", 1, || {
-        black_box(describe_images(&state, &policy, &query).ok());
+        black_box(describe_images(&state, &policy, &query, time::OffsetDateTime::now_utc()).ok());
     });
     let mut encoded = Vec::with_capacity(8 * 1024);
     measure(
@@ -230,9 +236,12 @@ fn main() {
     let pages = PageCache::<DescribeImagesResponse>::new(256 * 1024 * 1024);
     let cached = |query: &ImageQuery| {
         pages
-            .reply(&large, query, || {
+            .reply(&large, query, time::OffsetDateTime::now_utc(), || {
                 Ok(DescribeImagesResponse::from_page(&describe_images(
-                    &large, &policy, query,
+                    &large,
+                    &policy,
+                    query,
+                    time::OffsetDateTime::now_utc(),
                 )?))
             })
             .expect("lists")
@@ -256,6 +265,7 @@ fn main() {
     drop(large);
 
     let event = Event::ImageShared {
+        expires_at: None,
         image_id: image(1),
         account_ids: vec![account(2)],
         shared_time: now,
@@ -304,6 +314,7 @@ fn main() {
                         prev_hash: head.hash,
                     };
                     let event = Event::ImageShared {
+                        expires_at: None,
                         image_id: id,
                         account_ids: vec![account(2)],
                         shared_time: now,

@@ -89,7 +89,14 @@ async fn empty_requests_name_the_missing_field() -> TestResult {
     );
     let malformed = "InvalidAccountId.Malformed";
     assert_status(
-        c.leave_image_share(pb::LeaveImageShareRequest::default()).await,
+        c.modify_image_share_expiry(pb::ModifyImageShareExpiryRequest::default())
+            .await,
+        BAD,
+        malformed,
+    );
+    assert_status(
+        c.leave_image_share(pb::LeaveImageShareRequest::default())
+            .await,
         BAD,
         malformed,
     );
@@ -110,12 +117,14 @@ async fn empty_requests_name_the_missing_field() -> TestResult {
         malformed,
     );
     assert_status(
-        c.deprecate_image(pb::DeprecateImageRequest::default()).await,
+        c.deprecate_image(pb::DeprecateImageRequest::default())
+            .await,
         BAD,
         malformed,
     );
     assert_status(
-        c.undeprecate_image(pb::UndeprecateImageRequest::default()).await,
+        c.undeprecate_image(pb::UndeprecateImageRequest::default())
+            .await,
         BAD,
         malformed,
     );

@@ -165,7 +165,10 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
     ];
     assert_eq!(
         cli_json(addr, &create).await,
-        (0, json!({"allowed": true, "reason": ""}))
+        (
+            0,
+            json!({"allowed": true, "reason": "", "audit_reason": ""})
+        )
     );
     let export = [
         "image",
@@ -182,7 +185,7 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
         cli_json(addr, &export).await,
         (
             3,
-            json!({"allowed": false, "reason": "UnsupportedOperation.SharedImageExportUnsupported"})
+            json!({"allowed": false, "reason": "UnsupportedOperation.SharedImageExportUnsupported", "audit_reason": ""})
         )
     );
 
@@ -317,6 +320,7 @@ fn each_subcommand_names_its_rpc_in_its_help() {
         ("image authorize", "AuthorizeImageUse"),
         ("image list", "DescribeImages"),
         ("image shares", "DescribeImageSharePermission"),
+        ("image share-expiry", "ModifyImageShareExpiry"),
         ("image leave", "LeaveImageShare"),
         ("image disable", "DisableImage"),
         ("image enable", "EnableImage"),
@@ -343,4 +347,123 @@ fn each_subcommand_names_its_rpc_in_its_help() {
             "{command}: {help}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controls_have_subcommands_with_json_replies_and_exit_codes() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER, FRIEND, OTHER]).await;
+    let image = register_image(&mut c, OWNER, GZ, "web").await;
+    let addr = server.server.local_addr().to_string();
+    let addr = addr.as_str();
+    let image = image.as_str();
+    let refused = |reply: &(i32, Value), reason: &str| {
+        assert_eq!((reply.0, &reply.1["error"]["reason"]), (3, &json!(reason)));
+    };
+
+    let share = [
+        "image",
+        "share",
+        image,
+        "--account",
+        OWNER,
+        "--to",
+        FRIEND,
+        "--expires-at",
+        "2099-01-01T00:00:00Z",
+    ];
+    assert_eq!(cli_json(addr, &share).await.0, 0);
+    let later = [
+        "image",
+        "share-expiry",
+        image,
+        "--account",
+        OWNER,
+        "--of",
+        FRIEND,
+        "--never",
+    ];
+    assert_eq!(cli_json(addr, &later).await.0, 0);
+    let bad_time = [
+        "image",
+        "share",
+        image,
+        "--account",
+        OWNER,
+        "--to",
+        OTHER,
+        "--expires-at",
+        "soon",
+    ];
+    assert_eq!(cli(addr, &bad_time).await.status.code(), Some(2));
+    assert_eq!(
+        cli_json(addr, &["image", "leave", image, "--account", FRIEND])
+            .await
+            .0,
+        0
+    );
+    refused(
+        &cli_json(addr, &["image", "leave", image, "--account", FRIEND]).await,
+        "FailedOperation.AccountNotShared",
+    );
+
+    let protect = ["image", "protection", image, "on", "--account", OWNER];
+    assert_eq!(cli_json(addr, &protect).await.0, 0);
+    refused(
+        &cli_json(addr, &["image", "delete", image, "--account", OWNER]).await,
+        "FailedOperation.DeletionProtectionEnabled",
+    );
+    let off = [
+        "image",
+        "protection",
+        image,
+        "off",
+        "--with-cooldown",
+        "--account",
+        OWNER,
+    ];
+    assert_eq!(cli_json(addr, &off).await.0, 0);
+    refused(
+        &cli_json(addr, &["image", "delete", image, "--account", OWNER]).await,
+        "FailedOperation.DeletionProtectionCooldown",
+    );
+    for (command, status) in [("deprecate", 0), ("undeprecate", 0), ("disable", 0)] {
+        let args = ["image", command, image, "--account", OWNER];
+        assert_eq!(cli_json(addr, &args).await.0, status, "{command}");
+    }
+    refused(
+        &cli_json(
+            addr,
+            &["image", "share", image, "--account", OWNER, "--to", FRIEND],
+        )
+        .await,
+        "UnsupportedOperation.ImageDisabled",
+    );
+    assert_eq!(
+        cli_json(addr, &["image", "enable", image, "--account", OWNER])
+            .await
+            .0,
+        0
+    );
+    let (code, lineage) = cli_json(addr, &["image", "lineage", image, "--account", OWNER]).await;
+    assert_eq!(
+        (
+            code,
+            &lineage["links"][0]["image_id"],
+            &lineage["truncated"]
+        ),
+        (0, &json!(image), &json!(false))
+    );
+
+    let trust = [
+        "account", "trust", FRIEND, "--mode", "enforce", "--owner", OTHER,
+    ];
+    assert_eq!(cli_json(addr, &trust).await.0, 0);
+    assert_eq!(
+        cli_json(addr, &["account", "trusted", FRIEND]).await,
+        (0, json!({"mode": "ENFORCE", "owner_account_ids": [OTHER]}))
+    );
+    server.server.stop().await?;
+    Ok(())
 }

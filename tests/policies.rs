@@ -52,7 +52,10 @@ impl Ledger {
     /// the log gives, and runs `audit verify` on what it wrote.
     async fn stop_and_verify(self) -> Result<String, String> {
         self.server.stop().await.expect("clean stop");
-        let mut check = vec!["projections", "rebuild", "--check"].into_iter().map(String::from).collect::<Vec<_>>();
+        let mut check = vec!["projections", "rebuild", "--check"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
         check.extend(self.location.clone());
         cli(&check)?;
         let mut args = vec!["audit".to_owned(), "verify".to_owned()];
@@ -96,7 +99,11 @@ fn leave(who: &str, image: &str, dry_run: bool) -> pb::LeaveImageShareRequest {
     }
 }
 
-fn protection(image: &str, enabled: bool, with_cooldown: bool) -> pb::ModifyImageDeletionProtectionRequest {
+fn protection(
+    image: &str,
+    enabled: bool,
+    with_cooldown: bool,
+) -> pb::ModifyImageDeletionProtectionRequest {
     pb::ModifyImageDeletionProtectionRequest {
         account_id: OWNER.into(),
         image_id: image.into(),
@@ -181,7 +188,11 @@ async fn a_recipient_leaves_and_an_owner_disables_protects_and_deprecates() -> T
         client_token: "disable-web-1".into(),
         dry_run: false,
     };
-    let disabled_at = c.disable_image(disable.clone()).await?.into_inner().position;
+    let disabled_at = c
+        .disable_image(disable.clone())
+        .await?
+        .into_inner()
+        .position;
     assert_eq!(
         c.disable_image(disable).await?.into_inner().position,
         disabled_at
@@ -193,7 +204,10 @@ async fn a_recipient_leaves_and_an_owner_disables_protects_and_deprecates() -> T
     );
     assert_eq!(
         authorize(c, OTHER, &web, GZ, pb::ImageUse::CreateInstance).await,
-        (false, "UnauthorizedOperation.ImageNotBelongToAccount".to_owned())
+        (
+            false,
+            "UnauthorizedOperation.ImageNotBelongToAccount".to_owned()
+        )
     );
     assert_status(
         c.share_image(share_request(OWNER, &web, &[FRIEND])).await,
@@ -206,7 +220,11 @@ async fn a_recipient_leaves_and_an_owner_disables_protects_and_deprecates() -> T
     assert!(then.disabled && then.accounts.is_empty(), "{then:?}");
     assert_eq!(then.reason, "the image was disabled by its owner");
     let before = access_at(&mut audit, &web, disabled_at - 1).await;
-    let could: Vec<_> = before.accounts.iter().map(|a| a.account_id.as_str()).collect();
+    let could: Vec<_> = before
+        .accounts
+        .iter()
+        .map(|a| a.account_id.as_str())
+        .collect();
     assert_eq!(could, vec![OWNER, OTHER]);
 
     let c = &mut ledger.client;
@@ -330,7 +348,10 @@ async fn trusted_owners_and_lineage() -> TestResult {
     );
     assert_eq!(
         authorize(c, FRIEND, &web, GZ, pb::ImageUse::CreateInstance).await,
-        (false, "UnauthorizedOperation.UntrustedImageOwner".to_owned())
+        (
+            false,
+            "UnauthorizedOperation.UntrustedImageOwner".to_owned()
+        )
     );
     let mut audit = ledger.audit().await;
     let head = audit
@@ -388,7 +409,8 @@ async fn trusted_owners_and_lineage() -> TestResult {
         client_token: String::new(),
     })
     .await?;
-    c.share_image(share_request(OWNER, &copy, &[FRIEND])).await?;
+    c.share_image(share_request(OWNER, &copy, &[FRIEND]))
+        .await?;
     // The friend sees the source while that is shared with it too...
     let friend = c.get_image_lineage(lineage(FRIEND)).await?.into_inner();
     assert_eq!((friend.links.len(), friend.truncated), (2, false));
@@ -408,7 +430,121 @@ async fn trusted_owners_and_lineage() -> TestResult {
     Ok(())
 }
 
+async fn a_share_ends_at_its_end_and_the_ledger_records_it() -> TestResult {
+    let mut ledger = start().await;
+    let c = &mut ledger.client;
+    let web = register_image(c, OWNER, GZ, "web").await;
+    let end = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let mut request = share_request(OWNER, &web, &[FRIEND, OTHER]);
+    request.expires_at = Some(image_ledger::grpc::timestamp(end));
+    let shared_at = c.share_image(request).await?.into_inner().position;
+    // The other share no longer ends.
+    c.modify_image_share_expiry(pb::ModifyImageShareExpiryRequest {
+        account_id: OWNER.into(),
+        image_id: web.clone(),
+        account_ids: vec![OTHER.into()],
+        expires_at: None,
+        ..Default::default()
+    })
+    .await?;
+    let listed = c
+        .describe_image_share_permission(pb::DescribeImageSharePermissionRequest {
+            account_id: OWNER.into(),
+            image_id: web.clone(),
+            min_position: 0,
+        })
+        .await?
+        .into_inner();
+    let ends: Vec<_> = listed
+        .shares
+        .iter()
+        .map(|s| (s.account_id.as_str(), s.expires_at.is_some()))
+        .collect();
+    assert_eq!(ends, vec![(FRIEND, true), (OTHER, false)]);
+    assert_eq!(visible(c, FRIEND, GZ).await, vec![web.clone()]);
+    assert_eq!(
+        authorize(c, FRIEND, &web, GZ, pb::ImageUse::CreateInstance).await,
+        (true, String::new())
+    );
+    let past = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let mut request = share_request(OWNER, &web, &[FRIEND]);
+    request.expires_at = Some(image_ledger::grpc::timestamp(
+        past - time::Duration::hours(1),
+    ));
+    assert_status(
+        c.share_image(request).await,
+        Code::InvalidArgument,
+        "InvalidParameterValue",
+    );
+
+    // From the end on, the friend neither uses nor sees it.
+    tokio::time::sleep(std::time::Duration::try_from(
+        end - time::OffsetDateTime::now_utc(),
+    )?)
+    .await;
+    assert_eq!(
+        authorize(c, FRIEND, &web, GZ, pb::ImageUse::CreateInstance).await,
+        (
+            false,
+            "UnauthorizedOperation.ImageNotBelongToAccount".to_owned()
+        )
+    );
+    assert!(visible(c, FRIEND, GZ).await.is_empty());
+    assert_eq!(
+        authorize(c, OTHER, &web, GZ, pb::ImageUse::CreateInstance).await,
+        (true, String::new())
+    );
+    // The ledger records the end within a few seconds, as the share-expiry
+    // principal.
+    let mut audit = ledger.audit().await;
+    let mut recorded = None;
+    for _ in 0..50 {
+        let history = audit
+            .get_image_history(pb::GetImageHistoryRequest {
+                image_id: web.clone(),
+            })
+            .await?
+            .into_inner()
+            .events;
+        if let Some(ended) = history.iter().find(|e| e.event_type == "ShareExpired") {
+            recorded = Some(ended.clone());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let recorded = recorded.expect("the end is recorded within five seconds");
+    assert_eq!(
+        (recorded.actor.as_str(), recorded.principal.as_str()),
+        ("", "share-expiry")
+    );
+    let c = &mut ledger.client;
+    assert_eq!(shares_of(c, OWNER, &web).await, vec![OTHER]);
+    // Who could use it: the friend until the end, not from it.
+    let at = |t: time::OffsetDateTime| pb::GetImageAccessAsOfRequest {
+        image_id: web.clone(),
+        as_of: Some(pb::get_image_access_as_of_request::AsOf::AsOfTime(
+            image_ledger::grpc::timestamp(t),
+        )),
+    };
+    let accounts = |reply: pb::GetImageAccessAsOfResponse| -> Vec<String> {
+        reply.accounts.into_iter().map(|a| a.account_id).collect()
+    };
+    let before = audit
+        .get_image_access_as_of(at(end - time::Duration::milliseconds(1)))
+        .await?
+        .into_inner();
+    assert_eq!(accounts(before), vec![OWNER, FRIEND, OTHER]);
+    let from = audit.get_image_access_as_of(at(end)).await?.into_inner();
+    assert_eq!(accounts(from), vec![OWNER, OTHER]);
+    assert!(access_at(&mut audit, &web, shared_at).await.accounts.len() == 3);
+
+    let verified = ledger.stop_and_verify().await?;
+    assert!(verified.starts_with("OK: "), "{verified}");
+    Ok(())
+}
+
 on_every_backend!(
     a_recipient_leaves_and_an_owner_disables_protects_and_deprecates,
     trusted_owners_and_lineage,
+    a_share_ends_at_its_end_and_the_ledger_records_it,
 );

@@ -182,6 +182,7 @@ pub fn fill_store(
                                         caller: account(owner),
                                         image_id: image,
                                         account_ids,
+                                        expires_at: None,
                                     }
                                 } else {
                                     Command::CancelImageSharing {

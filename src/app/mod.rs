@@ -6,6 +6,7 @@ mod fence;
 mod health;
 mod log;
 mod scrub;
+mod sweep;
 #[cfg(test)]
 pub(crate) mod testing;
 mod writer;
@@ -33,6 +34,7 @@ use writer::{Control, Follower, Request, WriterLink};
 
 pub use health::Condition;
 pub use log::{LogReader, LogRecord};
+pub use sweep::{sweep_ended_shares, SWEEP_PRINCIPAL};
 
 #[cfg(test)]
 pub(crate) use crate::projection::state_at;

@@ -262,6 +262,7 @@ async fn a_read_side_behind_the_head_is_caught_up_with_the_right_versions(
     // Another tool appends a share without touching the read side.
     let head = store.head()?;
     let event = crate::domain::Event::ImageShared {
+        expires_at: None,
         image_id: image_id.clone(),
         account_ids: vec![AccountId::parse("1002")?],
         shared_time: time::OffsetDateTime::UNIX_EPOCH,
@@ -358,6 +359,7 @@ async fn varied_history(store: &Arc<Faulty<MemoryStore>>) -> Result<(), AppError
         .await?
         .expect("an image id");
     let share = |image_id: &crate::domain::ImageId, to: &str| Command::ShareImage {
+        expires_at: None,
         caller: id("1001"),
         image_id: image_id.clone(),
         account_ids: vec![id(to)],
@@ -592,6 +594,7 @@ async fn the_read_side_is_written_while_running_and_recovers_from_a_write_cut_sh
     run(
         &ledger,
         Command::ShareImage {
+            expires_at: None,
             caller: id("1001"),
             image_id: a.clone(),
             account_ids: vec![id("1002")],

@@ -15,7 +15,10 @@ fn actor(envelope: &Envelope) -> Result<AccountId, String> {
 }
 
 /// The command a record's event answers, and the time it was decided at.
-pub(super) fn command_for(envelope: &Envelope, event: &Event) -> Result<(Command, OffsetDateTime), String> {
+pub(super) fn command_for(
+    envelope: &Envelope,
+    event: &Event,
+) -> Result<(Command, OffsetDateTime), String> {
     match creation_for(envelope, event)? {
         Some(found) => Ok(found),
         None => change_for(envelope, event),
@@ -115,14 +118,31 @@ fn change_for(envelope: &Envelope, event: &Event) -> Result<(Command, OffsetDate
             image_id,
             account_ids,
             shared_time,
+            expires_at,
         } => (
             Command::ShareImage {
                 caller: actor(envelope)?,
                 image_id: image_id.clone(),
                 account_ids: account_ids.clone(),
+                expires_at: *expires_at,
             },
             *shared_time,
         ),
+        Event::ShareExpired {
+            image_id,
+            account_ids,
+        } => {
+            if envelope.actor.is_some() {
+                return Err("ShareExpired comes from the ledger's sweep, not an account".into());
+            }
+            (
+                Command::ExpireShares {
+                    image_id: image_id.clone(),
+                    account_ids: account_ids.clone(),
+                },
+                at,
+            )
+        }
         Event::ShareCancelled {
             image_id,
             account_ids,
@@ -169,6 +189,16 @@ fn change_for(envelope: &Envelope, event: &Event) -> Result<(Command, OffsetDate
 fn control_for(envelope: &Envelope, event: &Event) -> Result<Command, String> {
     let caller = actor(envelope)?;
     Ok(match event {
+        Event::ShareExpiryModified {
+            image_id,
+            account_ids,
+            expires_at,
+        } => Command::ModifyShareExpiry {
+            caller,
+            image_id: image_id.clone(),
+            account_ids: account_ids.clone(),
+            expires_at: *expires_at,
+        },
         Event::ShareLeft {
             image_id,
             account_id,
@@ -220,12 +250,7 @@ fn control_for(envelope: &Envelope, event: &Event) -> Result<Command, String> {
                 owner_account_ids: owner_account_ids.clone(),
             }
         }
-        _ => {
-            return Err(format!(
-                "{} is not a control's event",
-                envelope.event_type
-            ))
-        }
+        _ => return Err(format!("{} is not a control's event", envelope.event_type)),
     })
 }
 

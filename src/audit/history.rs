@@ -51,6 +51,8 @@ pub fn account_history(
                 } => owner_account_id == account,
                 Event::ImageShared { account_ids, .. }
                 | Event::ShareCancelled { account_ids, .. }
+                | Event::ShareExpiryModified { account_ids, .. }
+                | Event::ShareExpired { account_ids, .. }
                 | Event::ImageDisabled {
                     cancelled_account_ids: account_ids,
                     ..
@@ -126,6 +128,11 @@ fn summary(event: &Event) -> String {
             image_description,
             ..
         } => format!("name {image_name:?}, description {image_description:?}"),
+        Event::ImageShared {
+            account_ids,
+            expires_at: Some(end),
+            ..
+        } => format!("shared with {} until {}", list(account_ids), rfc3339(*end)),
         Event::ImageShared { account_ids, .. } => format!("shared with {}", list(account_ids)),
         Event::ShareCancelled { account_ids, .. } => {
             format!("share cancelled for {}", list(account_ids))
@@ -133,7 +140,31 @@ fn summary(event: &Event) -> String {
         Event::LighthouseShared { .. } => "shared with Lighthouse".into(),
         Event::LighthouseShareCancelled { .. } => "Lighthouse share cancelled".into(),
         Event::ImageDeleted { .. } => "deleted".into(),
+        _ => control_summary(event),
+    }
+}
+
+/// [`summary`] of the controls' events.
+fn control_summary(event: &Event) -> String {
+    let list = |ids: &[AccountId]| {
+        ids.iter()
+            .map(AccountId::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match event {
         Event::ShareLeft { account_id, .. } => format!("account {account_id} left its share"),
+        Event::ShareExpiryModified {
+            account_ids,
+            expires_at,
+            ..
+        } => match expires_at {
+            Some(end) => format!("shares of {} end at {}", list(account_ids), rfc3339(*end)),
+            None => format!("shares of {} no longer end", list(account_ids)),
+        },
+        Event::ShareExpired { account_ids, .. } => {
+            format!("shares of {} ended", list(account_ids))
+        }
         Event::ImageDisabled {
             cancelled_account_ids,
             lighthouse_cancelled,
@@ -159,9 +190,7 @@ fn summary(event: &Event) -> String {
         } => match delete_allowed_after {
             Some(after) => format!(
                 "deletion protection off; delete refused until {}",
-                after
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default()
+                rfc3339(*after)
             ),
             None => "deletion protection off".into(),
         },
@@ -176,7 +205,13 @@ fn summary(event: &Event) -> String {
             mode.name(),
             list(owner_account_ids)
         ),
+        _ => event.event_type().to_owned(),
     }
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The moment an access question is about.
@@ -290,14 +325,18 @@ pub fn access_as_of(
                 role: Role::Owner,
                 since: image.created_time,
             });
-            let mut shares: Vec<_> = image.shares.iter().collect();
+            // A share that had ended by then no longer counts, recorded or not.
+            let moment = moment_of(store, as_of, durable)?;
+            let mut shares: Vec<_> = image
+                .shares
+                .iter()
+                .filter(|(_, share)| moment.is_none_or(|at| share.live_at(at)))
+                .collect();
             shares.sort_by_key(|(id, share)| (share.created_time, (*id).clone()));
             for (account, share) in shares {
-                let refused = trust_as_of(store, account, as_of, durable)?
-                    .is_some_and(|list| {
-                        list.judge(&image.owner_account_id)
-                            == Some(crate::domain::TrustMode::Enforce)
-                    });
+                let refused = trust_as_of(store, account, as_of, durable)?.is_some_and(|list| {
+                    list.judge(&image.owner_account_id) == Some(crate::domain::TrustMode::Enforce)
+                });
                 if refused {
                     access.untrusted_recipients.push(account.to_string());
                     continue;
@@ -311,6 +350,27 @@ pub fn access_as_of(
         }
     }
     Ok(access)
+}
+
+/// The instant `as_of` stands for: the time asked, or when the record at
+/// the position asked was made (`None` past the durable log).
+fn moment_of(
+    store: &dyn EventLog,
+    as_of: AsOf,
+    durable: u64,
+) -> Result<Option<OffsetDateTime>, AuditError> {
+    let position = match as_of {
+        AsOf::Time(at) => return Ok(Some(at)),
+        AsOf::Position(position) => position.min(durable),
+    };
+    let mut moment = None;
+    if position > 0 {
+        try_scan(store, position, |_, bytes| {
+            moment = Some(Envelope::decode(bytes)?.recorded_at);
+            Ok::<_, AuditError>(false)
+        })?;
+    }
+    Ok(moment)
 }
 
 /// Whether a record counts for a moment: made by then and durable.

@@ -33,6 +33,7 @@ const GATEWAY: &[&str] = &[
     "DescribeImages",
     "DescribeImageSharePermission",
     "DescribeImageQuota",
+    "ModifyImageShareExpiry",
     "LeaveImageShare",
     "DisableImage",
     "EnableImage",

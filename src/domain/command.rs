@@ -1,6 +1,7 @@
 //! The commands of the ledger (imperative) and what a successful one returns.
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use super::{
     AccountId, AccountKind, ImageId, ImageRef, ImageState, LighthousePermission, Region, TrustMode,
@@ -34,6 +35,37 @@ pub enum Command {
         /// The image.
         image_id: ImageId,
         /// The accounts to share with.
+        account_ids: Vec<AccountId>,
+        /// When the shares end by themselves; never when absent.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "time::serde::rfc3339::option"
+        )]
+        expires_at: Option<OffsetDateTime>,
+    },
+    /// Move or remove the end of some shares.
+    ModifyShareExpiry {
+        /// The caller, who must own the image.
+        caller: AccountId,
+        /// The image.
+        image_id: ImageId,
+        /// The accounts whose shares change.
+        account_ids: Vec<AccountId>,
+        /// The new end; `None` removes it.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "time::serde::rfc3339::option"
+        )]
+        expires_at: Option<OffsetDateTime>,
+    },
+    /// Record that shares reached their end (from the ledger's own sweep,
+    /// not an account).
+    ExpireShares {
+        /// The image.
+        image_id: ImageId,
+        /// The accounts whose shares ended.
         account_ids: Vec<AccountId>,
     },
     /// Cancel shares of an image.
@@ -144,7 +176,7 @@ impl Command {
         match self {
             Command::RegisterAccount { account_id, .. } => Some(account_id),
             Command::RegisterImage(new) => Some(&new.owner_account_id),
-            Command::UpdateImageState { .. } => None,
+            Command::UpdateImageState { .. } | Command::ExpireShares { .. } => None,
             Command::ShareImage { caller, .. }
             | Command::CancelImageSharing { caller, .. }
             | Command::CopyImage { caller, .. }
@@ -152,6 +184,7 @@ impl Command {
             | Command::ModifyImageAttribute { caller, .. }
             | Command::ModifyLighthouseSharePermission { caller, .. }
             | Command::LeaveImageShare { caller, .. }
+            | Command::ModifyShareExpiry { caller, .. }
             | Command::SetImageDisabled { caller, .. }
             | Command::ModifyDeletionProtection { caller, .. }
             | Command::SetImageDeprecated { caller, .. }

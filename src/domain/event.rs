@@ -116,6 +116,13 @@ pub enum Event {
         /// When.
         #[serde(with = "time::serde::rfc3339")]
         shared_time: OffsetDateTime,
+        /// When the shares end by themselves, if they do.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "time::serde::rfc3339::option"
+        )]
+        expires_at: Option<OffsetDateTime>,
     },
     /// The owner cancelled shares.
     ShareCancelled {
@@ -138,6 +145,28 @@ pub enum Event {
     ImageDeleted {
         /// The image.
         image_id: ImageId,
+    },
+    /// The owner moved or removed the end of some shares.
+    ShareExpiryModified {
+        /// The image.
+        image_id: ImageId,
+        /// The accounts whose shares changed.
+        account_ids: Vec<AccountId>,
+        /// The new end; `None`: the shares no longer end by themselves.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "time::serde::rfc3339::option"
+        )]
+        expires_at: Option<OffsetDateTime>,
+    },
+    /// The ledger recorded that shares reached their end (they stopped
+    /// counting at that instant; this frees them in the record).
+    ShareExpired {
+        /// The image.
+        image_id: ImageId,
+        /// The accounts whose shares ended.
+        account_ids: Vec<AccountId>,
     },
     /// A recipient gave up its share of the image.
     ShareLeft {
@@ -216,6 +245,8 @@ impl Event {
             Event::LighthouseShareCancelled { .. } => "LighthouseShareCancelled",
             Event::ImageDeleted { .. } => "ImageDeleted",
             Event::ShareLeft { .. } => "ShareLeft",
+            Event::ShareExpiryModified { .. } => "ShareExpiryModified",
+            Event::ShareExpired { .. } => "ShareExpired",
             Event::ImageDisabled { .. } => "ImageDisabled",
             Event::ImageEnabled { .. } => "ImageEnabled",
             Event::DeletionProtectionEnabled { .. } => "DeletionProtectionEnabled",
@@ -249,6 +280,8 @@ impl Event {
             | Event::LighthouseShareCancelled { image_id }
             | Event::ImageDeleted { image_id }
             | Event::ShareLeft { image_id, .. }
+            | Event::ShareExpiryModified { image_id, .. }
+            | Event::ShareExpired { image_id, .. }
             | Event::ImageDisabled { image_id, .. }
             | Event::ImageEnabled { image_id }
             | Event::DeletionProtectionEnabled { image_id }

@@ -59,6 +59,21 @@ pub struct Share {
     /// When the image was shared with the account.
     #[serde(with = "time::serde::rfc3339")]
     pub created_time: OffsetDateTime,
+    /// When the share ends by itself, if it does: from that instant the
+    /// account can no longer use or see the image.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl Share {
+    /// Whether the share still holds at `now`.
+    pub fn live_at(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_none_or(|end| now < end)
+    }
 }
 
 /// How an account stands towards an image.
@@ -148,6 +163,7 @@ impl Image {
             Event::ImageShared {
                 account_ids,
                 shared_time,
+                expires_at,
                 ..
             } => {
                 for account in account_ids {
@@ -155,18 +171,34 @@ impl Image {
                         account.clone(),
                         Share {
                             created_time: *shared_time,
+                            expires_at: *expires_at,
                         },
                     );
                 }
             }
-            Event::ShareCancelled { account_ids, .. } => {
+            Event::ShareCancelled { account_ids, .. } | Event::ShareExpired { account_ids, .. } => {
                 for account in account_ids {
                     self.shares.remove(account);
                 }
             }
+            Event::ShareExpiryModified {
+                account_ids,
+                expires_at,
+                ..
+            } => {
+                for account in account_ids {
+                    if let Some(share) = self.shares.get_mut(account) {
+                        share.expires_at = *expires_at;
+                    }
+                }
+            }
             Event::LighthouseShared { .. } => self.lighthouse_shared = true,
             Event::LighthouseShareCancelled { .. } => self.lighthouse_shared = false,
-            Event::ImageDeleted { .. } => self.deleted = true,
+            Event::ImageDeleted { .. } => {
+                // Only shares that had expired can be left (see `is_shared_at`).
+                self.deleted = true;
+                self.shares.clear();
+            }
             Event::ShareLeft { account_id, .. } => {
                 self.shares.remove(account_id);
             }
@@ -212,9 +244,32 @@ impl Image {
         }
     }
 
-    /// Whether it is shared with anyone (accounts or Lighthouse).
+    /// How `account` stands towards this image at `now`: a share that
+    /// expired by then no longer makes it a recipient.
+    pub fn relation_at(&self, account: &AccountId, now: OffsetDateTime) -> Relation {
+        match self.relation(account) {
+            Relation::Recipient if !self.shares[account].live_at(now) => Relation::Stranger,
+            relation => relation,
+        }
+    }
+
+    /// Whether it is shared with anyone (accounts or Lighthouse), counting
+    /// shares that expired but are not yet recorded as such.
     pub fn is_shared(&self) -> bool {
         !self.shares.is_empty() || self.lighthouse_shared
+    }
+
+    /// Whether it is shared with anyone at `now`.
+    pub fn is_shared_at(&self, now: OffsetDateTime) -> bool {
+        self.lighthouse_shared || self.shares.values().any(|share| share.live_at(now))
+    }
+
+    /// How many accounts it is shared with at `now`.
+    pub fn live_shares(&self, now: OffsetDateTime) -> usize {
+        self.shares
+            .values()
+            .filter(|share| share.live_at(now))
+            .count()
     }
 
     /// This image's id and region.

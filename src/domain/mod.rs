@@ -19,7 +19,9 @@ pub use controls::{
     DeletionProtection, Lineage, LineageLink, TrustMode, TrustedOwners,
     DELETION_PROTECTION_COOLDOWN, MAX_TRUSTED_OWNERS,
 };
-pub use decide::{authorize, decide, lineage, registered, share_permission_view, Allowed, Decision};
+pub use decide::{
+    authorize, decide, lineage, registered, share_permission_view, Allowed, Decision,
+};
 pub use error::DomainError;
 pub use event::{Event, ImageAttributes, ImageRef};
 pub use ids::{

@@ -15,6 +15,8 @@ use time::OffsetDateTime;
 
 use super::{AccountId, AccountKind, Event, Image, ImageId, Region, TrustedOwners};
 
+mod expiring;
+
 /// A persistent hash map with a fast, per-process randomly seeded hasher.
 type Map<K, V> = GenericHashMap<K, V, foldhash::fast::RandomState, DefaultSharedPtr>;
 
@@ -129,6 +131,10 @@ pub struct LedgerState {
     owned: Index,
     /// Live shares per recipient and region.
     shared: Index,
+    /// Shares that end by themselves, by their end: what the sweep
+    /// records, and what a query checks for shares that ended before the
+    /// sweep recorded them.
+    expiring: expiring::Expiring,
 }
 
 fn index_insert(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
@@ -186,8 +192,13 @@ impl LedgerState {
                     &image.region,
                     &listed,
                 );
-                for account in image.shares.keys() {
+                for (account, share) in &image.shares {
                     index_insert(&mut state.shared, account, &image.region, &listed);
+                    if let Some(end) = share.expires_at {
+                        state
+                            .expiring
+                            .insert((end, image.image_id.clone(), account.clone()));
+                    }
                 }
             }
             state.images.insert(image.image_id.clone(), Arc::new(image));
@@ -234,59 +245,68 @@ impl LedgerState {
                     self.images.insert(image.image_id.clone(), Arc::new(image));
                 }
             }
+            _ => self.apply_to_image(event),
+        }
+    }
+
+    /// [`apply`](Self::apply) of an event that changes an existing image.
+    fn apply_to_image(&mut self, event: &Event) {
+        let Some(image_id) = event.image_id() else {
+            return;
+        };
+        let Some(image) = self.images.get_mut(image_id) else {
+            return;
+        };
+        let image = Arc::make_mut(image);
+        // The ends of the shares this event removes or replaces, read
+        // before it does.
+        let ended = expiring::ends_touched(image, event);
+        // Disabling and deleting drop every share: the listings they were
+        // in are those of the shares before.
+        let cancelled: Vec<AccountId> = match event {
+            Event::ImageDisabled { .. } | Event::ImageDeleted { .. } => {
+                image.shares.keys().cloned().collect()
+            }
+            _ => Vec::new(),
+        };
+        image.apply(event);
+        expiring::reindex(&mut self.expiring, image, event, ended);
+        let region = &image.region;
+        let listed = Listed::of(image);
+        match event {
+            Event::ImageShared { account_ids, .. } => {
+                for account in account_ids {
+                    index_insert(&mut self.shared, account, region, &listed);
+                }
+            }
+            Event::ShareCancelled { account_ids, .. } | Event::ShareExpired { account_ids, .. } => {
+                for account in account_ids {
+                    index_remove(&mut self.shared, account, region, &listed);
+                }
+            }
+            // What a listing shows of a share is its image, not its end.
+            Event::ShareExpiryModified { .. } => {}
+            Event::ShareLeft { account_id, .. } => {
+                index_remove(&mut self.shared, account_id, region, &listed);
+            }
+            Event::ImageDisabled { .. } | Event::ImageDeleted { .. } => {
+                for account in &cancelled {
+                    index_remove(&mut self.shared, account, region, &listed);
+                }
+                if matches!(event, Event::ImageDeleted { .. }) {
+                    index_remove(&mut self.owned, &image.owner_account_id, region, &listed);
+                } else {
+                    index_restamp(&mut self.owned, &image.owner_account_id, region);
+                }
+            }
+            // Neither the shares nor Lighthouse's access show in a listing.
+            Event::LighthouseShared { .. } | Event::LighthouseShareCancelled { .. } => {}
+            // Anything else may change what every listing of the image
+            // shows (its state, its name).
             _ => {
-                let Some(image_id) = event.image_id() else {
-                    return;
-                };
-                let Some(image) = self.images.get_mut(image_id) else {
-                    return;
-                };
-                let image = Arc::make_mut(image);
-                // Disabling cancels every share: the listings they were in
-                // are those of the shares before it.
-                let cancelled: Vec<AccountId> = match event {
-                    Event::ImageDisabled { .. } => image.shares.keys().cloned().collect(),
-                    _ => Vec::new(),
-                };
-                image.apply(event);
-                let region = &image.region;
-                let listed = Listed::of(image);
-                match event {
-                    Event::ImageShared { account_ids, .. } => {
-                        for account in account_ids {
-                            index_insert(&mut self.shared, account, region, &listed);
-                        }
-                    }
-                    Event::ShareCancelled { account_ids, .. } => {
-                        for account in account_ids {
-                            index_remove(&mut self.shared, account, region, &listed);
-                        }
-                    }
-                    Event::ShareLeft { account_id, .. } => {
-                        index_remove(&mut self.shared, account_id, region, &listed);
-                    }
-                    Event::ImageDisabled { .. } => {
-                        for account in &cancelled {
-                            index_remove(&mut self.shared, account, region, &listed);
-                        }
-                        index_restamp(&mut self.owned, &image.owner_account_id, region);
-                    }
-                    Event::ImageDeleted { .. } => {
-                        for account in image.shares.keys() {
-                            index_remove(&mut self.shared, account, region, &listed);
-                        }
-                        index_remove(&mut self.owned, &image.owner_account_id, region, &listed);
-                    }
-                    // Neither the shares nor Lighthouse's access show in a listing.
-                    Event::LighthouseShared { .. } | Event::LighthouseShareCancelled { .. } => {}
-                    // Anything else may change what every listing of the
-                    // image shows (its state, its name).
-                    _ => {
-                        index_restamp(&mut self.owned, &image.owner_account_id, region);
-                        for account in image.shares.keys() {
-                            index_restamp(&mut self.shared, account, region);
-                        }
-                    }
+                index_restamp(&mut self.owned, &image.owner_account_id, region);
+                for account in image.shares.keys() {
+                    index_restamp(&mut self.shared, account, region);
                 }
             }
         }

@@ -71,6 +71,7 @@ fn registered(id: &str, owner: &str, at: &str) -> Event {
 
 fn shared(id: &str, with: &[&str]) -> Event {
     Event::ImageShared {
+        expires_at: None,
         image_id: img(id),
         account_ids: with.iter().map(|a| acct(a)).collect(),
         shared_time: NOW,
@@ -150,6 +151,7 @@ impl Scenario {
 
 fn share(caller: &str, image: &str, with: &[&str]) -> Command {
     Command::ShareImage {
+        expires_at: None,
         caller: acct(caller),
         image_id: img(image),
         account_ids: with.iter().map(|a| acct(a)).collect(),
@@ -899,6 +901,7 @@ fn may_use(scenario: &Scenario, who: &str, at: &str, usage: ImageUse) -> Result<
         &img(IMG),
         &region(at),
         usage,
+        NOW,
     )
     .map(drop)
     .map_err(|e| e.reason())

@@ -1,11 +1,9 @@
 //! Proto messages of the sharing controls beyond Tencent's to domain
 //! commands, and their answers back.
 
-use super::convert::{accounts, bad_enum, options, timestamp, Commanded};
+use super::convert::{accounts, bad_enum, expiry, options, timestamp, Commanded};
 use super::pb;
-use crate::domain::{
-    AccountId, Command, DomainError, ImageId, Lineage, TrustMode, TrustedOwners,
-};
+use crate::domain::{AccountId, Command, DomainError, ImageId, Lineage, TrustMode, TrustedOwners};
 
 /// Each request naming an account and one of its images (or one shared
 /// with it), decoded into the command `$build` makes of the two.
@@ -57,6 +55,21 @@ image_command!(pb::UndeprecateImageRequest, |caller, image_id| {
     }
 });
 
+impl TryFrom<pb::ModifyImageShareExpiryRequest> for Commanded {
+    type Error = DomainError;
+    fn try_from(req: pb::ModifyImageShareExpiryRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            command: Command::ModifyShareExpiry {
+                caller: AccountId::parse(&req.account_id)?,
+                image_id: ImageId::parse(&req.image_id)?,
+                account_ids: accounts(&req.account_ids)?,
+                expires_at: expiry(req.expires_at.as_ref())?,
+            },
+            options: options(&req.client_token, req.dry_run)?,
+        })
+    }
+}
+
 impl TryFrom<pb::ModifyImageDeletionProtectionRequest> for Commanded {
     type Error = DomainError;
     fn try_from(req: pb::ModifyImageDeletionProtectionRequest) -> Result<Self, Self::Error> {
@@ -93,7 +106,9 @@ impl TryFrom<pb::SetTrustedImageOwnersRequest> for Commanded {
 }
 
 /// The reply of `DescribeTrustedImageOwners` for an account's list.
-pub fn trusted_owners_message(list: Option<&TrustedOwners>) -> pb::DescribeTrustedImageOwnersResponse {
+pub fn trusted_owners_message(
+    list: Option<&TrustedOwners>,
+) -> pb::DescribeTrustedImageOwnersResponse {
     let Some(list) = list else {
         return pb::DescribeTrustedImageOwnersResponse {
             mode: pb::TrustMode::Off as i32,

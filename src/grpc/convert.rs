@@ -156,10 +156,20 @@ impl TryFrom<pb::ShareImageRequest> for Commanded {
                 caller: AccountId::parse(&req.account_id)?,
                 image_id: ImageId::parse(&req.image_id)?,
                 account_ids: accounts(&req.account_ids)?,
+                expires_at: expiry(req.expires_at.as_ref())?,
             },
             options: options(&req.client_token, req.dry_run)?,
         })
     }
+}
+
+/// A share's end as given; `None` when absent.
+pub(super) fn expiry(at: Option<&Timestamp>) -> Result<Option<OffsetDateTime>, DomainError> {
+    at.map(|at| {
+        time_of(at)
+            .ok_or_else(|| DomainError::InvalidParameter("expires_at is out of range".into()))
+    })
+    .transpose()
 }
 
 impl TryFrom<pb::CancelImageSharingRequest> for Commanded {
@@ -352,7 +362,10 @@ pub fn image_message(image: &crate::domain::Image, shared: bool) -> pb::Image {
         disabled: image.disabled,
         deprecated: image.deprecated,
         deletion_protection: image.deletion_protection.enabled,
-        delete_allowed_after: image.deletion_protection.delete_allowed_after.map(timestamp),
+        delete_allowed_after: image
+            .deletion_protection
+            .delete_allowed_after
+            .map(timestamp),
     }
 }
 

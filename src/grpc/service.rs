@@ -183,6 +183,7 @@ impl ImageLedger for LedgerService {
             &query.image_id,
             &query.region,
             query.usage,
+            time::OffsetDateTime::now_utc(),
         );
         Ok(Response::new(match verdict {
             Ok(allowed) => pb::AuthorizeImageUseResponse {
@@ -215,8 +216,9 @@ impl ImageLedger for LedgerService {
         }
         reached(&self.ledger, min_position, &metadata).await?;
         let state = self.ledger.state();
-        let reply = self.pages.reply(&state, &query, || {
-            let page = describe_images(&state, self.ledger.policy(), &query)?;
+        let now = time::OffsetDateTime::now_utc();
+        let reply = self.pages.reply(&state, &query, now, || {
+            let page = describe_images(&state, self.ledger.policy(), &query, now)?;
             Ok(pb::DescribeImagesResponse::from_page(&page))
         })?;
         Ok(Response::new(reply))
@@ -247,6 +249,7 @@ impl ImageLedger for LedgerService {
                 .map(|(account, share)| pb::SharePermission {
                     account_id: account.to_string(),
                     created_time: Some(timestamp(share.created_time)),
+                    expires_at: share.expires_at.map(timestamp),
                 })
                 .collect(),
             lighthouse_shared: image.lighthouse_shared,
@@ -271,6 +274,16 @@ impl ImageLedger for LedgerService {
         Ok(Response::new(pb::DescribeImageQuotaResponse {
             quota: policy.image_quota,
             used: state.images_used(&account, &region),
+        }))
+    }
+
+    async fn modify_image_share_expiry(
+        &self,
+        request: Request<pb::ModifyImageShareExpiryRequest>,
+    ) -> Answer<pb::ModifyImageShareExpiryResponse> {
+        let position = self.run(request).await?.position;
+        Ok(Response::new(pb::ModifyImageShareExpiryResponse {
+            position,
         }))
     }
 
@@ -329,7 +342,9 @@ impl ImageLedger for LedgerService {
         request: Request<pb::SetTrustedImageOwnersRequest>,
     ) -> Answer<pb::SetTrustedImageOwnersResponse> {
         let position = self.run(request).await?.position;
-        Ok(Response::new(pb::SetTrustedImageOwnersResponse { position }))
+        Ok(Response::new(pb::SetTrustedImageOwnersResponse {
+            position,
+        }))
     }
 
     async fn describe_trusted_image_owners(
@@ -361,7 +376,7 @@ impl ImageLedger for LedgerService {
         let image_id = ImageId::parse(&request.image_id)?;
         reached(&self.ledger, request.min_position, &metadata).await?;
         let state = self.ledger.state();
-        let lineage = domain::lineage(&state, &caller, &image_id)?;
+        let lineage = domain::lineage(&state, &caller, &image_id, time::OffsetDateTime::now_utc())?;
         Ok(Response::new(lineage_message(lineage)))
     }
 }

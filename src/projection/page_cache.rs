@@ -108,15 +108,23 @@ impl<R: EncodedPage> PageCache<R> {
     /// A cached page skips the query's checks, which cannot have changed:
     /// it was built by a query that passed them, the policy is fixed for
     /// the process and an account, once registered, stays registered.
+    ///
+    /// While a share the listing holds has ended (at `now`) without the
+    /// ledger having recorded it yet, the page is built and not kept: its
+    /// stamps have not changed, but what it shows has.
     pub fn reply(
         &self,
         state: &LedgerState,
         query: &ImageQuery,
+        now: time::OffsetDateTime,
         build: impl FnOnce() -> Result<R, DomainError>,
     ) -> Result<R, DomainError> {
         let Some((pages, key)) = self.pages.as_ref().zip(PageKey::of(query)) else {
             return build();
         };
+        if key.image_type.lists_shared() && state.has_ended_share(&key.account, &key.region, now) {
+            return build();
+        }
         let stamps = stamps_read(state, &key);
         if let Some(page) = pages.get(&key) {
             if page.stamps == stamps {

@@ -7,7 +7,8 @@
 //! Keys (inside the store's projection keyspace):
 //! - `a<account>` → the account (JSON)
 //! - `i<image>` → the image without its shares and version (JSON), deleted ones included
-//! - `s<image>\0<account>` → share time (RFC 3339): the image's shares
+//! - `s<image>\0<account>` → share time (RFC 3339), then a space and its
+//!   end when it has one: the image's shares
 //!
 //! Versions are not read from here: the store's stream index has them.
 //!
@@ -106,7 +107,7 @@ pub fn diff(
         }
         for (account, share) in &new.shares {
             if old.is_none_or(|old| old.shares.get(account) != Some(share)) {
-                ops.push(put(share_key(id, account), rfc3339(share.created_time)?));
+                ops.push(put(share_key(id, account), share_value(share)?));
             }
         }
     }
@@ -188,16 +189,12 @@ pub fn load(store: &dyn Store) -> Result<LedgerState, StoreError> {
         let image = image_key(image.as_bytes())?;
         let account = AccountId::parse(account)
             .map_err(|e| StoreError::Corrupt(format!("projected share key: {e}")))?;
-        let created_time = time::OffsetDateTime::parse(
-            &key_text(&value)?,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .map_err(|e| StoreError::Corrupt(format!("projected share time: {e}")))?;
+        let share = share_of(&value)?;
         images
             .get_mut(&image)
             .ok_or_else(|| StoreError::Corrupt(format!("a share of unknown image {image}")))?
             .shares
-            .insert(account, Share { created_time });
+            .insert(account, share);
     }
     Ok(LedgerState::restore(accounts, images.into_values()))
 }
@@ -242,10 +239,36 @@ fn json(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(StoreError::encode)
 }
 
-fn rfc3339(time: time::OffsetDateTime) -> Result<Vec<u8>, StoreError> {
+fn rfc3339(time: time::OffsetDateTime) -> Result<String, StoreError> {
     time.format(&time::format_description::well_known::Rfc3339)
-        .map(String::into_bytes)
         .map_err(|e| StoreError::backend("cannot format a time", e))
+}
+
+/// A share's entry: its time, then a space and its end if it has one.
+fn share_value(share: &Share) -> Result<Vec<u8>, StoreError> {
+    let mut value = rfc3339(share.created_time)?;
+    if let Some(end) = share.expires_at {
+        value.push(' ');
+        value.push_str(&rfc3339(end)?);
+    }
+    Ok(value.into_bytes())
+}
+
+/// The share a [`share_value`] entry holds.
+fn share_of(value: &[u8]) -> Result<Share, StoreError> {
+    let text = key_text(value)?;
+    let parse = |raw: &str| {
+        time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| StoreError::Corrupt(format!("projected share time: {e}")))
+    };
+    let (created, end) = match text.split_once(' ') {
+        Some((created, end)) => (created, Some(end)),
+        None => (text.as_str(), None),
+    };
+    Ok(Share {
+        created_time: parse(created)?,
+        expires_at: end.map(parse).transpose()?,
+    })
 }
 
 /// The first key at which two key-sorted entry lists differ.

@@ -1,5 +1,7 @@
 //! The list queries, answered from a published snapshot of the state.
 
+use time::OffsetDateTime;
+
 use crate::domain::{
     registered, AccountId, DomainError, Image, ImageId, LedgerState, Listed, Policy, Region,
 };
@@ -105,11 +107,13 @@ pub struct ImagePage<'a> {
 }
 
 /// Lists the images an account owns or that are shared with it in one region,
-/// newest first (ties broken by id).
+/// newest first (ties broken by id), as at `now`: a share that has ended by
+/// then is left out even before the ledger records its end.
 pub fn describe_images<'a>(
     state: &'a LedgerState,
     policy: &Policy,
     query: &ImageQuery,
+    now: OffsetDateTime,
 ) -> Result<ImagePage<'a>, DomainError> {
     let (Some(account), Some(region)) = (&query.account_id, &query.region) else {
         return Err(DomainError::InvalidParameter(
@@ -150,9 +154,21 @@ pub fn describe_images<'a>(
             .any_image(listed.image_id())
             .map(|image| ListedImage { image, shared })
     };
-    let (images, total_count) = if query.is_filtered() {
+    // Normally no share has ended unrecorded (the sweep records them within
+    // a second or so); while one has, the listing is read the slow way.
+    let ended = with_shared && state.has_ended_share(account, region, now);
+    let (images, total_count) = if query.is_filtered() || ended {
+        let holds = |listed: &ListedImage<'_>| {
+            !listed.shared
+                || listed
+                    .image
+                    .shares
+                    .get(account)
+                    .is_some_and(|share| share.live_at(now))
+        };
         let wanted = |listed: &ListedImage<'_>| {
-            (query.image_ids.is_empty() || query.image_ids.contains(&listed.image.image_id))
+            holds(listed)
+                && (query.image_ids.is_empty() || query.image_ids.contains(&listed.image.image_id))
                 && listed
                     .image
                     .attributes

@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use time::macros::datetime;
+use time::OffsetDateTime;
 
 use super::persist::{diff, full, Touched};
 use super::query::{describe_images, ImageQuery, ImageTypeFilter};
 use crate::domain::{
     decide, AccountId, AccountKind, Command, ImageId, ImageState, LedgerState,
-    LighthousePermission, NewImage, Policy, Region,
+    LighthousePermission, NewImage, Policy, Region, TrustMode,
 };
 use crate::store::ProjectionOp;
 
@@ -31,8 +32,9 @@ fn account(i: u8) -> AccountId {
     AccountId::parse(ACCOUNTS[i as usize % ACCOUNTS.len()]).expect("account")
 }
 
-/// Builds a command from four small numbers, against the images made so far.
-fn command(op: u8, a: u8, b: u8, c: u8, images: &[ImageId]) -> Command {
+/// Builds a command from four small numbers, against the images made so
+/// far, decided at `now` (shares may end a few seconds after it).
+fn command(op: u8, a: u8, b: u8, c: u8, images: &[ImageId], now: OffsetDateTime) -> Command {
     let image = |i: u8| {
         images
             .get(i as usize % images.len().max(1))
@@ -40,7 +42,8 @@ fn command(op: u8, a: u8, b: u8, c: u8, images: &[ImageId]) -> Command {
             .unwrap_or_else(|| ImageId::parse("img-00000000").expect("id"))
     };
     let region = |i: u8| Region::new(REGIONS[i as usize % REGIONS.len()]);
-    match op % 9 {
+    let ends = (c % 2 == 1).then(|| now + time::Duration::seconds(i64::from(c % 5)));
+    match op % 16 {
         0 => Command::RegisterAccount {
             account_id: account(a),
             kind: if b.is_multiple_of(4) {
@@ -59,6 +62,42 @@ fn command(op: u8, a: u8, b: u8, c: u8, images: &[ImageId]) -> Command {
             caller: account(a),
             image_id: image(b),
             account_ids: vec![account(c), account(c.wrapping_add(1 + b % 2))],
+            expires_at: ends,
+        },
+        9 => Command::ExpireShares {
+            image_id: image(b),
+            account_ids: vec![account(c)],
+        },
+        10 => Command::ModifyShareExpiry {
+            caller: account(a),
+            image_id: image(b),
+            account_ids: vec![account(c)],
+            expires_at: ends,
+        },
+        11 => Command::LeaveImageShare {
+            caller: account(a),
+            image_id: image(b),
+        },
+        12 => Command::SetImageDisabled {
+            caller: account(a),
+            image_id: image(b),
+            disabled: !c.is_multiple_of(3),
+        },
+        13 => Command::ModifyDeletionProtection {
+            caller: account(a),
+            image_id: image(b),
+            enabled: c.is_multiple_of(3),
+            with_cooldown: c % 3 == 1,
+        },
+        14 => Command::SetImageDeprecated {
+            caller: account(a),
+            image_id: image(b),
+            deprecated: c.is_multiple_of(2),
+        },
+        15 => Command::SetTrustedImageOwners {
+            caller: account(a),
+            mode: [TrustMode::Off, TrustMode::Audit, TrustMode::Enforce][usize::from(c % 3)],
+            owner_account_ids: vec![account(b)],
         },
         4 => Command::CancelImageSharing {
             caller: account(a),
@@ -118,7 +157,7 @@ fn run(steps: &[(u8, u8, u8, u8)], batch: usize) -> (LedgerState, BTreeMap<Vec<u
         for &(op, a, b, c) in chunk {
             tick += 1;
             let now = datetime!(2026-11-27 12:00:00 UTC) + time::Duration::seconds(tick);
-            let cmd = command(op, a, b, c, &images);
+            let cmd = command(op, a, b, c, &images, now);
             let mut ids = || {
                 next += 1;
                 ImageId::parse(&format!("img-{next:08}")).expect("id")
@@ -145,7 +184,7 @@ proptest! {
 
     #[test]
     fn incremental_projections_equal_a_rebuild(
-        steps in proptest::collection::vec((0u8..9, 0u8..4, 0u8..8, 0u8..8), 1..80),
+        steps in proptest::collection::vec((0u8..16, 0u8..4, 0u8..8, 0u8..8), 1..80),
         batch in 1usize..6,
     ) {
         let (state, table) = run(&steps, batch);
@@ -155,9 +194,13 @@ proptest! {
 
         // The rules held all along: no image past the share limit or the quota.
         let policy = policy();
+        let end = datetime!(2026-11-27 12:00:00 UTC) + time::Duration::seconds(steps.len() as i64);
         for image in state.images().filter(|i| !i.deleted) {
-            prop_assert!(image.shares.len() <= policy.max_shares_per_image);
+            prop_assert!(image.live_shares(end) <= policy.max_shares_per_image);
         }
+        // The state loaded back from the entries is the one replayed.
+        let accounts = state.accounts().map(|(id, a)| (id.clone(), a.clone()));
+        prop_assert_eq!(LedgerState::restore(accounts, state.images().cloned()), state.clone());
         for (_, used) in state.quota_usage() {
             prop_assert!(used <= policy.image_quota);
         }
@@ -167,7 +210,7 @@ proptest! {
 /// Every account registered, then images registered, shared by their
 /// owners, unshared and deleted: many accounts own images and receive shares
 /// in the same region.
-fn run_sharing(steps: &[(u8, u8, u8, u8)]) -> LedgerState {
+fn run_sharing(steps: &[(u8, u8, u8, u8)]) -> (LedgerState, OffsetDateTime) {
     let policy = Policy {
         max_shares_per_image: 3,
         max_accounts_per_call: 2,
@@ -182,8 +225,14 @@ fn run_sharing(steps: &[(u8, u8, u8, u8)]) -> LedgerState {
     };
     let start = datetime!(2026-11-27 12:00:00 UTC);
     for i in 0..ACCOUNTS.len() as u8 {
-        let decision =
-            decide(&state, &policy, &command(0, i, 1, 0, &[]), start, &mut ids).expect("registers");
+        let decision = decide(
+            &state,
+            &policy,
+            &command(0, i, 1, 0, &[], start),
+            start,
+            &mut ids,
+        )
+        .expect("registers");
         decision.events.iter().for_each(|event| state.apply(event));
     }
     for (tick, &(op, a, b, c)) in steps.iter().enumerate() {
@@ -198,12 +247,18 @@ fn run_sharing(steps: &[(u8, u8, u8, u8)]) -> LedgerState {
                 .and_then(|id| state.live_image(id))
                 .map(|image| (image.owner_account_id.clone(), image.image_id.clone()))
         };
+        // Three commands per second: some images share a creation time.
+        let now = start + time::Duration::seconds(tick as i64 / 3);
         let cmd = match (op, owner_of(b)) {
-            (0, _) | (_, None) => command(1, a, b, c, &[]),
+            (0, _) | (_, None) => command(1, a, b, c, &[], now),
             (1, Some((caller, image_id))) => Command::ShareImage {
                 caller,
                 image_id,
                 account_ids: vec![account(c), account(c.wrapping_add(1))],
+                // Some shares end a second or two later, and are left
+                // unrecorded as ended: the listings must leave them out.
+                expires_at: (c % 3 == 0)
+                    .then(|| now + time::Duration::seconds(i64::from(1 + a % 2))),
             },
             (2, Some((caller, image_id))) => Command::CancelImageSharing {
                 caller,
@@ -212,17 +267,22 @@ fn run_sharing(steps: &[(u8, u8, u8, u8)]) -> LedgerState {
             },
             (_, Some((caller, image_id))) => Command::DeleteImage { caller, image_id },
         };
-        // Three commands per second: some images share a creation time.
-        let now = start + time::Duration::seconds(tick as i64 / 3);
         if let Ok(decision) = decide(&state, &policy, &cmd, now, &mut ids) {
             decision.events.iter().for_each(|event| state.apply(event));
         }
     }
-    state
+    (
+        state,
+        start + time::Duration::seconds(steps.len() as i64 / 3),
+    )
 }
 
-/// `DescribeImages` the obvious way: collect, filter, sort, cut.
-fn describe_naively(state: &LedgerState, query: &ImageQuery) -> (Vec<(ImageId, bool)>, u32) {
+/// `DescribeImages` the obvious way, at `now`: collect, filter, sort, cut.
+fn describe_naively(
+    state: &LedgerState,
+    query: &ImageQuery,
+    now: OffsetDateTime,
+) -> (Vec<(ImageId, bool)>, u32) {
     let (account, region) = (
         query.account_id.as_ref().expect("account"),
         query.region.as_ref().expect("region"),
@@ -234,7 +294,7 @@ fn describe_naively(state: &LedgerState, query: &ImageQuery) -> (Vec<(ImageId, b
             let owned = (&image.owner_account_id == account
                 && query.image_type != ImageTypeFilter::Shared)
                 .then_some((image, false));
-            let shared = (image.shares.contains_key(account)
+            let shared = (image.shares.get(account).is_some_and(|s| s.live_at(now))
                 && query.image_type != ImageTypeFilter::Private)
                 .then_some((image, true));
             owned.into_iter().chain(shared)
@@ -266,7 +326,7 @@ proptest! {
     fn describe_pages_equal_a_sorted_listing(
         steps in proptest::collection::vec((0u8..4, 0u8..4, 0u8..8, 0u8..8), 1..120),
     ) {
-        let state = run_sharing(&steps);
+        let (state, end) = run_sharing(&steps);
         let policy = Policy { image_quota: 20, ..policy() };
         let some_id = state.images().next().map(|image| image.image_id.clone());
         for account in 0..ACCOUNTS.len() as u8 {
@@ -287,15 +347,19 @@ proptest! {
                                 offset,
                                 limit,
                             };
-                            let page = describe_images(&state, &policy, &query).expect("describes");
+                            // Just after the last command, and much later.
+                            for now in [end, end + time::Duration::hours(1)] {
+                            let page = describe_images(&state, &policy, &query, now)
+                                .expect("describes");
                             let listed: Vec<_> = page
                                 .images
                                 .iter()
                                 .map(|listed| (listed.image.image_id.clone(), listed.shared))
                                 .collect();
-                            let (expected, total) = describe_naively(&state, &query);
+                            let (expected, total) = describe_naively(&state, &query, now);
                             prop_assert_eq!(&listed, &expected, "{:?}", query);
                             prop_assert_eq!(page.total_count, total, "{:?}", query);
+                            }
                         }
                     }
                 }

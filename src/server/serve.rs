@@ -78,6 +78,10 @@ impl Serving {
             health.clone(),
             stopped.clone(),
         ));
+        tokio::spawn(crate::app::sweep_ended_shares(
+            ledger.clone(),
+            stopped.clone(),
+        ));
         let router = tonic::transport::Server::builder()
             // A peer that stops answering pings is closed, whatever it holds.
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

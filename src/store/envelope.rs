@@ -397,6 +397,22 @@ mod tests {
                 image_id: image_id.clone(),
                 account_ids: vec![owner.clone(), other.clone()],
                 shared_time: when,
+                expires_at: None,
+            },
+            Event::ImageShared {
+                image_id: image_id.clone(),
+                account_ids: vec![other.clone()],
+                shared_time: when,
+                expires_at: Some(when),
+            },
+            Event::ShareExpiryModified {
+                image_id: image_id.clone(),
+                account_ids: vec![other.clone()],
+                expires_at: None,
+            },
+            Event::ShareExpired {
+                image_id: image_id.clone(),
+                account_ids: vec![other.clone()],
             },
             Event::ShareCancelled {
                 image_id: image_id.clone(),
@@ -490,7 +506,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 63);
+        assert_eq!(checked, 72);
     }
 
     #[test]

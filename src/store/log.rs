@@ -115,6 +115,11 @@ pub trait SharedLog: Send + Sync {
 
     /// A connection of its own that tells when anyone appended.
     fn watcher(&self) -> Result<Box<dyn Watcher>, StoreError>;
+
+    /// Whether this process is the one replica that records the end of
+    /// shares (see `app::sweep`): it holds that claim until its connection
+    /// ends, and another replica takes it over then.
+    fn claim_sweep(&self) -> Result<bool, StoreError>;
 }
 
 /// Conveniences over any [`EventLog`], so backends and wrappers implement

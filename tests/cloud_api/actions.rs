@@ -384,7 +384,10 @@ async fn copies_attributes_quota_and_lighthouse() -> TestResult {
             json!({"ImageIds": [door.image]}),
         )
         .await;
-    assert_eq!(answered(&shown)["ImageSet"][0]["ImageDeprecated"], json!(true));
+    assert_eq!(
+        answered(&shown)["ImageSet"][0]["ImageDeprecated"],
+        json!(true)
+    );
     refused(
         &door
             .cvm(
@@ -402,7 +405,10 @@ async fn copies_attributes_quota_and_lighthouse() -> TestResult {
             json!({"ImageIds": [door.image]}),
         )
         .await;
-    assert_eq!(answered(&still)["ImageSet"][0]["ImageDeprecated"], json!(true));
+    assert_eq!(
+        answered(&still)["ImageSet"][0]["ImageDeprecated"],
+        json!(true)
+    );
     answered(
         &door
             .cvm(&door.owner, "ModifyImageAttribute", deprecated(false))

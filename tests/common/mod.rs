@@ -261,6 +261,7 @@ pub fn share_request(owner: &str, image: &str, with: &[&str]) -> pb::ShareImageR
         account_ids: with.iter().map(|s| s.to_string()).collect(),
         client_token: String::new(),
         dry_run: false,
+        expires_at: None,
     }
 }
 

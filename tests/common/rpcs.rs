@@ -44,6 +44,7 @@ pub const LEDGER: &[&str] = &[
     "/imageledger.v1.ImageLedger/DescribeImages",
     "/imageledger.v1.ImageLedger/DescribeImageSharePermission",
     "/imageledger.v1.ImageLedger/DescribeImageQuota",
+    "/imageledger.v1.ImageLedger/ModifyImageShareExpiry",
     "/imageledger.v1.ImageLedger/LeaveImageShare",
     "/imageledger.v1.ImageLedger/DisableImage",
     "/imageledger.v1.ImageLedger/EnableImage",

@@ -175,7 +175,11 @@ fn trust(args: TrustArgs) -> anyhow::Result<()> {
             .await?
             .into_inner();
         args.remote.print(json!({"position": reply.position}), || {
-            let verb = if args.dry_run { "could trust" } else { "trusts" };
+            let verb = if args.dry_run {
+                "could trust"
+            } else {
+                "trusts"
+            };
             format!(
                 "account {} {verb} [{}] ({}; {})",
                 args.account,
@@ -200,8 +204,7 @@ fn trusted(args: TrustedArgs) -> anyhow::Result<()> {
             })
             .await?
             .into_inner();
-        let mode = pb::TrustMode::try_from(reply.mode)
-            .map_or("UNKNOWN", |mode| mode.as_str_name());
+        let mode = pb::TrustMode::try_from(reply.mode).map_or("UNKNOWN", |mode| mode.as_str_name());
         args.remote.print(
             json!({"mode": mode, "owner_account_ids": reply.owner_account_ids}),
             || {

@@ -75,8 +75,9 @@ pub fn describe_images(
         (None, None) => {}
     }
     let state = ledger.state();
-    let page = pages.reply(&state, &query, || {
-        let page = list(&state, ledger.policy(), &query)?;
+    let now = time::OffsetDateTime::now_utc();
+    let page = pages.reply(&state, &query, now, || {
+        let page = list(&state, ledger.policy(), &query, now)?;
         let images: Vec<ImageView<'_>> = page
             .images
             .iter()

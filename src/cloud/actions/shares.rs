@@ -43,6 +43,7 @@ pub async fn modify(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, ApiError
     let caller = call.key.account.clone();
     let command = match permission {
         Permission::Share => Command::ShareImage {
+            expires_at: None,
             caller,
             image_id,
             account_ids,

@@ -8,18 +8,19 @@ use time::OffsetDateTime;
 use super::checks::{live_image, owned_image, registered, share_summary};
 use super::Decision;
 use crate::domain::{
-    AccountId, DomainError, Event, Image, ImageId, LedgerState, Relation, TrustMode,
-    TrustedOwners, DELETION_PROTECTION_COOLDOWN, MAX_TRUSTED_OWNERS,
+    AccountId, DomainError, Event, Image, ImageId, LedgerState, Relation, TrustMode, TrustedOwners,
+    DELETION_PROTECTION_COOLDOWN, MAX_TRUSTED_OWNERS,
 };
 
 pub(super) fn leave(
     state: &LedgerState,
     caller: &AccountId,
     image_id: &ImageId,
+    now: OffsetDateTime,
 ) -> Result<Decision, DomainError> {
     registered(state, caller)?;
     let image = live_image(state, image_id)?;
-    match image.relation(caller) {
+    match image.relation_at(caller, now) {
         Relation::Recipient => Ok(Decision::of(vec![Event::ShareLeft {
             image_id: image_id.clone(),
             account_id: caller.clone(),
@@ -85,6 +86,7 @@ pub(super) fn set_deprecated(
     caller: &AccountId,
     image_id: &ImageId,
     deprecated: bool,
+    now: OffsetDateTime,
 ) -> Result<Decision, DomainError> {
     let image = owned_image(state, caller, image_id)?;
     not_disabled(image, "deprecated or undeprecated")?;
@@ -95,7 +97,7 @@ pub(super) fn set_deprecated(
     if !deprecated {
         return Ok(Decision::of(vec![Event::ImageUndeprecated { image_id }]));
     }
-    if image.is_shared() {
+    if image.is_shared_at(now) {
         return Err(DomainError::StillShared(format!(
             "image {image_id} is still shared with {}; cancel every share before deprecating it",
             share_summary(image)
@@ -129,7 +131,11 @@ pub(super) fn set_trusted_owners(
         mode,
         owner_account_ids: sorted.into_iter().collect(),
     };
-    let current = account.trusted_owners.as_deref().cloned().unwrap_or_default();
+    let current = account
+        .trusted_owners
+        .as_deref()
+        .cloned()
+        .unwrap_or_default();
     if current == wanted {
         return Ok(Decision::of(vec![]));
     }
@@ -191,7 +197,10 @@ pub(super) fn trusted(
     account: &AccountId,
     image: &Image,
 ) -> Result<Option<DomainError>, DomainError> {
-    let Some(list) = state.account(account).and_then(|a| a.trusted_owners.as_deref()) else {
+    let Some(list) = state
+        .account(account)
+        .and_then(|a| a.trusted_owners.as_deref())
+    else {
         return Ok(None);
     };
     let owner = &image.owner_account_id;

@@ -1,6 +1,8 @@
 //! An image's lineage: the chain of copies back to the first image, cut
 //! where the chain stops being the caller's to see.
 
+use time::OffsetDateTime;
+
 use super::checks::{live_image, not_owner, registered};
 use crate::domain::{AccountId, DomainError, ImageId, LedgerState, Lineage, LineageLink, Relation};
 
@@ -17,10 +19,11 @@ pub fn lineage(
     state: &LedgerState,
     caller: &AccountId,
     image_id: &ImageId,
+    now: OffsetDateTime,
 ) -> Result<Lineage, DomainError> {
     registered(state, caller)?;
     let image = live_image(state, image_id)?;
-    if image.relation(caller) == Relation::Stranger {
+    if image.relation_at(caller, now) == Relation::Stranger {
         return Err(not_owner(image, caller));
     }
     let mut links = Vec::new();
@@ -41,7 +44,7 @@ pub fn lineage(
         else {
             break;
         };
-        let visible = source.relation(caller) != Relation::Stranger
+        let visible = source.relation_at(caller, now) != Relation::Stranger
             || &current.owner_account_id == caller;
         // Ids are never reused and a copy is always younger than its
         // source, so the chain cannot loop; the bound only guards a

@@ -24,7 +24,7 @@ use self::controls::{
 };
 pub use self::lineage::lineage;
 pub use self::queries::{authorize, share_permission_view, Allowed};
-use self::sharing::{cancel, lighthouse, share};
+use self::sharing::{cancel, expire, lighthouse, modify_expiry, share};
 
 use super::ids::{validate_image_description, validate_image_name, validate_label};
 use super::{
@@ -77,7 +77,34 @@ pub fn decide(
             caller,
             image_id,
             account_ids,
-        } => share(state, policy, caller, image_id, account_ids, now),
+            expires_at,
+        } => share(
+            state,
+            policy,
+            caller,
+            image_id,
+            account_ids,
+            *expires_at,
+            now,
+        ),
+        Command::ModifyShareExpiry {
+            caller,
+            image_id,
+            account_ids,
+            expires_at,
+        } => modify_expiry(
+            state,
+            policy,
+            caller,
+            image_id,
+            account_ids,
+            *expires_at,
+            now,
+        ),
+        Command::ExpireShares {
+            image_id,
+            account_ids,
+        } => expire(state, image_id, account_ids, now),
         Command::CancelImageSharing {
             caller,
             image_id,
@@ -116,7 +143,23 @@ pub fn decide(
             image_id,
             permission,
         } => lighthouse(state, caller, image_id, *permission),
-        Command::LeaveImageShare { caller, image_id } => leave(state, caller, image_id),
+        Command::LeaveImageShare { .. }
+        | Command::SetImageDisabled { .. }
+        | Command::ModifyDeletionProtection { .. }
+        | Command::SetImageDeprecated { .. }
+        | Command::SetTrustedImageOwners { .. } => decide_control(state, command, now),
+        Command::Together { commands } => together(state, policy, commands, now, new_image_id),
+    }
+}
+
+/// [`decide`] of the controls beyond Tencent's (see [`controls`]).
+fn decide_control(
+    state: &LedgerState,
+    command: &Command,
+    now: OffsetDateTime,
+) -> Result<Decision, DomainError> {
+    match command {
+        Command::LeaveImageShare { caller, image_id } => leave(state, caller, image_id, now),
         Command::SetImageDisabled {
             caller,
             image_id,
@@ -132,13 +175,15 @@ pub fn decide(
             caller,
             image_id,
             deprecated,
-        } => set_deprecated(state, caller, image_id, *deprecated),
+        } => set_deprecated(state, caller, image_id, *deprecated, now),
         Command::SetTrustedImageOwners {
             caller,
             mode,
             owner_account_ids,
         } => set_trusted_owners(state, caller, *mode, owner_account_ids),
-        Command::Together { commands } => together(state, policy, commands, now, new_image_id),
+        _ => Err(DomainError::InvalidParameter(
+            "not a control's command".into(),
+        )),
     }
 }
 
@@ -246,7 +291,7 @@ fn delete(
         )));
     }
     deletable(image, now)?;
-    if image.is_shared() {
+    if image.is_shared_at(now) {
         return Err(DomainError::StillShared(format!(
             "image {image_id} is still shared with {}; cancel every share first",
             share_summary(image)
@@ -318,7 +363,7 @@ fn copy(
     }
     registered(state, caller)?;
     let image = live_image(state, image_id)?;
-    let relation = image.relation(caller);
+    let relation = image.relation_at(caller, now);
     if relation == Relation::Stranger {
         return Err(not_owner(image, caller));
     }

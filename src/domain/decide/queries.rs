@@ -1,6 +1,8 @@
 //! The rules that answer questions without deciding a command: who may use
 //! an image, who may see its shares, whether an account is registered.
 
+use time::OffsetDateTime;
+
 use super::checks::{live_image, not_owner, owned_image, registered, require_normal};
 use super::controls::{not_disabled, trusted};
 use crate::domain::{
@@ -15,8 +17,9 @@ pub struct Allowed {
     pub would_refuse: Option<DomainError>,
 }
 
-/// Decides whether `account` may use `image_id` in `region` for `usage`.
-/// The error names why not.
+/// Decides whether `account` may use `image_id` in `region` for `usage`
+/// at `now` (a share that has ended by then no longer counts). The error
+/// names why not.
 pub fn authorize(
     state: &LedgerState,
     policy: &Policy,
@@ -24,11 +27,12 @@ pub fn authorize(
     image_id: &ImageId,
     region: &Region,
     usage: ImageUse,
+    now: OffsetDateTime,
 ) -> Result<Allowed, DomainError> {
     policy.check_region(region)?;
     registered(state, account)?;
     let image = live_image(state, image_id)?;
-    let relation = image.relation(account);
+    let relation = image.relation_at(account, now);
     if relation == Relation::Stranger {
         return Err(not_owner(image, account));
     }

@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use super::checks::{check_account_list, owned_image, registered, require_normal};
+use super::checks::{check_account_list, live_image, owned_image, registered, require_normal};
 use super::controls::{not_deprecated, not_disabled};
 use super::Decision;
 use crate::domain::{
@@ -10,15 +10,31 @@ use crate::domain::{
     LighthousePermission, Policy,
 };
 
+/// A share's end must be after the decision: a share that has already
+/// ended would be refused to the recipient the moment it is made.
+fn future_end(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Result<(), DomainError> {
+    match expires_at {
+        Some(end) if end <= now => Err(DomainError::InvalidParameter(format!(
+            "expires_at {} is not in the future",
+            end.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(super) fn share(
     state: &LedgerState,
     policy: &Policy,
     caller: &AccountId,
     image_id: &ImageId,
     account_ids: &[AccountId],
+    expires_at: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> Result<Decision, DomainError> {
     check_account_list(policy, account_ids)?;
+    future_end(expires_at, now)?;
     let image = owned_image(state, caller, image_id)?;
     not_disabled(image, "shared")?;
     not_deprecated(image, "shared")?;
@@ -50,17 +66,22 @@ pub(super) fn share(
                 "account {account} is a collaborator account; images can be shared only with root accounts"
             )));
         }
-        if image.shares.contains_key(account) {
+        // A share that has ended is replaced, even before the ledger
+        // records its end.
+        if image
+            .shares
+            .get(account)
+            .is_some_and(|share| share.live_at(now))
+        {
             return Err(DomainError::AlreadyShared(format!(
                 "image {image_id} is already shared with account {account}"
             )));
         }
     }
-    let after = image.shares.len() + account_ids.len();
-    if after > policy.max_shares_per_image {
+    let live = image.live_shares(now);
+    if live + account_ids.len() > policy.max_shares_per_image {
         return Err(DomainError::ShareLimitExceeded(format!(
-            "image {image_id} is shared with {} accounts; sharing with {} more would pass the limit of {}",
-            image.shares.len(),
+            "image {image_id} is shared with {live} accounts; sharing with {} more would pass the limit of {}",
             account_ids.len(),
             policy.max_shares_per_image
         )));
@@ -69,6 +90,79 @@ pub(super) fn share(
         image_id: image_id.clone(),
         account_ids: account_ids.to_vec(),
         shared_time: now,
+        expires_at,
+    }]))
+}
+
+pub(super) fn modify_expiry(
+    state: &LedgerState,
+    policy: &Policy,
+    caller: &AccountId,
+    image_id: &ImageId,
+    account_ids: &[AccountId],
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<Decision, DomainError> {
+    check_account_list(policy, account_ids)?;
+    future_end(expires_at, now)?;
+    let image = owned_image(state, caller, image_id)?;
+    let mut changed = Vec::new();
+    for account in account_ids {
+        registered(state, account)?;
+        match image.shares.get(account) {
+            Some(share) if share.live_at(now) => {
+                if share.expires_at != expires_at {
+                    changed.push(account.clone());
+                }
+            }
+            Some(_) => {
+                return Err(DomainError::NotShared(format!(
+                    "the share of image {image_id} with account {account} has ended; share it again instead"
+                )))
+            }
+            None => {
+                return Err(DomainError::NotShared(format!(
+                    "image {image_id} is not shared with account {account}"
+                )))
+            }
+        }
+    }
+    if changed.is_empty() {
+        return Ok(Decision::of(vec![]));
+    }
+    Ok(Decision::of(vec![Event::ShareExpiryModified {
+        image_id: image_id.clone(),
+        account_ids: changed,
+        expires_at,
+    }]))
+}
+
+/// Records the end of shares that have reached it (the ledger's sweep).
+pub(super) fn expire(
+    state: &LedgerState,
+    image_id: &ImageId,
+    account_ids: &[AccountId],
+    now: OffsetDateTime,
+) -> Result<Decision, DomainError> {
+    let image = live_image(state, image_id)?;
+    if account_ids.is_empty() {
+        return Err(DomainError::InvalidParameter(
+            "account_ids must name at least one share".into(),
+        ));
+    }
+    for account in account_ids {
+        match image.shares.get(account) {
+            Some(share) if !share.live_at(now) => {}
+            _ => {
+                return Err(DomainError::NotShared(format!(
+                    "image {image_id} has no share with account {account} that has ended"
+                )))
+            }
+        }
+    }
+    Ok(Decision::of(vec![Event::ShareExpired {
+        image_id: image_id.clone(),
+        account_ids: account_ids.to_vec(),
     }]))
 }
 

@@ -74,7 +74,10 @@ fn a_recipient_leaves_and_loses_use_and_the_listing() {
             account_id: acct(FRIEND),
         }]
     );
-    let left = after(base(), vec![share(OWNER, IMG, &[FRIEND]), leave(FRIEND, IMG)]);
+    let left = after(
+        base(),
+        vec![share(OWNER, IMG, &[FRIEND]), leave(FRIEND, IMG)],
+    );
     assert_eq!(
         may_use(&left, FRIEND, GZ, ImageUse::CreateInstance),
         Err("UnauthorizedOperation.ImageNotBelongToAccount")
@@ -109,11 +112,15 @@ fn leaving_frees_the_owners_slot() {
     let full = after(base(), vec![share(OWNER, IMG, &[FRIEND])])
         .with_policy(|p| p.max_shares_per_image = 1);
     assert_eq!(full.then_reason(share(OWNER, IMG, &[OTHER])), "OverQuota");
-    let mut left = after(base(), vec![share(OWNER, IMG, &[FRIEND]), leave(FRIEND, IMG)])
-        .with_policy(|p| p.max_shares_per_image = 1);
+    let mut left = after(
+        base(),
+        vec![share(OWNER, IMG, &[FRIEND]), leave(FRIEND, IMG)],
+    )
+    .with_policy(|p| p.max_shares_per_image = 1);
     assert_eq!(left.then_events(share(OWNER, IMG, &[OTHER])).len(), 1);
     // And once everyone left, the owner may delete.
-    left.state.apply(&Event::ImageDeleted { image_id: img(IMG) });
+    left.state
+        .apply(&Event::ImageDeleted { image_id: img(IMG) });
     assert!(left.state.live_image(&img(IMG)).is_none());
 }
 
@@ -207,7 +214,9 @@ fn a_protected_image_is_not_deleted() {
         protected.then_reason(delete(OWNER, IMG)),
         "FailedOperation.DeletionProtectionEnabled"
     );
-    assert!(protected.then_events(protect(OWNER, true, false)).is_empty());
+    assert!(protected
+        .then_events(protect(OWNER, true, false))
+        .is_empty());
     let off = after(
         base(),
         vec![protect(OWNER, true, false), protect(OWNER, false, false)],
@@ -240,7 +249,11 @@ fn a_cooldown_refuses_delete_until_it_ends() {
             delete_allowed_after: Some(ends),
         })
     );
-    let refused = |at| cooling.when_at(at, delete(OWNER, IMG)).map_err(|e| e.reason());
+    let refused = |at| {
+        cooling
+            .when_at(at, delete(OWNER, IMG))
+            .map_err(|e| e.reason())
+    };
     assert_eq!(
         refused(NOW).err(),
         Some("FailedOperation.DeletionProtectionCooldown")
@@ -253,10 +266,16 @@ fn a_cooldown_refuses_delete_until_it_ends() {
     // Turning protection on again ends the cooldown (delete stays refused).
     let on = after(
         base(),
-        vec![protect(OWNER, true, false), protect(OWNER, false, true), protect(OWNER, true, false)],
+        vec![
+            protect(OWNER, true, false),
+            protect(OWNER, false, true),
+            protect(OWNER, true, false),
+        ],
     );
     assert_eq!(
-        on.when_at(ends, delete(OWNER, IMG)).map_err(|e| e.reason()).err(),
+        on.when_at(ends, delete(OWNER, IMG))
+            .map_err(|e| e.reason())
+            .err(),
         Some("FailedOperation.DeletionProtectionEnabled")
     );
 }
@@ -306,9 +325,15 @@ fn a_deprecated_image_is_not_shared_or_copied_but_its_owner_uses_it() {
         may_use(&deprecated, OWNER, GZ, ImageUse::CreateInstance),
         Ok(())
     );
-    assert_eq!(deprecated.then_events(rename(OWNER, IMG, "old-web")).len(), 1);
+    assert_eq!(
+        deprecated.then_events(rename(OWNER, IMG, "old-web")).len(),
+        1
+    );
     assert!(deprecated.then_events(deprecate(OWNER, true)).is_empty());
-    let undone = after(base(), vec![deprecate(OWNER, true), deprecate(OWNER, false)]);
+    let undone = after(
+        base(),
+        vec![deprecate(OWNER, true), deprecate(OWNER, false)],
+    );
     assert_eq!(undone.then_events(share(OWNER, IMG, &[FRIEND])).len(), 1);
 }
 
@@ -338,16 +363,18 @@ fn an_account_sets_its_trusted_owners_sorted_and_checked() {
         "InvalidAccountId.NotFound"
     );
     // The list as it is already: nothing to record, whatever the order given.
-    let set = given(
-        base()
-            .into_iter()
-            .chain([trusted_set(FRIEND, TrustMode::Enforce, &[OWNER, OTHER])]),
-    );
+    let set = given(base().into_iter().chain([trusted_set(
+        FRIEND,
+        TrustMode::Enforce,
+        &[OWNER, OTHER],
+    )]));
     assert!(set
         .then_events(trust(FRIEND, TrustMode::Enforce, &[OTHER, OWNER]))
         .is_empty());
     // Off is the starting point: setting it first changes nothing.
-    assert!(scenario.then_events(trust(FRIEND, TrustMode::Off, &[])).is_empty());
+    assert!(scenario
+        .then_events(trust(FRIEND, TrustMode::Off, &[]))
+        .is_empty());
 }
 
 #[test]
@@ -382,6 +409,7 @@ fn enforced_trust_refuses_untrusted_owners_images_and_audit_reports_them() {
         &img(IMG),
         &region(GZ),
         ImageUse::CreateInstance,
+        NOW,
     )
     .expect("audit mode allows");
     assert_eq!(
@@ -393,7 +421,11 @@ fn enforced_trust_refuses_untrusted_owners_images_and_audit_reports_them() {
 
 #[test]
 fn trust_never_affects_an_accounts_own_images() {
-    let own = given(base().into_iter().chain([trusted_set(OWNER, TrustMode::Enforce, &[])]));
+    let own = given(
+        base()
+            .into_iter()
+            .chain([trusted_set(OWNER, TrustMode::Enforce, &[])]),
+    );
     let allowed = authorize(
         &own.state,
         &own.policy,
@@ -401,6 +433,7 @@ fn trust_never_affects_an_accounts_own_images() {
         &img(IMG),
         &region(GZ),
         ImageUse::Export,
+        NOW,
     )
     .expect("its own image");
     assert_eq!(allowed.would_refuse, None);
@@ -440,27 +473,203 @@ fn the_owner_sees_the_whole_chain_and_a_recipient_its_part() -> Result<(), Domai
             l.truncated,
         )
     };
-    let owner = lineage(&scenario.state, &acct(OWNER), &img("img-new00001"))?;
+    let owner = lineage(&scenario.state, &acct(OWNER), &img("img-new00001"), NOW)?;
     assert_eq!(owner.links[1].region, region(GZ));
     assert_eq!(ids(owner), (vec!["img-new00001".into(), IMG.into()], false));
     // The recipient sees the shared copy, not the original behind it.
     assert_eq!(
-        ids(lineage(&scenario.state, &acct(FRIEND), &img("img-new00001"))?),
+        ids(lineage(
+            &scenario.state,
+            &acct(FRIEND),
+            &img("img-new00001"),
+            NOW
+        )?),
         (vec!["img-new00001".into()], true)
     );
     // Its own copy reveals the image it copied, and stops there.
     assert_eq!(
-        ids(lineage(&scenario.state, &acct(FRIEND), &img("img-new00002"))?),
+        ids(lineage(
+            &scenario.state,
+            &acct(FRIEND),
+            &img("img-new00002"),
+            NOW
+        )?),
         (vec!["img-new00002".into(), "img-new00001".into()], true)
     );
     assert_eq!(
-        lineage(&scenario.state, &acct(OTHER), &img("img-new00001")).map_err(|e| e.reason()),
+        lineage(&scenario.state, &acct(OTHER), &img("img-new00001"), NOW).map_err(|e| e.reason()),
         Err("UnauthorizedOperation.ImageNotBelongToAccount")
     );
     // A deleted source stays in the chain, marked.
     let mut gone = scenario;
-    gone.state.apply(&Event::ImageDeleted { image_id: img(IMG) });
-    let chain = lineage(&gone.state, &acct(OWNER), &img("img-new00001"))?;
+    gone.state
+        .apply(&Event::ImageDeleted { image_id: img(IMG) });
+    let chain = lineage(&gone.state, &acct(OWNER), &img("img-new00001"), NOW)?;
     assert!(chain.links[1].deleted && !chain.links[0].deleted);
     Ok(())
+}
+
+// --- shares that end ------------------------------------------------------------------
+
+fn share_until(with: &[&str], end: OffsetDateTime) -> Command {
+    Command::ShareImage {
+        caller: acct(OWNER),
+        image_id: img(IMG),
+        account_ids: with.iter().map(|a| acct(a)).collect(),
+        expires_at: Some(end),
+    }
+}
+
+fn use_at(scenario: &Scenario, who: &str, at: OffsetDateTime) -> Result<(), &'static str> {
+    authorize(
+        &scenario.state,
+        &scenario.policy,
+        &acct(who),
+        &img(IMG),
+        &region(GZ),
+        ImageUse::CreateInstance,
+        at,
+    )
+    .map(drop)
+    .map_err(|e| e.reason())
+}
+
+#[test]
+fn a_share_ends_exactly_at_its_end_before_anything_is_recorded() {
+    let end = NOW + time::Duration::hours(1);
+    let scenario = after(base(), vec![share_until(&[FRIEND], end)]);
+    let just_before = end - time::Duration::microseconds(1);
+    assert_eq!(use_at(&scenario, FRIEND, just_before), Ok(()));
+    assert_eq!(
+        use_at(&scenario, FRIEND, end),
+        Err("UnauthorizedOperation.ImageNotBelongToAccount")
+    );
+    // Nor may it copy, leave (it is gone), or see the lineage then.
+    let copy_mine = Command::CopyImage {
+        caller: acct(FRIEND),
+        image_id: img(IMG),
+        destination_regions: vec![region(GZ)],
+        image_name: Some("mine".into()),
+    };
+    assert_eq!(
+        scenario
+            .when_at(end, copy_mine)
+            .map_err(|e| e.reason())
+            .err(),
+        Some("UnauthorizedOperation.ImageNotBelongToAccount")
+    );
+    assert_eq!(
+        scenario
+            .when_at(end, leave(FRIEND, IMG))
+            .map_err(|e| e.reason())
+            .err(),
+        Some("FailedOperation.AccountNotShared")
+    );
+    assert!(lineage(&scenario.state, &acct(FRIEND), &img(IMG), end).is_err());
+    // The owner may delete or deprecate it from then, and share it again.
+    assert!(scenario.when_at(end, delete(OWNER, IMG)).is_ok());
+    assert!(scenario.when_at(end, deprecate(OWNER, true)).is_ok());
+    assert_eq!(
+        scenario
+            .when_at(end, share(OWNER, IMG, &[FRIEND]))
+            .map(|d| d.events.len()),
+        Ok(1)
+    );
+    assert_eq!(
+        scenario.then_reason(delete(OWNER, IMG)),
+        "InvalidImageId.InShared"
+    );
+}
+
+#[test]
+fn the_sweep_records_only_shares_that_have_ended() {
+    let end = NOW + time::Duration::hours(1);
+    let scenario = after(base(), vec![share_until(&[FRIEND, OTHER], end)]);
+    let expire = |who: &[&str]| Command::ExpireShares {
+        image_id: img(IMG),
+        account_ids: who.iter().map(|a| acct(a)).collect(),
+    };
+    assert_eq!(
+        scenario.then_reason(expire(&[FRIEND])),
+        "FailedOperation.AccountNotShared"
+    );
+    assert_eq!(
+        scenario
+            .when_at(end, expire(&[FRIEND, OTHER]))
+            .map(|d| d.events),
+        Ok(vec![Event::ShareExpired {
+            image_id: img(IMG),
+            account_ids: vec![acct(FRIEND), acct(OTHER)],
+        }])
+    );
+    let ended: Vec<_> = scenario.state.ended_shares(end).collect();
+    assert_eq!(ended.len(), 2);
+    assert!(scenario.state.ended_shares(NOW).next().is_none());
+    assert_eq!(scenario.state.next_share_end(), Some(end));
+    // Once recorded, they are gone from the index and the listings.
+    let mut swept = scenario;
+    for event in swept
+        .when_at(end, expire(&[FRIEND, OTHER]))
+        .expect("ends")
+        .events
+    {
+        swept.state.apply(&event);
+    }
+    assert_eq!(swept.state.next_share_end(), None);
+    assert_eq!(swept.state.shared_count(&acct(FRIEND), &region(GZ)), 0);
+}
+
+#[test]
+fn the_owner_moves_or_removes_an_end_but_cannot_revive_a_share() {
+    let end = NOW + time::Duration::hours(1);
+    let later = end + time::Duration::hours(1);
+    let scenario = after(base(), vec![share_until(&[FRIEND], end)]);
+    let modify = |end: Option<OffsetDateTime>| Command::ModifyShareExpiry {
+        caller: acct(OWNER),
+        image_id: img(IMG),
+        account_ids: vec![acct(FRIEND)],
+        expires_at: end,
+    };
+    assert_eq!(
+        scenario.then_events(modify(Some(later))),
+        vec![Event::ShareExpiryModified {
+            image_id: img(IMG),
+            account_ids: vec![acct(FRIEND)],
+            expires_at: Some(later),
+        }]
+    );
+    assert!(scenario.then_events(modify(Some(end))).is_empty());
+    let forever = after(base(), vec![share_until(&[FRIEND], end), modify(None)]);
+    assert_eq!(use_at(&forever, FRIEND, later), Ok(()));
+    assert_eq!(forever.state.next_share_end(), None);
+    assert_eq!(
+        scenario
+            .when_at(end, modify(None))
+            .map_err(|e| e.reason())
+            .err(),
+        Some("FailedOperation.AccountNotShared")
+    );
+    assert_eq!(
+        scenario.then_reason(modify(Some(NOW))),
+        "InvalidParameterValue"
+    );
+    assert_eq!(
+        given(base()).then_reason(share_until(&[FRIEND], NOW)),
+        "InvalidParameterValue"
+    );
+}
+
+#[test]
+fn an_ended_share_frees_its_slot_at_once_and_disable_removes_ends_too() {
+    let end = NOW + time::Duration::hours(1);
+    let full = after(base(), vec![share_until(&[FRIEND], end)])
+        .with_policy(|p| p.max_shares_per_image = 1);
+    assert_eq!(full.then_reason(share(OWNER, IMG, &[OTHER])), "OverQuota");
+    assert!(full.when_at(end, share(OWNER, IMG, &[OTHER])).is_ok());
+    // Disabling cancels a share that ends, and its end leaves the index.
+    let disabled = after(
+        base(),
+        vec![share_until(&[FRIEND], end), disable(OWNER, true)],
+    );
+    assert_eq!(disabled.state.next_share_end(), None);
 }

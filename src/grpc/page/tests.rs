@@ -121,6 +121,7 @@ fn state() -> LedgerState {
         }
         if n >= 12 {
             state.apply(&Event::ImageShared {
+                expires_at: None,
                 image_id: image(n),
                 account_ids: vec![account(1)],
                 shared_time: created_time,
@@ -156,7 +157,13 @@ fn page_of(state: &LedgerState, offset: u32, limit: u32) -> ImagePage<'_> {
         limit,
         ..ImageQuery::default()
     };
-    describe_images(state, &Policy::default(), &query).expect("lists")
+    describe_images(
+        state,
+        &Policy::default(),
+        &query,
+        time::OffsetDateTime::now_utc(),
+    )
+    .expect("lists")
 }
 
 #[test]

@@ -52,6 +52,7 @@ fn at(n: u32) -> OffsetDateTime {
 
 fn shared(n: u32, with: &[u64]) -> Event {
     Event::ImageShared {
+        expires_at: None,
         image_id: image(n),
         account_ids: with.iter().copied().map(account).collect(),
         shared_time: at(100 + n),
@@ -91,7 +92,12 @@ fn with_accounts(accounts: &[u64]) -> LedgerState {
 
 /// The page built from the state, encoded: what a reply must be.
 fn built(state: &LedgerState, query: &ImageQuery) -> Result<DescribeImagesResponse, DomainError> {
-    let page = describe_images(state, &Policy::default(), query)?;
+    let page = describe_images(
+        state,
+        &Policy::default(),
+        query,
+        time::OffsetDateTime::now_utc(),
+    )?;
     Ok(DescribeImagesResponse::from_page(&page))
 }
 
@@ -100,7 +106,7 @@ fn built(state: &LedgerState, query: &ImageQuery) -> Result<DescribeImagesRespon
 fn ask(cache: &PageCache<DescribeImagesResponse>, state: &LedgerState, query: &ImageQuery) -> bool {
     let called = Cell::new(false);
     let reply = cache
-        .reply(state, query, || {
+        .reply(state, query, time::OffsetDateTime::now_utc(), || {
             called.set(true);
             built(state, query)
         })
@@ -296,7 +302,7 @@ fn filtered_queries_failures_and_a_cache_of_zero_always_build() {
     let unknown = query(9, GZ, ImageTypeFilter::Both, (0, 0));
     for _ in 0..2 {
         let called = Cell::new(false);
-        let result = cache.reply(&state, &unknown, || {
+        let result = cache.reply(&state, &unknown, time::OffsetDateTime::now_utc(), || {
             called.set(true);
             built(&state, &unknown)
         });

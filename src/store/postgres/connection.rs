@@ -50,6 +50,8 @@ pub(super) struct Session {
     /// This session holds the lock of the replica that keeps the stored
     /// read side.
     pub(super) keeps_read_side: bool,
+    /// This session holds the lock of the replica that sweeps ended shares.
+    pub(super) sweeps: bool,
     /// When its last job ended.
     used: Instant,
 }
@@ -215,6 +217,7 @@ impl Session {
             warnings,
             in_turn: false,
             keeps_read_side: false,
+            sweeps: false,
             used: Instant::now(),
         })
     }

@@ -33,6 +33,8 @@ use super::{AppendBatch, Entries, EventLog, Head, SharedLog, StoreError, Watcher
 /// Any number, the same in every replica: the session lock of the replica
 /// that keeps the stored read side.
 const READ_SIDE_LOCK: i64 = 0x1ed9e9;
+/// The advisory lock of the replica that records ended shares.
+const SWEEP_LOCK: i64 = 0x1ed9ea;
 
 /// Records read per query while scanning.
 const SCAN_PAGE: i64 = 1_000;
@@ -309,6 +311,21 @@ impl SharedLog for PgStore {
 
     fn watcher(&self) -> Result<Box<dyn Watcher>, StoreError> {
         Ok(Box::new(watch::PgWatcher::open(&self.url)?))
+    }
+
+    fn claim_sweep(&self) -> Result<bool, StoreError> {
+        // A session-level advisory lock: held while this connection lives,
+        // released by the database when it ends (a crash, a lost network).
+        self.connection.run_in_session(|session| {
+            if !session.sweeps {
+                session.sweeps = session
+                    .client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&SWEEP_LOCK])
+                    .map_err(connection::failed("cannot take the sweep's lock"))?
+                    .get(0);
+            }
+            Ok(session.sweeps)
+        })
     }
 }
 

@@ -33,14 +33,36 @@ pub enum Switch {
 /// `image protection`
 #[derive(Args)]
 pub struct ProtectionArgs {
-    /// On or off.
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// On or off (after the image id).
     #[arg(value_enum)]
     pub switch: Switch,
     /// With `off`: keep refusing delete for 24 hours.
     #[arg(long)]
     pub with_cooldown: bool,
+}
+
+/// `image share-expiry`
+#[derive(Args)]
+pub struct ShareExpiryArgs {
+    /// The accounts whose shares change (repeat, or separate with commas).
+    #[arg(long = "of", required = true, num_args = 1.., value_delimiter = ',')]
+    pub accounts: Vec<String>,
+    /// The new end (RFC 3339).
+    #[arg(long, value_parser = instant, required_unless_present = "never")]
+    pub expires_at: Option<time::OffsetDateTime>,
+    /// The shares no longer end by themselves.
+    #[arg(long, conflicts_with = "expires_at")]
+    pub never: bool,
     #[command(flatten)]
     pub control: ControlArgs,
+}
+
+/// Parses an RFC 3339 instant.
+pub fn instant(raw: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time such as 2027-01-31T00:00:00Z: {e}"))
 }
 
 /// `image lineage`
@@ -166,7 +188,49 @@ pub(super) fn protection(args: ProtectionArgs) -> anyhow::Result<()> {
                 .await
                 .map(|r| r.into_inner().position)
         },
-        format!("{} {}", c.image, changed(c.dry_run, done, "could be changed")),
+        format!(
+            "{} {}",
+            c.image,
+            changed(c.dry_run, done, "could be changed")
+        ),
+    )
+}
+
+/// `image share-expiry`.
+pub(super) fn share_expiry(args: ShareExpiryArgs) -> anyhow::Result<()> {
+    let c = &args.control;
+    let a = &c.acting;
+    let request = pb::ModifyImageShareExpiryRequest {
+        account_id: a.account.clone(),
+        image_id: c.image.clone(),
+        account_ids: args.accounts.clone(),
+        expires_at: args.expires_at.map(image_ledger::grpc::timestamp),
+        client_token: a.token.value(),
+        dry_run: c.dry_run,
+    };
+    let done = match args.expires_at {
+        Some(end) => format!(
+            "shares of {} end at {}",
+            args.accounts.join(", "),
+            end.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        ),
+        None => format!("shares of {} no longer end", args.accounts.join(", ")),
+    };
+    let done = if c.dry_run {
+        format!("{}: could be changed ({done})", c.image)
+    } else {
+        format!("{}: {done}", c.image)
+    };
+    positioned(
+        &a.remote,
+        |mut client| async move {
+            client
+                .modify_image_share_expiry(request)
+                .await
+                .map(|r| r.into_inner().position)
+        },
+        done,
     )
 }
 

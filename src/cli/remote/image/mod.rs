@@ -8,7 +8,7 @@ mod run;
 use clap::{Args, Subcommand, ValueEnum};
 use image_ledger::grpc::pb;
 
-use self::controls::{Control, ControlArgs, LineageArgs, ProtectionArgs};
+use self::controls::{Control, ControlArgs, LineageArgs, ProtectionArgs, ShareExpiryArgs};
 use super::query::{AuthorizeArgs, ListArgs, SharesArgs};
 use super::{RemoteArgs, TokenArg};
 
@@ -44,6 +44,8 @@ pub enum ImageCmd {
     /// The accounts an image is shared with, oldest first, and its
     /// Lighthouse share (DescribeImageSharePermission).
     Shares(SharesArgs),
+    /// Move or remove the end of shares of an image (ModifyImageShareExpiry).
+    ShareExpiry(ShareExpiryArgs),
     /// Give up an image shared with the account (LeaveImageShare); the
     /// owner's slot is freed.
     Leave(ControlArgs),
@@ -181,6 +183,10 @@ pub struct ShareArgs {
     /// The accounts to share with (repeat, or separate with commas).
     #[arg(long, required = true, num_args = 1.., value_delimiter = ',')]
     pub to: Vec<String>,
+    /// When the shares end by themselves (RFC 3339, e.g.
+    /// 2027-01-31T00:00:00Z); they never do without it.
+    #[arg(long, value_parser = controls::instant)]
+    pub expires_at: Option<time::OffsetDateTime>,
     /// Check every rule, record nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -283,6 +289,7 @@ pub fn run_command(command: ImageCmd) -> anyhow::Result<()> {
         ImageCmd::Authorize(args) => super::query::authorize(args),
         ImageCmd::List(args) => super::query::list(args),
         ImageCmd::Shares(args) => super::query::shares(args),
+        ImageCmd::ShareExpiry(args) => controls::share_expiry(args),
         ImageCmd::Leave(args) => controls::control(Control::Leave, args),
         ImageCmd::Disable(args) => controls::control(Control::Disable, args),
         ImageCmd::Enable(args) => controls::control(Control::Enable, args),

@@ -38,6 +38,7 @@ pub(super) fn share(args: ShareArgs) -> anyhow::Result<()> {
         account_ids: args.to.clone(),
         client_token: a.token.value(),
         dry_run: args.dry_run,
+        expires_at: args.expires_at.map(image_ledger::grpc::timestamp),
     };
     let done = changed(args.dry_run, "shared", "could be shared");
     positioned(
