@@ -53,7 +53,7 @@ IMAGE_LEDGER_TOKEN_FILE=ops.token "$ledger" account register 100000000001 \
   fail "the operator cannot register an account"
 echo "ok: the operator registers an account over TLS with its token"
 grpcurl -cacert ca.pem -H "authorization: Bearer $(cat ops.token)" "localhost:$port" \
-  imageledger.v1.AuditLog/GetLedgerHead | grep -q '"position": "1"' ||
+  imageledger.v1.AuditLog/GetLedgerHead | grep -q '"position": "2"' ||
   fail "the operator cannot read the head"
 echo "ok: grpcurl with TLS and the token reads the signed head"
 grpcurl -cacert ca.pem -cert gateway.pem -key gateway.key \

@@ -40,6 +40,19 @@ pub fn micros(at: time::OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
 
+/// When a record stops answering retries.
+pub trait Retention {
+    /// Whether `record` had expired by `now` (microseconds).
+    fn expired(&self, record: &TokenRecord, now: i64) -> bool;
+}
+
+/// One retention, in microseconds, all along.
+impl Retention for i64 {
+    fn expired(&self, record: &TokenRecord, now: i64) -> bool {
+        record.expired(now, *self)
+    }
+}
+
 impl TokenRecord {
     /// Whether the record has expired at `now` (both in microseconds)
     /// under a retention of `retention` microseconds.
@@ -287,7 +300,7 @@ pub fn record_from_log(
     records: &mut impl TokenMap,
     envelope: &Envelope,
     event: &Event,
-    retention: i64,
+    retention: &impl Retention,
 ) -> Result<(), TokenViolation> {
     let (token, request_hash) = match (&envelope.client_token, &envelope.request_hash) {
         (None, None) => return Ok(()),
@@ -317,7 +330,7 @@ pub fn record_from_log(
             record.position = envelope.position;
             Ok(())
         }
-        Some(record) if record.expired(at, retention) => {
+        Some(record) if retention.expired(record, at) => {
             records.add(key, fresh);
             Ok(())
         }

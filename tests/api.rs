@@ -982,7 +982,8 @@ async fn a_stopping_server_says_not_serving_while_it_drains_then_releases_its_di
     // Stopped means released: the directory opens at once, and holds the call.
     let store = image_ledger::store::SledStore::open(dir.path(), 1 << 20)?;
     use image_ledger::store::EventLog;
-    assert_eq!(store.head()?.position, 1);
+    // The ledger's limits, then the registration.
+    assert_eq!(store.head()?.position, 2);
     Ok(())
 }
 
@@ -1000,7 +1001,8 @@ async fn replies_carry_positions_and_queries_wait_for_them() -> TestResult {
             .await?
             .into_inner()
             .position,
-        1
+        // Position 1 is the ledger's limits, recorded when it was created.
+        2
     );
     assert_eq!(
         c.register_account(account(OWNER))
@@ -1015,12 +1017,12 @@ async fn replies_carry_positions_and_queries_wait_for_them() -> TestResult {
             .await?
             .into_inner()
             .position,
-        2
+        3
     );
     let mut image = image_request(OWNER, GZ, "web");
     image.client_token = "image-once".into();
     let first = c.register_image(image.clone()).await?.into_inner();
-    assert_eq!(first.position, 3);
+    assert_eq!(first.position, 4);
     assert_eq!(
         c.register_image(image).await?.into_inner(),
         first,
@@ -1033,7 +1035,7 @@ async fn replies_carry_positions_and_queries_wait_for_them() -> TestResult {
         .share_image(share_request(OWNER, &first.image_id, &[FRIEND]))
         .await?
         .into_inner();
-    assert_eq!(shared.position, 4);
+    assert_eq!(shared.position, 5);
     let copied = c
         .copy_image(pb::CopyImageRequest {
             account_id: OWNER.into(),
@@ -1043,7 +1045,7 @@ async fn replies_carry_positions_and_queries_wait_for_them() -> TestResult {
         })
         .await?
         .into_inner();
-    assert_eq!(copied.position, 6, "the copy's last event");
+    assert_eq!(copied.position, 7, "the copy's last event");
 
     // A position already applied is answered at once.
     let authorize = |min_position: u64| pb::AuthorizeImageUseRequest {
@@ -1054,7 +1056,7 @@ async fn replies_carry_positions_and_queries_wait_for_them() -> TestResult {
         min_position,
     };
     assert!(
-        c.authorize_image_use(authorize(6))
+        c.authorize_image_use(authorize(7))
             .await?
             .into_inner()
             .allowed
@@ -1062,7 +1064,7 @@ async fn replies_carry_positions_and_queries_wait_for_them() -> TestResult {
     let quota = pb::DescribeImageQuotaRequest {
         account_id: OWNER.into(),
         region: SH.into(),
-        min_position: 6,
+        min_position: 7,
     };
     assert_eq!(c.describe_image_quota(quota).await?.into_inner().used, 1);
 
@@ -1088,12 +1090,12 @@ async fn replies_carry_positions_and_queries_wait_for_them() -> TestResult {
         let request = pb::DescribeImageSharePermissionRequest {
             account_id: OWNER.into(),
             image_id: first.image_id.clone(),
-            min_position: 7,
+            min_position: 8,
         };
         waiting.describe_image_share_permission(request).await
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!next.is_finished(), "it waits for position 7");
+    assert!(!next.is_finished(), "it waits for position 8");
     let state = c
         .update_image_state(pb::UpdateImageStateRequest {
             image_id: copied.images[0].image_id.clone(),
@@ -1102,7 +1104,7 @@ async fn replies_carry_positions_and_queries_wait_for_them() -> TestResult {
         })
         .await?
         .into_inner();
-    assert_eq!(state.position, 7);
+    assert_eq!(state.position, 8);
     let answered = next.await??.into_inner();
     assert_eq!(answered.shares.len(), 1);
     Ok(())
@@ -1215,7 +1217,7 @@ async fn a_database_that_goes_away_refuses_writes_keeps_reads_and_is_rejoined() 
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let shared = shared.ok_or("writes never resumed")?;
-    assert_eq!(shared.position, 4);
+    assert_eq!(shared.position, 5);
     assert_eq!(c.share_image(share).await?.into_inner(), shared);
     assert_eq!(shares_of(&mut c, OWNER, &image).await, vec![FRIEND]);
     let mut seen = Vec::new();

@@ -56,8 +56,8 @@ async fn history(c: &mut Client) -> String {
     web
 }
 
-// 3 accounts, image, share, cancel, 2 copies, image, delete.
-const EVENTS: u64 = 10;
+// The ledger's limits, 3 accounts, image, share, cancel, 2 copies, image, delete.
+const EVENTS: u64 = 11;
 
 fn export_lines(store: &SledStore) -> Vec<String> {
     let mut out = Vec::new();
@@ -95,27 +95,27 @@ async fn a_record_altered_on_disk_fails_verify_at_its_position() -> TestResult {
     let lines = export_lines(&store);
 
     // Changing a field without fixing the hash.
-    let forged = lines[4].replace(FRIEND, "100000000777");
-    store.tamper_record(5, forged.as_bytes())?;
-    match audit::verify(&store, &Policy::default(), &VerifyOptions::default()) {
-        Err(AuditError::Invalid { position, what }) => {
-            assert_eq!(position, 5, "{what}");
-            assert!(what.contains("hash"), "{what}");
-        }
-        other => panic!("expected a failure at position 5, got {other:?}"),
-    }
-
-    // A record that is self-consistent but breaks the chain.
-    store.tamper_record(5, lines[4].as_bytes())?;
-    audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
-    let rechained = rehash(&lines[5], [7u8; 32]);
-    store.tamper_record(6, rechained.as_bytes())?;
+    let forged = lines[5].replace(FRIEND, "100000000777");
+    store.tamper_record(6, forged.as_bytes())?;
     match audit::verify(&store, &Policy::default(), &VerifyOptions::default()) {
         Err(AuditError::Invalid { position, what }) => {
             assert_eq!(position, 6, "{what}");
-            assert!(what.contains("prev_hash"), "{what}");
+            assert!(what.contains("hash"), "{what}");
         }
         other => panic!("expected a failure at position 6, got {other:?}"),
+    }
+
+    // A record that is self-consistent but breaks the chain.
+    store.tamper_record(6, lines[5].as_bytes())?;
+    audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
+    let rechained = rehash(&lines[6], [7u8; 32]);
+    store.tamper_record(7, rechained.as_bytes())?;
+    match audit::verify(&store, &Policy::default(), &VerifyOptions::default()) {
+        Err(AuditError::Invalid { position, what }) => {
+            assert_eq!(position, 7, "{what}");
+            assert!(what.contains("prev_hash"), "{what}");
+        }
+        other => panic!("expected a failure at position 7, got {other:?}"),
     }
     Ok(())
 }
@@ -133,7 +133,7 @@ async fn verify_refuses_a_lawless_but_well_chained_history() -> TestResult {
         .iter()
         .enumerate()
         .map(|(i, line)| {
-            if i == 4 {
+            if i == 5 {
                 line.replace(OTHER, "100000000555")
             } else {
                 line.clone()
@@ -150,7 +150,7 @@ async fn verify_refuses_a_lawless_but_well_chained_history() -> TestResult {
     .expect_err("a lawless history is refused");
     match err {
         AuditError::Line { line, what } => {
-            assert_eq!(line, 5, "{what}");
+            assert_eq!(line, 6, "{what}");
             assert!(what.contains("InvalidAccountId.NotFound"), "{what}");
         }
         other => panic!("expected a line error, got {other:?}"),
@@ -238,8 +238,8 @@ async fn import_names_the_line_of_a_changed_field_and_leaves_nothing() -> TestRe
     let dir = server.stop().await;
     let lines = export_lines(&open(dir.path()));
     let mut changed = lines.clone();
-    changed[6] = changed[6].replace("ap-shanghai", "ap-tokyo");
-    assert_ne!(changed[6], lines[6]);
+    changed[7] = changed[7].replace("ap-shanghai", "ap-tokyo");
+    assert_ne!(changed[7], lines[7]);
     let parent = tempfile::tempdir()?;
     let target = parent.path().join("restored");
     let err = audit::import(
@@ -248,7 +248,7 @@ async fn import_names_the_line_of_a_changed_field_and_leaves_nothing() -> TestRe
         &Policy::default(),
     )
     .expect_err("a changed record is refused");
-    assert!(matches!(err, AuditError::Line { line: 7, .. }), "{err}");
+    assert!(matches!(err, AuditError::Line { line: 8, .. }), "{err}");
     assert_eq!(std::fs::read_dir(parent.path())?.count(), 0);
 
     // Through the binary: a non-zero exit and the line in the message.
@@ -262,7 +262,7 @@ async fn import_names_the_line_of_a_changed_field_and_leaves_nothing() -> TestRe
         .output()?;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("line 7"), "{stderr}");
+    assert!(stderr.contains("line 8"), "{stderr}");
     assert!(!target.exists());
 
     // A target that already holds data is refused.
@@ -504,13 +504,13 @@ async fn a_pinned_head_is_accepted_and_then_refused_after_a_rewrite() -> TestRes
     forged.position += 1;
     assert!(matches!(forged.check_signature(), Err(AuditError::Key(_))));
 
-    // Rewrite history consistently (every hash recomputed) from record 4 on:
+    // Rewrite history consistently (every hash recomputed) from record 5 on:
     // the log verifies on its own, but no longer extends the pinned head.
     let mut lines = export_lines(&store);
     drop(store);
-    let original = lines[3].clone();
-    lines[3] = lines[3].replace("\"web\"", "\"web-renamed\"");
-    assert_ne!(lines[3], original, "record 4 registers the image named web");
+    let original = lines[4].clone();
+    lines[4] = lines[4].replace("\"web\"", "\"web-renamed\"");
+    assert_ne!(lines[4], original, "record 5 registers the image named web");
     let rewritten = rechain(&lines);
     let parent = tempfile::tempdir()?;
     let target = parent.path().join("rewritten");
@@ -554,7 +554,7 @@ async fn a_pinned_head_is_accepted_and_then_refused_after_a_rewrite() -> TestRes
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("OK: 11 events"), "{stdout}");
+    assert!(stdout.contains("OK: 12 events"), "{stdout}");
     Ok(())
 }
 
@@ -812,13 +812,16 @@ async fn servers_given_one_key_seed_sign_heads_that_verify_with_one_public_key()
 }
 
 /// `lines` as a log written before record version 2 holds them: no
-/// principal member, schema version 1, chained afresh.
+/// principal member, schema version 1, no record of the limits (they came
+/// later: the positions after it move up), chained afresh.
 fn as_version_1(lines: &[String]) -> Vec<String> {
     let mut prev = [0u8; 32];
     lines
         .iter()
+        .filter(|line| !line.contains("\"event_type\":\"LedgerLimitsSet\""))
         .map(|line| {
-            let envelope = Envelope::decode(line.as_bytes()).expect("decodes");
+            let mut envelope = Envelope::decode(line.as_bytes()).expect("decodes");
+            envelope.position -= 1;
             let event = envelope.event().expect("event");
             let record = EncodedRecord::encode_version(&event, &meta_of(&envelope, prev), 1)
                 .expect("encodes");
@@ -835,7 +838,7 @@ async fn a_log_written_before_record_version_2_still_verifies_and_grows() -> Tes
     history(&mut c).await;
     let original = server.stop().await;
     let lines = export_lines(&open(original.path()));
-    assert!(lines
+    assert!(lines[1..]
         .iter()
         .all(|l| l.contains("\"schema_version\":2,") && l.contains("\"principal\":null,")));
     let old = as_version_1(&lines);
@@ -853,7 +856,8 @@ async fn a_log_written_before_record_version_2_still_verifies_and_grows() -> Tes
     {
         let store = open(&restored);
         let report = audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
-        assert_eq!(report.events, EVENTS);
+        // A log of before the limits were recorded: verified with the flags' limits.
+        assert_eq!(report.events, EVENTS - 1);
     }
     // The server appends version 2 records after the old ones; the mixed
     // log verifies.
@@ -870,13 +874,18 @@ async fn a_log_written_before_record_version_2_still_verifies_and_grows() -> Tes
     register_roots(&mut c, &[HELPER]).await;
     let dir = server.stop().await;
     let store = open(dir.path());
+    // Its first start records the limits, then the registration: both version 2.
     let report = audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
     assert_eq!(report.events, EVENTS + 1);
     let mixed = export_lines(&store);
-    assert!(mixed[..EVENTS as usize]
+    let old_end = EVENTS as usize - 1;
+    assert!(mixed[..old_end]
         .iter()
         .all(|l| l.contains("\"schema_version\":1,")));
-    assert!(mixed[EVENTS as usize].contains("\"schema_version\":2,"));
+    assert!(mixed[old_end].contains("\"event_type\":\"LedgerLimitsSet\""));
+    assert!(mixed[old_end..]
+        .iter()
+        .all(|l| l.contains("\"schema_version\":2,")));
 
     // A version 1 record with a principal member is refused by its line.
     let mut forged = old.clone();
@@ -1011,7 +1020,7 @@ async fn a_damaged_record_is_found_by_the_scrub_and_reading_it_answers_data_loss
     {
         let store = open(dir.path());
         let lines = export_lines(&store);
-        store.tamper_record(5, lines[4].replace(FRIEND, "100000000777").as_bytes())?;
+        store.tamper_record(6, lines[5].replace(FRIEND, "100000000777").as_bytes())?;
     }
     // The start replays nothing (the read side is current): the scrub,
     // running at the default rate, finds the record.
@@ -1062,7 +1071,7 @@ async fn a_damaged_record_is_found_by_the_scrub_and_reading_it_answers_data_loss
         }
     };
     assert!(
-        positions.is_empty() || positions.iter().all(|p| *p < 5),
+        positions.is_empty() || positions.iter().all(|p| *p < 6),
         "{positions:?}"
     );
     assert_status::<()>(
@@ -1071,13 +1080,13 @@ async fn a_damaged_record_is_found_by_the_scrub_and_reading_it_answers_data_loss
         "DataLoss.DamagedRecord",
     );
     assert!(
-        status.message().contains("position 5"),
+        status.message().contains("position 6"),
         "{}",
         status.message()
     );
     // A subscriber meets the same answer.
     let mut stream = audit
-        .subscribe(pb::SubscribeRequest { from_position: 5 })
+        .subscribe(pb::SubscribeRequest { from_position: 6 })
         .await?
         .into_inner();
     let status = stream.message().await.expect_err("the damage is named");
@@ -1092,7 +1101,7 @@ async fn a_damaged_record_is_found_by_the_scrub_and_reading_it_answers_data_loss
     let access = audit
         .get_image_access_as_of(pb::GetImageAccessAsOfRequest {
             image_id: web,
-            as_of: Some(pb::get_image_access_as_of_request::AsOf::AsOfPosition(9)),
+            as_of: Some(pb::get_image_access_as_of_request::AsOf::AsOfPosition(10)),
         })
         .await;
     assert_status(access, Code::DataLoss, "DataLoss.DamagedRecord");

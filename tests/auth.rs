@@ -157,7 +157,11 @@ async fn every_record_names_the_principal_that_caused_it() -> TestResult {
         assert!(record.raw.contains(&member), "{}", record.raw);
         principals.push(record.principal);
     }
-    assert_eq!(principals, ["ops", "ops", "factory", "gateway-1"]);
+    // The ledger's limits, recorded as the server started, then the calls.
+    assert_eq!(
+        principals,
+        ["server-start", "ops", "ops", "factory", "gateway-1"]
+    );
 
     // The CLI, as the auditor: the history says who acted, through whom.
     let addr = server.local_addr().to_string();

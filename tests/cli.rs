@@ -35,18 +35,19 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
     let addr = server.server.local_addr().to_string();
     let addr = addr.as_str();
 
+    // Position 1 is the ledger's limits, recorded as the server started.
     assert_eq!(
         cli_json(addr, &["account", "register", OWNER]).await,
-        (0, json!({"position": 1}))
+        (0, json!({"position": 2}))
     );
     assert_eq!(
         cli_json(addr, &["account", "register", FRIEND]).await,
-        (0, json!({"position": 2}))
+        (0, json!({"position": 3}))
     );
     let collaborator = ["account", "register", OTHER, "--kind", "collaborator"];
     assert_eq!(
         cli_json(addr, &collaborator).await,
-        (0, json!({"position": 3}))
+        (0, json!({"position": 4}))
     );
 
     let register = [
@@ -65,7 +66,7 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
         "--cloud-init",
     ];
     let (code, reply) = cli_json(addr, &register).await;
-    assert_eq!((code, &reply["position"]), (0, &json!(4)));
+    assert_eq!((code, &reply["position"]), (0, &json!(5)));
     let image = reply["image_id"].as_str().expect("an image id").to_owned();
     let image = image.as_str();
 
@@ -85,9 +86,9 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("{image} shared with {FRIEND} (position 5)\n")
+        format!("{image} shared with {FRIEND} (position 6)\n")
     );
-    assert_eq!(cli_json(addr, &share).await, (0, json!({"position": 5})));
+    assert_eq!(cli_json(addr, &share).await, (0, json!({"position": 6})));
 
     // A rule's refusal: exit 3, the reason and message, nothing recorded.
     let (code, reply) = cli_json(
@@ -210,7 +211,7 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
         "--from",
         FRIEND,
     ];
-    assert_eq!(cli_json(addr, &unshare).await, (0, json!({"position": 6})));
+    assert_eq!(cli_json(addr, &unshare).await, (0, json!({"position": 7})));
     let (code, reply) = cli_json(
         addr,
         &[
@@ -224,12 +225,12 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
         ],
     )
     .await;
-    assert_eq!((code, &reply["position"]), (0, &json!(8)));
+    assert_eq!((code, &reply["position"]), (0, &json!(9)));
     assert_eq!(reply["images"][1]["region"], "ap-beijing");
     let lighthouse = ["image", "lighthouse", image, "share", "--account", OWNER];
     assert_eq!(
         cli_json(addr, &lighthouse).await,
-        (0, json!({"position": 9}))
+        (0, json!({"position": 10}))
     );
     let modify = [
         "image",
@@ -240,13 +241,13 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
         "--name",
         "web-2",
     ];
-    assert_eq!(cli_json(addr, &modify).await, (0, json!({"position": 10})));
+    assert_eq!(cli_json(addr, &modify).await, (0, json!({"position": 11})));
     let state = ["image", "set-state", image, "syncing"];
-    assert_eq!(cli_json(addr, &state).await, (0, json!({"position": 11})));
+    assert_eq!(cli_json(addr, &state).await, (0, json!({"position": 12})));
     let lighthouse = ["image", "lighthouse", image, "cancel", "--account", OWNER];
     assert_eq!(
         cli_json(addr, &lighthouse).await,
-        (0, json!({"position": 12}))
+        (0, json!({"position": 13}))
     );
     let (code, reply) = cli_json(addr, &["image", "delete", image, "--account", OWNER]).await;
     assert_eq!(
@@ -260,10 +261,10 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
         0
     );
     let delete = ["image", "delete", image, "--account", OWNER];
-    assert_eq!(cli_json(addr, &delete).await, (0, json!({"position": 14})));
+    assert_eq!(cli_json(addr, &delete).await, (0, json!({"position": 15})));
 
     // The audit reads only a server has: the followed log is the log.
-    let out = cli(addr, &["audit", "follow", "--from", "13", "--count", "2"]).await;
+    let out = cli(addr, &["audit", "follow", "--from", "14", "--count", "2"]).await;
     assert_eq!(out.status.code(), Some(0));
     let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -272,7 +273,7 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
     assert_eq!(records.len(), 2);
     assert_eq!(
         (&records[0]["position"], &records[1]["position"]),
-        (&json!(13), &json!(14))
+        (&json!(14), &json!(15))
     );
     assert_eq!(records[1]["event_type"], "ImageDeleted");
     let (code, reply) = cli_json(addr, &["audit", "key"]).await;

@@ -103,7 +103,8 @@ fn check_store(dir: &std::path::Path, events: u64) {
 }
 
 // Accounts (3), images (3), share, cancel, Lighthouse, copy, delete.
-const HISTORY_EVENTS: u64 = 11;
+// The ledger's limits, then the history.
+const HISTORY_EVENTS: u64 = 12;
 
 #[tokio::test]
 async fn a_restart_keeps_every_image_share_and_quota() -> TestResult {

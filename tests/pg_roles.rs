@@ -158,7 +158,7 @@ async fn the_owner_migrates_the_app_role_serves_the_auditor_audits() -> TestResu
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.starts_with("the stored projections equal a fresh replay up to their checkpoint 2"),
+        stdout.starts_with("the stored projections equal a fresh replay up to their checkpoint 3"),
         "{stdout}"
     );
     // ... and nothing that writes.
@@ -221,6 +221,6 @@ async fn the_audit_commands_run_on_a_hot_standby() -> TestResult {
     ]);
     let out = cli(&["audit", "verify", "--database-url", &standby_url]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("OK: 2 events"), "{stdout}");
+    assert!(stdout.starts_with("OK: 3 events"), "{stdout}");
     Ok(())
 }

@@ -8,6 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
+use image_ledger::domain::Policy;
 use image_ledger::grpc::pb;
 use image_ledger::grpc::pb::audit_log_client::AuditLogClient;
 use image_ledger::server::RunningServer;
@@ -23,12 +24,18 @@ struct Ledger {
     server: RunningServer,
     client: Client,
     location: Vec<String>,
+    process: InProcess,
 }
 
 async fn start() -> Ledger {
+    start_with(Policy::default()).await
+}
+
+/// A server with `policy`'s limits, three root accounts registered.
+async fn start_with(policy: Policy) -> Ledger {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut location = vec!["--data-dir".to_owned(), dir.path().display().to_string()];
-    let mut process = InProcess::new(dir.path());
+    let mut process = InProcess::new(dir.path()).policy(policy);
     if Backend::current() == Backend::Postgres {
         let url = image_ledger_testkit::Cluster::shared()
             .fresh_database()
@@ -44,6 +51,7 @@ async fn start() -> Ledger {
         server,
         client,
         location,
+        process,
     }
 }
 
@@ -543,7 +551,89 @@ async fn a_share_ends_at_its_end_and_the_ledger_records_it() -> TestResult {
     Ok(())
 }
 
+async fn the_limits_are_recorded_checked_at_start_and_verified_without_flags() -> TestResult {
+    let short = Policy {
+        max_shares_per_image: 2,
+        token_retention: std::time::Duration::from_secs(1),
+        ..Policy::default()
+    };
+    let mut ledger = start_with(short.clone()).await;
+    let c = &mut ledger.client;
+    let web = register_image(c, OWNER, GZ, "web").await;
+    c.share_image(share_request(OWNER, &web, &[FRIEND, OTHER]))
+        .await?;
+    // The log's limit, not the default 50, decides.
+    register_roots(c, &[HELPER]).await;
+    assert_status(
+        c.share_image(share_request(OWNER, &web, &[HELPER])).await,
+        Code::ResourceExhausted,
+        "OverQuota",
+    );
+    // A token reused after the one-second retention is a new command: a
+    // default day's retention would call it a reuse.
+    let mut first = image_request(OWNER, GZ, "api");
+    first.client_token = "api-1".into();
+    c.register_image(first).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let mut again = image_request(OWNER, GZ, "api-2");
+    again.client_token = "api-1".into();
+    let again = c.register_image(again).await?.into_inner();
+    assert!(again.position > 0, "a new command, recorded");
+
+    // A restart with a per-image limit below a share count is refused,
+    // saying what to do; one with a higher limit is recorded.
+    ledger.server.stop().await?;
+    let lower = Policy {
+        max_shares_per_image: 1,
+        ..short.clone()
+    };
+    let refused = ledger.process.clone().policy(lower).start().await;
+    match refused {
+        Err(err) => {
+            let said = err.to_string();
+            assert!(
+                said.contains("shared with 2 accounts")
+                    && said.contains("--max-shares-per-image at 2"),
+                "{said}"
+            );
+        }
+        Ok(_) => panic!("a start that would make history unlawful was accepted"),
+    }
+    let higher = Policy {
+        max_shares_per_image: 3,
+        ..short
+    };
+    let server = ledger.process.clone().policy(higher).start().await?;
+    let mut c = connect(&server).await;
+    c.share_image(share_request(OWNER, &web, &[HELPER])).await?;
+    let mut audit = AuditLogClient::connect(format!("http://{}", server.local_addr())).await?;
+    let mut records = audit
+        .read_events(pb::ReadEventsRequest {
+            from_position: 1,
+            limit: 1_000,
+        })
+        .await?
+        .into_inner();
+    let mut limits = Vec::new();
+    while let Some(record) = records.message().await? {
+        if record.event_type == "LedgerLimitsSet" {
+            limits.push((record.position, record.principal));
+        }
+    }
+    // The ledger's creation, and the start with a higher limit (the
+    // refused start recorded nothing).
+    assert_eq!(limits.len(), 2, "{limits:?}");
+    assert_eq!(limits[0], (1, "server-start".to_owned()));
+    ledger.server = server;
+
+    // `audit verify` with no flags: the limits come from the log.
+    let verified = ledger.stop_and_verify().await?;
+    assert!(verified.starts_with("OK: "), "{verified}");
+    Ok(())
+}
+
 on_every_backend!(
+    the_limits_are_recorded_checked_at_start_and_verified_without_flags,
     a_recipient_leaves_and_an_owner_disables_protects_and_deprecates,
     trusted_owners_and_lineage,
     a_share_ends_at_its_end_and_the_ledger_records_it,

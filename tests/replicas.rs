@@ -31,7 +31,10 @@ impl Replicas {
         for _ in 0..count {
             let dir = tempfile::tempdir().expect("temporary directory");
             let server = InProcess::new(dir.path())
-                .with(|config| config.store.database_url = Some(url.clone()))
+                .with(|config| {
+                    config.store.database_url = Some(url.clone());
+                    config.signing_key_seed = Some(replica_seed());
+                })
                 .start()
                 .await
                 .expect("replica starts");
@@ -260,7 +263,10 @@ async fn a_replica_killed_under_write_load_loses_nothing_the_other_does_not_have
         Vec::new(),
     );
     for dir in &dirs {
-        let process = binary(dir.path()).args(["--database-url", &url]).spawn()?;
+        let process = binary(dir.path())
+            .args(["--database-url", &url])
+            .env("IMAGE_LEDGER_SIGNING_KEY_SEED", replica_seed().0)
+            .spawn()?;
         clients.push(pb::image_ledger_client::ImageLedgerClient::connect(process.url()).await?);
         processes.push(process);
     }

@@ -4,6 +4,7 @@
 
 mod fence;
 mod health;
+mod limits;
 mod log;
 mod scrub;
 mod sweep;
@@ -33,6 +34,7 @@ use fence::Fence;
 use writer::{Control, Follower, Request, WriterLink};
 
 pub use health::Condition;
+pub use limits::LIMITS_PRINCIPAL;
 pub use log::{LogReader, LogRecord};
 pub use sweep::{sweep_ended_shares, SWEEP_PRINCIPAL};
 
@@ -213,7 +215,7 @@ impl Ledger {
             store.as_ref(),
             head,
             crate::idempotency::micros(time::OffsetDateTime::now_utc()),
-            policy.token_retention_micros(),
+            state.policy_or(&policy).token_retention_micros(),
         )?;
         let policy = Arc::new(policy);
         let view = Arc::new(ArcSwap::from_pointee(state));
@@ -318,8 +320,19 @@ impl Ledger {
         self.inner.view.load_full()
     }
 
-    /// The rules' limits and regions.
-    pub fn policy(&self) -> &Policy {
+    /// The rules' limits and regions: those the log last recorded, else
+    /// (before the first record of them) the ones the ledger was opened
+    /// with.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.state()
+            .limits()
+            .cloned()
+            .unwrap_or_else(|| Arc::clone(&self.inner.policy))
+    }
+
+    /// The limits the ledger was opened with (a server's flags), which
+    /// [`record_limits`](Self::record_limits) records.
+    pub fn configured_policy(&self) -> &Policy {
         &self.inner.policy
     }
 

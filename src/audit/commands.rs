@@ -128,6 +128,17 @@ fn change_for(envelope: &Envelope, event: &Event) -> Result<(Command, OffsetDate
             },
             *shared_time,
         ),
+        Event::LedgerLimitsSet { limits } => {
+            if envelope.actor.is_some() {
+                return Err("LedgerLimitsSet comes from a server starting, not an account".into());
+            }
+            (
+                Command::SetLedgerLimits {
+                    limits: limits.clone(),
+                },
+                at,
+            )
+        }
         Event::ShareExpired {
             image_id,
             account_ids,

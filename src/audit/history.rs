@@ -205,6 +205,19 @@ fn control_summary(event: &Event) -> String {
             mode.name(),
             list(owner_account_ids)
         ),
+        Event::LedgerLimitsSet { limits } => format!(
+            "limits: {} shares per image, {} accounts per call, quota {}, token retention {} s, regions {}",
+            limits.max_shares_per_image,
+            limits.max_accounts_per_call,
+            limits.image_quota,
+            limits.token_retention_ms as f64 / 1000.0,
+            limits
+                .regions
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         _ => event.event_type().to_owned(),
     }
 }

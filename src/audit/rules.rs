@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::commands::command_for;
 use crate::domain::{decide, Event, ImageId, LedgerState, Policy};
-use crate::idempotency::{record_from_log, TokenRecord, TokenViolation};
+use crate::idempotency::{record_from_log, Retention, TokenRecord, TokenViolation};
 use crate::store::{Envelope, Head, FIRST_RECORD_VERSION, RECORD_VERSION};
 
 /// Why a record could not have been written where it stands.
@@ -82,28 +82,52 @@ pub enum Violation {
 
 /// Replays records one by one, refusing the first that could not have been written.
 pub struct RuleChecker {
+    /// The limits of a log that records none (until its first record of them).
     policy: Policy,
     state: LedgerState,
     head: Head,
     tokens: HashMap<Vec<u8>, TokenRecord>,
     spare_ids: u64,
+    retentions: Retentions,
+}
+
+/// The token retentions in force over the log's history: from each
+/// record of the limits (microseconds), the retention it set.
+#[derive(Debug, Clone)]
+struct Retentions(Vec<(i64, i64)>);
+
+/// A record expired when any retention in force between it and the retry
+/// had it expire: the writer drops expired records as it goes, so one
+/// dropped under a shorter retention is not brought back by a longer one.
+impl Retention for Retentions {
+    fn expired(&self, record: &TokenRecord, now: i64) -> bool {
+        self.0.iter().enumerate().any(|(i, &(from, retention))| {
+            let until = self.0.get(i + 1).map_or(now, |&(next, _)| next.min(now));
+            from <= now && until > record.recorded_at && record.expired(until, retention)
+        })
+    }
 }
 
 impl RuleChecker {
-    /// A checker for a log that starts at position 1.
+    /// A checker for a log that starts at position 1; `policy` stands for
+    /// the limits until the log's first record of them (a log written
+    /// before limits were recorded has none).
     pub fn new(policy: Policy) -> Self {
+        let retentions = Retentions(vec![(i64::MIN, policy.token_retention_micros())]);
         Self {
             policy,
             state: LedgerState::default(),
             head: Head::default(),
             tokens: HashMap::new(),
             spare_ids: 0,
+            retentions,
         }
     }
 
-    /// The limits the records are checked against.
+    /// The limits the next record is checked against: the log's last
+    /// record of them, else those given.
     pub fn policy(&self) -> &Policy {
-        &self.policy
+        self.state.policy_or(&self.policy)
     }
 
     /// The state after the records checked so far.
@@ -158,14 +182,15 @@ impl RuleChecker {
                 last,
             });
         }
-        record_from_log(
-            &mut self.tokens,
-            envelope,
-            event,
-            self.policy.token_retention_micros(),
-        )?;
+        record_from_log(&mut self.tokens, envelope, event, &self.retentions)?;
         self.check_rules(envelope, event)?;
         self.state.apply(event);
+        if let Event::LedgerLimitsSet { limits } = event {
+            let retention = limits.policy().token_retention_micros();
+            self.retentions
+                .0
+                .push((crate::idempotency::micros(envelope.recorded_at), retention));
+        }
         self.head = Head {
             position: envelope.position,
             hash: envelope

@@ -161,6 +161,11 @@ pub enum Command {
         /// The trusted owner accounts.
         owner_account_ids: Vec<AccountId>,
     },
+    /// Record the limits the rules are decided under (a server starting).
+    SetLedgerLimits {
+        /// The limits.
+        limits: super::Limits,
+    },
     /// Several commands of one caller decided as one: each against the
     /// state the ones before it leave, all applied or none (a request for
     /// several images, such as Tencent's `DeleteImages`). Not nested.
@@ -176,7 +181,9 @@ impl Command {
         match self {
             Command::RegisterAccount { account_id, .. } => Some(account_id),
             Command::RegisterImage(new) => Some(&new.owner_account_id),
-            Command::UpdateImageState { .. } | Command::ExpireShares { .. } => None,
+            Command::UpdateImageState { .. }
+            | Command::ExpireShares { .. }
+            | Command::SetLedgerLimits { .. } => None,
             Command::ShareImage { caller, .. }
             | Command::CancelImageSharing { caller, .. }
             | Command::CopyImage { caller, .. }

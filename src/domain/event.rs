@@ -219,6 +219,13 @@ pub enum Event {
         /// The image.
         image_id: ImageId,
     },
+    /// The limits the rules are decided under from here on: recorded when a
+    /// ledger is created and when a server starts with other ones.
+    LedgerLimitsSet {
+        /// The limits.
+        #[serde(flatten)]
+        limits: super::Limits,
+    },
     /// An account set whose shared images it accepts.
     TrustedImageOwnersSet {
         /// The account.
@@ -254,6 +261,7 @@ impl Event {
             Event::ImageDeprecated { .. } => "ImageDeprecated",
             Event::ImageUndeprecated { .. } => "ImageUndeprecated",
             Event::TrustedImageOwnersSet { .. } => "TrustedImageOwnersSet",
+            Event::LedgerLimitsSet { .. } => "LedgerLimitsSet",
         }
     }
 
@@ -269,7 +277,9 @@ impl Event {
     /// The image the event belongs to; `None` for account events.
     pub fn image_id(&self) -> Option<&ImageId> {
         match self {
-            Event::AccountRegistered { .. } | Event::TrustedImageOwnersSet { .. } => None,
+            Event::AccountRegistered { .. }
+            | Event::TrustedImageOwnersSet { .. }
+            | Event::LedgerLimitsSet { .. } => None,
             Event::ImageRegistered { image_id, .. }
             | Event::ImageCopied { image_id, .. }
             | Event::ImageStateChanged { image_id, .. }
@@ -291,9 +301,11 @@ impl Event {
         }
     }
 
-    /// The id of the aggregate (stream) the event belongs to: an account id or an image id.
+    /// The id of the aggregate (stream) the event belongs to: an account
+    /// id, an image id, or [`LEDGER_STREAM`](super::LEDGER_STREAM).
     pub fn aggregate_id(&self) -> &str {
         match (self, self.image_id()) {
+            (Event::LedgerLimitsSet { .. }, _) => super::LEDGER_STREAM,
             (Event::AccountRegistered { account_id, .. }, _)
             | (Event::TrustedImageOwnersSet { account_id, .. }, _) => account_id.as_str(),
             (_, Some(image_id)) => image_id.as_str(),

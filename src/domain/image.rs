@@ -227,6 +227,7 @@ impl Image {
             Event::ImageUndeprecated { .. } => self.deprecated = false,
             Event::AccountRegistered { .. }
             | Event::TrustedImageOwnersSet { .. }
+            | Event::LedgerLimitsSet { .. }
             | Event::ImageRegistered { .. }
             | Event::ImageCopied { .. } => {}
         }

@@ -8,6 +8,7 @@ mod error;
 mod event;
 pub(crate) mod ids;
 mod image;
+mod limits;
 mod model;
 mod state;
 
@@ -29,6 +30,7 @@ pub use ids::{
     ClientToken, ImageId, Region, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS,
 };
 pub use image::{Image, Relation, Share};
+pub use limits::{Limits, LEDGER_STREAM};
 pub use model::{
     AccountKind, ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission, Policy,
     DEFAULT_REGIONS, DEFAULT_TOKEN_RETENTION,

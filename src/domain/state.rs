@@ -13,7 +13,7 @@ use imbl::{GenericHashMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{AccountId, AccountKind, Event, Image, ImageId, Region, TrustedOwners};
+use super::{AccountId, AccountKind, Event, Image, ImageId, Policy, Region, TrustedOwners};
 
 mod expiring;
 
@@ -135,6 +135,9 @@ pub struct LedgerState {
     /// records, and what a query checks for shares that ended before the
     /// sweep recorded them.
     expiring: expiring::Expiring,
+    /// The limits the log last recorded, and how many times it did.
+    limits: Option<Arc<Policy>>,
+    limits_version: u64,
 }
 
 fn index_insert(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
@@ -234,6 +237,10 @@ impl LedgerState {
                     account.version += 1;
                 }
             }
+            Event::LedgerLimitsSet { limits } => {
+                self.limits = Some(Arc::new(limits.policy()));
+                self.limits_version += 1;
+            }
             Event::ImageRegistered { .. } | Event::ImageCopied { .. } => {
                 if let Some(image) = Image::from_creation(event) {
                     index_insert(
@@ -315,6 +322,7 @@ impl LedgerState {
     /// The version of the stream `event` belongs to, before the event.
     pub fn stream_version(&self, event: &Event) -> u64 {
         match event {
+            Event::LedgerLimitsSet { .. } => self.limits_version,
             Event::AccountRegistered { account_id, .. }
             | Event::TrustedImageOwnersSet { account_id, .. } => {
                 self.account(account_id).map_or(0, |a| a.version)
@@ -324,6 +332,26 @@ impl LedgerState {
                 .and_then(|id| self.any_image(id))
                 .map_or(0, |image| image.version),
         }
+    }
+
+    /// The limits the log last recorded, if it recorded any.
+    pub fn limits(&self) -> Option<&Arc<Policy>> {
+        self.limits.as_ref()
+    }
+
+    /// The limits the rules are decided under: the log's, else `fallback`
+    /// (for a log that records none, as logs written before they were
+    /// recorded).
+    pub fn policy_or<'a>(&'a self, fallback: &'a Policy) -> &'a Policy {
+        self.limits.as_deref().unwrap_or(fallback)
+    }
+
+    /// The same state with the limits a read side saved, recorded
+    /// `version` times.
+    pub fn with_limits(mut self, limits: Option<Policy>, version: u64) -> Self {
+        self.limits = limits.map(Arc::new);
+        self.limits_version = version;
+        self
     }
 
     /// A registered account.

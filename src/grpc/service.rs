@@ -171,14 +171,13 @@ impl ImageLedger for LedgerService {
         let query = AuthorizeQuery::try_from(request)?;
         on_span(&query.account_id);
         confined(caller.as_ref(), &query.account_id)?;
-        let policy = self.ledger.policy();
         // A region outside the list is bad input, not a denial.
-        policy.check_region(&query.region)?;
+        self.ledger.policy().check_region(&query.region)?;
         reached(&self.ledger, min_position, &metadata).await?;
         let state = self.ledger.state();
         let verdict = domain::authorize(
             &state,
-            policy,
+            self.ledger.configured_policy(),
             &query.account_id,
             &query.image_id,
             &query.region,
@@ -218,7 +217,7 @@ impl ImageLedger for LedgerService {
         let state = self.ledger.state();
         let now = time::OffsetDateTime::now_utc();
         let reply = self.pages.reply(&state, &query, now, || {
-            let page = describe_images(&state, self.ledger.policy(), &query, now)?;
+            let page = describe_images(&state, self.ledger.configured_policy(), &query, now)?;
             Ok(pb::DescribeImagesResponse::from_page(&page))
         })?;
         Ok(Response::new(reply))
@@ -266,10 +265,11 @@ impl ImageLedger for LedgerService {
         on_span(&account);
         confined(caller.as_ref(), &account)?;
         let region = domain::Region::new(request.region);
-        let policy = self.ledger.policy();
-        policy.check_region(&region)?;
+        self.ledger.policy().check_region(&region)?;
         reached(&self.ledger, request.min_position, &metadata).await?;
         let state = self.ledger.state();
+        let policy = state.policy_or(self.ledger.configured_policy());
+        policy.check_region(&region)?;
         domain::registered(&state, &account)?;
         Ok(Response::new(pb::DescribeImageQuotaResponse {
             quota: policy.image_quota,

@@ -7,6 +7,7 @@
 //! Keys (inside the store's projection keyspace):
 //! - `a<account>` → the account (JSON)
 //! - `i<image>` → the image without its shares and version (JSON), deleted ones included
+//! - `l` → the limits the log last recorded (JSON), once it records any
 //! - `s<image>\0<account>` → share time (RFC 3339), then a space and its
 //!   end when it has one: the image's shares
 //!
@@ -30,7 +31,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::domain::{Account, AccountId, Event, Image, ImageId, LedgerState, Share};
+use crate::domain::{
+    Account, AccountId, Event, Image, ImageId, LedgerState, Limits, Share, LEDGER_STREAM,
+};
 use crate::store::{Entries, ProjectionOp, ProjectionStoreExt, Store, StoreError};
 
 /// A hash set with a fast, per-process randomly seeded hasher.
@@ -44,6 +47,8 @@ pub struct Touched {
     pub accounts: Set<AccountId>,
     /// Images created or changed.
     pub images: Set<ImageId>,
+    /// Whether the limits were recorded.
+    pub limits: bool,
 }
 
 impl Touched {
@@ -58,16 +63,19 @@ impl Touched {
         }
         self.accounts.extend(other.accounts);
         self.images.extend(other.images);
+        self.limits |= other.limits;
     }
 
     /// Whether nothing was touched.
     pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty() && self.images.is_empty()
+        self.accounts.is_empty() && self.images.is_empty() && !self.limits
     }
 
     /// Notes the aggregate an event changes.
     pub fn record(&mut self, event: &Event) {
-        if let Some(id) = event.account_id() {
+        if matches!(event, Event::LedgerLimitsSet { .. }) {
+            self.limits = true;
+        } else if let Some(id) = event.account_id() {
             self.accounts.insert(id.clone());
         } else if let Some(id) = event.image_id() {
             self.images.insert(id.clone());
@@ -83,6 +91,11 @@ pub fn diff(
     touched: &Touched,
 ) -> Result<Vec<ProjectionOp>, StoreError> {
     let mut ops = Vec::new();
+    if touched.limits {
+        if let Some(limits) = after.limits() {
+            ops.push(put(vec![b'l'], json(&Limits::of(limits))?));
+        }
+    }
     for id in &touched.accounts {
         if let Some(account) = after.account(id) {
             ops.push(put(key(b'a', &[id.as_str()]), json(account)?));
@@ -134,6 +147,7 @@ pub fn full(state: &LedgerState) -> Result<Vec<ProjectionOp>, StoreError> {
     let touched = Touched {
         accounts: state.accounts().map(|(id, _)| id.clone()).collect(),
         images: state.images().map(|image| image.image_id.clone()).collect(),
+        limits: state.limits().is_some(),
     };
     diff(&LedgerState::default(), state, &touched)
 }
@@ -196,7 +210,20 @@ pub fn load(store: &dyn Store) -> Result<LedgerState, StoreError> {
             .shares
             .insert(account, share);
     }
-    Ok(LedgerState::restore(accounts, images.into_values()))
+    let limits = match store.projection_scan(b"l")?.into_iter().next() {
+        Some((_, value)) => Some(
+            serde_json::from_slice::<Limits>(&value)
+                .map_err(StoreError::decode)?
+                .policy(),
+        ),
+        None => None,
+    };
+    let limits_version = store
+        .stream_versions(&[LEDGER_STREAM], checkpoint)?
+        .first()
+        .copied()
+        .unwrap_or(0);
+    Ok(LedgerState::restore(accounts, images.into_values()).with_limits(limits, limits_version))
 }
 
 fn key_text(bytes: &[u8]) -> Result<String, StoreError> {

@@ -120,6 +120,7 @@ pub fn describe_images<'a>(
             "account_id and region are required".into(),
         ));
     };
+    let policy = state.policy_or(policy);
     policy.check_region(region)?;
     let limit = match query.limit {
         0 => DEFAULT_LIMIT,

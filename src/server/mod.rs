@@ -75,6 +75,10 @@ pub enum ServeError {
          would be refused. Make a key with `image-ledger auth new-cloud-key --account ACCOUNT`"
     )]
     NoCloudKeys,
+    /// The limits the server was started with would make the recorded
+    /// history unlawful.
+    #[error("cannot start with these limits: {0}")]
+    Limits(String),
     /// The reflection service could not be built from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
@@ -216,6 +220,30 @@ struct Prepared {
 
 /// Binds (unless `listener` was bound already), loads the TLS files,
 /// starts the metrics endpoint and builds the routes.
+/// Records the limits the server was started with when they are not the
+/// log's: the rules from here on are decided under them, and an audit
+/// reads them from the log.
+async fn record_limits(ledger: &Ledger) -> Result<(), ServeError> {
+    match ledger.record_limits().await {
+        Ok(Some(position)) => {
+            let limits = crate::domain::Limits::of(ledger.configured_policy());
+            tracing::info!(
+                position,
+                max_shares_per_image = limits.max_shares_per_image,
+                max_accounts_per_call = limits.max_accounts_per_call,
+                image_quota = limits.image_quota,
+                token_retention_ms = limits.token_retention_ms,
+                regions = limits.regions.len(),
+                "recorded the ledger's limits: they differ from those the log last recorded (or it recorded none)"
+            );
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(AppError::Domain(refusal)) => Err(ServeError::Limits(refusal.to_string())),
+        Err(err) => Err(ServeError::Open(err)),
+    }
+}
+
 async fn prepare(
     config: &Config,
     ledger: &Ledger,
@@ -224,6 +252,7 @@ async fn prepare(
     listener: Option<TcpListener>,
     stopped: &watch::Receiver<bool>,
 ) -> Result<Prepared, ServeError> {
+    record_limits(ledger).await?;
     let (listener, addr) = match listener {
         Some(listener) => {
             let addr = listener.local_addr().map_err(|source| ServeError::Bind {

@@ -349,6 +349,13 @@ pub async fn authorize(
     (reply.allowed, reply.reason)
 }
 
+/// The signing key seed replicas of one deployment share (each would
+/// otherwise make a key of its own, and a ledger with history refuses a
+/// replica whose key is missing).
+pub fn replica_seed() -> image_ledger::config::Secret {
+    image_ledger::config::Secret("5e".repeat(32))
+}
+
 /// The server binary on `dir`, as the process tests run it: a free
 /// loopback port, a quota that never gets in the way, warnings only.
 pub fn binary(dir: &Path) -> ServerCommand {

@@ -201,7 +201,7 @@ impl Decider {
         // next append.
         let expired = self.tokens.expire(
             idempotency::micros(OffsetDateTime::now_utc()),
-            self.policy.token_retention_micros(),
+            self.state.policy_or(&self.policy).token_retention_micros(),
         );
         self.expired.extend(expired);
         let base_tokens = self.tokens.clone();
@@ -296,7 +296,7 @@ impl Decider {
             self.store.as_ref(),
             head,
             idempotency::micros(OffsetDateTime::now_utc()),
-            self.policy.token_retention_micros(),
+            state.policy_or(&self.policy).token_retention_micros(),
         )?;
         self.state = (*state).clone();
         self.published = state;

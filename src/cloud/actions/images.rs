@@ -77,7 +77,7 @@ pub fn describe_images(
     let state = ledger.state();
     let now = time::OffsetDateTime::now_utc();
     let page = pages.reply(&state, &query, now, || {
-        let page = list(&state, ledger.policy(), &query, now)?;
+        let page = list(&state, ledger.configured_policy(), &query, now)?;
         let images: Vec<ImageView<'_>> = page
             .images
             .iter()

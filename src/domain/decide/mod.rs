@@ -6,6 +6,7 @@
 
 mod checks;
 mod controls;
+mod limits;
 mod lineage;
 mod queries;
 mod sharing;
@@ -60,6 +61,9 @@ pub fn decide(
     now: OffsetDateTime,
     new_image_id: &mut dyn FnMut() -> ImageId,
 ) -> Result<Decision, DomainError> {
+    // The limits the log records win over the caller's (a server's flags
+    // become the log's limits when it starts).
+    let policy = state.policy_or(policy);
     let fresh_id = |taken: &BTreeSet<ImageId>| loop {
         let id = new_image_id();
         if state.any_image(&id).is_none() && !taken.contains(&id) {
@@ -148,6 +152,7 @@ pub fn decide(
         | Command::ModifyDeletionProtection { .. }
         | Command::SetImageDeprecated { .. }
         | Command::SetTrustedImageOwners { .. } => decide_control(state, command, now),
+        Command::SetLedgerLimits { limits } => limits::set_limits(state, limits),
         Command::Together { commands } => together(state, policy, commands, now, new_image_id),
     }
 }

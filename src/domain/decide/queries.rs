@@ -29,6 +29,7 @@ pub fn authorize(
     usage: ImageUse,
     now: OffsetDateTime,
 ) -> Result<Allowed, DomainError> {
+    let policy = state.policy_or(policy);
     policy.check_region(region)?;
     registered(state, account)?;
     let image = live_image(state, image_id)?;

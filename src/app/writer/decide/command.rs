@@ -43,7 +43,7 @@ impl Decider {
         let now = now_micros();
         if let Some((key, fingerprint)) = &token {
             // An expired record is as good as none: the command runs anew.
-            let retention = self.policy.token_retention_micros();
+            let retention = self.state.policy_or(&self.policy).token_retention_micros();
             let live = self
                 .tokens
                 .get(key)

@@ -24,7 +24,10 @@ impl Decider {
             return;
         }
         let mut tokens = restart.tokens;
-        let retention = self.policy.token_retention_micros();
+        let retention = restart
+            .state
+            .policy_or(&self.policy)
+            .token_retention_micros();
         let caught_up = replay::catch_up_to(
             self.store.as_ref(),
             (*restart.state).clone(),
@@ -32,7 +35,7 @@ impl Decider {
             restart.target,
             &mut |envelope, event| {
                 if let Err(violation) =
-                    idempotency::record_from_log(&mut tokens, envelope, event, retention)
+                    idempotency::record_from_log(&mut tokens, envelope, event, &retention)
                 {
                     tracing::warn!(%violation, position = envelope.position, "a record's token does not fit the log before it");
                 }
