@@ -128,32 +128,6 @@ fn change_for(envelope: &Envelope, event: &Event) -> Result<(Command, OffsetDate
             },
             *shared_time,
         ),
-        Event::LedgerLimitsSet { limits } => {
-            if envelope.actor.is_some() {
-                return Err("LedgerLimitsSet comes from a server starting, not an account".into());
-            }
-            (
-                Command::SetLedgerLimits {
-                    limits: limits.clone(),
-                },
-                at,
-            )
-        }
-        Event::ShareExpired {
-            image_id,
-            account_ids,
-        } => {
-            if envelope.actor.is_some() {
-                return Err("ShareExpired comes from the ledger's sweep, not an account".into());
-            }
-            (
-                Command::ExpireShares {
-                    image_id: image_id.clone(),
-                    account_ids: account_ids.clone(),
-                },
-                at,
-            )
-        }
         Event::ShareCancelled {
             image_id,
             account_ids,
@@ -192,7 +166,47 @@ fn change_for(envelope: &Envelope, event: &Event) -> Result<(Command, OffsetDate
                 envelope.event_type
             ))
         }
+        Event::LedgerLimitsSet { .. } | Event::ShareExpired { .. } => system_for(envelope, event)?,
         _ => (control_for(envelope, event)?, at),
+    })
+}
+
+/// [`command_for`] of the records the ledger makes itself (no account acts).
+fn system_for(envelope: &Envelope, event: &Event) -> Result<(Command, OffsetDateTime), String> {
+    let at = envelope.recorded_at;
+    Ok(match event {
+        Event::LedgerLimitsSet { limits } => {
+            if envelope.actor.is_some() {
+                return Err("LedgerLimitsSet comes from a server starting, not an account".into());
+            }
+            (
+                Command::SetLedgerLimits {
+                    limits: limits.clone(),
+                },
+                at,
+            )
+        }
+        Event::ShareExpired {
+            image_id,
+            account_ids,
+        } => {
+            if envelope.actor.is_some() {
+                return Err("ShareExpired comes from the ledger's sweep, not an account".into());
+            }
+            (
+                Command::ExpireShares {
+                    image_id: image_id.clone(),
+                    account_ids: account_ids.clone(),
+                },
+                at,
+            )
+        }
+        _ => {
+            return Err(format!(
+                "{} is not the ledger's own record",
+                envelope.event_type
+            ))
+        }
     })
 }
 

@@ -91,24 +91,6 @@ pub fn decide(
             *expires_at,
             now,
         ),
-        Command::ModifyShareExpiry {
-            caller,
-            image_id,
-            account_ids,
-            expires_at,
-        } => modify_expiry(
-            state,
-            policy,
-            caller,
-            image_id,
-            account_ids,
-            *expires_at,
-            now,
-        ),
-        Command::ExpireShares {
-            image_id,
-            account_ids,
-        } => expire(state, image_id, account_ids, now),
         Command::CancelImageSharing {
             caller,
             image_id,
@@ -151,19 +133,41 @@ pub fn decide(
         | Command::SetImageDisabled { .. }
         | Command::ModifyDeletionProtection { .. }
         | Command::SetImageDeprecated { .. }
-        | Command::SetTrustedImageOwners { .. } => decide_control(state, command, now),
+        | Command::SetTrustedImageOwners { .. }
+        | Command::ModifyShareExpiry { .. }
+        | Command::ExpireShares { .. } => decide_control(state, policy, command, now),
         Command::SetLedgerLimits { limits } => limits::set_limits(state, limits),
         Command::Together { commands } => together(state, policy, commands, now, new_image_id),
     }
 }
 
-/// [`decide`] of the controls beyond Tencent's (see [`controls`]).
+/// [`decide`] of the controls beyond Tencent's (see [`controls`]) and of
+/// shares' ends.
 fn decide_control(
     state: &LedgerState,
+    policy: &Policy,
     command: &Command,
     now: OffsetDateTime,
 ) -> Result<Decision, DomainError> {
     match command {
+        Command::ModifyShareExpiry {
+            caller,
+            image_id,
+            account_ids,
+            expires_at,
+        } => modify_expiry(
+            state,
+            policy,
+            caller,
+            image_id,
+            account_ids,
+            *expires_at,
+            now,
+        ),
+        Command::ExpireShares {
+            image_id,
+            account_ids,
+        } => expire(state, image_id, account_ids, now),
         Command::LeaveImageShare { caller, image_id } => leave(state, caller, image_id, now),
         Command::SetImageDisabled {
             caller,
