@@ -831,6 +831,58 @@ fn as_version_1(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// `lines` as a log written before the limits were recorded holds them
+/// (today's version 2 records, no `LedgerLimitsSet`), chained afresh.
+fn without_limits(lines: &[String]) -> Vec<String> {
+    let mut prev = [0u8; 32];
+    lines
+        .iter()
+        .filter(|line| !line.contains("\"event_type\":\"LedgerLimitsSet\""))
+        .map(|line| {
+            let mut envelope = Envelope::decode(line.as_bytes()).expect("decodes");
+            envelope.position -= 1;
+            let (text, hash) = encode_like(&envelope, prev);
+            prev = hash;
+            text
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_log_without_recorded_limits_imports_verifies_and_grows_with_them() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    history(&mut c).await;
+    let original = server.stop().await;
+    let lines = without_limits(&export_lines(&open(original.path())));
+    assert!(lines.iter().all(|l| l.contains("\"schema_version\":2,")));
+    let parent = tempfile::tempdir()?;
+    let dir = tempfile::TempDir::new_in(parent.path())?;
+    std::fs::remove_dir(dir.path())?;
+    audit::import(
+        &mut Cursor::new(lines.join("\n")),
+        dir.path(),
+        &Policy::default(),
+    )?;
+    std::fs::copy(
+        LedgerKey::default_path(original.path()),
+        LedgerKey::default_path(dir.path()),
+    )?;
+    // Its first start records the limits after the old records, then grows.
+    let server = TestServer::start_in(dir, Policy::default()).await;
+    let mut c = server.client();
+    register_roots(&mut c, &[HELPER]).await;
+    let dir = server.stop().await;
+    let store = open(dir.path());
+    let report = audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
+    assert_eq!(report.events, EVENTS + 1);
+    let grown = export_lines(&store);
+    let old_end = EVENTS as usize - 1;
+    assert_eq!(grown[..old_end], lines[..]);
+    assert!(grown[old_end].contains("\"event_type\":\"LedgerLimitsSet\""));
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_log_written_before_record_version_2_still_verifies_and_grows() -> TestResult {
     let server = TestServer::start().await;

@@ -632,7 +632,34 @@ async fn the_limits_are_recorded_checked_at_start_and_verified_without_flags() -
     Ok(())
 }
 
+async fn a_share_that_ends_while_the_server_is_down_is_recorded_after_its_start() -> TestResult {
+    let mut ledger = start().await;
+    let c = &mut ledger.client;
+    let web = register_image(c, OWNER, GZ, "web").await;
+    let end = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(500);
+    let mut request = share_request(OWNER, &web, &[FRIEND]);
+    request.expires_at = Some(image_ledger::grpc::timestamp(end));
+    c.share_image(request).await?;
+    ledger.server.stop().await?;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    ledger.server = ledger.process.clone().start().await?;
+    let mut c = connect(&ledger.server).await;
+    let mut recorded = false;
+    for _ in 0..50 {
+        if shares_of(&mut c, OWNER, &web).await.is_empty() {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recorded, "the restarted server records the end within 5 s");
+    let verified = ledger.stop_and_verify().await?;
+    assert!(verified.starts_with("OK: "), "{verified}");
+    Ok(())
+}
+
 on_every_backend!(
+    a_share_that_ends_while_the_server_is_down_is_recorded_after_its_start,
     the_limits_are_recorded_checked_at_start_and_verified_without_flags,
     a_recipient_leaves_and_an_owner_disables_protects_and_deprecates,
     trusted_owners_and_lineage,
