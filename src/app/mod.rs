@@ -330,6 +330,17 @@ impl Ledger {
             .unwrap_or_else(|| Arc::clone(&self.inner.policy))
     }
 
+    /// Checks that `region` is one of the regions the rules accept now,
+    /// without taking a reference on the published state (every call on
+    /// every thread checks one).
+    pub fn check_region(&self, region: &crate::domain::Region) -> Result<(), DomainError> {
+        self.inner
+            .view
+            .load()
+            .policy_or(&self.inner.policy)
+            .check_region(region)
+    }
+
     /// The limits the ledger was opened with (a server's flags), which
     /// [`record_limits`](Self::record_limits) records.
     pub fn configured_policy(&self) -> &Policy {

@@ -127,7 +127,7 @@ impl Door {
             )),
             Some(region) => Region::new(region),
         };
-        if self.ledger.policy().check_region(&region).is_err() {
+        if self.ledger.check_region(&region).is_err() {
             return Err(ApiError::new(
                 "UnsupportedRegion",
                 format!("the region {region} is not one this ledger serves"),

@@ -172,7 +172,7 @@ impl ImageLedger for LedgerService {
         on_span(&query.account_id);
         confined(caller.as_ref(), &query.account_id)?;
         // A region outside the list is bad input, not a denial.
-        self.ledger.policy().check_region(&query.region)?;
+        self.ledger.check_region(&query.region)?;
         reached(&self.ledger, min_position, &metadata).await?;
         let state = self.ledger.state();
         let verdict = domain::authorize(
@@ -265,7 +265,7 @@ impl ImageLedger for LedgerService {
         on_span(&account);
         confined(caller.as_ref(), &account)?;
         let region = domain::Region::new(request.region);
-        self.ledger.policy().check_region(&region)?;
+        self.ledger.check_region(&region)?;
         reached(&self.ledger, request.min_position, &metadata).await?;
         let state = self.ledger.state();
         let policy = state.policy_or(self.ledger.configured_policy());

@@ -71,9 +71,17 @@ impl LedgerState {
         &self,
         now: OffsetDateTime,
     ) -> impl Iterator<Item = &(OffsetDateTime, ImageId, AccountId)> {
-        self.expiring
-            .iter()
-            .take_while(move |(end, _, _)| *end <= now)
+        // Looking at the first end walks down the tree and allocates
+        // nothing; an iterator keeps a path stack. Queries ask on every
+        // call, and normally nothing has ended.
+        let any = self.next_share_end().is_some_and(|end| end <= now);
+        any.then(|| {
+            self.expiring
+                .iter()
+                .take_while(move |(end, _, _)| *end <= now)
+        })
+        .into_iter()
+        .flatten()
     }
 
     /// When the next share ends, if any share does.
