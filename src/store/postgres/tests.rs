@@ -296,3 +296,36 @@ fn injected_failures_work_on_postgres_as_on_the_other_stores() -> TestResult {
     crate::store::tests::faults_behave_alike(&pg, false)?;
     Ok(())
 }
+
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
+#[test]
+fn one_store_at_a_time_sweeps_and_another_takes_over_when_it_goes() -> TestResult {
+    let cluster = Cluster::start();
+    let (a, b) = (
+        PgStore::open(&cluster.url())?,
+        PgStore::open(&cluster.url())?,
+    );
+    let claim = |store: &PgStore| -> Result<bool, StoreError> {
+        store
+            .shared()
+            .ok_or_else(|| StoreError::failed("a PostgreSQL store is shared"))?
+            .claim_sweep()
+    };
+    assert!(claim(&a)?, "the first to ask sweeps");
+    assert!(!claim(&b)?, "while it holds the claim, no other does");
+    assert!(claim(&a)?, "and it keeps it");
+    // Its connection ends (a stop, a crash): the claim goes with it.
+    drop(a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !claim(&b)? {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claim was not taken over within 5 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
