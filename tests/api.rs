@@ -1068,34 +1068,27 @@ async fn replies_carry_positions_and_queries_wait_for_them() -> TestResult {
     };
     assert_eq!(c.describe_image_quota(quota).await?.into_inner().used, 1);
 
-    // One that is not comes back UNAVAILABLE, just before the deadline.
-    let mut future = tonic::Request::new(authorize(1_000));
-    future.set_timeout(Duration::from_secs(1));
-    let started = Instant::now();
-    assert_status(
-        c.authorize_image_use(future).await,
-        Code::Unavailable,
-        "ResourceUnavailable.PositionNotReached",
-    );
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(800) && waited < Duration::from_secs(1),
-        "{waited:?}"
-    );
-
-    // A query waiting for the next position is answered once it is
-    // written: the copy in Shanghai turning NORMAL.
-    let mut waiting = c.clone();
-    let next = tokio::spawn(async move {
-        let request = pb::DescribeImageSharePermissionRequest {
-            account_id: OWNER.into(),
-            image_id: first.image_id.clone(),
-            min_position: 8,
-        };
-        waiting.describe_image_share_permission(request).await
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!next.is_finished(), "it waits for position 8");
+    // One past every position written cannot have come from a reply: it
+    // is refused at once, whatever the deadline, not waited for.
+    for (wanted, deadline) in [(1_000, "99999999H"), (8, "5S")] {
+        let mut future = tonic::Request::new(authorize(wanted));
+        future
+            .metadata_mut()
+            .insert("grpc-timeout", deadline.parse()?);
+        let started = Instant::now();
+        assert_status(
+            c.authorize_image_use(future).await,
+            Code::OutOfRange,
+            "InvalidParameterValue.PositionNotWritten",
+        );
+        assert!(started.elapsed() < Duration::from_secs(1), "{wanted}");
+    }
+    let share_permission = pb::DescribeImageSharePermissionRequest {
+        account_id: OWNER.into(),
+        image_id: first.image_id.clone(),
+        min_position: 8,
+    };
+    // Once written (the copy in Shanghai turning NORMAL), it is answered.
     let state = c
         .update_image_state(pb::UpdateImageStateRequest {
             image_id: copied.images[0].image_id.clone(),
@@ -1105,7 +1098,10 @@ async fn replies_carry_positions_and_queries_wait_for_them() -> TestResult {
         .await?
         .into_inner();
     assert_eq!(state.position, 8);
-    let answered = next.await??.into_inner();
+    let answered = c
+        .describe_image_share_permission(share_permission)
+        .await?
+        .into_inner();
     assert_eq!(answered.shares.len(), 1);
     Ok(())
 }

@@ -143,8 +143,26 @@ async fn a_cancel_on_one_replica_is_seen_at_once_by_an_authorize_on_the_other() 
             (true, String::new()),
             "round {round}: the share is seen on the other replica"
         );
-        a.cancel_image_sharing(cancel_request(OWNER, &image, &[FRIEND]))
-            .await?;
+        let cancelled = a
+            .cancel_image_sharing(cancel_request(OWNER, &image, &[FRIEND]))
+            .await?
+            .into_inner()
+            .position;
+        // The position the other replica's reply gave is answered here,
+        // and one past the database's head is refused at once.
+        let asked = |min_position| pb::DescribeImageSharePermissionRequest {
+            account_id: OWNER.into(),
+            image_id: image.clone(),
+            min_position,
+        };
+        let shares = b.describe_image_share_permission(asked(cancelled)).await?;
+        assert!(shares.into_inner().shares.is_empty(), "round {round}");
+        assert_status(
+            b.describe_image_share_permission(asked(cancelled + 1))
+                .await,
+            Code::OutOfRange,
+            "InvalidParameterValue.PositionNotWritten",
+        );
         // No min_position: the query is linearizable all the same.
         let (allowed, reason) =
             authorize(&mut b, FRIEND, &image, GZ, pb::ImageUse::CreateInstance).await;

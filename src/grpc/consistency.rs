@@ -5,17 +5,24 @@
 //! the caller hears why rather than a bare DEADLINE_EXCEEDED. A query
 //! without one is linearizable: it waits, the same way, for the head read
 //! after it arrived.
+//!
+//! A position past the log's head (read after the call arrived) cannot
+//! have come from a reply, which is sent only once its position is
+//! written: it is refused at once rather than waited for. The wait is
+//! capped at [`MAX_WAIT`] whatever the deadline.
 
 use std::time::Duration;
 
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-use super::status::position_not_reached;
+use super::status::{position_not_reached, position_not_written};
 use crate::app::Ledger;
 
 /// How long a query waits for its position when the call has no deadline.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+/// The longest a query waits for its position, whatever its deadline.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Returns once the ledger's published state includes `min_position`, or,
 /// when it is 0, every write acknowledged before the call (see
@@ -29,16 +36,28 @@ pub(super) async fn reached(
         0 => ledger.fence().await.map_err(Status::from)?,
         wanted => {
             ledger.readable().map_err(Status::from)?;
+            if ledger.durable_head().position >= wanted {
+                return Ok(());
+            }
+            // Every position a reply gave is written, here or, with
+            // replicas, in the database: its head, read now, is at least
+            // that.
+            let written = ledger.fence().await.map_err(Status::from)?;
+            if wanted > written {
+                return Err(position_not_written(wanted, written));
+            }
             wanted
         }
     };
     if ledger.durable_head().position >= min_position {
         return Ok(());
     }
-    let budget = deadline(metadata).map_or(DEFAULT_WAIT, |deadline| {
-        // Answer before the deadline cuts the call off.
-        deadline.saturating_sub((deadline / 5).min(Duration::from_millis(100)))
-    });
+    let budget = deadline(metadata)
+        .map_or(DEFAULT_WAIT, |deadline| {
+            // Answer before the deadline cuts the call off.
+            deadline.saturating_sub((deadline / 5).min(Duration::from_millis(100)))
+        })
+        .min(MAX_WAIT);
     if ledger
         .reaches(min_position, budget)
         .await

@@ -41,6 +41,23 @@ pub fn position_not_reached(wanted: u64, at: u64) -> Status {
     )
 }
 
+/// The reason code of a `min_position` past every position written.
+pub const POSITION_NOT_WRITTEN_REASON: &str = "InvalidParameterValue.PositionNotWritten";
+
+/// A query's `min_position` past every position the log holds: no reply
+/// gave it, so waiting would wait for nothing (OUT_OF_RANGE, as for a
+/// read past the end of a file).
+pub fn position_not_written(wanted: u64, head: u64) -> Status {
+    with_reason(
+        Code::OutOfRange,
+        format!(
+            "min_position {wanted} is past every position written (the log's head is {head}); \
+             give a position a reply returned"
+        ),
+        POSITION_NOT_WRITTEN_REASON,
+    )
+}
+
 /// The gRPC code of a domain error.
 pub fn code_of(err: &DomainError) -> Code {
     use DomainError::*;
