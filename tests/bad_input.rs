@@ -452,8 +452,35 @@ async fn names_that_look_the_same_are_the_same_and_invisible_ones_are_refused() 
             "InvalidParameterValue",
         );
     }
-    // A visible character among invisible ones is a name.
-    register_image(&mut c, OWNER, GZ, "\u{200b}web\u{200b}").await;
+    // Format characters that change how a name reads without showing are
+    // refused anywhere in it (here U+202E turns "ab…cd" into "abdc" on
+    // screen); the joiners some scripts need are not.
+    for spoofing in [
+        "ab\u{202e}cd",
+        "\u{200b}web\u{200b}",
+        "web\u{2066}",
+        "\u{feff}web",
+    ] {
+        assert_status(
+            c.register_image(image_request(OWNER, GZ, spoofing)).await,
+            Code::InvalidArgument,
+            "InvalidParameterValue",
+        );
+        assert_status(
+            c.copy_image(pb::CopyImageRequest {
+                account_id: OWNER.into(),
+                image_id: composed.clone(),
+                destination_regions: vec![SH.into()],
+                image_name: Some(spoofing.into()),
+                ..Default::default()
+            })
+            .await,
+            Code::InvalidArgument,
+            "InvalidParameterValue",
+        );
+    }
+    let persian = "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}";
+    register_image(&mut c, OWNER, GZ, persian).await;
     server.stop().await;
     Ok(())
 }

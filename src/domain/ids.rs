@@ -245,6 +245,36 @@ pub fn same_name(a: &str, b: &str) -> bool {
     a.nfc().eq(b.nfc())
 }
 
+/// A name as a request gives it, made the form the ledger records: format
+/// characters that change how text reads without showing (bidirectional
+/// controls, such as U+202E that makes `ab\u{202e}cd` read "abdc", and the
+/// other invisible format characters) are refused; the rest is put in NFC.
+/// Zero-width joiners and non-joiners (U+200C, U+200D) stay: scripts such
+/// as Persian need them. Checked where requests enter, not by the rules,
+/// so records written before it still verify.
+pub fn name_from_request(name: String) -> Result<String, DomainError> {
+    if let Some(c) = name.chars().find(|&c| is_format_control(c)) {
+        return Err(DomainError::InvalidParameter(format!(
+            "image_name {} holds U+{:04X}, a format character that changes how a name reads \
+             without showing; names may not hold bidirectional controls or other invisible format characters",
+            quoted(&name),
+            u32::from(c)
+        )));
+    }
+    Ok(normalized_name(name))
+}
+
+/// Unicode's format characters (general category Cf) but the joiners.
+fn is_format_control(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
+        | '\u{0890}' | '\u{0891}' | '\u{08E2}' | '\u{180E}' | '\u{200B}' | '\u{200E}'
+        | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}'
+        | '\u{110CD}' | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+}
+
 /// A name in NFC, the form the ledger records.
 pub fn normalized_name(name: String) -> String {
     use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};

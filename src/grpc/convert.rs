@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use super::pb;
 use crate::app::{CommandOptions, LogRecord};
 use crate::domain::{
-    normalized_name, AccountId, AccountKind, ClientToken, Command, DomainError, ImageAttributes,
+    name_from_request, AccountId, AccountKind, ClientToken, Command, DomainError, ImageAttributes,
     ImageId, ImageRef, ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission,
     NewImage, Region,
 };
@@ -118,7 +118,7 @@ impl TryFrom<pb::RegisterImageRequest> for Commanded {
                 region: region(&req.region)?,
                 attributes: ImageAttributes {
                     // One name, however its characters were composed.
-                    image_name: normalized_name(req.image_name),
+                    image_name: name_from_request(req.image_name)?,
                     image_description: req.image_description,
                     platform: req.platform,
                     os_name: req.os_name,
@@ -198,7 +198,7 @@ impl TryFrom<pb::CopyImageRequest> for Commanded {
                     .iter()
                     .map(|r| region(r))
                     .collect::<Result<_, _>>()?,
-                image_name: req.image_name.map(normalized_name),
+                image_name: req.image_name.map(name_from_request).transpose()?,
             },
             options: options(&req.client_token, req.dry_run)?,
         })
@@ -225,7 +225,7 @@ impl TryFrom<pb::ModifyImageAttributeRequest> for Commanded {
             command: Command::ModifyImageAttribute {
                 caller: AccountId::parse(&req.account_id)?,
                 image_id: ImageId::parse(&req.image_id)?,
-                image_name: req.image_name.map(normalized_name),
+                image_name: req.image_name.map(name_from_request).transpose()?,
                 image_description: req.image_description,
             },
             options: options(&req.client_token, false)?,

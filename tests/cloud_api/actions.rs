@@ -429,6 +429,16 @@ async fn copies_attributes_quota_and_lighthouse() -> TestResult {
             .cvm(
                 &door.owner,
                 "ModifyImageAttribute",
+                json!({"ImageId": door.image, "ImageName": "ab\u{202e}cd"}),
+            )
+            .await,
+        "InvalidParameterValue",
+    );
+    refused(
+        &door
+            .cvm(
+                &door.owner,
+                "ModifyImageAttribute",
                 json!({"ImageId": door.image, "ImageName": "api"}),
             )
             .await,

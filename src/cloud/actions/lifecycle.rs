@@ -43,7 +43,10 @@ pub async fn modify_attribute(ledger: &Ledger, call: &Call<'_>) -> Result<Fields
         "ImageDeprecated",
     ])?;
     let image_id = domain::ImageId::parse(&params.string("ImageId")?)?;
-    let image_name = params.opt_string("ImageName")?;
+    let image_name = params
+        .opt_string("ImageName")?
+        .map(domain::name_from_request)
+        .transpose()?;
     let image_description = params.opt_string("ImageDescription")?;
     let family = params.opt_string("ImageFamily")?;
     let deprecated = params.opt_boolean("ImageDeprecated")?;
@@ -94,7 +97,10 @@ pub async fn sync_images(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, Api
     let ids = image_ids("ImageIds", &params.strings("ImageIds")?)?;
     let regions = params.strings("DestinationRegions")?;
     let dry_run = params.boolean("DryRun", false)?;
-    let image_name = params.opt_string("ImageName")?;
+    let image_name = params
+        .opt_string("ImageName")?
+        .map(domain::name_from_request)
+        .transpose()?;
     let wants_set = params.boolean("ImageSetRequired", false)?;
     let encrypt = params.boolean("Encrypt", false)?;
     params.opt_string("KmsKeyId")?;
