@@ -385,6 +385,7 @@ async fn unknown_images_and_accounts_are_not_found() -> TestResult {
 }
 
 on_every_backend!(
+    messages_that_cannot_be_read_are_refused_with_a_reason,
     empty_requests_name_the_missing_field,
     huge_odd_and_out_of_range_values_are_refused,
     unknown_images_and_accounts_are_not_found,
@@ -481,6 +482,47 @@ async fn names_that_look_the_same_are_the_same_and_invisible_ones_are_refused() 
     }
     let persian = "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}";
     register_image(&mut c, OWNER, GZ, persian).await;
+    server.stop().await;
+    Ok(())
+}
+
+/// A message whose field 1 is a number: `account_id`, a string in every
+/// request, cannot be read from it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotARequest {
+    #[prost(uint64, tag = "1")]
+    account_id: u64,
+}
+
+async fn messages_that_cannot_be_read_are_refused_with_a_reason() -> TestResult {
+    let server = TestServer::start().await;
+    let mut c = server.client();
+    register_roots(&mut c, &[OWNER]).await;
+    // Over the 4 MiB the server reads: RESOURCE_EXHAUSTED, not tonic's bare OUT_OF_RANGE.
+    let mut huge = image_request(OWNER, GZ, "web");
+    huge.image_description = "x".repeat(5 << 20);
+    assert_status(
+        c.register_image(huge).await,
+        Code::ResourceExhausted,
+        "RequestSizeLimitExceeded",
+    );
+    // Not the method's protobuf: INVALID_ARGUMENT, not tonic's bare INTERNAL.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.server.local_addr()))?
+            .connect()
+            .await?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await?;
+    let codec = tonic_prost::ProstCodec::<NotARequest, ()>::default();
+    let path = http::uri::PathAndQuery::from_static("/imageledger.v1.ImageLedger/ShareImage");
+    let request = tonic::Request::new(NotARequest { account_id: 7 });
+    assert_status(
+        grpc.unary(request, path, codec).await,
+        Code::InvalidArgument,
+        "InvalidParameterValue.MalformedMessage",
+    );
+    // The connection still serves.
+    assert_eq!(quota_used(&mut c, OWNER, GZ).await, 0);
     server.stop().await;
     Ok(())
 }

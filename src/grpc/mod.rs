@@ -5,6 +5,7 @@ mod access;
 mod audit;
 pub mod authenticate;
 mod client;
+mod codec_errors;
 mod consistency;
 mod controls;
 mod convert;
@@ -31,6 +32,7 @@ pub mod pb {
 pub use crate::listener::FIRST_BYTES_TIMEOUT;
 pub use audit::AuditService;
 pub use client::{AuditClient, Bearer, ClientError};
+pub use codec_errors::{explain_codec_errors, MALFORMED_MESSAGE_REASON, REQUEST_TOO_LARGE_REASON};
 pub use consistency::DEFAULT_WAIT;
 pub use convert::{envelope_message, state_message, state_of, time_of, timestamp, Commanded};
 pub use service::LedgerService;

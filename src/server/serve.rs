@@ -88,6 +88,11 @@ impl Serving {
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .layer(crate::metrics::grpc::Layer::new(metrics.grpc.clone()))
+            // Before the metrics see it: a refused message is counted by
+            // its explained code.
+            .layer(MapResponseLayer::new(|response: http::Response<_>| {
+                crate::grpc::explain_codec_errors(response)
+            }))
             .layer(MapResponseLayer::new(
                 |response: http::Response<tonic::body::Body>| response.map(SmallFrames::new),
             ))
