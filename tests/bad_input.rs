@@ -385,6 +385,7 @@ async fn unknown_images_and_accounts_are_not_found() -> TestResult {
 }
 
 on_every_backend!(
+    too_much_metadata_refuses_the_call_not_the_connection,
     messages_that_cannot_be_read_are_refused_with_a_reason,
     empty_requests_name_the_missing_field,
     huge_odd_and_out_of_range_values_are_refused,
@@ -523,6 +524,46 @@ async fn messages_that_cannot_be_read_are_refused_with_a_reason() -> TestResult 
     );
     // The connection still serves.
     assert_eq!(quota_used(&mut c, OWNER, GZ).await, 0);
+    server.stop().await;
+    Ok(())
+}
+
+async fn too_much_metadata_refuses_the_call_not_the_connection() -> TestResult {
+    let server = TestServer::start().await;
+    // One connection for everything below.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.server.local_addr()))?
+            .connect()
+            .await?;
+    let mut c = pb::image_ledger_client::ImageLedgerClient::new(channel.clone());
+    let mut audit = pb::audit_log_client::AuditLogClient::new(channel);
+    register_roots(&mut c, &[OWNER]).await;
+    // A call in flight on the connection: a subscription.
+    let mut follow = audit
+        .subscribe(pb::SubscribeRequest { from_position: 0 })
+        .await?
+        .into_inner();
+    let mut padded = tonic::Request::new(pb::DescribeImageQuotaRequest {
+        account_id: OWNER.into(),
+        region: GZ.into(),
+        min_position: 0,
+    });
+    padded
+        .metadata_mut()
+        .insert("x-padding", "x".repeat(100_000).parse()?);
+    assert!(c.describe_image_quota(padded).await.is_err());
+    // The connection was not closed: the subscription goes on and sees
+    // the next record.
+    register_roots(&mut c, &[FRIEND]).await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let record = follow.message().await?.ok_or("the subscription ended")?;
+        seen.push(record.event_type);
+    }
+    assert_eq!(
+        seen,
+        ["LedgerLimitsSet", "AccountRegistered", "AccountRegistered"]
+    );
     server.stop().await;
     Ok(())
 }

@@ -29,6 +29,13 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Calls open at once on one connection.
 const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
+/// The request metadata (HTTP/2 header list) the server reads. A call over
+/// it is refused on its own (HTTP 431, the stream reset); only a header
+/// list over four times it, which h2 takes as abuse, ends the connection.
+/// hyper's 16 KiB made 100 KB of metadata end the sender's connection with
+/// every call on it; at 64 KiB that takes over 256 KB, while one
+/// connection still buffers at most one header list at a time.
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
 /// How long a stopped server waits for the last handle on its store.
 const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
@@ -87,6 +94,7 @@ impl Serving {
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
             .layer(crate::metrics::grpc::Layer::new(metrics.grpc.clone()))
             // Before the metrics see it: a refused message is counted by
             // its explained code.
