@@ -61,6 +61,25 @@ register() {
 start
 for id in $(seq 1001 1010); do register "$id" || fail "account $id on an empty disk"; done
 [[ $(health) == SERVING ]] || fail "health before the disk filled: $(health)"
+image=$("$bin" image register --addr "http://$addr" --json --account 1001 --region ap-guangzhou \
+  --name web --platform CentOS --os-name "CentOS 7.9 64-bit" |
+  sed -n 's/.*"image_id":"\([^"]*\)".*/\1/p')
+[[ -n $image ]] || fail "no image registered on an empty disk"
+
+# The reads that must answer whatever the writes do: each must succeed.
+reads() {
+  local what
+  for what in \
+    "imageledger.v1.AuditLog/GetLedgerHead {}" \
+    "imageledger.v1.AuditLog/GetImageHistory {\"image_id\":\"$image\"}" \
+    "imageledger.v1.AuditLog/GetImageAccessAsOf {\"image_id\":\"$image\",\"as_of_position\":\"11\"}" \
+    "imageledger.v1.ImageLedger/DescribeImages {\"account_id\":\"1001\",\"region\":\"ap-guangzhou\"}" \
+    "imageledger.v1.ImageLedger/AuthorizeImageUse {\"account_id\":\"1001\",\"image_id\":\"$image\",\"region\":\"ap-guangzhou\",\"use\":\"CREATE_INSTANCE\"}"; do
+    grpcurl -plaintext -d "${what#* }" "$addr" "${what%% *}" >/dev/null 2>"$work/read.err" ||
+      fail "$1: ${what%% *} did not answer: $(cat "$work/read.err")"
+  done
+}
+reads "before the disk filled"
 
 # Fill the disk, then write until three writes in a row are refused.
 dd if=/dev/zero of="$mnt/filler" bs=64k 2>/dev/null || true
@@ -72,7 +91,8 @@ done
 ((refused == 3)) || fail "writes were still taken on a full disk"
 grep -q "Unavailable" "$work/last.err" || fail "a refusal that is not UNAVAILABLE: $(cat "$work/last.err")"
 [[ $(health) == NOT_SERVING ]] || fail "health on a full disk: $(health)"
-echo "disk-full: disk full: writes refused (UNAVAILABLE), health NOT_SERVING"
+for _ in 1 2 3; do reads "on a full disk"; done
+echo "disk-full: disk full: writes refused (UNAVAILABLE), health NOT_SERVING, reads answered"
 
 # Room again: the first write taken is timed from the removal.
 rm "$mnt/filler"
