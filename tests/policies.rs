@@ -634,6 +634,9 @@ async fn the_limits_are_recorded_checked_at_start_and_verified_without_flags() -
 
 async fn a_share_that_ends_while_the_server_is_down_is_recorded_after_its_start() -> TestResult {
     let mut ledger = start().await;
+    ledger.process = ledger.process.clone().with(|config| {
+        config.server.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    });
     let c = &mut ledger.client;
     let web = register_image(c, OWNER, GZ, "web").await;
     let end = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(500);
@@ -653,6 +656,13 @@ async fn a_share_that_ends_while_the_server_is_down_is_recorded_after_its_start(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(recorded, "the restarted server records the end within 5 s");
+    let metrics = ledger.server.metrics_addr().ok_or("metrics are served")?;
+    let page = metrics_page(metrics).await.map_err(|e| e.to_string())?;
+    assert!(page.contains("ledger_shares_ended_total 1\n"), "{page}");
+    assert!(
+        page.contains("ledger_shares_ended_unrecorded 0\n"),
+        "{page}"
+    );
     let verified = ledger.stop_and_verify().await?;
     assert!(verified.starts_with("OK: "), "{verified}");
     Ok(())

@@ -38,14 +38,34 @@ impl Ledger {
     }
 }
 
+/// How often a sweep that keeps failing says so again.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
 /// Runs the sweep until `stopped` turns true.
 pub async fn sweep_ended_shares(ledger: Ledger, mut stopped: watch::Receiver<bool>) {
+    // The first failure is logged, then one a minute while they last (the
+    // store may refuse writes for as long as a disk stays full).
+    let mut failing_since: Option<std::time::Instant> = None;
+    let mut warned: Option<std::time::Instant> = None;
     loop {
         let wait = match look(&ledger).await {
-            Ok(recorded) if recorded >= PER_LOOK => Duration::ZERO,
-            Ok(_) => until_next_end(&ledger),
+            Ok(recorded) => {
+                if let Some(since) = failing_since.take() {
+                    tracing::info!(failed_for = ?since.elapsed(), "the share-expiry sweep records ended shares again");
+                }
+                warned = None;
+                if recorded >= PER_LOOK {
+                    Duration::ZERO
+                } else {
+                    until_next_end(&ledger)
+                }
+            }
             Err(err) => {
-                tracing::warn!(error = %err, "the share-expiry sweep could not record ended shares; it tries again");
+                failing_since.get_or_insert_with(std::time::Instant::now);
+                if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                    warned = Some(std::time::Instant::now());
+                    tracing::warn!(error = %err, "the share-expiry sweep could not record ended shares; it tries again each second");
+                }
                 TICK
             }
         };
@@ -83,6 +103,11 @@ async fn look(ledger: &Ledger) -> Result<usize, AppError> {
                 .push(account.clone());
         }
     }
+    let unrecorded = ended.values().map(Vec::len).sum::<usize>();
+    ledger
+        .metrics()
+        .shares_ended_unrecorded
+        .set(i64::try_from(unrecorded).unwrap_or(i64::MAX));
     if ended.is_empty() {
         return Ok(0);
     }
@@ -107,24 +132,36 @@ async fn look(ledger: &Ledger) -> Result<usize, AppError> {
                 dry_run: false,
                 principal: Some(principal),
             };
+            let ended = account_ids.len() as u64;
             let command = Command::ExpireShares {
                 image_id,
                 account_ids,
             };
-            ledger.commit(command, options).await
+            let committed = ledger.commit(command, options).await;
+            if committed.is_ok() {
+                ledger.metrics().shares_ended.inc_by(ended);
+            }
+            (ended, committed)
         });
     }
     let mut failure = None;
+    let mut left = unrecorded as u64;
     while let Some(done) = running.join_next().await {
-        match done.map_err(|_| AppError::ShuttingDown)? {
-            Ok(_) => {}
+        let (ended, committed) = done.map_err(|_| AppError::ShuttingDown)?;
+        match committed {
+            Ok(_) => left = left.saturating_sub(ended),
             // Another replica, or the owner, got there first.
             Err(AppError::Domain(DomainError::NotShared(why))) => {
+                left = left.saturating_sub(ended);
                 tracing::debug!(%why, "an ended share was already gone");
             }
             Err(err) => failure = Some(err),
         }
     }
+    ledger
+        .metrics()
+        .shares_ended_unrecorded
+        .set(i64::try_from(left).unwrap_or(i64::MAX));
     match failure {
         Some(err) => Err(err),
         None => Ok(images),

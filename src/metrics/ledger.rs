@@ -44,6 +44,10 @@ pub struct LedgerMetrics {
     pub scrub_position: Gauge,
     /// Times this replica found its history forked from the database's.
     pub chain_forks: Counter,
+    /// Shares whose end the sweep recorded.
+    pub shares_ended: Counter,
+    /// Shares that had ended but were not recorded yet, at the sweep's last look.
+    pub shares_ended_unrecorded: Gauge,
 }
 
 /// Group-commit sizes: 1 to 4,096 commands.
@@ -115,6 +119,16 @@ impl LedgerMetrics {
             metrics.scrub_position.clone(),
         );
         registry.register(
+            "ledger_shares_ended",
+            "Shares whose end the share-expiry sweep recorded (ShareExpired)",
+            metrics.shares_ended.clone(),
+        );
+        registry.register(
+            "ledger_shares_ended_unrecorded",
+            "Shares past their end not yet recorded as ended, at the sweep's last look (normally 0; they count as ended all the same)",
+            metrics.shares_ended_unrecorded.clone(),
+        );
+        registry.register(
             "ledger_chain_forks",
             "Times this replica found its history was not the database's (records lost in a failover) and reloaded",
             metrics.chain_forks.clone(),
@@ -137,6 +151,8 @@ impl LedgerMetrics {
             damaged_records: Gauge::default(),
             scrub_position: Gauge::default(),
             chain_forks: Counter::default(),
+            shares_ended: Counter::default(),
+            shares_ended_unrecorded: Gauge::default(),
         }
     }
 
