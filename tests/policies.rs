@@ -541,6 +541,12 @@ async fn a_share_ends_at_its_end_and_the_ledger_records_it() -> TestResult {
         .get_image_access_as_of(at(end - time::Duration::milliseconds(1)))
         .await?
         .into_inner();
+    let until: Vec<bool> = before.accounts.iter().map(|a| a.until.is_some()).collect();
+    assert_eq!(
+        until,
+        vec![false, true, false],
+        "only the friend's share ends"
+    );
     assert_eq!(accounts(before), vec![OWNER, FRIEND, OTHER]);
     let from = audit.get_image_access_as_of(at(end)).await?.into_inner();
     assert_eq!(accounts(from), vec![OWNER, OTHER]);

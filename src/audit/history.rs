@@ -256,6 +256,13 @@ pub struct AccessEntry {
     /// Since when (registration for the owner, the share for a recipient).
     #[serde(with = "time::serde::rfc3339")]
     pub since: OffsetDateTime,
+    /// When the share ends by itself, if it does.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub until: Option<OffsetDateTime>,
 }
 
 /// Who could create or reinstall instances from an image at a moment.
@@ -337,6 +344,7 @@ pub fn access_as_of(
                 account_id: image.owner_account_id.to_string(),
                 role: Role::Owner,
                 since: image.created_time,
+                until: None,
             });
             // A share that had ended by then no longer counts, recorded or not.
             let moment = moment_of(store, as_of, durable)?;
@@ -358,6 +366,7 @@ pub fn access_as_of(
                     account_id: account.to_string(),
                     role: Role::Recipient,
                     since: share.created_time,
+                    until: share.expires_at,
                 });
             }
         }

@@ -396,10 +396,14 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
         );
     }
     for entry in &access.accounts {
-        let since = entry
-            .since
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let rfc3339 = |at: time::OffsetDateTime| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        let since = match entry.until {
+            Some(until) => format!("{} until {}", rfc3339(entry.since), rfc3339(until)),
+            None => rfc3339(entry.since),
+        };
         let uses = match entry.role {
             audit::Role::Owner => "create, reinstall, export",
             audit::Role::Recipient => "create, reinstall",

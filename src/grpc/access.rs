@@ -52,6 +52,7 @@ pub(super) fn access_message(access: Access) -> pb::GetImageAccessAsOfResponse {
                     Role::Recipient => pb::AccessRole::Recipient,
                 } as i32,
                 since: Some(timestamp(entry.since)),
+                until: entry.until.map(timestamp),
             })
             .collect(),
         reason: access.reason.unwrap_or_default(),
@@ -88,6 +89,7 @@ pub(super) fn access_of(reply: pb::GetImageAccessAsOfResponse) -> Access {
                     Role::Recipient
                 },
                 since: time_of(entry.since),
+                until: entry.until.as_ref().and_then(super::convert::time_of),
             })
             .collect(),
         reason: (!reply.reason.is_empty()).then_some(reply.reason),
