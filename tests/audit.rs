@@ -811,10 +811,11 @@ async fn servers_given_one_key_seed_sign_heads_that_verify_with_one_public_key()
     Ok(())
 }
 
-/// `lines` as a log written before record version 2 holds them: no
-/// principal member, schema version 1, no record of the limits (they came
-/// later: the positions after it move up), chained afresh.
-fn as_version_1(lines: &[String]) -> Vec<String> {
+/// `lines` as a log written before the limits were recorded holds them,
+/// its records of schema `version` (1: before principals, no `principal`
+/// member): no `LedgerLimitsSet` (the positions after it move up),
+/// chained afresh.
+fn before_limits(lines: &[String], version: u32) -> Vec<String> {
     let mut prev = [0u8; 32];
     lines
         .iter()
@@ -823,7 +824,7 @@ fn as_version_1(lines: &[String]) -> Vec<String> {
             let mut envelope = Envelope::decode(line.as_bytes()).expect("decodes");
             envelope.position -= 1;
             let event = envelope.event().expect("event");
-            let record = EncodedRecord::encode_version(&event, &meta_of(&envelope, prev), 1)
+            let record = EncodedRecord::encode_version(&event, &meta_of(&envelope, prev), version)
                 .expect("encodes");
             prev = record.hash;
             String::from_utf8(record.bytes).expect("utf-8")
@@ -831,21 +832,27 @@ fn as_version_1(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// `lines` as a log written before the limits were recorded holds them
-/// (today's version 2 records, no `LedgerLimitsSet`), chained afresh.
-fn without_limits(lines: &[String]) -> Vec<String> {
-    let mut prev = [0u8; 32];
-    lines
-        .iter()
-        .filter(|line| !line.contains("\"event_type\":\"LedgerLimitsSet\""))
-        .map(|line| {
-            let mut envelope = Envelope::decode(line.as_bytes()).expect("decodes");
-            envelope.position -= 1;
-            let (text, hash) = encode_like(&envelope, prev);
-            prev = hash;
-            text
-        })
-        .collect()
+/// Starts a server on `dir` (a log restored from `original`'s, with its
+/// key copied, as the restore procedure does), registers one account and
+/// stops it: the log it leaves, which verifies, as lines.
+async fn grown(
+    original: &std::path::Path,
+    dir: tempfile::TempDir,
+) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    std::fs::copy(
+        LedgerKey::default_path(original),
+        LedgerKey::default_path(dir.path()),
+    )?;
+    let server = TestServer::start_in(dir, Policy::default()).await;
+    let mut c = server.client();
+    register_roots(&mut c, &[HELPER]).await;
+    let dir = server.stop().await;
+    let store = open(dir.path());
+    // Its first start records the limits after the old records, then the
+    // registration.
+    let report = audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
+    assert_eq!(report.events, EVENTS + 1);
+    Ok(export_lines(&store))
 }
 
 #[tokio::test]
@@ -854,7 +861,7 @@ async fn a_log_without_recorded_limits_imports_verifies_and_grows_with_them() ->
     let mut c = server.client();
     history(&mut c).await;
     let original = server.stop().await;
-    let lines = without_limits(&export_lines(&open(original.path())));
+    let lines = before_limits(&export_lines(&open(original.path())), 2);
     assert!(lines.iter().all(|l| l.contains("\"schema_version\":2,")));
     let parent = tempfile::tempdir()?;
     let dir = tempfile::TempDir::new_in(parent.path())?;
@@ -864,19 +871,7 @@ async fn a_log_without_recorded_limits_imports_verifies_and_grows_with_them() ->
         dir.path(),
         &Policy::default(),
     )?;
-    std::fs::copy(
-        LedgerKey::default_path(original.path()),
-        LedgerKey::default_path(dir.path()),
-    )?;
-    // Its first start records the limits after the old records, then grows.
-    let server = TestServer::start_in(dir, Policy::default()).await;
-    let mut c = server.client();
-    register_roots(&mut c, &[HELPER]).await;
-    let dir = server.stop().await;
-    let store = open(dir.path());
-    let report = audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
-    assert_eq!(report.events, EVENTS + 1);
-    let grown = export_lines(&store);
+    let grown = grown(original.path(), dir).await?;
     let old_end = EVENTS as usize - 1;
     assert_eq!(grown[..old_end], lines[..]);
     assert!(grown[old_end].contains("\"event_type\":\"LedgerLimitsSet\""));
@@ -893,7 +888,7 @@ async fn a_log_written_before_record_version_2_still_verifies_and_grows() -> Tes
     assert!(lines[1..]
         .iter()
         .all(|l| l.contains("\"schema_version\":2,") && l.contains("\"principal\":null,")));
-    let old = as_version_1(&lines);
+    let old = before_limits(&lines, 1);
     assert!(old
         .iter()
         .all(|l| l.contains("\"schema_version\":1,") && !l.contains("principal")));
@@ -916,20 +911,8 @@ async fn a_log_written_before_record_version_2_still_verifies_and_grows() -> Tes
     let dir = tempfile::TempDir::new_in(parent.path())?;
     std::fs::remove_dir(dir.path())?;
     std::fs::rename(&restored, dir.path())?;
-    // The key is not part of an export: the restore procedure copies it.
-    std::fs::copy(
-        LedgerKey::default_path(original.path()),
-        LedgerKey::default_path(dir.path()),
-    )?;
-    let server = TestServer::start_in(dir, Policy::default()).await;
-    let mut c = server.client();
-    register_roots(&mut c, &[HELPER]).await;
-    let dir = server.stop().await;
-    let store = open(dir.path());
-    // Its first start records the limits, then the registration: both version 2.
-    let report = audit::verify(&store, &Policy::default(), &VerifyOptions::default())?;
-    assert_eq!(report.events, EVENTS + 1);
-    let mixed = export_lines(&store);
+    // The records it appends, the limits and the registration, are version 2.
+    let mixed = grown(original.path(), dir).await?;
     let old_end = EVENTS as usize - 1;
     assert!(mixed[..old_end]
         .iter()

@@ -5,7 +5,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::AuditError;
-use crate::domain::{AccountId, Event, Image, ImageId, ImageState, TrustedOwners};
+use crate::domain::{rfc3339, AccountId, Event, Image, ImageId, ImageState, TrustedOwners};
 use crate::store::{try_scan, try_scan_stream, Envelope, EventLog};
 
 /// A record as decoded, with its stored bytes.
@@ -74,10 +74,7 @@ pub fn account_history(
 
 /// One line a person can read for a record.
 pub fn describe_event(envelope: &Envelope) -> String {
-    let at = envelope
-        .recorded_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let at = rfc3339(envelope.recorded_at);
     let by = match (envelope.actor.as_deref(), envelope.principal()) {
         (Some(actor), Some(principal)) => format!("{actor} via {principal}"),
         (None, Some(principal)) => principal.to_owned(),
@@ -94,12 +91,6 @@ pub fn describe_event(envelope: &Envelope) -> String {
 }
 
 fn summary(event: &Event) -> String {
-    let list = |ids: &[AccountId]| {
-        ids.iter()
-            .map(AccountId::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     match event {
         Event::AccountRegistered { kind, .. } => format!("kind {kind:?}"),
         Event::ImageRegistered {
@@ -132,10 +123,14 @@ fn summary(event: &Event) -> String {
             account_ids,
             expires_at: Some(end),
             ..
-        } => format!("shared with {} until {}", list(account_ids), rfc3339(*end)),
-        Event::ImageShared { account_ids, .. } => format!("shared with {}", list(account_ids)),
+        } => format!(
+            "shared with {} until {}",
+            listed(account_ids),
+            rfc3339(*end)
+        ),
+        Event::ImageShared { account_ids, .. } => format!("shared with {}", listed(account_ids)),
         Event::ShareCancelled { account_ids, .. } => {
-            format!("share cancelled for {}", list(account_ids))
+            format!("share cancelled for {}", listed(account_ids))
         }
         Event::LighthouseShared { .. } => "shared with Lighthouse".into(),
         Event::LighthouseShareCancelled { .. } => "Lighthouse share cancelled".into(),
@@ -146,12 +141,6 @@ fn summary(event: &Event) -> String {
 
 /// [`summary`] of the controls' events.
 fn control_summary(event: &Event) -> String {
-    let list = |ids: &[AccountId]| {
-        ids.iter()
-            .map(AccountId::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     match event {
         Event::ShareLeft { account_id, .. } => format!("account {account_id} left its share"),
         Event::ShareExpiryModified {
@@ -159,18 +148,18 @@ fn control_summary(event: &Event) -> String {
             expires_at,
             ..
         } => match expires_at {
-            Some(end) => format!("shares of {} end at {}", list(account_ids), rfc3339(*end)),
-            None => format!("shares of {} no longer end", list(account_ids)),
+            Some(end) => format!("shares of {} end at {}", listed(account_ids), rfc3339(*end)),
+            None => format!("shares of {} no longer end", listed(account_ids)),
         },
         Event::ShareExpired { account_ids, .. } => {
-            format!("shares of {} ended", list(account_ids))
+            format!("shares of {} ended", listed(account_ids))
         }
         Event::ImageDisabled {
             cancelled_account_ids,
             lighthouse_cancelled,
             ..
         } => {
-            let mut cancelled = list(cancelled_account_ids);
+            let mut cancelled = listed(cancelled_account_ids);
             if *lighthouse_cancelled {
                 cancelled = match cancelled.is_empty() {
                     true => "Lighthouse".into(),
@@ -203,7 +192,7 @@ fn control_summary(event: &Event) -> String {
         } => format!(
             "trusted image owners {}: [{}]",
             mode.name(),
-            list(owner_account_ids)
+            listed(owner_account_ids)
         ),
         Event::LedgerLimitsSet { limits } => format!(
             "limits: {} shares per image, {} accounts per call, quota {}, token retention {} s, regions {}",
@@ -222,9 +211,12 @@ fn control_summary(event: &Event) -> String {
     }
 }
 
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+/// The accounts, as a list a person reads.
+fn listed(ids: &[AccountId]) -> String {
+    ids.iter()
+        .map(AccountId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The moment an access question is about.

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use image_ledger::audit::{self, AsOf, LedgerKey, SignedHead, VerifyOptions};
-use image_ledger::domain::{AccountId, ImageId};
+use image_ledger::domain::{rfc3339, AccountId, ImageId};
 use image_ledger::grpc::{AuditClient, ClientError};
 use image_ledger::progress::{CountingReader, CountingWriter, Progress, Unit};
 
@@ -396,10 +396,6 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
         );
     }
     for entry in &access.accounts {
-        let rfc3339 = |at: time::OffsetDateTime| {
-            at.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-        };
         let since = match entry.until {
             Some(until) => format!("{} until {}", rfc3339(entry.since), rfc3339(until)),
             None => rfc3339(entry.since),

@@ -296,6 +296,13 @@ fn reject_control_chars(field: &str, value: &str) -> Result<(), DomainError> {
 
 /// Quotes user input for an error message, cutting it short and escaping
 /// anything unprintable so messages stay one readable line.
+/// An instant as RFC 3339, as messages and records write times ("" for one
+/// out of the format's range).
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 pub(crate) fn quoted(raw: &str) -> String {
     const SHOWN: usize = 40;
     let mut out: String = raw.chars().take(SHOWN).collect::<String>();

@@ -254,13 +254,8 @@ impl Image {
         }
     }
 
-    /// Whether it is shared with anyone (accounts or Lighthouse), counting
-    /// shares that expired but are not yet recorded as such.
-    pub fn is_shared(&self) -> bool {
-        !self.shares.is_empty() || self.lighthouse_shared
-    }
-
-    /// Whether it is shared with anyone at `now`.
+    /// Whether it is shared with anyone (accounts or Lighthouse) at `now`: a
+    /// share that has ended counts no more, recorded as ended or not.
     pub fn is_shared_at(&self, now: OffsetDateTime) -> bool {
         self.lighthouse_shared || self.shares.values().any(|share| share.live_at(now))
     }

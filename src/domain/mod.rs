@@ -26,8 +26,9 @@ pub use decide::{
 pub use error::DomainError;
 pub use event::{Event, ImageAttributes, ImageRef};
 pub use ids::{
-    name_from_request, normalized_name, same_name, validate_image_description, validate_image_name,
-    AccountId, ClientToken, ImageId, Region, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS,
+    name_from_request, normalized_name, rfc3339, same_name, validate_image_description,
+    validate_image_name, AccountId, ClientToken, ImageId, Region, MAX_DESCRIPTION_CHARS,
+    MAX_NAME_CHARS,
 };
 pub use image::{Image, Relation, Share};
 pub use limits::{Limits, LEDGER_STREAM};

@@ -40,6 +40,15 @@ impl LedgerService {
         options.principal = caller.map(|caller| caller.principal);
         Ok(self.ledger.commit(command, options).await?)
     }
+
+    /// Runs a command whose reply is its position alone.
+    async fn positioned<T, R>(&self, request: Request<T>, reply: impl FnOnce(u64) -> R) -> Answer<R>
+    where
+        Commanded: TryFrom<T, Error = DomainError>,
+    {
+        let position = self.run(request).await?.position;
+        Ok(Response::new(reply(position)))
+    }
 }
 
 /// Refuses a call that acts for an account its principal's `accounts`
@@ -80,8 +89,8 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::RegisterAccountRequest>,
     ) -> Answer<pb::RegisterAccountResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::RegisterAccountResponse { position }))
+        self.positioned(request, |position| pb::RegisterAccountResponse { position })
+            .await
     }
 
     async fn register_image(
@@ -103,24 +112,28 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::UpdateImageStateRequest>,
     ) -> Answer<pb::UpdateImageStateResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::UpdateImageStateResponse { position }))
+        self.positioned(request, |position| pb::UpdateImageStateResponse {
+            position,
+        })
+        .await
     }
 
     async fn share_image(
         &self,
         request: Request<pb::ShareImageRequest>,
     ) -> Answer<pb::ShareImageResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::ShareImageResponse { position }))
+        self.positioned(request, |position| pb::ShareImageResponse { position })
+            .await
     }
 
     async fn cancel_image_sharing(
         &self,
         request: Request<pb::CancelImageSharingRequest>,
     ) -> Answer<pb::CancelImageSharingResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::CancelImageSharingResponse { position }))
+        self.positioned(request, |position| pb::CancelImageSharingResponse {
+            position,
+        })
+        .await
     }
 
     async fn copy_image(
@@ -139,26 +152,28 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::DeleteImageRequest>,
     ) -> Answer<pb::DeleteImageResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::DeleteImageResponse { position }))
+        self.positioned(request, |position| pb::DeleteImageResponse { position })
+            .await
     }
 
     async fn modify_image_attribute(
         &self,
         request: Request<pb::ModifyImageAttributeRequest>,
     ) -> Answer<pb::ModifyImageAttributeResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::ModifyImageAttributeResponse { position }))
+        self.positioned(request, |position| pb::ModifyImageAttributeResponse {
+            position,
+        })
+        .await
     }
 
     async fn modify_lighthouse_share_permission(
         &self,
         request: Request<pb::ModifyLighthouseSharePermissionRequest>,
     ) -> Answer<pb::ModifyLighthouseSharePermissionResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::ModifyLighthouseSharePermissionResponse {
-            position,
-        }))
+        self.positioned(request, |position| {
+            pb::ModifyLighthouseSharePermissionResponse { position }
+        })
+        .await
     }
 
     async fn authorize_image_use(
@@ -269,7 +284,6 @@ impl ImageLedger for LedgerService {
         reached(&self.ledger, request.min_position, &metadata).await?;
         let state = self.ledger.state();
         let policy = state.policy_or(self.ledger.configured_policy());
-        policy.check_region(&region)?;
         domain::registered(&state, &account)?;
         Ok(Response::new(pb::DescribeImageQuotaResponse {
             quota: policy.image_quota,
@@ -281,70 +295,72 @@ impl ImageLedger for LedgerService {
         &self,
         request: Request<pb::ModifyImageShareExpiryRequest>,
     ) -> Answer<pb::ModifyImageShareExpiryResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::ModifyImageShareExpiryResponse {
+        self.positioned(request, |position| pb::ModifyImageShareExpiryResponse {
             position,
-        }))
+        })
+        .await
     }
 
     async fn leave_image_share(
         &self,
         request: Request<pb::LeaveImageShareRequest>,
     ) -> Answer<pb::LeaveImageShareResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::LeaveImageShareResponse { position }))
+        self.positioned(request, |position| pb::LeaveImageShareResponse { position })
+            .await
     }
 
     async fn disable_image(
         &self,
         request: Request<pb::DisableImageRequest>,
     ) -> Answer<pb::DisableImageResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::DisableImageResponse { position }))
+        self.positioned(request, |position| pb::DisableImageResponse { position })
+            .await
     }
 
     async fn enable_image(
         &self,
         request: Request<pb::EnableImageRequest>,
     ) -> Answer<pb::EnableImageResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::EnableImageResponse { position }))
+        self.positioned(request, |position| pb::EnableImageResponse { position })
+            .await
     }
 
     async fn modify_image_deletion_protection(
         &self,
         request: Request<pb::ModifyImageDeletionProtectionRequest>,
     ) -> Answer<pb::ModifyImageDeletionProtectionResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::ModifyImageDeletionProtectionResponse {
-            position,
-        }))
+        self.positioned(request, |position| {
+            pb::ModifyImageDeletionProtectionResponse { position }
+        })
+        .await
     }
 
     async fn deprecate_image(
         &self,
         request: Request<pb::DeprecateImageRequest>,
     ) -> Answer<pb::DeprecateImageResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::DeprecateImageResponse { position }))
+        self.positioned(request, |position| pb::DeprecateImageResponse { position })
+            .await
     }
 
     async fn undeprecate_image(
         &self,
         request: Request<pb::UndeprecateImageRequest>,
     ) -> Answer<pb::UndeprecateImageResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::UndeprecateImageResponse { position }))
+        self.positioned(request, |position| pb::UndeprecateImageResponse {
+            position,
+        })
+        .await
     }
 
     async fn set_trusted_image_owners(
         &self,
         request: Request<pb::SetTrustedImageOwnersRequest>,
     ) -> Answer<pb::SetTrustedImageOwnersResponse> {
-        let position = self.run(request).await?.position;
-        Ok(Response::new(pb::SetTrustedImageOwnersResponse {
+        self.positioned(request, |position| pb::SetTrustedImageOwnersResponse {
             position,
-        }))
+        })
+        .await
     }
 
     async fn describe_trusted_image_owners(

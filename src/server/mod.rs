@@ -225,8 +225,7 @@ struct Prepared {
 /// reads them from the log.
 async fn record_limits(ledger: &Ledger) -> Result<(), ServeError> {
     match ledger.record_limits().await {
-        Ok(Some(position)) => {
-            let limits = crate::domain::Limits::of(ledger.configured_policy());
+        Ok(Some((position, limits))) => {
             tracing::info!(
                 position,
                 max_shares_per_image = limits.max_shares_per_image,

@@ -377,17 +377,17 @@ async fn copies_attributes_quota_and_lighthouse() -> TestResult {
             .cvm(&door.owner, "ModifyImageAttribute", deprecated(true))
             .await,
     );
-    let shown = door
-        .cvm(
-            &door.owner,
-            "DescribeImages",
-            json!({"ImageIds": [door.image]}),
-        )
-        .await;
-    assert_eq!(
-        answered(&shown)["ImageSet"][0]["ImageDeprecated"],
-        json!(true)
-    );
+    let shown_deprecated = || async {
+        let shown = door
+            .cvm(
+                &door.owner,
+                "DescribeImages",
+                json!({"ImageIds": [door.image]}),
+            )
+            .await;
+        answered(&shown)["ImageSet"][0]["ImageDeprecated"].clone()
+    };
+    assert_eq!(shown_deprecated().await, json!(true));
     refused(
         &door
             .cvm(
@@ -398,17 +398,7 @@ async fn copies_attributes_quota_and_lighthouse() -> TestResult {
             .await,
         "InvalidImageName.Duplicate",
     );
-    let still = door
-        .cvm(
-            &door.owner,
-            "DescribeImages",
-            json!({"ImageIds": [door.image]}),
-        )
-        .await;
-    assert_eq!(
-        answered(&still)["ImageSet"][0]["ImageDeprecated"],
-        json!(true)
-    );
+    assert_eq!(shown_deprecated().await, json!(true));
     answered(
         &door
             .cvm(&door.owner, "ModifyImageAttribute", deprecated(false))

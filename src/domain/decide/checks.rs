@@ -117,8 +117,9 @@ pub(super) fn quota_free(
     Ok(())
 }
 
-pub(super) fn share_summary(image: &Image) -> String {
-    let accounts = image.shares.len();
+/// Whom `image` is shared with at `now`, for a message.
+pub(super) fn share_summary(image: &Image, now: time::OffsetDateTime) -> String {
+    let accounts = image.live_shares(now);
     match (accounts, image.lighthouse_shared) {
         (0, _) => "Lighthouse".to_owned(),
         (n, false) => format!("{n} account(s)"),

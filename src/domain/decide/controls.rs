@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use super::checks::{live_image, owned_image, registered, share_summary};
 use super::Decision;
 use crate::domain::{
-    AccountId, DomainError, Event, Image, ImageId, LedgerState, Relation, TrustMode, TrustedOwners,
-    DELETION_PROTECTION_COOLDOWN, MAX_TRUSTED_OWNERS,
+    rfc3339, AccountId, DomainError, Event, Image, ImageId, LedgerState, Relation, TrustMode,
+    TrustedOwners, DELETION_PROTECTION_COOLDOWN, MAX_TRUSTED_OWNERS,
 };
 
 pub(super) fn leave(
@@ -100,7 +100,7 @@ pub(super) fn set_deprecated(
     if image.is_shared_at(now) {
         return Err(DomainError::StillShared(format!(
             "image {image_id} is still shared with {}; cancel every share before deprecating it",
-            share_summary(image)
+            share_summary(image, now)
         )));
     }
     Ok(Decision::of(vec![Event::ImageDeprecated { image_id }]))
@@ -181,9 +181,7 @@ pub(super) fn deletable(image: &Image, now: OffsetDateTime) -> Result<(), Domain
         Some(after) if now < after => Err(DomainError::DeletionCooldown(format!(
             "deletion protection of image {} was turned off with a cooldown; it can be deleted from {}",
             image.image_id,
-            after
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
+            rfc3339(after)
         ))),
         _ => Ok(()),
     }

@@ -303,7 +303,7 @@ fn delete(
     if image.is_shared_at(now) {
         return Err(DomainError::StillShared(format!(
             "image {image_id} is still shared with {}; cancel every share first",
-            share_summary(image)
+            share_summary(image, now)
         )));
     }
     Ok(Decision::of(vec![Event::ImageDeleted {

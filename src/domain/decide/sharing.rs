@@ -6,8 +6,8 @@ use super::checks::{check_account_list, live_image, owned_image, registered, req
 use super::controls::{not_deprecated, not_disabled};
 use super::Decision;
 use crate::domain::{
-    AccountId, AccountKind, DomainError, Event, ImageId, ImageSource, LedgerState, LicenseType,
-    LighthousePermission, Policy,
+    rfc3339, AccountId, AccountKind, DomainError, Event, ImageId, ImageSource, LedgerState,
+    LicenseType, LighthousePermission, Policy,
 };
 
 /// A share's end must be after the decision: a share that has already
@@ -16,8 +16,7 @@ fn future_end(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Result
     match expires_at {
         Some(end) if end <= now => Err(DomainError::InvalidParameter(format!(
             "expires_at {} is not in the future",
-            end.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
+            rfc3339(end)
         ))),
         _ => Ok(()),
     }

@@ -2,9 +2,11 @@
 //! enable, protection, deprecate, undeprecate and lineage.
 
 use clap::{Args, ValueEnum};
+use image_ledger::domain::rfc3339;
 use image_ledger::grpc::pb;
 use serde_json::json;
 
+use super::super::render::time;
 use super::super::{run, MinPositionArg, RemoteArgs};
 use super::run::{changed, positioned};
 use super::ActingArgs;
@@ -106,57 +108,30 @@ pub(super) fn control(which: Control, args: ControlArgs) -> anyhow::Result<()> {
         Control::Deprecate => ("is deprecated", "could be deprecated"),
         Control::Undeprecate => ("is no longer deprecated", "could be undeprecated"),
     };
+    // Each control's request has the same four fields.
+    macro_rules! send {
+        ($client:ident . $method:ident ( $request:ident )) => {
+            $client
+                .$method(pb::$request {
+                    account_id,
+                    image_id,
+                    client_token,
+                    dry_run,
+                })
+                .await
+                .map(|reply| reply.into_inner().position)
+        };
+    }
     positioned(
         &a.remote,
         |mut c| async move {
-            let position = match which {
-                Control::Leave => {
-                    let request = pb::LeaveImageShareRequest {
-                        account_id,
-                        image_id,
-                        client_token,
-                        dry_run,
-                    };
-                    c.leave_image_share(request).await?.into_inner().position
-                }
-                Control::Disable => {
-                    let request = pb::DisableImageRequest {
-                        account_id,
-                        image_id,
-                        client_token,
-                        dry_run,
-                    };
-                    c.disable_image(request).await?.into_inner().position
-                }
-                Control::Enable => {
-                    let request = pb::EnableImageRequest {
-                        account_id,
-                        image_id,
-                        client_token,
-                        dry_run,
-                    };
-                    c.enable_image(request).await?.into_inner().position
-                }
-                Control::Deprecate => {
-                    let request = pb::DeprecateImageRequest {
-                        account_id,
-                        image_id,
-                        client_token,
-                        dry_run,
-                    };
-                    c.deprecate_image(request).await?.into_inner().position
-                }
-                Control::Undeprecate => {
-                    let request = pb::UndeprecateImageRequest {
-                        account_id,
-                        image_id,
-                        client_token,
-                        dry_run,
-                    };
-                    c.undeprecate_image(request).await?.into_inner().position
-                }
-            };
-            Ok(position)
+            match which {
+                Control::Leave => send!(c.leave_image_share(LeaveImageShareRequest)),
+                Control::Disable => send!(c.disable_image(DisableImageRequest)),
+                Control::Enable => send!(c.enable_image(EnableImageRequest)),
+                Control::Deprecate => send!(c.deprecate_image(DeprecateImageRequest)),
+                Control::Undeprecate => send!(c.undeprecate_image(UndeprecateImageRequest)),
+            }
         },
         format!("{} {}", args.image, changed(dry_run, done, would)),
     )
@@ -212,8 +187,7 @@ pub(super) fn share_expiry(args: ShareExpiryArgs) -> anyhow::Result<()> {
         Some(end) => format!(
             "shares of {} end at {}",
             args.accounts.join(", "),
-            end.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
+            rfc3339(end)
         ),
         None => format!("shares of {} no longer end", args.accounts.join(", ")),
     };
@@ -248,16 +222,7 @@ pub(super) fn lineage(args: LineageArgs) -> anyhow::Result<()> {
             })
             .await?
             .into_inner();
-        let when = |link: &pb::LineageLink| {
-            link.created_time
-                .as_ref()
-                .and_then(image_ledger::grpc::time_of)
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default()
-        };
+        let when = |link: &pb::LineageLink| time(link.created_time.as_ref());
         let links: Vec<_> = reply
             .links
             .iter()
