@@ -1,6 +1,5 @@
 //! The image aggregate: one custom image, its shares and its lifecycle.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -8,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::{
     AccountId, DeletionProtection, Event, ImageAttributes, ImageId, ImageRef, ImageState, Region,
+    Shares,
 };
 
 /// The state of one image, rebuilt from its stream of events.
@@ -34,7 +34,7 @@ pub struct Image {
     /// The accounts it is shared with and since when (persisted as entries
     /// of their own, so a share does not rewrite the image).
     #[serde(skip)]
-    pub shares: BTreeMap<AccountId, Share>,
+    pub shares: Shares,
     /// Whether Lighthouse of the same account and region may use it.
     pub lighthouse_shared: bool,
     /// Whether it was deleted (kept so the id is never reused).
@@ -134,7 +134,7 @@ impl Image {
             state: *state,
             created_time: *created_time,
             copied_from,
-            shares: BTreeMap::new(),
+            shares: Shares::default(),
             lighthouse_shared: false,
             deleted: false,
             disabled: false,

@@ -10,6 +10,7 @@ pub(crate) mod ids;
 mod image;
 mod limits;
 mod model;
+mod shares;
 mod state;
 
 #[cfg(test)]
@@ -36,4 +37,5 @@ pub use model::{
     AccountKind, ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission, Policy,
     DEFAULT_REGIONS, DEFAULT_TOKEN_RETENTION,
 };
+pub use shares::Shares;
 pub use state::{Account, LedgerState, Listed, ListingStamps, Stamp};

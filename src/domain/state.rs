@@ -4,100 +4,24 @@
 //! It uses persistent maps, so a clone is O(1): the command path decides
 //! against a private copy and publishes it to readers once the batch is
 //! durable, and can throw the copy away if the write fails.
+//!
+//! The maps are B-trees (`OrdMap`): at a region's size (a million images)
+//! their dense nodes held 586 bytes per aggregate where hash tries, whose
+//! nodes are mostly empty slots at that many keys, held 650 (and listings
+//! as B-tree sets 1,161; see `listing`), measured by `tests/state_memory.rs`.
 
-use std::cmp::Reverse;
 use std::sync::Arc;
 
-use imbl::shared_ptr::DefaultSharedPtr;
-use imbl::{GenericHashMap, OrdSet};
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use super::{AccountId, AccountKind, Event, Image, ImageId, Policy, Region, TrustedOwners};
 
 mod expiring;
+mod listing;
 
-/// A persistent hash map with a fast, per-process randomly seeded hasher.
-type Map<K, V> = GenericHashMap<K, V, foldhash::fast::RandomState, DefaultSharedPtr>;
-
-/// Images grouped by (account, region), newest first, ties by id: the
-/// order `DescribeImages` lists them in, so a page is read off in order.
-type Index = Map<(AccountId, Region), Listing>;
-
-/// Names what one listing shows at one moment: its entries and every field
-/// of their images that a page carries.
-///
-/// A listing gets a new stamp whenever that changes. A stamp is an
-/// allocation of its own and two stamps are equal only when they are the
-/// same allocation, so no two contents ever share a stamp, whichever copy
-/// of the state (published snapshot, the writer's private copy, a state
-/// reloaded from the store) they belong to, with no counter shared by
-/// them; and whoever holds a stamp keeps its allocation, so its address is
-/// never reused for another. Two listings with the same stamp show the
-/// same images: a cached page of one is a page of the other.
-#[derive(Debug, Clone)]
-pub struct Stamp(Arc<()>);
-
-impl Stamp {
-    fn fresh() -> Self {
-        Self(Arc::new(()))
-    }
-}
-
-impl PartialEq for Stamp {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for Stamp {}
-
-/// One account's images in one region, and the stamp of what they show.
-#[derive(Debug, Clone)]
-struct Listing {
-    entries: OrdSet<Listed>,
-    stamp: Stamp,
-}
-
-/// Listings are equal when their entries are: the stamp names a content
-/// within this process and is not part of the state's value.
-impl PartialEq for Listing {
-    fn eq(&self, other: &Self) -> bool {
-        self.entries == other.entries
-    }
-}
-
-impl Eq for Listing {}
-
-impl Listing {
-    /// How many images it lists.
-    fn len(&self) -> u32 {
-        u32::try_from(self.entries.len()).unwrap_or(u32::MAX)
-    }
-}
-
-/// An image's entry in a listing. Entries order as listings run: newest
-/// first, ties by id. An image's creation time never changes, so its entry
-/// never moves.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Listed {
-    newest_first: Reverse<OffsetDateTime>,
-    image_id: ImageId,
-}
-
-impl Listed {
-    fn of(image: &Image) -> Self {
-        Self {
-            newest_first: Reverse(image.created_time),
-            image_id: image.image_id.clone(),
-        }
-    }
-
-    /// The listed image.
-    pub fn image_id(&self) -> &ImageId {
-        &self.image_id
-    }
-}
+use listing::{Index, Listing};
+pub use listing::{Listed, Stamp};
 
 /// The stamps of an account's two listings in one region (see [`Stamp`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,10 +47,10 @@ pub struct Account {
 /// Every aggregate's state and the indexes derived from them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LedgerState {
-    accounts: Map<AccountId, Account>,
+    accounts: OrdMap<AccountId, Account>,
     // Images sit behind an Arc so that copying a map node shared with a
     // published snapshot copies pointers, not images.
-    images: Map<ImageId, Arc<Image>>,
+    images: OrdMap<ImageId, Arc<Image>>,
     /// Live images per owner and region; the set's size is the quota usage.
     owned: Index,
     /// Live shares per recipient and region.
@@ -138,41 +62,6 @@ pub struct LedgerState {
     /// The limits the log last recorded, and how many times it did.
     limits: Option<Arc<Policy>>,
     limits_version: u64,
-}
-
-fn index_insert(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
-    let stamp = Stamp::fresh();
-    let listing = index
-        .entry((account.clone(), region.clone()))
-        .or_insert_with(|| Listing {
-            entries: OrdSet::new(),
-            stamp: stamp.clone(),
-        });
-    listing.entries.insert(image.clone());
-    listing.stamp = stamp;
-}
-
-fn index_remove(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
-    let key = (account.clone(), region.clone());
-    let now_empty = match index.get_mut(&key) {
-        Some(listing) => {
-            listing.entries.remove(image);
-            listing.stamp = Stamp::fresh();
-            listing.entries.is_empty()
-        }
-        None => false,
-    };
-    // Empty sets are dropped so that equal histories give equal states.
-    if now_empty {
-        index.remove(&key);
-    }
-}
-
-/// Marks a listing's content as changed (one of its images changed).
-fn index_restamp(index: &mut Index, account: &AccountId, region: &Region) {
-    if let Some(listing) = index.get_mut(&(account.clone(), region.clone())) {
-        listing.stamp = Stamp::fresh();
-    }
 }
 
 impl LedgerState {
@@ -189,14 +78,14 @@ impl LedgerState {
         for image in images {
             if !image.deleted {
                 let listed = Listed::of(&image);
-                index_insert(
+                listing::insert(
                     &mut state.owned,
                     &image.owner_account_id,
                     &image.region,
                     &listed,
                 );
                 for (account, share) in &image.shares {
-                    index_insert(&mut state.shared, account, &image.region, &listed);
+                    listing::insert(&mut state.shared, account, &image.region, &listed);
                     if let Some(end) = share.expires_at {
                         state
                             .expiring
@@ -243,7 +132,7 @@ impl LedgerState {
             }
             Event::ImageRegistered { .. } | Event::ImageCopied { .. } => {
                 if let Some(image) = Image::from_creation(event) {
-                    index_insert(
+                    listing::insert(
                         &mut self.owned,
                         &image.owner_account_id,
                         &image.region,
@@ -283,27 +172,27 @@ impl LedgerState {
         match event {
             Event::ImageShared { account_ids, .. } => {
                 for account in account_ids {
-                    index_insert(&mut self.shared, account, region, &listed);
+                    listing::insert(&mut self.shared, account, region, &listed);
                 }
             }
             Event::ShareCancelled { account_ids, .. } | Event::ShareExpired { account_ids, .. } => {
                 for account in account_ids {
-                    index_remove(&mut self.shared, account, region, &listed);
+                    listing::remove(&mut self.shared, account, region, &listed);
                 }
             }
             // What a listing shows of a share is its image, not its end.
             Event::ShareExpiryModified { .. } => {}
             Event::ShareLeft { account_id, .. } => {
-                index_remove(&mut self.shared, account_id, region, &listed);
+                listing::remove(&mut self.shared, account_id, region, &listed);
             }
             Event::ImageDisabled { .. } | Event::ImageDeleted { .. } => {
                 for account in &cancelled {
-                    index_remove(&mut self.shared, account, region, &listed);
+                    listing::remove(&mut self.shared, account, region, &listed);
                 }
                 if matches!(event, Event::ImageDeleted { .. }) {
-                    index_remove(&mut self.owned, &image.owner_account_id, region, &listed);
+                    listing::remove(&mut self.owned, &image.owner_account_id, region, &listed);
                 } else {
-                    index_restamp(&mut self.owned, &image.owner_account_id, region);
+                    listing::restamp(&mut self.owned, &image.owner_account_id, region);
                 }
             }
             // Neither the shares nor Lighthouse's access show in a listing.
@@ -311,12 +200,48 @@ impl LedgerState {
             // Anything else may change what every listing of the image
             // shows (its state, its name).
             _ => {
-                index_restamp(&mut self.owned, &image.owner_account_id, region);
+                listing::restamp(&mut self.owned, &image.owner_account_id, region);
                 for account in image.shares.keys() {
-                    index_restamp(&mut self.shared, account, region);
+                    listing::restamp(&mut self.shared, account, region);
                 }
             }
         }
+    }
+
+    /// Applies a record of the log: its event, with the version of its
+    /// stream set to the record's. Replaying from a read side saved ahead
+    /// of its checkpoint (a save a crash cut short) then still ends with
+    /// every version as the log has it.
+    pub fn apply_recorded(&mut self, event: &Event, version: u64) {
+        self.apply(event);
+        match event {
+            Event::LedgerLimitsSet { .. } => self.limits_version = version,
+            Event::AccountRegistered { account_id, .. }
+            | Event::TrustedImageOwnersSet { account_id, .. } => {
+                if let Some(account) = self.accounts.get_mut(account_id) {
+                    if account.version != version {
+                        account.version = version;
+                    }
+                }
+            }
+            _ => {
+                let Some(image) = event.image_id().and_then(|id| self.images.get(id)) else {
+                    return;
+                };
+                // Looked up first: the version is nearly always right, and
+                // a write would copy the image out of a shared snapshot.
+                if image.version != version {
+                    if let Some(image) = event.image_id().and_then(|id| self.images.get_mut(id)) {
+                        Arc::make_mut(image).version = version;
+                    }
+                }
+            }
+        }
+    }
+
+    /// How many times the log recorded limits.
+    pub fn limits_version(&self) -> u64 {
+        self.limits_version
     }
 
     /// The version of the stream `event` belongs to, before the event.
@@ -389,8 +314,8 @@ impl LedgerState {
     pub fn listing_stamps(&self, account: &AccountId, region: &Region) -> ListingStamps {
         let key = (account.clone(), region.clone());
         ListingStamps {
-            owned: self.owned.get(&key).map(|listing| listing.stamp.clone()),
-            shared: self.shared.get(&key).map(|listing| listing.stamp.clone()),
+            owned: self.owned.get(&key).map(|listing| listing.stamp().clone()),
+            shared: self.shared.get(&key).map(|listing| listing.stamp().clone()),
         }
     }
 
@@ -417,7 +342,7 @@ impl LedgerState {
         &'a self,
         entries: impl Iterator<Item = &'a Listed> + 'a,
     ) -> impl Iterator<Item = &'a Image> + 'a {
-        entries.filter_map(|listed| self.live_image(&listed.image_id))
+        entries.filter_map(|listed| self.live_image(listed.image_id()))
     }
 
     /// The entries of the live images `owner` has in `region`, in listing
@@ -448,7 +373,7 @@ impl LedgerState {
         index
             .get(&(account.clone(), region.clone()))
             .into_iter()
-            .flat_map(|listing| listing.entries.iter())
+            .flat_map(Listing::iter)
     }
 
     /// The live image of `owner` in `region` called `name`, if any.

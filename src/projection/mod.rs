@@ -4,6 +4,7 @@
 //! the list queries over the in-memory state (query). Each backend's
 //! storage of them is the store's ([`crate::store::ProjectionStore`]).
 
+mod codec;
 mod load;
 mod page_cache;
 pub mod persist;

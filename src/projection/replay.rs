@@ -46,7 +46,7 @@ pub(crate) fn catch_up_to(
             let (envelope, hash) = check_record(position, bytes, Some(head.hash))?;
             let event = envelope.event()?;
             touched.record(&event);
-            state.apply(&event);
+            state.apply_recorded(&event, envelope.aggregate_version);
             each(&envelope, &event);
             head = Head { position, hash };
             Ok(position < to.position)

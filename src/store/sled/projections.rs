@@ -100,6 +100,9 @@ impl ProjectionStore for SledStore {
     }
 }
 
+/// Entries written or removed per sled batch when the read side is replaced.
+const REPLACE_BATCH: usize = 4096;
+
 impl SledStore {
     fn replace(&self, ops: &[ProjectionOp], checkpoint: u64) -> Result<(), StoreError> {
         let _guard = self.lock()?;
@@ -108,20 +111,29 @@ impl SledStore {
         // leaves none, and a store without one is rebuilt from the log.
         tree.remove(CHECKPOINT)?;
         db.flush()?;
-        let mut clear = Batch::default();
-        clear.remove(PENDING);
-        for entry in tree.scan_prefix([PROJECTION]) {
-            let (key, _) = entry?;
-            clear.remove(key);
+        // In batches of a bounded size: sled holds a batch whole in memory
+        // while it applies it (one batch of a million entries took
+        // gigabytes), and without a checkpoint a crash part way leaves
+        // nothing a start would use.
+        tree.remove(PENDING)?;
+        let stored = tree
+            .scan_prefix([PROJECTION])
+            .keys()
+            .collect::<Result<Vec<_>, _>>()?;
+        for keys in stored.chunks(REPLACE_BATCH) {
+            let mut clear = Batch::default();
+            keys.iter().for_each(|key| clear.remove(key));
+            tree.apply_batch(clear)?;
         }
-        tree.apply_batch(clear)?;
-        let mut writes = Batch::default();
-        for op in ops {
-            if let Some(value) = &op.value {
-                writes.insert(tagged(PROJECTION, &op.key), value.as_slice());
+        for chunk in ops.chunks(REPLACE_BATCH) {
+            let mut writes = Batch::default();
+            for op in chunk {
+                if let Some(value) = &op.value {
+                    writes.insert(tagged(PROJECTION, &op.key), value.as_slice());
+                }
             }
+            tree.apply_batch(writes)?;
         }
-        tree.apply_batch(writes)?;
         db.flush()?;
         tree.insert(CHECKPOINT, &checkpoint.to_be_bytes())?;
         db.flush()?;

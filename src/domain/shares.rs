@@ -1,0 +1,150 @@
+//! An image's shares: the accounts it is shared with, each with its share.
+//!
+//! An image has at most a few dozen shares (the per-image limit), and a
+//! million images are kept in memory at once, so they are one vector sorted
+//! by account, sized exactly: one share costs one allocation of its entry.
+//! A `BTreeMap` allocated a node of eleven entries (about 630 bytes) for
+//! the first share of every image.
+
+use std::ops::Index;
+
+use super::{AccountId, Share};
+
+/// The shares of one image, by account, in account order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shares(Vec<(AccountId, Share)>);
+
+impl Shares {
+    fn find(&self, account: &AccountId) -> Result<usize, usize> {
+        self.0.binary_search_by(|(held, _)| held.cmp(account))
+    }
+
+    /// The share of `account`, if it has one.
+    pub fn get(&self, account: &AccountId) -> Option<&Share> {
+        self.find(account).ok().map(|at| &self.0[at].1)
+    }
+
+    /// The share of `account` to change, if it has one.
+    pub fn get_mut(&mut self, account: &AccountId) -> Option<&mut Share> {
+        self.find(account).ok().map(|at| &mut self.0[at].1)
+    }
+
+    /// Whether `account` has a share.
+    pub fn contains_key(&self, account: &AccountId) -> bool {
+        self.find(account).is_ok()
+    }
+
+    /// Gives `account` `share`, replacing the one it had.
+    pub fn insert(&mut self, account: AccountId, share: Share) {
+        match self.find(&account) {
+            Ok(at) => self.0[at].1 = share,
+            Err(at) => {
+                // Grown by one at a time: most images hold one or two shares.
+                self.0.reserve_exact(1);
+                self.0.insert(at, (account, share));
+            }
+        }
+    }
+
+    /// Takes away the share of `account`, if it has one.
+    pub fn remove(&mut self, account: &AccountId) {
+        if let Ok(at) = self.find(account) {
+            self.0.remove(at);
+            if self.0.is_empty() {
+                self.0 = Vec::new();
+            }
+        }
+    }
+
+    /// Takes away every share.
+    pub fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+
+    /// How many shares there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The accounts, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &AccountId> {
+        self.0.iter().map(|(account, _)| account)
+    }
+
+    /// The shares, in account order.
+    pub fn values(&self) -> impl Iterator<Item = &Share> {
+        self.0.iter().map(|(_, share)| share)
+    }
+
+    /// The accounts and their shares, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&AccountId, &Share)> {
+        self.0.iter().map(|(account, share)| (account, share))
+    }
+}
+
+impl Index<&AccountId> for Shares {
+    type Output = Share;
+
+    /// The share of an account that has one; panics otherwise, as a map does.
+    fn index(&self, account: &AccountId) -> &Share {
+        self.get(account).expect("the account has a share")
+    }
+}
+
+impl<'a> IntoIterator for &'a Shares {
+    type Item = (&'a AccountId, &'a Share);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (AccountId, Share)>,
+        fn(&'a (AccountId, Share)) -> (&'a AccountId, &'a Share),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(account, share)| (account, share))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn acct(id: &str) -> AccountId {
+        AccountId::parse(id).unwrap()
+    }
+
+    fn share(second: u8) -> Share {
+        Share {
+            created_time: datetime!(2026-01-01 0:00 UTC) + time::Duration::seconds(second.into()),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn keeps_one_share_per_account_in_account_order() {
+        let mut shares = Shares::default();
+        shares.insert(acct("300"), share(1));
+        shares.insert(acct("100"), share(2));
+        shares.insert(acct("200"), share(3));
+        shares.insert(acct("100"), share(4));
+        assert_eq!(
+            shares.iter().collect::<Vec<_>>(),
+            vec![
+                (&acct("100"), &share(4)),
+                (&acct("200"), &share(3)),
+                (&acct("300"), &share(1)),
+            ]
+        );
+        assert_eq!(shares[&acct("200")], share(3));
+        shares.remove(&acct("200"));
+        shares.remove(&acct("999"));
+        assert_eq!(shares.keys().collect::<Vec<_>>(), vec![&acct("100"), &acct("300")]);
+        assert!(!shares.contains_key(&acct("200")));
+        shares.clear();
+        assert!(shares.is_empty() && shares.get(&acct("100")).is_none());
+    }
+}

@@ -1,0 +1,107 @@
+//! The in-memory state's size per aggregate, pinned under a bound so a
+//! regression shows: at region scale (a million images) every byte per
+//! aggregate is a megabyte on every replica.
+//!
+//! The state is built by applying events of the shape `image-ledger-bench
+//! fill` writes (ten images per account, about one live share per image),
+//! and the heap it holds is counted around the system allocator. Times stay in the benchmark (docs/PERFORMANCE.md).
+
+use image_ledger::domain::{
+    AccountId, AccountKind, Event, ImageAttributes, ImageId, ImageSource, ImageState, LedgerState,
+    LicenseType, Region,
+};
+use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
+use time::OffsetDateTime;
+
+// stats_alloc counts what the system allocator holds; the crate forbids
+// the unsafe code a counting allocator of its own would need.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+const ACCOUNTS: u64 = 20_000;
+const IMAGES: u64 = 200_000;
+
+fn account(i: u64) -> AccountId {
+    AccountId::parse(&format!("{:012}", 100_000_000_000 + i)).unwrap()
+}
+
+fn image(i: u64) -> ImageId {
+    let mut suffix = String::new();
+    let mut n = i;
+    for _ in 0..ImageId::SUFFIX_LEN {
+        suffix.push(ImageId::ALPHABET[(n % 36) as usize] as char);
+        n /= 36;
+    }
+    ImageId::from_suffix(&suffix).unwrap()
+}
+
+fn registered(i: u64, region: &Region, at: OffsetDateTime) -> Event {
+    Event::ImageRegistered {
+        image_id: image(i),
+        owner_account_id: account(i % ACCOUNTS),
+        region: region.clone(),
+        attributes: ImageAttributes {
+            image_name: format!("image-{i}"),
+            image_description: "benchmark image".into(),
+            platform: "Ubuntu".into(),
+            os_name: "Ubuntu Server 24.04 LTS 64-bit".into(),
+            image_source: ImageSource::CreateImage,
+            license_type: LicenseType::Tencentcloud,
+            encrypted: false,
+            whole_instance: false,
+            supports_cloudinit: true,
+        },
+        state: ImageState::Normal,
+        created_time: at,
+    }
+}
+
+/// 220,000 aggregates (20,000 accounts, 200,000 images, 180,000 of them
+/// shared with one account), as the fill leaves them.
+fn fill() -> LedgerState {
+    let region = Region::new("ap-guangzhou");
+    let start = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let mut state = LedgerState::default();
+    for i in 0..ACCOUNTS {
+        state.apply(&Event::AccountRegistered {
+            account_id: account(i),
+            kind: AccountKind::Root,
+        });
+    }
+    for i in 0..IMAGES {
+        let at = start + time::Duration::seconds(i as i64);
+        state.apply(&registered(i, &region, at));
+    }
+    for i in 0..IMAGES {
+        if i % 10 == 9 {
+            continue;
+        }
+        state.apply(&Event::ImageShared {
+            image_id: image(i),
+            account_ids: vec![account((i + 1) % ACCOUNTS)],
+            shared_time: start,
+            expires_at: None,
+        });
+    }
+    state
+}
+
+/// 586 bytes when this was written (1,161 before the listings and maps
+/// were made compact); the bound leaves a fifth for allocator and version drift.
+#[test]
+fn the_state_holds_at_most_this_many_bytes_per_aggregate() {
+    let counted = stats_alloc::Region::new(GLOBAL);
+    let state = fill();
+    let change = counted.change();
+    let held = change.bytes_allocated as isize - change.bytes_deallocated as isize
+        + change.bytes_reallocated;
+    let aggregates = (ACCOUNTS + IMAGES) as isize;
+    let per_aggregate = held / aggregates;
+    eprintln!("the state holds {held} bytes: {per_aggregate} per aggregate");
+    assert_eq!(state.images().count() as u64, IMAGES);
+    assert!(
+        per_aggregate <= 700,
+        "the state holds {per_aggregate} bytes per aggregate"
+    );
+    drop(state);
+}
