@@ -22,7 +22,7 @@ const ACCOUNTS: u64 = 20_000;
 const IMAGES: u64 = 200_000;
 
 fn account(i: u64) -> AccountId {
-    AccountId::parse(&format!("{:012}", 100_000_000_000 + i)).unwrap()
+    AccountId::parse(&format!("{:012}", 100_000_000_000 + i)).expect("valid in the test")
 }
 
 fn image(i: u64) -> ImageId {
@@ -32,7 +32,7 @@ fn image(i: u64) -> ImageId {
         suffix.push(ImageId::ALPHABET[(n % 36) as usize] as char);
         n /= 36;
     }
-    ImageId::from_suffix(&suffix).unwrap()
+    ImageId::from_suffix(&suffix).expect("valid in the test")
 }
 
 fn registered(i: u64, region: &Region, at: OffsetDateTime) -> Event {
@@ -60,7 +60,7 @@ fn registered(i: u64, region: &Region, at: OffsetDateTime) -> Event {
 /// shared with one account), as the fill leaves them.
 fn fill() -> LedgerState {
     let region = Region::new("ap-guangzhou");
-    let start = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let start = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("valid in the test");
     let mut state = LedgerState::default();
     for i in 0..ACCOUNTS {
         state.apply(&Event::AccountRegistered {

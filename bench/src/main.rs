@@ -29,6 +29,10 @@ struct Cli {
 enum BenchCmd {
     /// Fill a data directory with a lawful log through the normal write path.
     Fill(FillArgs),
+    /// Fill a region-sized log once, then measure the calls, the starts
+    /// (after a clean stop and after a SIGKILL under load), memory, `audit
+    /// verify` and the disk per event, as one table.
+    Scale(ScaleArgs),
     /// Try the server's bounds: SIGKILLs under load, subscribers that never
     /// read, half a million client tokens and their expiry.
     Soak(SoakArgs),
@@ -52,6 +56,37 @@ struct SoakArgs {
     /// Their retention, seconds: the run waits it out.
     #[arg(long, default_value_t = 60)]
     token_retention_secs: u64,
+}
+
+/// `scale`
+#[derive(Args)]
+struct ScaleArgs {
+    /// The `image-ledger` binary to start (default: the one next to this program).
+    #[arg(long)]
+    server_binary: Option<PathBuf>,
+    /// Data directory of the log; filled when it holds fewer events, kept
+    /// for the next run.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Keep the ledger in this PostgreSQL database instead (its signing key
+    /// stays in --data-dir).
+    #[arg(long, env = "IMAGE_LEDGER_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Events the log holds (rounded up to end with a whole round of shares).
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Accounts.
+    #[arg(long, default_value_t = 100_000)]
+    accounts: u64,
+    /// Images.
+    #[arg(long, default_value_t = 1_000_000)]
+    images: u64,
+    /// Measured seconds per scenario and round.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Rounds of the call scenarios.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// The load generator's settings.
@@ -147,6 +182,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(BenchCmd::Fill(args)) => fill(args),
+        Some(BenchCmd::Scale(args)) => scale(args),
         Some(BenchCmd::Soak(args)) => soak(args),
         None => bench(cli.args),
     };
@@ -217,6 +253,32 @@ fn server_next_to_this_program() -> anyhow::Result<PathBuf> {
         server.display()
     );
     Ok(server)
+}
+
+fn scale(args: ScaleArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.accounts >= 2, "--accounts must be at least 2");
+    anyhow::ensure!(args.seconds > 0.0, "--seconds must be positive");
+    let config = BenchConfig {
+        binary: server_binary(args.server_binary)?,
+        addr: None,
+        data_dir: Some(args.data_dir),
+        database_url: args.database_url,
+        replicas: 1,
+        accounts: args.accounts,
+        images: args.images,
+        log_events: args.events,
+        scenarios: vec![Scenario::Share, Scenario::Authorize, Scenario::Describe],
+        seconds: args.seconds,
+        rounds: args.rounds.max(1),
+        concurrency: 64,
+        connections: 4,
+        cache_mb: None,
+        page_cache_mb: None,
+        tls: false,
+    };
+    let report = image_ledger_bench::scale(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    report::print_scale(&config, &report);
+    Ok(())
 }
 
 fn soak(args: SoakArgs) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! The report of a run on stdout: a table of the scenarios, then the
 //! rounds, where the server's CPU went, start-up, memory and disk.
 
-use image_ledger_bench::{BenchConfig, BenchReport};
+use image_ledger_bench::{BenchConfig, BenchReport, ScaleReport};
 
 /// Prints what a run measured.
 pub fn print(config: &BenchConfig, report: &BenchReport) {
@@ -82,5 +82,64 @@ pub fn print(config: &BenchConfig, report: &BenchReport) {
     }
     if let Some(per_event) = report.disk_bytes_per_event {
         println!("disk per event: {per_event:.0} bytes");
+    }
+}
+
+/// Prints what `scale` measured: the calls as [`print`] does, then one
+/// table of the figures a region-sized log is judged by.
+pub fn print_scale(config: &BenchConfig, report: &ScaleReport) {
+    print(config, &report.calls);
+    let mib = |bytes: Option<u64>| {
+        bytes.map_or_else(
+            || "-".to_owned(),
+            |b| format!("{:.0} MiB", b as f64 / 1048576.0),
+        )
+    };
+    let ratio = |name: &str| {
+        report
+            .calls
+            .results
+            .iter()
+            .find(|r| r.scenario.name() == name)
+            .map_or_else(|| "-".to_owned(), |r| format!("{:.2}", r.ratio))
+    };
+    println!();
+    println!(
+        "{} events, {} accounts, {} images",
+        report.events, config.accounts, config.images
+    );
+    println!("| figure | measured |");
+    println!("|---|---|");
+    println!(
+        "| start after a clean stop | {:.2?} |",
+        report.clean_start.0
+    );
+    println!(
+        "| start after a SIGKILL ({} events written under load before it) | {:.2?} |",
+        report.killed_start.0, report.killed_start.1
+    );
+    println!(
+        "| resident memory once serving | {} |",
+        mib(report.clean_start.1)
+    );
+    println!(
+        "| resident memory after the calls | {} |",
+        mib(report.calls.rss_bytes)
+    );
+    for name in ["share", "authorize", "describe"] {
+        println!("| {name} / health | {} |", ratio(name));
+    }
+    match report.verify {
+        Some((took, peak)) => println!(
+            "| audit verify | {:.1?}, {:.0} events/s, peak {} |",
+            took,
+            report.events as f64 / took.as_secs_f64().max(1e-9),
+            mib(peak)
+        ),
+        None => println!("| audit verify | - (sled only) |"),
+    }
+    match report.calls.disk_bytes_per_event {
+        Some(per_event) => println!("| disk per event | {per_event:.0} bytes |"),
+        None => println!("| disk per event | - (sled only) |"),
     }
 }

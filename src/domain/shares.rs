@@ -114,7 +114,7 @@ mod tests {
     use time::macros::datetime;
 
     fn acct(id: &str) -> AccountId {
-        AccountId::parse(id).unwrap()
+        AccountId::parse(id).expect("valid in the test")
     }
 
     fn share(second: u8) -> Share {
@@ -142,7 +142,10 @@ mod tests {
         assert_eq!(shares[&acct("200")], share(3));
         shares.remove(&acct("200"));
         shares.remove(&acct("999"));
-        assert_eq!(shares.keys().collect::<Vec<_>>(), vec![&acct("100"), &acct("300")]);
+        assert_eq!(
+            shares.keys().collect::<Vec<_>>(),
+            vec![&acct("100"), &acct("300")]
+        );
         assert!(!shares.contains_key(&acct("200")));
         shares.clear();
         assert!(shares.is_empty() && shares.get(&acct("100")).is_none());

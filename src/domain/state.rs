@@ -66,36 +66,56 @@ pub struct LedgerState {
 
 impl LedgerState {
     /// Rebuilds the state from saved aggregates (as written by the
-    /// projections), deriving the indexes.
+    /// projections), deriving the indexes: the image map and the listings
+    /// on two threads.
     pub fn restore(
         accounts: impl IntoIterator<Item = (AccountId, Account)>,
         images: impl IntoIterator<Item = Image>,
     ) -> Self {
-        let mut state = Self {
+        let images: Vec<Arc<Image>> = images.into_iter().map(Arc::new).collect();
+        let (images_map, (owned, shared, expiring)) = std::thread::scope(|scope| {
+            let map = scope.spawn(|| {
+                images
+                    .iter()
+                    .map(|image| (image.image_id.clone(), Arc::clone(image)))
+                    .collect::<OrdMap<_, _>>()
+            });
+            let indexes = Self::indexes_of(&images);
+            // A panic on the other thread is one of this one.
+            let map = map
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (map, indexes)
+        });
+        Self {
             accounts: accounts.into_iter().collect(),
+            images: images_map,
+            owned,
+            shared,
+            expiring,
             ..Self::default()
-        };
-        for image in images {
-            if !image.deleted {
-                let listed = Listed::of(&image);
-                listing::insert(
-                    &mut state.owned,
-                    &image.owner_account_id,
-                    &image.region,
-                    &listed,
-                );
-                for (account, share) in &image.shares {
-                    listing::insert(&mut state.shared, account, &image.region, &listed);
-                    if let Some(end) = share.expires_at {
-                        state
-                            .expiring
-                            .insert((end, image.image_id.clone(), account.clone()));
-                    }
+        }
+    }
+
+    /// The listings and the ends of the live images in `images`.
+    fn indexes_of(images: &[Arc<Image>]) -> (Index, Index, expiring::Expiring) {
+        let mut owned = Vec::with_capacity(images.len());
+        let mut shared = Vec::new();
+        let mut ends = expiring::Expiring::new();
+        for image in images.iter().filter(|image| !image.deleted) {
+            let listed = Listed::of(image);
+            owned.push((
+                (image.owner_account_id.clone(), image.region.clone()),
+                listed.clone(),
+            ));
+            for (account, share) in &image.shares {
+                shared.push(((account.clone(), image.region.clone()), listed.clone()));
+                if let Some(end) = share.expires_at {
+                    ends.insert((end, image.image_id.clone(), account.clone()));
                 }
             }
-            state.images.insert(image.image_id.clone(), Arc::new(image));
         }
-        state
+        (listing::build(owned), listing::build(shared), ends)
     }
 
     /// Applies one event. Holds no rules and cannot fail; an event for an

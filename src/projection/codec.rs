@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::domain::{
-    Account, AccountId, AccountKind, DeletionProtection, Image, ImageAttributes, ImageId,
-    ImageRef, ImageState, Limits, Region, Share, Shares, TrustedOwners,
+    Account, AccountId, AccountKind, DeletionProtection, Image, ImageAttributes, ImageId, ImageRef,
+    ImageState, Limits, Region, Share, Shares, TrustedOwners,
 };
 use crate::store::StoreError;
 
@@ -185,22 +185,22 @@ mod tests {
     fn image() -> Image {
         let mut shares = Shares::default();
         shares.insert(
-            AccountId::parse("200").unwrap(),
+            AccountId::parse("200").expect("valid in the test"),
             Share {
                 created_time: datetime!(2026-01-02 3:04:05.123456789 UTC),
                 expires_at: Some(datetime!(2027-01-01 0:00 UTC)),
             },
         );
         shares.insert(
-            AccountId::parse("300").unwrap(),
+            AccountId::parse("300").expect("valid in the test"),
             Share {
                 created_time: datetime!(2026-01-02 3:04:06 UTC),
                 expires_at: None,
             },
         );
         Image {
-            image_id: ImageId::parse("img-abcd1234").unwrap(),
-            owner_account_id: AccountId::parse("100").unwrap(),
+            image_id: ImageId::parse("img-abcd1234").expect("valid in the test"),
+            owner_account_id: AccountId::parse("100").expect("valid in the test"),
             region: Region::new("ap-guangzhou"),
             attributes: ImageAttributes {
                 image_name: "web".into(),
@@ -217,7 +217,7 @@ mod tests {
             state: ImageState::Normal,
             created_time: datetime!(2026-01-01 0:00 UTC),
             copied_from: Some(ImageRef {
-                image_id: ImageId::parse("img-00000001").unwrap(),
+                image_id: ImageId::parse("img-00000001").expect("valid in the test"),
                 region: Region::new("ap-beijing"),
             }),
             shares,
@@ -236,7 +236,11 @@ mod tests {
     #[test]
     fn an_image_reads_back_as_written() {
         let image = image();
-        assert_eq!(decode_image(&encode_image(&image).unwrap()).unwrap(), image);
+        assert_eq!(
+            decode_image(&encode_image(&image).expect("valid in the test"))
+                .expect("valid in the test"),
+            image
+        );
     }
 
     #[test]
@@ -247,18 +251,20 @@ mod tests {
             trusted_owners: Some(
                 TrustedOwners {
                     mode: crate::domain::TrustMode::Enforce,
-                    owner_account_ids: vec![AccountId::parse("100").unwrap()],
+                    owner_account_ids: vec![AccountId::parse("100").expect("valid in the test")],
                 }
                 .into(),
             ),
         };
         assert_eq!(
-            decode_account(&encode_account(&account).unwrap()).unwrap(),
+            decode_account(&encode_account(&account).expect("valid in the test"))
+                .expect("valid in the test"),
             account
         );
         let limits = Limits::of(&crate::domain::Policy::default());
         assert_eq!(
-            decode_limits(&encode_limits(limits.clone(), 2).unwrap()).unwrap(),
+            decode_limits(&encode_limits(limits.clone(), 2).expect("valid in the test"))
+                .expect("valid in the test"),
             (limits, 2)
         );
     }
@@ -268,11 +274,15 @@ mod tests {
     #[test]
     fn an_entry_of_an_earlier_layout_is_refused() {
         let json = br#"{"kind":"ROOT","version":1}"#;
-        let err = decode_account(json).unwrap_err().to_string();
+        let err = decode_account(json)
+            .expect_err("refused in the test")
+            .to_string();
         assert!(err.contains("layout of an earlier version"), "{err}");
-        let mut damaged = encode_image(&image()).unwrap();
+        let mut damaged = encode_image(&image()).expect("valid in the test");
         damaged.truncate(10);
-        let err = decode_image(&damaged).unwrap_err().to_string();
+        let err = decode_image(&damaged)
+            .expect_err("refused in the test")
+            .to_string();
         assert!(err.contains("does not decode"), "{err}");
     }
 }

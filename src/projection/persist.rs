@@ -25,7 +25,7 @@
 use std::collections::HashSet;
 
 use super::codec;
-use crate::domain::{AccountId, Event, ImageId, LedgerState, Limits};
+use crate::domain::{AccountId, Event, Image, ImageId, LedgerState, Limits};
 use crate::store::{Entries, ProjectionOp, Store, StoreError};
 
 /// A hash set with a fast, per-process randomly seeded hasher.
@@ -141,11 +141,7 @@ pub fn load(store: &dyn Store) -> Result<LedgerState, StoreError> {
             .map_err(|e| StoreError::Corrupt(format!("projected account key: {e}")))?;
         accounts.push((id, codec::decode_account(&value)?));
     }
-    let images = store
-        .projection_scan(b"i")?
-        .iter()
-        .map(|(_, value)| codec::decode_image(value))
-        .collect::<Result<Vec<_>, _>>()?;
+    let images = decode_images(&store.projection_scan(b"i")?)?;
     let (limits, limits_version) = match store.projection_scan(b"l")?.into_iter().next() {
         Some((_, value)) => {
             let (limits, version) = codec::decode_limits(&value)?;
@@ -154,6 +150,29 @@ pub fn load(store: &dyn Store) -> Result<LedgerState, StoreError> {
         None => (None, 0),
     };
     Ok(LedgerState::restore(accounts, images).with_limits(limits, limits_version))
+}
+
+/// The images of `entries`, decoded on two threads.
+fn decode_images(entries: &Entries) -> Result<Vec<Image>, StoreError> {
+    let decode = |part: &[(Vec<u8>, Vec<u8>)]| {
+        part.iter()
+            .map(|(_, value)| codec::decode_image(value))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (first, second) = entries.split_at(entries.len() / 2);
+    let (mut images, rest) = std::thread::scope(|scope| {
+        let rest = scope.spawn(|| decode(second));
+        let images = decode(first);
+        // A panic on the other thread is one of this one.
+        let rest = rest
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (images, rest)
+    });
+    if let Ok(images) = &mut images {
+        images.extend(rest?);
+    }
+    images
 }
 
 fn key_text(bytes: &[u8]) -> Result<String, StoreError> {

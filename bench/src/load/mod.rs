@@ -6,6 +6,7 @@
 //! [`workload`] finds the preloaded images and sends the calls, and
 //! [`windows`] times the windows and turns them into results.
 
+pub mod scale;
 pub(crate) mod server;
 mod windows;
 mod workload;

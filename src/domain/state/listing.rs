@@ -119,7 +119,10 @@ impl Listing {
             Entries::Short(entries) => (Some(entries.iter()), None),
             Entries::Long(entries) => (None, Some(entries.iter())),
         };
-        short.into_iter().flatten().chain(long.into_iter().flatten())
+        short
+            .into_iter()
+            .flatten()
+            .chain(long.into_iter().flatten())
     }
 
     /// The stamp of what it shows.
@@ -173,6 +176,34 @@ impl Listing {
     }
 }
 
+/// The index of every listing `entries` names, built at once (faster than
+/// adding them one by one: each listing is built once, in order).
+pub(super) fn build(mut entries: Vec<((AccountId, Region), Listed)>) -> Index {
+    entries.sort_unstable();
+    entries.dedup();
+    let mut index = Index::new();
+    let mut entries = entries.into_iter().peekable();
+    while let Some((key, first)) = entries.next() {
+        let mut listed = vec![first];
+        while let Some((_, entry)) = entries.next_if(|(next, _)| *next == key) {
+            listed.push(entry);
+        }
+        let entries = if listed.len() <= SHORT {
+            Entries::Short(listed.into())
+        } else {
+            Entries::Long(listed.into_iter().collect())
+        };
+        index.insert(
+            key,
+            Listing {
+                entries,
+                stamp: Stamp::fresh(),
+            },
+        );
+    }
+    index
+}
+
 /// Adds `image` to the listing of (`account`, `region`).
 pub(super) fn insert(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
     let stamp = Stamp::fresh();
@@ -216,8 +247,10 @@ mod tests {
 
     fn entry(second: i64, id: &str) -> Listed {
         Listed {
-            newest_first: Reverse(OffsetDateTime::from_unix_timestamp(second).unwrap()),
-            image_id: ImageId::parse(id).unwrap(),
+            newest_first: Reverse(
+                OffsetDateTime::from_unix_timestamp(second).expect("valid in the test"),
+            ),
+            image_id: ImageId::parse(id).expect("valid in the test"),
         }
     }
 
@@ -231,7 +264,7 @@ mod tests {
     /// slice to a B-tree and back, and a change always gives a new stamp.
     #[test]
     fn keeps_order_across_its_two_forms() {
-        let account = AccountId::parse("100").unwrap();
+        let account = AccountId::parse("100").expect("valid in the test");
         let region = Region::new("ap-guangzhou");
         let key = (account.clone(), region.clone());
         let mut index = Index::new();
