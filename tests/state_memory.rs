@@ -86,8 +86,8 @@ fn fill() -> LedgerState {
     state
 }
 
-/// 586 bytes when this was written (1,161 before the listings and maps
-/// were made compact); the bound leaves a fifth for allocator and version drift.
+/// 650 bytes when this was written (1,161 before the listings and shares
+/// were made compact); the bound leaves a sixth for drift between versions.
 #[test]
 fn the_state_holds_at_most_this_many_bytes_per_aggregate() {
     let counted = stats_alloc::Region::new(GLOBAL);
@@ -100,7 +100,7 @@ fn the_state_holds_at_most_this_many_bytes_per_aggregate() {
     eprintln!("the state holds {held} bytes: {per_aggregate} per aggregate");
     assert_eq!(state.images().count() as u64, IMAGES);
     assert!(
-        per_aggregate <= 700,
+        per_aggregate <= 760,
         "the state holds {per_aggregate} bytes per aggregate"
     );
     drop(state);

@@ -5,14 +5,22 @@
 //! against a private copy and publishes it to readers once the batch is
 //! durable, and can throw the copy away if the write fails.
 //!
-//! The maps are B-trees (`OrdMap`): at a region's size (a million images)
-//! their dense nodes held 586 bytes per aggregate where hash tries, whose
-//! nodes are mostly empty slots at that many keys, held 650 (and listings
-//! as B-tree sets 1,161; see `listing`), measured by `tests/state_memory.rs`.
+//! Images and accounts are in hash tries, the listings in a B-tree map
+//! (see `listing`). `tests/state_memory.rs` measures the heap per
+//! aggregate: 650 bytes (1,161 with listings as B-tree sets). B-tree maps
+//! for the images and accounts too held 586, but at 10M events and a
+//! million images they cost the calls more than the 64 bytes are worth:
+//! server CPU per `AuthorizeImageUse` 18.7 µs against 16.0, per
+//! `DescribeImages` 31.2 against 25.8 (`image-ledger-bench --data-dir
+//! d10m --scenarios authorize,describe --rounds 3`, one run each).
 
 use std::sync::Arc;
 
-use imbl::OrdMap;
+use imbl::shared_ptr::DefaultSharedPtr;
+use imbl::GenericHashMap;
+
+/// A persistent hash map with a fast, per-process randomly seeded hasher.
+type Map<K, V> = GenericHashMap<K, V, foldhash::fast::RandomState, DefaultSharedPtr>;
 use serde::{Deserialize, Serialize};
 
 use super::{AccountId, AccountKind, Event, Image, ImageId, Policy, Region, TrustedOwners};
@@ -47,10 +55,10 @@ pub struct Account {
 /// Every aggregate's state and the indexes derived from them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LedgerState {
-    accounts: OrdMap<AccountId, Account>,
+    accounts: Map<AccountId, Account>,
     // Images sit behind an Arc so that copying a map node shared with a
     // published snapshot copies pointers, not images.
-    images: OrdMap<ImageId, Arc<Image>>,
+    images: Map<ImageId, Arc<Image>>,
     /// Live images per owner and region; the set's size is the quota usage.
     owned: Index,
     /// Live shares per recipient and region.
@@ -78,7 +86,7 @@ impl LedgerState {
                 images
                     .iter()
                     .map(|image| (image.image_id.clone(), Arc::clone(image)))
-                    .collect::<OrdMap<_, _>>()
+                    .collect::<Map<_, _>>()
             });
             let indexes = Self::indexes_of(&images);
             // A panic on the other thread is one of this one.
