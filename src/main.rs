@@ -3,7 +3,9 @@
 mod cli;
 
 // glibc's allocator spent a quarter of replay time on small allocations freed
-// on another thread; mimalloc handles that pattern well.
+// on another thread; mimalloc handles that pattern well. The
+// `system-allocator` feature leaves it out for heap profilers.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

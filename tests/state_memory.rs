@@ -18,6 +18,9 @@ use time::OffsetDateTime;
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
+/// The allocator's counts are global: the tests of this file take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const ACCOUNTS: u64 = 20_000;
 const IMAGES: u64 = 200_000;
 
@@ -90,6 +93,7 @@ fn fill() -> LedgerState {
 /// were made compact); the bound leaves a sixth for drift between versions.
 #[test]
 fn the_state_holds_at_most_this_many_bytes_per_aggregate() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let counted = stats_alloc::Region::new(GLOBAL);
     let state = fill();
     let change = counted.change();
@@ -104,4 +108,33 @@ fn the_state_holds_at_most_this_many_bytes_per_aggregate() {
         "the state holds {per_aggregate} bytes per aggregate"
     );
     drop(state);
+}
+
+/// The same aggregates as a start restores them from the read side: the
+/// state a server holds once serving. 859 bytes when this was written: the
+/// listings built at once (a second faster at a million images) hold
+/// about 110 bytes per aggregate more than built one image at a time, for
+/// a reason not yet found.
+#[test]
+fn the_restored_state_holds_at_most_this_many_bytes_per_aggregate() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let counted = stats_alloc::Region::new(GLOBAL);
+    let built = fill();
+    let accounts: Vec<_> = built
+        .accounts()
+        .map(|(id, account)| (id.clone(), account.clone()))
+        .collect();
+    let images: Vec<_> = built.images().cloned().collect();
+    drop(built);
+    let state = LedgerState::restore(accounts, images);
+    let change = counted.change();
+    let held = change.bytes_allocated as isize - change.bytes_deallocated as isize
+        + change.bytes_reallocated;
+    let per_aggregate = held / (ACCOUNTS + IMAGES) as isize;
+    eprintln!("the restored state holds {held} bytes: {per_aggregate} per aggregate");
+    assert_eq!(state.images().count() as u64, IMAGES);
+    assert!(
+        per_aggregate <= 1_000,
+        "the restored state holds {per_aggregate} bytes per aggregate"
+    );
 }
