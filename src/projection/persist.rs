@@ -141,7 +141,7 @@ pub fn load(store: &dyn Store) -> Result<LedgerState, StoreError> {
             .map_err(|e| StoreError::Corrupt(format!("projected account key: {e}")))?;
         accounts.push((id, codec::decode_account(&value)?));
     }
-    let images = decode_images(&store.projection_scan(b"i")?)?;
+    let images = decode_images(store)?;
     let (limits, limits_version) = match store.projection_scan(b"l")?.into_iter().next() {
         Some((_, value)) => {
             let (limits, version) = codec::decode_limits(&value)?;
@@ -152,27 +152,47 @@ pub fn load(store: &dyn Store) -> Result<LedgerState, StoreError> {
     Ok(LedgerState::restore(accounts, images).with_limits(limits, limits_version))
 }
 
-/// The images of `entries`, decoded on two threads.
-fn decode_images(entries: &Entries) -> Result<Vec<Image>, StoreError> {
-    let decode = |part: &[(Vec<u8>, Vec<u8>)]| {
-        part.iter()
-            .map(|(_, value)| codec::decode_image(value))
-            .collect::<Result<Vec<_>, _>>()
-    };
-    let (first, second) = entries.split_at(entries.len() / 2);
-    let (mut images, rest) = std::thread::scope(|scope| {
-        let rest = scope.spawn(|| decode(second));
-        let images = decode(first);
+/// Image entries read at a time and handed to the decoding thread.
+const CHUNK: usize = 1024;
+
+/// The stored images: read on this thread and decoded on another, a chunk
+/// at a time, so the entries are never all held at once.
+fn decode_images(store: &dyn Store) -> Result<Vec<Image>, StoreError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(8);
+    std::thread::scope(|scope| {
+        let decoder = scope.spawn(move || {
+            let mut images = Vec::new();
+            for chunk in rx {
+                for value in chunk {
+                    images.push(codec::decode_image(&value)?);
+                }
+            }
+            Ok::<_, StoreError>(images)
+        });
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let read = store.projection_visit(b"i", &mut |_, value| {
+            chunk.push(value.to_vec());
+            if chunk.len() == CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                // Refused only when the decoder stopped at an error, which
+                // its result reports.
+                tx.send(full)
+                    .map_err(|_| StoreError::Corrupt("an image entry does not decode".into()))?;
+            }
+            Ok(())
+        });
+        if read.is_ok() && !chunk.is_empty() {
+            let _ = tx.send(chunk);
+        }
+        drop(tx);
         // A panic on the other thread is one of this one.
-        let rest = rest
+        let decoded = decoder
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (images, rest)
-    });
-    if let Ok(images) = &mut images {
-        images.extend(rest?);
-    }
-    images
+        // The decoder's error says what was wrong when both failed.
+        let images = decoded?;
+        read.map(|()| images)
+    })
 }
 
 fn key_text(bytes: &[u8]) -> Result<String, StoreError> {

@@ -73,13 +73,30 @@ pub struct ProjectionSave<'a> {
     pub mode: SaveMode,
 }
 
-/// The persisted projections and their checkpoint: three methods.
+/// The persisted projections and their checkpoint: three methods, and a
+/// visit of the entries that backends able to stream them override.
 pub trait ProjectionStore: Send + Sync + 'static {
     /// The checkpoint and the targets of unfinished saves.
     fn projection_status(&self) -> Result<ProjectionStatus, StoreError>;
 
     /// Every projection entry whose key starts with `prefix`, in key order.
     fn projection_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
+
+    /// Calls `visit` with every projection entry whose key starts with
+    /// `prefix`, in key order, and stops at the first error it returns.
+    /// Backends that can read entries one at a time override it, so a
+    /// start does not hold every entry at once (870 MB at a million
+    /// images, in sled).
+    fn projection_visit(
+        &self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for (key, value) in self.projection_scan(prefix)? {
+            visit(&key, &value)?;
+        }
+        Ok(())
+    }
 
     /// Applies `save.ops` (in key order) and moves the checkpoint to
     /// `save.checkpoint`, durably; the checkpoint moves last, and clears

@@ -89,6 +89,18 @@ impl ProjectionStore for SledStore {
         scan_tagged(&self.handles()?.tree, PROJECTION, prefix)
     }
 
+    fn projection_visit(
+        &self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for entry in self.handles()?.tree.scan_prefix(tagged(PROJECTION, prefix)) {
+            let (key, value) = entry?;
+            visit(&key[1..], &value)?;
+        }
+        Ok(())
+    }
+
     fn save_projections(&self, save: &ProjectionSave<'_>) -> Result<Saved, StoreError> {
         // Only this process appends to the directory: it keeps the
         // projections whatever `from` says.
