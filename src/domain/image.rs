@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::{
     AccountId, DeletionProtection, Event, ImageAttributes, ImageId, ImageRef, ImageState, Region,
-    Shares,
+    Share, Shares,
 };
 
 /// The state of one image, rebuilt from its stream of events.
@@ -51,29 +51,6 @@ pub struct Image {
     /// Number of events in its stream (persisted on its own).
     #[serde(skip)]
     pub version: u64,
-}
-
-/// One account's share of an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Share {
-    /// When the image was shared with the account.
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_time: OffsetDateTime,
-    /// When the share ends by itself, if it does: from that instant the
-    /// account can no longer use or see the image.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub expires_at: Option<OffsetDateTime>,
-}
-
-impl Share {
-    /// Whether the share still holds at `now`.
-    pub fn live_at(&self, now: OffsetDateTime) -> bool {
-        self.expires_at.is_none_or(|end| now < end)
-    }
 }
 
 /// How an account stands towards an image.

@@ -31,11 +31,11 @@ pub use ids::{
     validate_image_name, AccountId, ClientToken, ImageId, Region, MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,
 };
-pub use image::{Image, Relation, Share};
+pub use image::{Image, Relation};
 pub use limits::{Limits, LEDGER_STREAM};
 pub use model::{
     AccountKind, ImageSource, ImageState, ImageUse, LicenseType, LighthousePermission, Policy,
     DEFAULT_REGIONS, DEFAULT_TOKEN_RETENTION,
 };
-pub use shares::Shares;
+pub use shares::{Share, Shares};
 pub use state::{Account, LedgerState, Listed, ListingStamps, Stamp};

@@ -1,4 +1,5 @@
-//! An image's shares: the accounts it is shared with, each with its share.
+//! An image's shares: the accounts it is shared with, each with its share
+//! (when it was made, and when it ends if it does).
 //!
 //! An image has at most a few dozen shares (the per-image limit), and a
 //! million images are kept in memory at once, so they are one vector sorted
@@ -8,7 +9,33 @@
 
 use std::ops::Index;
 
-use super::{AccountId, Share};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::AccountId;
+
+/// One account's share of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// When the image was shared with the account.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_time: OffsetDateTime,
+    /// When the share ends by itself, if it does: from that instant the
+    /// account can no longer use or see the image.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl Share {
+    /// Whether the share still holds at `now`.
+    pub fn live_at(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_none_or(|end| now < end)
+    }
+}
 
 /// The shares of one image, by account, in account order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

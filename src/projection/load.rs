@@ -22,7 +22,7 @@ pub fn load_state(store: &dyn Store) -> Result<(LedgerState, Head), StoreError> 
                 let (caught_up, now, touched) = catch_up(store, state.clone(), from)?;
                 // This also ends a save a crash cut short.
                 if !touched.is_empty() || !status.pending.is_empty() {
-                    let ops = persist::diff(&state, &caught_up, &touched)?;
+                    let ops = persist::changes(&caught_up, &touched)?;
                     // On a shared store another replica may keep the read
                     // side (or just have saved it): then this one leaves it.
                     store.save_projections_from(&ops, checkpoint, now.position)?;

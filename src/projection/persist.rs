@@ -75,15 +75,12 @@ impl Touched {
     }
 }
 
-/// The projection writes that turn the stored state `before` into `after`,
-/// given the aggregates that changed: each changed aggregate's entry,
-/// whole (an entry holds the aggregate's version, which every event
-/// changes).
-pub fn diff(
-    _before: &LedgerState,
-    after: &LedgerState,
-    touched: &Touched,
-) -> Result<Vec<ProjectionOp>, StoreError> {
+/// The projection writes that bring a stored read side to `after`, given
+/// the aggregates that changed since it was written, in key order: each
+/// changed aggregate's entry, whole (an entry holds the aggregate's
+/// version, which every event changes). So they do not depend on what the
+/// stored entries hold, and cover a write that stopped part way too.
+pub fn changes(after: &LedgerState, touched: &Touched) -> Result<Vec<ProjectionOp>, StoreError> {
     let mut ops = Vec::with_capacity(touched.accounts.len() + touched.images.len() + 1);
     if touched.limits {
         if let Some(limits) = after.limits() {
@@ -101,6 +98,7 @@ pub fn diff(
             ops.push(put(key(b'i', id.as_str()), codec::encode_image(image)?));
         }
     }
+    ops.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     Ok(ops)
 }
 
@@ -111,7 +109,7 @@ pub fn full(state: &LedgerState) -> Result<Vec<ProjectionOp>, StoreError> {
         images: state.images().map(|image| image.image_id.clone()).collect(),
         limits: state.limits().is_some(),
     };
-    diff(&LedgerState::default(), state, &touched)
+    changes(state, &touched)
 }
 
 /// Every projection entry of `state`, in key order: what a read side

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use time::macros::datetime;
 use time::OffsetDateTime;
 
-use super::persist::{diff, full, Touched};
+use super::persist::{changes, full, Touched};
 use super::query::{describe_images, ImageQuery, ImageTypeFilter};
 use crate::domain::{
     decide, AccountId, AccountKind, Command, ImageId, ImageState, LedgerState,
@@ -152,7 +152,6 @@ fn run(steps: &[(u8, u8, u8, u8)], batch: usize) -> (LedgerState, BTreeMap<Vec<u
     let mut next = 0u32;
     let mut tick = 0i64;
     for chunk in steps.chunks(batch.max(1)) {
-        let before = state.clone();
         let mut touched = Touched::default();
         for &(op, a, b, c) in chunk {
             tick += 1;
@@ -174,7 +173,7 @@ fn run(steps: &[(u8, u8, u8, u8)], batch: usize) -> (LedgerState, BTreeMap<Vec<u
                 }
             }
         }
-        apply_ops(&mut table, &diff(&before, &state, &touched).expect("diff"));
+        apply_ops(&mut table, &changes(&state, &touched).expect("diff"));
     }
     (state, table)
 }

@@ -8,7 +8,7 @@
 //! and at close, in key order and in short steps
 //! ([`ProjectionStore::save_projections`](crate::store::ProjectionStore::save_projections)). Appends therefore write
 //! only the log, and many changes to one entry (a share and its
-//! cancellation, say) become one write or none. However slow the disk,
+//! cancellation, say) become one write. However slow the disk,
 //! what waits is one state and one set of changed aggregates.
 //!
 //! After a crash the stored read side is behind the log (and may be part of
@@ -16,14 +16,13 @@
 //! its checkpoint, at most about [`MAX_EVENTS`] plus what that delay
 //! brings, and catches it up (see [`crate::projection::persist`]).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{persist, Touched};
 use crate::deferred::{Deferred, Shared};
 use crate::domain::LedgerState;
-use crate::store::{ProjectionOp, ProjectionStoreExt, Saved, Store, StoreError};
+use crate::store::{ProjectionStoreExt, Saved, Store, StoreError};
 
 /// A write starts once this many events are waiting, whatever their age.
 /// It bounds the replay at a start after a crash. It is twice the stream
@@ -47,9 +46,9 @@ struct Waiting {
     since: Option<Instant>,
     /// The position the stored read side is at (or being written to).
     stored_at: u64,
-    /// Someone else brought the stored read side to this state (a reload
-    /// after a failure): carry on from it.
-    reset: Option<(Arc<LedgerState>, u64)>,
+    /// Someone else brought the stored read side to this position (a
+    /// reload after a failure): carry on from it.
+    reset: Option<u64>,
     /// Writes requested by [`ProjectionWriter::sync`] and not yet done.
     syncs_asked: u64,
     syncs_done: u64,
@@ -77,11 +76,10 @@ impl crate::deferred::Waiting for Waiting {
 }
 
 impl ProjectionWriter {
-    /// Starts the writer for a store whose read side holds `state` at
-    /// `position`, writing changes at most `max_age` after they came in.
+    /// Starts the writer for a store whose read side is at `position`,
+    /// writing changes at most `max_age` after they came in.
     pub fn start(
         store: Arc<dyn Store>,
-        state: Arc<LedgerState>,
         position: u64,
         max_age: Duration,
         metrics: Arc<crate::metrics::LedgerMetrics>,
@@ -95,7 +93,6 @@ impl ProjectionWriter {
         };
         let worker = Worker {
             store,
-            stored: vec![state],
             position,
             metrics,
         };
@@ -138,28 +135,26 @@ impl ProjectionWriter {
         }));
     }
 
-    /// The stored read side now holds `state` at `position`, written by
-    /// someone else after a [`sync`](Self::sync): forget what was waiting
-    /// and carry on from there.
-    pub fn reset(&self, state: Arc<LedgerState>, position: u64) {
+    /// The stored read side is now at `position`, written by someone else
+    /// after a [`sync`](Self::sync): forget what was waiting and carry on
+    /// from there.
+    pub fn reset(&self, position: u64) {
         let shared = self.deferred.shared();
         let mut waiting = shared.lock();
         waiting.latest = None;
         waiting.touched = Touched::default();
         waiting.since = None;
         waiting.stored_at = position;
-        waiting.reset = Some((state, position));
+        waiting.reset = Some(position);
         shared.notify();
     }
 }
 
 struct Worker {
     store: Arc<dyn Store>,
-    /// The states the stored entries may hold, entry by entry: the last one
-    /// written whole, then the target of each write since that failed part
-    /// way.
-    stored: Vec<Arc<LedgerState>>,
-    /// The position `stored[0]` is at.
+    /// The position the stored read side is at: where its last write that
+    /// finished left it (one that failed part way left a prefix of its
+    /// entries, which the next write, of whole entries, covers).
     position: u64,
     metrics: Arc<crate::metrics::LedgerMetrics>,
 }
@@ -169,8 +164,7 @@ impl Worker {
         loop {
             let (taken, syncs, stop) = {
                 let mut waiting = shared.wait_due();
-                if let Some((state, position)) = waiting.reset.take() {
-                    self.stored = vec![state];
+                if let Some(position) = waiting.reset.take() {
                     self.position = position;
                 }
                 let taken = waiting
@@ -189,7 +183,6 @@ impl Worker {
                     // this; a restart would catch the stored read side up
                     // from the log.
                     tracing::error!(%err, "writing the read side failed; retrying later");
-                    self.stored.push(Arc::clone(&state));
                     let mut waiting = shared.lock();
                     waiting.touched.extend(touched);
                     waiting.latest.get_or_insert((state, position));
@@ -214,7 +207,7 @@ impl Worker {
         touched: &Touched,
     ) -> Result<(), StoreError> {
         let started = Instant::now();
-        let ops = changes(&self.stored, target, touched)?;
+        let ops = persist::changes(target, touched)?;
         match self
             .store
             .save_projections_from(&ops, self.position, position)?
@@ -237,32 +230,10 @@ impl Worker {
             took_ms = started.elapsed().as_millis() as u64,
             "stored the read side"
         );
-        self.stored = vec![Arc::clone(target)];
         self.position = position;
         self.metrics
             .read_side_position
             .set(i64::try_from(position).unwrap_or(i64::MAX));
         Ok(())
     }
-}
-
-/// The writes that bring entries holding any mix of the `stored` states to
-/// `target`, in key order. After a write that failed part way an entry may
-/// hold either state, so the changes from each are taken; they agree on
-/// every key, since each says what `target` holds there.
-fn changes(
-    stored: &[Arc<LedgerState>],
-    target: &LedgerState,
-    touched: &Touched,
-) -> Result<Vec<ProjectionOp>, StoreError> {
-    let mut ops = BTreeMap::new();
-    for state in stored {
-        for op in persist::diff(state, target, touched)? {
-            ops.insert(op.key, op.value);
-        }
-    }
-    Ok(ops
-        .into_iter()
-        .map(|(key, value)| ProjectionOp { key, value })
-        .collect())
 }

@@ -28,7 +28,7 @@ pub use log::{try_scan, try_scan_stream, AppendBatch, EventLog, EventLogExt, Sha
 pub use memory::MemoryStore;
 pub use projections::{
     ProjectionOp, ProjectionSave, ProjectionStatus, ProjectionStore, ProjectionStoreExt, SaveMode,
-    Saved,
+    Saved, VisitEntry,
 };
 
 /// Key/value pairs read from a side table, in key order.

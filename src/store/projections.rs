@@ -73,6 +73,10 @@ pub struct ProjectionSave<'a> {
     pub mode: SaveMode,
 }
 
+/// What [`ProjectionStore::projection_visit`] calls with each entry (key,
+/// value); an error stops the visit.
+pub type VisitEntry<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 /// The persisted projections and their checkpoint: three methods, and a
 /// visit of the entries that backends able to stream them override.
 pub trait ProjectionStore: Send + Sync + 'static {
@@ -90,7 +94,7 @@ pub trait ProjectionStore: Send + Sync + 'static {
     fn projection_visit(
         &self,
         prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+        visit: &mut VisitEntry<'_>,
     ) -> Result<(), StoreError> {
         for (key, value) in self.projection_scan(prefix)? {
             visit(&key, &value)?;

@@ -91,7 +91,6 @@ pub(in crate::app) fn start(
         durable,
         read_side: ProjectionWriter::start(
             Arc::clone(&store),
-            Arc::clone(&state),
             head.position,
             options.settings.read_side_delay(),
             Arc::clone(&options.metrics),

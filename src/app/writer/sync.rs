@@ -122,7 +122,7 @@ impl Syncer {
         let published = Arc::new(state);
         self.view.store(Arc::clone(&published));
         self.durable.send_replace(head);
-        self.read_side.reset(Arc::clone(&published), head.position);
+        self.read_side.reset(head.position);
         Ok((published, head))
     }
 }

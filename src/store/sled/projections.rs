@@ -92,7 +92,7 @@ impl ProjectionStore for SledStore {
     fn projection_visit(
         &self,
         prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+        visit: &mut crate::store::VisitEntry<'_>,
     ) -> Result<(), StoreError> {
         for entry in self.handles()?.tree.scan_prefix(tagged(PROJECTION, prefix)) {
             let (key, value) = entry?;
