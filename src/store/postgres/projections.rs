@@ -5,8 +5,11 @@ use super::connection::failed;
 use super::{to_i64, to_u64, upsert, PgStore, READ_SIDE_LOCK};
 use crate::store::{
     Entries, ProjectionOp, ProjectionSave, ProjectionStatus, ProjectionStore, SaveMode, Saved,
-    StoreError,
+    StoreError, VisitEntry,
 };
+
+/// Rows handed from the connection's thread to a visit at a time.
+const VISIT_CHUNK: usize = 1024;
 
 /// Inserts or replaces the projection entries `$1` → `$2`.
 const UPSERT_PROJECTIONS: &str = "INSERT INTO ledger_projections (key, value) \
@@ -92,6 +95,68 @@ impl ProjectionStore for PgStore {
             }
             .map_err(failed("cannot read the projections"))?;
             Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+    }
+
+    /// One statement, so one snapshot, streamed: the connection's thread
+    /// reads rows as they come and hands them over a chunk at a time.
+    fn projection_visit(
+        &self,
+        prefix: &[u8],
+        visit: &mut VisitEntry<'_>,
+    ) -> Result<(), StoreError> {
+        let mut params = vec![prefix.to_vec()];
+        let sql = match past_prefix(prefix) {
+            Some(end) => {
+                params.push(end);
+                "SELECT key, value FROM ledger_projections \
+                 WHERE key >= $1 AND key < $2 ORDER BY key"
+            }
+            None => "SELECT key, value FROM ledger_projections WHERE key >= $1 ORDER BY key",
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Entries>(4);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                self.connection.run(move |client| {
+                    use postgres::fallible_iterator::FallibleIterator;
+                    let mut rows = client
+                        .query_raw(sql, params.iter())
+                        .map_err(failed("cannot read the projections"))?;
+                    let mut chunk = Vec::with_capacity(VISIT_CHUNK);
+                    while let Some(row) =
+                        rows.next().map_err(failed("cannot read the projections"))?
+                    {
+                        chunk.push((row.get(0), row.get(1)));
+                        if chunk.len() == VISIT_CHUNK {
+                            let full =
+                                std::mem::replace(&mut chunk, Vec::with_capacity(VISIT_CHUNK));
+                            if tx.send(full).is_err() {
+                                // The visit stopped at an error of its own.
+                                return Ok(());
+                            }
+                        }
+                    }
+                    if !chunk.is_empty() {
+                        let _ = tx.send(chunk);
+                    }
+                    Ok(())
+                })
+            });
+            let mut visited = Ok(());
+            'chunks: for chunk in &rx {
+                for (key, value) in chunk {
+                    if let Err(err) = visit(&key, &value) {
+                        visited = Err(err);
+                        break 'chunks;
+                    }
+                }
+            }
+            drop(rx);
+            // A panic on the other thread is one of this one.
+            let read = reader
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            visited.and(read)
         })
     }
 

@@ -141,6 +141,55 @@ fn the_read_side_is_saved_whole_and_scanned_by_prefix() -> TestResult {
     Ok(())
 }
 
+/// A visit streams every entry of its prefix in key order, across more
+/// rows than one chunk, and stops at the first error the callback returns.
+#[cfg_attr(
+    not(postgres_installed),
+    ignore = "needs PostgreSQL's server (apt-get install postgresql)"
+)]
+#[test]
+fn a_visit_streams_the_entries_of_a_prefix_in_order_and_stops_at_an_error() -> TestResult {
+    let cluster = Cluster::start();
+    let pg = PgStore::open(&cluster.url())?;
+    let ops: Vec<ProjectionOp> = (0..2_500u32)
+        .map(|n| ProjectionOp {
+            key: format!("i{n:05}").into_bytes(),
+            value: Some(n.to_be_bytes().to_vec()),
+        })
+        .chain(std::iter::once(ProjectionOp {
+            key: b"j0".to_vec(),
+            value: Some(b"outside".to_vec()),
+        }))
+        .collect();
+    pg.update_projections(&ops, 1)?;
+    let mut seen = Vec::new();
+    pg.projection_visit(b"i", &mut |key, value| {
+        seen.push((key.to_vec(), value.to_vec()));
+        Ok(())
+    })?;
+    let want: Vec<(Vec<u8>, Vec<u8>)> = ops[..2_500]
+        .iter()
+        .map(|op| (op.key.clone(), op.value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(seen, want);
+    let mut visited = 0;
+    let stopped = pg.projection_visit(b"i", &mut |_, _| {
+        visited += 1;
+        if visited == 1_500 {
+            return Err(StoreError::Corrupt("stop here".into()));
+        }
+        Ok(())
+    });
+    assert!(
+        matches!(&stopped, Err(StoreError::Corrupt(what)) if what == "stop here"),
+        "{stopped:?}"
+    );
+    assert_eq!(visited, 1_500);
+    // The connection serves the next call after a visit that stopped.
+    assert_eq!(pg.projection_scan(b"j")?.len(), 1);
+    Ok(())
+}
+
 #[cfg_attr(
     not(postgres_installed),
     ignore = "needs PostgreSQL's server (apt-get install postgresql)"
