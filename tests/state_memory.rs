@@ -4,12 +4,11 @@
 //!
 //! The state is built by applying events of the shape `image-ledger-bench
 //! fill` writes (ten images per account, about one live share per image),
-//! and the heap it holds is counted around the system allocator. Times stay in the benchmark (docs/PERFORMANCE.md).
+//! and the heap it holds is counted around the system allocator. Times
+//! stay in the benchmark (docs/PERFORMANCE.md).
 
-use image_ledger::domain::{
-    AccountId, AccountKind, Event, ImageAttributes, ImageId, ImageSource, ImageState, LedgerState,
-    LicenseType, Region,
-};
+use image_ledger::domain::{AccountKind, Event, ImageId, ImageState, LedgerState, Region};
+use image_ledger_bench::{account, attributes};
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use time::OffsetDateTime;
 
@@ -23,10 +22,6 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const ACCOUNTS: u64 = 20_000;
 const IMAGES: u64 = 200_000;
-
-fn account(i: u64) -> AccountId {
-    AccountId::parse(&format!("{:012}", 100_000_000_000 + i)).expect("valid in the test")
-}
 
 fn image(i: u64) -> ImageId {
     let mut suffix = String::new();
@@ -43,17 +38,7 @@ fn registered(i: u64, region: &Region, at: OffsetDateTime) -> Event {
         image_id: image(i),
         owner_account_id: account(i % ACCOUNTS),
         region: region.clone(),
-        attributes: ImageAttributes {
-            image_name: format!("image-{i}"),
-            image_description: "benchmark image".into(),
-            platform: "Ubuntu".into(),
-            os_name: "Ubuntu Server 24.04 LTS 64-bit".into(),
-            image_source: ImageSource::CreateImage,
-            license_type: LicenseType::Tencentcloud,
-            encrypted: false,
-            whole_instance: false,
-            supports_cloudinit: true,
-        },
+        attributes: attributes(i),
         state: ImageState::Normal,
         created_time: at,
     }

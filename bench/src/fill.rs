@@ -44,6 +44,21 @@ pub fn account(i: u64) -> AccountId {
     AccountId::parse(&format!("{:012}", 100_000_000_000 + i)).unwrap_or_else(|_| unreachable!())
 }
 
+/// The attributes of the `i`-th generated image.
+pub fn attributes(i: u64) -> ImageAttributes {
+    ImageAttributes {
+        image_name: format!("image-{i}"),
+        image_description: "benchmark image".into(),
+        platform: "Ubuntu".into(),
+        os_name: "Ubuntu Server 24.04 LTS 64-bit".into(),
+        image_source: ImageSource::CreateImage,
+        license_type: LicenseType::Tencentcloud,
+        encrypted: false,
+        whole_instance: false,
+        supports_cloudinit: true,
+    }
+}
+
 /// Fills the store at `location` (which may already hold a log made by
 /// this plan) until it holds `plan.events` events, with a bar on stderr
 /// when it is a terminal.
@@ -150,17 +165,7 @@ pub fn fill_store(
                                     owner_account_id: account(owner),
                                     region: regions[(i / plan.accounts) as usize % regions.len()]
                                         .clone(),
-                                    attributes: ImageAttributes {
-                                        image_name: format!("image-{i}"),
-                                        image_description: "benchmark image".into(),
-                                        platform: "Ubuntu".into(),
-                                        os_name: "Ubuntu Server 24.04 LTS 64-bit".into(),
-                                        image_source: ImageSource::CreateImage,
-                                        license_type: LicenseType::Tencentcloud,
-                                        encrypted: false,
-                                        whole_instance: false,
-                                        supports_cloudinit: true,
-                                    },
+                                    attributes: attributes(i),
                                     state: ImageState::Normal,
                                 })
                             }

@@ -10,7 +10,7 @@ mod fill;
 mod load;
 mod soak;
 
-pub use fill::{account, fill, fill_store, FillPlan, FillReport};
+pub use fill::{account, attributes, fill, fill_store, FillPlan, FillReport};
 pub use load::scale::{scale, ScaleReport};
 pub use load::server::rss_of;
 pub use load::{preload_events, run, BenchConfig, BenchReport, BoxError, Scenario, ScenarioResult};

@@ -266,13 +266,8 @@ pub fn name_from_request(name: String) -> Result<String, DomainError> {
 
 /// Unicode's format characters (general category Cf) but the joiners.
 fn is_format_control(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
-        | '\u{0890}' | '\u{0891}' | '\u{08E2}' | '\u{180E}' | '\u{200B}' | '\u{200E}'
-        | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
-        | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}'
-        | '\u{110CD}' | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}'
-        | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.general_category() == GeneralCategory::Format && !matches!(c, '\u{200C}' | '\u{200D}')
 }
 
 /// A name in NFC, the form the ledger records.
@@ -294,8 +289,6 @@ fn reject_control_chars(field: &str, value: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// Quotes user input for an error message, cutting it short and escaping
-/// anything unprintable so messages stay one readable line.
 /// An instant as RFC 3339, as messages and records write times ("" for one
 /// out of the format's range).
 pub fn rfc3339(at: time::OffsetDateTime) -> String {
@@ -303,6 +296,8 @@ pub fn rfc3339(at: time::OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+/// Quotes user input for an error message, cutting it short and escaping
+/// anything unprintable so messages stay one readable line.
 pub(crate) fn quoted(raw: &str) -> String {
     const SHOWN: usize = 40;
     let mut out: String = raw.chars().take(SHOWN).collect::<String>();

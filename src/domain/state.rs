@@ -129,9 +129,24 @@ impl LedgerState {
     /// Applies one event. Holds no rules and cannot fail; an event for an
     /// unknown image is ignored (the log never contains one).
     pub fn apply(&mut self, event: &Event) {
+        self.apply_at(event, None);
+    }
+
+    /// Applies a record of the log: its event, with the version of its
+    /// stream set to the record's. Replaying from a read side saved ahead
+    /// of its checkpoint (a save a crash cut short) then still ends with
+    /// every version as the log has it.
+    pub fn apply_recorded(&mut self, event: &Event, version: u64) {
+        self.apply_at(event, Some(version));
+    }
+
+    /// [`apply`](Self::apply), the stream's new version `recorded` when
+    /// given, else one more than before.
+    fn apply_at(&mut self, event: &Event, recorded: Option<u64>) {
         match event {
             Event::AccountRegistered { account_id, kind } => {
-                let version = self.accounts.get(account_id).map_or(0, |a| a.version) + 1;
+                let version = recorded
+                    .unwrap_or_else(|| self.accounts.get(account_id).map_or(0, |a| a.version) + 1);
                 self.accounts.insert(
                     account_id.clone(),
                     Account {
@@ -151,15 +166,16 @@ impl LedgerState {
                         mode: *mode,
                         owner_account_ids: owner_account_ids.clone(),
                     }));
-                    account.version += 1;
+                    account.version = recorded.unwrap_or(account.version + 1);
                 }
             }
             Event::LedgerLimitsSet { limits } => {
                 self.limits = Some(Arc::new(limits.policy()));
-                self.limits_version += 1;
+                self.limits_version = recorded.unwrap_or(self.limits_version + 1);
             }
             Event::ImageRegistered { .. } | Event::ImageCopied { .. } => {
-                if let Some(image) = Image::from_creation(event) {
+                if let Some(mut image) = Image::from_creation(event) {
+                    image.version = recorded.unwrap_or(image.version);
                     listing::insert(
                         &mut self.owned,
                         &image.owner_account_id,
@@ -169,12 +185,12 @@ impl LedgerState {
                     self.images.insert(image.image_id.clone(), Arc::new(image));
                 }
             }
-            _ => self.apply_to_image(event),
+            _ => self.apply_to_image(event, recorded),
         }
     }
 
-    /// [`apply`](Self::apply) of an event that changes an existing image.
-    fn apply_to_image(&mut self, event: &Event) {
+    /// [`apply_at`](Self::apply_at) of an event that changes an existing image.
+    fn apply_to_image(&mut self, event: &Event, recorded: Option<u64>) {
         let Some(image_id) = event.image_id() else {
             return;
         };
@@ -194,6 +210,9 @@ impl LedgerState {
             _ => Vec::new(),
         };
         image.apply(event);
+        if let Some(version) = recorded {
+            image.version = version;
+        }
         expiring::reindex(&mut self.expiring, image, event, ended);
         let region = &image.region;
         let listed = Listed::of(image);
@@ -231,37 +250,6 @@ impl LedgerState {
                 listing::restamp(&mut self.owned, &image.owner_account_id, region);
                 for account in image.shares.keys() {
                     listing::restamp(&mut self.shared, account, region);
-                }
-            }
-        }
-    }
-
-    /// Applies a record of the log: its event, with the version of its
-    /// stream set to the record's. Replaying from a read side saved ahead
-    /// of its checkpoint (a save a crash cut short) then still ends with
-    /// every version as the log has it.
-    pub fn apply_recorded(&mut self, event: &Event, version: u64) {
-        self.apply(event);
-        match event {
-            Event::LedgerLimitsSet { .. } => self.limits_version = version,
-            Event::AccountRegistered { account_id, .. }
-            | Event::TrustedImageOwnersSet { account_id, .. } => {
-                if let Some(account) = self.accounts.get_mut(account_id) {
-                    if account.version != version {
-                        account.version = version;
-                    }
-                }
-            }
-            _ => {
-                let Some(image) = event.image_id().and_then(|id| self.images.get(id)) else {
-                    return;
-                };
-                // Looked up first: the version is nearly always right, and
-                // a write would copy the image out of a shared snapshot.
-                if image.version != version {
-                    if let Some(image) = event.image_id().and_then(|id| self.images.get_mut(id)) {
-                        Arc::make_mut(image).version = version;
-                    }
                 }
             }
         }

@@ -12,6 +12,8 @@
 //! when empty would shift every field after it, so these structs have no
 //! optional serde attributes and hold times as Unix nanoseconds.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -27,11 +29,13 @@ use crate::store::StoreError;
 pub const FORMAT: u8 = 2;
 
 #[derive(Serialize, Deserialize)]
-struct StoredImage {
+struct StoredImage<'a> {
     image_id: ImageId,
     owner_account_id: AccountId,
     region: Region,
-    attributes: ImageAttributes,
+    // Borrowed when written: the read side's writer encodes every image a
+    // save touches, and cloning would copy its four strings each time.
+    attributes: Cow<'a, ImageAttributes>,
     state: ImageState,
     created_time: i128,
     copied_from: Option<ImageRef>,
@@ -89,7 +93,7 @@ pub fn encode_image(image: &Image) -> Result<Vec<u8>, StoreError> {
         image_id: image.image_id.clone(),
         owner_account_id: image.owner_account_id.clone(),
         region: image.region.clone(),
-        attributes: ImageAttributes::clone(&image.attributes),
+        attributes: Cow::Borrowed(&image.attributes),
         state: image.state,
         created_time: nanos(image.created_time),
         copied_from: image.copied_from.clone(),
@@ -129,7 +133,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<Image, StoreError> {
         image_id: stored.image_id,
         owner_account_id: stored.owner_account_id,
         region: stored.region,
-        attributes: stored.attributes.into(),
+        attributes: stored.attributes.into_owned().into(),
         state: stored.state,
         created_time: time(stored.created_time)?,
         copied_from: stored.copied_from,
