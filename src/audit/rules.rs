@@ -148,13 +148,18 @@ impl RuleChecker {
     /// Checks the next record, given its stored bytes, and applies it.
     /// The error says what is wrong; the caller knows the position.
     pub fn check(&mut self, bytes: &[u8]) -> Result<(Envelope, Event), Violation> {
-        let (envelope, event) = decode(bytes)?;
-        self.check_decoded(&envelope, &event)?;
-        Ok((envelope, event))
+        let record = decode(bytes)?;
+        self.check_decoded(&record)?;
+        Ok((record.envelope, record.event))
     }
 
     /// Checks a record decoded by `decode` and applies it.
-    pub fn check_decoded(&mut self, envelope: &Envelope, event: &Event) -> Result<(), Violation> {
+    pub fn check_decoded(&mut self, record: &Decoded) -> Result<(), Violation> {
+        let Decoded {
+            envelope,
+            event,
+            hash,
+        } = record;
         let expected = self.head.position + 1;
         if envelope.position != expected {
             return Err(Violation::Position {
@@ -193,9 +198,7 @@ impl RuleChecker {
         }
         self.head = Head {
             position: envelope.position,
-            hash: envelope
-                .hash_bytes()
-                .map_err(|e| Violation::Undecodable(e.to_string()))?,
+            hash: *hash,
         };
         Ok(())
     }
@@ -250,11 +253,23 @@ fn hex_equals(text: &str, bytes: &[u8; 32]) -> bool {
             })
 }
 
+/// A stored record as [`decode`] returns it.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The envelope.
+    pub envelope: Envelope,
+    /// The event it carries.
+    pub event: Event,
+    /// Its hash: that of its bytes, which is also the one it names.
+    pub hash: [u8; 32],
+}
+
 /// Decodes a stored record: its hash must match its bytes, its schema must be
 /// known and its payload must decode. Needs no state, so it can run ahead on
 /// another thread.
-pub fn decode(bytes: &[u8]) -> Result<(Envelope, Event), Violation> {
-    let envelope = Envelope::decode(bytes).map_err(|e| Violation::Undecodable(e.to_string()))?;
+pub fn decode(bytes: &[u8]) -> Result<Decoded, Violation> {
+    let (envelope, hash) =
+        Envelope::decode_hashed(bytes).map_err(|e| Violation::Undecodable(e.to_string()))?;
     match (envelope.schema_version, &envelope.principal) {
         (FIRST_RECORD_VERSION, None) | (RECORD_VERSION, Some(_)) => {}
         (FIRST_RECORD_VERSION, Some(_)) => {
@@ -280,7 +295,11 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, Event), Violation> {
             envelope.event_type
         ))
     })?;
-    Ok((envelope, event))
+    Ok(Decoded {
+        envelope,
+        event,
+        hash,
+    })
 }
 
 fn spare_suffix(n: u64) -> String {

@@ -123,6 +123,32 @@ pub fn entries(state: &LedgerState) -> Result<Entries, StoreError> {
     Ok(entries)
 }
 
+/// Every projection entry of `state`, in key order, encoded as the
+/// iterator reaches it: what [`entries`] holds, without holding it all.
+pub fn entries_in_order(
+    state: &LedgerState,
+) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+    let mut accounts: Vec<(&AccountId, &crate::domain::Account)> = state.accounts().collect();
+    accounts.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let mut images: Vec<&Image> = state.images().collect();
+    images.sort_unstable_by(|a, b| a.image_id.as_str().cmp(b.image_id.as_str()));
+    let limits = state.limits().map(|limits| {
+        codec::encode_limits(Limits::of(limits), state.limits_version())
+            .map(|value| (vec![b'l'], value))
+    });
+    // Tags `a` < `i` < `l`: accounts, images, then the limits.
+    accounts
+        .into_iter()
+        .map(|(id, account)| Ok((key(b'a', id.as_str()), codec::encode_account(account)?)))
+        .chain(images.into_iter().map(|image| {
+            Ok((
+                key(b'i', image.image_id.as_str()),
+                codec::encode_image(image)?,
+            ))
+        }))
+        .chain(limits)
+}
+
 /// Loads the state saved in the projections.
 pub fn load(store: &dyn Store) -> Result<LedgerState, StoreError> {
     // Share entries of their own were the layout before aggregates were

@@ -202,6 +202,12 @@ fn hex_digits(hash: &[u8; 32]) -> [u8; 64] {
 impl Envelope {
     /// Parses stored bytes, checking that the hash matches them.
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        Self::decode_hashed(bytes).map(|(envelope, _)| envelope)
+    }
+
+    /// [`Self::decode`], with the record's hash as bytes (computed, and
+    /// equal to the stored one).
+    pub fn decode_hashed(bytes: &[u8]) -> Result<(Self, [u8; 32]), StoreError> {
         let envelope: Envelope = serde_json::from_slice(bytes).map_err(StoreError::decode)?;
         let computed = body_hash(bytes)?;
         if hex_digits(&computed) != envelope.hash.as_bytes() {
@@ -210,7 +216,7 @@ impl Envelope {
                 envelope.position
             )));
         }
-        Ok(envelope)
+        Ok((envelope, computed))
     }
 
     /// The domain event this record carries.
