@@ -123,6 +123,23 @@ impl Index<&AccountId> for Shares {
     }
 }
 
+/// Collected exactly sized, as [`Shares::insert`] one at a time would
+/// leave them (a later share of an account replaces an earlier one),
+/// without a reallocation per share.
+impl FromIterator<(AccountId, Share)> for Shares {
+    fn from_iter<I: IntoIterator<Item = (AccountId, Share)>>(shares: I) -> Self {
+        let mut shares: Vec<(AccountId, Share)> = shares.into_iter().collect();
+        // Stable: an account's shares stay in the order they came, and
+        // reversed, the last comes first and is the one dedup keeps.
+        shares.sort_by(|a, b| a.0.cmp(&b.0));
+        shares.reverse();
+        shares.dedup_by(|later, kept| later.0 == kept.0);
+        shares.reverse();
+        shares.shrink_to_fit();
+        Self(shares)
+    }
+}
+
 impl<'a> IntoIterator for &'a Shares {
     type Item = (&'a AccountId, &'a Share);
     type IntoIter = std::iter::Map<
@@ -176,5 +193,31 @@ mod tests {
         assert!(!shares.contains_key(&acct("200")));
         shares.clear();
         assert!(shares.is_empty() && shares.get(&acct("100")).is_none());
+    }
+
+    #[test]
+    fn collected_shares_are_those_inserting_them_in_turn_leaves() {
+        let given = [
+            (acct("300"), share(1)),
+            (acct("100"), share(2)),
+            (acct("200"), share(3)),
+            (acct("100"), share(4)),
+            (acct("300"), share(5)),
+        ];
+        let mut inserted = Shares::default();
+        for (account, share) in given.clone() {
+            inserted.insert(account, share);
+        }
+        let collected: Shares = given.into_iter().collect();
+        assert_eq!(
+            collected.iter().collect::<Vec<_>>(),
+            vec![
+                (&acct("100"), &share(4)),
+                (&acct("200"), &share(3)),
+                (&acct("300"), &share(5)),
+            ]
+        );
+        assert_eq!(collected, inserted);
+        assert_eq!(collected.0.capacity(), 3);
     }
 }

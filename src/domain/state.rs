@@ -76,11 +76,13 @@ impl LedgerState {
     /// Rebuilds the state from saved aggregates (as written by the
     /// projections), deriving the indexes: the image map and the listings
     /// on two threads.
+    /// Images may come shared already (a start decodes each into its
+    /// `Arc`, so a million of them are never held twice).
     pub fn restore(
         accounts: impl IntoIterator<Item = (AccountId, Account)>,
-        images: impl IntoIterator<Item = Image>,
+        images: impl IntoIterator<Item = impl Into<Arc<Image>>>,
     ) -> Self {
-        let images: Vec<Arc<Image>> = images.into_iter().map(Arc::new).collect();
+        let images: Vec<Arc<Image>> = images.into_iter().map(Into::into).collect();
         let (images_map, (owned, shared, expiring)) = std::thread::scope(|scope| {
             let map = scope.spawn(|| {
                 images
@@ -108,7 +110,15 @@ impl LedgerState {
     /// The listings and the ends of the live images in `images`.
     fn indexes_of(images: &[Arc<Image>]) -> (Index, Index, expiring::Expiring) {
         let mut owned = Vec::with_capacity(images.len());
-        let mut shared = Vec::new();
+        // Sized first: grown by doubling, it held up to twice its 88 bytes
+        // per share while it grew (92 MB at a million images).
+        let mut shared = Vec::with_capacity(
+            images
+                .iter()
+                .filter(|image| !image.deleted)
+                .map(|image| image.shares.len())
+                .sum(),
+        );
         let mut ends = expiring::Expiring::new();
         for image in images.iter().filter(|image| !image.deleted) {
             let listed = Listed::of(image);

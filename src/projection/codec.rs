@@ -121,14 +121,17 @@ pub fn encode_image(image: &Image) -> Result<Vec<u8>, StoreError> {
 /// The image an [`encode_image`] entry holds.
 pub fn decode_image(bytes: &[u8]) -> Result<Image, StoreError> {
     let stored: StoredImage = decode("image", bytes)?;
-    let mut shares = Shares::default();
-    for (account, created, end) in stored.shares {
-        let share = Share {
-            created_time: time(created)?,
-            expires_at: end.map(time).transpose()?,
-        };
-        shares.insert(account, share);
-    }
+    let shares = stored
+        .shares
+        .into_iter()
+        .map(|(account, created, end)| {
+            let share = Share {
+                created_time: time(created)?,
+                expires_at: end.map(time).transpose()?,
+            };
+            Ok((account, share))
+        })
+        .collect::<Result<Shares, StoreError>>()?;
     Ok(Image {
         image_id: stored.image_id,
         owner_account_id: stored.owner_account_id,

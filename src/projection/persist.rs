@@ -23,6 +23,7 @@
 //! changed are as at the checkpoint.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::codec;
 use crate::domain::{AccountId, Event, Image, ImageId, LedgerState, Limits};
@@ -180,15 +181,16 @@ pub fn load(store: &dyn Store) -> Result<LedgerState, StoreError> {
 const CHUNK: usize = 1024;
 
 /// The stored images: read on this thread and decoded on another, a chunk
-/// at a time, so the entries are never all held at once.
-fn decode_images(store: &dyn Store) -> Result<Vec<Image>, StoreError> {
+/// at a time, so the entries are never all held at once; each goes
+/// straight into the `Arc` the state keeps it in.
+fn decode_images(store: &dyn Store) -> Result<Vec<Arc<Image>>, StoreError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(8);
     std::thread::scope(|scope| {
         let decoder = scope.spawn(move || {
             let mut images = Vec::new();
             for chunk in rx {
                 for value in chunk {
-                    images.push(codec::decode_image(&value)?);
+                    images.push(Arc::new(codec::decode_image(&value)?));
                 }
             }
             Ok::<_, StoreError>(images)

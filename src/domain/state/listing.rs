@@ -4,13 +4,15 @@
 //!
 //! Most listings are short (an account's images in one region, the few
 //! shared with it), and a region holds hundreds of thousands of them, so a
-//! short listing is one exactly sized sorted slice, copied whole when it
-//! changes, and only a long one is a persistent B-tree. The index of
+//! listing of one holds its entry in place, a short listing is one exactly
+//! sized sorted slice, copied whole when it changes, and only a long one is
+//! a persistent B-tree. The index of
 //! listings is a persistent B-tree map too: its nodes are dense, where a
 //! hash trie's were mostly empty slots at this many keys (about 700 bytes
 //! per listing, measured with heaptrack at 110,000 aggregates).
 
 use std::cmp::Reverse;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
@@ -27,30 +29,26 @@ const SHORT: usize = 32;
 /// Names what one listing shows at one moment: its entries and every field
 /// of their images that a page carries.
 ///
-/// A listing gets a new stamp whenever that changes. A stamp is an
-/// allocation of its own and two stamps are equal only when they are the
-/// same allocation, so no two contents ever share a stamp, whichever copy
-/// of the state (published snapshot, the writer's private copy, a state
-/// reloaded from the store) they belong to, with no counter shared by
-/// them; and whoever holds a stamp keeps its allocation, so its address is
-/// never reused for another. Two listings with the same stamp show the
-/// same images: a cached page of one is a page of the other.
-#[derive(Debug, Clone)]
-pub struct Stamp(Arc<()>);
+/// A listing gets a new stamp whenever that changes. Stamps come from one
+/// counter for the whole process and it never repeats one, so no two
+/// contents ever share a stamp, whichever copy of the state (published
+/// snapshot, the writer's private copy, a state reloaded from the store)
+/// they belong to. Two listings with the same stamp show the same images:
+/// a cached page of one is a page of the other. (A stamp was an `Arc<()>`
+/// compared by address: an allocation per listing, about 2 million of
+/// them at a million images.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp(u64);
+
+/// The last stamp handed out.
+static LAST_STAMP: AtomicU64 = AtomicU64::new(0);
 
 impl Stamp {
     fn fresh() -> Self {
-        Self(Arc::new(()))
+        // Relaxed: only uniqueness matters, and fetch_add gives it.
+        Self(LAST_STAMP.fetch_add(1, Ordering::Relaxed) + 1)
     }
 }
-
-impl PartialEq for Stamp {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for Stamp {}
 
 /// An image's entry in a listing. Entries order as listings run: newest
 /// first, ties by id. An image's creation time never changes, so its entry
@@ -79,7 +77,11 @@ impl Listed {
 /// A listing's entries, in order.
 #[derive(Debug, Clone)]
 enum Entries {
-    /// At most [`SHORT`], sorted; shared between copies of the state until
+    /// Exactly one: most listings at a million images, where a slice of
+    /// one took an allocation of 56 bytes besides its pointer.
+    One(Listed),
+    /// None (only while a listing is made or emptied), or two to
+    /// [`SHORT`], sorted; shared between copies of the state until
     /// one changes it.
     Short(Arc<[Listed]>),
     /// More.
@@ -107,6 +109,7 @@ impl Listing {
     /// How many images it lists.
     pub(super) fn len(&self) -> u32 {
         let len = match &self.entries {
+            Entries::One(_) => 1,
             Entries::Short(entries) => entries.len(),
             Entries::Long(entries) => entries.len(),
         };
@@ -116,6 +119,7 @@ impl Listing {
     /// Its entries, in order.
     pub(super) fn iter(&self) -> impl Iterator<Item = &Listed> {
         let (short, long) = match &self.entries {
+            Entries::One(entry) => (Some(std::slice::from_ref(entry).iter()), None),
             Entries::Short(entries) => (Some(entries.iter()), None),
             Entries::Long(entries) => (None, Some(entries.iter())),
         };
@@ -132,6 +136,16 @@ impl Listing {
 
     fn insert(&mut self, entry: &Listed) {
         match &mut self.entries {
+            Entries::One(only) => {
+                if only != entry {
+                    let mut both = [only.clone(), entry.clone()];
+                    both.sort();
+                    self.entries = Entries::Short(Arc::from(both));
+                }
+            }
+            Entries::Short(entries) if entries.is_empty() => {
+                self.entries = Entries::One(entry.clone());
+            }
             Entries::Short(entries) => {
                 let Err(at) = entries.binary_search(entry) else {
                     return;
@@ -158,10 +172,20 @@ impl Listing {
 
     fn remove(&mut self, entry: &Listed) {
         match &mut self.entries {
+            Entries::One(only) => {
+                if only == entry {
+                    self.entries = Entries::Short(Arc::from([]));
+                }
+            }
             Entries::Short(entries) => {
                 if let Ok(at) = entries.binary_search(entry) {
                     let (before, after) = entries.split_at(at);
-                    *entries = before.iter().chain(&after[1..]).cloned().collect();
+                    self.entries = match (before, &after[1..]) {
+                        ([one], []) | ([], [one]) => Entries::One(one.clone()),
+                        (before, after) => {
+                            Entries::Short(before.iter().chain(after).cloned().collect())
+                        }
+                    };
                 }
             }
             Entries::Long(entries) => {
@@ -188,7 +212,9 @@ pub(super) fn build(mut entries: Vec<((AccountId, Region), Listed)>) -> Index {
         while let Some((_, entry)) = entries.next_if(|(next, _)| *next == key) {
             listed.push(entry);
         }
-        let entries = if listed.len() <= SHORT {
+        let entries = if listed.len() == 1 {
+            Entries::One(listed.swap_remove(0))
+        } else if listed.len() <= SHORT {
             Entries::Short(listed.into())
         } else {
             Entries::Long(listed.into_iter().collect())
@@ -260,8 +286,9 @@ mod tests {
         })
     }
 
-    /// A listing keeps its order and content across the switch from a
-    /// slice to a B-tree and back, and a change always gives a new stamp.
+    /// A listing keeps its order and content across the switches from one
+    /// entry to a slice to a B-tree and back, and a change always gives a
+    /// new stamp.
     #[test]
     fn keeps_order_across_its_two_forms() {
         let account = AccountId::parse("100").expect("valid in the test");
@@ -272,9 +299,14 @@ mod tests {
             .map(|i| entry(1_000 + (i * 7919) % 97, &format!("img-{:08}", i)))
             .collect();
         let mut stamps = Vec::new();
-        for e in &entries {
+        for (i, e) in entries.iter().enumerate() {
             insert(&mut index, &account, &region, e);
             stamps.push(index[&key].stamp().clone());
+            match i {
+                0 => assert!(matches!(index[&key].entries, Entries::One(_))),
+                1 => assert!(matches!(index[&key].entries, Entries::Short(_))),
+                _ => {}
+            }
         }
         let mut sorted = entries.clone();
         sorted.sort();
@@ -293,8 +325,12 @@ mod tests {
         for (i, a) in stamps.iter().enumerate() {
             assert!(stamps[i + 1..].iter().all(|b| a != b), "stamp {i} reused");
         }
-        for e in &left {
+        for (i, e) in left.iter().enumerate() {
             remove(&mut index, &account, &region, e);
+            if i + 2 == left.len() {
+                assert!(matches!(index[&key].entries, Entries::One(_)));
+                assert_eq!(ids(&index, &key), [left[i + 1].image_id.to_string()]);
+            }
         }
         assert!(index.get(&key).is_none());
     }
