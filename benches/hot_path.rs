@@ -77,7 +77,7 @@ fn populated_with(accounts: u64, images: u64) -> LedgerState {
             owner_account_id: account(owner),
             region: Region::new("ap-guangzhou"),
             attributes: ImageAttributes {
-                image_name: format!("image-{i}"),
+                image_name: format!("image-{i}").into(),
                 image_description: "benchmark".into(),
                 platform: "Ubuntu".into(),
                 os_name: "Ubuntu 24.04".into(),

@@ -47,7 +47,7 @@ pub fn account(i: u64) -> AccountId {
 /// The attributes of the `i`-th generated image.
 pub fn attributes(i: u64) -> ImageAttributes {
     ImageAttributes {
-        image_name: format!("image-{i}"),
+        image_name: format!("image-{i}").into(),
         image_description: "benchmark image".into(),
         platform: "Ubuntu".into(),
         os_name: "Ubuntu Server 24.04 LTS 64-bit".into(),

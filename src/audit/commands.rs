@@ -76,7 +76,7 @@ fn creation_for(
                     caller: owner_account_id.clone(),
                     image_id: copied_from.image_id.clone(),
                     destination_regions: vec![region.clone()],
-                    image_name: Some(attributes.image_name.clone()),
+                    image_name: Some(attributes.image_name.to_string()),
                 },
                 *created_time,
             )

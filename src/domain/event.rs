@@ -1,5 +1,6 @@
 //! The events of the ledger: facts in the past tense, the only thing stored.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -18,15 +19,19 @@ pub struct ImageRef {
 
 /// The descriptive attributes every image carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The texts are `CompactString`s: up to 24 bytes sit in place of the
+/// pointer, and most names, platforms and OS names are that short, so a
+/// million images do not hold four million small allocations.
 pub struct ImageAttributes {
     /// Display name, unique per owner and region.
-    pub image_name: String,
+    pub image_name: CompactString,
     /// Free text.
-    pub image_description: String,
+    pub image_description: CompactString,
     /// Platform, such as `CentOS`.
-    pub platform: String,
+    pub platform: CompactString,
     /// OS name, such as `CentOS 7.9 64-bit`.
-    pub os_name: String,
+    pub os_name: CompactString,
     /// How the image was made.
     pub image_source: ImageSource,
     /// Its licence.

@@ -131,10 +131,11 @@ impl Image {
                 ..
             } => {
                 if let Some(name) = image_name {
-                    Arc::make_mut(&mut self.attributes).image_name = name.clone();
+                    Arc::make_mut(&mut self.attributes).image_name = name.as_str().into();
                 }
                 if let Some(description) = image_description {
-                    Arc::make_mut(&mut self.attributes).image_description = description.clone();
+                    Arc::make_mut(&mut self.attributes).image_description =
+                        description.as_str().into();
                 }
             }
             Event::ImageShared {

@@ -306,7 +306,7 @@ fn long_names_and_descriptions_are_refused() {
         "InvalidParameterValue"
     );
     let mut attrs = attributes("web");
-    attrs.image_description = "d".repeat(MAX_DESCRIPTION_CHARS + 1);
+    attrs.image_description = "d".repeat(MAX_DESCRIPTION_CHARS + 1).into();
     let command = Command::RegisterImage(NewImage {
         owner_account_id: acct(OWNER),
         region: region(GZ),

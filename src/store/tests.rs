@@ -285,10 +285,10 @@ fn a_flush_syncs_the_log_file_and_every_blob_file() -> Result<(), Box<dyn std::e
                 ))?,
                 region: Region::new("ap-guangzhou"),
                 attributes: ImageAttributes {
-                    image_name: worst_text(&mut rng, MAX_NAME_CHARS),
-                    image_description: worst_text(&mut rng, MAX_DESCRIPTION_CHARS),
-                    platform: worst_text(&mut rng, MAX_LABEL_CHARS),
-                    os_name: worst_text(&mut rng, MAX_LABEL_CHARS),
+                    image_name: worst_text(&mut rng, MAX_NAME_CHARS).into(),
+                    image_description: worst_text(&mut rng, MAX_DESCRIPTION_CHARS).into(),
+                    platform: worst_text(&mut rng, MAX_LABEL_CHARS).into(),
+                    os_name: worst_text(&mut rng, MAX_LABEL_CHARS).into(),
                     ..crate::domain::tests::attributes("")
                 },
                 state: ImageState::Normal,

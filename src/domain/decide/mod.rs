@@ -415,7 +415,7 @@ fn copy(
         let new_id = fresh_id(&taken);
         taken.insert(new_id.clone());
         let mut attributes = super::ImageAttributes::clone(&image.attributes);
-        attributes.image_name = name.to_owned();
+        attributes.image_name = name.into();
         events.push(Event::ImageCopied {
             image_id: new_id.clone(),
             owner_account_id: caller.clone(),

@@ -22,16 +22,16 @@ fn image(n: u32) -> ImageId {
 
 fn attributes(n: u32) -> ImageAttributes {
     ImageAttributes {
-        image_name: format!("image {n} ✓"),
+        image_name: format!("image {n} ✓").into(),
         // Empty strings and false flags are left off the wire.
         image_description: if n.is_multiple_of(2) {
-            String::new()
+            "".into()
         } else {
-            "d".repeat(200)
+            "d".repeat(200).into()
         },
         platform: "CentOS".into(),
         os_name: if n.is_multiple_of(3) {
-            String::new()
+            "".into()
         } else {
             "CentOS 7.9 64-bit".into()
         },
