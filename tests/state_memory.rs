@@ -74,7 +74,7 @@ fn fill() -> LedgerState {
     state
 }
 
-/// 611 bytes when this was written (1,161 before the listings and shares
+/// 575 bytes when this was written (1,161 before the listings and shares
 /// were made compact); the bound leaves a sixth for drift between versions.
 #[test]
 fn the_state_holds_at_most_this_many_bytes_per_aggregate() {
@@ -88,7 +88,7 @@ fn the_state_holds_at_most_this_many_bytes_per_aggregate() {
     eprintln!("the state holds {held} bytes: {per_aggregate} per aggregate");
     assert_eq!(state.images().count() as u64, IMAGES);
     assert!(
-        per_aggregate <= 715,
+        per_aggregate <= 670,
         "the state holds {per_aggregate} bytes per aggregate"
     );
     drop(state);
@@ -102,7 +102,7 @@ fn held(change: &stats_alloc::Stats) -> isize {
 }
 
 /// The same aggregates as a start restores them from the read side: the
-/// state a server holds once serving. 611 bytes when this was written, as
+/// state a server holds once serving. 575 bytes when this was written, as
 /// many as built by events; the bound leaves a sixth for drift.
 #[test]
 fn the_restored_state_holds_at_most_this_many_bytes_per_aggregate() {
@@ -122,7 +122,7 @@ fn the_restored_state_holds_at_most_this_many_bytes_per_aggregate() {
     eprintln!("the restored state holds {held} bytes: {per_aggregate} per aggregate");
     assert_eq!(state.images().count() as u64, IMAGES);
     assert!(
-        per_aggregate <= 715,
+        per_aggregate <= 670,
         "the restored state holds {per_aggregate} bytes per aggregate"
     );
 }

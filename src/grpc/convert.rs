@@ -358,7 +358,7 @@ pub fn image_message(image: &crate::domain::Image, shared: bool) -> pb::Image {
         whole_instance: a.whole_instance,
         supports_cloudinit: a.supports_cloudinit,
         created_time: Some(timestamp(image.created_time)),
-        copied_from: image.copied_from.as_ref().map(image_ref),
+        copied_from: image.copied_from.as_deref().map(image_ref),
         disabled: image.disabled,
         deprecated: image.deprecated,
         deletion_protection: image.deletion_protection.enabled,

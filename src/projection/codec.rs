@@ -96,7 +96,7 @@ pub fn encode_image(image: &Image) -> Result<Vec<u8>, StoreError> {
         attributes: Cow::Borrowed(&image.attributes),
         state: image.state,
         created_time: nanos(image.created_time),
-        copied_from: image.copied_from.clone(),
+        copied_from: image.copied_from.as_deref().cloned(),
         shares: image
             .shares
             .iter()
@@ -139,7 +139,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<Image, StoreError> {
         attributes: stored.attributes.into_owned().into(),
         state: stored.state,
         created_time: time(stored.created_time)?,
-        copied_from: stored.copied_from,
+        copied_from: stored.copied_from.map(Box::new),
         shares,
         lighthouse_shared: stored.lighthouse_shared,
         deleted: stored.deleted,
@@ -223,10 +223,10 @@ mod tests {
             .into(),
             state: ImageState::Normal,
             created_time: datetime!(2026-01-01 0:00 UTC),
-            copied_from: Some(ImageRef {
+            copied_from: Some(Box::new(ImageRef {
                 image_id: ImageId::parse("img-00000001").expect("valid in the test"),
                 region: Region::new("ap-beijing"),
-            }),
+            })),
             shares,
             lighthouse_shared: true,
             deleted: false,
