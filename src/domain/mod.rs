@@ -38,4 +38,4 @@ pub use model::{
     DEFAULT_REGIONS, DEFAULT_TOKEN_RETENTION,
 };
 pub use shares::{Share, Shares};
-pub use state::{Account, LedgerState, Listed, ListingStamps, Stamp};
+pub use state::{Account, GatheredImages, LedgerState, Listed, ListingStamps, Stamp};

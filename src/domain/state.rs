@@ -52,6 +52,32 @@ pub struct Account {
     pub trusted_owners: Option<Arc<TrustedOwners>>,
 }
 
+/// Images of a state being restored, each in the image map as it comes
+/// and kept in a list the listings are built from.
+#[derive(Debug, Default)]
+pub struct GatheredImages {
+    list: Vec<Arc<Image>>,
+    map: Map<ImageId, Arc<Image>>,
+}
+
+impl GatheredImages {
+    /// Adds one image.
+    pub fn push(&mut self, image: Arc<Image>) {
+        self.map.insert(image.image_id.clone(), Arc::clone(&image));
+        self.list.push(image);
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
 /// Every aggregate's state and the indexes derived from them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LedgerState {
@@ -74,32 +100,39 @@ pub struct LedgerState {
 
 impl LedgerState {
     /// Rebuilds the state from saved aggregates (as written by the
-    /// projections), deriving the indexes: the image map and the listings
-    /// on two threads.
-    /// Images may come shared already (a start decodes each into its
-    /// `Arc`, so a million of them are never held twice).
+    /// projections), deriving the indexes. Images may come shared already.
     pub fn restore(
         accounts: impl IntoIterator<Item = (AccountId, Account)>,
         images: impl IntoIterator<Item = impl Into<Arc<Image>>>,
     ) -> Self {
-        let images: Vec<Arc<Image>> = images.into_iter().map(Into::into).collect();
-        let (images_map, (owned, shared, expiring)) = std::thread::scope(|scope| {
-            let map = scope.spawn(|| {
-                images
-                    .iter()
-                    .map(|image| (image.image_id.clone(), Arc::clone(image)))
-                    .collect::<Map<_, _>>()
-            });
-            let indexes = Self::indexes_of(&images);
+        let mut gathered = GatheredImages::default();
+        for image in images {
+            gathered.push(image.into());
+        }
+        Self::restore_gathered(accounts, gathered)
+    }
+
+    /// [`restore`](Self::restore) from images gathered already (a start
+    /// gathers each as it decodes it, on the decoding thread, which the
+    /// reading leaves mostly idle): the owners' listings and the
+    /// recipients' (with the shares' ends) are built on two threads.
+    pub fn restore_gathered(
+        accounts: impl IntoIterator<Item = (AccountId, Account)>,
+        images: GatheredImages,
+    ) -> Self {
+        let GatheredImages { list, map } = images;
+        let (owned, (shared, expiring)) = std::thread::scope(|scope| {
+            let owned = scope.spawn(|| Self::owned_of(&list));
+            let shared = Self::shared_of(&list);
             // A panic on the other thread is one of this one.
-            let map = map
+            let owned = owned
                 .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (map, indexes)
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (owned, shared)
         });
         Self {
             accounts: accounts.into_iter().collect(),
-            images: images_map,
+            images: map,
             owned,
             shared,
             expiring,
@@ -107,9 +140,22 @@ impl LedgerState {
         }
     }
 
-    /// The listings and the ends of the live images in `images`.
-    fn indexes_of(images: &[Arc<Image>]) -> (Index, Index, expiring::Expiring) {
-        let mut owned = Vec::with_capacity(images.len());
+    /// The owners' listings of the live images in `images`.
+    fn owned_of(images: &[Arc<Image>]) -> Index {
+        let owned = images
+            .iter()
+            .filter(|image| !image.deleted)
+            .map(|image| {
+                let key = (image.owner_account_id.clone(), image.region.clone());
+                (key, Listed::of(image))
+            })
+            .collect();
+        listing::build(owned)
+    }
+
+    /// The recipients' listings of the live images in `images`, and the
+    /// ends of their shares.
+    fn shared_of(images: &[Arc<Image>]) -> (Index, expiring::Expiring) {
         // Sized first: grown by doubling, it held up to twice its 88 bytes
         // per share while it grew (92 MB at a million images).
         let mut shared = Vec::with_capacity(
@@ -122,10 +168,6 @@ impl LedgerState {
         let mut ends = expiring::Expiring::new();
         for image in images.iter().filter(|image| !image.deleted) {
             let listed = Listed::of(image);
-            owned.push((
-                (image.owner_account_id.clone(), image.region.clone()),
-                listed.clone(),
-            ));
             for (account, share) in &image.shares {
                 shared.push(((account.clone(), image.region.clone()), listed.clone()));
                 if let Some(end) = share.expires_at {
@@ -133,7 +175,7 @@ impl LedgerState {
                 }
             }
         }
-        (listing::build(owned), listing::build(shared), ends)
+        (listing::build(shared), ends)
     }
 
     /// Applies one event. Holds no rules and cannot fail; an event for an

@@ -80,7 +80,12 @@ impl Location {
                 released: None,
             }),
             None => {
+                let started = std::time::Instant::now();
                 let store = SledStore::open(&self.data_dir, self.cache_bytes())?;
+                tracing::debug!(
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "opened the sled store"
+                );
                 let released = Some(store.released());
                 Ok(Opened {
                     store: Arc::new(store),
