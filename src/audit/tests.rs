@@ -1,4 +1,5 @@
-//! Verifying a store whose read side a crash left part way through a write.
+//! Verifying a store whose read side a crash left part way through a write,
+//! or that differs from what the log implies.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +13,9 @@ use crate::store::{
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Projection entries by key.
+type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// The projection entries of a read side written whole at `position`, by key.
 fn entries_at(
@@ -272,5 +276,83 @@ async fn an_append_a_crash_stopped_before_its_head_verifies_and_its_retry_runs()
     assert_eq!(ledger.durable_head().position, head.position + 1);
     ledger.shutdown();
     verify(store.as_ref(), &policy, &VerifyOptions::default())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_read_side_off_the_log_is_named_at_its_first_differing_key() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(SledStore::open(dir.path(), 8 << 20)?);
+    register_accounts(Arc::clone(&store)).await?;
+    let head = store.head()?.position;
+    let policy = Policy::default();
+
+    // The entries walked one at a time are those listed whole.
+    let state = crate::app::state_at(store.as_ref(), head)?;
+    let walked = persist::entries_in_order(&state).collect::<Result<Vec<_>, _>>()?;
+    assert_eq!(walked, persist::entries(&state)?);
+
+    let whole = entries_at(store.as_ref(), head)?;
+    let keys: Vec<Vec<u8>> = whole.keys().cloned().collect();
+    let last = keys.last().ok_or("an entry")?.clone();
+    let with = |change: &dyn Fn(&mut Entries)| {
+        let mut entries = whole.clone();
+        change(&mut entries);
+        entries
+    };
+    let cases = [
+        (
+            "a changed entry",
+            with(&|e| {
+                e.insert(keys[10].clone(), b"changed".to_vec());
+            }),
+            keys[10].clone(),
+        ),
+        (
+            "the last entry missing",
+            with(&|e| {
+                e.remove(&last);
+            }),
+            last.clone(),
+        ),
+        (
+            "an entry before the first",
+            with(&|e| {
+                e.insert(b"a0999".to_vec(), b"extra".to_vec());
+            }),
+            b"a0999".to_vec(),
+        ),
+        (
+            "an entry after the last",
+            with(&|e| {
+                e.insert(b"zz".to_vec(), b"extra".to_vec());
+            }),
+            b"zz".to_vec(),
+        ),
+    ];
+    let ops = |entries: &Entries| -> Vec<ProjectionOp> {
+        entries
+            .iter()
+            .map(|(key, value)| ProjectionOp {
+                key: key.clone(),
+                value: Some(value.clone()),
+            })
+            .collect()
+    };
+    for (what, entries, key) in cases {
+        store.replace_projections(&ops(&entries), head)?;
+        let refused = verify(store.as_ref(), &policy, &VerifyOptions::default());
+        let wanted = format!(
+            "the stored read side differs from a fresh replay at key {:?}",
+            String::from_utf8_lossy(&key)
+        );
+        assert!(
+            matches!(&refused, Err(AuditError::Projections(message)) if *message == wanted),
+            "{what}: {refused:?}"
+        );
+    }
+    store.replace_projections(&ops(&whole), head)?;
+    let report = verify(store.as_ref(), &policy, &VerifyOptions::default())?;
+    assert_eq!(report.projections_at, Some(head));
     Ok(())
 }
