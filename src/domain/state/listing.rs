@@ -6,10 +6,10 @@
 //! shared with it), and a region holds hundreds of thousands of them, so a
 //! listing of one holds its entry in place, a short listing is one exactly
 //! sized sorted slice, copied whole when it changes, and only a long one is
-//! a persistent B-tree. The index of
-//! listings is a persistent B-tree map too: its nodes are dense, where a
-//! hash trie's were mostly empty slots at this many keys (about 700 bytes
-//! per listing, measured with heaptrack at 110,000 aggregates).
+//! a persistent B-tree. The index of listings is a persistent B-tree map
+//! too, under keys of two numbers (see `numbers.rs`): its nodes are dense,
+//! where a hash trie's were mostly empty slots at this many keys (about
+//! 700 bytes per listing, measured with heaptrack at 110,000 aggregates).
 
 use std::cmp::Reverse;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +18,52 @@ use std::sync::Arc;
 use imbl::{OrdMap, OrdSet};
 use time::OffsetDateTime;
 
+use super::numbers::{ACCOUNTS, REGIONS};
 use crate::domain::{AccountId, Image, ImageId, Region};
 
-/// Listings by (account, region).
-pub(super) type Index = OrdMap<(AccountId, Region), Listing>;
+/// Listings by (account, region), numbered (see [`super::numbers`]).
+pub(super) type Index = OrdMap<Key, Listing>;
+
+/// The key of one account's listing in one region: their numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct Key {
+    account: u32,
+    region: u32,
+}
+
+impl Key {
+    /// The key of (`account`, `region`), numbering either if it has no
+    /// number yet: for changes.
+    pub(super) fn numbered(account: &AccountId, region: &Region) -> Self {
+        Self {
+            account: ACCOUNTS.number(account),
+            region: REGIONS.number(region),
+        }
+    }
+
+    /// The key of (`account`, `region`) if both have numbers: no listing
+    /// is kept under anything else. For lookups, which number nothing.
+    pub(super) fn find(account: &AccountId, region: &Region) -> Option<Self> {
+        Some(Self {
+            account: ACCOUNTS.find(account)?,
+            region: REGIONS.find(region)?,
+        })
+    }
+
+    /// The account and region the key stands for.
+    pub(super) fn ids(&self) -> Option<(AccountId, Region)> {
+        Some((ACCOUNTS.value(self.account)?, REGIONS.value(self.region)?))
+    }
+}
+
+/// The listing of (`account`, `region`) in `index`, if there is one.
+pub(super) fn get<'a>(
+    index: &'a Index,
+    account: &AccountId,
+    region: &Region,
+) -> Option<&'a Listing> {
+    index.get(&Key::find(account, region)?)
+}
 
 /// Listings longer than this are B-trees; shorter ones slices.
 const SHORT: usize = 32;
@@ -202,7 +244,7 @@ impl Listing {
 
 /// The index of every listing `entries` names, built at once (faster than
 /// adding them one by one: each listing is built once, in order).
-pub(super) fn build(mut entries: Vec<((AccountId, Region), Listed)>) -> Index {
+pub(super) fn build(mut entries: Vec<(Key, Listed)>) -> Index {
     entries.sort_unstable();
     entries.dedup();
     let mut index = Index::new();
@@ -234,7 +276,7 @@ pub(super) fn build(mut entries: Vec<((AccountId, Region), Listed)>) -> Index {
 pub(super) fn insert(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
     let stamp = Stamp::fresh();
     let listing = index
-        .entry((account.clone(), region.clone()))
+        .entry(Key::numbered(account, region))
         .or_insert_with(|| Listing {
             entries: Entries::Short(Arc::from([])),
             stamp: stamp.clone(),
@@ -245,7 +287,9 @@ pub(super) fn insert(index: &mut Index, account: &AccountId, region: &Region, im
 
 /// Takes `image` out of the listing of (`account`, `region`).
 pub(super) fn remove(index: &mut Index, account: &AccountId, region: &Region, image: &Listed) {
-    let key = (account.clone(), region.clone());
+    let Some(key) = Key::find(account, region) else {
+        return;
+    };
     let now_empty = match index.get_mut(&key) {
         Some(listing) => {
             listing.remove(image);
@@ -262,7 +306,7 @@ pub(super) fn remove(index: &mut Index, account: &AccountId, region: &Region, im
 
 /// Marks a listing's content as changed (one of its images changed).
 pub(super) fn restamp(index: &mut Index, account: &AccountId, region: &Region) {
-    if let Some(listing) = index.get_mut(&(account.clone(), region.clone())) {
+    if let Some(listing) = Key::find(account, region).and_then(|key| index.get_mut(&key)) {
         listing.stamp = Stamp::fresh();
     }
 }
@@ -280,7 +324,7 @@ mod tests {
         }
     }
 
-    fn ids(index: &Index, key: &(AccountId, Region)) -> Vec<String> {
+    fn ids(index: &Index, key: &Key) -> Vec<String> {
         index.get(key).map_or_else(Vec::new, |listing| {
             listing.iter().map(|e| e.image_id.to_string()).collect()
         })
@@ -293,7 +337,7 @@ mod tests {
     fn keeps_order_across_its_two_forms() {
         let account = AccountId::parse("100").expect("valid in the test");
         let region = Region::new("ap-guangzhou");
-        let key = (account.clone(), region.clone());
+        let key = Key::numbered(&account, &region);
         let mut index = Index::new();
         let entries: Vec<Listed> = (0..SHORT as i64 * 2)
             .map(|i| entry(1_000 + (i * 7919) % 97, &format!("img-{:08}", i)))
