@@ -45,6 +45,16 @@ async fn register_accounts(store: Arc<SledStore>) -> TestResult {
     Ok(())
 }
 
+/// A sled store in `dir` holding accounts 1000 to 1399, and its head.
+async fn store_with_accounts(
+    dir: &tempfile::TempDir,
+) -> Result<(Arc<SledStore>, u64), Box<dyn std::error::Error>> {
+    let store = Arc::new(SledStore::open(dir.path(), 8 << 20)?);
+    register_accounts(Arc::clone(&store)).await?;
+    let head = store.head()?.position;
+    Ok((store, head))
+}
+
 /// Writes one entry as the first of a write towards `pending` that stops
 /// there, leaving the checkpoint alone.
 fn overwrite(store: &SledStore, op: ProjectionOp, pending: u64) -> TestResult {
@@ -55,9 +65,7 @@ fn overwrite(store: &SledStore, op: ProjectionOp, pending: u64) -> TestResult {
 #[tokio::test]
 async fn a_read_side_write_cut_short_verifies_and_the_next_start_finishes_it() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(SledStore::open(dir.path(), 8 << 20)?);
-    register_accounts(Arc::clone(&store)).await?;
-    let head = store.head()?.position;
+    let (store, head) = store_with_accounts(&dir).await?;
 
     // The read side as at position 50, then a write towards the head that a
     // crash stopped part way.
@@ -282,9 +290,7 @@ async fn an_append_a_crash_stopped_before_its_head_verifies_and_its_retry_runs()
 #[tokio::test]
 async fn a_read_side_off_the_log_is_named_at_its_first_differing_key() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(SledStore::open(dir.path(), 8 << 20)?);
-    register_accounts(Arc::clone(&store)).await?;
-    let head = store.head()?.position;
+    let (store, head) = store_with_accounts(&dir).await?;
     let policy = Policy::default();
 
     // The entries walked one at a time are those listed whole.

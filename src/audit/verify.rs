@@ -249,7 +249,7 @@ fn check_projections(
         targets.push(state);
     }
     if targets.is_empty() {
-        if let Some(key) = first_difference_streamed(store, &projected)? {
+        if let Some(key) = persist::first_difference(store, &projected)? {
             return Err(AuditError::Projections(format!(
                 "the stored read side differs from a fresh replay at key {:?}",
                 String::from_utf8_lossy(&key)
@@ -295,31 +295,6 @@ fn check_projections(
         )));
     }
     Ok(())
-}
-
-/// The first key at which the stored read side differs from the one
-/// `state` implies, both walked in key order one entry at a time (holding
-/// both whole took some 600 MB at a million images); `None` when none does.
-fn first_difference_streamed(
-    store: &dyn Store,
-    state: &LedgerState,
-) -> Result<Option<Vec<u8>>, AuditError> {
-    let mut fresh = persist::entries_in_order(state);
-    let mut difference: Option<Vec<u8>> = None;
-    store.projection_visit(b"", &mut |key, value| {
-        if difference.is_none() {
-            difference = match fresh.next().transpose()? {
-                None => Some(key.to_vec()),
-                Some((k, v)) if k == key && v == value => None,
-                Some((k, _)) => Some(k.min(key.to_vec())),
-            };
-        }
-        Ok(())
-    })?;
-    if difference.is_none() {
-        difference = fresh.next().transpose()?.map(|(key, _)| key);
-    }
-    Ok(difference)
 }
 
 /// How far the clock of the server that expired the records may be ahead

@@ -185,10 +185,7 @@ pub fn check_projections(
     };
     let head = store.head()?.position;
     let (state, _) = replay_to(store, head_at(store, checkpoint)?, progress)?;
-    let fresh = super::persist::entries(&state)?;
-    let stored = store.projection_scan(b"")?;
-    let differs = super::persist::first_difference_sorted(&stored, &fresh);
-    Ok(match differs {
+    Ok(match super::persist::first_difference(store, &state)? {
         Some(key) => ProjectionCheck::Differs { key },
         None => ProjectionCheck::Equal { checkpoint, head },
     })
