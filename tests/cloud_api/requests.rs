@@ -3,16 +3,17 @@
 
 use super::*;
 
-/// An `Authorization` for a CVM request signed now with `key` over this
+/// An `Authorization` for a CVM request signed at `at` with `key` over this
 /// content type and body (`None`: UNSIGNED-PAYLOAD), built from the parts.
 fn by_hand(
     key: &Key,
     host: &str,
     content_type: &str,
     body: Option<&[u8]>,
+    at: i64,
 ) -> Result<String, image_ledger_bench::BoxError> {
     use image_ledger::cloud::signature::{signature, utc_date, Signed};
-    let date = utc_date(now()).ok_or("a date")?;
+    let date = utc_date(at).ok_or("a date")?;
     let signed = Signed {
         method: "POST",
         path: "/",
@@ -20,11 +21,21 @@ fn by_hand(
         headers: vec![("content-type", content_type), ("host", host)],
         body,
     };
-    let signature = signature(key.secret.as_bytes(), &date, "cvm", now(), &signed);
+    let signature = signature(key.secret.as_bytes(), &date, "cvm", at, &signed);
     Ok(format!(
         "TC3-HMAC-SHA256 Credential={}/{date}/cvm/tc3_request, SignedHeaders=content-type;host, Signature={signature}",
         key.id
     ))
+}
+
+/// The `X-TC-Timestamp` that `headers` carry: a signature made by hand to
+/// go with them must cover that instant, not a later second.
+fn timestamp_of(headers: &[(String, String)]) -> Result<i64, image_ledger_bench::BoxError> {
+    let (_, value) = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("x-tc-timestamp"))
+        .ok_or("a timestamp header")?;
+    Ok(value.parse()?)
 }
 
 /// Sends a SHARE of the image with the friend signed as `headers` say,
@@ -173,7 +184,8 @@ async fn every_signature_failure_is_refused_with_its_code_and_changes_nothing() 
     // (the SDKs' option); the header itself must then be sent.
     let unsigned = {
         let mut headers = good.clone();
-        let signed = by_hand(&door.owner, &host, "application/json", None)?;
+        let at = timestamp_of(&headers)?;
+        let signed = by_hand(&door.owner, &host, "application/json", None, at)?;
         replace(&mut headers, "authorization", signed);
         headers
     };
@@ -297,7 +309,8 @@ async fn malformed_requests_get_their_codes_and_change_nothing() -> TestResult {
         };
         // Signed as text/plain, so only the type is wrong.
         let mut headers = with("Content-Type", "text/plain");
-        let signed = by_hand(&door.owner, &host, "text/plain", Some(&call.body))?;
+        let at = timestamp_of(&headers)?;
+        let signed = by_hand(&door.owner, &host, "text/plain", Some(&call.body), at)?;
         replace(&mut headers, "authorization", signed);
         headers
     };
