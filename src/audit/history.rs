@@ -20,7 +20,7 @@ pub struct Record {
 /// Every record of one image's stream, in order.
 pub fn image_history(store: &dyn EventLog, image: &ImageId) -> Result<Vec<Record>, AuditError> {
     let mut out = Vec::new();
-    try_scan_stream(store, image.as_str(), |_, bytes| {
+    try_scan_stream(store, &image.text(), |_, bytes| {
         out.push(Record {
             envelope: Envelope::decode(bytes)?,
             raw: bytes.to_vec(),

@@ -176,7 +176,7 @@ impl RuleChecker {
         if event.aggregate_id() != envelope.aggregate_id {
             return Err(Violation::Stream {
                 filed: envelope.aggregate_id.clone(),
-                belongs: event.aggregate_id().to_owned(),
+                belongs: event.aggregate_id().to_string(),
             });
         }
         let last = self.state.stream_version(event);
@@ -218,8 +218,7 @@ impl RuleChecker {
                 // Only reached when the recorded id was taken already; any
                 // other id makes the comparison below fail, as it should.
                 *spare += 1;
-                ImageId::from_suffix(&format!("{:0>8}", spare_suffix(*spare)))
-                    .unwrap_or_else(|_| ImageId::min())
+                ImageId::from_number(*spare)
             }
         };
         match decide(&self.state, &self.policy, &command, now, &mut ids) {
@@ -300,14 +299,4 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, Violation> {
         event,
         hash,
     })
-}
-
-fn spare_suffix(n: u64) -> String {
-    let mut out = String::new();
-    let mut n = n;
-    while n > 0 {
-        out.insert(0, ImageId::ALPHABET[(n % 36) as usize] as char);
-        n /= 36;
-    }
-    out
 }

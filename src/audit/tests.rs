@@ -221,7 +221,7 @@ async fn an_append_a_crash_stopped_before_its_head_verifies_and_its_retry_runs()
             &Policy::default(),
             &command,
             time::OffsetDateTime::UNIX_EPOCH,
-            &mut crate::domain::ImageId::min,
+            &mut || crate::domain::ImageId::from_number(0),
         )?;
         let record = crate::store::EncodedRecord::encode(
             &decision.events[0],

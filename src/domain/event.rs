@@ -307,14 +307,17 @@ impl Event {
     }
 
     /// The id of the aggregate (stream) the event belongs to: an account
-    /// id, an image id, or [`LEDGER_STREAM`](super::LEDGER_STREAM).
-    pub fn aggregate_id(&self) -> &str {
+    /// id, an image id, or [`LEDGER_STREAM`](super::LEDGER_STREAM). Inline:
+    /// no id is longer than 24 bytes.
+    pub fn aggregate_id(&self) -> CompactString {
         match (self, self.image_id()) {
-            (Event::LedgerLimitsSet { .. }, _) => super::LEDGER_STREAM,
+            (Event::LedgerLimitsSet { .. }, _) => CompactString::const_new(super::LEDGER_STREAM),
             (Event::AccountRegistered { account_id, .. }, _)
-            | (Event::TrustedImageOwnersSet { account_id, .. }, _) => account_id.as_str(),
-            (_, Some(image_id)) => image_id.as_str(),
-            (_, None) => "",
+            | (Event::TrustedImageOwnersSet { account_id, .. }, _) => {
+                CompactString::new(account_id.as_str())
+            }
+            (_, Some(image_id)) => image_id.text(),
+            (_, None) => CompactString::default(),
         }
     }
 }

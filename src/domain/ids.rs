@@ -1,8 +1,8 @@
 //! Identifier and value types that are valid by construction.
 //!
 //! Ids are kept inline ([`CompactString`]: up to 24 bytes without a heap
-//! allocation), which every account id (at most 20 digits), image id (12
-//! characters) and listed region is. Copying one is then a copy of 24
+//! allocation), which every account id (at most 20 digits) and listed
+//! region is; an image id is a number (see [`ImageId`]). Copying one is then a copy of 24
 //! bytes: a share to an account that many images are shared with copies
 //! the path to its entry in that account's index (the published snapshot
 //! shares it), up to 64 image ids per node, and with heap-allocated ids
@@ -61,53 +61,102 @@ impl fmt::Display for AccountId {
 }
 
 /// An image id: `img-` followed by 8 characters of `[a-z0-9]`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ImageId(CompactString);
+///
+/// Held as the number its 8 characters spell in base 36, digits before
+/// letters as in ASCII, so ids order as their texts do: 8 bytes instead of
+/// a 24-byte string. A million images are kept in memory at once, each id
+/// in the image map, the image and every listing that holds it: the state
+/// held 85 bytes less per aggregate (`tests/state_memory.rs`), and hashing
+/// or comparing a number is cheaper than a text.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ImageId(u64);
 
 impl ImageId {
-    /// Length of the random suffix.
+    /// Length of the suffix.
     pub const SUFFIX_LEN: usize = 8;
-    /// The alphabet of the random suffix.
-    pub const ALPHABET: &'static [u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    /// How many ids there are: 36 to the 8th.
+    pub const COUNT: u64 = 36u64.pow(Self::SUFFIX_LEN as u32);
 
     /// Parses an image id of the form `img-xxxxxxxx`.
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        let ok = raw.len() == 4 + Self::SUFFIX_LEN
-            && raw.starts_with("img-")
-            && raw[4..]
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        if ok {
-            Ok(Self(CompactString::new(raw)))
-        } else {
-            Err(DomainError::ImageIdMalformed(format!(
+        let suffix = raw
+            .strip_prefix("img-")
+            .filter(|suffix| suffix.len() == Self::SUFFIX_LEN);
+        let number = suffix.and_then(|suffix| {
+            suffix.bytes().try_fold(0u64, |number, byte| {
+                let digit = match byte {
+                    b'0'..=b'9' => byte - b'0',
+                    b'a'..=b'z' => byte - b'a' + 10,
+                    _ => return None,
+                };
+                Some(number * 36 + u64::from(digit))
+            })
+        });
+        number.map(Self).ok_or_else(|| {
+            DomainError::ImageIdMalformed(format!(
                 "the image id {} is not of the form img- followed by 8 characters of [a-z0-9]",
                 quoted(raw)
-            )))
+            ))
+        })
+    }
+
+    /// The id numbered `number` (below [`Self::COUNT`]; larger numbers
+    /// wrap): for id generators, which draw a number instead of 8 characters.
+    pub fn from_number(number: u64) -> Self {
+        Self(number % Self::COUNT)
+    }
+
+    /// The id as text, kept inline (no allocation).
+    pub fn text(&self) -> CompactString {
+        let mut text = [0u8; 4 + Self::SUFFIX_LEN];
+        text[..4].copy_from_slice(b"img-");
+        let mut number = self.0;
+        for at in (4..text.len()).rev() {
+            // Below 36 by the modulo, so the cast and the index hold.
+            let digit = (number % 36) as u8;
+            text[at] = if digit < 10 {
+                b'0' + digit
+            } else {
+                b'a' + digit - 10
+            };
+            number /= 36;
         }
-    }
-
-    /// Builds an id from a suffix of 8 alphabet characters (the caller
-    /// guarantees the form; used by id generators).
-    pub fn from_suffix(suffix: &str) -> Result<Self, DomainError> {
-        Self::parse(&format!("img-{suffix}"))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// A value that sorts before every valid id, for range scans.
-    pub(crate) fn min() -> Self {
-        Self(CompactString::default())
+        // ASCII by construction.
+        CompactString::from_utf8_lossy(&text)
     }
 }
 
 impl fmt::Display for ImageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text())
+    }
+}
+
+impl fmt::Debug for ImageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ImageId").field(&self.text()).finish()
+    }
+}
+
+impl Serialize for ImageId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text())
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = ImageId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an image id (img- followed by 8 characters of [a-z0-9])")
+            }
+            fn visit_str<E: serde::de::Error>(self, raw: &str) -> Result<ImageId, E> {
+                ImageId::parse(raw).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
     }
 }
 

@@ -1015,6 +1015,59 @@ fn ids_are_checked_for_form() {
     assert!(ClientToken::parse_optional("tök").is_err());
 }
 
+#[test]
+fn an_image_id_is_a_number_that_keeps_its_text_and_order() {
+    let texts = [
+        "img-00000000",
+        "img-00000009",
+        "img-0000000a",
+        "img-0000000z",
+        "img-00000010",
+        "img-a1b2c3d4",
+        "img-zzzzzzzz",
+    ];
+    let ids: Vec<ImageId> = texts.iter().map(|t| img(t)).collect();
+    for (id, text) in ids.iter().zip(texts) {
+        assert_eq!(id.text(), text);
+        assert_eq!(id.to_string(), text);
+        assert_eq!(format!("{id:?}"), format!("ImageId({text:?})"));
+        assert_eq!(serde_json::to_string(id).ok(), Some(format!("{text:?}")));
+        assert_eq!(
+            serde_json::from_str::<ImageId>(&format!("{text:?}"))
+                .ok()
+                .as_ref(),
+            Some(id)
+        );
+        let packed = postcard::to_allocvec(id).unwrap_or_default();
+        assert_eq!(
+            postcard::from_bytes::<ImageId>(&packed).ok().as_ref(),
+            Some(id)
+        );
+    }
+    // Ids order as their texts do (ASCII: digits before letters).
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+    assert_eq!(ImageId::from_number(0), ids[0]);
+    assert_eq!(ImageId::from_number(ImageId::COUNT - 1), ids[6]);
+    assert_eq!(ImageId::from_number(ImageId::COUNT), ids[0]);
+    for bad in [
+        "\"img-0000000\"",
+        "\"img-0000000A\"",
+        "\"img-000000000\"",
+        "\"\"",
+        "7",
+    ] {
+        let refused = serde_json::from_str::<ImageId>(bad)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            refused.as_deref().is_some_and(
+                |e| e.contains("not of the form img-") || e.contains("expected an image id")
+            ),
+            "{bad}: {refused:?}"
+        );
+    }
+}
+
 /// The writer changes its state while readers hold a clone of it (the
 /// published snapshot): nothing it changes may show through the clone,
 /// whether the change copies a map node, an image or its attributes.

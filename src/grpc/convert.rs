@@ -330,7 +330,7 @@ pub fn timestamp(time: OffsetDateTime) -> Timestamp {
 
 pub(super) fn image_ref(r: &ImageRef) -> pb::ImageRef {
     pb::ImageRef {
-        image_id: r.image_id.as_str().to_owned(),
+        image_id: r.image_id.to_string(),
         region: r.region.as_str().to_owned(),
     }
 }
@@ -343,7 +343,7 @@ pub(super) fn image_ref(r: &ImageRef) -> pb::ImageRef {
 pub fn image_message(image: &crate::domain::Image, shared: bool) -> pb::Image {
     let a = &image.attributes;
     pb::Image {
-        image_id: image.image_id.as_str().to_owned(),
+        image_id: image.image_id.to_string(),
         owner_account_id: image.owner_account_id.as_str().to_owned(),
         region: image.region.as_str().to_owned(),
         image_name: a.image_name.to_string(),

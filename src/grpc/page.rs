@@ -69,7 +69,6 @@ fn touch(page: &ImagePage<'_>) {
     for listed in &page.images {
         let image = listed.image;
         sum = sum
-            .wrapping_add(image.image_id.as_str().len())
             .wrapping_add(image.owner_account_id.as_str().len())
             .wrapping_add(image.region.as_str().len())
             .wrapping_add(image.state as usize)
@@ -98,7 +97,7 @@ fn texts(a: &ImageAttributes) -> [&str; 4] {
 /// proto3's rule that default values are not written.
 fn encode_image_fields(image: &Image, shared: bool, buf: &mut BytesMut) {
     let a = &image.attributes;
-    put_str(1, image.image_id.as_str(), buf);
+    put_str(1, &image.image_id.text(), buf);
     put_str(2, image.owner_account_id.as_str(), buf);
     put_str(3, image.region.as_str(), buf);
     put_str(4, &a.image_name, buf);

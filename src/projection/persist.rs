@@ -136,7 +136,7 @@ pub fn entries_in_order(
     let mut accounts: Vec<(&AccountId, &Account)> = state.accounts().collect();
     accounts.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
     let mut images: Vec<&Image> = state.images().collect();
-    images.sort_unstable_by(|a, b| a.image_id.as_str().cmp(b.image_id.as_str()));
+    images.sort_unstable_by(|a, b| a.image_id.cmp(&b.image_id));
     // Tags `a` < `i` < `l`: accounts, images, then the limits.
     accounts
         .into_iter()
@@ -156,7 +156,7 @@ fn account_entry(id: &AccountId, account: &Account) -> Result<Entry, StoreError>
 /// An image's entry.
 fn image_entry(image: &Image) -> Result<Entry, StoreError> {
     Ok((
-        key(b'i', image.image_id.as_str()),
+        key(b'i', &image.image_id.text()),
         codec::encode_image(image)?,
     ))
 }

@@ -155,9 +155,10 @@ impl EncodedRecord {
         let tagged = serde_json::to_vec(event).map_err(StoreError::encode)?;
         let event_type = event.event_type();
         let payload = payload_of(&tagged, event_type)?;
+        let aggregate_id = event.aggregate_id();
         let leading = Leading {
             position: meta.position,
-            aggregate_id: event.aggregate_id(),
+            aggregate_id: &aggregate_id,
             aggregate_version: meta.aggregate_version,
             event_type,
             schema_version: version,
@@ -182,7 +183,7 @@ impl EncodedRecord {
         bytes.extend_from_slice(b"\"}");
         Ok(Self {
             position: meta.position,
-            aggregate_id: event.aggregate_id().to_owned(),
+            aggregate_id: aggregate_id.to_string(),
             aggregate_version: meta.aggregate_version,
             bytes,
             hash,

@@ -10,7 +10,7 @@ use super::{image_ids, Call};
 use crate::app::Ledger;
 use crate::cloud::envelope::{ApiError, Fields};
 use crate::cloud::params::Filter;
-use crate::domain::{Image, ImageSource, LicenseType};
+use crate::domain::{Image, ImageId, ImageSource, LicenseType};
 use crate::projection::{
     describe_images as list, Condition, EncodedPage, ImageQuery, ImageTypeFilter, PageCache,
 };
@@ -194,7 +194,7 @@ fn apply_filters(query: &mut ImageQuery, filters: &[Filter]) -> Result<(), ApiEr
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ImageView<'a> {
-    image_id: &'a str,
+    image_id: &'a ImageId,
     os_name: &'a str,
     image_type: &'static str,
     created_time: String,
@@ -220,7 +220,7 @@ impl<'a> ImageView<'a> {
     pub fn of(image: &'a Image, shared: bool) -> Self {
         let a = &image.attributes;
         Self {
-            image_id: image.image_id.as_str(),
+            image_id: &image.image_id,
             os_name: &a.os_name,
             image_type: if shared {
                 "SHARED_IMAGE"

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use crate::domain::ImageId;
+
 use super::{image_ids, Call};
 use crate::app::Ledger;
 use crate::cloud::envelope::{ApiError, Fields};
@@ -141,7 +143,7 @@ pub async fn sync_images(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, Api
     let set: Vec<SyncImage<'_>> = copies
         .iter()
         .map(|copy| SyncImage {
-            image_id: copy.image_id.as_str(),
+            image_id: &copy.image_id,
             region: copy.region.as_str(),
         })
         .collect();
@@ -152,7 +154,7 @@ pub async fn sync_images(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, Api
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct SyncImage<'a> {
-    image_id: &'a str,
+    image_id: &'a ImageId,
     region: &'a str,
 }
 

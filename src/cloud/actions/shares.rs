@@ -117,6 +117,6 @@ pub async fn lighthouse(ledger: &Ledger, call: &Call<'_>) -> Result<Fields, ApiE
 
 /// The Lighthouse blueprint id of a shared image.
 pub fn blueprint_id(image_id: &ImageId) -> String {
-    let suffix = image_id.as_str().trim_start_matches("img-");
-    format!("lhbp-{suffix}")
+    let text = image_id.text();
+    format!("lhbp-{}", text.trim_start_matches("img-"))
 }

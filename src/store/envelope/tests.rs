@@ -34,9 +34,10 @@ fn reference(event: &Event, meta: &RecordMeta<'_>) -> (Vec<u8>, [u8; 32]) {
     let tagged = serde_json::to_string(event).expect("serializes");
     let Tagged { payload } = serde_json::from_str(&tagged).expect("tagged");
     let prev_hash = hex::encode(meta.prev_hash);
+    let aggregate_id = event.aggregate_id();
     let mut body = Reference {
         position: meta.position,
-        aggregate_id: event.aggregate_id(),
+        aggregate_id: &aggregate_id,
         aggregate_version: meta.aggregate_version,
         event_type: event.event_type(),
         schema_version: RECORD_VERSION,

@@ -171,10 +171,5 @@ fn now_micros() -> OffsetDateTime {
 }
 
 fn random_image_id() -> ImageId {
-    let mut rng = rand::rng();
-    let suffix: String = (0..ImageId::SUFFIX_LEN)
-        .map(|_| ImageId::ALPHABET[rng.random_range(0..ImageId::ALPHABET.len())] as char)
-        .collect();
-    // The suffix is drawn from the id alphabet, so this cannot fail.
-    ImageId::from_suffix(&suffix).unwrap_or_else(|_| ImageId::min())
+    ImageId::from_number(rand::rng().random_range(0..ImageId::COUNT))
 }
