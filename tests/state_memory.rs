@@ -68,7 +68,7 @@ fn fill() -> LedgerState {
     state
 }
 
-/// 475 bytes when this was written (560 with image ids as text, 1,161
+/// 467 bytes when this was written (560 with image ids as text, 1,161
 /// before the listings and shares were made compact); the bound leaves a
 /// sixth for drift between versions.
 /// The process-wide numbers of the listings' keys are counted by whichever
@@ -99,7 +99,7 @@ fn held(change: &stats_alloc::Stats) -> isize {
 }
 
 /// The same aggregates as a start restores them from the read side: the
-/// state a server holds once serving. 483 bytes when this was written,
+/// state a server holds once serving. 476 bytes when this was written,
 /// about as many as built by events; the bound leaves a sixth for drift.
 #[test]
 fn the_restored_state_holds_at_most_this_many_bytes_per_aggregate() {

@@ -7,7 +7,7 @@
 //!
 //! Images and accounts are in hash tries, the listings in a B-tree map
 //! (see `listing`). `tests/state_memory.rs` measures the heap per
-//! aggregate: 475 bytes (1,161 with listings as B-tree sets). B-tree maps
+//! aggregate: 467 bytes (1,161 with listings as B-tree sets). B-tree maps
 //! for the images and accounts too held 586, but at 10M events and a
 //! million images they cost the calls more than the 64 bytes are worth:
 //! server CPU per `AuthorizeImageUse` 18.7 µs against 16.0, per
