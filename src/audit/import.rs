@@ -4,9 +4,10 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::rules::RuleChecker;
+use super::rules::{decode, Decoded, RuleChecker};
 use super::AuditError;
 use crate::domain::Policy;
 use crate::idempotency::token_key;
@@ -64,7 +65,7 @@ const IMPORT_BATCH: usize = 4096;
 /// Every line is checked as `audit verify` would; on the first bad line
 /// nothing is left behind and the error names the line.
 pub fn import(
-    input: &mut dyn BufRead,
+    input: &mut (dyn BufRead + Send),
     data_dir: &Path,
     policy: &Policy,
 ) -> Result<ImportReport, AuditError> {
@@ -113,7 +114,7 @@ pub fn import(
 /// hold no ledger yet, with the same checks as [`import`]; on the first bad
 /// line the database is emptied again and the error names the line.
 pub fn import_into_database(
-    input: &mut dyn BufRead,
+    input: &mut (dyn BufRead + Send),
     url: &str,
     policy: &Policy,
 ) -> Result<ImportReport, AuditError> {
@@ -162,18 +163,67 @@ fn staging_dir(data_dir: &Path) -> Result<PathBuf, AuditError> {
     Ok(data_dir.with_file_name(staging))
 }
 
+/// Lines decoded per message from the reading thread.
+const LINES: usize = 1024;
+
+/// A line of the import file: its number, its bytes and what decoding them
+/// (which needs no state) gave.
+type Line = (u64, Vec<u8>, Result<Decoded, String>);
+
+/// Checks every line of `input` and appends it to `store`, on three
+/// threads as `audit verify` does on two: one reads, hashes and parses the
+/// lines, this one re-decides them in order, and one appends each batch
+/// while the next is checked. On the first bad line (or failed append)
+/// the others stop, and the caller leaves nothing behind.
 fn load_into(
     store: &dyn Store,
-    input: &mut dyn BufRead,
+    input: &mut (dyn BufRead + Send),
     policy: &Policy,
     started: Instant,
 ) -> Result<ImportReport, AuditError> {
     let mut checker = RuleChecker::new(policy.clone());
-    let mut pending = Pending::start(&checker);
-    let mut line = Vec::new();
+    let (lines, read) = mpsc::sync_channel::<Vec<Line>>(16);
+    let (batches, to_append) = mpsc::sync_channel::<AppendBatch>(2);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || read_lines(input, &lines));
+        let appender = scope.spawn(move || -> Result<(), AuditError> {
+            for batch in to_append {
+                store.append(&batch)?;
+            }
+            Ok(())
+        });
+        let checked = check_lines(&read, &mut checker, &batches);
+        // Dropping the ends stops the other two early after a failure.
+        drop((read, batches));
+        let read = reader
+            .join()
+            .map_err(|_| AuditError::Task("the import's reader panicked".into()))?;
+        let appended = appender
+            .join()
+            .map_err(|_| AuditError::Task("the import's appender panicked".into()))?;
+        // A failed append closes its channel, which stops the check.
+        appended.and(checked).and(read)
+    })?;
+    let head = checker.head();
+    // The read side is written once, whole, at the end: the import goes to
+    // a staging directory, so nothing reads it before then.
+    store.replace_projections(&persist::full(checker.state())?, head.position)?;
+    Ok(ImportReport {
+        events: head.position,
+        head_hash: hex::encode(head.hash),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Reads, hashes and parses the lines of `input`, a chunk at a time.
+fn read_lines(
+    input: &mut (dyn BufRead + Send),
+    lines: &mpsc::SyncSender<Vec<Line>>,
+) -> Result<(), AuditError> {
+    let mut chunk = Vec::with_capacity(LINES);
     let mut number = 0u64;
     loop {
-        line.clear();
+        let mut line = Vec::new();
         let read = input
             .read_until(b'\n', &mut line)
             .map_err(|e| AuditError::io("cannot read the import file", e))?;
@@ -184,43 +234,71 @@ fn load_into(
         if line.last() == Some(&b'\n') {
             line.pop();
         }
-        if line.is_empty() {
-            return Err(AuditError::Line {
-                line: number,
-                what: "empty line; an export has one record per line".into(),
-            });
-        }
-        let (envelope, _) = checker.check(&line).map_err(|violation| AuditError::Line {
-            line: number,
-            what: violation.to_string(),
-        })?;
-        if let Some(token) = &envelope.client_token {
-            pending
-                .tokens
-                .insert(token_key(envelope.actor.as_deref(), token));
-        }
-        pending.records.push(EncodedRecord {
-            position: envelope.position,
-            aggregate_id: envelope.aggregate_id,
-            aggregate_version: envelope.aggregate_version,
-            bytes: line.clone(),
-            hash: checker.head().hash,
-        });
-        if pending.records.len() >= IMPORT_BATCH {
-            pending.commit(store, &checker)?;
-            pending = Pending::start(&checker);
+        let decoded = if line.is_empty() {
+            Err("empty line; an export has one record per line".to_owned())
+        } else {
+            decode(&line).map_err(|violation| violation.to_string())
+        };
+        chunk.push((number, line, decoded));
+        if chunk.len() == LINES
+            && lines
+                .send(std::mem::replace(&mut chunk, Vec::with_capacity(LINES)))
+                .is_err()
+        {
+            return Ok(());
         }
     }
-    pending.commit(store, &checker)?;
-    let head = checker.head();
-    // The read side is written once, whole, at the end: the import goes to
-    // a staging directory, so nothing reads it before then.
-    store.replace_projections(&persist::full(checker.state())?, head.position)?;
-    Ok(ImportReport {
-        events: head.position,
-        head_hash: hex::encode(head.hash),
-        elapsed: started.elapsed(),
-    })
+    if !chunk.is_empty() {
+        let _ = lines.send(chunk);
+    }
+    Ok(())
+}
+
+/// Re-decides the decoded lines in order and hands each full batch to the
+/// appender.
+fn check_lines(
+    read: &mpsc::Receiver<Vec<Line>>,
+    checker: &mut RuleChecker,
+    batches: &mpsc::SyncSender<AppendBatch>,
+) -> Result<(), AuditError> {
+    let mut pending = Pending::start(checker);
+    for chunk in read.iter() {
+        for (line, bytes, decoded) in chunk {
+            let record = decoded
+                .and_then(|record| {
+                    checker
+                        .check_decoded(&record)
+                        .map(|()| record)
+                        .map_err(|violation| violation.to_string())
+                })
+                .map_err(|what| AuditError::Line { line, what })?;
+            let envelope = record.envelope;
+            if let Some(token) = &envelope.client_token {
+                pending
+                    .tokens
+                    .insert(token_key(envelope.actor.as_deref(), token));
+            }
+            pending.records.push(EncodedRecord {
+                position: envelope.position,
+                aggregate_id: envelope.aggregate_id,
+                aggregate_version: envelope.aggregate_version,
+                bytes,
+                hash: record.hash,
+            });
+            if pending.records.len() >= IMPORT_BATCH {
+                let full = std::mem::replace(&mut pending, Pending::start(checker));
+                if let Some(batch) = full.batch(checker)? {
+                    if batches.send(batch).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    if let Some(batch) = pending.batch(checker)? {
+        let _ = batches.send(batch);
+    }
+    Ok(())
 }
 
 /// One atomic write's worth of imported records.
@@ -239,9 +317,11 @@ impl Pending {
         }
     }
 
-    fn commit(self, store: &dyn Store, checker: &RuleChecker) -> Result<(), AuditError> {
+    /// The append of these records and of the idempotency records the
+    /// log implies for their tokens; `None` when there are no records.
+    fn batch(self, checker: &RuleChecker) -> Result<Option<AppendBatch>, AuditError> {
         if self.records.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut tokens = Vec::with_capacity(self.tokens.len());
         for key in self.tokens {
@@ -249,14 +329,12 @@ impl Pending {
                 tokens.push((key, record.encode()?));
             }
         }
-        let batch = AppendBatch {
+        Ok(Some(AppendBatch {
             expected_head: self.head,
             records: self.records,
             tokens,
             // The ledger drops those expired when it loads.
             expired_tokens: Vec::new(),
-        };
-        store.append(&batch)?;
-        Ok(())
+        }))
     }
 }
