@@ -4,6 +4,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod chunks;
 pub mod cloud;
 pub mod config;
 pub mod deferred;

@@ -4,11 +4,12 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use super::rules::{decode, Decoded, RuleChecker};
 use super::AuditError;
+use crate::chunks::{chunked, ChunkSender};
 use crate::domain::Policy;
 use crate::idempotency::token_key;
 use crate::projection::persist;
@@ -182,10 +183,10 @@ fn load_into(
     started: Instant,
 ) -> Result<ImportReport, AuditError> {
     let mut checker = RuleChecker::new(policy.clone());
-    let (lines, read) = mpsc::sync_channel::<Vec<Line>>(16);
+    let (lines, read) = chunked::<Line>(LINES, 16);
     let (batches, to_append) = mpsc::sync_channel::<AppendBatch>(2);
     std::thread::scope(|scope| {
-        let reader = scope.spawn(move || read_lines(input, &lines));
+        let reader = scope.spawn(move || read_lines(input, lines));
         let appender = scope.spawn(move || -> Result<(), AuditError> {
             for batch in to_append {
                 store.append(&batch)?;
@@ -218,9 +219,8 @@ fn load_into(
 /// Reads, hashes and parses the lines of `input`, a chunk at a time.
 fn read_lines(
     input: &mut (dyn BufRead + Send),
-    lines: &mpsc::SyncSender<Vec<Line>>,
+    mut lines: ChunkSender<Line>,
 ) -> Result<(), AuditError> {
-    let mut chunk = Vec::with_capacity(LINES);
     let mut number = 0u64;
     loop {
         let mut line = Vec::new();
@@ -239,25 +239,19 @@ fn read_lines(
         } else {
             decode(&line).map_err(|violation| violation.to_string())
         };
-        chunk.push((number, line, decoded));
-        if chunk.len() == LINES
-            && lines
-                .send(std::mem::replace(&mut chunk, Vec::with_capacity(LINES)))
-                .is_err()
-        {
+        if !lines.push((number, line, decoded)) {
+            // The check stopped at an error of its own.
             return Ok(());
         }
     }
-    if !chunk.is_empty() {
-        let _ = lines.send(chunk);
-    }
+    lines.finish();
     Ok(())
 }
 
 /// Re-decides the decoded lines in order and hands each full batch to the
 /// appender.
 fn check_lines(
-    read: &mpsc::Receiver<Vec<Line>>,
+    read: &Receiver<Vec<Line>>,
     checker: &mut RuleChecker,
     batches: &mpsc::SyncSender<AppendBatch>,
 ) -> Result<(), AuditError> {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::rules::{decode, Decoded, RuleChecker, Violation};
 use super::signing::SignedHead;
 use super::AuditError;
+use crate::chunks::chunked;
 use crate::domain::LedgerState;
 use crate::domain::Policy;
 use crate::idempotency::TokenRecord;
@@ -132,23 +133,12 @@ fn check_log(
         .iter()
         .map(|p| (*p == Some(0)).then(LedgerState::default))
         .collect();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Read>>(16);
+    let (mut tx, rx) = chunked::<Read>(CHUNK, 16);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || -> Result<(), AuditError> {
-            let mut chunk = Vec::with_capacity(CHUNK);
-            let mut open = true;
-            store.scan(1, &mut |position, bytes| {
-                chunk.push((position, decode(bytes)));
-                if chunk.len() == CHUNK {
-                    open = tx
-                        .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
-                        .is_ok();
-                }
-                open
-            })?;
-            if open && !chunk.is_empty() {
-                let _ = tx.send(chunk);
-            }
+            // A push refused (the checker stopped) stops the scan.
+            store.scan(1, &mut |position, bytes| tx.push((position, decode(bytes))))?;
+            tx.finish();
             Ok(())
         });
         let mut expected = 1u64;

@@ -26,6 +26,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::codec;
+use crate::chunks::chunked;
 use crate::domain::{
     Account, AccountId, Event, GatheredImages, Image, ImageId, LedgerState, Limits,
 };
@@ -108,24 +109,24 @@ pub fn changes(after: &LedgerState, touched: &Touched) -> Result<Vec<ProjectionO
     Ok(ops)
 }
 
-/// Every projection entry of `state`, for a rebuild.
+/// Every projection entry of `state`, in key order, for a rebuild. From
+/// the state's own aggregates: as `changes` of every id, it cloned each id
+/// and then looked each aggregate up again.
 pub fn full(state: &LedgerState) -> Result<Vec<ProjectionOp>, StoreError> {
-    let touched = Touched {
-        accounts: state.accounts().map(|(id, _)| id.clone()).collect(),
-        images: state.images().map(|image| image.image_id.clone()).collect(),
-        limits: state.limits().is_some(),
-    };
-    changes(state, &touched)
+    entries_in_order(state)
+        .map(|entry| {
+            entry.map(|(key, value)| ProjectionOp {
+                key,
+                value: Some(value),
+            })
+        })
+        .collect()
 }
 
 /// Every projection entry of `state`, in key order: what a read side
 /// written whole at `state` holds.
 pub fn entries(state: &LedgerState) -> Result<Entries, StoreError> {
-    // `full` gives them in key order already.
-    Ok(full(state)?
-        .into_iter()
-        .filter_map(|op| op.value.map(|value| (op.key, value)))
-        .collect())
+    entries_in_order(state).collect()
 }
 
 /// Every projection entry of `state`, in key order, encoded as the
@@ -134,7 +135,7 @@ pub fn entries_in_order(
     state: &LedgerState,
 ) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
     let mut accounts: Vec<(&AccountId, &Account)> = state.accounts().collect();
-    accounts.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    accounts.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut images: Vec<&Image> = state.images().collect();
     images.sort_unstable_by(|a, b| a.image_id.cmp(&b.image_id));
     // Tags `a` < `i` < `l`: accounts, images, then the limits.
@@ -243,7 +244,7 @@ const CHUNK: usize = 1024;
 /// (the reading keeps the decoding thread mostly idle: building the map
 /// there took 0.65 s off the restore at a million images).
 fn decode_images(store: &dyn Store) -> Result<GatheredImages, StoreError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(8);
+    let (mut tx, rx) = chunked::<Vec<u8>>(CHUNK, 8);
     std::thread::scope(|scope| {
         let decoder = scope.spawn(move || {
             let mut images = GatheredImages::default();
@@ -254,22 +255,18 @@ fn decode_images(store: &dyn Store) -> Result<GatheredImages, StoreError> {
             }
             Ok::<_, StoreError>(images)
         });
-        let mut chunk = Vec::with_capacity(CHUNK);
         let read = store.projection_visit(b"i", &mut |_, value| {
-            chunk.push(value.to_vec());
-            if chunk.len() == CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                // Refused only when the decoder stopped at an error, which
-                // its result reports.
-                tx.send(full)
-                    .map_err(|_| StoreError::Corrupt("an image entry does not decode".into()))?;
-            }
-            Ok(())
+            // Refused only when the decoder stopped at an error, which its
+            // result reports.
+            tx.push(value.to_vec())
+                .then_some(())
+                .ok_or_else(|| StoreError::Corrupt("an image entry does not decode".into()))
         });
-        if read.is_ok() && !chunk.is_empty() {
-            let _ = tx.send(chunk);
+        if read.is_ok() {
+            tx.finish();
+        } else {
+            drop(tx);
         }
-        drop(tx);
         // A panic on the other thread is one of this one.
         let decoded = decoder
             .join()

@@ -122,7 +122,8 @@ enum Entries {
     /// Exactly one: most listings at a million images, where a slice of
     /// one took an allocation of 56 bytes besides its pointer.
     One(Listed),
-    /// None (only while a listing is made or emptied), or two to
+    /// None (only while a listing is emptied, before the index drops
+    /// it), or two to
     /// [`SHORT`], sorted; shared between copies of the state until
     /// one changes it.
     Short(Arc<[Listed]>),
@@ -184,9 +185,6 @@ impl Listing {
                     both.sort();
                     self.entries = Entries::Short(Arc::from(both));
                 }
-            }
-            Entries::Short(entries) if entries.is_empty() => {
-                self.entries = Entries::One(entry.clone());
             }
             Entries::Short(entries) => {
                 let Err(at) = entries.binary_search(entry) else {

@@ -3,6 +3,7 @@
 
 use super::connection::failed;
 use super::{to_i64, to_u64, upsert, PgStore, READ_SIDE_LOCK};
+use crate::chunks::chunked;
 use crate::store::{
     Entries, ProjectionOp, ProjectionSave, ProjectionStatus, ProjectionStore, SaveMode, Saved,
     StoreError, VisitEntry,
@@ -114,7 +115,7 @@ impl ProjectionStore for PgStore {
             }
             None => "SELECT key, value FROM ledger_projections WHERE key >= $1 ORDER BY key",
         };
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Entries>(4);
+        let (mut tx, rx) = chunked::<(Vec<u8>, Vec<u8>)>(VISIT_CHUNK, 4);
         std::thread::scope(|scope| {
             let reader = scope.spawn(|| {
                 self.connection.run(move |client| {
@@ -122,23 +123,15 @@ impl ProjectionStore for PgStore {
                     let mut rows = client
                         .query_raw(sql, params.iter())
                         .map_err(failed("cannot read the projections"))?;
-                    let mut chunk = Vec::with_capacity(VISIT_CHUNK);
                     while let Some(row) =
                         rows.next().map_err(failed("cannot read the projections"))?
                     {
-                        chunk.push((row.get(0), row.get(1)));
-                        if chunk.len() == VISIT_CHUNK {
-                            let full =
-                                std::mem::replace(&mut chunk, Vec::with_capacity(VISIT_CHUNK));
-                            if tx.send(full).is_err() {
-                                // The visit stopped at an error of its own.
-                                return Ok(());
-                            }
+                        if !tx.push((row.get(0), row.get(1))) {
+                            // The visit stopped at an error of its own.
+                            return Ok(());
                         }
                     }
-                    if !chunk.is_empty() {
-                        let _ = tx.send(chunk);
-                    }
+                    tx.finish();
                     Ok(())
                 })
             });
