@@ -14,6 +14,7 @@ use crate::store::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_log.sql"),
     include_str!("migrations/0002_notify.sql"),
+    include_str!("migrations/0003_read_side_room.sql"),
 ];
 
 /// What a failed migration says: most often, a role without the right.
