@@ -6,6 +6,7 @@
 #   scripts/soak.sh [image-ledger-bench soak flags…]
 #
 # Runs `image-ledger-bench soak` (SIGKILLs under load, stalled subscribers,
+# a flood of idle HTTP/2 connections,
 # half a million client tokens) and scripts/disk-full.sh (needs root and
 # grpcurl; skipped, saying so, without them).
 set -euo pipefail

@@ -79,6 +79,23 @@ pub struct ServerSettings {
     /// kernel's backlog.
     #[arg(long, env = "IMAGE_LEDGER_MAX_CONNECTIONS", default_value_t = 4_096)]
     pub max_connections: usize,
+    /// Most connections open at once from one peer address, of
+    /// --max-connections; more from it are closed as they come.
+    #[arg(
+        long,
+        env = "IMAGE_LEDGER_MAX_CONNECTIONS_PER_PEER",
+        default_value_t = 1_024
+    )]
+    pub max_connections_per_peer: usize,
+    /// Seconds a gRPC connection may stay without any call before it is
+    /// closed (GOAWAY; clients reconnect when they next call). At the
+    /// connection cap the one idle longest is closed sooner, to make room.
+    #[arg(
+        long,
+        env = "IMAGE_LEDGER_MAX_CONNECTION_IDLE_SECS",
+        default_value_t = 300
+    )]
+    pub max_connection_idle_secs: u64,
     /// Most Subscribe streams open at once; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "IMAGE_LEDGER_MAX_SUBSCRIPTIONS", default_value_t = 10_000)]
     pub max_subscriptions: usize,
@@ -112,6 +129,11 @@ impl ServerSettings {
     /// How long a stopping server waits for clients to close their connections.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// How long a gRPC connection may stay without any call.
+    pub fn max_connection_idle(&self) -> Duration {
+        Duration::from_secs(self.max_connection_idle_secs)
     }
 
     /// How long a stopping server keeps serving after health turned NOT_SERVING.

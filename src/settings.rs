@@ -39,6 +39,8 @@ mod tests {
         let server = ServerSettings::default();
         assert_eq!(server.addr.to_string(), "127.0.0.1:50051");
         assert_eq!(server.max_connections, 4_096);
+        assert_eq!(server.max_connections_per_peer, 1_024);
+        assert_eq!(server.max_connection_idle().as_secs(), 300);
         assert_eq!(server.max_subscriptions, 10_000);
         assert_eq!(server.max_subscriptions_per_connection, 100);
         assert_eq!(server.page_cache_bytes(), 32 << 20);

@@ -50,6 +50,9 @@ struct SoakArgs {
     /// Subscribers that never read (0: skip).
     #[arg(long, default_value_t = 10_000)]
     subscribers: usize,
+    /// HTTP/2 connections that never call, past the connection cap (0: skip).
+    #[arg(long, default_value_t = 4_100)]
+    idle_connections: usize,
     /// Unique client tokens (0: skip).
     #[arg(long, default_value_t = 500_000)]
     tokens: u64,
@@ -287,6 +290,7 @@ fn soak(args: SoakArgs) -> anyhow::Result<()> {
         binary,
         kills: args.kills,
         subscribers: args.subscribers,
+        idle_connections: args.idle_connections,
         tokens: args.tokens,
         token_retention_secs: args.token_retention_secs,
     };

@@ -98,7 +98,7 @@ async fn connection(
     let Accepted {
         stream,
         remote,
-        permit,
+        place,
     } = accepted;
     match tls {
         None => http(stream, remote, door, stopped).await,
@@ -107,7 +107,7 @@ async fn connection(
             Err(err) => tracing::debug!(%remote, %err, "a cloud API TLS handshake failed"),
         },
     }
-    drop(permit);
+    drop(place);
 }
 
 async fn http<S>(stream: S, remote: SocketAddr, door: Arc<Door>, mut stopped: watch::Receiver<bool>)

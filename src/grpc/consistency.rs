@@ -74,7 +74,12 @@ pub(super) async fn reached(
 
 /// The call's deadline from its `grpc-timeout` header, if it has one.
 fn deadline(metadata: &MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    deadline_of(metadata.as_ref())
+}
+
+/// The deadline a request's `grpc-timeout` header gives, if it has one.
+pub fn deadline_of(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {

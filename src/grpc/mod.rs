@@ -33,7 +33,7 @@ pub use crate::listener::FIRST_BYTES_TIMEOUT;
 pub use audit::AuditService;
 pub use client::{AuditClient, Bearer, ClientError};
 pub use codec_errors::{explain_codec_errors, MALFORMED_MESSAGE_REASON, REQUEST_TOO_LARGE_REASON};
-pub use consistency::DEFAULT_WAIT;
+pub use consistency::{deadline_of, DEFAULT_WAIT};
 pub use convert::{envelope_message, state_message, state_of, time_of, timestamp, Commanded};
 pub use service::LedgerService;
 pub use status::{

@@ -9,7 +9,7 @@
 //!
 //! Two adjustments let h2 batch larger responses:
 //!
-//! - [`crate::listener::Held`], the connection tonic serves (plaintext,
+//! - [`crate::listener::Held`], the connection the server serves (plaintext,
 //!   [`Unvectored`], or TLS), tells h2 that the socket does not do vectored
 //!   writes. h2 then copies frames under 1 KiB (instead of 256 bytes) and
 //!   writes its buffer with one plain `write`.

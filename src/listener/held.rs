@@ -1,5 +1,5 @@
-//! An accepted connection as tonic serves it, plaintext or TLS: it holds
-//! its place under the connection cap while open, tells h2 it does no
+//! An accepted connection as the gRPC port serves it, plaintext or TLS: it
+//! holds its place under the connection cap while open, tells h2 it does no
 //! vectored writes (see `grpc/transport.rs`: h2 then gathers small frames
 //! into one write, which over TLS is one record), and, for plaintext, is
 //! closed when its client sends nothing within [`FIRST_BYTES_TIMEOUT`]
@@ -10,15 +10,15 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use super::Accepted;
+use super::{Accepted, Calls, Connections, Place};
 
 /// How long a plaintext connection may stay silent after it is accepted.
 pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,20 +28,30 @@ pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Held<S, I> {
     stream: S,
     info: I,
-    _permit: OwnedSemaphorePermit,
+    place: Place,
     /// Until the first bytes arrive: when the connection is closed.
     silent_until: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S, I> Held<S, I> {
-    /// `stream`, holding `permit` while open.
-    pub fn new(stream: S, info: I, permit: OwnedSemaphorePermit) -> Self {
+    /// `stream`, holding `place` while open.
+    pub fn new(stream: S, info: I, place: Place) -> Self {
         Self {
             stream,
             info,
-            _permit: permit,
+            place,
             silent_until: None,
         }
+    }
+
+    /// The connection's calls, and its requests to close.
+    pub fn calls(&self) -> Arc<Calls> {
+        Arc::clone(self.place.calls())
+    }
+
+    /// Where the connection is counted.
+    pub fn connections(&self) -> Arc<Connections> {
+        Arc::clone(self.place.connections())
     }
 }
 
@@ -52,7 +62,7 @@ impl Held<TcpStream, TcpConnectInfo> {
         let info = accepted.stream.connect_info();
         Self {
             silent_until: Some(Box::pin(tokio::time::sleep(FIRST_BYTES_TIMEOUT))),
-            ..Self::new(accepted.stream, info, accepted.permit)
+            ..Self::new(accepted.stream, info, accepted.place)
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Accepting TCP connections within bounds: at most a set number open at
-//! once (more wait in the kernel's backlog), a backoff instead of a spin
+//! once, and a share of them per peer address; at the cap, room made by
+//! closing the connection idle longest (more wait in the kernel's backlog
+//! while every connection has a call open); a backoff instead of a spin
 //! when the process is out of descriptors (EMFILE, ENFILE), and the soft
 //! descriptor limit raised to the hard one at start, with the cap kept
 //! below it, so sockets never starve the store of descriptors.
 
+mod connections;
 mod held;
 
 use std::net::SocketAddr;
@@ -11,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
+pub use connections::{CallGuard, Calls, Connections, Counts, Place};
 pub use held::{Held, FIRST_BYTES_TIMEOUT};
 
 /// Descriptors kept for the store, logs and the rest, out of the limit.
@@ -26,8 +30,8 @@ pub struct Accepted {
     pub stream: TcpStream,
     /// Who is on the other end.
     pub remote: SocketAddr,
-    /// Its place under the cap.
-    pub permit: OwnedSemaphorePermit,
+    /// Its place under the cap and in its peer's share.
+    pub place: Place,
 }
 
 /// Raises the soft limit on open descriptors to the hard one, and returns
@@ -57,30 +61,64 @@ pub fn connection_cap(wanted: usize) -> usize {
 
 /// The places under the connection cap, shared by every port of a server
 /// (the gRPC port and the cloud API door): the cap keeps all of them
-/// together under the descriptor limit.
-pub type Places = Arc<Semaphore>;
-
-/// [`connection_cap`]`(wanted)` places.
-pub fn places(wanted: usize) -> Places {
-    Arc::new(Semaphore::new(connection_cap(wanted)))
+/// together under the descriptor limit, and a peer's share counts both.
+#[derive(Debug, Clone)]
+pub struct Places {
+    free: Arc<Semaphore>,
+    connections: Arc<Connections>,
 }
 
-/// Accepts connections on `listener`, each holding one of `places` while
-/// open, until the receiver is dropped.
+impl Places {
+    /// [`connection_cap`]`(wanted)` places, at most `per_peer` of them
+    /// held from one address, counted in `counts`.
+    pub fn new(wanted: usize, per_peer: usize, counts: Counts) -> Self {
+        Self {
+            free: Arc::new(Semaphore::new(connection_cap(wanted))),
+            connections: Arc::new(Connections::new(per_peer, counts)),
+        }
+    }
+
+    /// A place for a connection from `remote`: at once when one is free;
+    /// at the cap, once the connection idle longest (asked to close here)
+    /// has gone, or any other; `None` when `remote` holds its share.
+    async fn take(&self, remote: SocketAddr) -> Option<Place> {
+        if self.connections.peer_full(remote.ip()) {
+            self.connections.refused();
+            return refuse(remote);
+        }
+        let permit = match Arc::clone(&self.free).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if !self.connections.close_longest_idle() {
+                    tracing::debug!(
+                        "at the connection cap, every connection busy; a new one waits"
+                    );
+                }
+                Arc::clone(&self.free).acquire_owned().await.ok()?
+            }
+        };
+        // Another port may have taken the peer's last share meanwhile.
+        self.connections
+            .register(remote.ip(), permit)
+            .or_else(|| refuse(remote))
+    }
+}
+
+/// Closes (by dropping) a connection from a peer that holds its share.
+/// Accepting it at all is what lets the kernel's backlog move on.
+fn refuse(remote: SocketAddr) -> Option<Place> {
+    tracing::debug!(%remote, "the peer holds its share of connections; closing the new one");
+    None
+}
+
+/// Accepts connections on `listener`, each holding a place while open,
+/// until the receiver is dropped.
 pub fn accept(listener: TcpListener, places: Places) -> mpsc::Receiver<Accepted> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(10);
         let mut failing = false;
         loop {
-            if places.available_permits() == 0 {
-                tracing::debug!("at the connection cap; new connections wait");
-            }
-            let permit = tokio::select! {
-                permit = Arc::clone(&places).acquire_owned() => permit,
-                () = tx.closed() => return,
-            };
-            let Ok(permit) = permit else { return };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = tx.closed() => return,
@@ -94,10 +132,16 @@ pub fn accept(listener: TcpListener, places: Places) -> mpsc::Receiver<Accepted>
                     // Without TCP_NODELAY, a response split over two segments
                     // waits for the client's delayed ACK: about 40 ms a call.
                     let _ = stream.set_nodelay(true);
+                    let place = tokio::select! {
+                        place = places.take(remote) => place,
+                        () = tx.closed() => return,
+                    };
+                    // Refused: dropping the stream closes it.
+                    let Some(place) = place else { continue };
                     let accepted = Accepted {
                         stream,
                         remote,
-                        permit,
+                        place,
                     };
                     if tx.send(accepted).await.is_err() {
                         return;
@@ -110,7 +154,6 @@ pub fn accept(listener: TcpListener, places: Places) -> mpsc::Receiver<Accepted>
                         tracing::warn!(%err, "cannot accept connections; backing off until it works");
                         failing = true;
                     }
-                    drop(permit);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub cloud: cloud::CloudMetrics,
     /// Counted by the ledger.
     pub ledger: Arc<LedgerMetrics>,
+    /// Counted by the connection bounds.
+    pub connections: crate::listener::Counts,
     /// Read off the ledger at each scrape.
     head: Gauge,
     queue: Gauge,
@@ -51,6 +53,17 @@ impl Metrics {
         let cloud = cloud::CloudMetrics::register(&mut registry);
         let ledger = Arc::new(LedgerMetrics::register(&mut registry));
         let (head, queue, read_side_lag) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let connections = crate::listener::Counts::default();
+        registry.register(
+            "ledger_connections_open",
+            "Client connections open, on the gRPC port and the cloud API door",
+            connections.open.clone(),
+        );
+        registry.register(
+            "ledger_connections_ended",
+            "Connections closed (idle, room) or refused (peer_share) by the connection bounds",
+            connections.ended.clone(),
+        );
         registry.register(
             "ledger_head_position",
             "Position of the last durable record of the log",
@@ -71,6 +84,7 @@ impl Metrics {
             grpc,
             cloud,
             ledger,
+            connections,
             head,
             queue,
             read_side_lag,

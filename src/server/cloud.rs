@@ -46,7 +46,7 @@ pub(super) async fn prepare(
             listener,
             door: Arc::new(door),
             tls,
-            places: Arc::clone(places),
+            places: places.clone(),
             grace: config.server.shutdown_grace(),
         },
     )))

@@ -4,6 +4,7 @@
 //! ([`serve`]); a failure part way stops what it had opened.
 
 mod cloud;
+mod http2;
 mod open;
 mod router;
 mod serve;
@@ -267,7 +268,11 @@ async fn prepare(
         None => None,
     };
     let metrics_addr = serve_metrics(config, metrics, ledger, stopped.clone()).await?;
-    let places = crate::listener::places(config.server.max_connections);
+    let places = crate::listener::Places::new(
+        config.server.max_connections,
+        config.server.max_connections_per_peer,
+        metrics.connections.clone(),
+    );
     let cloud = cloud::prepare(config, ledger, metrics, tls.clone(), &places).await?;
     let served = router::router(&config.server, ledger, key, metrics, stopped.clone()).await?;
     Ok(Prepared {

@@ -14,7 +14,9 @@ use tokio_stream::StreamExt;
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 use tower::util::MapResponseLayer;
+use tower::ServiceExt;
 
+use super::http2::{self, Routed};
 use super::{stop_ledger, ServeError};
 use crate::app::Ledger;
 use crate::config::Config;
@@ -23,19 +25,6 @@ use crate::grpc::pb::image_ledger_server::ImageLedgerServer;
 use crate::grpc::{AuditService, LedgerService, SmallFrames, Unvectored};
 use crate::metrics::Metrics;
 use crate::store::Released;
-
-/// How often an idle connection is pinged, and how long an answer may take.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Calls open at once on one connection.
-const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
-/// The request metadata (HTTP/2 header list) the server reads. A call over
-/// it is refused on its own (HTTP 431, the stream reset); only a header
-/// list over four times it, which h2 takes as abuse, ends the connection.
-/// hyper's 16 KiB made 100 KB of metadata end the sender's connection with
-/// every call on it; at 64 KiB that takes over 256 KB, while one
-/// connection still buffers at most one header list at a time.
-const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
 /// How long a stopped server waits for the last handle on its store.
 const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
@@ -89,49 +78,50 @@ impl Serving {
             ledger.clone(),
             stopped.clone(),
         ));
-        let router = tonic::transport::Server::builder()
-            // A peer that stops answering pings is closed, whatever it holds.
-            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-            .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
-            .layer(crate::metrics::grpc::Layer::new(metrics.grpc.clone()))
-            // Before the metrics see it: a refused message is counted by
-            // its explained code.
-            .layer(MapResponseLayer::new(|response: http::Response<_>| {
-                crate::grpc::explain_codec_errors(response)
-            }))
-            .layer(MapResponseLayer::new(
-                |response: http::Response<tonic::body::Body>| response.map(SmallFrames::new),
-            ))
-            .layer(crate::grpc::authenticate::Layer::new(config.auth.clone()))
-            .add_routes(routes);
+        let routed: Routed = tower::util::BoxCloneService::new(
+            tower::ServiceBuilder::new()
+                .layer(crate::metrics::grpc::Layer::new(metrics.grpc.clone()))
+                // Before the metrics see it: a refused message is counted by
+                // its explained code.
+                .layer(MapResponseLayer::new(|response: http::Response<_>| {
+                    crate::grpc::explain_codec_errors(response)
+                }))
+                .layer(MapResponseLayer::new(
+                    |response: http::Response<tonic::body::Body>| response.map(SmallFrames::new),
+                ))
+                .layer(crate::grpc::authenticate::Layer::new(config.auth.clone()))
+                .service(routes)
+                .map_request(|request: http::Request<tonic::body::Body>| request)
+                .map_err(tower::BoxError::from),
+        );
         let until = draining(stopped.clone(), health, drain);
         let accepted = crate::listener::accept(listener, places);
-        let serving: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match tls {
-            Some(tls) => Box::pin(
-                router.serve_with_incoming_shutdown(crate::tls::incoming(accepted, tls), until),
-            ),
-            None => Box::pin(
-                router.serve_with_incoming_shutdown(
-                    ReceiverStream::new(accepted)
-                        .map(|accepted| Ok::<_, std::io::Error>(Unvectored::plaintext(accepted))),
-                    until,
-                ),
-            ),
+        let idle = settings.max_connection_idle();
+        let serving: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match tls {
+            Some(tls) => Box::pin(http2::serve(
+                crate::tls::incoming(accepted, tls),
+                routed,
+                idle,
+                until,
+            )),
+            None => Box::pin(http2::serve(
+                ReceiverStream::new(accepted).map(Unvectored::plaintext),
+                routed,
+                idle,
+                until,
+            )),
         };
         // Graceful shutdown waits for every client to close its connection;
         // one that never does must not keep the process alive forever.
-        let served = tokio::select! {
-            served = serving => served,
+        tokio::select! {
+            () = serving => {}
             () = async {
                 stop_requested(stopped).await;
                 tokio::time::sleep(drain + grace).await;
             } => {
                 tracing::warn!(?grace, "connections still open after the grace period; closing them");
-                Ok(())
             }
-        };
+        }
         // The door bounds its own wait by the grace period.
         if let Some(cloud) = cloud {
             if cloud.await.is_err() {
@@ -142,7 +132,7 @@ impl Serving {
         // flushed and closed.
         stop_ledger(ledger, released).await;
         tracing::info!("stopped");
-        served.map_err(ServeError::from)
+        Ok(())
     }
 }
 

@@ -1,8 +1,7 @@
-//! The TLS connections tonic serves: a task accepts TCP connections and
+//! The TLS connections the gRPC port serves: a task accepts TCP connections and
 //! runs each handshake on a task of its own, under a timeout, so a slow or
 //! failed handshake never holds up the others or stops the server.
 
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +20,8 @@ pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub type TlsConn = Held<tokio_rustls::server::TlsStream<TcpStream>, PeerInfo>;
 
 /// The TLS connections made of those `accepted` hands over; it ends when
-/// tonic drops it.
-pub fn incoming(
-    mut accepted: mpsc::Receiver<Accepted>,
-    tls: Arc<Tls>,
-) -> ReceiverStream<io::Result<TlsConn>> {
+/// the server drops it.
+pub fn incoming(mut accepted: mpsc::Receiver<Accepted>, tls: Arc<Tls>) -> ReceiverStream<TlsConn> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -36,7 +32,7 @@ pub fn incoming(
             let Some(Accepted {
                 stream: tcp,
                 remote,
-                permit,
+                place,
             }) = next
             else {
                 return;
@@ -52,8 +48,8 @@ pub fn incoming(
                             remote: Some(remote),
                             client,
                         };
-                        let conn = TlsConn::new(stream, info, permit);
-                        let _ = tx.send(Ok(conn)).await;
+                        let conn = TlsConn::new(stream, info, place);
+                        let _ = tx.send(conn).await;
                     }
                     Ok(Err(err)) => tracing::debug!(%remote, %err, "a TLS handshake failed"),
                     Err(_) => tracing::debug!(%remote, "a TLS handshake timed out"),

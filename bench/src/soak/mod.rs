@@ -1,11 +1,13 @@
 //! `image-ledger-bench soak`: the server tried as an adversary and an
 //! unlucky operator would, with its numbers: SIGKILLs under write load
 //! with every acknowledged write checked afterwards ([`kills`]), thousands
-//! of subscribers that never read ([`stalled`]), and half a million unique
+//! of subscribers that never read ([`stalled`]), a flood of HTTP/2
+//! connections that never call ([`flood`]), and half a million unique
 //! client tokens before and after they expire ([`tokens`]). Not a test
 //! suite: each part prints what it measured and fails only when a promise
 //! is broken (an acknowledged write lost, a bound exceeded).
 
+mod flood;
 mod kills;
 mod process;
 mod stalled;
@@ -24,6 +26,8 @@ pub struct SoakConfig {
     pub kills: usize,
     /// Subscribers that never read (0: skip).
     pub subscribers: usize,
+    /// Idle HTTP/2 connections (0: skip).
+    pub idle_connections: usize,
     /// Unique client tokens (0: skip).
     pub tokens: u64,
     /// Their retention, seconds: the tokens part waits it out.
@@ -39,6 +43,9 @@ pub fn soak(config: &SoakConfig) -> Result<(), BoxError> {
         }
         if config.subscribers > 0 {
             stalled::run(config).await?;
+        }
+        if config.idle_connections > 0 {
+            flood::run(config).await?;
         }
         if config.tokens > 0 {
             tokens::run(config).await?;
