@@ -134,6 +134,11 @@ impl Tokens {
         self.by_key.is_empty()
     }
 
+    /// The time (microseconds) of the oldest record held, if any.
+    pub fn oldest(&self) -> Option<i64> {
+        self.by_time.get_min().map(|(at, _)| *at)
+    }
+
     /// Drops the records expired at `now` under `retention` (both in
     /// microseconds) and returns their keys, oldest first.
     pub fn expire(&mut self, now: i64, retention: i64) -> Vec<Vec<u8>> {

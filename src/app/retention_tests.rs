@@ -153,3 +153,33 @@ async fn records_that_expired_while_the_ledger_was_stopped_are_not_loaded() -> R
     ledger.shutdown();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_leave_memory_as_they_expire_without_another_command() -> Result<(), AppError> {
+    let store = Arc::new(MemoryStore::new());
+    let metrics = Arc::new(LedgerMetrics::default());
+    let ledger = open(&store, &metrics)?;
+    register_with_tokens(&ledger, 40).await?;
+    assert_eq!(metrics.tokens.get(), 40);
+    // No command after these: the records go by time alone, within the
+    // retention and a tick or two.
+    let deadline = std::time::Instant::now() + RETENTION + Duration::from_secs(4);
+    while metrics.tokens.get() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} records still held after their retention",
+            metrics.tokens.get()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing was appended for it; the store drops them with the next append.
+    assert_eq!(store.head()?.position, 40);
+    assert_eq!(store.tokens()?.len(), 40);
+    ledger
+        .execute(account("3000"), CommandOptions::default())
+        .await?;
+    assert_eq!(store.tokens()?.len(), 0);
+    assert_eq!(metrics.tokens.get(), 0);
+    ledger.shutdown();
+    Ok(())
+}

@@ -86,6 +86,18 @@ impl Control {
         }
     }
 
+    /// Wakes the decide stage, so it expires the idempotency records due
+    /// with no command to wait for; false once the queue has closed.
+    pub(super) fn tick(&self) -> bool {
+        match self.wake.upgrade() {
+            Some(queue) => {
+                let _ = queue.try_send(Request::Wake);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Starts a new epoch: the last restart asked for is the one that counts.
     pub(super) fn restart(&self, restart: Restart, jobs: Vec<Job>) {
         {

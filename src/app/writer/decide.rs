@@ -160,7 +160,9 @@ impl Decider {
                 }
                 continue;
             }
-            if jobs.is_empty() && !std::mem::take(&mut self.restarted) {
+            // An empty batch when records expired: its state (and the
+            // later stages' copies of it) no longer holds them.
+            if jobs.is_empty() && !std::mem::take(&mut self.restarted) && !self.tokens_due() {
                 continue;
             }
             self.restarted = false;
@@ -175,6 +177,15 @@ impl Decider {
             }
         }
         (batches, commands)
+    }
+
+    /// Whether an idempotency record has expired by now.
+    fn tokens_due(&self) -> bool {
+        let retention = self.state.policy_or(&self.policy).token_retention_micros();
+        let now = idempotency::micros(OffsetDateTime::now_utc());
+        self.tokens
+            .oldest()
+            .is_some_and(|at| at <= now.saturating_sub(retention))
     }
 
     fn hand_on(&self, message: Message<Box<Staged>>) -> bool {

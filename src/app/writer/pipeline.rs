@@ -28,6 +28,8 @@ use crate::store::{Head, Store};
 const DECIDED_QUEUE: usize = 8;
 /// Written batches that may wait for the flush and sync stages.
 const WRITTEN_QUEUE: usize = 16;
+/// How often the decide stage looks for expired idempotency records.
+const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the pipeline starts from: the loaded state, published in `view`
 /// and durable at `durable`'s head.
@@ -103,6 +105,14 @@ pub(in crate::app) fn start(
         unflushed: Touched::default(),
         timing: StageTiming::default(),
     };
+    // Idempotency records leave memory as they expire, not only when the
+    // next command comes: the decide stage looks once a tick.
+    let ticking = Arc::clone(&link.control);
+    spawn("ledger-expiry", move || {
+        while ticking.tick() {
+            std::thread::sleep(EXPIRY_TICK);
+        }
+    })?;
     let decider = Decider::new(
         DecideStart {
             store,
