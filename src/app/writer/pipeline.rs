@@ -105,14 +105,7 @@ pub(in crate::app) fn start(
         unflushed: Touched::default(),
         timing: StageTiming::default(),
     };
-    // Idempotency records leave memory as they expire, not only when the
-    // next command comes: the decide stage looks once a tick.
-    let ticking = Arc::clone(&link.control);
-    spawn("ledger-expiry", move || {
-        while ticking.tick() {
-            std::thread::sleep(EXPIRY_TICK);
-        }
-    })?;
+    tick_for_expiry(Arc::clone(&link.control))?;
     let decider = Decider::new(
         DecideStart {
             store,
@@ -145,6 +138,18 @@ pub(in crate::app) fn start(
             "the writer stopped"
         );
     })
+}
+
+/// Wakes the decide stage once an [`EXPIRY_TICK`] until the command queue
+/// closes, so idempotency records leave memory as they expire, not only
+/// when the next command comes.
+fn tick_for_expiry(control: Arc<super::control::Control>) -> Result<(), AppError> {
+    spawn("ledger-expiry", move || {
+        while control.tick() {
+            std::thread::sleep(EXPIRY_TICK);
+        }
+    })
+    .map(drop)
 }
 
 /// What of the log is known durable at start: everything a store of its
