@@ -134,20 +134,19 @@ impl Tokens {
         self.by_key.is_empty()
     }
 
-    /// The time (microseconds) of the oldest record held, if any.
-    pub fn oldest(&self) -> Option<i64> {
-        self.by_time.get_min().map(|(at, _)| *at)
+    /// Whether a record held has expired at `now` under `retention` (both
+    /// in microseconds): what [`Self::expire`] would drop.
+    pub fn any_expired(&self, now: i64, retention: i64) -> bool {
+        self.by_time
+            .get_min()
+            .is_some_and(|(at, _)| *at <= now.saturating_sub(retention))
     }
 
     /// Drops the records expired at `now` under `retention` (both in
     /// microseconds) and returns their keys, oldest first.
     pub fn expire(&mut self, now: i64, retention: i64) -> Vec<Vec<u8>> {
-        let cutoff = now.saturating_sub(retention);
         let mut expired = Vec::new();
-        while let Some((at, _)) = self.by_time.get_min() {
-            if *at > cutoff {
-                break;
-            }
+        while self.any_expired(now, retention) {
             if let Some((_, key)) = self.by_time.remove_min() {
                 self.by_key.remove(&key);
                 expired.push(key);

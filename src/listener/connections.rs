@@ -33,6 +33,7 @@ impl Counts {
     }
 
     /// How many were counted with `reason`.
+    #[cfg(test)]
     pub fn ended_for(&self, reason: &'static str) -> u64 {
         self.ended.get_or_create(&vec![("reason", reason)]).get()
     }
@@ -83,8 +84,7 @@ impl Connections {
         let held = slots.per_peer.entry(peer).or_default();
         if *held >= self.per_peer {
             drop(slots);
-            self.refused();
-            return None;
+            return self.refuse(peer);
         }
         *held += 1;
         let id = slots.next;
@@ -104,9 +104,13 @@ impl Connections {
         })
     }
 
-    /// Counts a connection refused because its peer held its share.
-    pub fn refused(&self) {
+    /// Refuses (and counts) a connection from `peer`, which holds its
+    /// share: the caller drops it, which closes it. Accepting it at all is
+    /// what lets the kernel's backlog move on.
+    pub fn refuse(&self, peer: IpAddr) -> Option<Place> {
+        tracing::debug!(%peer, "the peer holds its share of connections; closing the new one");
         self.counts.count("peer_share");
+        None
     }
 
     /// Whether `peer` holds its share already.

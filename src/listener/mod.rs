@@ -82,9 +82,10 @@ impl Places {
     /// at the cap, once the connection idle longest (asked to close here)
     /// has gone, or any other; `None` when `remote` holds its share.
     async fn take(&self, remote: SocketAddr) -> Option<Place> {
+        // Checked first too, so a refused connection never waits for a
+        // place nor makes another close.
         if self.connections.peer_full(remote.ip()) {
-            self.connections.refused();
-            return refuse(remote);
+            return self.connections.refuse(remote.ip());
         }
         let permit = match Arc::clone(&self.free).try_acquire_owned() {
             Ok(permit) => permit,
@@ -97,18 +98,10 @@ impl Places {
                 Arc::clone(&self.free).acquire_owned().await.ok()?
             }
         };
-        // Another port may have taken the peer's last share meanwhile.
-        self.connections
-            .register(remote.ip(), permit)
-            .or_else(|| refuse(remote))
+        // Refused (and counted) there if another port took the peer's
+        // last share meanwhile.
+        self.connections.register(remote.ip(), permit)
     }
-}
-
-/// Closes (by dropping) a connection from a peer that holds its share.
-/// Accepting it at all is what lets the kernel's backlog move on.
-fn refuse(remote: SocketAddr) -> Option<Place> {
-    tracing::debug!(%remote, "the peer holds its share of connections; closing the new one");
-    None
 }
 
 /// Accepts connections on `listener`, each holding a place while open,

@@ -86,9 +86,6 @@ pub enum ServeError {
     /// A task of the server panicked or was cancelled.
     #[error("{0}")]
     Task(String),
-    /// The transport failed while serving.
-    #[error("the gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 impl From<StoreError> for ServeError {

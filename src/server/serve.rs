@@ -91,6 +91,7 @@ impl Serving {
                 ))
                 .layer(crate::grpc::authenticate::Layer::new(config.auth.clone()))
                 .service(routes)
+                // Names the request type, which the layers leave open.
                 .map_request(|request: http::Request<tonic::body::Body>| request)
                 .map_err(tower::BoxError::from),
         );

@@ -181,11 +181,10 @@ impl Decider {
 
     /// Whether an idempotency record has expired by now.
     fn tokens_due(&self) -> bool {
-        let retention = self.state.policy_or(&self.policy).token_retention_micros();
-        let now = idempotency::micros(OffsetDateTime::now_utc());
-        self.tokens
-            .oldest()
-            .is_some_and(|at| at <= now.saturating_sub(retention))
+        self.tokens.any_expired(
+            idempotency::micros(OffsetDateTime::now_utc()),
+            self.state.policy_or(&self.policy).token_retention_micros(),
+        )
     }
 
     fn hand_on(&self, message: Message<Box<Staged>>) -> bool {
