@@ -20,6 +20,8 @@ mod retention_tests;
 mod scrub_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod token_tests;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -210,9 +212,26 @@ impl Ledger {
         policy: Policy,
         options: WriterOptions,
     ) -> Result<Self, AppError> {
-        let (state, head) = crate::projection::load_state(store.as_ref())?;
-        let tokens = crate::idempotency::load(
+        // The idempotency records are read beside the state: neither
+        // needs the other until both are in.
+        let (loaded, scanned) = std::thread::scope(|scope| {
+            let scan = std::thread::Builder::new()
+                .name("ledger-tokens".into())
+                .spawn_scoped(scope, || crate::idempotency::scan(store.as_ref()));
+            let loaded = crate::projection::load_state(store.as_ref());
+            let scanned = match scan {
+                Ok(scan) => scan
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to spare: read them now.
+                Err(_) => crate::idempotency::scan(store.as_ref()),
+            };
+            (loaded, scanned)
+        });
+        let (state, head) = loaded?;
+        let tokens = crate::idempotency::settle(
             store.as_ref(),
+            scanned?,
             head,
             crate::idempotency::micros(time::OffsetDateTime::now_utc()),
             state.policy_or(&policy).token_retention_micros(),

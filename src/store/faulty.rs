@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::{
     AppendBatch, Entries, EventLog, Head, ProjectionOp, ProjectionSave, ProjectionStatus,
-    ProjectionStore, SaveMode, Saved, SharedLog, StoreError,
+    ProjectionStore, SaveMode, Saved, SharedLog, StoreError, TokenVisitor,
 };
 
 /// What a backend leaves of a projection save that fails after `count` of
@@ -221,6 +221,14 @@ impl<S: EventLog> EventLog for Faulty<S> {
 
     fn tokens(&self) -> Result<Entries, StoreError> {
         self.inner.tokens()
+    }
+
+    fn visit_tokens(&self, visit: &mut TokenVisitor<'_>) -> Result<(), StoreError> {
+        self.inner.visit_tokens(visit)
+    }
+
+    fn read_many(&self, positions: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner.read_many(positions)
     }
 }
 

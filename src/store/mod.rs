@@ -24,7 +24,9 @@ pub use error::{Cause, Chain, StoreError};
 #[cfg(any(test, feature = "test-hooks"))]
 pub use faulty::{CutShort, Faulty};
 pub use location::{Location, Opened};
-pub use log::{try_scan, try_scan_stream, AppendBatch, EventLog, EventLogExt, SharedLog, Watcher};
+pub use log::{
+    try_scan, try_scan_stream, AppendBatch, EventLog, EventLogExt, SharedLog, TokenVisitor, Watcher,
+};
 pub use memory::MemoryStore;
 pub use projections::{
     ProjectionOp, ProjectionSave, ProjectionStatus, ProjectionStore, ProjectionStoreExt, SaveMode,

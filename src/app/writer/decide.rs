@@ -2,6 +2,7 @@
 //! against the state including every batch still in the pipeline, and
 //! hands each batch on. [`super::pipeline`] builds and starts it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
@@ -19,6 +20,10 @@ use crate::domain::{LedgerState, Policy};
 use crate::idempotency::{self, Tokens};
 use crate::projection::Touched;
 use crate::store::{AppendBatch, Head, Store, StoreError};
+
+/// How many expired records' keys are read from the log at once (sooner
+/// after a second).
+const EXPIRED_READ_AT: usize = 1024;
 
 /// The decide stage.
 pub(super) struct Decider {
@@ -47,9 +52,14 @@ pub(super) struct Decider {
     broken: Option<StoreError>,
     health: Arc<Health>,
     metrics: Arc<crate::metrics::LedgerMetrics>,
-    /// Keys of idempotency records expired in memory, to remove from the
-    /// store with the next batch that writes records.
-    expired: Vec<Vec<u8>>,
+    /// Positions of idempotency records expired in memory, whose keys go
+    /// to the store with a later batch that writes records.
+    expired: Vec<u64>,
+    /// When the keys of expired records were last read from the log.
+    expired_read: std::time::Instant,
+    /// The position of the last record this replica wrote or caught up
+    /// to (the append stage's): records up to it are read from the log.
+    written: Arc<AtomicU64>,
     /// Writes fail: commands are refused with this until the healer finds
     /// the store taking them again.
     healing: Option<StoreError>,
@@ -70,6 +80,7 @@ pub(super) struct DecideStart {
     pub(super) tokens: Tokens,
     pub(super) control: Arc<Control>,
     pub(super) health: Arc<Health>,
+    pub(super) written: Arc<AtomicU64>,
     /// Where decided batches go: the append stage.
     pub(super) stages: SyncSender<Message<Box<Staged>>>,
 }
@@ -93,6 +104,8 @@ impl Decider {
             health: start.health,
             metrics: Arc::clone(&options.metrics),
             expired: Vec::new(),
+            expired_read: std::time::Instant::now(),
+            written: start.written,
             healing: None,
             healer: false,
             stages: Some(start.stages),
@@ -179,6 +192,28 @@ impl Decider {
         (batches, commands)
     }
 
+    /// The keys of the records expired since the last batch that took
+    /// some, read from the log once there are many or a second has
+    /// passed (one read each: a round trip on a database). Those it cannot
+    /// read stay in the store until the ledger next loads.
+    fn expired_keys(&mut self) -> Vec<Vec<u8>> {
+        if self.expired.is_empty()
+            || (self.expired.len() < EXPIRED_READ_AT
+                && self.expired_read.elapsed() < std::time::Duration::from_secs(1))
+        {
+            return Vec::new();
+        }
+        self.expired_read = std::time::Instant::now();
+        let positions = std::mem::take(&mut self.expired);
+        match self.tokens.keys_at(self.store.as_ref(), &positions) {
+            Ok(keys) => keys,
+            Err(err) => {
+                tracing::warn!(%err, records = positions.len(), "cannot read the keys of expired idempotency records; the store keeps them until the ledger loads");
+                Vec::new()
+            }
+        }
+    }
+
     /// Whether an idempotency record has expired by now.
     fn tokens_due(&self) -> bool {
         self.tokens.any_expired(
@@ -207,8 +242,9 @@ impl Decider {
             expected_head: self.head,
             ..AppendBatch::default()
         };
-        // Records expired meanwhile leave memory now and the store with the
-        // next append.
+        // Records expired meanwhile leave memory now and the store with a
+        // later append.
+        self.tokens.written(self.written.load(Ordering::SeqCst));
         let expired = self.tokens.expire(
             idempotency::micros(OffsetDateTime::now_utc()),
             self.state.policy_or(&self.policy).token_retention_micros(),
@@ -233,7 +269,7 @@ impl Decider {
             jobs.push(job);
         }
         if !batch.records.is_empty() {
-            batch.expired_tokens = std::mem::take(&mut self.expired);
+            batch.expired_tokens = self.expired_keys();
         }
         // O(1): the state's maps are persistent.
         let state = Arc::new(self.state.clone());
@@ -308,6 +344,9 @@ impl Decider {
             idempotency::micros(OffsetDateTime::now_utc()),
             state.policy_or(&self.policy).token_retention_micros(),
         )?;
+        self.expired.clear();
+        // Nothing is in flight: what the log holds is all there is.
+        self.written.store(head.position, Ordering::SeqCst);
         self.state = (*state).clone();
         self.published = state;
         self.head = head;

@@ -115,6 +115,7 @@ pub(in crate::app) fn start(
             tokens,
             control: link.control,
             health: link.health,
+            written: link.written,
             stages: to_append,
         },
         options,

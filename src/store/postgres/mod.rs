@@ -216,6 +216,23 @@ impl EventLog for PgStore {
         })
     }
 
+    fn read_many(&self, positions: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let positions: Vec<i64> = positions.iter().map(|p| to_i64(*p)).collect();
+        self.connection.run(move |client| {
+            let rows = client
+                .query(
+                    "SELECT position, record FROM ledger_events WHERE position = ANY($1) \
+                     ORDER BY position",
+                    &[&positions],
+                )
+                .map_err(failed("cannot read records"))?;
+            Ok(rows
+                .iter()
+                .map(|row| (u64::try_from(row.get::<_, i64>(0)).unwrap_or(0), row.get(1)))
+                .collect())
+        })
+    }
+
     fn stream_versions(&self, aggregate_ids: &[&str], as_of: u64) -> Result<Vec<u64>, StoreError> {
         let ids: Vec<String> = aggregate_ids.iter().map(|id| (*id).to_owned()).collect();
         let as_of = to_i64(as_of);

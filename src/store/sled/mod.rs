@@ -30,7 +30,7 @@ use self::durable::DurableDb;
 use self::keys::{decode_head, encode_head, log_key, tagged, HEAD, TOKEN};
 use self::release::Release;
 use self::stream_index::StreamIndex;
-use super::{AppendBatch, EncodedRecord, Entries, EventLog, Head, StoreError};
+use super::{AppendBatch, EncodedRecord, Entries, EventLog, Head, StoreError, TokenVisitor};
 
 pub use self::chunk::CHUNK_RECORDS;
 #[cfg(test)]
@@ -353,6 +353,33 @@ impl EventLog for SledStore {
 
     fn tokens(&self) -> Result<Entries, StoreError> {
         scan_tagged(&self.handles()?.tree, TOKEN, b"")
+    }
+
+    fn visit_tokens(&self, visit: &mut TokenVisitor<'_>) -> Result<(), StoreError> {
+        for entry in self.handles()?.tree.scan_prefix([TOKEN]) {
+            let (key, value) = entry?;
+            visit(&key[1..], &value)?;
+        }
+        Ok(())
+    }
+
+    fn read_many(&self, positions: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let handles = self.handles()?;
+        let head = read_head(&handles.tree)?.position;
+        // Positions close together often share a chunk: keep the last one.
+        let mut last: Option<Chunk> = None;
+        let mut records = Vec::with_capacity(positions.len());
+        for &position in positions.iter().filter(|p| **p <= head) {
+            let chunk = match last.take() {
+                Some(chunk) if chunk.record(position).is_some() => Some(chunk),
+                _ => decoded_chunk_at(&handles.tree, position)?,
+            };
+            if let Some(record) = chunk.as_ref().and_then(|chunk| chunk.record(position)) {
+                records.push((position, record.to_vec()));
+            }
+            last = chunk;
+        }
+        Ok(records)
     }
 }
 

@@ -9,7 +9,7 @@ use super::Decider;
 use crate::app::writer::Pending;
 use crate::app::{AppError, Committed, Job};
 use crate::domain::{decide, Event, ImageId, Reply};
-use crate::idempotency::{self, fingerprint, token_key, TokenRecord};
+use crate::idempotency::{self, fingerprint, token_key, Lookup, Slot, TokenRecord};
 use crate::projection::Touched;
 use crate::store::{AppendBatch, EncodedRecord, Head, RecordMeta, StoreError};
 
@@ -41,19 +41,24 @@ impl Decider {
             None => None,
         };
         let now = now_micros();
+        let mut slot = Slot::Digest;
         if let Some((key, fingerprint)) = &token {
-            // An expired record is as good as none: the command runs anew.
             let retention = self.state.policy_or(&self.policy).token_retention_micros();
-            let live = self
-                .tokens
-                .get(key)
-                .filter(|record| !record.expired(idempotency::micros(now), retention));
-            if let Some(record) = live {
-                let position = record.position;
-                return match record.answer(fingerprint) {
-                    Ok(reply) => Pending::Confirmed(Committed { reply, position }),
-                    Err(err) => Pending::Answer(Err(AppError::from(err))),
-                };
+            let looked = self.tokens.lookup(
+                self.store.as_ref(),
+                key,
+                fingerprint,
+                idempotency::micros(now),
+                retention,
+            );
+            match looked {
+                Ok(Lookup::Run(free)) => slot = free,
+                Ok(Lookup::Answer(Ok((reply, position)))) => {
+                    return Pending::Confirmed(Committed { reply, position })
+                }
+                Ok(Lookup::Answer(Err(err))) => return Pending::Answer(Err(AppError::from(err))),
+                // The retry's outcome is unknown to its caller, who may try again.
+                Err(err) => return Pending::Answer(Err(err.into())),
             }
         }
         let decision = match decide(
@@ -100,7 +105,7 @@ impl Decider {
         batch.records.extend(built.records);
         if let Some((key, record, bytes)) = built.token {
             batch.tokens.push((key.clone(), bytes));
-            self.tokens.insert(key, record);
+            self.tokens.insert(key, slot, record);
         }
         Pending::Durable(Committed {
             reply: decision.reply,

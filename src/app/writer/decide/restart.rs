@@ -7,7 +7,6 @@ use super::Decider;
 use crate::app::writer::control::Restart;
 use crate::app::writer::link::report_fork;
 use crate::domain::LedgerState;
-use crate::idempotency;
 use crate::projection as replay;
 use crate::store::{Chain, Envelope, Head, StoreError};
 
@@ -33,13 +32,7 @@ impl Decider {
             (*restart.state).clone(),
             restart.base,
             restart.target,
-            &mut |envelope, event| {
-                if let Err(violation) =
-                    idempotency::record_from_log(&mut tokens, envelope, event, &retention)
-                {
-                    tracing::warn!(%violation, position = envelope.position, "a record's token does not fit the log before it");
-                }
-            },
+            &mut |envelope, _| tokens.follow(self.store.as_ref(), envelope, retention),
         );
         match caught_up {
             Ok((state, head, touched)) => {

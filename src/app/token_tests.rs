@@ -1,0 +1,99 @@
+//! Retries with a client token answered from the log: once the log holds
+//! a command's records, the writer keeps only where they are, and a retry
+//! gets the first reply rebuilt from them, across a restart too.
+
+use std::sync::Arc;
+
+use super::tests::{account, image};
+use super::{AppError, CommandOptions, Committed, Ledger, WriterOptions};
+use crate::domain::{AccountId, ClientToken, Command, DomainError, Policy, Region, Reply};
+use crate::store::{EventLog, MemoryStore, Store};
+
+fn with_token(token: &str) -> Result<CommandOptions, AppError> {
+    Ok(CommandOptions {
+        client_token: ClientToken::parse_optional(token)?,
+        ..CommandOptions::default()
+    })
+}
+
+fn open(store: &Arc<MemoryStore>) -> Result<Ledger, AppError> {
+    let shared: Arc<dyn Store> = store.clone();
+    Ledger::open(shared, Policy::default(), WriterOptions::default())
+}
+
+fn copy(image_id: &crate::domain::ImageId, regions: &[&str]) -> Result<Command, AppError> {
+    Ok(Command::CopyImage {
+        caller: AccountId::parse("1001")?,
+        image_id: image_id.clone(),
+        destination_regions: regions.iter().copied().map(Region::new).collect(),
+        image_name: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_gets_the_first_reply_rebuilt_from_the_log_across_a_restart() -> Result<(), AppError>
+{
+    let store = Arc::new(MemoryStore::new());
+    let ledger = open(&store)?;
+    ledger
+        .execute(account("1001"), CommandOptions::default())
+        .await?;
+    let registered = ledger
+        .commit(image("1001", "web"), with_token("web-1")?)
+        .await?;
+    let Reply::ImageRegistered { image_id } = &registered.reply else {
+        panic!("registering an image replies with its id: {registered:?}");
+    };
+    // One command, two records: the reply names both copies, in order.
+    let regions = ["ap-shanghai", "ap-beijing"];
+    let copied = ledger
+        .commit(copy(image_id, &regions)?, with_token("copy-1")?)
+        .await?;
+    let Reply::ImagesCopied { images } = &copied.reply else {
+        panic!("copies: {copied:?}");
+    };
+    assert_eq!(images.len(), 2);
+    assert_eq!(copied.position, 4);
+    // A command between them and their retries.
+    ledger
+        .execute(account("1002"), with_token("web-1")?)
+        .await?;
+    let head = store.head()?;
+    assert_eq!(head.position, 5);
+
+    for round in ["before a restart", "after a restart"] {
+        let ledger = match round {
+            "before a restart" => ledger.clone(),
+            _ => {
+                ledger.shutdown();
+                open(&store)?
+            }
+        };
+        let retried = ledger
+            .commit(image("1001", "web"), with_token("web-1")?)
+            .await?;
+        assert_eq!(retried, registered, "{round}");
+        let retried = ledger
+            .commit(copy(image_id, &regions)?, with_token("copy-1")?)
+            .await?;
+        assert_eq!(retried, copied, "{round}");
+        let changed = ledger
+            .execute(copy(image_id, &["ap-beijing"])?, with_token("copy-1")?)
+            .await;
+        match changed {
+            Err(AppError::Domain(DomainError::IdempotencyMismatch(_))) => {}
+            other => panic!("{round}: other parameters were taken for a retry: {other:?}"),
+        }
+        assert_eq!(store.head()?, head, "{round}: a retry appends nothing");
+        let unrecorded = Committed {
+            reply: Reply::Done,
+            position: 5,
+        };
+        assert_eq!(
+            ledger.commit(account("1002"), with_token("web-1")?).await?,
+            unrecorded,
+            "{round}: the token of another account is its own"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! Reading the idempotency records back from the store: whole, for the
+//! audit tools, or as the writer holds them ([`Tokens`]) when the ledger
+//! starts — a scan that decodes only each record's position and time (and
+//! can run beside the read side's load), then the split at the head and
+//! the retention, with the removal of the records past or expired.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use super::{micros, TokenRecord, Tokens};
+use crate::store::{AppendBatch, Envelope, EventLog, EventLogExt, Head, StoreError};
+
+/// What the store holds of the idempotency records.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// The records of the log up to the head, in key order.
+    pub kept: Vec<(Vec<u8>, TokenRecord)>,
+    /// The keys of those past it: written by an append that a crash stopped
+    /// before its head (which commits it), so their commands did not happen.
+    pub past: Vec<Vec<u8>>,
+}
+
+/// The stored idempotency records, split at `head`. A record stored
+/// without its command's time gets it from the log.
+pub fn stored(log: &dyn EventLog, head: u64) -> Result<Stored, StoreError> {
+    let mut kept = Vec::new();
+    let mut past = Vec::new();
+    for (key, value) in log.tokens()? {
+        let mut record = TokenRecord::decode(&value)?;
+        if record.position > head {
+            past.push(key);
+            continue;
+        }
+        if record.recorded_at == 0 {
+            record.recorded_at = time_from_log(log, record.position)?;
+        }
+        kept.push((key, record));
+    }
+    Ok(Stored { kept, past })
+}
+
+/// The time of the record at `position`, for a stored record without it.
+fn time_from_log(log: &dyn EventLog, position: u64) -> Result<i64, StoreError> {
+    let bytes = log.read_at(position)?.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "an idempotency record points at position {position}, which is not in the log"
+        ))
+    })?;
+    Ok(micros(Envelope::decode(&bytes)?.recorded_at))
+}
+
+/// The part of a stored record a start reads; serde skips the rest.
+#[derive(Deserialize)]
+struct Stamp {
+    position: u64,
+    #[serde(default)]
+    recorded_at: i64,
+}
+
+impl Stamp {
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        serde_json::from_slice(bytes).map_err(StoreError::decode)
+    }
+}
+
+/// The time of a stored record without one whose position the log does
+/// not reach.
+const UNKNOWN: i64 = i64::MIN;
+
+/// Every stored record's digest, position and time: the first half of a
+/// start's load, which needs neither the head nor the retention.
+pub struct Scanned {
+    empty: Tokens,
+    /// (time, digest, position).
+    entries: Vec<(i64, u64, u64)>,
+}
+
+/// Reads every stored record's digest, position and time.
+pub fn scan(log: &dyn EventLog) -> Result<Scanned, StoreError> {
+    let empty = Tokens::default();
+    let mut entries = Vec::new();
+    log.visit_tokens(&mut |key, value| {
+        let stamp = Stamp::decode(value)?;
+        // A record stored without its command's time gets it from the
+        // log, when the log reaches it (see `settle` for one that does not).
+        let at = match stamp.recorded_at {
+            0 => match log.read_at(stamp.position)? {
+                Some(bytes) => micros(Envelope::decode(&bytes)?.recorded_at),
+                None => UNKNOWN,
+            },
+            at => at,
+        };
+        entries.push((at, empty.digest(key), stamp.position));
+        Ok(())
+    })?;
+    Ok(Scanned { empty, entries })
+}
+
+/// Loads the idempotency records of the log up to `head` that have not
+/// expired at `now` under `retention` (both in microseconds), removing
+/// those past the head, so a retry of their commands runs them, and the
+/// expired ones.
+pub fn load(
+    log: &dyn EventLog,
+    head: Head,
+    now: i64,
+    retention: i64,
+) -> Result<Tokens, StoreError> {
+    settle(log, scan(log)?, head, now, retention)
+}
+
+/// [`load`]'s second half, given the scan.
+pub fn settle(
+    log: &dyn EventLog,
+    scanned: Scanned,
+    head: Head,
+    now: i64,
+    retention: i64,
+) -> Result<Tokens, StoreError> {
+    let Scanned {
+        empty: mut tokens,
+        mut entries,
+    } = scanned;
+    entries.sort_unstable();
+    let cutoff = now.saturating_sub(retention);
+    let (mut past, mut expired, mut collided) = (HashSet::new(), HashSet::new(), Vec::new());
+    for (at, digest, position) in entries {
+        if position > head.position {
+            past.insert(position);
+        } else if at == UNKNOWN {
+            return Err(StoreError::Corrupt(format!(
+                "an idempotency record points at position {position}, which is not in the log"
+            )));
+        } else if at <= cutoff {
+            expired.insert(position);
+        } else if tokens.holds(digest) {
+            collided.push((at, position));
+        } else {
+            tokens.restore(digest, position, at);
+        }
+    }
+    // On a shared log those past the head were committed by another
+    // replica since the head was read: the ledger takes them from the log
+    // when it follows it. Expired ones are left to the appends there,
+    // which are checked against the head: a removal here could meet a
+    // record another replica just wrote for the same token.
+    let remove = log.shared().is_none() && (!past.is_empty() || !expired.is_empty());
+    if !remove && collided.is_empty() {
+        return Ok(tokens);
+    }
+    // Only these need their keys: a second scan.
+    let wanted: HashSet<u64> = collided.iter().map(|(_, position)| *position).collect();
+    let mut removed = Vec::new();
+    let mut collided_keys = Vec::new();
+    log.visit_tokens(&mut |key, value| {
+        let position = Stamp::decode(value)?.position;
+        if remove && (past.contains(&position) || expired.contains(&position)) {
+            removed.push(key.to_vec());
+        } else if wanted.contains(&position) {
+            collided_keys.push((position, key.to_vec()));
+        }
+        Ok(())
+    })?;
+    for (position, key) in collided_keys {
+        if let Some((at, _)) = collided.iter().find(|(_, p)| *p == position) {
+            tokens.restore_collided(key, position, *at);
+        }
+    }
+    if remove {
+        // An append of no records, so the removal is checked against the
+        // head and made durable like any other.
+        log.append(&AppendBatch {
+            expected_head: head,
+            expired_tokens: removed,
+            ..AppendBatch::default()
+        })?;
+        if !past.is_empty() {
+            tracing::warn!(
+                records = past.len(),
+                head = head.position,
+                "removed idempotency records past the head: an append a crash cut short"
+            );
+        }
+        if !expired.is_empty() {
+            tracing::info!(
+                records = expired.len(),
+                "removed expired idempotency records"
+            );
+        }
+    }
+    Ok(tokens)
+}
