@@ -64,37 +64,67 @@ impl Stamp {
     }
 }
 
-/// The time of a stored record without one whose position the log does
-/// not reach.
-const UNKNOWN: i64 = i64::MIN;
-
-/// Every stored record's digest, position and time: the first half of a
-/// start's load, which needs neither the head nor the retention.
+/// The stored records as the writer holds them, before the head and the
+/// retention are known: the first half of a start's load, which can run
+/// beside the read side's.
 pub struct Scanned {
-    empty: Tokens,
-    /// (time, digest, position).
-    entries: Vec<(i64, u64, u64)>,
+    tokens: Tokens,
+    /// The last position a record names.
+    last: u64,
+    /// (time, position) of records whose digest another holds.
+    collided: Vec<(i64, u64)>,
+    /// Positions of records without a time that the log does not reach.
+    unknown: Vec<u64>,
 }
 
-/// Reads every stored record's digest, position and time.
+/// Reads every stored record's digest, position and time, and holds them
+/// as the writer does.
 pub fn scan(log: &dyn EventLog) -> Result<Scanned, StoreError> {
-    let empty = Tokens::default();
+    let started = std::time::Instant::now();
+    let mut tokens = Tokens::default();
     let mut entries = Vec::new();
+    let mut unknown = Vec::new();
     log.visit_tokens(&mut |key, value| {
         let stamp = Stamp::decode(value)?;
         // A record stored without its command's time gets it from the
-        // log, when the log reaches it (see `settle` for one that does not).
+        // log, when the log reaches it (`settle` judges one that does not).
         let at = match stamp.recorded_at {
             0 => match log.read_at(stamp.position)? {
                 Some(bytes) => micros(Envelope::decode(&bytes)?.recorded_at),
-                None => UNKNOWN,
+                None => {
+                    unknown.push(stamp.position);
+                    return Ok(());
+                }
             },
             at => at,
         };
-        entries.push((at, empty.digest(key), stamp.position));
+        entries.push((at, tokens.digest(key), stamp.position));
         Ok(())
     })?;
-    Ok(Scanned { empty, entries })
+    let read = started.elapsed();
+    entries.sort_unstable();
+    let mut collided = Vec::new();
+    let mut last = unknown.iter().copied().max().unwrap_or(0);
+    for (at, digest, position) in entries {
+        last = last.max(position);
+        if tokens.holds(digest) {
+            collided.push((at, position));
+        } else {
+            tokens.restore(digest, position, at);
+        }
+    }
+    tracing::debug!(
+        records = tokens.len() + collided.len(),
+        read_ms = read.as_millis() as u64,
+        held_ms = (started.elapsed() - read).as_millis() as u64,
+        "read the idempotency records"
+    );
+    Ok(Scanned {
+        tokens,
+        last,
+        collided,
+        unknown,
+    })
 }
 
 /// Loads the idempotency records of the log up to `head` that have not
@@ -119,27 +149,33 @@ pub fn settle(
     retention: i64,
 ) -> Result<Tokens, StoreError> {
     let Scanned {
-        empty: mut tokens,
-        mut entries,
+        mut tokens,
+        last,
+        collided,
+        unknown,
     } = scanned;
-    entries.sort_unstable();
-    let cutoff = now.saturating_sub(retention);
-    let (mut past, mut expired, mut collided) = (HashSet::new(), HashSet::new(), Vec::new());
-    for (at, digest, position) in entries {
-        if position > head.position {
-            past.insert(position);
-        } else if at == UNKNOWN {
-            return Err(StoreError::Corrupt(format!(
-                "an idempotency record points at position {position}, which is not in the log"
-            )));
-        } else if at <= cutoff {
-            expired.insert(position);
-        } else if tokens.holds(digest) {
-            collided.push((at, position));
-        } else {
-            tokens.restore(digest, position, at);
-        }
+    if let Some(position) = unknown.iter().find(|p| **p <= head.position) {
+        return Err(StoreError::Corrupt(format!(
+            "an idempotency record points at position {position}, which is not in the log"
+        )));
     }
+    let mut past: HashSet<u64> = unknown.into_iter().collect();
+    if last > head.position {
+        past.extend(tokens.forget_past(head.position));
+    }
+    let mut expired: HashSet<u64> = tokens.expire(now, retention).into_iter().collect();
+    let cutoff = now.saturating_sub(retention);
+    let collided: Vec<(i64, u64)> = collided
+        .into_iter()
+        .filter(|(at, position)| {
+            if *position > head.position {
+                past.insert(*position);
+            } else if *at <= cutoff {
+                expired.insert(*position);
+            }
+            *position <= head.position && *at > cutoff
+        })
+        .collect();
     // On a shared log those past the head were committed by another
     // replica since the head was read: the ledger takes them from the log
     // when it follows it. Expired ones are left to the appends there,

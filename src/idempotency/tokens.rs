@@ -177,6 +177,22 @@ impl Tokens {
         });
     }
 
+    /// Drops the records restored past `head` (an append a crash cut
+    /// short) and returns their positions. Looks at every record: only a
+    /// start after such a crash calls it.
+    pub(super) fn forget_past(&mut self, head: u64) -> Vec<u64> {
+        let (kept, past): (imbl::Vector<Made>, imbl::Vector<Made>) = self
+            .by_time
+            .iter()
+            .copied()
+            .partition(|made| made.position <= head);
+        for made in &past {
+            self.by_digest.remove(&made.digest);
+        }
+        self.by_time = kept;
+        past.iter().map(|made| made.position).collect()
+    }
+
     /// Whether `digest` is held (a record restored with it collides).
     pub(super) fn holds(&self, digest: u64) -> bool {
         self.by_digest.contains_key(&digest)
