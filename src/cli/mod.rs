@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 pub mod config_file;
 mod migrate;
+mod notify;
 mod projections;
 mod remote;
 mod serve;

@@ -11,6 +11,7 @@ use image_ledger::auth::CloudKeys;
 use image_ledger::config::{Config, Secret, ServerSettings};
 use image_ledger::store::Location;
 
+use super::notify::Notifier;
 use super::{runtime, FileSettings, PolicyArgs};
 
 /// `serve`: every flag is a field of the section that uses it.
@@ -47,19 +48,37 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
     let keys = Arc::clone(&config.cloud_keys);
     let file_path = file.path.clone();
     let store = config.store.describe();
+    let notifier = Notifier::from_env();
     runtime()?.block_on(async move {
+        notifier.status(&format!("opening {store} and loading the ledger"));
         let mut server = image_ledger::server::start(config)
             .await
             .with_context(|| format!("cannot start the server on {store}"))?;
         let stop_asked = shutdown_signal();
+        let serving_status = match server.cloud_api_addr() {
+            Some(door) => format!(
+                "serving gRPC on {} and the cloud API on {door}",
+                server.local_addr()
+            ),
+            None => format!("serving gRPC on {}", server.local_addr()),
+        };
         // Listening for SIGHUP from before the server says it listens: a
         // reload asked right after that (systemd's ExecReload, a script)
         // must reload, not end the process as SIGHUP's default does.
-        let reloads = reload_on_hangup(server.tls(), keys, file_path);
+        let reloads = reload_on_hangup(
+            server.tls(),
+            keys,
+            file_path,
+            (notifier, serving_status.clone()),
+        );
         // A plain line on stdout for scripts that start the server on port 0.
         println!("listening on {}", server.local_addr());
         if let Some(addr) = server.cloud_api_addr() {
             println!("cloud api listening on {addr}");
+        }
+        notifier.ready(&serving_status);
+        if let Some(watchdog) = notifier.watchdog() {
+            tokio::spawn(watchdog);
         }
         if let Some(addr) = server.metrics_addr() {
             tracing::info!(%addr, "serving metrics at /metrics");
@@ -69,6 +88,7 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
         let stop = server.take_stop();
         let serving = tokio::spawn(server.wait());
         stop_asked.await;
+        notifier.stopping();
         tracing::info!("shutting down: finishing in-flight calls");
         drop(stop);
         serving.await.context("the server task failed")??;
@@ -79,18 +99,21 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
 /// Listens for SIGHUP from the moment it is called, and returns the task
 /// that reloads the TLS files and the cloud API keys at each one; a reload
 /// that fails keeps what is in use and says why.
+/// The service manager is told of each reload, then of serving again
+/// with `status`.
 fn reload_on_hangup(
     tls: Option<Arc<image_ledger::tls::Tls>>,
     keys: Arc<CloudKeys>,
     file: Option<PathBuf>,
+    told: (Notifier, String),
 ) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     async move {
         #[cfg(unix)]
-        reload_at_each(hangups, tls, keys, file).await;
+        reload_at_each(hangups, tls, keys, file, told).await;
         #[cfg(not(unix))]
-        let _ = (tls, keys, file);
+        let _ = (tls, keys, file, told);
     }
 }
 
@@ -100,6 +123,7 @@ async fn reload_at_each(
     tls: Option<Arc<image_ledger::tls::Tls>>,
     keys: Arc<CloudKeys>,
     file: Option<PathBuf>,
+    (notifier, status): (Notifier, String),
 ) {
     let mut hangups = match hangups {
         Ok(hangups) => hangups,
@@ -109,6 +133,7 @@ async fn reload_at_each(
         }
     };
     while hangups.recv().await.is_some() {
+        notifier.reloading();
         if let Some(tls) = &tls {
             match tls.reload() {
                 Ok(()) => tracing::info!("reloaded the TLS certificates and key"),
@@ -132,6 +157,8 @@ async fn reload_at_each(
                 }
             }
         }
+        // A reload that failed keeps what was in use: serving goes on.
+        notifier.ready(&status);
     }
 }
 
