@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::domain::{ClientToken, Command, DomainError, LedgerState, Policy, Reply};
 use crate::store::{Head, Store, StoreError};
 use fence::Fence;
-use writer::{Control, Follower, Request, WriterLink};
+use writer::{Control, Follower, Request, StartTokens, WriterLink};
 
 pub use health::Condition;
 pub use limits::LIMITS_PRINCIPAL;
@@ -204,6 +204,42 @@ struct Inner {
     link: WriterLink,
 }
 
+/// Loads the state, then starts reading the idempotency records on a
+/// thread of their own. On a log only this process appends to, the decide
+/// stage takes them when a command first needs them (see
+/// `Decider::tokens_in`): the server answers queries meanwhile. Read beside
+/// the state instead, they slowed its load about as much as they saved.
+/// On a shared log they are in before the writer starts, since another
+/// replica's appends can start an epoch from them at once.
+fn load(
+    store: &Arc<dyn Store>,
+    policy: &Policy,
+) -> Result<(LedgerState, Head, StartTokens), AppError> {
+    let (state, head) = crate::projection::load_state(store.as_ref())?;
+    let reading = Arc::clone(store);
+    let scan = std::thread::Builder::new()
+        .name("ledger-tokens".into())
+        .spawn(move || crate::idempotency::scan(reading.as_ref()));
+    let scanned = match scan {
+        Ok(scan) if store.shared().is_none() => {
+            return Ok((state, head, StartTokens::Reading(scan)));
+        }
+        Ok(scan) => scan
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        // No thread to spare: read them now.
+        Err(_) => crate::idempotency::scan(store.as_ref()),
+    };
+    let tokens = crate::idempotency::settle(
+        store.as_ref(),
+        scanned?,
+        head,
+        crate::idempotency::micros(time::OffsetDateTime::now_utc()),
+        state.policy_or(policy).token_retention_micros(),
+    )?;
+    Ok((state, head, StartTokens::Loaded(tokens)))
+}
+
 impl Ledger {
     /// Loads the state from `store` (from the persisted projections when they
     /// are current, else by replaying the log) and starts the writer.
@@ -212,30 +248,7 @@ impl Ledger {
         policy: Policy,
         options: WriterOptions,
     ) -> Result<Self, AppError> {
-        // The idempotency records are read beside the state: neither
-        // needs the other until both are in.
-        let (loaded, scanned) = std::thread::scope(|scope| {
-            let scan = std::thread::Builder::new()
-                .name("ledger-tokens".into())
-                .spawn_scoped(scope, || crate::idempotency::scan(store.as_ref()));
-            let loaded = crate::projection::load_state(store.as_ref());
-            let scanned = match scan {
-                Ok(scan) => scan
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                // No thread to spare: read them now.
-                Err(_) => crate::idempotency::scan(store.as_ref()),
-            };
-            (loaded, scanned)
-        });
-        let (state, head) = loaded?;
-        let tokens = crate::idempotency::settle(
-            store.as_ref(),
-            scanned?,
-            head,
-            crate::idempotency::micros(time::OffsetDateTime::now_utc()),
-            state.policy_or(&policy).token_retention_micros(),
-        )?;
+        let (state, head, tokens) = load(&store, &policy)?;
         let policy = Arc::new(policy);
         let view = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));

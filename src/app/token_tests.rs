@@ -97,3 +97,36 @@ async fn a_retry_gets_the_first_reply_rebuilt_from_the_log_across_a_restart() ->
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_are_answered_while_the_records_load_and_commands_wait_for_them(
+) -> Result<(), AppError> {
+    let store = Arc::new(crate::store::Faulty::new(MemoryStore::new()));
+    let shared: Arc<dyn Store> = store.clone();
+    let ledger = Ledger::open(shared, Policy::default(), WriterOptions::default())?;
+    ledger
+        .execute(account("1001"), CommandOptions::default())
+        .await?;
+    let first = ledger
+        .commit(image("1001", "web"), with_token("web-1")?)
+        .await?;
+    ledger.shutdown();
+
+    let delay = std::time::Duration::from_millis(1_500);
+    store.slow_token_reads(delay);
+    let opening = std::time::Instant::now();
+    let shared: Arc<dyn Store> = store.clone();
+    let ledger = Ledger::open(shared, Policy::default(), WriterOptions::default())?;
+    // The state is in: queries need not wait for the records.
+    assert!(opening.elapsed() < delay / 2, "{:?}", opening.elapsed());
+    assert!(ledger.state().account(&AccountId::parse("1001")?).is_some());
+    // A retry waits for them, then gets the first reply: it was not taken
+    // for a new command (which the name already taken would refuse).
+    let retried = ledger
+        .commit(image("1001", "web"), with_token("web-1")?)
+        .await?;
+    assert!(opening.elapsed() >= delay, "{:?}", opening.elapsed());
+    assert_eq!(retried, first);
+    ledger.shutdown();
+    Ok(())
+}

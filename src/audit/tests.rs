@@ -265,13 +265,13 @@ async fn an_append_a_crash_stopped_before_its_head_verifies_and_its_retry_runs()
     let report = verify(store.as_ref(), &policy, &VerifyOptions::default())?;
     assert_eq!(report.head_position, head.position);
 
-    // The ledger drops the record, so the retry runs the command.
+    // The ledger drops the record (once a command needs the records), so
+    // the retry runs the command.
     let ledger = Ledger::open(
         Arc::clone(&store) as Arc<dyn Store>,
         policy.clone(),
         WriterOptions::default(),
     )?;
-    assert_eq!(store.tokens()?, Vec::new());
     let options = CommandOptions {
         client_token: Some(token),
         ..CommandOptions::default()
@@ -279,6 +279,13 @@ async fn an_append_a_crash_stopped_before_its_head_verifies_and_its_retry_runs()
     ledger.execute(command.clone(), options.clone()).await?;
     assert!(ledger.state().account(&AccountId::parse("2000")?).is_some());
     assert_eq!(ledger.durable_head().position, head.position + 1);
+    // Its record took the key: the one left by the crash (without a time) is gone.
+    let stored = store.tokens()?;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].0, key);
+    let record = crate::idempotency::TokenRecord::decode(&stored[0].1)?;
+    assert_eq!(record.position, head.position + 1);
+    assert_ne!(record.recorded_at, 0);
     // And a second retry is answered from its record, appending nothing.
     ledger.execute(command, options).await?;
     assert_eq!(ledger.durable_head().position, head.position + 1);

@@ -1,8 +1,9 @@
 //! Reading the idempotency records back from the store: whole, for the
 //! audit tools, or as the writer holds them ([`Tokens`]) when the ledger
-//! starts — a scan that decodes only each record's position and time (and
-//! can run beside the read side's load), then the split at the head and
-//! the retention, with the removal of the records past or expired.
+//! starts — a scan that decodes only each record's position and time (on
+//! a thread of its own while the server already answers queries), then
+//! the split at the head and the retention, with the removal of the
+//! records past or expired.
 
 use std::collections::HashSet;
 
@@ -65,8 +66,7 @@ impl Stamp {
 }
 
 /// The stored records as the writer holds them, before the head and the
-/// retention are known: the first half of a start's load, which can run
-/// beside the read side's.
+/// retention are applied: the first half of a start's load.
 pub struct Scanned {
     tokens: Tokens,
     /// The last position a record names.

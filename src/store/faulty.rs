@@ -46,6 +46,7 @@ pub struct Faulty<S> {
     flushes: AtomicUsize,
     syncs: AtomicUsize,
     append_delay_micros: AtomicUsize,
+    token_read_delay_micros: AtomicUsize,
     /// Every append, flush and sync fails, as on a full disk.
     full: AtomicBool,
     /// Calls that failed because of `full`.
@@ -64,6 +65,7 @@ impl<S> Faulty<S> {
             flushes: AtomicUsize::new(0),
             syncs: AtomicUsize::new(0),
             append_delay_micros: AtomicUsize::new(0),
+            token_read_delay_micros: AtomicUsize::new(0),
             full: AtomicBool::new(false),
             refused_full: AtomicUsize::new(0),
             projection_save: Mutex::new(None),
@@ -106,6 +108,13 @@ impl<S> Faulty<S> {
     /// tests can have batches queue up behind it.
     pub fn slow_appends(&self, delay: Duration) {
         self.append_delay_micros
+            .store(delay.as_micros() as usize, Ordering::SeqCst);
+    }
+
+    /// Makes every read of the idempotency records take at least `delay`,
+    /// as a large store would.
+    pub fn slow_token_reads(&self, delay: Duration) {
+        self.token_read_delay_micros
             .store(delay.as_micros() as usize, Ordering::SeqCst);
     }
 
@@ -224,6 +233,8 @@ impl<S: EventLog> EventLog for Faulty<S> {
     }
 
     fn visit_tokens(&self, visit: &mut TokenVisitor<'_>) -> Result<(), StoreError> {
+        let delay = self.token_read_delay_micros.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_micros(delay as u64));
         self.inner.visit_tokens(visit)
     }
 

@@ -34,6 +34,9 @@ pub(super) struct Decider {
     state: LedgerState,
     head: Head,
     tokens: Tokens,
+    /// The idempotency records still being read at start (see
+    /// [`Self::tokens_in`]).
+    pending: Option<PendingTokens>,
     /// `state` as the last batch handed on holds it: the next one's base.
     published: Arc<LedgerState>,
     max_batch: usize,
@@ -70,6 +73,37 @@ pub(super) struct Decider {
     failpoints: Arc<crate::app::testing::Failpoints>,
 }
 
+/// The idempotency records a start hands the decide stage.
+pub(in crate::app) enum StartTokens {
+    /// In already.
+    Loaded(Tokens),
+    /// Still read on their own thread (a log only this process appends
+    /// to): the decide stage takes them before its first command.
+    Reading(std::thread::JoinHandle<Result<idempotency::Scanned, StoreError>>),
+}
+
+impl StartTokens {
+    /// The records in already. Only a shared log's epochs start from
+    /// them, and a shared log's are in before the writer starts.
+    pub(super) fn loaded(&self) -> Tokens {
+        match self {
+            StartTokens::Loaded(tokens) => tokens.clone(),
+            StartTokens::Reading(_) => Tokens::default(),
+        }
+    }
+}
+
+/// Idempotency records not yet in, and the head they were stored at: no
+/// batch with records is handed on before they are.
+enum PendingTokens {
+    Reading(
+        std::thread::JoinHandle<Result<idempotency::Scanned, StoreError>>,
+        Head,
+    ),
+    /// The read failed: the next command that needs them reads them again.
+    Failed(Head),
+}
+
 /// What the decide stage starts from.
 pub(super) struct DecideStart {
     pub(super) store: Arc<dyn Store>,
@@ -77,7 +111,7 @@ pub(super) struct DecideStart {
     /// The state the ledger loaded, its head and idempotency records.
     pub(super) state: Arc<LedgerState>,
     pub(super) head: Head,
-    pub(super) tokens: Tokens,
+    pub(super) tokens: StartTokens,
     pub(super) control: Arc<Control>,
     pub(super) health: Arc<Health>,
     pub(super) written: Arc<AtomicU64>,
@@ -88,12 +122,20 @@ pub(super) struct DecideStart {
 impl Decider {
     /// The decide stage on the state the ledger loaded.
     pub(super) fn new(start: DecideStart, options: &crate::app::WriterOptions) -> Self {
+        let (tokens, pending) = match start.tokens {
+            StartTokens::Loaded(tokens) => (tokens, None),
+            StartTokens::Reading(reading) => (
+                Tokens::default(),
+                Some(PendingTokens::Reading(reading, start.head)),
+            ),
+        };
         Self {
             store: start.store,
             policy: start.policy,
             state: (*start.state).clone(),
             head: start.head,
-            tokens: start.tokens,
+            tokens,
+            pending,
             published: start.state,
             max_batch: options.max_batch.max(1),
             control: start.control,
@@ -190,6 +232,49 @@ impl Decider {
             }
         }
         (batches, commands)
+    }
+
+    /// Makes sure the idempotency records read at start are in: a command
+    /// with a client token needs them, and so does the first batch that
+    /// writes records (their removals are checked against the head they
+    /// were stored at). Commands that need neither, and queries, go on
+    /// while they are read. A read that failed is tried again here, the
+    /// command refused meanwhile.
+    pub(super) fn tokens_in(&mut self) -> Result<(), StoreError> {
+        let now = idempotency::micros(OffsetDateTime::now_utc());
+        let retention = self.state.policy_or(&self.policy).token_retention_micros();
+        let loaded = match self.pending.take() {
+            None => return Ok(()),
+            Some(PendingTokens::Reading(reading, head)) => {
+                let scanned = reading
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (
+                    head,
+                    scanned.and_then(|scanned| {
+                        idempotency::settle(self.store.as_ref(), scanned, head, now, retention)
+                    }),
+                )
+            }
+            Some(PendingTokens::Failed(head)) => (
+                head,
+                idempotency::load(self.store.as_ref(), head, now, retention),
+            ),
+        };
+        match loaded {
+            (_, Ok(tokens)) => {
+                self.tokens = tokens;
+                self.metrics
+                    .tokens
+                    .set(i64::try_from(self.tokens.len()).unwrap_or(i64::MAX));
+                Ok(())
+            }
+            (head, Err(err)) => {
+                tracing::warn!(err = %crate::store::Chain(&err), "cannot read the idempotency records");
+                self.pending = Some(PendingTokens::Failed(head));
+                Err(err)
+            }
+        }
     }
 
     /// The keys of the records expired since the last batch that took
@@ -345,6 +430,7 @@ impl Decider {
             state.policy_or(&self.policy).token_retention_micros(),
         )?;
         self.expired.clear();
+        self.pending = None;
         // Nothing is in flight: what the log holds is all there is.
         self.written.store(head.position, Ordering::SeqCst);
         self.state = (*state).clone();

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::append::Appender;
 use super::control::Request;
-use super::decide::{DecideStart, Decider};
+use super::decide::{DecideStart, Decider, StartTokens};
 use super::flush::Flusher;
 use super::link::WriterLink;
 use super::spawn;
@@ -20,7 +20,6 @@ use super::sync::Syncer;
 use super::timing::StageTiming;
 use crate::app::{AppError, WriterOptions};
 use crate::domain::{LedgerState, Policy};
-use crate::idempotency::Tokens;
 use crate::projection::{ProjectionWriter, Touched};
 use crate::store::{Head, Store};
 
@@ -38,7 +37,7 @@ pub(in crate::app) struct Loaded {
     pub(in crate::app) policy: Arc<Policy>,
     pub(in crate::app) view: Arc<ArcSwap<LedgerState>>,
     pub(in crate::app) durable: watch::Sender<Head>,
-    pub(in crate::app) tokens: Tokens,
+    pub(in crate::app) tokens: StartTokens,
 }
 
 /// Starts every stage; the returned thread (`ledger-decide`) decides the
@@ -68,7 +67,7 @@ pub(in crate::app) fn start(
         control: Arc::clone(&link.control),
         applied: head,
         applied_state: Arc::clone(&state),
-        applied_tokens: tokens.clone(),
+        applied_tokens: tokens.loaded(),
         written: Arc::clone(&link.written),
         epoch: 0,
         restarting: false,

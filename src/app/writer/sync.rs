@@ -82,14 +82,22 @@ impl Syncer {
             *durable = head;
             moved
         });
+        // Counted before anyone is answered: a scrape after a reply sees it.
+        let committed = ready
+            .iter()
+            .flat_map(|staged| &staged.fates)
+            .filter(|fate| matches!(fate, Pending::Durable(_)))
+            .count() as u64;
+        if committed > 0 {
+            // Caught-up records of other replicas count as events too.
+            self.metrics
+                .events
+                .inc_by(head.position.saturating_sub(before));
+            self.metrics.commands.inc_by(committed);
+            self.metrics.batch_size.observe(committed as f64);
+        }
         let mut touched = std::mem::take(&mut self.unflushed);
-        let mut committed = 0u64;
         for staged in ready {
-            committed += staged
-                .fates
-                .iter()
-                .filter(|fate| matches!(fate, Pending::Durable(_)))
-                .count() as u64;
             touched.extend(staged.touched);
             for (job, fate) in staged.jobs.into_iter().zip(staged.fates) {
                 let answer = match fate {
@@ -99,14 +107,6 @@ impl Syncer {
                 // A caller that gave up no longer listens; nothing to do then.
                 let _ = job.reply.send(answer);
             }
-        }
-        if committed > 0 {
-            // Caught-up records of other replicas count as events too.
-            self.metrics
-                .events
-                .inc_by(head.position.saturating_sub(before));
-            self.metrics.commands.inc_by(committed);
-            self.metrics.batch_size.observe(committed as f64);
         }
         if moved {
             self.read_side.durable(state, head.position, touched);

@@ -43,6 +43,9 @@ impl Decider {
         let now = now_micros();
         let mut slot = Slot::Digest;
         if let Some((key, fingerprint)) = &token {
+            if let Err(err) = self.tokens_in() {
+                return Pending::Answer(Err(err.into()));
+            }
             let retention = self.state.policy_or(&self.policy).token_retention_micros();
             let looked = self.tokens.lookup(
                 self.store.as_ref(),
@@ -80,6 +83,9 @@ impl Decider {
         }
         if decision.events.is_empty() {
             return Pending::Confirmed(Committed::unrecorded(decision.reply));
+        }
+        if let Err(err) = self.tokens_in() {
+            return Pending::Answer(Err(err.into()));
         }
         let built = match self.build(
             job,
