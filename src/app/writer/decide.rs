@@ -78,7 +78,8 @@ pub(in crate::app) enum StartTokens {
     /// In already.
     Loaded(Tokens),
     /// Still read on their own thread (a log only this process appends
-    /// to): the decide stage takes them before its first command.
+    /// to): the decide stage takes them when a command first needs them
+    /// (see `Decider::tokens_in`).
     Reading(std::thread::JoinHandle<Result<idempotency::Scanned, StoreError>>),
 }
 
