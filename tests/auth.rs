@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::rpcs::{assert_role_decides, call, reason, AUDIT, HEALTH, LEDGER};
+use common::scrape::{get, sample};
 use common::{InProcess, GZ, OWNER};
 use image_ledger::auth::{digest_hex, AuthConfig, Authenticator};
 
@@ -92,6 +93,52 @@ async fn every_rpc_admits_exactly_its_roles() -> TestResult {
     for token in [None, Some("ilt_not-a-token"), Some(GATEWAY)] {
         call(&channel, HEALTH, token).await?;
     }
+    server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_counted_by_reason() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let table: AuthConfig = toml::from_str(&auth_table())?;
+    let auth = Arc::new(Authenticator::new(&table)?);
+    let server = InProcess::new(dir.path())
+        .with(|config| {
+            config.auth = Some(auth);
+            config.server.metrics_addr = "127.0.0.1:0".parse().ok();
+        })
+        .start()
+        .await?;
+    let metrics = server.metrics_addr().ok_or("metrics are served")?;
+    let channel = Channel::from_shared(format!("http://{}", server.local_addr()))?
+        .connect()
+        .await?;
+    for _ in 0..3 {
+        call(&channel, LEDGER[0], None).await.expect_err("refused");
+    }
+    for _ in 0..2 {
+        call(&channel, LEDGER[0], Some("ilt_not-a-token"))
+            .await
+            .expect_err("refused");
+    }
+    let denied = call(&channel, AUDIT[0], Some(GATEWAY))
+        .await
+        .expect_err("refused");
+    assert_eq!(reason(&denied), "AuthFailure.UnauthorizedOperation");
+    // Health is open: not a refusal.
+    call(&channel, HEALTH, Some("ilt_not-a-token")).await?;
+
+    let (_, text) = get(metrics, "/metrics").await?;
+    let count = |reason: &str| {
+        sample(
+            &text,
+            &format!("ledger_auth_failures_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(count("AuthFailure.MissingCredentials"), Some(3.0));
+    assert_eq!(count("AuthFailure.InvalidToken"), Some(2.0));
+    assert_eq!(count("AuthFailure.UnauthorizedOperation"), Some(1.0));
+    assert_eq!(count("AuthFailure.UnknownCertificate"), None);
     server.stop().await?;
     Ok(())
 }

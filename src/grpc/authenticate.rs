@@ -1,5 +1,6 @@
 //! The tower layer that authenticates each call and checks its method
-//! against the caller's roles before any service sees it.
+//! against the caller's roles before any service sees it; each refusal is
+//! counted and logged ([`AuthFailures`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use crate::auth::{
     allowed, is_open, Authenticator, Caller, Principal, INVALID_CERTIFICATE, INVALID_TOKEN,
     MISSING_CREDENTIALS, UNAUTHORIZED_OPERATION, UNKNOWN_CERTIFICATE,
 };
+use crate::metrics::auth::AuthFailures;
 use crate::tls::{ClientCert, PeerInfo};
 
 /// Authenticates calls with `authenticator`; `None` lets every call
@@ -19,12 +21,16 @@ use crate::tls::{ClientCert, PeerInfo};
 #[derive(Clone)]
 pub struct Layer {
     authenticator: Option<Arc<Authenticator>>,
+    failures: Arc<AuthFailures>,
 }
 
 impl Layer {
-    /// The layer; `None` is the open mode.
-    pub fn new(authenticator: Option<Arc<Authenticator>>) -> Self {
-        Self { authenticator }
+    /// The layer; `None` is the open mode. Refusals go to `failures`.
+    pub fn new(authenticator: Option<Arc<Authenticator>>, failures: Arc<AuthFailures>) -> Self {
+        Self {
+            authenticator,
+            failures,
+        }
     }
 }
 
@@ -35,6 +41,7 @@ impl<S> tower::Layer<S> for Layer {
         Checked {
             inner,
             authenticator: self.authenticator.clone(),
+            failures: Arc::clone(&self.failures),
         }
     }
 }
@@ -44,6 +51,7 @@ impl<S> tower::Layer<S> for Layer {
 pub struct Checked<S> {
     inner: S,
     authenticator: Option<Arc<Authenticator>>,
+    failures: Arc<AuthFailures>,
 }
 
 type Refused<F> = Pin<Box<dyn std::future::Future<Output = F> + Send>>;
@@ -72,7 +80,19 @@ where
                     request.extensions_mut().insert(caller);
                 }
                 Ok(None) => {}
-                Err(status) => {
+                Err((status, reason)) => {
+                    let peer = request
+                        .extensions()
+                        .get::<tonic::transport::server::TcpConnectInfo>()
+                        .and_then(|info| info.remote_addr())
+                        .or_else(|| {
+                            request
+                                .extensions()
+                                .get::<PeerInfo>()
+                                .and_then(|peer| peer.remote)
+                        });
+                    self.failures
+                        .refused(reason, peer, request.uri().path(), status.message());
                     let response = status.into_http::<tonic::body::Body>();
                     return Box::pin(async move { Ok(response) });
                 }
@@ -82,11 +102,14 @@ where
     }
 }
 
+/// A refusal and its reason.
+type Refusal = (tonic::Status, &'static str);
+
 /// The caller of `request`, `None` for the open methods, or the refusal.
 fn check<B>(
     authenticator: &Authenticator,
     request: &http::Request<B>,
-) -> Result<Option<Caller>, tonic::Status> {
+) -> Result<Option<Caller>, Refusal> {
     let path = request.uri().path();
     if is_open(path) {
         return Ok(None);
@@ -97,7 +120,7 @@ fn check<B>(
         .map(|peer| &peer.client);
     let (principal, credential) = match certificate {
         Some(ClientCert::Invalid(why)) => {
-            return Err(refusal(
+            return Err(refused(
                 Code::Unauthenticated,
                 format!("the client certificate is not accepted: {why}"),
                 INVALID_CERTIFICATE,
@@ -106,7 +129,7 @@ fn check<B>(
         Some(ClientCert::Valid(names)) => match authenticator.by_certificate(names) {
             Some((principal, name)) => (principal, format!("certificate {name}")),
             None => {
-                return Err(refusal(
+                return Err(refused(
                     Code::Unauthenticated,
                     format!(
                         "no principal is configured for the client certificate's names {names:?}"
@@ -121,11 +144,10 @@ fn check<B>(
         }
     };
     if !allowed(&principal.roles, path) {
-        tracing::info!(principal = %principal.name, %credential, method = path, "a call was refused: the principal's roles do not allow the method");
-        return Err(refusal(
+        return Err(refused(
             Code::PermissionDenied,
             format!(
-                "principal {} may not call {path} (its roles: {:?})",
+                "principal {} ({credential}) may not call {path} (its roles: {:?})",
                 principal.name, principal.roles
             ),
             UNAUTHORIZED_OPERATION,
@@ -142,10 +164,10 @@ fn check<B>(
 fn by_token<'a, B>(
     authenticator: &'a Authenticator,
     request: &http::Request<B>,
-) -> Result<(&'a Principal, &'a Arc<str>), tonic::Status> {
+) -> Result<(&'a Principal, &'a Arc<str>), Refusal> {
     let header = request.headers().get(http::header::AUTHORIZATION);
     let Some(header) = header else {
-        return Err(refusal(
+        return Err(refused(
             Code::Unauthenticated,
             "this server needs credentials: a client certificate, or `authorization: Bearer <token>`"
                 .into(),
@@ -159,10 +181,15 @@ fn by_token<'a, B>(
         .map(str::trim);
     let found = token.and_then(|token| authenticator.by_token(token));
     found.ok_or_else(|| {
-        refusal(
+        refused(
             Code::Unauthenticated,
             "the bearer token is not one this server knows".into(),
             INVALID_TOKEN,
         )
     })
+}
+
+/// A refusal with `reason`, as the client gets it and as it is counted.
+fn refused(code: Code, message: String, reason: &'static str) -> Refusal {
+    (refusal(code, message, reason), reason)
 }

@@ -3,6 +3,7 @@
 //! off the ledger at each scrape, and the HTTP endpoint that serves them
 //! ([`http`]). Text in the OpenMetrics format, which Prometheus reads.
 
+pub mod auth;
 pub mod cloud;
 pub mod grpc;
 pub mod http;
@@ -39,6 +40,8 @@ pub struct Metrics {
     pub ledger: Arc<LedgerMetrics>,
     /// Counted by the connection bounds.
     pub connections: crate::listener::Counts,
+    /// Counted (and logged) by authentication.
+    pub auth: Arc<auth::AuthFailures>,
     /// Read off the ledger at each scrape.
     head: Gauge,
     queue: Gauge,
@@ -52,6 +55,7 @@ impl Metrics {
         let grpc = grpc::GrpcMetrics::register(&mut registry);
         let cloud = cloud::CloudMetrics::register(&mut registry);
         let ledger = Arc::new(LedgerMetrics::register(&mut registry));
+        let auth = Arc::new(auth::AuthFailures::register(&mut registry));
         let (head, queue, read_side_lag) = (Gauge::default(), Gauge::default(), Gauge::default());
         let connections = crate::listener::Counts::default();
         registry.register(
@@ -85,6 +89,7 @@ impl Metrics {
             cloud,
             ledger,
             connections,
+            auth,
             head,
             queue,
             read_side_lag,

@@ -89,7 +89,10 @@ impl Serving {
                 .layer(MapResponseLayer::new(
                     |response: http::Response<tonic::body::Body>| response.map(SmallFrames::new),
                 ))
-                .layer(crate::grpc::authenticate::Layer::new(config.auth.clone()))
+                .layer(crate::grpc::authenticate::Layer::new(
+                    config.auth.clone(),
+                    Arc::clone(&metrics.auth),
+                ))
                 .service(routes)
                 // Names the request type, which the layers leave open.
                 .map_request(|request: http::Request<tonic::body::Body>| request)

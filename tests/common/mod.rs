@@ -4,6 +4,7 @@
 
 pub mod pki;
 pub mod rpcs;
+pub mod scrape;
 
 use std::path::Path;
 
