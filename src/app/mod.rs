@@ -216,23 +216,18 @@ fn load(
     policy: &Policy,
 ) -> Result<(LedgerState, Head, StartTokens), AppError> {
     let (state, head) = crate::projection::load_state(store.as_ref())?;
-    let reading = Arc::clone(store);
-    let scan = std::thread::Builder::new()
-        .name("ledger-tokens".into())
-        .spawn(move || crate::idempotency::scan(reading.as_ref()));
-    let scanned = match scan {
-        Ok(scan) if store.shared().is_none() => {
+    if store.shared().is_none() {
+        let reading = Arc::clone(store);
+        let scan = std::thread::Builder::new()
+            .name("ledger-tokens".into())
+            .spawn(move || crate::idempotency::scan(reading.as_ref()));
+        // No thread to spare: read them now.
+        if let Ok(scan) = scan {
             return Ok((state, head, StartTokens::Reading(scan)));
         }
-        Ok(scan) => scan
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        // No thread to spare: read them now.
-        Err(_) => crate::idempotency::scan(store.as_ref()),
-    };
-    let tokens = crate::idempotency::settle(
+    }
+    let tokens = crate::idempotency::load(
         store.as_ref(),
-        scanned?,
         head,
         crate::idempotency::micros(time::OffsetDateTime::now_utc()),
         state.policy_or(policy).token_retention_micros(),

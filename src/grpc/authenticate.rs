@@ -81,16 +81,7 @@ where
                 }
                 Ok(None) => {}
                 Err((status, reason)) => {
-                    let peer = request
-                        .extensions()
-                        .get::<tonic::transport::server::TcpConnectInfo>()
-                        .and_then(|info| info.remote_addr())
-                        .or_else(|| {
-                            request
-                                .extensions()
-                                .get::<PeerInfo>()
-                                .and_then(|peer| peer.remote)
-                        });
+                    let peer = super::subscriptions::peer_in(request.extensions());
                     self.failures
                         .refused(reason, peer, request.uri().path(), status.message());
                     let response = status.into_http::<tonic::body::Body>();

@@ -118,10 +118,18 @@ impl Drop for Permit {
 
 /// The address of the connection a request came on, plaintext or TLS.
 pub fn peer_of<T>(request: &tonic::Request<T>) -> Option<SocketAddr> {
-    request.remote_addr().or_else(|| {
-        request
-            .extensions()
-            .get::<crate::tls::PeerInfo>()
-            .and_then(|peer| peer.remote)
-    })
+    peer_in(request.extensions())
+}
+
+/// The address of the connection whose request carries `extensions`
+/// (put there by `server::http2`): plaintext or TLS.
+pub fn peer_in(extensions: &http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|info| info.remote_addr())
+        .or_else(|| {
+            extensions
+                .get::<crate::tls::PeerInfo>()
+                .and_then(|peer| peer.remote)
+        })
 }

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
+use super::tokens::{envelope_at, not_in_log};
 use super::{micros, TokenRecord, Tokens};
 use crate::store::{AppendBatch, Envelope, EventLog, EventLogExt, Head, StoreError};
 
@@ -43,12 +44,7 @@ pub fn stored(log: &dyn EventLog, head: u64) -> Result<Stored, StoreError> {
 
 /// The time of the record at `position`, for a stored record without it.
 fn time_from_log(log: &dyn EventLog, position: u64) -> Result<i64, StoreError> {
-    let bytes = log.read_at(position)?.ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "an idempotency record points at position {position}, which is not in the log"
-        ))
-    })?;
-    Ok(micros(Envelope::decode(&bytes)?.recorded_at))
+    Ok(micros(envelope_at(log, position)?.recorded_at))
 }
 
 /// The part of a stored record a start reads; serde skips the rest.
@@ -155,9 +151,7 @@ pub fn settle(
         unknown,
     } = scanned;
     if let Some(position) = unknown.iter().find(|p| **p <= head.position) {
-        return Err(StoreError::Corrupt(format!(
-            "an idempotency record points at position {position}, which is not in the log"
-        )));
+        return Err(not_in_log(*position));
     }
     let mut past: HashSet<u64> = unknown.into_iter().collect();
     if last > head.position {
@@ -200,7 +194,7 @@ pub fn settle(
     })?;
     for (position, key) in collided_keys {
         if let Some((at, _)) = collided.iter().find(|(_, p)| *p == position) {
-            tokens.restore_collided(key, position, *at);
+            tokens.restore_collided(&key, position, *at);
         }
     }
     if remove {

@@ -147,27 +147,32 @@ impl Tokens {
 
     /// Adds the record of a command just decided, under `key` in `slot`.
     pub fn insert(&mut self, key: Vec<u8>, slot: Slot, record: TokenRecord) {
-        let digest = self.digest(&key);
-        let position = record.position;
+        let (position, at) = (record.position, record.recorded_at);
+        self.hold(&key, slot, position, at);
+        self.unwritten
+            .insert(position, Arc::new(Unwritten { key, record }));
+    }
+
+    /// Holds the record of `key` at `position`, made at `at`, in `slot`.
+    fn hold(&mut self, key: &[u8], slot: Slot, position: u64, at: i64) {
+        let digest = self.digest(key);
         match slot {
             Slot::Digest => {
                 self.by_digest.insert(digest, position);
             }
             Slot::Collided => {
-                self.collided.insert(key.clone(), position);
+                self.collided.insert(key.to_vec(), position);
             }
         }
         self.by_time.push_back(Made {
-            at: record.recorded_at,
+            at,
             digest,
             position,
         });
-        self.unwritten
-            .insert(position, Arc::new(Unwritten { key, record }));
     }
 
     /// Adds a live record read from the store, oldest first (see
-    /// [`super::load`]).
+    /// [`super::load`]), by the digest the scan computed.
     pub(super) fn restore(&mut self, digest: u64, position: u64, at: i64) {
         self.by_digest.insert(digest, position);
         self.by_time.push_back(Made {
@@ -199,14 +204,8 @@ impl Tokens {
     }
 
     /// Adds a record restored under its whole key (its digest collides).
-    pub(super) fn restore_collided(&mut self, key: Vec<u8>, position: u64, at: i64) {
-        let digest = self.digest(&key);
-        self.collided.insert(key, position);
-        self.by_time.push_back(Made {
-            at,
-            digest,
-            position,
-        });
+    pub(super) fn restore_collided(&mut self, key: &[u8], position: u64, at: i64) {
+        self.hold(key, Slot::Collided, position, at);
     }
 
     /// The log holds every record up to `position`: those are read from it
@@ -314,20 +313,7 @@ impl Tokens {
                 }
             },
         };
-        let digest = self.digest(&key);
-        match slot {
-            Slot::Digest => {
-                self.by_digest.insert(digest, envelope.position);
-            }
-            Slot::Collided => {
-                self.collided.insert(key, envelope.position);
-            }
-        }
-        self.by_time.push_back(Made {
-            at,
-            digest,
-            position: envelope.position,
-        });
+        self.hold(&key, slot, envelope.position, at);
     }
 
     /// Whose record is at `position`, with its fingerprint and time.
@@ -353,13 +339,17 @@ impl Tokens {
     }
 }
 
-fn envelope_at(log: &dyn EventLog, position: u64) -> Result<Envelope, StoreError> {
-    let bytes = log.read_at(position)?.ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "an idempotency record points at position {position}, which is not in the log"
-        ))
-    })?;
+/// The record at `position`, which an idempotency record points at.
+pub(super) fn envelope_at(log: &dyn EventLog, position: u64) -> Result<Envelope, StoreError> {
+    let bytes = log.read_at(position)?.ok_or_else(|| not_in_log(position))?;
     Envelope::decode(&bytes)
+}
+
+/// An idempotency record points at `position`, past the log.
+pub(super) fn not_in_log(position: u64) -> StoreError {
+    StoreError::Corrupt(format!(
+        "an idempotency record points at position {position}, which is not in the log"
+    ))
 }
 
 /// The reply of the command whose last record is at `position`: its

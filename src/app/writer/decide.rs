@@ -242,11 +242,14 @@ impl Decider {
     /// while they are read. A read that failed is tried again here, the
     /// command refused meanwhile.
     pub(super) fn tokens_in(&mut self) -> Result<(), StoreError> {
+        // Every command that writes asks: once they are in, nothing else.
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
         let now = idempotency::micros(OffsetDateTime::now_utc());
         let retention = self.state.policy_or(&self.policy).token_retention_micros();
-        let loaded = match self.pending.take() {
-            None => return Ok(()),
-            Some(PendingTokens::Reading(reading, head)) => {
+        let loaded = match pending {
+            PendingTokens::Reading(reading, head) => {
                 let scanned = reading
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -257,7 +260,7 @@ impl Decider {
                     }),
                 )
             }
-            Some(PendingTokens::Failed(head)) => (
+            PendingTokens::Failed(head) => (
                 head,
                 idempotency::load(self.store.as_ref(), head, now, retention),
             ),
