@@ -59,6 +59,10 @@ struct SoakArgs {
     /// Their retention, seconds: the run waits it out.
     #[arg(long, default_value_t = 60)]
     token_retention_secs: u64,
+    /// Starts timed with the tokens live and without tokens, alternating
+    /// (medians reported); they must end within the retention.
+    #[arg(long, default_value_t = 3)]
+    token_starts: usize,
 }
 
 /// `scale`
@@ -293,6 +297,7 @@ fn soak(args: SoakArgs) -> anyhow::Result<()> {
         idle_connections: args.idle_connections,
         tokens: args.tokens,
         token_retention_secs: args.token_retention_secs,
+        token_starts: args.token_starts.max(1),
     };
     image_ledger_bench::soak(&config).map_err(|e| anyhow::anyhow!("{e}"))
 }

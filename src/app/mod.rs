@@ -205,25 +205,35 @@ struct Inner {
 }
 
 /// Loads the state, then starts reading the idempotency records on a
-/// thread of their own. On a log only this process appends to, the decide
-/// stage takes them when a command first needs them (see
-/// `Decider::tokens_in`): the server answers queries meanwhile. Read beside
-/// the state instead, they slowed its load about as much as they saved.
-/// On a shared log they are in before the writer starts, since another
-/// replica's appends can start an epoch from them at once.
+/// thread of their own. On a log only this process appends to, the server
+/// serves meanwhile: the decide stage takes the records in once read, and
+/// until then asks the store for the record of each client token it has
+/// not seen since (see `Decider::take_scan`). Read beside the state
+/// instead, they slowed its load about as much as they saved. On a shared
+/// log they are in before the writer starts, since another replica's
+/// appends can start an epoch from them at once; and after an append a
+/// crash cut short, since its records past the head must leave the store
+/// before anything is written there.
 fn load(
     store: &Arc<dyn Store>,
     policy: &Policy,
 ) -> Result<(LedgerState, Head, StartTokens), AppError> {
     let (state, head) = crate::projection::load_state(store.as_ref())?;
-    if store.shared().is_none() {
+    if store.shared().is_none() && !store.cut_short() {
         let reading = Arc::clone(store);
+        let tokens = crate::idempotency::Tokens::default();
+        let into = tokens.empty_like();
+        let retention = state.policy_or(policy).token_retention_micros();
         let scan = std::thread::Builder::new()
             .name("ledger-tokens".into())
-            .spawn(move || crate::idempotency::scan(reading.as_ref()));
+            .spawn(move || {
+                let now = crate::idempotency::micros(time::OffsetDateTime::now_utc());
+                let cutoff = Some(now.saturating_sub(retention));
+                crate::idempotency::scan(reading.as_ref(), into, head.position, cutoff)
+            });
         // No thread to spare: read them now.
         if let Ok(scan) = scan {
-            return Ok((state, head, StartTokens::Reading(scan)));
+            return Ok((state, head, StartTokens::Reading(scan, tokens, head)));
         }
     }
     let tokens = crate::idempotency::load(

@@ -99,7 +99,7 @@ async fn a_retry_gets_the_first_reply_rebuilt_from_the_log_across_a_restart() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queries_are_answered_while_the_records_load_and_commands_wait_for_them(
+async fn commands_run_while_the_records_load_and_the_store_answers_for_earlier_tokens(
 ) -> Result<(), AppError> {
     let store = Arc::new(crate::store::Faulty::new(MemoryStore::new()));
     let shared: Arc<dyn Store> = store.clone();
@@ -115,18 +115,88 @@ async fn queries_are_answered_while_the_records_load_and_commands_wait_for_them(
     let delay = std::time::Duration::from_millis(1_500);
     store.slow_token_reads(delay);
     let opening = std::time::Instant::now();
+    let metrics = Arc::new(crate::metrics::LedgerMetrics::default());
+    let options = WriterOptions {
+        metrics: Arc::clone(&metrics),
+        ..WriterOptions::default()
+    };
     let shared: Arc<dyn Store> = store.clone();
-    let ledger = Ledger::open(shared, Policy::default(), WriterOptions::default())?;
-    // The state is in: queries need not wait for the records.
-    assert!(opening.elapsed() < delay / 2, "{:?}", opening.elapsed());
+    let ledger = Ledger::open(shared, Policy::default(), options)?;
     assert!(ledger.state().account(&AccountId::parse("1001")?).is_some());
-    // A retry waits for them, then gets the first reply: it was not taken
-    // for a new command (which the name already taken would refuse).
+    // A retry is answered by the store's record of its token, not taken
+    // for a new command (which the name already taken would refuse), and
+    // another command with that token is refused as such.
     let retried = ledger
         .commit(image("1001", "web"), with_token("web-1")?)
         .await?;
-    assert!(opening.elapsed() >= delay, "{:?}", opening.elapsed());
     assert_eq!(retried, first);
+    match ledger
+        .commit(image("1001", "other"), with_token("web-1")?)
+        .await
+    {
+        Err(AppError::Domain(DomainError::IdempotencyMismatch(_))) => {}
+        other => panic!("a token reused with other parameters got {other:?}"),
+    }
+    // A new token runs, and its retry gets its reply.
+    let second = ledger
+        .commit(image("1001", "db"), with_token("db-1")?)
+        .await?;
+    assert_ne!(second.position, first.position);
+    assert_eq!(
+        ledger
+            .commit(image("1001", "db"), with_token("db-1")?)
+            .await?,
+        second
+    );
+    assert!(
+        opening.elapsed() < delay / 2,
+        "commands waited for the records: {:?}",
+        opening.elapsed()
+    );
+    assert_eq!(
+        metrics.tokens.get(),
+        1,
+        "only the record made since is held"
+    );
+
+    // Once read, the records are taken in beside the one made since (at
+    // the next turn: a tick with no command).
+    let deadline = opening + delay + std::time::Duration::from_secs(5);
+    while metrics.tokens.get() != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the records read were not taken in"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for (name, token, reply) in [("web", "web-1", &first), ("db", "db-1", &second)] {
+        assert_eq!(
+            &ledger
+                .commit(image("1001", name), with_token(token)?)
+                .await?,
+            reply,
+            "{token} after the records were taken in"
+        );
+    }
+    assert_eq!(store.tokens()?.len(), 2);
+    ledger.shutdown();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_after_an_append_cut_short_loads_the_records_before_it_serves(
+) -> Result<(), AppError> {
+    let store = Arc::new(crate::store::Faulty::new(MemoryStore::new()));
+    store.say_cut_short(true);
+    store.slow_token_reads(std::time::Duration::from_millis(300));
+    let opening = std::time::Instant::now();
+    let shared: Arc<dyn Store> = store.clone();
+    let ledger = Ledger::open(shared, Policy::default(), WriterOptions::default())?;
+    assert!(
+        opening.elapsed() >= std::time::Duration::from_millis(300),
+        "the records were not read before serving: {:?}",
+        opening.elapsed()
+    );
     ledger.shutdown();
     Ok(())
 }

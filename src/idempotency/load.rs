@@ -9,8 +9,8 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use super::tokens::{envelope_at, not_in_log};
-use super::{micros, TokenRecord, Tokens};
+use super::tokens::{envelope_at, mismatch, not_in_log};
+use super::{micros, token_key, Answer, TokenRecord, Tokens};
 use crate::store::{AppendBatch, Envelope, EventLog, EventLogExt, Head, StoreError};
 
 /// What the store holds of the idempotency records.
@@ -61,27 +61,44 @@ impl Stamp {
     }
 }
 
-/// The stored records as the writer holds them, before the head and the
-/// retention are applied: the first half of a start's load.
+/// The stored records as the writer holds them, before the retention is
+/// applied: the first half of a start's load.
 pub struct Scanned {
     tokens: Tokens,
-    /// The last position a record names.
-    last: u64,
+    /// Positions of records past the head the scan was given.
+    past: Vec<u64>,
     /// (time, position) of records whose digest another holds.
     collided: Vec<(i64, u64)>,
     /// Positions of records without a time that the log does not reach.
     unknown: Vec<u64>,
+    /// Positions of records expired at the cut-off the scan was given
+    /// that the store did not remove.
+    expired: Vec<u64>,
 }
 
-/// Reads every stored record's digest, position and time, and holds them
-/// as the writer does.
-pub fn scan(log: &dyn EventLog) -> Result<Scanned, StoreError> {
+/// Reads every stored record's digest, position and time, and holds those
+/// up to `head` as the writer does, in `into` (empty: its digests are the
+/// ones the records go by). Given a `cutoff` (microseconds), records made
+/// at or before it have expired: the store removes them as it reads them
+/// when it can (see [`EventLog::sweep_tokens`]), else the scan says which.
+pub fn scan(
+    log: &dyn EventLog,
+    into: Tokens,
+    head: u64,
+    cutoff: Option<i64>,
+) -> Result<Scanned, StoreError> {
     let started = std::time::Instant::now();
-    let mut tokens = Tokens::default();
+    let mut tokens = into;
     let mut entries = Vec::new();
+    let mut past = Vec::new();
     let mut unknown = Vec::new();
-    log.visit_tokens(&mut |key, value| {
+    let mut expired = Vec::new();
+    let removed = log.sweep_tokens(&mut |key, value| {
         let stamp = Stamp::decode(value)?;
+        if stamp.position > head {
+            past.push(stamp.position);
+            return Ok(false);
+        }
         // A record stored without its command's time gets it from the
         // log, when the log reaches it (`settle` judges one that does not).
         let at = match stamp.recorded_at {
@@ -89,20 +106,28 @@ pub fn scan(log: &dyn EventLog) -> Result<Scanned, StoreError> {
                 Some(bytes) => micros(Envelope::decode(&bytes)?.recorded_at),
                 None => {
                     unknown.push(stamp.position);
-                    return Ok(());
+                    return Ok(false);
                 }
             },
             at => at,
         };
+        if cutoff.is_some_and(|cutoff| at <= cutoff) {
+            expired.push(stamp.position);
+            return Ok(true);
+        }
         entries.push((at, tokens.digest(key), stamp.position));
-        Ok(())
+        Ok(false)
     })?;
+    if let Some(removed) = removed {
+        if removed > 0 {
+            tracing::info!(records = removed, "removed expired idempotency records");
+        }
+        expired.clear();
+    }
     let read = started.elapsed();
     entries.sort_unstable();
     let mut collided = Vec::new();
-    let mut last = unknown.iter().copied().max().unwrap_or(0);
     for (at, digest, position) in entries {
-        last = last.max(position);
         if tokens.holds(digest) {
             collided.push((at, position));
         } else {
@@ -110,16 +135,17 @@ pub fn scan(log: &dyn EventLog) -> Result<Scanned, StoreError> {
         }
     }
     tracing::debug!(
-        records = tokens.len() + collided.len(),
+        records = tokens.len() + collided.len() + past.len(),
         read_ms = read.as_millis() as u64,
         held_ms = (started.elapsed() - read).as_millis() as u64,
         "read the idempotency records"
     );
     Ok(Scanned {
         tokens,
-        last,
+        past,
         collided,
         unknown,
+        expired,
     })
 }
 
@@ -133,7 +159,8 @@ pub fn load(
     now: i64,
     retention: i64,
 ) -> Result<Tokens, StoreError> {
-    settle(log, scan(log)?, head, now, retention)
+    let scanned = scan(log, Tokens::default(), head.position, None)?;
+    settle(log, scanned, head, now, retention)
 }
 
 /// [`load`]'s second half, given the scan.
@@ -146,17 +173,15 @@ pub fn settle(
 ) -> Result<Tokens, StoreError> {
     let Scanned {
         mut tokens,
-        last,
+        past,
         collided,
         unknown,
+        ..
     } = scanned;
     if let Some(position) = unknown.iter().find(|p| **p <= head.position) {
         return Err(not_in_log(*position));
     }
-    let mut past: HashSet<u64> = unknown.into_iter().collect();
-    if last > head.position {
-        past.extend(tokens.forget_past(head.position));
-    }
+    let mut past: HashSet<u64> = past.into_iter().chain(unknown).collect();
     let mut expired: HashSet<u64> = tokens.expire(now, retention).into_iter().collect();
     let cutoff = now.saturating_sub(retention);
     let collided: Vec<(i64, u64)> = collided
@@ -220,4 +245,77 @@ pub fn settle(
         }
     }
     Ok(tokens)
+}
+
+/// What a command with `key` and `fingerprint` gets from the record the
+/// store holds for it, while a start's scan is not in: asked when the
+/// records made since the start hold none live. `None` when it runs: no
+/// record, one expired at `now` under `retention` (microseconds), or one
+/// past the start's `head` — made since (and so expired, or the records
+/// made since would hold it), or left by an append a crash cut short
+/// (which a start finds first: see [`EventLog::cut_short`]).
+pub fn stored_answer(
+    log: &dyn EventLog,
+    key: &[u8],
+    fingerprint: &str,
+    (now, retention): (i64, i64),
+    head: u64,
+) -> Result<Option<Answer>, StoreError> {
+    let Some(bytes) = log.token(key)? else {
+        return Ok(None);
+    };
+    let mut record = TokenRecord::decode(&bytes)?;
+    if record.position > head {
+        return Ok(None);
+    }
+    if record.recorded_at == 0 {
+        record.recorded_at = time_from_log(log, record.position)?;
+    }
+    if record.expired(now, retention) {
+        return Ok(None);
+    }
+    if record.fingerprint != fingerprint {
+        return Ok(Some(Err(mismatch())));
+    }
+    Ok(Some(Ok((record.reply, record.position))))
+}
+
+/// A start's scan taken in by the writer, which has run commands since
+/// (their records in `newer`, made with the scan's digests): the records
+/// up to the start's `head` that live at `now` under `retention`
+/// (microseconds), with `newer`'s on top, and the positions of those
+/// expired, whose keys leave the store with later appends. Records past
+/// the head are `newer`'s own (a start after an append a crash cut short
+/// loads before it serves).
+pub fn absorb(
+    log: &dyn EventLog,
+    newer: &Tokens,
+    scanned: Scanned,
+    head: u64,
+    (now, retention): (i64, i64),
+) -> Result<(Tokens, Vec<u64>), StoreError> {
+    let Scanned {
+        mut tokens,
+        collided,
+        unknown,
+        expired: mut left,
+        ..
+    } = scanned;
+    if let Some(position) = unknown.iter().find(|p| **p <= head) {
+        return Err(not_in_log(*position));
+    }
+    let mut expired = tokens.expire(now, retention);
+    expired.append(&mut left);
+    let cutoff = now.saturating_sub(retention);
+    for (at, position) in collided {
+        if at <= cutoff {
+            expired.push(position);
+        } else {
+            let envelope = envelope_at(log, position)?;
+            let token = envelope.client_token.as_deref().unwrap_or_default();
+            tokens.restore_collided(&token_key(envelope.actor.as_deref(), token), position, at);
+        }
+    }
+    tokens.take_newer(newer, log)?;
+    Ok((tokens, expired))
 }

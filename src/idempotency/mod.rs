@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use crate::domain::{Command, Event, ImageRef, Reply};
 use crate::store::{Envelope, StoreError};
 
-pub use load::{load, scan, settle, stored, Scanned, Stored};
-pub use tokens::{Lookup, Slot, Tokens};
+pub use load::{absorb, load, scan, settle, stored, stored_answer, Scanned, Stored};
+pub use tokens::{Answer, Lookup, Slot, Tokens};
 
 /// What the ledger keeps of a command run with a client token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -64,6 +64,10 @@ pub enum Slot {
     Collided,
 }
 
+/// A retry's answer: the first run's reply and last position, or a
+/// refusal when its parameters differ.
+pub type Answer = Result<(Reply, u64), DomainError>;
+
 /// What a command with a client token gets.
 #[derive(Debug)]
 pub enum Lookup {
@@ -71,7 +75,7 @@ pub enum Lookup {
     Run(Slot),
     /// A retry: the first run's reply and last position, or a refusal when
     /// its parameters differ.
-    Answer(Result<(Reply, u64), DomainError>),
+    Answer(Answer),
 }
 
 /// What the log (or the unwritten records) says of a record's command.
@@ -98,6 +102,17 @@ impl Tokens {
     /// Whether none is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// None held, with the same digests as this: what a start's scan
+    /// fills (see [`super::scan`]) while commands add to this.
+    pub fn empty_like(&self) -> Tokens {
+        Tokens {
+            hasher: self.hasher.clone(),
+            #[cfg(test)]
+            collide: self.collide,
+            ..Tokens::default()
+        }
     }
 
     /// The position of the record under `key`, and whether it is held by
@@ -134,9 +149,7 @@ impl Tokens {
             return Ok(Lookup::Run(slot));
         }
         if found.fingerprint != fingerprint {
-            return Ok(Lookup::Answer(Err(DomainError::IdempotencyMismatch(
-                "this client_token was already used by this account with other parameters".into(),
-            ))));
+            return Ok(Lookup::Answer(Err(mismatch())));
         }
         let reply = match self.unwritten.get(&position) {
             Some(unwritten) => unwritten.record.reply.clone(),
@@ -182,22 +195,6 @@ impl Tokens {
         });
     }
 
-    /// Drops the records restored past `head` (an append a crash cut
-    /// short) and returns their positions. Looks at every record: only a
-    /// start after such a crash calls it.
-    pub(super) fn forget_past(&mut self, head: u64) -> Vec<u64> {
-        let (kept, past): (imbl::Vector<Made>, imbl::Vector<Made>) = self
-            .by_time
-            .iter()
-            .copied()
-            .partition(|made| made.position <= head);
-        for made in &past {
-            self.by_digest.remove(&made.digest);
-        }
-        self.by_time = kept;
-        past.iter().map(|made| made.position).collect()
-    }
-
     /// Whether `digest` is held (a record restored with it collides).
     pub(super) fn holds(&self, digest: u64) -> bool {
         self.by_digest.contains_key(&digest)
@@ -206,6 +203,40 @@ impl Tokens {
     /// Adds a record restored under its whole key (its digest collides).
     pub(super) fn restore_collided(&mut self, key: &[u8], position: u64, at: i64) {
         self.hold(key, Slot::Collided, position, at);
+    }
+
+    /// Takes in the records of `newer` (made since this was read from the
+    /// store, with the same digests): each replaces what this holds under
+    /// its key. A digest both hold for different keys (a 64-bit collision)
+    /// keeps the newer record under its whole key; the log says whose
+    /// record each is.
+    pub(super) fn take_newer(
+        &mut self,
+        newer: &Tokens,
+        log: &dyn EventLog,
+    ) -> Result<(), StoreError> {
+        for made in newer.by_time.iter().copied() {
+            if newer.by_digest.get(&made.digest) == Some(&made.position) {
+                let key = match self.by_digest.get(&made.digest) {
+                    Some(held) if *held != made.position => {
+                        let theirs = newer.found_at(log, made.position)?.key;
+                        (self.found_at(log, *held)?.key != theirs).then_some(theirs)
+                    }
+                    _ => None,
+                };
+                match key {
+                    Some(key) => self.hold(&key, Slot::Collided, made.position, made.at),
+                    None => self.restore(made.digest, made.position, made.at),
+                }
+            } else if let Some(key) = newer.collided_at(made.position) {
+                self.hold(&key, Slot::Collided, made.position, made.at);
+            }
+            // Otherwise the entry was replaced: its key names a newer record.
+        }
+        for (position, unwritten) in newer.unwritten.iter() {
+            self.unwritten.insert(*position, Arc::clone(unwritten));
+        }
+        Ok(())
     }
 
     /// The log holds every record up to `position`: those are read from it
@@ -278,6 +309,9 @@ impl Tokens {
                 keys.push(token_key(envelope.actor.as_deref(), token));
             }
         }
+        // A key taken anew since its record expired names the new record
+        // in the store now (or will, once its batch is written): kept.
+        keys.retain(|key| self.position_of(key).is_none());
         Ok(keys)
     }
 
@@ -337,6 +371,13 @@ impl Tokens {
             ))),
         }
     }
+}
+
+/// A retry whose parameters differ from its token's first command's.
+pub(super) fn mismatch() -> DomainError {
+    DomainError::IdempotencyMismatch(
+        "this client_token was already used by this account with other parameters".into(),
+    )
 }
 
 /// The record at `position`, which an idempotency record points at.

@@ -99,6 +99,65 @@ fn a_token_used_again_after_expiry_keeps_only_its_new_record() -> Result<(), Sto
 }
 
 #[test]
+fn an_expired_record_whose_key_was_taken_anew_keeps_the_store_key() -> Result<(), StoreError> {
+    let log = MemoryStore::new();
+    let mut tokens = Tokens::default();
+    let key = token_key(Some("1001"), "t");
+    tokens.insert(key.clone(), Slot::Digest, record(1, "f1", Reply::Done, NOW));
+    let later = NOW + RETENTION;
+    assert_eq!(tokens.expire(later, RETENTION), vec![1]);
+    // Another batch takes the key before the expired one's leaves the
+    // store: the store's record under it is the new one now.
+    tokens.insert(
+        key.clone(),
+        Slot::Digest,
+        record(2, "f2", Reply::Done, later),
+    );
+    assert_eq!(tokens.keys_at(&log, &[1])?, Vec::<Vec<u8>>::new());
+    assert_eq!(tokens.expire(later + RETENTION, RETENTION), vec![2]);
+    assert_eq!(tokens.keys_at(&log, &[2])?, vec![key]);
+    Ok(())
+}
+
+#[test]
+fn records_made_during_a_start_join_those_read_keeping_colliding_keys_apart(
+) -> Result<(), StoreError> {
+    let log = MemoryStore::new();
+    let mut read = Tokens {
+        collide: true,
+        ..Tokens::default()
+    };
+    let (a, b, c) = (
+        token_key(Some("1001"), "a"),
+        token_key(Some("1001"), "b"),
+        token_key(Some("1001"), "c"),
+    );
+    read.insert(a.clone(), Slot::Digest, record(1, "fa", Reply::Done, NOW));
+    let mut newer = read.empty_like();
+    // b's digest is a's (every digest is, here): a collision only the
+    // log's keys tell; c is made and then replaced by a later record.
+    newer.insert(
+        b.clone(),
+        Slot::Digest,
+        record(5, "fb", Reply::Done, NOW + 1),
+    );
+    newer.insert(
+        c.clone(),
+        Slot::Collided,
+        record(6, "fc", Reply::Done, NOW + 2),
+    );
+    read.take_newer(&newer, &log)?;
+    assert_eq!(read.len(), 3);
+    for (key, fingerprint, position) in [(&a, "fa", 1), (&b, "fb", 5), (&c, "fc", 6)] {
+        assert_eq!(
+            answer(read.lookup(&log, key, fingerprint, NOW + 3, RETENTION)?),
+            Ok((Reply::Done, position))
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn records_the_log_holds_are_read_from_it() {
     let log = MemoryStore::new();
     let mut tokens = Tokens::default();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::{
     AppendBatch, Entries, EventLog, Head, ProjectionOp, ProjectionSave, ProjectionStatus,
-    ProjectionStore, SaveMode, Saved, SharedLog, StoreError, TokenVisitor,
+    ProjectionStore, SaveMode, Saved, SharedLog, StoreError, TokenSweeper, TokenVisitor,
 };
 
 /// What a backend leaves of a projection save that fails after `count` of
@@ -47,6 +47,8 @@ pub struct Faulty<S> {
     syncs: AtomicUsize,
     append_delay_micros: AtomicUsize,
     token_read_delay_micros: AtomicUsize,
+    /// Says an append was cut short, whatever `inner` says.
+    cut_short: AtomicBool,
     /// Every append, flush and sync fails, as on a full disk.
     full: AtomicBool,
     /// Calls that failed because of `full`.
@@ -66,6 +68,7 @@ impl<S> Faulty<S> {
             syncs: AtomicUsize::new(0),
             append_delay_micros: AtomicUsize::new(0),
             token_read_delay_micros: AtomicUsize::new(0),
+            cut_short: AtomicBool::new(false),
             full: AtomicBool::new(false),
             refused_full: AtomicUsize::new(0),
             projection_save: Mutex::new(None),
@@ -116,6 +119,11 @@ impl<S> Faulty<S> {
     pub fn slow_token_reads(&self, delay: Duration) {
         self.token_read_delay_micros
             .store(delay.as_micros() as usize, Ordering::SeqCst);
+    }
+
+    /// Makes [`EventLog::cut_short`] say an append was cut short.
+    pub fn say_cut_short(&self, cut_short: bool) {
+        self.cut_short.store(cut_short, Ordering::SeqCst);
     }
 
     /// Makes the next projection save fail after its first `written`
@@ -230,6 +238,20 @@ impl<S: EventLog> EventLog for Faulty<S> {
 
     fn tokens(&self) -> Result<Entries, StoreError> {
         self.inner.tokens()
+    }
+
+    fn token(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.token(key)
+    }
+
+    fn cut_short(&self) -> bool {
+        self.cut_short.load(Ordering::SeqCst) || self.inner.cut_short()
+    }
+
+    fn sweep_tokens(&self, sweep: &mut TokenSweeper<'_>) -> Result<Option<usize>, StoreError> {
+        let delay = self.token_read_delay_micros.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_micros(delay as u64));
+        self.inner.sweep_tokens(sweep)
     }
 
     fn visit_tokens(&self, visit: &mut TokenVisitor<'_>) -> Result<(), StoreError> {

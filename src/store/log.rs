@@ -25,9 +25,15 @@ pub struct AppendBatch {
 /// key and value.
 pub type TokenVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
-/// An append-only event log: nine methods every backend implements, two
-/// capabilities with defaults (healing after a failure, replicas), and two
-/// reads a backend may do faster than their defaults.
+/// What [`EventLog::sweep_tokens`] calls with each idempotency record's
+/// key and value: whether to remove it.
+pub type TokenSweeper<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError> + 'a;
+
+/// An append-only event log: nine methods every backend implements, three
+/// capabilities with defaults (healing after a failure, replicas, saying
+/// an append was cut short), three reads a backend may do faster than
+/// their defaults, and removing expired idempotency records outside an
+/// append.
 ///
 /// An append is committed in three calls, so a writer can overlap them
 /// across batches: [`write`](Self::write) makes the batch visible,
@@ -107,6 +113,37 @@ pub trait EventLog: Send + Sync + 'static {
             visit(&key, &value)?;
         }
         Ok(())
+    }
+
+    /// Visits the idempotency records as [`visit_tokens`](Self::visit_tokens)
+    /// does, removing each one `sweep` picks unless it changed since it was
+    /// read (a command took its key anew), and says how many it removed;
+    /// `None` when the backend removes none this way (the default), which
+    /// leaves them to later appends. Not part of any append: for a log only
+    /// this process appends to, whose records need no head check.
+    fn sweep_tokens(&self, sweep: &mut TokenSweeper<'_>) -> Result<Option<usize>, StoreError> {
+        self.visit_tokens(&mut |key, value| sweep(key, value).map(drop))?;
+        Ok(None)
+    }
+
+    /// The idempotency record stored under `key`, whatever its position.
+    /// The default visits them all: a backend that can look one up does.
+    fn token(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut found = None;
+        self.visit_tokens(&mut |stored, value| {
+            if stored == key {
+                found = Some(value.to_vec());
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// Whether opening the store found writes past the head (an append a
+    /// crash cut short): idempotency records past it may be stored too,
+    /// and a start removes them before anything is written.
+    fn cut_short(&self) -> bool {
+        false
     }
 
     /// The stored records at `positions` that the log reaches, with their

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{
     AppendBatch, Entries, EventLog, Head, ProjectionOp, ProjectionSave, ProjectionStatus,
-    ProjectionStore, SaveMode, Saved, StoreError,
+    ProjectionStore, SaveMode, Saved, StoreError, TokenSweeper,
 };
 
 #[derive(Default)]
@@ -138,6 +138,27 @@ impl EventLog for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    fn sweep_tokens(&self, sweep: &mut TokenSweeper<'_>) -> Result<Option<usize>, StoreError> {
+        let mut t = self.tables()?;
+        let before = t.tokens.len();
+        let mut failed = None;
+        t.tokens.retain(|key, value| match sweep(key, value) {
+            Ok(remove) => !remove,
+            Err(err) => {
+                failed.get_or_insert(err);
+                true
+            }
+        });
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(Some(before - t.tokens.len())),
+        }
+    }
+
+    fn token(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tables()?.tokens.get(key).cloned())
     }
 
     fn tokens(&self) -> Result<Entries, StoreError> {

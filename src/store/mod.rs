@@ -25,7 +25,8 @@ pub use error::{Cause, Chain, StoreError};
 pub use faulty::{CutShort, Faulty};
 pub use location::{Location, Opened};
 pub use log::{
-    try_scan, try_scan_stream, AppendBatch, EventLog, EventLogExt, SharedLog, TokenVisitor, Watcher,
+    try_scan, try_scan_stream, AppendBatch, EventLog, EventLogExt, SharedLog, TokenSweeper,
+    TokenVisitor, Watcher,
 };
 pub use memory::MemoryStore;
 pub use projections::{

@@ -32,6 +32,8 @@ pub struct SoakConfig {
     pub tokens: u64,
     /// Their retention, seconds: the tokens part waits it out.
     pub token_retention_secs: u64,
+    /// Starts timed with the tokens live and without, alternating.
+    pub token_starts: usize,
 }
 
 /// Runs the parts asked for, printing each one's figures as it ends.

@@ -11,6 +11,10 @@ use tokio::sync::mpsc;
 
 mod command;
 mod restart;
+mod start;
+
+use start::PendingTokens;
+pub(in crate::app) use start::StartTokens;
 
 use super::control::{Control, Request};
 use super::{refuse, Message, Staged};
@@ -25,6 +29,11 @@ use crate::store::{AppendBatch, Head, Store, StoreError};
 /// after a second).
 const EXPIRED_READ_AT: usize = 1024;
 
+/// At most this many expired records leave the store with one append, so
+/// a start after many expired (taken in by the decide stage, see
+/// `Decider::take_scan`) does not hold one append up removing them all.
+const EXPIRED_PER_APPEND: usize = 4 * EXPIRED_READ_AT;
+
 /// The decide stage.
 pub(super) struct Decider {
     store: Arc<dyn Store>,
@@ -34,8 +43,9 @@ pub(super) struct Decider {
     state: LedgerState,
     head: Head,
     tokens: Tokens,
-    /// The idempotency records still being read at start (see
-    /// [`Self::tokens_in`]).
+    /// The idempotency records still being read at start: `tokens` holds
+    /// those made since, and the store answers for the others (see
+    /// [`Self::take_scan`]).
     pending: Option<PendingTokens>,
     /// `state` as the last batch handed on holds it: the next one's base.
     published: Arc<LedgerState>,
@@ -73,38 +83,6 @@ pub(super) struct Decider {
     failpoints: Arc<crate::app::testing::Failpoints>,
 }
 
-/// The idempotency records a start hands the decide stage.
-pub(in crate::app) enum StartTokens {
-    /// In already.
-    Loaded(Tokens),
-    /// Still read on their own thread (a log only this process appends
-    /// to): the decide stage takes them when a command first needs them
-    /// (see `Decider::tokens_in`).
-    Reading(std::thread::JoinHandle<Result<idempotency::Scanned, StoreError>>),
-}
-
-impl StartTokens {
-    /// The records in already. Only a shared log's epochs start from
-    /// them, and a shared log's are in before the writer starts.
-    pub(super) fn loaded(&self) -> Tokens {
-        match self {
-            StartTokens::Loaded(tokens) => tokens.clone(),
-            StartTokens::Reading(_) => Tokens::default(),
-        }
-    }
-}
-
-/// Idempotency records not yet in, and the head they were stored at: no
-/// batch with records is handed on before they are.
-enum PendingTokens {
-    Reading(
-        std::thread::JoinHandle<Result<idempotency::Scanned, StoreError>>,
-        Head,
-    ),
-    /// The read failed: the next command that needs them reads them again.
-    Failed(Head),
-}
-
 /// What the decide stage starts from.
 pub(super) struct DecideStart {
     pub(super) store: Arc<dyn Store>,
@@ -125,10 +103,9 @@ impl Decider {
     pub(super) fn new(start: DecideStart, options: &crate::app::WriterOptions) -> Self {
         let (tokens, pending) = match start.tokens {
             StartTokens::Loaded(tokens) => (tokens, None),
-            StartTokens::Reading(reading) => (
-                Tokens::default(),
-                Some(PendingTokens::Reading(reading, start.head)),
-            ),
+            StartTokens::Reading(scan, tokens, head) => {
+                (tokens, Some(PendingTokens::Reading(scan, head)))
+            }
         };
         Self {
             store: start.store,
@@ -216,6 +193,7 @@ impl Decider {
                 }
                 continue;
             }
+            self.take_scan();
             // An empty batch when records expired: its state (and the
             // later stages' copies of it) no longer holds them.
             if jobs.is_empty() && !std::mem::take(&mut self.restarted) && !self.tokens_due() {
@@ -235,52 +213,6 @@ impl Decider {
         (batches, commands)
     }
 
-    /// Makes sure the idempotency records read at start are in: a command
-    /// with a client token needs them, and so does the first batch that
-    /// writes records (their removals are checked against the head they
-    /// were stored at). Commands that need neither, and queries, go on
-    /// while they are read. A read that failed is tried again here, the
-    /// command refused meanwhile.
-    pub(super) fn tokens_in(&mut self) -> Result<(), StoreError> {
-        // Every command that writes asks: once they are in, nothing else.
-        let Some(pending) = self.pending.take() else {
-            return Ok(());
-        };
-        let now = idempotency::micros(OffsetDateTime::now_utc());
-        let retention = self.state.policy_or(&self.policy).token_retention_micros();
-        let loaded = match pending {
-            PendingTokens::Reading(reading, head) => {
-                let scanned = reading
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                (
-                    head,
-                    scanned.and_then(|scanned| {
-                        idempotency::settle(self.store.as_ref(), scanned, head, now, retention)
-                    }),
-                )
-            }
-            PendingTokens::Failed(head) => (
-                head,
-                idempotency::load(self.store.as_ref(), head, now, retention),
-            ),
-        };
-        match loaded {
-            (_, Ok(tokens)) => {
-                self.tokens = tokens;
-                self.metrics
-                    .tokens
-                    .set(i64::try_from(self.tokens.len()).unwrap_or(i64::MAX));
-                Ok(())
-            }
-            (head, Err(err)) => {
-                tracing::warn!(err = %crate::store::Chain(&err), "cannot read the idempotency records");
-                self.pending = Some(PendingTokens::Failed(head));
-                Err(err)
-            }
-        }
-    }
-
     /// The keys of the records expired since the last batch that took
     /// some, read from the log once there are many or a second has
     /// passed (one read each: a round trip on a database). Those it cannot
@@ -293,7 +225,10 @@ impl Decider {
             return Vec::new();
         }
         self.expired_read = std::time::Instant::now();
-        let positions = std::mem::take(&mut self.expired);
+        let rest = self
+            .expired
+            .split_off(self.expired.len().min(EXPIRED_PER_APPEND));
+        let positions = std::mem::replace(&mut self.expired, rest);
         match self.tokens.keys_at(self.store.as_ref(), &positions) {
             Ok(keys) => keys,
             Err(err) => {

@@ -275,6 +275,16 @@ impl EventLog for PgStore {
         })
     }
 
+    fn token(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_vec();
+        self.connection.run(move |client| {
+            let row = client
+                .query_opt("SELECT value FROM ledger_tokens WHERE key = $1", &[&key])
+                .map_err(failed("cannot read an idempotency record"))?;
+            Ok(row.map(|row| row.get(0)))
+        })
+    }
+
     fn tokens(&self) -> Result<Entries, StoreError> {
         self.connection.run(|client| {
             let rows = client

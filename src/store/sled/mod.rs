@@ -30,7 +30,9 @@ use self::durable::DurableDb;
 use self::keys::{decode_head, encode_head, log_key, tagged, HEAD, TOKEN};
 use self::release::Release;
 use self::stream_index::StreamIndex;
-use super::{AppendBatch, EncodedRecord, Entries, EventLog, Head, StoreError, TokenVisitor};
+use super::{
+    AppendBatch, EncodedRecord, Entries, EventLog, Head, StoreError, TokenSweeper, TokenVisitor,
+};
 
 pub use self::chunk::CHUNK_RECORDS;
 #[cfg(test)]
@@ -77,6 +79,9 @@ struct Handles {
     tree: Tree,
     /// Where each aggregate's records are.
     index: StreamIndex,
+    /// Opening removed chunks past the head: an append a crash cut short,
+    /// whose idempotency records may be stored past the head too.
+    cut_short: bool,
 }
 
 impl Handles {
@@ -110,7 +115,12 @@ impl Handles {
                 visit(position, record).map(|()| true)
             })
         })?;
-        Ok(Self { db, tree, index })
+        Ok(Self {
+            db,
+            tree,
+            index,
+            cut_short: left > 0,
+        })
     }
 }
 
@@ -353,6 +363,37 @@ impl EventLog for SledStore {
 
     fn tokens(&self) -> Result<Entries, StoreError> {
         scan_tagged(&self.handles()?.tree, TOKEN, b"")
+    }
+
+    fn token(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .handles()?
+            .tree
+            .get(tagged(TOKEN, key))?
+            .map(|value| value.to_vec()))
+    }
+
+    fn cut_short(&self) -> bool {
+        // Unknown while reopening: as if it were.
+        self.handles().map_or(true, |handles| handles.cut_short)
+    }
+
+    fn sweep_tokens(&self, sweep: &mut TokenSweeper<'_>) -> Result<Option<usize>, StoreError> {
+        let tree = &self.handles()?.tree;
+        let mut removed = 0;
+        for entry in tree.scan_prefix([TOKEN]) {
+            let (key, value) = entry?;
+            if sweep(&key[1..], &value)? {
+                let unchanged: Option<&[u8]> = Some(&value);
+                if tree
+                    .compare_and_swap(&key, unchanged, None::<&[u8]>)?
+                    .is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(Some(removed))
     }
 
     fn visit_tokens(&self, visit: &mut TokenVisitor<'_>) -> Result<(), StoreError> {

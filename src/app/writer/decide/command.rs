@@ -43,17 +43,19 @@ impl Decider {
         let now = now_micros();
         let mut slot = Slot::Digest;
         if let Some((key, fingerprint)) = &token {
-            if let Err(err) = self.tokens_in() {
-                return Pending::Answer(Err(err.into()));
-            }
             let retention = self.state.policy_or(&self.policy).token_retention_micros();
-            let looked = self.tokens.lookup(
-                self.store.as_ref(),
-                key,
-                fingerprint,
-                idempotency::micros(now),
-                retention,
-            );
+            let at = idempotency::micros(now);
+            let store = self.store.as_ref();
+            let looked = match self.tokens.lookup(store, key, fingerprint, at, retention) {
+                // While the records read at start are not in, the store
+                // answers for those made before.
+                Ok(Lookup::Run(free)) => match self.stored_answer(key, fingerprint, at) {
+                    Ok(Some(answer)) => Ok(Lookup::Answer(answer)),
+                    Ok(None) => Ok(Lookup::Run(free)),
+                    Err(err) => Err(err),
+                },
+                looked => looked,
+            };
             match looked {
                 Ok(Lookup::Run(free)) => slot = free,
                 Ok(Lookup::Answer(Ok((reply, position)))) => {
@@ -83,9 +85,6 @@ impl Decider {
         }
         if decision.events.is_empty() {
             return Pending::Confirmed(Committed::unrecorded(decision.reply));
-        }
-        if let Err(err) = self.tokens_in() {
-            return Pending::Answer(Err(err.into()));
         }
         let built = match self.build(
             job,
