@@ -300,5 +300,15 @@ fn off_loopback_it_serves_with_authentication_over_tls() -> TestResult {
     let logs = server.logs();
     assert!(logs.contains("token ops-1"), "the token's id: {logs}");
     assert!(!logs.contains(ADMIN), "never the token: {logs}");
+    // The start says what a client must bring.
+    let said = logs
+        .lines()
+        .find(|line| line.contains("serving gRPC"))
+        .ok_or("no start line")?;
+    assert!(
+        said.contains(r#"transport="TLS""#)
+            && said.contains(r#"authentication="tokens and roles ([auth])""#),
+        "{said}"
+    );
     Ok(())
 }

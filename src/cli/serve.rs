@@ -45,6 +45,18 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
         tls: file.tls_settings(),
         cloud_keys: Arc::new(CloudKeys::new(file.cloud_keys()?)),
     };
+    // Said at start, so an operator reading the log knows what a client
+    // must bring.
+    let security = match (&config.tls, &config.auth) {
+        (None, _) => "plaintext",
+        (Some(tls), _) if tls.client_ca.is_some() => "TLS, client certificates checked",
+        (Some(_), _) => "TLS",
+    };
+    let authentication = if config.auth.is_some() {
+        "tokens and roles ([auth])"
+    } else {
+        "none"
+    };
     let keys = Arc::clone(&config.cloud_keys);
     let file_path = file.path.clone();
     let store = config.store.describe();
@@ -70,6 +82,12 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
             keys,
             file_path,
             (notifier, serving_status.clone()),
+        );
+        tracing::info!(
+            addr = %server.local_addr(),
+            transport = security,
+            authentication,
+            "serving gRPC"
         );
         // A plain line on stdout for scripts that start the server on port 0.
         println!("listening on {}", server.local_addr());

@@ -37,6 +37,9 @@ struct Open {
 impl Subscriptions {
     /// At most `max` streams in all and `per_connection` on one connection.
     pub fn new(max: usize, per_connection: usize, metrics: Arc<LedgerMetrics>) -> Arc<Self> {
+        metrics
+            .subscriptions_max
+            .set(i64::try_from(max).unwrap_or(i64::MAX));
         Arc::new(Self {
             max,
             per_connection,

@@ -21,6 +21,8 @@ pub type Reason = Vec<(&'static str, &'static str)>;
 pub struct Counts {
     /// Connections open now.
     pub open: Gauge,
+    /// The cap on connections open at once (after the descriptor limit).
+    pub max: Gauge,
     /// Connections closed or refused by these bounds, by `reason`: `idle`
     /// (no call for the idle time), `room` (idle longest at the cap, closed
     /// for a new one), `peer_share` (refused: the address held its share).

@@ -72,8 +72,10 @@ impl Places {
     /// [`connection_cap`]`(wanted)` places, at most `per_peer` of them
     /// held from one address, counted in `counts`.
     pub fn new(wanted: usize, per_peer: usize, counts: Counts) -> Self {
+        let cap = connection_cap(wanted);
+        counts.max.set(i64::try_from(cap).unwrap_or(i64::MAX));
         Self {
-            free: Arc::new(Semaphore::new(connection_cap(wanted))),
+            free: Arc::new(Semaphore::new(cap)),
             connections: Arc::new(Connections::new(per_peer, counts)),
         }
     }

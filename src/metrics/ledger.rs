@@ -31,6 +31,8 @@ pub struct LedgerMetrics {
     pub tokens: Gauge,
     /// Open `Subscribe` streams.
     pub subscriptions: Gauge,
+    /// How many `Subscribe` streams the server admits at once.
+    pub subscriptions_max: Gauge,
     /// `DescribeImages` pages served from the page cache, and built.
     pub page_hits: Counter,
     /// See `page_hits`.
@@ -99,6 +101,11 @@ impl LedgerMetrics {
             metrics.subscriptions.clone(),
         );
         registry.register(
+            "ledger_subscriptions_max",
+            "Subscribe streams the server admits at once (--max-subscriptions)",
+            metrics.subscriptions_max.clone(),
+        );
+        registry.register(
             "ledger_page_cache_hits",
             "DescribeImages pages served from the page cache",
             metrics.page_hits.clone(),
@@ -145,6 +152,7 @@ impl LedgerMetrics {
             stage_seconds: Family::new_with_constructor(stage_buckets),
             tokens: Gauge::default(),
             subscriptions: Gauge::default(),
+            subscriptions_max: Gauge::default(),
             page_hits: Counter::default(),
             page_misses: Counter::default(),
             read_side_position: Gauge::default(),

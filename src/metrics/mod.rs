@@ -23,6 +23,8 @@ pub struct Readings {
     pub durable_head: u64,
     /// Commands waiting for the writer.
     pub queue_depth: usize,
+    /// Whether the ledger serves (its health's `SERVING`).
+    pub serving: bool,
 }
 
 /// Reads the [`Readings`] now: how a scrape asks the ledger, which this
@@ -46,6 +48,7 @@ pub struct Metrics {
     head: Gauge,
     queue: Gauge,
     read_side_lag: Gauge,
+    serving: Gauge,
 }
 
 impl Metrics {
@@ -57,11 +60,22 @@ impl Metrics {
         let ledger = Arc::new(LedgerMetrics::register(&mut registry));
         let auth = Arc::new(auth::AuthFailures::register(&mut registry));
         let (head, queue, read_side_lag) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let serving = Gauge::default();
+        registry.register(
+            "ledger_serving",
+            "1 while the ledger serves; 0 while its store is unreachable or failing writes, or its log forked or broken (health NOT_SERVING)",
+            serving.clone(),
+        );
         let connections = crate::listener::Counts::default();
         registry.register(
             "ledger_connections_open",
             "Client connections open, on the gRPC port and the cloud API door",
             connections.open.clone(),
+        );
+        registry.register(
+            "ledger_connections_max",
+            "Client connections the server holds at once (--max-connections, lowered to fit the descriptor limit)",
+            connections.max.clone(),
         );
         registry.register(
             "ledger_connections_ended",
@@ -93,6 +107,7 @@ impl Metrics {
             head,
             queue,
             read_side_lag,
+            serving,
         }
     }
 
@@ -101,6 +116,7 @@ impl Metrics {
         let head = now.durable_head;
         self.head.set(as_gauge(head));
         self.queue.set(as_gauge(now.queue_depth as u64));
+        self.serving.set(i64::from(now.serving));
         let stored = self.ledger.read_side_position.get().max(0) as u64;
         self.read_side_lag
             .set(as_gauge(head.saturating_sub(stored)));

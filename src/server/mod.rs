@@ -302,6 +302,7 @@ async fn serve_metrics(
         Arc::new(move || crate::metrics::Readings {
             durable_head: gauges.durable_head().position,
             queue_depth: gauges.queue_depth(),
+            serving: gauges.condition().borrow().serving(),
         }),
         stopped,
     ));
