@@ -56,6 +56,31 @@ grpcurl -cacert ca.pem -H "authorization: Bearer $(cat ops.token)" "localhost:$p
   imageledger.v1.AuditLog/GetLedgerHead | grep -q '"position": "2"' ||
   fail "the operator cannot read the head"
 echo "ok: grpcurl with TLS and the token reads the signed head"
+export IMAGE_LEDGER_TOKEN_FILE=ops.token IMAGE_LEDGER_TLS_CA=ca.pem
+"$ledger" audit head --addr "localhost:$port" >head.json &&
+  grep -q '"position":2' head.json || fail "audit head cannot pin the head: $(cat head.json)"
+"$ledger" audit export --addr "localhost:$port" --output log.jsonl &&
+  [ "$(wc -l <log.jsonl)" = 2 ] || fail "audit export did not write the two records"
+"$ledger" audit history --addr "localhost:$port" --account 100000000001 >/dev/null 2>&1 &&
+  fail "account history over --addr was not refused"
+echo "ok: audit head and export over TLS with the token"
+# The gateway's certificate, as the client's identity (it may not read the audit log).
+if out=$(env -u IMAGE_LEDGER_TOKEN_FILE "$ledger" audit head --addr "localhost:$port" --client-cert gateway.pem \
+  --client-key gateway.key 2>&1 </dev/null); then
+  fail "the gateway read the audit log"
+fi
+case "$out" in
+  *AuthFailure.UnauthorizedOperation*"principal gateway-1"*) ;;
+  *) fail "the gateway's certificate did not name it: $out" ;;
+esac
+echo "ok: a client certificate names its principal"
+out=$(env -u IMAGE_LEDGER_TLS_CA "$ledger" audit head --addr "127.0.0.1:$port" 2>&1) &&
+  fail "a plaintext client was answered"
+case "$out" in
+  *"speaks TLS: pass --tls-ca"*) echo "ok: a plaintext client is told to pass --tls-ca" ;;
+  *) fail "a plaintext client was not told why: $out" ;;
+esac
+unset IMAGE_LEDGER_TOKEN_FILE IMAGE_LEDGER_TLS_CA
 grpcurl -cacert ca.pem -cert gateway.pem -key gateway.key \
   -d '{"account_id":"100000000001","region":"ap-guangzhou"}' "localhost:$port" \
   imageledger.v1.ImageLedger/DescribeImageQuota | grep -q '"quota": 500' ||

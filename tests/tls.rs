@@ -22,6 +22,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const GATEWAY_URI: &str = "spiffe://test/gateway-1";
 const ADMIN: &str = "ilt_admin000000000000000000000000000000000000000000000000000000000";
+const AUDITOR: &str = "ilt_auditor0000000000000000000000000000000000000000000000000000000";
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -272,10 +273,13 @@ fn off_loopback_it_serves_with_authentication_over_tls() -> TestResult {
         &format!(
             "[tls]\ncert = {:?}\nkey = {:?}\n\
              [auth.principals.ops]\nroles = [\"admin\"]\n\
-             [[auth.tokens]]\nid = \"ops-1\"\nprincipal = \"ops\"\nsha256 = \"{}\"\n",
+             [auth.principals.audit]\nroles = [\"auditor\"]\n\
+             [[auth.tokens]]\nid = \"ops-1\"\nprincipal = \"ops\"\nsha256 = \"{}\"\n\
+             [[auth.tokens]]\nid = \"audit-1\"\nprincipal = \"audit\"\nsha256 = \"{}\"\n",
             files.cert.display().to_string(),
             files.key.display().to_string(),
-            digest_hex(ADMIN)
+            digest_hex(ADMIN),
+            digest_hex(AUDITOR)
         ),
     );
     let mut server = ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
@@ -296,6 +300,39 @@ fn off_loopback_it_serves_with_authentication_over_tls() -> TestResult {
         .env("IMAGE_LEDGER_TOKEN", ADMIN)
         .output()?;
     assert!(out.status.success(), "{out:?}");
+    // The audit reads reach it the same way.
+    let ca_file = dir.path().join("ca.pem");
+    let audit = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+            .arg("audit")
+            .args(args)
+            .args(["--addr", &format!("localhost:{port}"), "--tls-ca"])
+            .arg(&ca_file)
+            .env("IMAGE_LEDGER_TOKEN", AUDITOR)
+            .output()
+    };
+    let head = audit(&["head"])?;
+    assert!(head.status.success(), "{head:?}");
+    let head: serde_json::Value = serde_json::from_slice(&head.stdout)?;
+    assert_eq!(head["position"], 2, "{head}");
+    let export = audit(&["export"])?;
+    assert!(export.status.success(), "{export:?}");
+    assert_eq!(String::from_utf8(export.stdout)?.lines().count(), 2);
+    // Without --tls-ca the client is told what the port wants.
+    let plain = std::process::Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .args(["account", "register", "100000000002"])
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .env("IMAGE_LEDGER_TOKEN", ADMIN)
+        .env_remove("IMAGE_LEDGER_TLS_CA")
+        .output()?;
+    assert_eq!(plain.status.code(), Some(4), "{plain:?}");
+    let said = String::from_utf8(plain.stderr)?;
+    assert!(
+        said.contains(&format!(
+            "127.0.0.1:{port} speaks TLS: pass --tls-ca (or IMAGE_LEDGER_TLS_CA)"
+        )),
+        "{said}"
+    );
     server.kill()?;
     let logs = server.logs();
     assert!(logs.contains("token ops-1"), "the token's id: {logs}");

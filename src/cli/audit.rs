@@ -11,7 +11,6 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use image_ledger::audit::{self, AsOf, LedgerKey, SignedHead, VerifyOptions};
 use image_ledger::domain::{rfc3339, AccountId, ImageId};
-use image_ledger::grpc::{AuditClient, ClientError};
 use image_ledger::progress::{CountingReader, CountingWriter, Progress, Unit};
 
 use super::remote::Failure;
@@ -251,20 +250,20 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         None => Progress::hidden(),
     };
     let last = |head: u64| args.to.map_or(head, |to| to.min(head));
-    let (written, progress) = match args.source.addr {
-        Some(addr) => runtime()?
-            .block_on(async {
-                let mut client = AuditClient::connect(addr, bearer.clone()).await?;
-                // The head at the start bounds the bar; records appended
-                // meanwhile are exported too.
-                let progress = bar(last(client.head_position().await?));
-                let out = output(args.output.as_deref()).map_err(std::io::Error::other)?;
-                let mut out = CountingWriter::new(out, progress.clone());
-                let written = client.export(args.from, args.to, &mut out).await?;
-                out.flush()?;
-                Ok::<_, ClientError>((written, progress))
-            })
-            .map_err(Failure::from)?,
+    let (written, progress) = match &args.source.addr {
+        Some(addr) => runtime()?.block_on(async {
+            let mut client = args.source.audit_client(addr, bearer.clone()).await?;
+            // The head at the start bounds the bar; records appended
+            // meanwhile are exported too.
+            let progress = bar(last(client.head_position().await?));
+            let written_out = |err: std::io::Error| Failure::Server(err.to_string());
+            let out = output(args.output.as_deref())
+                .map_err(|err| Failure::Server(format!("{err:#}")))?;
+            let mut out = CountingWriter::new(out, progress.clone());
+            let written = client.export(args.from, args.to, &mut out).await?;
+            out.flush().map_err(written_out)?;
+            Ok::<_, Failure>((written, progress))
+        })?,
         None => {
             let store = open_store(&args.source.data)?;
             let progress = bar(last(store.head()?.position));
@@ -317,15 +316,13 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
 
 fn history(args: HistoryArgs) -> anyhow::Result<()> {
     let bearer = args.source.bearer()?;
-    let records = match (&args.image, &args.account, args.source.addr) {
+    let records = match (&args.image, &args.account, &args.source.addr) {
         (Some(image), _, Some(addr)) => {
             let image = ImageId::parse(image)?;
-            runtime()?
-                .block_on(async {
-                    let mut client = AuditClient::connect(addr, bearer.clone()).await?;
-                    client.image_history(&image).await
-                })
-                .map_err(Failure::from)?
+            runtime()?.block_on(async {
+                let mut client = args.source.audit_client(addr, bearer.clone()).await?;
+                client.image_history(&image).await.map_err(Failure::from)
+            })?
         }
         (None, Some(_), Some(_)) => {
             bail!("account history reads the whole log: run it on the data directory")
@@ -367,13 +364,14 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
         (None, Some(position)) => AsOf::Position(position),
         (None, None) => bail!("give --at or --position"),
     };
-    let access = match args.source.addr {
-        Some(addr) => runtime()?
-            .block_on(async {
-                let mut client = AuditClient::connect(addr, bearer.clone()).await?;
-                client.access_as_of(&image, as_of).await
-            })
-            .map_err(Failure::from)?,
+    let access = match &args.source.addr {
+        Some(addr) => runtime()?.block_on(async {
+            let mut client = args.source.audit_client(addr, bearer.clone()).await?;
+            client
+                .access_as_of(&image, as_of)
+                .await
+                .map_err(Failure::from)
+        })?,
         None => {
             let store = open_store(&args.source.data)?;
             let head = store.head()?.position;
@@ -423,13 +421,11 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
 
 fn head(args: HeadArgs, file: &FileSettings) -> anyhow::Result<()> {
     let bearer = args.source.bearer()?;
-    let json = match args.source.addr {
-        Some(addr) => runtime()?
-            .block_on(async {
-                let mut client = AuditClient::connect(addr, bearer.clone()).await?;
-                client.signed_head_json().await
-            })
-            .map_err(Failure::from)?,
+    let json = match &args.source.addr {
+        Some(addr) => runtime()?.block_on(async {
+            let mut client = args.source.audit_client(addr, bearer.clone()).await?;
+            client.signed_head_json().await.map_err(Failure::from)
+        })?,
         None => {
             let data_dir = &args.source.data.data_dir;
             let store = open_store(&args.source.data)?;

@@ -12,7 +12,6 @@ mod serve;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -165,19 +164,35 @@ pub fn run(cli: Cli, file: &FileSettings) -> anyhow::Result<()> {
 pub struct SourceArgs {
     #[command(flatten)]
     pub data: Location,
-    /// Ask a running server at this address instead of reading the store.
+    /// Ask a running server instead of reading the store: host:port or
+    /// https://host:port.
     #[arg(long, conflicts_with_all = ["data_dir", "database_url"])]
-    pub addr: Option<SocketAddr>,
+    pub addr: Option<String>,
     /// With --addr: a file holding the bearer token to send
     /// (IMAGE_LEDGER_TOKEN holds the token itself).
     #[arg(long, env = "IMAGE_LEDGER_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: remote::TlsArgs,
 }
 
 impl SourceArgs {
     /// The bearer token for `--addr`.
     pub fn bearer(&self) -> anyhow::Result<image_ledger::grpc::Bearer> {
         Ok(remote::bearer(self.token_file.as_deref())?)
+    }
+
+    /// A client of the audit service at `addr` (`--addr`'s), as
+    /// `bearer`; the connection given up after 10 s, calls never (an
+    /// export may take long).
+    pub async fn audit_client(
+        &self,
+        addr: &str,
+        bearer: image_ledger::grpc::Bearer,
+    ) -> Result<image_ledger::grpc::AuditClient, remote::Failure> {
+        let channel =
+            remote::channel(addr, &self.tls, std::time::Duration::from_secs(10), false).await?;
+        Ok(image_ledger::grpc::AuditClient::new(channel, bearer))
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod audit;
+mod connect;
 pub mod image;
 mod query;
 mod render;
@@ -19,11 +20,12 @@ use image_ledger::grpc::{Bearer, ClientError};
 use serde_json::json;
 use thiserror::Error;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 use tonic_types::StatusExt;
 
 pub use self::account::AccountCmd;
+pub use self::connect::{channel, TlsArgs};
 pub use self::image::ImageCmd;
 
 /// The environment variable holding the bearer token.
@@ -54,9 +56,8 @@ pub struct RemoteArgs {
     /// the token itself; never a flag, which `ps` would show).
     #[arg(long, env = "IMAGE_LEDGER_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
-    /// Speak TLS, trusting the server certificates this CA (PEM) issued.
-    #[arg(long, env = "IMAGE_LEDGER_TLS_CA")]
-    pub tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// A client of `ImageLedger` that sends the bearer token, if any.
@@ -88,45 +89,13 @@ impl RemoteArgs {
     }
 
     async fn endpoint(&self, call_timeout: bool) -> Result<Channel, Failure> {
-        let scheme = if self.tls_ca.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let uri = if self.addr.contains("://") {
-            self.addr.clone()
-        } else {
-            format!("{scheme}://{}", self.addr)
-        };
         let timeout = Duration::try_from_secs_f64(self.timeout)
             .ok()
             .filter(|t| !t.is_zero())
             .ok_or_else(|| {
                 Failure::BadInput(format!("--timeout {} is not a duration", self.timeout))
             })?;
-        let mut endpoint = Endpoint::from_shared(uri)
-            .map_err(|err| Failure::BadInput(format!("--addr {:?}: {err}", self.addr)))?
-            .connect_timeout(timeout);
-        if call_timeout {
-            endpoint = endpoint.timeout(timeout);
-        }
-        if let Some(path) = &self.tls_ca {
-            let ca = std::fs::read(path).map_err(|err| {
-                Failure::BadInput(format!("cannot read {}: {err}", path.display()))
-            })?;
-            let tls = tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|err| Failure::BadInput(format!("--tls-ca: {err}")))?;
-        }
-        endpoint.connect().await.map_err(|err| {
-            Failure::Unreachable(format!(
-                "cannot reach {}: {}",
-                self.addr,
-                source_chain(&err)
-            ))
-        })
+        channel(&self.addr, &self.tls, timeout, call_timeout).await
     }
 
     /// Prints `value` as JSON, or `human` for people.
