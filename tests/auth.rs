@@ -125,6 +125,13 @@ async fn refusals_are_counted_by_reason() -> TestResult {
         .await
         .expect_err("refused");
     assert_eq!(reason(&denied), "AuthFailure.UnauthorizedOperation");
+    assert_eq!(
+        denied.message(),
+        format!(
+            "principal gateway-1 (token gw-1) may not call {} (its roles: gateway)",
+            AUDIT[0]
+        )
+    );
     // Health is open: not a refusal.
     call(&channel, HEALTH, Some("ilt_not-a-token")).await?;
 

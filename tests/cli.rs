@@ -29,6 +29,12 @@ async fn cli_json(addr: &str, args: &[&str]) -> (i32, Value) {
     (out.status.code().expect("an exit code"), value)
 }
 
+/// What `audit access` prints of `image` as of `position`.
+async fn access(addr: &str, image: &str, position: &str) -> String {
+    let args = ["audit", "access", "--image", image, "--position", position];
+    String::from_utf8_lossy(&cli(addr, &args).await.stdout).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestResult {
     let server = TestServer::start().await;
@@ -276,6 +282,46 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
         (&json!(14), &json!(15))
     );
     assert_eq!(records[1]["event_type"], "ImageDeleted");
+    // Who could use the image, in words: the owner before its deletion,
+    // nobody after it; an image that never existed is not found.
+    let before = access(addr, image, "14").await;
+    assert!(
+        before.starts_with(&format!(
+            "image {image} in {GZ} as of position 14 (last record "
+        )),
+        "{before}"
+    );
+    assert!(
+        before
+            .lines()
+            .any(|line| line.trim_start().starts_with(OWNER)
+                && line.contains(" owner since ")
+                && line.ends_with(": create, reinstall, export")),
+        "{before}"
+    );
+    let after = access(addr, image, "15").await;
+    assert!(
+        after.starts_with(&format!(
+            "image {image} in {GZ} as of position 15 (last record 15)\nnobody could use it: "
+        )),
+        "{after}"
+    );
+    assert_eq!(after.lines().count(), 2, "{after}");
+    let unknown = cli(
+        addr,
+        &[
+            "audit",
+            "access",
+            "--image",
+            "img-00000099",
+            "--position",
+            "15",
+        ],
+    )
+    .await;
+    assert_eq!(unknown.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&unknown.stderr)
+        .contains("NotFound InvalidImageId.NotFound: image img-00000099 does not exist"));
     let (code, reply) = cli_json(addr, &["audit", "key"]).await;
     assert_eq!(code, 0);
     assert_eq!(reply["public_key"].as_str().map(str::len), Some(64));

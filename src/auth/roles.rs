@@ -18,6 +18,24 @@ pub enum Role {
     Auditor,
 }
 
+impl Role {
+    /// The role as the `[auth]` table spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::ImageFactory => "image-factory",
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 const LEDGER: &str = "/imageledger.v1.ImageLedger/";
 const AUDIT: &str = "/imageledger.v1.AuditLog/";
 

@@ -364,6 +364,10 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
         (None, Some(position)) => AsOf::Position(position),
         (None, None) => bail!("give --at or --position"),
     };
+    let then = match as_of {
+        AsOf::Position(position) => format!("position {position}"),
+        AsOf::Time(at) => rfc3339(at),
+    };
     let access = match &args.source.addr {
         Some(addr) => runtime()?.block_on(async {
             let mut client = args.source.audit_client(addr, bearer.clone()).await?;
@@ -382,9 +386,15 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&access)?);
         return Ok(());
     }
-    let region = access.region.as_deref().unwrap_or("-");
+    let Some(region) = access.region.as_deref() else {
+        println!(
+            "image {} did not exist as of {then}: nobody could use it",
+            access.image_id
+        );
+        return Ok(());
+    };
     println!(
-        "image {} in {region}, as of position {}",
+        "image {} in {region} as of {then} (last record {})",
         access.image_id, access.position
     );
     if access.accounts.is_empty() {
@@ -392,20 +402,18 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
             "nobody could use it: {}",
             access.reason.as_deref().unwrap_or("unknown")
         );
+        return Ok(());
     }
     for entry in &access.accounts {
         let since = match entry.until {
             Some(until) => format!("{} until {}", rfc3339(entry.since), rfc3339(until)),
             None => rfc3339(entry.since),
         };
-        let uses = match entry.role {
-            audit::Role::Owner => "create, reinstall, export",
-            audit::Role::Recipient => "create, reinstall",
+        let (role, uses) = match entry.role {
+            audit::Role::Owner => ("owner", "create, reinstall, export"),
+            audit::Role::Recipient => ("recipient", "create, reinstall"),
         };
-        println!(
-            "  {:<20} {:?} since {since}: {uses}",
-            entry.account_id, entry.role
-        );
+        println!("  {:<20} {role} since {since}: {uses}", entry.account_id);
     }
     if access.lighthouse_shared {
         println!("  Lighthouse of the owner's account could use it too");

@@ -138,8 +138,14 @@ fn check<B>(
         return Err(refused(
             Code::PermissionDenied,
             format!(
-                "principal {} ({credential}) may not call {path} (its roles: {:?})",
-                principal.name, principal.roles
+                "principal {} ({credential}) may not call {path} (its roles: {})",
+                principal.name,
+                principal
+                    .roles
+                    .iter()
+                    .map(|role| role.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             UNAUTHORIZED_OPERATION,
         ));
