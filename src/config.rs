@@ -35,11 +35,32 @@ pub struct Config {
     pub cloud_keys: std::sync::Arc<crate::auth::CloudKeys>,
 }
 
+/// An address to listen on: ip:port, or host:port resolved now (the
+/// first address the name has; `localhost` is loopback).
+pub fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{text:?} names no address")),
+        Err(err) => Err(format!("{text:?} is not ip:port or host:port: {err}")),
+    }
+}
+
 /// The server's own settings: `serve`'s flags that [`crate::server`] uses.
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
-    /// Address to listen on.
-    #[arg(long, env = "IMAGE_LEDGER_ADDR", default_value = "127.0.0.1:50051")]
+    /// Address to listen on: ip:port or host:port (IMAGE_LEDGER_ADDR is
+    /// the clients' variable, where they connect).
+    #[arg(
+        long,
+        env = "IMAGE_LEDGER_LISTEN",
+        default_value = "127.0.0.1:50051",
+        value_parser = listen_addr
+    )]
     pub addr: SocketAddr,
     /// Encoded DescribeImages replies kept for reuse while the listings
     /// they show are unchanged, MiB (about 8,000 pages of 20 images at the
@@ -64,11 +85,11 @@ pub struct ServerSettings {
     /// Serve the Tencent Cloud API (CVM 2017-03-12 and Lighthouse
     /// 2020-03-24 image-sharing actions, signed with the config file's
     /// [[cloud_api.keys]]) over HTTP/1.1 on this address; off unless set.
-    #[arg(long, env = "IMAGE_LEDGER_CLOUD_API_ADDR")]
+    #[arg(long, env = "IMAGE_LEDGER_CLOUD_API_ADDR", value_parser = listen_addr)]
     pub cloud_api_addr: Option<SocketAddr>,
     /// Serve Prometheus metrics on this address (`GET /metrics`); off
     /// unless set.
-    #[arg(long, env = "IMAGE_LEDGER_METRICS_ADDR")]
+    #[arg(long, env = "IMAGE_LEDGER_METRICS_ADDR", value_parser = listen_addr)]
     pub metrics_addr: Option<SocketAddr>,
     /// Serve a non-loopback address without authentication: anyone who
     /// reaches the port can act as any account. Logged at every start.

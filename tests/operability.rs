@@ -208,7 +208,7 @@ fn listens_on(
         .data_dir(dir.path())
         .args(args)
         .env("IMAGE_LEDGER_CONFIG", &config)
-        .env_remove("IMAGE_LEDGER_ADDR");
+        .env_remove("IMAGE_LEDGER_LISTEN");
     for (name, value) in env {
         command = command.env(name, value);
     }
@@ -227,13 +227,81 @@ fn a_setting_comes_from_the_flag_then_the_environment_then_the_file() -> TestRes
     let config = format!("addr = \"{file}\"\nimage_quota = 7\n");
     assert_eq!(listens_on(&config, &[], &[])?, file);
     assert_eq!(
-        listens_on(&config, &[], &[("IMAGE_LEDGER_ADDR", &env)])?,
+        listens_on(&config, &[], &[("IMAGE_LEDGER_LISTEN", &env)])?,
         env
     );
     assert_eq!(
-        listens_on(&config, &["--addr", &flag], &[("IMAGE_LEDGER_ADDR", &env)])?,
+        listens_on(
+            &config,
+            &["--addr", &flag],
+            &[("IMAGE_LEDGER_LISTEN", &env)]
+        )?,
         flag
     );
+    Ok(())
+}
+
+/// `serve` on `data` with `args`, refused: its stderr.
+fn refused_start(
+    data: &std::path::Path,
+    args: &[&str],
+) -> Result<String, Box<dyn std::error::Error>> {
+    match ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .addr(None)
+        .data_dir(data)
+        .args(args)
+        .stderr(Stderr::Capture)
+        .spawn()
+    {
+        Err(StartError::Refused { status, stderr, .. }) => {
+            assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
+            Ok(stderr)
+        }
+        Ok(_) => Err("the server started".into()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+#[test]
+fn a_start_that_cannot_serve_says_why_in_its_own_words_and_creates_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // A port in use: refused before the data directory is made.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.to_string();
+    let fresh = dir.path().join("fresh");
+    let said = refused_start(&fresh, &["--addr", &port])?;
+    assert!(
+        said.contains(&format!(
+            "error: cannot start the server: cannot listen on {port}: Address already in use"
+        )),
+        "{said}"
+    );
+    assert_eq!(said.matches("Address already in use").count(), 1, "{said}");
+    assert!(!fresh.exists(), "the data directory was made");
+    drop(taken);
+
+    // A second server on a data directory in use.
+    let data = dir.path().join("data");
+    let _first = ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .data_dir(&data)
+        .spawn()?;
+    let said = refused_start(&data, &["--addr", "127.0.0.1:0"])?;
+    assert!(
+        said.contains(&format!(
+            "another process holds {} (a server already running on it?)",
+            data.display()
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("WouldBlock"), "{said}");
+
+    // A host name is resolved: localhost is loopback.
+    let named = ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .addr(None)
+        .data_dir(dir.path().join("named"))
+        .args(["--addr", "localhost:0"])
+        .spawn()?;
+    assert!(named.addr().ip().is_loopback(), "{}", named.addr());
     Ok(())
 }
 

@@ -45,18 +45,8 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
         tls: file.tls_settings(),
         cloud_keys: Arc::new(CloudKeys::new(file.cloud_keys()?)),
     };
-    // Said at start, so an operator reading the log knows what a client
-    // must bring.
-    let security = match (&config.tls, &config.auth) {
-        (None, _) => "plaintext",
-        (Some(tls), _) if tls.client_ca.is_some() => "TLS, client certificates checked",
-        (Some(_), _) => "TLS",
-    };
-    let authentication = if config.auth.is_some() {
-        "tokens and roles ([auth])"
-    } else {
-        "none"
-    };
+    let (security, authentication) = security(&config);
+    warn_of_client_addr(config.server.addr);
     let keys = Arc::clone(&config.cloud_keys);
     let file_path = file.path.clone();
     let store = config.store.describe();
@@ -65,7 +55,7 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
         notifier.status(&format!("opening {store} and loading the ledger"));
         let mut server = image_ledger::server::start(config)
             .await
-            .with_context(|| format!("cannot start the server on {store}"))?;
+            .map_err(|err| start_failure(err, &store))?;
         let stop_asked = shutdown_signal();
         let serving_status = match server.cloud_api_addr() {
             Some(door) => format!(
@@ -112,6 +102,55 @@ pub fn serve(args: ServeArgs, file: &FileSettings) -> anyhow::Result<()> {
         serving.await.context("the server task failed")??;
         Ok(())
     })
+}
+
+/// What a client must bring, said at start: the transport and the
+/// authentication.
+fn security(config: &Config) -> (&'static str, &'static str) {
+    let transport = match &config.tls {
+        None => "plaintext",
+        Some(tls) if tls.client_ca.is_some() => "TLS, client certificates checked",
+        Some(_) => "TLS",
+    };
+    let authentication = if config.auth.is_some() {
+        "tokens and roles ([auth])"
+    } else {
+        "none"
+    };
+    (transport, authentication)
+}
+
+/// IMAGE_LEDGER_ADDR is the clients' variable (once serve's too): says it
+/// is not read here.
+fn warn_of_client_addr(listen: std::net::SocketAddr) {
+    if let Ok(client_addr) = std::env::var("IMAGE_LEDGER_ADDR") {
+        if std::env::var_os("IMAGE_LEDGER_LISTEN").is_none() {
+            tracing::warn!(
+                IMAGE_LEDGER_ADDR = %client_addr,
+                %listen,
+                "IMAGE_LEDGER_ADDR is where clients connect; serve listens on --addr or IMAGE_LEDGER_LISTEN"
+            );
+        }
+    }
+}
+
+/// A start that failed, named by what failed: only what the store did
+/// names the data directory (a port in use or a TLS file is not its fault).
+fn start_failure(err: image_ledger::server::ServeError, store: &str) -> anyhow::Error {
+    use image_ledger::server::ServeError;
+    let about_store = matches!(
+        err,
+        ServeError::Open(_)
+            | ServeError::Key(_)
+            | ServeError::KeyMissing(_)
+            | ServeError::Limits(_)
+    );
+    let err = anyhow::Error::new(err);
+    if about_store {
+        err.context(format!("cannot start the server on {store}"))
+    } else {
+        err.context("cannot start the server")
+    }
 }
 
 /// Listens for SIGHUP from the moment it is called, and returns the task

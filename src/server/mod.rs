@@ -33,7 +33,7 @@ pub enum ServeError {
     #[error("cannot load the signing key: {0}")]
     Key(#[from] AuditError),
     /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -161,6 +161,15 @@ pub async fn start_on(
 ) -> Result<RunningServer, ServeError> {
     protection(&config)?;
     cloud::protection(&config)?;
+    // Bound before the store is opened: a port in use creates nothing.
+    let listener = match listener {
+        Some(listener) => listener,
+        None => serve::bind(config.server.addr).await?.0,
+    };
+    let metrics_listener = match config.server.metrics_addr {
+        Some(addr) => Some(serve::bind(addr).await?),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     let open::Opened {
         ledger,
@@ -169,7 +178,8 @@ pub async fn start_on(
     } = open::open_ledger(&config, &metrics).await?;
     let (stop, stopped) = watch::channel(false);
     // Every failure from here on stops the ledger it opened, in one place.
-    let prepared = match prepare(&config, &ledger, key, &metrics, listener, &stopped).await {
+    let listeners = (listener, metrics_listener);
+    let prepared = match prepare(&config, &ledger, key, &metrics, listeners, &stopped).await {
         Ok(prepared) => prepared,
         Err(err) => {
             stop_ledger(ledger, released).await;
@@ -246,25 +256,19 @@ async fn prepare(
     ledger: &Ledger,
     key: crate::audit::LedgerKey,
     metrics: &Arc<Metrics>,
-    listener: Option<TcpListener>,
+    (listener, metrics_listener): (TcpListener, Option<(TcpListener, SocketAddr)>),
     stopped: &watch::Receiver<bool>,
 ) -> Result<Prepared, ServeError> {
     record_limits(ledger).await?;
-    let (listener, addr) = match listener {
-        Some(listener) => {
-            let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-                addr: config.server.addr,
-                source,
-            })?;
-            (listener, addr)
-        }
-        None => serve::bind(config.server.addr).await?,
-    };
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.server.addr,
+        source,
+    })?;
     let tls = match &config.tls {
         Some(settings) => Some(crate::tls::Tls::load(settings.clone()).map_err(ServeError::Tls)?),
         None => None,
     };
-    let metrics_addr = serve_metrics(config, metrics, ledger, stopped.clone()).await?;
+    let metrics_addr = serve_metrics(metrics_listener, metrics, ledger, stopped.clone());
     let places = crate::listener::Places::new(
         config.server.max_connections,
         config.server.max_connections_per_peer,
@@ -283,18 +287,15 @@ async fn prepare(
     })
 }
 
-/// Serves Prometheus metrics on `config.server.metrics_addr`, if set, and
-/// returns the bound address.
-async fn serve_metrics(
-    config: &Config,
+/// Serves Prometheus metrics on `listener` (`--metrics-addr`'s), if set,
+/// and returns its address.
+fn serve_metrics(
+    listener: Option<(TcpListener, SocketAddr)>,
     metrics: &Arc<Metrics>,
     ledger: &Ledger,
     stopped: watch::Receiver<bool>,
-) -> Result<Option<SocketAddr>, ServeError> {
-    let Some(addr) = config.server.metrics_addr else {
-        return Ok(None);
-    };
-    let (listener, bound) = serve::bind(addr).await?;
+) -> Option<SocketAddr> {
+    let (listener, bound) = listener?;
     let gauges = ledger.clone();
     tokio::spawn(crate::metrics::http::serve(
         listener,
@@ -306,7 +307,7 @@ async fn serve_metrics(
         }),
         stopped,
     ));
-    Ok(Some(bound))
+    Some(bound)
 }
 
 /// Stops the writer (flushing and closing the log), then waits for the

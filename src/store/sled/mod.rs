@@ -217,6 +217,17 @@ impl SledStore {
 fn open_sled(config: &::sled::Config, dir: &Path) -> Result<::sled::Db, StoreError> {
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
     match opened {
+        // sled locks its directory: another process has it open (sled
+        // 0.34 says so only in its message).
+        Ok(Err(::sled::Error::Io(err)))
+            if err.to_string().starts_with("could not acquire lock on") =>
+        {
+            Err(StoreError::failed(format!(
+                "another process holds {} (a server already running on it?): stop it, or \
+                 give another --data-dir",
+                dir.display()
+            )))
+        }
         Ok(opened) => Ok(opened?),
         Err(panic) => {
             let what = panic
