@@ -121,6 +121,7 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
     )
     .await;
     assert_eq!((code, &reply["error"]["kind"]), (2, &json!("bad_input")));
+    assert_eq!(reply["error"]["code"], "InvalidArgument", "{reply}");
     let out = cli(addr, &["image", "share", image, "--account", OWNER]).await;
     assert_eq!(out.status.code(), Some(2), "--to is required");
 
@@ -339,6 +340,7 @@ async fn an_unreachable_server_exits_4() -> TestResult {
     let addr = format!("127.0.0.1:{port}");
     let (code, reply) = cli_json(&addr, &["account", "quota", OWNER, "--region", GZ]).await;
     assert_eq!((code, &reply["error"]["kind"]), (4, &json!("unavailable")));
+    assert_eq!(reply["error"]["code"], "Unavailable", "{reply}");
     let out = cli(&addr, &["audit", "history", "--image", "img-00000000"]).await;
     assert_eq!(out.status.code(), Some(4));
     let out = cli("not an address", &["account", "register", OWNER]).await;

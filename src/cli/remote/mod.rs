@@ -185,9 +185,11 @@ impl Failure {
     /// The failure as the JSON object `--json` prints (none for a denial,
     /// whose reply is the answer).
     fn to_json(&self) -> Option<serde_json::Value> {
-        let (kind, reason, message) = match self {
+        // Every error object has a code: the gRPC code a refusal came
+        // with, else the one its kind stands for.
+        let (kind, code, message) = match self {
             Failure::Denied { .. } => return None,
-            Failure::BadInput(m) => ("bad_input", "", m.as_str()),
+            Failure::BadInput(m) => ("bad_input", "InvalidArgument", m.as_str()),
             Failure::Refused {
                 code,
                 reason,
@@ -200,10 +202,10 @@ impl Failure {
                     "message": message,
                 }}))
             }
-            Failure::Unreachable(m) => ("unavailable", "", m.as_str()),
-            Failure::Server(m) => ("server", "", m.as_str()),
+            Failure::Unreachable(m) => ("unavailable", "Unavailable", m.as_str()),
+            Failure::Server(m) => ("server", "Internal", m.as_str()),
         };
-        Some(json!({"error": {"kind": kind, "reason": reason, "message": message}}))
+        Some(json!({"error": {"kind": kind, "code": code, "reason": "", "message": message}}))
     }
 }
 
