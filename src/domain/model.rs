@@ -162,9 +162,11 @@ impl Policy {
         if self.regions.contains(region) {
             Ok(())
         } else {
+            let supported: Vec<&str> = self.regions.iter().map(Region::as_str).collect();
             Err(DomainError::RegionNotFound(format!(
-                "the region {} is not one of the supported regions",
-                super::ids::quoted(region.as_str())
+                "the region {} is not one of the supported regions: {}",
+                super::ids::quoted(region.as_str()),
+                supported.join(", ")
             )))
         }
     }

@@ -268,8 +268,19 @@ fn an_unregistered_owner_cannot_register_images() {
 
 #[test]
 fn images_live_in_configured_regions_only() {
-    let reason = given([root(OWNER)]).then_reason(register_image(OWNER, "mars-north-1", "web"));
+    let scenario = given([root(OWNER)]);
+    let reason = scenario.then_reason(register_image(OWNER, "mars-north-1", "web"));
     assert_eq!(reason, "InvalidRegion.NotFound");
+    // The refusal lists the regions there are.
+    let Err(err) = scenario.when(register_image(OWNER, "mars-north-1", "web")) else {
+        panic!("a region not configured was taken");
+    };
+    let said = err.to_string();
+    assert!(
+        said.starts_with("the region \"mars-north-1\" is not one of the supported regions: ap-")
+            && said.contains(", ap-guangzhou, "),
+        "{said}"
+    );
 }
 
 #[test]

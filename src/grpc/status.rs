@@ -131,7 +131,7 @@ impl From<AppError> for Status {
                     StoreError::Conflict { .. } | StoreError::Backend { .. } => with_reason(
                         Code::Unavailable,
                         "the ledger could not complete the request because of a storage \
-                         failure; retry with the same client_token"
+                         failure; retry it (a command with the client_token it carried, if any)"
                             .into(),
                         INTERNAL_REASON,
                     ),
@@ -157,7 +157,7 @@ impl From<AppError> for Status {
                     "the ledger's store does not take writes at the moment (on sled a full \
                      disk or an I/O error, on PostgreSQL a database that cannot be reached or \
                      refuses writes; health says NOT_SERVING meanwhile); nothing was changed: \
-                     retry with the same client_token"
+                     retry it later"
                         .into(),
                     UNWRITABLE_REASON,
                 )
@@ -165,21 +165,25 @@ impl From<AppError> for Status {
             AppError::Forked => with_reason(
                 Code::Unavailable,
                 "this replica held history the database lost in a failover and is reloading \
-                 it from the database; retry (with the same client_token), here shortly or on \
-                 another replica"
+                 it from the database; retry it here shortly or on another replica (a command \
+                 with the client_token it carried, if any)"
                     .into(),
                 FORKED_REASON,
             ),
             AppError::ShuttingDown => with_reason(
                 Code::Unavailable,
-                "the ledger is shutting down; retry with the same client_token".into(),
+                "the ledger is shutting down; retry it on another replica or once it is back \
+                 (a command with the client_token it carried, if any)"
+                    .into(),
                 INTERNAL_REASON,
             ),
             AppError::Start { .. } => {
                 tracing::error!(err = %Chain(&err), "the ledger cannot run a command");
                 with_reason(
                     Code::Unavailable,
-                    "the ledger could not run the request; retry with the same client_token".into(),
+                    "the ledger could not run the request; retry it (a command with the \
+                     client_token it carried, if any)"
+                        .into(),
                     INTERNAL_REASON,
                 )
             }
