@@ -184,6 +184,54 @@ async fn commands_run_while_the_records_load_and_the_store_answers_for_earlier_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_read_of_the_records_refuses_nothing_and_is_tried_again() -> Result<(), AppError> {
+    let store = Arc::new(crate::store::Faulty::new(MemoryStore::new()));
+    let shared: Arc<dyn Store> = store.clone();
+    let ledger = Ledger::open(shared, Policy::default(), WriterOptions::default())?;
+    ledger
+        .execute(account("1001"), CommandOptions::default())
+        .await?;
+    let first = ledger
+        .commit(image("1001", "web"), with_token("web-1")?)
+        .await?;
+    ledger.shutdown();
+
+    store.fail_next_token_reads(1);
+    let metrics = Arc::new(crate::metrics::LedgerMetrics::default());
+    let options = WriterOptions {
+        metrics: Arc::clone(&metrics),
+        ..WriterOptions::default()
+    };
+    let shared: Arc<dyn Store> = store.clone();
+    let ledger = Ledger::open(shared, Policy::default(), options)?;
+    // The store answers meanwhile: the retry gets its first reply.
+    assert_eq!(
+        ledger
+            .commit(image("1001", "web"), with_token("web-1")?)
+            .await?,
+        first
+    );
+    // The read is tried again a while later (200 ms under test) and the
+    // record is taken in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while metrics.tokens.get() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the records were not read again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        ledger
+            .commit(image("1001", "web"), with_token("web-1")?)
+            .await?,
+        first
+    );
+    ledger.shutdown();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_after_an_append_cut_short_loads_the_records_before_it_serves(
 ) -> Result<(), AppError> {
     let store = Arc::new(crate::store::Faulty::new(MemoryStore::new()));

@@ -49,6 +49,8 @@ pub struct Faulty<S> {
     token_read_delay_micros: AtomicUsize,
     /// Says an append was cut short, whatever `inner` says.
     cut_short: AtomicBool,
+    /// The next this many reads of every idempotency record fail.
+    token_reads: AtomicUsize,
     /// Every append, flush and sync fails, as on a full disk.
     full: AtomicBool,
     /// Calls that failed because of `full`.
@@ -69,6 +71,7 @@ impl<S> Faulty<S> {
             append_delay_micros: AtomicUsize::new(0),
             token_read_delay_micros: AtomicUsize::new(0),
             cut_short: AtomicBool::new(false),
+            token_reads: AtomicUsize::new(0),
             full: AtomicBool::new(false),
             refused_full: AtomicUsize::new(0),
             projection_save: Mutex::new(None),
@@ -119,6 +122,26 @@ impl<S> Faulty<S> {
     pub fn slow_token_reads(&self, delay: Duration) {
         self.token_read_delay_micros
             .store(delay.as_micros() as usize, Ordering::SeqCst);
+    }
+
+    /// Makes the next `count` reads of every idempotency record (a
+    /// visit or a sweep) fail.
+    pub fn fail_next_token_reads(&self, count: usize) {
+        self.token_reads.store(count, Ordering::SeqCst);
+    }
+
+    /// Delays a read of every idempotency record, then fails it if asked.
+    fn token_read(&self) -> Result<(), StoreError> {
+        let delay = self.token_read_delay_micros.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_micros(delay as u64));
+        let failing = self.token_reads.load(Ordering::SeqCst);
+        if failing > 0 {
+            self.token_reads.store(failing - 1, Ordering::SeqCst);
+            return Err(StoreError::failed(
+                "injected failure reading the idempotency records",
+            ));
+        }
+        Ok(())
     }
 
     /// Makes [`EventLog::cut_short`] say an append was cut short.
@@ -249,14 +272,12 @@ impl<S: EventLog> EventLog for Faulty<S> {
     }
 
     fn sweep_tokens(&self, sweep: &mut TokenSweeper<'_>) -> Result<Option<usize>, StoreError> {
-        let delay = self.token_read_delay_micros.load(Ordering::SeqCst);
-        std::thread::sleep(Duration::from_micros(delay as u64));
+        self.token_read()?;
         self.inner.sweep_tokens(sweep)
     }
 
     fn visit_tokens(&self, visit: &mut TokenVisitor<'_>) -> Result<(), StoreError> {
-        let delay = self.token_read_delay_micros.load(Ordering::SeqCst);
-        std::thread::sleep(Duration::from_micros(delay as u64));
+        self.token_read()?;
         self.inner.visit_tokens(visit)
     }
 

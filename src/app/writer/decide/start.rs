@@ -3,6 +3,7 @@
 //! answering for the tokens not yet read, and taking the records in.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
@@ -21,6 +22,13 @@ pub(in crate::app) enum StartTokens {
     Reading(Scan, Tokens, Head),
 }
 
+/// How long after a failed read of the records the next one starts: a
+/// store that keeps failing is not read whole every second.
+#[cfg(not(test))]
+const READ_AGAIN_AFTER: Duration = Duration::from_secs(30);
+#[cfg(test)]
+const READ_AGAIN_AFTER: Duration = Duration::from_millis(200);
+
 /// A start's read of the idempotency records on a thread of its own.
 pub(in crate::app) type Scan = std::thread::JoinHandle<Result<idempotency::Scanned, StoreError>>;
 
@@ -38,14 +46,15 @@ impl StartTokens {
 /// Idempotency records not yet in, and the head they were read up to.
 pub(super) enum PendingTokens {
     Reading(Scan, Head),
-    /// The read failed: it is started again at the next turn.
-    Failed(Head),
+    /// The read failed (when): it is started again at a turn after
+    /// [`READ_AGAIN_AFTER`].
+    Failed(Head, Instant),
 }
 
 impl PendingTokens {
     fn head(&self) -> Head {
         match self {
-            PendingTokens::Reading(_, head) | PendingTokens::Failed(head) => *head,
+            PendingTokens::Reading(_, head) | PendingTokens::Failed(head, _) => *head,
         }
     }
 }
@@ -56,7 +65,7 @@ impl Decider {
     /// ones leaving the store with later appends. Until then a command
     /// with a client token that the records made since do not answer asks
     /// the store for its key's record. A read that failed is started
-    /// again (at most once a turn: a second with no command).
+    /// again at a turn [`READ_AGAIN_AFTER`] later.
     pub(super) fn take_scan(&mut self) {
         let (scan, head) = match self.pending.take() {
             None => return,
@@ -65,8 +74,12 @@ impl Decider {
                 return;
             }
             Some(PendingTokens::Reading(scan, head)) => (scan, head),
-            Some(PendingTokens::Failed(head)) => {
-                self.pending = Some(self.scan_again(head));
+            Some(PendingTokens::Failed(head, at)) => {
+                self.pending = Some(if at.elapsed() < READ_AGAIN_AFTER {
+                    PendingTokens::Failed(head, at)
+                } else {
+                    self.scan_again(head)
+                });
                 return;
             }
         };
@@ -94,8 +107,12 @@ impl Decider {
                     .set(i64::try_from(self.tokens.len()).unwrap_or(i64::MAX));
             }
             Err(err) => {
-                tracing::warn!(err = %crate::store::Chain(&err), "cannot read the idempotency records; reading them again");
-                self.pending = Some(PendingTokens::Failed(head));
+                tracing::warn!(
+                    err = %crate::store::Chain(&err),
+                    again_in_secs = READ_AGAIN_AFTER.as_secs(),
+                    "cannot read the idempotency records; the store answers for each token meanwhile"
+                );
+                self.pending = Some(PendingTokens::Failed(head, Instant::now()));
             }
         }
     }
@@ -116,7 +133,7 @@ impl Decider {
             Ok(scan) => PendingTokens::Reading(scan, head),
             Err(err) => {
                 tracing::warn!(%err, "cannot start a thread to read the idempotency records");
-                PendingTokens::Failed(head)
+                PendingTokens::Failed(head, Instant::now())
             }
         }
     }
