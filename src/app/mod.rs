@@ -7,6 +7,7 @@ mod health;
 mod limits;
 mod log;
 mod scrub;
+mod start;
 mod sweep;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -33,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::domain::{ClientToken, Command, DomainError, LedgerState, Policy, Reply};
 use crate::store::{Head, Store, StoreError};
 use fence::Fence;
-use writer::{Control, Follower, Request, StartTokens, WriterLink};
+use writer::{Control, Follower, Request, WriterLink};
 
 pub use health::Condition;
 pub use limits::LIMITS_PRINCIPAL;
@@ -204,47 +205,6 @@ struct Inner {
     link: WriterLink,
 }
 
-/// Loads the state, then starts reading the idempotency records on a
-/// thread of their own. On a log only this process appends to, the server
-/// serves meanwhile: the decide stage takes the records in once read, and
-/// until then asks the store for the record of each client token it has
-/// not seen since (see `Decider::take_scan`). Read beside the state
-/// instead, they slowed its load about as much as they saved. On a shared
-/// log they are in before the writer starts, since another replica's
-/// appends can start an epoch from them at once; and after an append a
-/// crash cut short, since its records past the head must leave the store
-/// before anything is written there.
-fn load(
-    store: &Arc<dyn Store>,
-    policy: &Policy,
-) -> Result<(LedgerState, Head, StartTokens), AppError> {
-    let (state, head) = crate::projection::load_state(store.as_ref())?;
-    if store.shared().is_none() && !store.cut_short() {
-        let reading = Arc::clone(store);
-        let tokens = crate::idempotency::Tokens::default();
-        let into = tokens.empty_like();
-        let retention = state.policy_or(policy).token_retention_micros();
-        let scan = std::thread::Builder::new()
-            .name("ledger-tokens".into())
-            .spawn(move || {
-                let now = crate::idempotency::micros(time::OffsetDateTime::now_utc());
-                let cutoff = Some(now.saturating_sub(retention));
-                crate::idempotency::scan(reading.as_ref(), into, head.position, cutoff)
-            });
-        // No thread to spare: read them now.
-        if let Ok(scan) = scan {
-            return Ok((state, head, StartTokens::Reading(scan, tokens, head)));
-        }
-    }
-    let tokens = crate::idempotency::load(
-        store.as_ref(),
-        head,
-        crate::idempotency::micros(time::OffsetDateTime::now_utc()),
-        state.policy_or(policy).token_retention_micros(),
-    )?;
-    Ok((state, head, StartTokens::Loaded(tokens)))
-}
-
 impl Ledger {
     /// Loads the state from `store` (from the persisted projections when they
     /// are current, else by replaying the log) and starts the writer.
@@ -253,7 +213,7 @@ impl Ledger {
         policy: Policy,
         options: WriterOptions,
     ) -> Result<Self, AppError> {
-        let (state, head, tokens) = load(&store, &policy)?;
+        let (state, head, tokens) = start::load(&store, &policy)?;
         let policy = Arc::new(policy);
         let view = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));

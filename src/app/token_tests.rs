@@ -98,9 +98,11 @@ async fn a_retry_gets_the_first_reply_rebuilt_from_the_log_across_a_restart() ->
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_run_while_the_records_load_and_the_store_answers_for_earlier_tokens(
-) -> Result<(), AppError> {
+type FaultyStore = Arc<crate::store::Faulty<MemoryStore>>;
+
+/// A store whose ledger registered account 1001 and its image "web" with
+/// the client token web-1, and that image's reply.
+async fn with_one_token() -> Result<(FaultyStore, Committed), AppError> {
     let store = Arc::new(crate::store::Faulty::new(MemoryStore::new()));
     let shared: Arc<dyn Store> = store.clone();
     let ledger = Ledger::open(shared, Policy::default(), WriterOptions::default())?;
@@ -111,17 +113,29 @@ async fn commands_run_while_the_records_load_and_the_store_answers_for_earlier_t
         .commit(image("1001", "web"), with_token("web-1")?)
         .await?;
     ledger.shutdown();
+    Ok((store, first))
+}
 
-    let delay = std::time::Duration::from_millis(1_500);
-    store.slow_token_reads(delay);
-    let opening = std::time::Instant::now();
+/// The ledger on `store` again, counting into metrics of its own.
+fn reopen(store: &FaultyStore) -> Result<(Ledger, Arc<crate::metrics::LedgerMetrics>), AppError> {
     let metrics = Arc::new(crate::metrics::LedgerMetrics::default());
     let options = WriterOptions {
         metrics: Arc::clone(&metrics),
         ..WriterOptions::default()
     };
     let shared: Arc<dyn Store> = store.clone();
-    let ledger = Ledger::open(shared, Policy::default(), options)?;
+    Ok((Ledger::open(shared, Policy::default(), options)?, metrics))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_run_while_the_records_load_and_the_store_answers_for_earlier_tokens(
+) -> Result<(), AppError> {
+    let (store, first) = with_one_token().await?;
+
+    let delay = std::time::Duration::from_millis(1_500);
+    store.slow_token_reads(delay);
+    let opening = std::time::Instant::now();
+    let (ledger, metrics) = reopen(&store)?;
     assert!(ledger.state().account(&AccountId::parse("1001")?).is_some());
     // A retry is answered by the store's record of its token, not taken
     // for a new command (which the name already taken would refuse), and
@@ -185,25 +199,10 @@ async fn commands_run_while_the_records_load_and_the_store_answers_for_earlier_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_read_of_the_records_refuses_nothing_and_is_tried_again() -> Result<(), AppError> {
-    let store = Arc::new(crate::store::Faulty::new(MemoryStore::new()));
-    let shared: Arc<dyn Store> = store.clone();
-    let ledger = Ledger::open(shared, Policy::default(), WriterOptions::default())?;
-    ledger
-        .execute(account("1001"), CommandOptions::default())
-        .await?;
-    let first = ledger
-        .commit(image("1001", "web"), with_token("web-1")?)
-        .await?;
-    ledger.shutdown();
+    let (store, first) = with_one_token().await?;
 
     store.fail_next_token_reads(1);
-    let metrics = Arc::new(crate::metrics::LedgerMetrics::default());
-    let options = WriterOptions {
-        metrics: Arc::clone(&metrics),
-        ..WriterOptions::default()
-    };
-    let shared: Arc<dyn Store> = store.clone();
-    let ledger = Ledger::open(shared, Policy::default(), options)?;
+    let (ledger, metrics) = reopen(&store)?;
     // The store answers meanwhile: the retry gets its first reply.
     assert_eq!(
         ledger

@@ -14,7 +14,7 @@ mod restart;
 mod start;
 
 use start::PendingTokens;
-pub(in crate::app) use start::StartTokens;
+pub(in crate::app) use start::{spawn_scan, StartTokens};
 
 use super::control::{Control, Request};
 use super::{refuse, Message, Staged};

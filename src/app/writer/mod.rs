@@ -56,7 +56,7 @@ use crate::projection::Touched;
 use crate::store::{AppendBatch, Head, StoreError};
 
 pub(super) use control::{Control, Request};
-pub(super) use decide::StartTokens;
+pub(super) use decide::{spawn_scan, StartTokens};
 pub(super) use follow::Follower;
 pub(super) use link::WriterLink;
 

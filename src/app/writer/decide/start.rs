@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::Decider;
 use crate::idempotency::{self, Tokens};
-use crate::store::{Head, StoreError};
+use crate::store::{Head, Store, StoreError};
 
 /// The idempotency records a start hands the decide stage.
 pub(in crate::app) enum StartTokens {
@@ -31,6 +31,25 @@ const READ_AGAIN_AFTER: Duration = Duration::from_millis(200);
 
 /// A start's read of the idempotency records on a thread of its own.
 pub(in crate::app) type Scan = std::thread::JoinHandle<Result<idempotency::Scanned, StoreError>>;
+
+/// Starts reading the records `store` holds up to `head` into `into` on
+/// a thread of its own (`ledger-tokens`), removing those expired under
+/// `retention` (microseconds) as of the read's start.
+pub(in crate::app) fn spawn_scan(
+    store: &Arc<dyn Store>,
+    into: Tokens,
+    head: Head,
+    retention: i64,
+) -> std::io::Result<Scan> {
+    let store = Arc::clone(store);
+    std::thread::Builder::new()
+        .name("ledger-tokens".into())
+        .spawn(move || {
+            let now = idempotency::micros(OffsetDateTime::now_utc());
+            let cutoff = Some(now.saturating_sub(retention));
+            idempotency::scan(store.as_ref(), into, head.position, cutoff)
+        })
+}
 
 impl StartTokens {
     /// The records in already (or none yet, with the digests the scan's
@@ -119,17 +138,8 @@ impl Decider {
 
     /// Starts reading the records stored up to `head` again.
     fn scan_again(&self, head: Head) -> PendingTokens {
-        let store = Arc::clone(&self.store);
-        let into = self.tokens.empty_like();
         let retention = self.state.policy_or(&self.policy).token_retention_micros();
-        let scan = std::thread::Builder::new()
-            .name("ledger-tokens".into())
-            .spawn(move || {
-                let now = idempotency::micros(OffsetDateTime::now_utc());
-                let cutoff = Some(now.saturating_sub(retention));
-                idempotency::scan(store.as_ref(), into, head.position, cutoff)
-            });
-        match scan {
+        match spawn_scan(&self.store, self.tokens.empty_like(), head, retention) {
             Ok(scan) => PendingTokens::Reading(scan, head),
             Err(err) => {
                 tracing::warn!(%err, "cannot start a thread to read the idempotency records");
