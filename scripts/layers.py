@@ -25,7 +25,7 @@ from collections import defaultdict
 # row or a lower one, never an upper one (and a circle between two of one
 # row is still a circle).
 LAYERS = [
-    ["domain", "progress", "listener", "settings", "deferred", "chunks"],
+    ["domain", "progress", "listener", "settings", "deferred", "chunks", "traces"],
     ["store", "metrics"],
     ["idempotency", "projection"],
     ["audit"],

@@ -12,6 +12,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::IsTerminal;
 
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
 
 fn main() -> std::process::ExitCode {
     let args = match cli::config_file::apply(std::env::args_os().collect()) {
@@ -23,23 +26,51 @@ fn main() -> std::process::ExitCode {
     };
     let cli::config_file::FromFile { args, file } = args;
     let cli = cli::Cli::parse_from(args);
+    // Only a server exports traces; a bad OTEL_* setting stops it here,
+    // before anything is opened.
+    let traces = match &cli.command {
+        cli::Cmd::Serve(_) => match image_ledger::traces::Traces::from_env() {
+            Ok(traces) => traces,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match cli.log_format {
         // One object a line, the event's fields beside its message, and
         // the span it happened in, for log pipelines.
-        cli::LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-        cli::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        cli::LogFormat::Json => Box::new(
+            logs.json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_filter(filter),
+        ),
+        cli::LogFormat::Text => Box::new(
+            logs.with_ansi(std::io::stderr().is_terminal())
+                .with_filter(filter),
+        ),
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces.as_ref().map(|traces| traces.layer()))
+        .init();
+    if let Some(traces) = &traces {
+        tracing::info!(
+            endpoint = traces.endpoint(),
+            "exporting traces over OTLP/gRPC"
+        );
     }
-    match cli::run(cli, &file) {
+    let outcome = cli::run(cli, &file);
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -23,6 +23,7 @@ fn every_scenario_runs_against_a_real_server_without_errors(
         cache_mb: Some(16),
         page_cache_mb: Some(16),
         tls: false,
+        otlp_endpoint: None,
     };
     let report = run(&config)?;
     let names: Vec<&str> = report.results.iter().map(|r| r.scenario.name()).collect();
@@ -89,6 +90,7 @@ fn a_second_run_on_the_same_data_directory_has_no_errors(
         cache_mb: Some(16),
         page_cache_mb: Some(16),
         tls: false,
+        otlp_endpoint: None,
     };
     for run_number in 1..=2 {
         let report = run(&config)?;
@@ -136,6 +138,7 @@ fn every_scenario_runs_against_two_replicas_on_a_database_without_errors(
         cache_mb: Some(16),
         page_cache_mb: Some(16),
         tls: false,
+        otlp_endpoint: None,
     };
     let report = run(&config)?;
     assert_eq!(report.results.len(), Scenario::ALL.len());
@@ -155,9 +158,12 @@ fn every_scenario_runs_against_two_replicas_on_a_database_without_errors(
     Ok(())
 }
 
-/// `--tls`: the same scenarios over TLS, without errors.
+/// `--tls --traces`: the same scenarios over TLS, without errors, the
+/// server's spans reaching the bench's receiver.
 #[test]
-fn a_tls_run_has_no_errors() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+fn a_tls_run_with_traces_has_no_errors() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let receiving = tokio::runtime::Runtime::new()?;
+    let (endpoint, sink) = receiving.block_on(image_ledger_bench::otlp::Sink::start(false))?;
     let config = BenchConfig {
         binary: env!("CARGO_BIN_EXE_image-ledger").into(),
         addr: None,
@@ -175,8 +181,12 @@ fn a_tls_run_has_no_errors() -> Result<(), Box<dyn std::error::Error + Send + Sy
         cache_mb: Some(16),
         page_cache_mb: Some(16),
         tls: true,
+        otlp_endpoint: Some(endpoint),
     };
     let report = run(&config)?;
+    // Each call's span and its stages': more spans than shares.
+    let shares = report.results[1].ops;
+    assert!(sink.received() > shares, "{} spans", sink.received());
     assert_eq!(report.results.len(), 3);
     for result in &report.results {
         assert!(

@@ -176,7 +176,7 @@ async fn json_logs_are_one_object_a_line_with_the_calls_span() -> TestResult {
         .ok_or(format!("no handled line for the call in {logs}"))?;
     assert_eq!(handled["span"]["name"], "call");
     assert_eq!(handled["span"]["account"], OWNER);
-    assert_eq!(handled["span"]["code"], "OK");
+    assert_eq!(handled["span"]["outcome"], "OK");
     assert_eq!(handled["level"], "DEBUG");
     // Client tokens (idempotency keys) never reach the logs.
     assert!(!logs.contains("tok-never-logged-7f3a"), "{logs}");
@@ -189,7 +189,7 @@ async fn json_logs_are_one_object_a_line_with_the_calls_span() -> TestResult {
         })
         .ok_or(format!("no handled line for the query in {logs}"))?;
     assert_eq!(query["span"]["account"], OWNER);
-    assert_eq!(query["span"]["code"], "OK");
+    assert_eq!(query["span"]["outcome"], "OK");
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 pub mod cloud;
 mod fill;
 mod load;
+pub mod otlp;
 mod soak;
 
 pub use fill::{account, attributes, fill, fill_store, FillPlan, FillReport};

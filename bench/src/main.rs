@@ -120,6 +120,10 @@ struct BenchArgs {
     /// made for the run.
     #[arg(long, conflicts_with = "addr")]
     tls: bool,
+    /// Turn the started servers' traces on, exported over OTLP/gRPC to a
+    /// receiver in this program that counts them.
+    #[arg(long, conflicts_with = "addr")]
+    traces: bool,
     /// Accounts to preload.
     #[arg(long, default_value_t = 1_000)]
     accounts: u64,
@@ -222,6 +226,16 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "--replicas must not exceed --connections: each replica needs a connection"
     );
     let binary = server_binary(args.server_binary)?;
+    // The receiver runs beside the load, on a runtime of its own.
+    let receiving = tokio::runtime::Runtime::new()?;
+    let sink = match args.traces {
+        true => Some(
+            receiving
+                .block_on(image_ledger_bench::otlp::Sink::start(false))
+                .map_err(|e| anyhow::anyhow!("cannot start the OTLP receiver: {e}"))?,
+        ),
+        false => None,
+    };
     let config = BenchConfig {
         binary,
         addr: args.addr,
@@ -239,9 +253,18 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         cache_mb: args.cache_mb,
         page_cache_mb: args.page_cache_mb,
         tls: args.tls,
+        otlp_endpoint: sink.as_ref().map(|(endpoint, _)| endpoint.clone()),
     };
     let report = image_ledger_bench::run(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     report::print(&config, &report);
+    if let Some((endpoint, sink)) = sink {
+        let calls: u64 = report.results.iter().map(|r| r.ops).sum();
+        println!(
+            "traces: {} spans received at {endpoint} ({:.2} a call measured)",
+            sink.received(),
+            sink.received() as f64 / calls.max(1) as f64
+        );
+    }
     Ok(())
 }
 
@@ -282,6 +305,7 @@ fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         cache_mb: None,
         page_cache_mb: None,
         tls: false,
+        otlp_endpoint: None,
     };
     let report = image_ledger_bench::scale(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     report::print_scale(&config, &report);

@@ -178,6 +178,8 @@ pub(crate) struct Job {
     command: Command,
     options: CommandOptions,
     reply: oneshot::Sender<Result<Committed, AppError>>,
+    /// The caller's span: the writer's stages record theirs under it.
+    span: tracing::Span,
 }
 
 /// A handle on a running ledger. Cheap to clone.
@@ -306,6 +308,7 @@ impl Ledger {
                 command,
                 options,
                 reply,
+                span: tracing::Span::current(),
             }))
             .await
             .map_err(|_| AppError::ShuttingDown)?;

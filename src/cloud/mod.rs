@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use self::actions::{Api, Call};
 use self::envelope::{ApiError, Fields};
@@ -70,13 +71,43 @@ impl Door {
             action: "",
             code: "OK",
         };
-        let answer = match self.decide(head, body, peer, &mut labels).await {
+        // The request's span: the root of its trace (`crate::traces`), as
+        // a gRPC call's is; its command's stages are recorded under it.
+        let span = tracing::debug_span!(
+            target: crate::traces::TARGET,
+            "cloud API request",
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            action = tracing::field::Empty,
+            account = tracing::field::Empty,
+            principal = tracing::field::Empty,
+            outcome = tracing::field::Empty
+        );
+        crate::traces::continue_trace(&span, &head.headers);
+        let decided = self
+            .decide(head, body, peer, &mut labels)
+            .instrument(span.clone())
+            .await;
+        let answer = match decided {
             Ok(fields) => envelope::success(fields, &request_id),
             Err(err) => {
                 labels.code = err.code;
                 envelope::failure(&err, &request_id)
             }
         };
+        if !span.is_disabled() {
+            if !labels.action.is_empty() {
+                let name = format!("{}/{}", labels.service, labels.action);
+                crate::traces::rename(&span, name);
+                span.record("action", labels.action);
+            }
+            span.record("outcome", labels.code);
+            // The server's own failures, not the caller's.
+            if labels.code.starts_with("InternalError") || labels.code == "ResourceUnavailable" {
+                span.record("otel.status_code", "error");
+            }
+        }
         self.metrics
             .answered(labels, started.elapsed().as_secs_f64());
         answer
@@ -110,6 +141,9 @@ impl Door {
             ));
         }
         let (key, service) = self.authenticate(head, body, peer)?;
+        let span = tracing::Span::current();
+        span.record("account", key.account.as_str());
+        span.record("principal", &*key.principal);
         let api = Api::of(&service, header(head, "x-tc-version").unwrap_or_default())?;
         labels.service = api.service();
         let action = api.action(header(head, "x-tc-action").unwrap_or_default())?;

@@ -102,6 +102,8 @@ pub fn refusal(code: Code, message: String, reason: &str) -> Status {
 }
 
 fn with_reason(code: Code, message: String, reason: &str) -> Status {
+    // The call's span (`metrics::grpc`) says why, for logs and traces.
+    tracing::Span::current().record("reason", reason);
     Status::with_error_details(
         code,
         message,

@@ -146,14 +146,26 @@ where
             grpc_service: service.to_owned(),
             grpc_method: method.to_owned(),
         };
+        // The call's span: its logs' context, and the root of its trace
+        // (`crate::traces`) under OpenTelemetry's names for a gRPC server.
         let span = tracing::debug_span!(
+            target: crate::traces::TARGET,
             "call",
+            otel.name = path.trim_start_matches('/'),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            rpc.grpc.status_code = tracing::field::Empty,
             method = %path,
             account = tracing::field::Empty,
             principal = tracing::field::Empty,
             credential = tracing::field::Empty,
-            code = tracing::field::Empty
+            outcome = tracing::field::Empty,
+            reason = tracing::field::Empty
         );
+        crate::traces::continue_trace(&span, request.headers());
         let metrics = Arc::clone(&self.metrics);
         metrics.started.get_or_create(&labels).inc();
         metrics.in_flight.inc();
@@ -165,20 +177,24 @@ where
         Box::pin(
             async move {
                 let response = response.await;
-                let code = match &response {
-                    Ok(response) => code_name(
-                        response
-                            .headers()
-                            .get("grpc-status")
-                            .and_then(|value| value.to_str().ok())
-                            .and_then(|value| value.parse().ok())
-                            // A call that ends well sends its status in the
-                            // trailers; one that fails, in the headers.
-                            .unwrap_or(0),
-                    ),
-                    Err(_) => "Unknown",
+                let number = match &response {
+                    Ok(response) => response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|value| value.parse().ok())
+                        // A call that ends well sends its status in the
+                        // trailers; one that fails, in the headers.
+                        .unwrap_or(0),
+                    Err(_) => 2,
                 };
-                tracing::Span::current().record("code", code);
+                let code = code_name(number);
+                let span = tracing::Span::current();
+                span.record("outcome", code);
+                span.record("rpc.grpc.status_code", number);
+                if server_fault(number) {
+                    span.record("otel.status_code", "error");
+                }
                 tracing::debug!("handled");
                 metrics.in_flight.dec();
                 metrics
@@ -198,6 +214,13 @@ where
             .instrument(span),
         )
     }
+}
+
+/// Whether a status says the server failed, not the caller: what
+/// OpenTelemetry marks an error on a server's span.
+fn server_fault(code: i32) -> bool {
+    // Unknown, DeadlineExceeded, Unimplemented, Internal, Unavailable, DataLoss.
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
 }
 
 /// A status code's name, as gRPC's own libraries print it.

@@ -140,6 +140,9 @@ pub struct BenchConfig {
     /// Speak TLS to the started servers, with a certificate made for the
     /// run.
     pub tls: bool,
+    /// An OTLP/gRPC endpoint the started servers export their traces to;
+    /// `None`: traces off.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// One scenario's measurements.

@@ -81,6 +81,9 @@ pub(super) fn spawn_server(
             .env("IMAGE_LEDGER_TLS_CERT", cert)
             .env("IMAGE_LEDGER_TLS_KEY", key);
     }
+    if let Some(endpoint) = &config.otlp_endpoint {
+        command = command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+    }
     let cloud = config.scenarios.iter().any(|s| s.is_cloud());
     if cloud {
         let keys = dir.join("bench-cloud-keys.toml");

@@ -189,6 +189,7 @@ fn the_log_is_filled_to_at_least_the_target_ending_on_a_round_of_shares() {
         cache_mb: Some(16),
         page_cache_mb: Some(16),
         tls: false,
+        otlp_endpoint: None,
     };
     // Accounts, images, one round of shares.
     assert_eq!(preload_events(&config(1_000, 10_000, 0)), 21_000);

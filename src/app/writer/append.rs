@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::control::{Control, Restart};
 use super::drain::drain;
-use super::timing::StageTiming;
+use super::timing::{self, StageTiming};
 use super::{refuse, Message, Pending, Staged};
 use crate::domain::LedgerState;
 use crate::idempotency::Tokens;
@@ -225,6 +225,7 @@ impl Appender {
             // commit behind the head check, acknowledged only once the
             // standby holds the log up to it.
             self.in_turn = false;
+            let _spans = timing::stage_spans("append", group);
             let started = std::time::Instant::now();
             let written = self.timing.time(|| match shared {
                 Some(shared) => shared.write_or_take_turn(&combined),

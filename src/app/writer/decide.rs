@@ -17,7 +17,7 @@ use start::PendingTokens;
 pub(in crate::app) use start::{spawn_scan, StartTokens};
 
 use super::control::{Control, Request};
-use super::{refuse, Message, Staged};
+use super::{refuse, timing, Message, Staged};
 use crate::app::health::Health;
 use crate::app::{AppError, Job};
 use crate::domain::{LedgerState, Policy};
@@ -289,7 +289,8 @@ impl Decider {
                 },
                 None => break,
             };
-            fates.push(self.decide_one(&job, &mut batch, &mut touched));
+            let span = timing::decide_span(&job);
+            fates.push(span.in_scope(|| self.decide_one(&job, &mut batch, &mut touched)));
             jobs.push(job);
         }
         if !batch.records.is_empty() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::control::Control;
 use super::drain::drain;
-use super::timing::StageTiming;
+use super::timing::{self, StageTiming};
 use super::{refuse, writes_records, Flushed, Message, Staged};
 use crate::projection::Touched;
 use crate::store::{Chain, Store};
@@ -49,6 +49,7 @@ impl Flusher {
         }
         if writes_records(&group) {
             let store = &self.store;
+            let _spans = timing::stage_spans("flush", &group);
             let started = std::time::Instant::now();
             let flushed = self.timing.time(|| store.flush_to_os());
             self.metrics.stage("flush", started.elapsed());

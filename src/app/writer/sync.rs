@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::control::Control;
 use super::drain::drain;
-use super::timing::StageTiming;
+use super::timing::{self, StageTiming};
 use super::{refuse, writes_records, Flushed, Message, Pending, Staged};
 use crate::app::AppError;
 use crate::domain::LedgerState;
@@ -59,6 +59,7 @@ impl Syncer {
     fn publish(&mut self, ready: Vec<Staged>) {
         if writes_records(&ready) {
             let store = &self.store;
+            let _spans = timing::stage_spans("sync", &ready);
             let started = std::time::Instant::now();
             let synced = self.timing.time(|| store.sync_to_disk());
             self.metrics.stage("sync", started.elapsed());

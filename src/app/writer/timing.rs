@@ -1,7 +1,11 @@
 //! How long a stage's store calls take: logged when the writer stops, and
-//! each slow call at debug level; what tells where a command's time goes.
+//! each slow call at debug level; and the spans each call's trace gets for
+//! the stages its command went through (`crate::traces`). What tells where
+//! a command's time goes.
 
 use std::time::{Duration, Instant};
+
+use super::{Job, Staged};
 
 /// A store call at least this long is logged (at debug level) when it ends.
 const SLOW_STORE_CALL: Duration = Duration::from_millis(20);
@@ -40,4 +44,41 @@ impl StageTiming {
             "store time of a writer stage"
         );
     }
+}
+
+/// The span of deciding `job`, under its caller's. A disabled span (no
+/// exporter, no debug logs) costs one check.
+pub(super) fn decide_span(job: &Job) -> tracing::Span {
+    if job.span.is_disabled() {
+        return tracing::Span::none();
+    }
+    tracing::debug_span!(target: crate::traces::TARGET, parent: &job.span, "decide")
+}
+
+/// One span a caller for a store call of `stage` (append, flush, sync)
+/// that the batches of `group` rode in together: a span under each of
+/// their callers' spans, open while the spans returned live. Empty when
+/// no caller's span is recorded.
+pub(super) fn stage_spans(stage: &'static str, group: &[Staged]) -> Vec<tracing::Span> {
+    let commands: usize = group.iter().map(|staged| staged.jobs.len()).sum();
+    // Counted from the heads: the append stage moves the records out.
+    let records: u64 = group
+        .iter()
+        .map(|staged| staged.head.position - staged.batch.expected_head.position)
+        .sum();
+    group
+        .iter()
+        .flat_map(|staged| &staged.jobs)
+        .filter(|job| !job.span.is_disabled())
+        .map(|job| {
+            tracing::debug_span!(
+                target: crate::traces::TARGET,
+                parent: &job.span,
+                "stage",
+                otel.name = stage,
+                batch.commands = commands,
+                batch.records = records
+            )
+        })
+        .collect()
 }
