@@ -1,8 +1,10 @@
 //! Traces: OpenTelemetry over OTLP/gRPC, off unless the standard `OTEL_*`
-//! variables ask for it. The spans are the server's `tracing` spans of the
-//! target [`TARGET`] (a call, and the stages its command went through);
-//! this module owns the exporter they go out by, the context a caller
-//! sent in `traceparent`, and the order of the last export at a stop.
+//! variables ask for it. The spans exported are this crate's `tracing`
+//! spans (a call's, in `metrics::grpc` and `cloud`, and under it the
+//! stages its command went through, in `app::writer`), never its events
+//! or other crates' spans; this module owns the exporter they go out by,
+//! the context a caller sent in `traceparent`, and the order of the last
+//! export at a stop.
 //!
 //! The SDK's batch processor exports from a thread of its own, where the
 //! tonic exporter finds no tokio reactor: each export runs on a one-thread
@@ -21,11 +23,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::Layer;
-
-/// The target of every span that is exported: nothing else is.
-pub const TARGET: &str = "image_ledger::traces";
 
 /// Exporting traces: the provider and the runtime its exports run on.
 pub struct Traces {
@@ -151,7 +149,7 @@ impl Traces {
         &self.endpoint
     }
 
-    /// The layer that turns the spans of [`TARGET`] into OpenTelemetry's.
+    /// The layer that turns this crate's spans into OpenTelemetry's.
     pub fn layer<S>(&self) -> impl Layer<S> + Send + Sync + 'static
     where
         S: tracing::Subscriber
@@ -162,7 +160,9 @@ impl Traces {
         let tracer = self.provider.tracer("image-ledger");
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            .with_filter(Targets::new().with_target(TARGET, LevelFilter::TRACE))
+            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+                metadata.is_span() && metadata.target().starts_with("image_ledger")
+            }))
     }
 
     /// Exports the spans still queued (within the exporter's timeout) and

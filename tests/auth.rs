@@ -321,7 +321,10 @@ async fn a_principal_with_accounts_acts_for_those_accounts_only() -> TestResult 
     let auth = Arc::new(Authenticator::new(&table)?);
     let dir = tempfile::tempdir()?;
     let server = InProcess::new(dir.path())
-        .with(|config| config.auth = Some(auth))
+        .with(|config| {
+            config.auth = Some(auth);
+            config.server.metrics_addr = "127.0.0.1:0".parse().ok();
+        })
         .start()
         .await?;
     let channel = Channel::from_shared(format!("http://{}", server.local_addr()))?
@@ -406,6 +409,16 @@ async fn a_principal_with_accounts_acts_for_those_accounts_only() -> TestResult 
             .await
             .map(drop),
         "quota of another account",
+    );
+    // Counted and logged with authentication's refusals.
+    let metrics = server.metrics_addr().ok_or("metrics are served")?;
+    let (_, text) = get(metrics, "/metrics").await?;
+    assert_eq!(
+        sample(
+            &text,
+            "ledger_auth_failures_total{reason=\"AuthFailure.AccountNotAllowed\"}"
+        ),
+        Some(4.0)
     );
     // The unscoped gateway still acts for anyone.
     ledger(GATEWAY)

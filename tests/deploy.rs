@@ -7,10 +7,16 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use common::pki::Ca;
 use common::rpcs::{call, LEDGER};
 use common::scrape::{get, sample};
 use common::InProcess;
-use image_ledger::auth::{digest_hex, AuthConfig, Authenticator};
+use image_ledger::auth::{
+    digest_hex, key_table, AuthConfig, Authenticator, CloudApiConfig, CloudKeyConfig, CloudKeys,
+};
+use image_ledger::tls::TlsConfig;
+use image_ledger_bench::cloud::{Call, Connection, Key};
+use serde_json::json;
 use tonic::transport::Channel;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -66,11 +72,26 @@ async fn the_alerts_and_the_dashboard_name_only_metrics_the_server_exports() -> 
         digest_hex(ADMIN)
     ))?;
     let auth = Arc::new(Authenticator::new(&table)?);
+    let forger = Key {
+        id: "AKIDowner".into(),
+        secret: "not-the-secret".into(),
+    };
+    let keys = CloudApiConfig {
+        keys: vec![CloudKeyConfig {
+            secret_id: forger.id.clone(),
+            secret_key: Some("the-secret".into()),
+            secret_key_file: None,
+            account_id: "100000000001".into(),
+        }],
+    };
+    let keys = Arc::new(CloudKeys::new(key_table(&keys, std::path::Path::new("."))?));
     let server = InProcess::new(dir.path())
         .with(|config| {
             config.auth = Some(auth);
             config.server.metrics_addr = "127.0.0.1:0".parse().ok();
             config.server.max_subscriptions = 1_234;
+            config.server.cloud_api_addr = "127.0.0.1:0".parse().ok();
+            config.cloud_keys = keys;
         })
         .start()
         .await?;
@@ -84,8 +105,40 @@ async fn the_alerts_and_the_dashboard_name_only_metrics_the_server_exports() -> 
         .await
         .expect_err("an empty request is invalid");
     call(&channel, LEDGER[0], None).await.expect_err("refused");
+    // A cloud API request with a forged signature.
+    let door = server.cloud_api_addr().ok_or("the door is served")?;
+    let forged = Connection::open(door)
+        .await
+        .map_err(|e| e.to_string())?
+        .call(
+            &forger,
+            &Call::cvm("DescribeImages", "ap-guangzhou", &json!({})),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    assert_eq!(forged.code(), Some("AuthFailure.SignatureFailure"));
     let (_, text) = get(metrics, "/metrics").await?;
-    let exported = exported(&text);
+    let mut exported = exported(&text);
+    // A server on TLS: its certificate's expiry.
+    let ca = Ca::new("deploy test CA");
+    let leaf = ca.server();
+    let tls = TlsConfig {
+        cert: dir.path().join("server.pem"),
+        key: dir.path().join("server.key"),
+        client_ca: None,
+    };
+    std::fs::write(&tls.cert, &leaf.cert)?;
+    std::fs::write(&tls.key, &leaf.key)?;
+    let secured = InProcess::new(dir.path().join("tls"))
+        .with(|config| {
+            config.tls = Some(tls);
+            config.server.metrics_addr = "127.0.0.1:0".parse().ok();
+        })
+        .start()
+        .await?;
+    let (_, secured_text) = get(secured.metrics_addr().ok_or("metrics")?, "/metrics").await?;
+    exported.extend(self::exported(&secured_text));
+    secured.stop().await?;
     assert_eq!(sample(&text, "ledger_serving"), Some(1.0));
     assert_eq!(sample(&text, "ledger_subscriptions_max"), Some(1_234.0));
     assert!(sample(&text, "ledger_connections_max").is_some_and(|max| max > 0.0));

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use common::pki::{in_days, Ca, Leaf};
 use common::rpcs::{assert_role_decides, call, reason, AUDIT, HEALTH, LEDGER};
+use common::scrape::{get, sample};
 use common::InProcess;
 use image_ledger::auth::{digest_hex, AuthConfig, Authenticator};
 use image_ledger::server::RunningServer;
@@ -208,14 +209,29 @@ async fn sighup_reloads_the_certificate_and_a_broken_file_keeps_the_old() -> Tes
             files.key.display().to_string()
         ),
     );
+    // A port free a moment ago, for the metrics.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut server = ServerCommand::new(env!("CARGO_BIN_EXE_image-ledger"))
         .global("--config")
         .global(&config)
+        .args(["--metrics-addr", &metrics.to_string()])
         .data_dir(dir.path().join("data"))
         .stderr(Stderr::Capture)
         .spawn()?;
     let port = server.addr().port();
     assert_eq!(served_certificate(port, &ca).await?, first.der);
+    // The served certificate's expiry, exported for the alerts.
+    let expiry = || async {
+        let (_, text) = get(metrics, "/metrics").await.expect("a scrape");
+        let name = format!(
+            "ledger_tls_certificate_expiry_timestamp_seconds{{cert=\"{}\"}}",
+            files.cert.display()
+        );
+        sample(&text, &name).expect("the expiry is exported") as i64
+    };
+    let days_left = |at: i64| (at - in_days(0).unix_timestamp()) as f64 / 86_400.0;
+    let left = days_left(expiry().await);
+    assert!((29.99..=30.01).contains(&left), "{left} days");
     // A connection opened before the reload outlives it.
     let before = Channel::from_shared(format!("https://127.0.0.1:{port}"))?
         .tls_config(
@@ -231,7 +247,11 @@ async fn sighup_reloads_the_certificate_and_a_broken_file_keeps_the_old() -> Tes
             .args(["-HUP", &pid.to_string()])
             .status()
     };
-    let second = ca.server();
+    let second = ca.leaf(
+        &[SanType::DnsName("localhost".try_into()?)],
+        &[ExtendedKeyUsagePurpose::ServerAuth],
+        in_days(60),
+    );
     std::fs::write(&files.cert, &second.cert)?;
     std::fs::write(&files.key, &second.key)?;
     assert!(hangup(server.pid())?.success());
@@ -245,12 +265,16 @@ async fn sighup_reloads_the_certificate_and_a_broken_file_keeps_the_old() -> Tes
     }
     assert_eq!(shown, second.der, "new connections see the new certificate");
     call(&before, HEALTH, None).await?;
+    let left = days_left(expiry().await);
+    assert!((59.99..=60.01).contains(&left), "{left} days");
 
     // A broken file: the reload fails and the second certificate stays.
     std::fs::write(&files.cert, "not a certificate")?;
     assert!(hangup(server.pid())?.success());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(served_certificate(port, &ca).await?, second.der);
+    let left = days_left(expiry().await);
+    assert!((59.99..=60.01).contains(&left), "{left} days");
 
     server.kill()?;
     let logs = server.logs();

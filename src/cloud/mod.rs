@@ -74,8 +74,7 @@ impl Door {
         // The request's span: the root of its trace (`crate::traces`), as
         // a gRPC call's is; its command's stages are recorded under it.
         let span = tracing::debug_span!(
-            target: crate::traces::TARGET,
-            "cloud API request",
+                        "cloud API request",
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
             request_id = %request_id,
@@ -179,7 +178,8 @@ impl Door {
 
     /// Checks the request's signature: the key it was signed with, and the
     /// service of its credential scope. A refusal is logged with the
-    /// SecretId and the peer, never the key.
+    /// SecretId and the peer, never the key (ten lines a second at most;
+    /// the next says how many were left unsaid).
     fn authenticate(
         &self,
         head: &http::request::Parts,
@@ -189,13 +189,16 @@ impl Door {
         let mut secret_id = String::new();
         let checked = self.check_signature(head, body, &mut secret_id);
         if let Err(err) = &checked {
-            tracing::info!(
-                secret_id = %secret_id,
-                peer = %peer.map_or_else(String::new, |p| p.to_string()),
-                code = err.code,
-                why = %err.message,
-                "a cloud API request was refused"
-            );
+            if let Some(unsaid) = self.metrics.admit_refusal_line() {
+                tracing::info!(
+                    secret_id = %secret_id,
+                    peer = %peer.map_or_else(String::new, |p| p.to_string()),
+                    code = err.code,
+                    why = %err.message,
+                    unsaid,
+                    "a cloud API request was refused"
+                );
+            }
         }
         checked
     }

@@ -54,6 +54,24 @@ pub struct Checked<S> {
     failures: Arc<AuthFailures>,
 }
 
+/// Where the service tells of a refusal it decides after this layer let
+/// the call through (an account the principal may not act for), so that
+/// it is counted and logged with this layer's.
+#[derive(Clone)]
+pub(crate) struct Witness {
+    failures: Arc<AuthFailures>,
+    peer: Option<std::net::SocketAddr>,
+    method: Arc<str>,
+}
+
+impl Witness {
+    /// The call was refused with `reason`; `detail` says why.
+    pub(crate) fn refused(&self, reason: &'static str, detail: &str) {
+        self.failures
+            .refused(reason, self.peer, &self.method, detail);
+    }
+}
+
 type Refused<F> = Pin<Box<dyn std::future::Future<Output = F> + Send>>;
 
 impl<S, B> tower::Service<http::Request<B>> for Checked<S>
@@ -77,6 +95,16 @@ where
                     let span = tracing::Span::current();
                     span.record("principal", &*caller.principal);
                     span.record("credential", &*caller.credential);
+                    // Only a principal held to some accounts can be
+                    // refused later, by the service, for an account.
+                    if caller.accounts.is_some() {
+                        let witness = Witness {
+                            failures: Arc::clone(&self.failures),
+                            peer: super::subscriptions::peer_in(request.extensions()),
+                            method: request.uri().path().into(),
+                        };
+                        request.extensions_mut().insert(witness);
+                    }
                     request.extensions_mut().insert(caller);
                 }
                 Ok(None) => {}

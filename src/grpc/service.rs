@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::authenticate::Witness;
 use super::consistency::reached;
 use super::controls::{lineage_message, trusted_owners_message};
 use super::convert::{image_refs, timestamp, AuthorizeQuery, Commanded};
@@ -28,7 +29,7 @@ impl LedgerService {
     where
         Commanded: TryFrom<T, Error = DomainError>,
     {
-        let caller = request.extensions().get::<Caller>().cloned();
+        let caller = caller_of(&request);
         let Commanded {
             command,
             mut options,
@@ -37,7 +38,7 @@ impl LedgerService {
             on_span(actor);
             confined(caller.as_ref(), actor)?;
         }
-        options.principal = caller.map(|caller| caller.principal);
+        options.principal = caller.map(|called| called.caller.principal);
         Ok(self.ledger.commit(command, options).await?)
     }
 
@@ -52,17 +53,20 @@ impl LedgerService {
 }
 
 /// Refuses a call that acts for an account its principal's `accounts`
-/// does not list.
-fn confined(caller: Option<&Caller>, account: &AccountId) -> Result<(), Status> {
-    match caller {
-        Some(caller) if !caller.may_act_for(account) => {
-            tracing::info!(principal = %caller.principal, %account, "a call was refused: the principal may not act for the account");
+/// does not list; the refusal is counted and logged with authentication's.
+fn confined(called: Option<&Called>, account: &AccountId) -> Result<(), Status> {
+    match called {
+        Some(Called { caller, witness }) if !caller.may_act_for(account) => {
+            let detail = format!(
+                "principal {} may not act for account {account}: its [auth] entry lists the accounts it may",
+                caller.principal
+            );
+            if let Some(witness) = witness {
+                witness.refused(crate::auth::ACCOUNT_NOT_ALLOWED, &detail);
+            }
             Err(super::refusal(
                 tonic::Code::PermissionDenied,
-                format!(
-                    "principal {} may not act for account {account}: its [auth] entry lists the accounts it may",
-                    caller.principal
-                ),
+                detail,
                 crate::auth::ACCOUNT_NOT_ALLOWED,
             ))
         }
@@ -70,9 +74,19 @@ fn confined(caller: Option<&Caller>, account: &AccountId) -> Result<(), Status> 
     }
 }
 
-/// The caller of a query, if the call was authenticated.
-fn caller_of<T>(request: &Request<T>) -> Option<Caller> {
-    request.extensions().get::<Caller>().cloned()
+/// An authenticated call's caller, and where a refusal of it is told.
+struct Called {
+    caller: Caller,
+    witness: Option<Witness>,
+}
+
+/// The caller of a call, if it was authenticated.
+fn caller_of<T>(request: &Request<T>) -> Option<Called> {
+    let extensions = request.extensions();
+    Some(Called {
+        caller: extensions.get::<Caller>().cloned()?,
+        witness: extensions.get::<Witness>().cloned(),
+    })
 }
 
 /// Names the account a call acts for on the call's span (see

@@ -28,21 +28,53 @@ struct Window {
     unsaid: u64,
 }
 
+/// At most [`LINES_PER_SECOND`] refusal lines a second: what keeps a
+/// flood of bad credentials, here or on the cloud API door, off the disk.
+pub struct LineBudget {
+    window: Mutex<Window>,
+}
+
+impl Default for LineBudget {
+    fn default() -> Self {
+        Self {
+            window: Mutex::new(Window {
+                started: Instant::now(),
+                lines: 0,
+                unsaid: 0,
+            }),
+        }
+    }
+}
+
+impl LineBudget {
+    /// Whether a line may be logged now, and how many were left unsaid
+    /// since the last one.
+    pub fn admit(&self) -> Option<u64> {
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if window.started.elapsed() >= Duration::from_secs(1) {
+            window.started = Instant::now();
+            window.lines = 0;
+        }
+        if window.lines >= LINES_PER_SECOND {
+            window.unsaid += 1;
+            return None;
+        }
+        window.lines += 1;
+        Some(std::mem::take(&mut window.unsaid))
+    }
+}
+
 /// Counts and logs refused authentications.
 pub struct AuthFailures {
     counts: Family<ReasonLabel, Counter>,
-    window: Mutex<Window>,
+    lines: LineBudget,
 }
 
 impl AuthFailures {
     pub(super) fn register(registry: &mut Registry) -> Self {
         let failures = Self {
             counts: Family::default(),
-            window: Mutex::new(Window {
-                started: Instant::now(),
-                lines: 0,
-                unsaid: 0,
-            }),
+            lines: LineBudget::default(),
         };
         registry.register(
             "ledger_auth_failures",
@@ -62,26 +94,10 @@ impl AuthFailures {
         detail: &str,
     ) {
         self.counts.get_or_create(&ReasonLabel { reason }).inc();
-        if let Some(unsaid) = self.admit() {
+        if let Some(unsaid) = self.lines.admit() {
             let peer = peer.map_or_else(|| "unknown".to_owned(), |peer| peer.to_string());
             tracing::info!(reason, %peer, method, unsaid, "a call was refused: {detail}");
         }
-    }
-
-    /// Whether a line may be logged now, and how many were left unsaid
-    /// since the last one.
-    fn admit(&self) -> Option<u64> {
-        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        if window.started.elapsed() >= Duration::from_secs(1) {
-            window.started = Instant::now();
-            window.lines = 0;
-        }
-        if window.lines >= LINES_PER_SECOND {
-            window.unsaid += 1;
-            return None;
-        }
-        window.lines += 1;
-        Some(std::mem::take(&mut window.unsaid))
     }
 
     /// How many refusals were counted with `reason`.
@@ -97,13 +113,13 @@ mod tests {
     #[test]
     fn a_flood_is_counted_whole_and_logged_ten_lines_a_second() {
         let failures = AuthFailures::register(&mut Registry::default());
-        let logged: Vec<Option<u64>> = (0..15).map(|_| failures.admit()).collect();
+        let logged: Vec<Option<u64>> = (0..15).map(|_| failures.lines.admit()).collect();
         assert_eq!(logged[..10], [Some(0); 10]);
         assert_eq!(logged[10..], [None; 5]);
         std::thread::sleep(Duration::from_millis(1_050));
         // The next second's first line says how many were left unsaid.
-        assert_eq!(failures.admit(), Some(5));
-        assert_eq!(failures.admit(), Some(0));
+        assert_eq!(failures.lines.admit(), Some(5));
+        assert_eq!(failures.lines.admit(), Some(0));
         for _ in 0..3 {
             failures.refused("AuthFailure.InvalidToken", None, "/m", "bad");
         }

@@ -38,6 +38,8 @@ pub struct CloudMetrics {
     requests: Family<RequestLabels, Counter>,
     seconds: Histogram,
     refusals: Family<RefusalLabels, Counter>,
+    /// The refused signatures' log lines.
+    lines: std::sync::Arc<super::auth::LineBudget>,
 }
 
 impl CloudMetrics {
@@ -46,6 +48,7 @@ impl CloudMetrics {
             requests: Family::default(),
             seconds: Histogram::new(BUCKETS),
             refusals: Family::default(),
+            lines: std::sync::Arc::default(),
         };
         registry.register(
             "ledger_cloud_api_requests",
@@ -63,6 +66,13 @@ impl CloudMetrics {
             metrics.refusals.clone(),
         );
         metrics
+    }
+
+    /// Whether a refused signature may be logged now (at most
+    /// [`super::auth::LINES_PER_SECOND`] a second), and how many were left
+    /// unsaid since the last line.
+    pub fn admit_refusal_line(&self) -> Option<u64> {
+        self.lines.admit()
     }
 
     /// Counts one answered request.

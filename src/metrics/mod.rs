@@ -11,6 +11,8 @@ mod ledger;
 
 use std::sync::Arc;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -25,6 +27,13 @@ pub struct Readings {
     pub queue_depth: usize,
     /// Whether the ledger serves (its health's `SERVING`).
     pub serving: bool,
+}
+
+/// The certificate file a TLS expiry is of.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabel {
+    /// Its path, as configured.
+    pub cert: String,
 }
 
 /// Reads the [`Readings`] now: how a scrape asks the ledger, which this
@@ -44,6 +53,8 @@ pub struct Metrics {
     pub connections: crate::listener::Counts,
     /// Counted (and logged) by authentication.
     pub auth: Arc<auth::AuthFailures>,
+    /// When each served TLS certificate expires: absent without TLS.
+    pub tls_expiry: Family<CertificateLabel, Gauge>,
     /// Read off the ledger at each scrape.
     head: Gauge,
     queue: Gauge,
@@ -61,6 +72,12 @@ impl Metrics {
         let auth = Arc::new(auth::AuthFailures::register(&mut registry));
         let (head, queue, read_side_lag) = (Gauge::default(), Gauge::default(), Gauge::default());
         let serving = Gauge::default();
+        let tls_expiry = Family::default();
+        registry.register(
+            "ledger_tls_certificate_expiry_timestamp_seconds",
+            "When the served TLS certificate (the first of the cert file) stops being valid, Unix seconds; read again at each reload",
+            tls_expiry.clone(),
+        );
         registry.register(
             "ledger_serving",
             "1 while the ledger serves; 0 while its store is unreachable or failing writes, or its log forked or broken (health NOT_SERVING)",
@@ -104,6 +121,7 @@ impl Metrics {
             ledger,
             connections,
             auth,
+            tls_expiry,
             head,
             queue,
             read_side_lag,

@@ -268,6 +268,14 @@ async fn prepare(
         Some(settings) => Some(crate::tls::Tls::load(settings.clone()).map_err(ServeError::Tls)?),
         None => None,
     };
+    if let Some(tls) = &tls {
+        let cert = tls.cert_path().display().to_string();
+        let gauge = metrics
+            .tls_expiry
+            .get_or_create(&crate::metrics::CertificateLabel { cert })
+            .clone();
+        tls.report_expiry(gauge);
+    }
     let metrics_addr = serve_metrics(metrics_listener, metrics, ledger, stopped.clone());
     let places = crate::listener::Places::new(
         config.server.max_connections,

@@ -54,6 +54,8 @@ pub enum TlsError {
 
 /// What a connection is accepted with now.
 struct Loaded {
+    /// When the leaf certificate stops being valid, Unix seconds.
+    not_after: i64,
     config: Arc<ServerConfig>,
     /// The same, offering HTTP/1.1 rather than h2 (the cloud API door).
     http1: Arc<ServerConfig>,
@@ -65,6 +67,8 @@ struct Loaded {
 pub struct Tls {
     settings: TlsConfig,
     current: ArcSwap<Loaded>,
+    /// Where the certificate's expiry is reported, once asked.
+    expiry: std::sync::OnceLock<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl Tls {
@@ -74,13 +78,29 @@ impl Tls {
         Ok(Arc::new(Self {
             settings,
             current: ArcSwap::from_pointee(loaded),
+            expiry: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The certificate file served.
+    pub fn cert_path(&self) -> &Path {
+        &self.settings.cert
+    }
+
+    /// Sets `gauge` to the served certificate's expiry (Unix seconds) now
+    /// and at each reload.
+    pub fn report_expiry(&self, gauge: prometheus_client::metrics::gauge::Gauge) {
+        gauge.set(self.current.load().not_after);
+        let _ = self.expiry.set(gauge);
     }
 
     /// Reads the files again; new connections use what they hold from now
     /// on. On an error the old ones stay in use.
     pub fn reload(&self) -> Result<(), TlsError> {
         let loaded = build(&self.settings)?;
+        if let Some(gauge) = self.expiry.get() {
+            gauge.set(loaded.not_after);
+        }
         self.current.store(Arc::new(loaded));
         Ok(())
     }
@@ -134,6 +154,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 fn build(settings: &TlsConfig) -> Result<Loaded, TlsError> {
     let certs = certificates(&settings.cert)?;
+    let not_after = not_after(&settings.cert, &certs[0])?;
     warn_if_readable_by_others(&settings.key);
     let key =
         PrivateKeyDer::from_pem_file(&settings.key).map_err(|e| file_error(&settings.key, e))?;
@@ -163,10 +184,18 @@ fn build(settings: &TlsConfig) -> Result<Loaded, TlsError> {
     http1.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Loaded {
+        not_after,
         config: Arc::new(config),
         http1: Arc::new(http1),
         verifier,
     })
+}
+
+/// When `leaf`, the first certificate of `path`, stops being valid.
+fn not_after(path: &Path, leaf: &CertificateDer<'_>) -> Result<i64, TlsError> {
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| file_error(path, e))?;
+    Ok(parsed.validity().not_after.timestamp())
 }
 
 /// A key file that group or others may read gets a warning.

@@ -52,7 +52,7 @@ pub(super) fn decide_span(job: &Job) -> tracing::Span {
     if job.span.is_disabled() {
         return tracing::Span::none();
     }
-    tracing::debug_span!(target: crate::traces::TARGET, parent: &job.span, "decide")
+    tracing::debug_span!(parent: &job.span, "decide")
 }
 
 /// One span a caller for a store call of `stage` (append, flush, sync)
@@ -72,8 +72,7 @@ pub(super) fn stage_spans(stage: &'static str, group: &[Staged]) -> Vec<tracing:
         .filter(|job| !job.span.is_disabled())
         .map(|job| {
             tracing::debug_span!(
-                target: crate::traces::TARGET,
-                parent: &job.span,
+                                parent: &job.span,
                 "stage",
                 otel.name = stage,
                 batch.commands = commands,
