@@ -10,9 +10,17 @@
 # at the first reply that is not as the README says.
 set -euo pipefail
 ledger="${1:-image-ledger}"
+if ! command -v "$ledger" >/dev/null 2>&1; then
+  echo "securing.sh: $ledger is not a program here: pass the binary (./target/release/image-ledger) or cargo install --path ." >&2
+  exit 2
+fi
+# An absolute path: the script runs in a directory of its own.
+ledger=$(command -v "$ledger")
+case "$ledger" in /*) ;; *) ledger="$PWD/$ledger" ;; esac
+server=
 work=$(mktemp -d)
 cd "$work"
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 
 # A CA, and certificates it signs: NAME, subjectAltName, extendedKeyUsage.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
@@ -27,7 +35,7 @@ cert server DNS:localhost serverAuth
 cert gateway URI:spiffe://prod/gateway-1 clientAuth
 chmod 600 ./*.key
 
-"$ledger" auth new-token --id ops-2026-12 --principal ops >ops.token 2>entry.toml
+(umask 077; "$ledger" auth new-token --id ops-2026-12 --principal ops >ops.token 2>entry.toml)
 cat >ledger.toml <<TOML
 [tls]
 cert = "server.pem"

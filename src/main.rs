@@ -56,10 +56,14 @@ fn main() -> std::process::ExitCode {
                 .with_filter(filter),
         ),
     };
-    tracing_subscriber::registry()
-        .with(logs)
-        .with(traces.as_ref().map(|traces| traces.layer()))
-        .init();
+    // No layer at all when traces are off: an absent layer in the stack
+    // (None) would make every callsite the logs filter out be asked again
+    // at each use.
+    let registry = tracing_subscriber::registry().with(logs);
+    match &traces {
+        Some(traces) => registry.with(traces.layer()).init(),
+        None => registry.init(),
+    }
     if let Some(traces) = &traces {
         tracing::info!(
             endpoint = traces.endpoint(),

@@ -158,8 +158,14 @@ impl Traces {
             + Sync,
     {
         let tracer = self.provider.tracer("image-ledger");
+        // No busy and idle times, source locations or thread names: each
+        // costs every span (an enter and exit per poll read the clock), and
+        // the stages' spans say where a call's time went.
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
             .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
                 metadata.is_span() && metadata.target().starts_with("image_ledger")
             }))

@@ -614,6 +614,17 @@ async fn history_lists_what_touched_an_image_or_an_account() -> TestResult {
         lines[1].contains("ImageShared") && lines[1].contains(FRIEND),
         "{text}"
     );
+    // Kinds as the API names them.
+    let out = Command::new(env!("CARGO_BIN_EXE_image-ledger"))
+        .args(["audit", "history", "--account", OTHER, "--data-dir"])
+        .arg(dir.path())
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("AccountRegistered") && first.ends_with("kind ROOT"),
+        "{text}"
+    );
     Ok(())
 }
 

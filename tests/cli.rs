@@ -83,7 +83,7 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
         image,
         "--account",
         OWNER,
-        "--to",
+        "--with",
         FRIEND,
         "--client-token",
         "t-1",
@@ -159,6 +159,12 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
         cli_json(addr, &quota).await,
         (0, json!({"quota": 500, "used": 1}))
     );
+    // The account as the other commands take it, too.
+    let quota = ["account", "quota", "--account", OWNER, "--region", GZ];
+    assert_eq!(
+        cli_json(addr, &quota).await,
+        (0, json!({"quota": 500, "used": 1}))
+    );
 
     let create = [
         "image",
@@ -204,7 +210,7 @@ async fn every_rpc_has_a_subcommand_with_json_replies_and_exit_codes() -> TestRe
         image,
         "--account",
         OWNER,
-        "--from",
+        "--with",
         FRIEND,
         "--dry-run",
     ];

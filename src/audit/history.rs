@@ -92,7 +92,7 @@ pub fn describe_event(envelope: &Envelope) -> String {
 
 fn summary(event: &Event) -> String {
     match event {
-        Event::AccountRegistered { kind, .. } => format!("kind {kind:?}"),
+        Event::AccountRegistered { kind, .. } => format!("kind {}", kind.name()),
         Event::ImageRegistered {
             owner_account_id,
             region,
@@ -118,7 +118,16 @@ fn summary(event: &Event) -> String {
             image_name,
             image_description,
             ..
-        } => format!("name {image_name:?}, description {image_description:?}"),
+        } => {
+            let changed: Vec<String> = [("name", image_name), ("description", image_description)]
+                .into_iter()
+                .filter_map(|(what, value)| Some(format!("{what} {:?}", value.as_deref()?)))
+                .collect();
+            match changed.is_empty() {
+                true => "attributes unchanged".into(),
+                false => changed.join(", "),
+            }
+        }
         Event::ImageShared {
             account_ids,
             expires_at: Some(end),

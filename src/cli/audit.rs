@@ -123,10 +123,11 @@ pub struct AccessArgs {
     /// The instant (RFC 3339, e.g. 2026-11-27T18:30:00Z).
     #[arg(
         long,
+        value_parser = super::remote::instant,
         required_unless_present = "position",
         conflicts_with = "position"
     )]
-    pub at: Option<String>,
+    pub at: Option<time::OffsetDateTime>,
     /// Right after this log position.
     #[arg(long)]
     pub position: Option<u64>,
@@ -357,10 +358,7 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
     let bearer = args.source.bearer()?;
     let image = ImageId::parse(&args.image)?;
     let as_of = match (&args.at, args.position) {
-        (Some(at), _) => AsOf::Time(
-            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
-                .with_context(|| format!("{at:?} is not an RFC 3339 time"))?,
-        ),
+        (Some(at), _) => AsOf::Time(*at),
         (None, Some(position)) => AsOf::Position(position),
         (None, None) => bail!("give --at or --position"),
     };

@@ -27,11 +27,16 @@ use self::serve::ServeArgs;
 
 /// The `image-ledger` command.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, propagate_version = true)]
 pub struct Cli {
     /// A TOML file of settings: serve's flags, with _ for -, and
     /// signing_key_seed. Flags and environment variables win over it.
-    #[arg(long, global = true, env = "IMAGE_LEDGER_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_LEDGER_CONFIG",
+        help_heading = "Global options"
+    )]
     pub config: Option<PathBuf>,
     /// How logs are written to stderr: `text` for people, `json` (one
     /// object a line) for log pipelines.
@@ -40,7 +45,8 @@ pub struct Cli {
         global = true,
         env = "IMAGE_LEDGER_LOG_FORMAT",
         value_enum,
-        default_value_t = LogFormat::Text
+        default_value_t = LogFormat::Text,
+        help_heading = "Global options"
     )]
     pub log_format: LogFormat,
     #[command(subcommand)]

@@ -16,6 +16,16 @@ pub enum AccountKind {
     Collaborator,
 }
 
+impl AccountKind {
+    /// Its name in the API (`ROOT`, `COLLABORATOR`).
+    pub fn name(self) -> &'static str {
+        match self {
+            AccountKind::Root => "ROOT",
+            AccountKind::Collaborator => "COLLABORATOR",
+        }
+    }
+}
+
 /// How an image came to exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

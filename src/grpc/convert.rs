@@ -35,7 +35,10 @@ pub(super) fn accounts(raw: &[String]) -> Result<Vec<AccountId>, DomainError> {
 }
 
 pub(super) fn bad_enum(field: &str, value: i32) -> DomainError {
-    DomainError::InvalidParameter(format!("{field} has no valid value (got {value})"))
+    DomainError::InvalidParameter(match value {
+        0 => format!("{field} is required"),
+        _ => format!("{field} has no valid value (got {value})"),
+    })
 }
 
 fn region(raw: &str) -> Result<Region, DomainError> {

@@ -12,10 +12,10 @@ pub struct Location {
     /// Directory of the sled store (and of the signing key).
     #[arg(long, env = "IMAGE_LEDGER_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Keep the ledger in this PostgreSQL database instead of the sled
-    /// store in --data-dir, which then holds only the signing key (a libpq
-    /// URL; several hosts with `target_session_attrs=read-write` follow a
-    /// failover).
+    /// The ledger's PostgreSQL database, instead of the sled store in
+    /// --data-dir (a libpq URL; several hosts with
+    /// `target_session_attrs=read-write` follow a failover). A server's
+    /// --data-dir then holds only its signing key.
     #[arg(long, env = "IMAGE_LEDGER_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// sled page cache size in MiB. The state the commands and queries use

@@ -93,8 +93,12 @@ pub struct RegisterArgs {
 /// `account quota`
 #[derive(Args)]
 pub struct QuotaArgs {
+    /// The account id (or as --account, as the other commands take it).
+    #[arg(required_unless_present = "acting", conflicts_with = "acting")]
+    pub account: Option<String>,
     /// The account id.
-    pub account: String,
+    #[arg(long = "account", id = "acting", value_name = "ACCOUNT")]
+    pub acting: Option<String>,
     /// The region.
     #[arg(long)]
     pub region: String,
@@ -131,10 +135,12 @@ pub fn run_command(command: AccountCmd) -> anyhow::Result<()> {
             Ok(())
         }),
         AccountCmd::Quota(args) => run(&args.remote, async {
+            // clap lets exactly one of them through.
+            let account = args.account.or(args.acting).unwrap_or_default();
             let mut client = args.remote.connect().await?;
             let reply = client
                 .describe_image_quota(pb::DescribeImageQuotaRequest {
-                    account_id: args.account.clone(),
+                    account_id: account.clone(),
                     region: args.region.clone(),
                     min_position: args.min_position.min_position,
                 })
@@ -144,7 +150,7 @@ pub fn run_command(command: AccountCmd) -> anyhow::Result<()> {
                 .print(json!({"quota": reply.quota, "used": reply.used}), || {
                     format!(
                         "account {} uses {} of {} custom images in {}",
-                        args.account, reply.used, reply.quota, args.region
+                        account, reply.used, reply.quota, args.region
                     )
                 });
             Ok(())

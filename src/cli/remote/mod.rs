@@ -12,6 +12,8 @@ pub mod image;
 mod query;
 mod render;
 
+pub use render::instant;
+
 use std::time::Duration;
 
 use clap::Args;

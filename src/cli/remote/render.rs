@@ -78,6 +78,12 @@ enum_names!(
     pb::LicenseType
 );
 
+/// Parses an RFC 3339 instant.
+pub fn instant(raw: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time such as 2027-01-31T00:00:00Z: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use crate::domain::ids::quoted;
 use crate::domain::{
-    Account, AccountId, AccountKind, DomainError, Image, ImageId, ImageState, LedgerState, Policy,
-    Region, Relation,
+    Account, AccountId, DomainError, Image, ImageId, ImageState, LedgerState, Policy, Region,
+    Relation,
 };
 
 pub(super) fn live_image<'a>(
@@ -124,13 +124,6 @@ pub(super) fn share_summary(image: &Image, now: time::OffsetDateTime) -> String 
         (0, _) => "Lighthouse".to_owned(),
         (n, false) => format!("{n} account(s)"),
         (n, true) => format!("{n} account(s) and Lighthouse"),
-    }
-}
-
-pub(super) fn kind_name(kind: AccountKind) -> &'static str {
-    match kind {
-        AccountKind::Root => "ROOT",
-        AccountKind::Collaborator => "COLLABORATOR",
     }
 }
 

@@ -16,9 +16,7 @@ use std::collections::BTreeSet;
 use time::OffsetDateTime;
 
 pub use self::checks::registered;
-use self::checks::{
-    kind_name, live_image, name_free, not_owner, quota_free, require_normal, share_summary,
-};
+use self::checks::{live_image, name_free, not_owner, quota_free, require_normal, share_summary};
 use self::controls::{
     deletable, deletion_protection, leave, not_deprecated, not_disabled, set_deprecated,
     set_disabled, set_trusted_owners, trusted,
@@ -250,7 +248,7 @@ fn register_account(
         Some(existing) if existing.kind == kind => Ok(Decision::of(vec![])),
         Some(existing) => Err(DomainError::InvalidParameter(format!(
             "account {account_id} is already registered as {}",
-            kind_name(existing.kind)
+            existing.kind.name()
         ))),
         None => Ok(Decision::of(vec![Event::AccountRegistered {
             account_id: account_id.clone(),

@@ -52,19 +52,13 @@ pub struct ShareExpiryArgs {
     #[arg(long = "of", required = true, num_args = 1.., value_delimiter = ',')]
     pub accounts: Vec<String>,
     /// The new end (RFC 3339).
-    #[arg(long, value_parser = instant, required_unless_present = "never")]
+    #[arg(long, value_parser = super::super::render::instant, required_unless_present = "never")]
     pub expires_at: Option<time::OffsetDateTime>,
     /// The shares no longer end by themselves.
     #[arg(long, conflicts_with = "expires_at")]
     pub never: bool,
     #[command(flatten)]
     pub control: ControlArgs,
-}
-
-/// Parses an RFC 3339 instant.
-pub fn instant(raw: &str) -> Result<time::OffsetDateTime, String> {
-    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("not an RFC 3339 time such as 2027-01-31T00:00:00Z: {e}"))
 }
 
 /// `image lineage`

@@ -181,11 +181,18 @@ pub struct ShareArgs {
     /// The image id.
     pub image: String,
     /// The accounts to share with (repeat, or separate with commas).
-    #[arg(long, required = true, num_args = 1.., value_delimiter = ',')]
+    #[arg(
+        long = "with",
+        visible_alias = "to",
+        value_name = "ACCOUNT",
+        required = true,
+        num_args = 1..,
+        value_delimiter = ','
+    )]
     pub to: Vec<String>,
     /// When the shares end by themselves (RFC 3339, e.g.
     /// 2027-01-31T00:00:00Z); they never do without it.
-    #[arg(long, value_parser = controls::instant)]
+    #[arg(long, value_parser = super::render::instant)]
     pub expires_at: Option<time::OffsetDateTime>,
     /// Check every rule, record nothing.
     #[arg(long)]
@@ -200,7 +207,14 @@ pub struct UnshareArgs {
     /// The image id.
     pub image: String,
     /// The accounts to stop sharing with (repeat, or separate with commas).
-    #[arg(long, required = true, num_args = 1.., value_delimiter = ',')]
+    #[arg(
+        long = "with",
+        visible_alias = "from",
+        value_name = "ACCOUNT",
+        required = true,
+        num_args = 1..,
+        value_delimiter = ','
+    )]
     pub from: Vec<String>,
     /// Check every rule, record nothing.
     #[arg(long)]
