@@ -74,7 +74,7 @@ impl Door {
         // The request's span: the root of its trace (`crate::traces`), as
         // a gRPC call's is; its command's stages are recorded under it.
         let span = tracing::debug_span!(
-                        "cloud API request",
+            "cloud API request",
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
             request_id = %request_id,

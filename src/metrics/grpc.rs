@@ -149,7 +149,7 @@ where
         // The call's span: its logs' context, and the root of its trace
         // (`crate::traces`) under OpenTelemetry's names for a gRPC server.
         let span = tracing::debug_span!(
-                        "call",
+            "call",
             otel.name = path.trim_start_matches('/'),
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,

@@ -72,7 +72,7 @@ pub(super) fn stage_spans(stage: &'static str, group: &[Staged]) -> Vec<tracing:
         .filter(|job| !job.span.is_disabled())
         .map(|job| {
             tracing::debug_span!(
-                                parent: &job.span,
+                parent: &job.span,
                 "stage",
                 otel.name = stage,
                 batch.commands = commands,
