@@ -69,6 +69,9 @@ fn main() -> std::process::ExitCode {
             endpoint = traces.endpoint(),
             "exporting traces over OTLP/gRPC"
         );
+        if let Some(warning) = traces.endpoint_warning() {
+            tracing::warn!(endpoint = traces.endpoint(), "{warning}");
+        }
     }
     let outcome = cli::run(cli, &file);
     if let Some(traces) = traces {

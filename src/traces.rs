@@ -149,6 +149,19 @@ impl Traces {
         &self.endpoint
     }
 
+    /// What to warn of in the endpoint: a collector's OTLP/HTTP port,
+    /// where this exporter's gRPC calls would fail at each export.
+    pub fn endpoint_warning(&self) -> Option<&'static str> {
+        let port = self
+            .endpoint
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|uri| uri.port_u16());
+        (port == Some(4318)).then_some(
+            "port 4318 is a collector's OTLP/HTTP port; traces are exported over OTLP/gRPC (usually 4317)",
+        )
+    }
+
     /// The layer that turns this crate's spans into OpenTelemetry's.
     pub fn layer<S>(&self) -> impl Layer<S> + Send + Sync + 'static
     where

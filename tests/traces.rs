@@ -283,7 +283,7 @@ async fn switched_off_it_exports_nothing() -> TestResult {
 }
 
 #[test]
-fn a_protocol_it_does_not_speak_stops_it_before_it_starts() -> TestResult {
+fn a_protocol_it_does_not_speak_stops_it_and_an_http_port_is_warned_of() -> TestResult {
     let dir = tempfile::tempdir()?;
     let started = binary(&dir.path().join("data"))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
@@ -302,5 +302,18 @@ fn a_protocol_it_does_not_speak_stops_it_before_it_starts() -> TestResult {
     );
     // Refused before the data directory was made.
     assert!(!dir.path().join("data").exists());
+    // Pointed at a collector's HTTP port, it starts and warns.
+    let mut server = binary(&dir.path().join("data"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .env("RUST_LOG", "warn")
+        .stderr(Stderr::Capture)
+        .spawn()?;
+    assert!(server.terminate(Duration::from_secs(30))?.success());
+    let logs = server.logs();
+    assert!(
+        logs.contains("port 4318 is a collector's OTLP/HTTP port; traces are exported over OTLP/gRPC (usually 4317)"),
+        "{logs}"
+    );
     Ok(())
 }
