@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{binary, register_image, register_roots, FRIEND, GZ, OWNER};
+use common::{binary, register, register_image, register_roots, FRIEND, GZ, OWNER};
 use image_ledger::auth::digest_hex;
 use image_ledger::grpc::pb;
 use image_ledger_bench::cloud::{Call, Connection, Key};
@@ -47,6 +47,15 @@ fn as_admin<T>(message: T, traceparent: Option<&str>) -> Request<T> {
             .insert("traceparent", parent.parse().expect("ascii"));
     }
     request
+}
+
+/// The spans whose parent is `parent`.
+fn children<'a>(spans: &'a [(String, Span)], parent: &Span) -> Vec<&'a Span> {
+    spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.trace_id == parent.trace_id && s.parent_span_id == parent.span_id)
+        .collect()
 }
 
 fn find<'a>(spans: &'a [(String, Span)], name: &str) -> Result<&'a Span, String> {
@@ -137,11 +146,7 @@ async fn a_call_is_a_trace_with_its_stages() -> TestResult {
     assert_eq!(attr(first, "reason"), None);
 
     // Its command's stages, each under it, in the order they ran.
-    let under: Vec<&Span> = spans
-        .iter()
-        .map(|(_, s)| s)
-        .filter(|s| s.trace_id == first.trace_id && s.parent_span_id == first.span_id)
-        .collect();
+    let under = children(&spans, first);
     let names: Vec<&str> = under.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names.len(), 4, "{names:?}");
     for name in ["decide", "append", "flush", "sync"] {
@@ -238,10 +243,8 @@ async fn a_cloud_api_request_is_a_trace_too() -> TestResult {
         Some("cloud key AKIDowner")
     );
     assert_eq!(attr(shared, "outcome").as_deref(), Some("OK"));
-    let mut under: Vec<&str> = spans
-        .iter()
-        .map(|(_, s)| s)
-        .filter(|s| s.trace_id == shared.trace_id && s.parent_span_id == shared.span_id)
+    let mut under: Vec<&str> = children(&spans, shared)
+        .into_iter()
         .map(|s| s.name.as_str())
         .collect();
     under.sort_unstable();
@@ -267,13 +270,7 @@ async fn switched_off_it_exports_nothing() -> TestResult {
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .spawn()?;
     let mut client = pb::image_ledger_client::ImageLedgerClient::connect(server.url()).await?;
-    client
-        .register_account(pb::RegisterAccountRequest {
-            account_id: OWNER.into(),
-            kind: pb::AccountKind::Root as i32,
-            client_token: String::new(),
-        })
-        .await?;
+    register(&mut client, OWNER, pb::AccountKind::Root).await;
     drop(client);
     let stopped = Instant::now();
     assert!(server.terminate(Duration::from_secs(30))?.success());

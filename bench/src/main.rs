@@ -226,15 +226,17 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "--replicas must not exceed --connections: each replica needs a connection"
     );
     let binary = server_binary(args.server_binary)?;
-    // The receiver runs beside the load, on a runtime of its own.
-    let receiving = tokio::runtime::Runtime::new()?;
-    let sink = match args.traces {
-        true => Some(
-            receiving
+    // The receiver runs beside the load, on a runtime of its own (kept
+    // until the run ends).
+    let (_receiving, sink) = match args.traces {
+        true => {
+            let receiving = tokio::runtime::Runtime::new()?;
+            let sink = receiving
                 .block_on(image_ledger_bench::otlp::Sink::start(false))
-                .map_err(|e| anyhow::anyhow!("cannot start the OTLP receiver: {e}"))?,
-        ),
-        false => None,
+                .map_err(|e| anyhow::anyhow!("cannot start the OTLP receiver: {e}"))?;
+            (Some(receiving), Some(sink))
+        }
+        false => (None, None),
     };
     let config = BenchConfig {
         binary,

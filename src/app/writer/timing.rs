@@ -60,6 +60,15 @@ pub(super) fn decide_span(job: &Job) -> tracing::Span {
 /// their callers' spans, open while the spans returned live. Empty when
 /// no caller's span is recorded.
 pub(super) fn stage_spans(stage: &'static str, group: &[Staged]) -> Vec<tracing::Span> {
+    let recorded = |job: &&Job| !job.span.is_disabled();
+    // The common case, traces off: nothing to count for a batch.
+    if !group
+        .iter()
+        .flat_map(|staged| &staged.jobs)
+        .any(|job| recorded(&job))
+    {
+        return Vec::new();
+    }
     let commands: usize = group.iter().map(|staged| staged.jobs.len()).sum();
     // Counted from the heads: the append stage moves the records out.
     let records: u64 = group
@@ -69,7 +78,7 @@ pub(super) fn stage_spans(stage: &'static str, group: &[Staged]) -> Vec<tracing:
     group
         .iter()
         .flat_map(|staged| &staged.jobs)
-        .filter(|job| !job.span.is_disabled())
+        .filter(recorded)
         .map(|job| {
             tracing::debug_span!(
                 parent: &job.span,
